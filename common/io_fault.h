@@ -14,8 +14,7 @@
  *     to the bytes covered by its last successful fsync, optionally keeping
  *     the first `keep_bytes` of the unsynced writes in the order they were
  *     issued (a torn prefix: the last kept write lands only in part);
- *   - flip bits in the data returned by pread (one chosen bit, at the N-th
- *     pread or at a byte offset of a file).
+ *   - flip one chosen bit of the buffer the N-th pread returns.
  *
  * Every op is counted (total and per kind) so a test can first run a
  * workload clean to learn how many ops it makes, then sweep N over them.

@@ -116,7 +116,7 @@ typedef struct keel_wal_open_info {
     char torn_segment[64]; /* its file name, relative to the WAL dir */
     uint64_t torn_offset;  /* where the valid data ended in it */
     uint64_t torn_bytes;   /* bytes dropped */
-    char torn_reason[160]; /* what was wrong at torn_offset */
+    char torn_reason[200]; /* what was wrong at torn_offset */
 } keel_wal_open_info;
 
 typedef struct keel_wal keel_wal;
