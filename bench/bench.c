@@ -1,0 +1,432 @@
+/*
+ * bench/bench.c — `keel bench`: the workload table and the shared machinery
+ * of bench.h (clock, interleaving, medians, environment, reports).
+ *
+ * Invariants B1..B5 are stated in bench.h; this file upholds B1, B2 and B4
+ * in keel__bench_interleave() and keel__bench_stats(), B5 in
+ * keel__bench_workdir() and keel__bench_rmtree().
+ *
+ * No CTest entry ever passes or fails on a figure from here: tests only
+ * smoke-run workloads at tiny sizes and check the shape of the output.
+ */
+#include "bench/bench.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/diag.h"
+#include "tools/cli.h"
+
+/* ------------------------------------------------------------ workloads */
+
+typedef struct bench_workload {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} bench_workload;
+
+static const bench_workload workloads[] = {
+    {"wal-append", "WAL appends per sync policy vs fdatasync and seqwrite",
+     keel__bench_wal_append},
+};
+
+#define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
+
+static void workload_names(char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NWORKLOADS; i++) {
+        int n = snprintf(buf + len, cap - len, "%s%s", i > 0 ? ", " : "",
+                         workloads[i].name);
+        if (n < 0 || (size_t)n >= cap - len) {
+            break;
+        }
+        len += (size_t)n;
+    }
+}
+
+static int bench_help(void)
+{
+    printf("usage: keel bench WORKLOAD [OPTIONS]\n"
+           "\n"
+           "Measure a workload against baselines run in the same process, "
+           "on the\n"
+           "same filesystem, interleaved run by run with it; print the "
+           "median rate\n"
+           "with min and max of each, and the ratio of the medians. A "
+           "header line\n"
+           "names the CPU, the filesystem and the build.\n"
+           "\n"
+           "Workloads:\n");
+    for (size_t i = 0; i < NWORKLOADS; i++) {
+        printf("  %-12s %s\n", workloads[i].name, workloads[i].summary);
+    }
+    printf("\n'keel bench WORKLOAD --help' lists its options.\n"
+           "\n"
+           "Exit status: 0 success; 1 a run failed (I/O error, ...); 2 usage "
+           "error.\n");
+    return KEEL_CLI_OK;
+}
+
+int keel__bench_main(int argc, char **argv)
+{
+    int rc = KEEL_CLI_USAGE;
+    char names[256];
+    workload_names(names, sizeof(names));
+    if (argc < 1) {
+        rc = keel__cli_usage_error("bench", "no workload given (available: %s)",
+                                   names);
+        goto out;
+    }
+    if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        rc = bench_help();
+        goto out;
+    }
+    for (size_t i = 0; i < NWORKLOADS; i++) {
+        if (strcmp(workloads[i].name, argv[0]) == 0) {
+            rc = workloads[i].run(argc - 1, argv + 1);
+            goto out;
+        }
+    }
+    if (argv[0][0] == '-') {
+        rc = keel__cli_usage_error("bench",
+                                   "unknown option '%s' (see 'keel bench "
+                                   "--help')",
+                                   argv[0]);
+    } else {
+        rc = keel__cli_usage_error(
+            "bench", "unknown workload '%s' (available: %s)", argv[0], names);
+    }
+out:
+    return rc;
+}
+
+/* -------------------------------------------------------------- timing */
+
+double keel__bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int keel__bench_interleave(keel_bench_series *s, size_t ns, size_t runs,
+                           keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    for (size_t i = 0; i < ns; i++) {
+        s[i].per_s = calloc(runs, sizeof(*s[i].per_s));
+        if (s[i].per_s == NULL) {
+            rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    /* B2: round 0 is the warm-up; B1: every round runs every series */
+    for (size_t round = 0; round <= runs; round++) {
+        for (size_t i = 0; i < ns; i++) {
+            double seconds = 0;
+            rc = s[i].run(s[i].ctx, &seconds, diag);
+            if (rc < 0) {
+                goto out;
+            }
+            if (round > 0) {
+                /* a clock too coarse to see the run must not divide by 0 */
+                s[i].per_s[round - 1] =
+                    s[i].units / (seconds > 1e-9 ? seconds : 1e-9);
+            }
+        }
+    }
+out:
+    return rc;
+}
+
+void keel__bench_series_free(keel_bench_series *s, size_t ns)
+{
+    for (size_t i = 0; i < ns; i++) {
+        free(s[i].per_s);
+        s[i].per_s = NULL;
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void keel__bench_stats(const double *v, size_t n, keel_bench_stats *out)
+{
+    double sorted[KEEL_BENCH_MAX_RUNS];
+    KEEL_ASSERT(n >= 1 && n <= KEEL_BENCH_MAX_RUNS);
+    memcpy(sorted, v, n * sizeof(*v));
+    qsort(sorted, n, sizeof(*sorted), cmp_double);
+    out->min = sorted[0];
+    out->max = sorted[n - 1];
+    out->median =
+        n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+/* ------------------------------------------------------ work directory */
+
+int keel__bench_workdir(const char *parent, char **out, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    size_t len = strlen(parent) + sizeof("/keel-bench-XXXXXX");
+    char *tmpl = malloc(len);
+    *out = NULL;
+    if (tmpl == NULL) {
+        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(tmpl, len, "%s/keel-bench-XXXXXX", parent);
+    if (mkdtemp(tmpl) == NULL) {
+        rc = keel__diag(diag, keel_translate_errno(errno),
+                        "cannot create a directory in '%s': %s", parent,
+                        strerror(errno));
+        goto out;
+    }
+    /* absolute, so the header line says which filesystem was measured */
+    *out = realpath(tmpl, NULL);
+    if (*out == NULL) {
+        rc = keel__diag(diag, keel_translate_errno(errno), "%s: %s", tmpl,
+                        strerror(errno));
+        rmdir(tmpl);
+    }
+out:
+    free(tmpl);
+    return rc;
+}
+
+int keel__bench_rmtree(const char *path, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    DIR *d = NULL;
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        rc = keel__diag(diag, keel_translate_errno(errno), "%s: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlink(path) != 0) {
+            rc = keel__diag(diag, keel_translate_errno(errno),
+                            "removing %s: %s", path, strerror(errno));
+        }
+        goto out;
+    }
+    d = opendir(path);
+    if (d == NULL) {
+        rc = keel__diag(diag, keel_translate_errno(errno), "%s: %s", path,
+                        strerror(errno));
+        goto out;
+    }
+    struct dirent *e;
+    while (rc == KEEL_OK && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        size_t len = strlen(path) + strlen(e->d_name) + 2;
+        char *child = malloc(len);
+        if (child == NULL) {
+            rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(child, len, "%s/%s", path, e->d_name);
+        rc = keel__bench_rmtree(child, diag);
+        free(child);
+    }
+    if (rc == KEEL_OK && rmdir(path) != 0) {
+        rc = keel__diag(diag, keel_translate_errno(errno), "removing %s: %s",
+                        path, strerror(errno));
+    }
+out:
+    if (d != NULL) {
+        closedir(d);
+    }
+    return rc;
+}
+
+/* --------------------------------------------------------- environment */
+
+static void cpu_model(char *buf, size_t cap)
+{
+    char line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    snprintf(buf, cap, "unknown CPU");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || colon == NULL) {
+            continue;
+        }
+        char *v = colon + 1;
+        v += strspn(v, " \t");
+        v[strcspn(v, "\n")] = '\0';
+        snprintf(buf, cap, "%s", v);
+        break;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+}
+
+static void fs_type(const char *dir, char *buf, size_t cap)
+{
+    struct statfs sf;
+    unsigned long type = 0;
+    if (statfs(dir, &sf) == 0) {
+        type = (unsigned long)sf.f_type;
+    }
+    switch (type) {
+    case 0:
+        snprintf(buf, cap, "unknown");
+        break;
+    case EXT4_SUPER_MAGIC: /* ext2 and ext3 share it */
+        snprintf(buf, cap, "ext4");
+        break;
+    case XFS_SUPER_MAGIC:
+        snprintf(buf, cap, "xfs");
+        break;
+    case BTRFS_SUPER_MAGIC:
+        snprintf(buf, cap, "btrfs");
+        break;
+    case TMPFS_MAGIC:
+        snprintf(buf, cap, "tmpfs");
+        break;
+    case OVERLAYFS_SUPER_MAGIC:
+        snprintf(buf, cap, "overlay");
+        break;
+    default:
+        snprintf(buf, cap, "0x%lx", type);
+        break;
+    }
+}
+
+/* What the compiler was told, as far as it shows in predefined macros:
+ * CMake's build types differ in optimization and NDEBUG. */
+#ifdef __OPTIMIZE__
+#define BUILD_OPT "optimized"
+#else
+#define BUILD_OPT "unoptimized"
+#endif
+#ifdef NDEBUG
+#define BUILD_NDEBUG ", NDEBUG"
+#else
+#define BUILD_NDEBUG ", no NDEBUG"
+#endif
+#ifdef KEEL_DEBUG
+#define BUILD_DEBUG ", KEEL_DEBUG checkers"
+#else
+#define BUILD_DEBUG ""
+#endif
+#ifdef __SANITIZE_ADDRESS__
+#define BUILD_ASAN ", ASan"
+#else
+#define BUILD_ASAN ""
+#endif
+
+void keel__bench_env(const char *dir, keel_bench_env *env)
+{
+    char model[128];
+    cpu_model(model, sizeof(model));
+    snprintf(env->cpu, sizeof(env->cpu), "%s (%ld CPUs online)", model,
+             sysconf(_SC_NPROCESSORS_ONLN));
+    fs_type(dir, env->fs, sizeof(env->fs));
+    snprintf(env->build, sizeof(env->build), "%s",
+             BUILD_OPT BUILD_NDEBUG BUILD_DEBUG BUILD_ASAN);
+}
+
+/* ------------------------------------------------------------- reports */
+
+void keel__bench_report_header(const char *workload, const keel_bench_env *env,
+                               const char *dir, size_t runs, int json)
+{
+    if (!json) {
+        printf("%s: cpu %s; fs %s (%s); build %s; %zu runs after 1 warm-up, "
+               "baseline and candidate interleaved\n",
+               workload, env->cpu, env->fs, dir, env->build, runs);
+        printf("%-6s %-10s %10s %8s %12s %12s %12s %7s\n", "sync", "series",
+               "n", "size", "median/s", "min/s", "max/s", "ratio");
+    }
+}
+
+static void report_row(const keel_bench_result *r, const keel_bench_series *s,
+                       const keel_bench_stats *st, double ratio,
+                       double bytes_per_unit)
+{
+    /* whole numbers, except for rates so low that decimals still matter */
+    int prec = st->min < 100 ? 2 : 0;
+    printf("%-6s %-10s %10llu %8llu %12.*f %12.*f %12.*f", r->sync, s->name,
+           (unsigned long long)r->n, (unsigned long long)r->size, prec,
+           st->median, prec, st->min, prec, st->max);
+    if (ratio > 0) {
+        printf(" %7.3f", ratio);
+    } else {
+        printf(" %7s", "-");
+    }
+    if (bytes_per_unit > 0) {
+        printf("  (%.1f MB/s)", st->median * bytes_per_unit / 1e6);
+    }
+    printf("\n");
+}
+
+static json_t *runs_json(const keel_bench_result *r)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a != NULL && i < r->runs; i++) {
+        json_t *o = json_pack("{s:f, s:f}", "per_s", r->candidate->per_s[i],
+                              "baseline_per_s", r->baseline->per_s[i]);
+        if (o == NULL || json_array_append_new(a, o) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    return a;
+}
+
+int keel__bench_report(const keel_bench_result *r, int json)
+{
+    int rc = KEEL_OK;
+    json_t *o = NULL;
+    char *line = NULL;
+    keel_bench_stats cand;
+    keel_bench_stats base;
+    keel__bench_stats(r->candidate->per_s, r->runs, &cand);
+    keel__bench_stats(r->baseline->per_s, r->runs, &base);
+    double ratio = cand.median / base.median; /* B4 */
+    if (!json) {
+        report_row(r, r->baseline, &base, 0, r->baseline_bytes_per_unit);
+        report_row(r, r->candidate, &cand, ratio, 0);
+        goto out;
+    }
+    o = json_pack("{s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:s, s:f, s:f, s:o}",
+                  "workload", r->workload, "sync", r->sync, "n",
+                  (json_int_t)r->n, "size", (json_int_t)r->size, "median_per_s",
+                  cand.median, "min_per_s", cand.min, "max_per_s", cand.max,
+                  "baseline", r->baseline->name, "baseline_per_s", base.median,
+                  "ratio", ratio, "runs", runs_json(r));
+    /* 12 significant digits: rates print as 3281338.66295, not with the
+     * 17 digits of a round trip that the noise of a run makes meaningless */
+    line = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12))
+                     : NULL;
+    if (line == NULL) {
+        rc = KEEL_ENOMEM;
+        goto out;
+    }
+    printf("%s\n", line);
+out:
+    fflush(stdout);
+    free(line);
+    json_decref(o);
+    return rc;
+}
