@@ -22,6 +22,9 @@
  *   W6  Under GROUP at most group_max_records appended records are not yet
  *       durable (an append past that waits), and the syncer writes a batch
  *       no later than group_window_us after its oldest record was appended.
+ *   W7  A new segment is created only after every record of the previous
+ *       one is synced, whatever the policy, so a power loss never leaves a
+ *       later segment behind a gap (which would make the log unopenable).
  *
  * Threads (GROUP only): the caller's thread appends into `pend` under `mu`;
  * the syncer thread swaps `pend` with `spare` under `mu`, then writes and
@@ -307,13 +310,18 @@ static int group_wait(keel_wal *w, uint64_t lsn, keel_diag *diag)
     return rc;
 }
 
-/* Everything appended so far written (and synced unless OFF). */
+/*
+ * Everything appended so far written and synced, before a rollover. Even
+ * under OFF: the new segment's header is synced, and a power loss that kept
+ * it while the old segment lost its unsynced tail would leave an LSN gap
+ * between segments, which the reader must refuse as corruption (W7).
+ */
 static int drain(keel_wal *w, keel_diag *diag)
 {
     if (w->o.sync == KEEL_SYNC_GROUP) {
         return group_wait(w, w->last_lsn, diag);
     }
-    return write_pending(w, w->o.sync == KEEL_SYNC_FULL, diag);
+    return write_pending(w, 1, diag);
 }
 
 static int push_seg(keel_wal *w, uint64_t first_lsn)
