@@ -216,7 +216,7 @@ typedef struct keel_wal_tail {
     uint64_t offset;   /* end of the valid data in it */
     uint64_t bytes;    /* bytes after it (0 if clean) */
     uint64_t last_lsn; /* last valid LSN (0 if none) */
-    char reason[160];  /* torn: what was wrong at offset */
+    char reason[200];  /* torn: what was wrong at offset */
 } keel_wal_tail;
 
 typedef struct keel_wal_reader keel_wal_reader;
