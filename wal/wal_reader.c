@@ -370,6 +370,22 @@ static int valid_record_after(keel_wal_reader *r, uint64_t off, uint64_t *at)
         keel_wal_rec_header h;
         const uint8_t *rec;
         char why[200];
+        /* Cheap header checks first: hashing every magic-led candidate
+         * would make crafted input (a payload full of record magics)
+         * quadratic in the segment size. */
+        if (cand + KEEL_WAL_REC_OVERHEAD_BYTES > r->fsize) {
+            break;
+        }
+        rc = window(r, cand, KEEL_WAL_REC_HEADER_BYTES, &rec);
+        if (rc < 0) {
+            return rc;
+        }
+        keel__wal_rec_decode(rec, &h);
+        if (h.lsn < r->expect ||
+            !keel__wal_rec_sane(rec, &h, why, sizeof(why))) {
+            pos = cand + 1;
+            continue;
+        }
         rc = check_record(r, cand, &h, &rec, why, sizeof(why));
         if (rc < 0) {
             return rc;
