@@ -96,5 +96,9 @@ int keel__cli_wal_dump(int argc, char **argv);
 int keel__cli_wal_verify(int argc, char **argv);
 /* tools/cmd_wal_demo.c */
 int keel__cli_wal_demo(int argc, char **argv);
+/* tools/cmd_kernel.c */
+int keel__cli_run(int argc, char **argv);
+int keel__cli_status(int argc, char **argv);
+int keel__cli_send(int argc, char **argv);
 
 #endif

@@ -42,6 +42,12 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command commands[] = {
+    {NULL, "run", "STATE [--config FILE] [OPTIONS]",
+     "boot or resume a kernel and run it", keel__cli_run},
+    {NULL, "status", "STATE [--json]", "show a kernel's crank, queue and vats",
+     keel__cli_status},
+    {NULL, "send", "STATE VAT METHOD ARGS_JSON [--wait]",
+     "queue a message to a vat's root object", keel__cli_send},
     {"wal", "demo", "DIR [--n N] [--size BYTES] [--sync P]",
      "append demonstration records to a WAL", keel__cli_wal_demo},
     {"wal", "dump", "DIR [--from LSN] [--json]",

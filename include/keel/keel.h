@@ -8,7 +8,9 @@
  *   header holds what every area shares: the error table, the diagnostic
  *   buffer and the byte-span type. Each area has its own header, included
  *   from here:
- *     keel/wal.h   the write-ahead log (segments, records, writer, reader)
+ *     keel/wal.h     the write-ahead log (segments, records, writer, reader)
+ *     keel/vat.h     the vat ABI: deliveries and syscalls
+ *     keel/kernel.h  the durable kernel: open, boot, step, run, status
  *
  * Errors
  *   Every call returns int: KEEL_OK (0) or a negative KEEL_E* code from the
@@ -105,5 +107,7 @@ KEEL_API const char *keel_version(void);
 #endif
 
 #include "keel/wal.h"
+#include "keel/vat.h"
+#include "keel/kernel.h"
 
 #endif

@@ -1,0 +1,286 @@
+/*
+ * host/host.c — the host loop on libuv: one-shot timers and thread-pool
+ * jobs whose callbacks run on the kernel's thread, only inside
+ * keel__host_run_once() and keel__host_poll() (so never inside a crank).
+ *
+ * The host owns its uv_loop_t. Each timer is a malloc'd record embedding a
+ * uv_timer_t; each job a malloc'd record embedding a uv_work_t. A helper
+ * timer embedded in the host bounds run_once's wait.
+ *
+ * Invariants:
+ *   H1  pending == timers started whose callback has neither run nor been
+ *       dropped + jobs queued whose after-work callback has not run. A timer
+ *       leaves the count just before its callback runs, a job just before
+ *       its `done` runs, so a callback that schedules more work sees (and
+ *       adds to) an exact count.
+ *   H2  User callbacks (timer cb, job done) run only inside run_once/poll on
+ *       the calling thread, never from free: free sets `freeing` first and
+ *       the libuv callbacks then drop the user callback unrun.
+ *   H3  Every record is freed exactly once: a timer record in its handle's
+ *       close callback (after it fired, or when free closes it unfired), a
+ *       job record in its after-work callback (libuv calls it exactly once
+ *       per queued job, also while free drains the loop).
+ *   H4  free returns only after every queued job's `work` returned and every
+ *       handle closed, so uv_loop_close() succeeds and no thread-pool thread
+ *       touches a job record afterwards.
+ *   H5  The helper timer is stopped before run_once returns, and run_once
+ *       returns at once when nothing is pending, so it never blocks on a
+ *       loop with nothing to wake it.
+ *   H6  A timer's deadline is the loop time refreshed at the call plus
+ *       delay_ms (uv_update_time first: a loop idle for a long time has a
+ *       stale clock, which would fire new timers early). Timers with equal
+ *       deadlines fire in the order they were scheduled (libuv breaks ties
+ *       by start order), so callback order is deterministic for given
+ *       deadlines.
+ *   H7  Not reentrant: a callback must not call run_once/poll/free on its
+ *       own host (asserted via `running`).
+ */
+#include "host/host.h"
+
+#include <stdlib.h>
+
+#include <uv.h>
+
+#include "common/diag.h"
+#include "keel/keel.h"
+
+struct keel_host {
+    uv_loop_t loop;
+    uv_timer_t wait_timer; /* run_once's timeout (H5) */
+    uint64_t pending;      /* H1 */
+    int ran;               /* user callbacks run in the current run/poll */
+    int timed_out;         /* wait_timer fired in the current run_once */
+    int running;           /* inside run_once/poll (H7) */
+    int freeing;           /* inside free: drop user callbacks (H2) */
+};
+
+typedef struct host_timer {
+    uv_timer_t handle; /* first: the close callback gets &handle */
+    keel_host *host;
+    void (*cb)(void *arg);
+    void *arg;
+} host_timer;
+
+typedef struct host_job {
+    uv_work_t req;
+    keel_host *host;
+    void (*work)(void *arg);
+    void (*done)(void *arg);
+    void *arg;
+} host_job;
+
+/* libuv's errors are negative errno values on Unix. */
+static int from_uv(int uv)
+{
+    return keel_translate_errno(-uv);
+}
+
+int keel__host_new(keel_host **out)
+{
+    int rc = KEEL_OK;
+    int uv;
+    keel_host *h = calloc(1, sizeof(*h));
+    *out = NULL;
+    if (h == NULL) {
+        rc = KEEL_ENOMEM;
+        goto out;
+    }
+    uv = uv_loop_init(&h->loop);
+    if (uv < 0) {
+        rc = from_uv(uv);
+        free(h);
+        h = NULL;
+        goto out;
+    }
+    /* A timer on an initialized loop cannot fail to initialize. */
+    uv = uv_timer_init(&h->loop, &h->wait_timer);
+    KEEL_ASSERT(uv == 0);
+    *out = h;
+out:
+    return rc;
+}
+
+/* ---- timers ---------------------------------------------------------------
+ */
+
+static void timer_closed(uv_handle_t *handle)
+{
+    free(handle->data); /* H3 */
+}
+
+static void timer_fired(uv_timer_t *handle)
+{
+    host_timer *t = handle->data;
+    keel_host *h = t->host;
+    h->pending--; /* H1: before cb, which may schedule more */
+    if (!h->freeing) {
+        h->ran++;
+        t->cb(t->arg);
+    }
+    uv_close((uv_handle_t *)handle, timer_closed);
+}
+
+int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
+                     void *arg)
+{
+    int rc = KEEL_OK;
+    int uv;
+    host_timer *t = NULL;
+    if (cb == NULL || h->freeing) {
+        rc = KEEL_EINVAL;
+        goto out;
+    }
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        rc = KEEL_ENOMEM;
+        goto out;
+    }
+    t->host = h;
+    t->cb = cb;
+    t->arg = arg;
+    uv = uv_timer_init(&h->loop, &t->handle);
+    KEEL_ASSERT(uv == 0);
+    t->handle.data = t;
+    uv_update_time(&h->loop); /* H6 */
+    uv = uv_timer_start(&t->handle, timer_fired, delay_ms, 0);
+    KEEL_ASSERT(uv == 0); /* only fails for a closing handle */
+    h->pending++;
+out:
+    return rc;
+}
+
+/* ---- thread-pool jobs -----------------------------------------------------
+ */
+
+static void job_work(uv_work_t *req)
+{
+    host_job *j = req->data;
+    j->work(j->arg);
+}
+
+static void job_after(uv_work_t *req, int status)
+{
+    host_job *j = req->data;
+    keel_host *h = j->host;
+    /* Nothing cancels jobs (see host.h), so status is always 0. */
+    KEEL_ASSERT(status == 0);
+    h->pending--; /* H1 */
+    if (!h->freeing) {
+        h->ran++;
+        j->done(j->arg);
+    }
+    free(j); /* H3 */
+}
+
+int keel__host_work(keel_host *h, void (*work)(void *arg),
+                    void (*done)(void *arg), void *arg)
+{
+    int rc = KEEL_OK;
+    int uv;
+    host_job *j = NULL;
+    if (work == NULL || done == NULL || h->freeing) {
+        rc = KEEL_EINVAL;
+        goto out;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        rc = KEEL_ENOMEM;
+        goto out;
+    }
+    j->host = h;
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    j->req.data = j;
+    uv = uv_queue_work(&h->loop, &j->req, job_work, job_after);
+    if (uv < 0) {
+        rc = from_uv(uv);
+        free(j);
+        goto out;
+    }
+    h->pending++;
+out:
+    return rc;
+}
+
+/* ---- running callbacks ----------------------------------------------------
+ */
+
+uint64_t keel__host_pending(const keel_host *h)
+{
+    return h->pending;
+}
+
+static void wait_expired(uv_timer_t *handle)
+{
+    keel_host *h = handle->data;
+    h->timed_out = 1;
+}
+
+int keel__host_run_once(keel_host *h, uint64_t timeout_ms)
+{
+    KEEL_ASSERT(!h->running); /* H7 */
+    h->running = 1;
+    h->ran = 0;
+    h->timed_out = 0;
+    if (h->pending > 0 && timeout_ms > 0) {
+        h->wait_timer.data = h;
+        uv_update_time(&h->loop);
+        int uv = uv_timer_start(&h->wait_timer, wait_expired, timeout_ms, 0);
+        KEEL_ASSERT(uv == 0);
+    }
+    /* Each UV_RUN_ONCE blocks until some handle or request is ready; with
+     * pending > 0 a timer or job is always active, so it cannot block
+     * forever on an empty loop (H5). A wake-up with no user callback (the
+     * thread pool's async signal for a job still in progress elsewhere)
+     * just loops. */
+    while (h->ran == 0 && !h->timed_out && h->pending > 0) {
+        uv_run(&h->loop, UV_RUN_ONCE);
+    }
+    uv_timer_stop(&h->wait_timer); /* H5 */
+    h->running = 0;
+    return h->ran;
+}
+
+int keel__host_poll(keel_host *h)
+{
+    KEEL_ASSERT(!h->running); /* H7 */
+    h->running = 1;
+    h->ran = 0;
+    uv_run(&h->loop, UV_RUN_NOWAIT);
+    h->running = 0;
+    return h->ran;
+}
+
+/* ---- free -----------------------------------------------------------------
+ */
+
+static void close_one(uv_handle_t *handle, void *arg)
+{
+    keel_host *h = arg;
+    if (uv_is_closing(handle)) {
+        return; /* a fired timer already on its way to timer_closed */
+    }
+    if (handle == (uv_handle_t *)&h->wait_timer) {
+        uv_close(handle, NULL); /* embedded in the host */
+    } else {
+        uv_close(handle, timer_closed); /* an unfired user timer (H3) */
+    }
+}
+
+void keel__host_free(keel_host *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    KEEL_ASSERT(!h->running); /* H7 */
+    h->freeing = 1;           /* H2 */
+    uv_walk(&h->loop, close_one, h);
+    /* Runs until no request or handle is active: every queued job has run
+     * its work and its after-work callback (H4), every close callback has
+     * freed its timer record (H3). */
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    int uv = uv_loop_close(&h->loop);
+    KEEL_ASSERT(uv == 0); /* H4: nothing left open */
+    free(h);
+}

@@ -1,0 +1,157 @@
+/*
+ * keel/kernel.h — the durable kernel: vats, c-lists, promises, the run
+ * queue, and the crank engine, on an LMDB store behind the WAL.
+ *
+ * Calling sequence
+ *     keel_kernel_options o; keel_kernel_options_init(&o);
+ *     keel_kernel *k; rc = keel_kernel_open("STATE", &o, &k, &diag);
+ *     if (!keel_kernel_booted(k)) rc = keel_kernel_boot(k, config_json, &d);
+ *     rc = keel_kernel_run(k, &run_opts, &stats, &diag);
+ *     rc = keel_kernel_close(k, &diag);
+ *
+ *   open takes the state directory's lock, opens the store (STATE/store)
+ *   and the WAL (STATE/wal), replays every WAL record after the store's
+ *   applied LSN, and starts every live vat again (vats rebuild from their
+ *   vatstore). boot creates the vats of a cluster config (JSON, see
+ *   docs/config.md) and queues bootstrap(vats) to the bootstrap vat: one
+ *   kernel-op transaction.
+ *
+ * Durability
+ *   Every crank is one WAL record (kind crank), every syscall made between
+ *   cranks one record (out-of-crank), every kernel operation (boot,
+ *   external send, vat termination) one record (kernel-op). Under sync=full
+ *   a record is fdatasync'd before its effects are used; under group the
+ *   caller must keel_kernel_wait_durable() before reporting a result
+ *   outside. The store is checkpointed (LMDB commit with full sync, after
+ *   the WAL is durable up to the checkpoint) every checkpoint_cranks
+ *   transactions or checkpoint_ms.
+ *
+ * Threading: one thread. Not reentrant: vats' callbacks run inside step and
+ * run.
+ */
+#ifndef KEEL_KERNEL_H
+#define KEEL_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel/keel.h"
+#include "keel/vat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KEEL_STATE_FORMAT_VERSION 1
+
+typedef struct keel_kernel keel_kernel;
+
+typedef struct keel_kernel_options {
+    int sync;                   /* enum keel_sync; default FULL */
+    uint32_t checkpoint_cranks; /* default 10000 */
+    uint32_t checkpoint_ms;     /* default 1000 */
+    int create;                 /* 1 (default): create STATE if absent */
+    struct keel_io *io;         /* WAL I/O; NULL: POSIX */
+    /* Embedders' own vats: a config's {"builtin": name} is looked up here
+     * first (NULL: not mine), then among keel's built-ins. The table must
+     * outlive the kernel. */
+    const keel_vat_ops *(*resolve_vat)(void *arg, const char *name);
+    void *resolve_arg;
+} keel_kernel_options;
+
+KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
+
+/*
+ * Open STATE (created if absent and o->create), lock it, recover.
+ * @return KEEL_OK, KEEL_EBUSY (locked by another process), KEEL_ECORRUPT,
+ *         KEEL_EVERSION (a newer format), KEEL_ENOENT, KEEL_EIO, KEEL_ENOMEM,
+ *         or a vat loading error (KEEL_EINVAL with diag). Blocks; fsyncs.
+ */
+KEEL_API int keel_kernel_open(const char *state_dir,
+                              const keel_kernel_options *o, keel_kernel **out,
+                              keel_diag *diag);
+/* 1 once boot has committed. */
+KEEL_API int keel_kernel_booted(const keel_kernel *k);
+/*
+ * Create the vats of config_json and queue bootstrap. config_dir resolves
+ * relative vat library paths (NULL: the current directory).
+ * @return KEEL_OK, KEEL_EINVAL (bad config: diag names the JSON path),
+ *         KEEL_EEXIST (already booted), or a storage error.
+ */
+KEEL_API int keel_kernel_boot(keel_kernel *k, const char *config_json,
+                              const char *config_dir, keel_diag *diag);
+
+/* Run one crank. @return 1 (a crank ran), 0 (queue empty), or < 0. */
+KEEL_API int keel_kernel_step(keel_kernel *k, keel_diag *diag);
+
+typedef struct keel_run_options {
+    uint64_t max_cranks; /* 0: no limit */
+    int forever;         /* keep waiting for async work / signals */
+    uint64_t timeout_ms; /* 0: none; stop after this long (tests) */
+    /* Checked between cranks; nonzero stops the run cleanly. */
+    volatile int *stop_flag;
+    /* Called every ~100 ms with the cranks done so far (progress). */
+    void (*progress)(void *arg, uint64_t cranks);
+    void *progress_arg;
+} keel_run_options;
+
+typedef struct keel_run_stats {
+    uint64_t cranks;       /* cranks run by this call */
+    uint64_t transactions; /* WAL records committed by this call */
+    uint64_t deliveries;   /* message + notify deliveries to vats */
+    double seconds;
+    int idle; /* 1: stopped because nothing was left to do */
+    int timed_out;
+} keel_run_stats;
+
+/* Run cranks until idle (queue empty, no async work pending), max_cranks,
+ * stop_flag, or timeout; waits for the host loop's async work meanwhile.
+ * All work is durable (per the sync policy) when it returns KEEL_OK. */
+KEEL_API int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
+                             keel_run_stats *stats, keel_diag *diag);
+
+/*
+ * Queue method(args) to the root object of vat `vat` from outside, as its
+ * own kernel-op transaction, with a fresh result promise (its kref into
+ * result_kref[KEEL_VREF_MAX]).
+ * @return KEEL_OK, KEEL_ENOENT (no such vat), KEEL_EINVAL.
+ */
+KEEL_API int keel_kernel_send(keel_kernel *k, const char *vat,
+                              const char *method, const char *args_json,
+                              char *result_kref, keel_diag *diag);
+
+/* A promise's state: 0 unresolved, 1 fulfilled, 2 rejected; <0 error.
+ * body: malloc'd resolution body (caller frees), when settled. */
+KEEL_API int keel_kernel_promise(keel_kernel *k, const char *kpref, char **body,
+                                 keel_diag *diag);
+
+/*
+ * Read a vat's vatstore entry from outside (inspection for tools and
+ * tests; it is not a syscall and changes nothing).
+ * @param[out] val  malloc'd copy (caller frees) with *len, on 1.
+ * @return 1 found, 0 absent, KEEL_ENOENT (no such vat), or < 0.
+ */
+KEEL_API int keel_kernel_vatstore_get(keel_kernel *k, const char *vat,
+                                      const char *key, char **val, size_t *len,
+                                      keel_diag *diag);
+
+/* Block until every committed transaction is durable. */
+KEEL_API int keel_kernel_wait_durable(keel_kernel *k, keel_diag *diag);
+
+/* Status as a JSON object (malloc'd string; free()): crank, applied and
+ * durable LSN, run-queue length, vats, unresolved promises, activity
+ * hash, kernel id. */
+KEEL_API int keel_kernel_status_json(keel_kernel *k, char **json,
+                                     keel_diag *diag);
+
+KEEL_API uint64_t keel_kernel_activity_hash(const keel_kernel *k);
+KEEL_API uint64_t keel_kernel_crank_number(const keel_kernel *k);
+
+/* Checkpoint, stop vats, close. NULL is a no-op. */
+KEEL_API int keel_kernel_close(keel_kernel *k, keel_diag *diag);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,157 @@
+/*
+ * keel/vat.h — the vat ABI: how the kernel delivers to a vat and how a vat
+ * makes syscalls.
+ *
+ * Overview
+ *   A vat is a table of three functions (keel_vat_ops): start (on every
+ *   kernel start, boot or restart: rebuild from the vatstore), deliver (one
+ *   message or promise notification), stop. Vats are built in (registered by
+ *   name, see keel_vat_builtin()) or loaded with dlopen from a shared object
+ *   that exports `const keel_vat_ops *keel_vat_entry(void)`.
+ *
+ *   A vat names things by vrefs: `o+N` an object it exports (o+0 is its
+ *   root object), `o-N` one it imported, `p+N` a promise it allocated,
+ *   `p-N` one the kernel gave it. It can only use vrefs in its c-list or
+ *   new `o+N`/`p+N` it allocates (keel_syscall_alloc_object / _promise).
+ *   Using an `o-N`/`p-N` it was never given is forging: the syscall is
+ *   illegal and the vat is terminated.
+ *
+ * Capdata
+ *   Message arguments and resolutions are capdata: a body (bytes; by
+ *   convention JSON, which the kernel never parses) and an ordered list of
+ *   slots (vrefs), which the kernel translates. The body refers to slot i as
+ *   {"@slot":i}. A resolution whose body is exactly KEEL_CAPDATA_SLOT0 with
+ *   one object slot is "fulfilled to that object": messages sent to the
+ *   promise are forwarded to it. Any other fulfilment is plain data.
+ *
+ * In and out of a crank
+ *   Syscalls a vat makes inside deliver() belong to that crank: buffered,
+ *   committed together at crank end, or discarded if the crank aborts
+ *   (deliver returned nonzero or any syscall was illegal). Syscalls made
+ *   from an async completion (keel_vat_timer, keel_vat_work) run between
+ *   cranks: each is its own transaction, committed and enqueued at once.
+ *
+ * Threading
+ *   Every function here must be called on the kernel's thread (deliver,
+ *   start, and the `done` callbacks run there). keel_vat_work's `work`
+ *   function runs on a thread-pool thread and must not make syscalls.
+ */
+#ifndef KEEL_VAT_H
+#define KEEL_VAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel/keel.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KEEL_VAT_ABI_VERSION    1
+#define KEEL_VAT_ENTRY_SYMBOL   "keel_vat_entry"
+#define KEEL_CAPDATA_SLOT0      "{\"@slot\":0}"
+#define KEEL_VREF_MAX           24  /* "p+18446744073709551615" + NUL */
+#define KEEL_VATSTORE_KEY_MAX   480 /* the store keys it under a prefix */
+#define KEEL_VATSTORE_VALUE_MAX (1024u * 1024)
+
+typedef struct keel_capdata {
+    keel_bytes body;
+    const char *const *slots; /* nslots vrefs */
+    size_t nslots;
+} keel_capdata;
+
+enum keel_delivery_kind {
+    KEEL_DELIVER_MESSAGE = 1,
+    KEEL_DELIVER_NOTIFY = 2,
+};
+
+/* One delivery; everything is borrowed for the duration of deliver(). */
+typedef struct keel_delivery {
+    int kind;
+    /* MESSAGE: target is an o+N of this vat; result is a vref (p-N) this
+     * vat now decides, or NULL. */
+    const char *target;
+    const char *method;
+    keel_capdata args;
+    const char *result;
+    /* NOTIFY: promise is the settled promise; rejected and resolution. */
+    const char *promise;
+    int rejected;
+    keel_capdata resolution;
+} keel_delivery;
+
+typedef struct keel_syscall keel_syscall; /* per-vat handle, kernel-owned */
+
+typedef struct keel_vat_ops {
+    int abi_version; /* KEEL_VAT_ABI_VERSION */
+    const char *name;
+    /* Start (boot and every restart). params_json: the config's "params"
+     * (never NULL; "{}" when absent). *state is passed back to deliver.
+     * Syscalls made here are out of crank. @return 0, or nonzero to fail
+     * the start (the vat is then terminated). */
+    int (*start)(keel_syscall *sys, const char *params_json, void **state);
+    /* @return 0, or nonzero: the vat failed; the crank aborts. */
+    int (*deliver)(void *state, keel_syscall *sys, const keel_delivery *d);
+    void (*stop)(void *state);
+} keel_vat_ops;
+
+typedef const keel_vat_ops *(*keel_vat_entry_fn)(void);
+
+/*
+ * Syscalls. Each returns KEEL_OK or a negative error; an illegal syscall
+ * returns KEEL_EINVAL and dooms the vat (the crank aborts; out of crank the
+ * vat is terminated at once).
+ */
+/* Queue a message to target (o+N, o-N, p+N, p-N). result: NULL, or a fresh
+ * p+N (from keel_syscall_alloc_promise) that the receiver will decide. */
+KEEL_API int keel_syscall_send(keel_syscall *sys, const char *target,
+                               const char *method, const keel_capdata *args,
+                               const char *result);
+/* Ask for one notify when promise settles (at once if it already has). */
+KEEL_API int keel_syscall_subscribe(keel_syscall *sys, const char *promise);
+/* Settle a promise this vat decides. */
+KEEL_API int keel_syscall_resolve(keel_syscall *sys, const char *promise,
+                                  int rejected, const keel_capdata *data);
+/* Terminate this vat after the current transaction commits. */
+KEEL_API int keel_syscall_exit(keel_syscall *sys, int failure,
+                               const keel_capdata *info);
+/* The vat's own durable key-value space. Keys are UTF-8, 1..480 bytes;
+ * values at most 1 MiB. get: 1 found (*val borrowed until the next syscall),
+ * 0 absent. next_key: 1 and the smallest key > after ("" for the first)
+ * copied into buf (cap >= KEEL_VATSTORE_KEY_MAX + 1), 0 when none. */
+KEEL_API int keel_syscall_vatstore_get(keel_syscall *sys, const char *key,
+                                       keel_bytes *val);
+KEEL_API int keel_syscall_vatstore_set(keel_syscall *sys, const char *key,
+                                       const void *val, size_t len);
+KEEL_API int keel_syscall_vatstore_delete(keel_syscall *sys, const char *key);
+KEEL_API int keel_syscall_vatstore_next_key(keel_syscall *sys,
+                                            const char *after, char *buf,
+                                            size_t cap);
+/* Allocate a fresh o+N / p+N (durable per-vat counters, part of the
+ * current transaction) into buf[KEEL_VREF_MAX]. */
+KEEL_API int keel_syscall_alloc_object(keel_syscall *sys, char *buf);
+KEEL_API int keel_syscall_alloc_promise(keel_syscall *sys, char *buf);
+/* The vat's name in the cluster config. Static while the vat lives. */
+KEEL_API const char *keel_syscall_vat_name(const keel_syscall *sys);
+
+/*
+ * Async work, run by the host loop. Callbacks run on the kernel's thread
+ * between cranks; syscalls they make are out of crank. Pending async work
+ * keeps `keel run` from deciding it is idle.
+ */
+KEEL_API int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
+                            void (*cb)(void *arg, keel_syscall *sys),
+                            void *arg);
+KEEL_API int keel_vat_work(keel_syscall *sys, void (*work)(void *arg),
+                           void (*done)(void *arg, keel_syscall *sys),
+                           void *arg);
+
+/* Built-in vats compiled into keel, by name (NULL if none). */
+KEEL_API const keel_vat_ops *keel_vat_builtin(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,687 @@
+/*
+ * kernel/kernel.c — the kernel's lifecycle and transactions: open (lock,
+ * store, WAL, replay), boot, commit (one WAL record per transaction, then
+ * apply), checkpoints, the run loop, external sends, status.
+ *
+ * Invariants:
+ *   K10 Every transaction is one WAL record; its write-set is applied to
+ *       the store only after the record is appended (and, under sync=full,
+ *       fdatasync'd). A transaction that aborts leaves nothing.
+ *   K11 Log before data: a store checkpoint happens only after the WAL is
+ *       durable up to the store's applied LSN.
+ *   K12 The activity hash chains every transaction:
+ *       h_n = xxh3_64(h_{n-1} LE ‖ kind ‖ crank LE ‖ ops), where ops is the
+ *       canonical encoding of the write-set without the k.hash entry; the
+ *       new hash is then written in the same transaction.
+ *   K13 After a storage error (WAL append, store apply) the kernel is
+ *       FAILED: every later call returns KEEL_EFAILED until close + reopen,
+ *       which recovers from the WAL.
+ *   K14 On open, every WAL record after the store's applied LSN is
+ *       replayed, in order, with no gap; a store ahead of its WAL is
+ *       refused (KEEL_ECORRUPT).
+ */
+#include "kernel/kernel_internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "common/diag.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void keel_kernel_options_init(keel_kernel_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->sync = KEEL_SYNC_FULL;
+    o->checkpoint_cranks = 10000;
+    o->checkpoint_ms = 1000;
+    o->create = 1;
+}
+
+int keel__k_fail(keel_kernel *k, int rc, const char *what)
+{
+    if (!k->failed) {
+        k->failed = rc;
+        if (k->fail_diag.msg[0] == '\0') {
+            keel__diag(&k->fail_diag, rc, "%s: %s", what, keel_strerror(rc));
+        }
+    }
+    return rc;
+}
+
+/* Remember the first storage diag as the kernel's failure (K13). */
+static int fail_with(keel_kernel *k, int rc, const keel_diag *d)
+{
+    if (!k->failed) {
+        k->fail_diag = *d;
+        k->failed = rc;
+    }
+    return rc;
+}
+
+/* ---- store access inside a transaction -------------------------------- */
+
+int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val)
+{
+    keel_diag d = {0};
+    int rc = keel__store_get(k->store, key, strlen(key), val, &d);
+    return rc < 0 ? fail_with(k, rc, &d) : rc;
+}
+
+int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
+{
+    keel_bytes b;
+    int rc = keel__k_get(k, key, &b);
+    if (rc <= 0) {
+        return rc;
+    }
+    uint64_t n = 0;
+    const char *p = b.ptr;
+    if (b.len == 0 || b.len > 20) {
+        return keel__k_fail(k, KEEL_ECORRUPT, key);
+    }
+    for (size_t i = 0; i < b.len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return keel__k_fail(k, KEEL_ECORRUPT, key);
+        }
+        n = n * 10 + (uint64_t)(p[i] - '0');
+    }
+    *v = n;
+    return 1;
+}
+
+int keel__k_put(keel_kernel *k, const char *key, const void *val, size_t len)
+{
+    keel_diag d = {0};
+    KEEL_ASSERT(k->in_txn);
+    int rc = keel__store_ws_put(k->store, key, strlen(key), val, len, &d);
+    return rc < 0 ? fail_with(k, rc, &d) : rc;
+}
+
+int keel__k_put_str(keel_kernel *k, const char *key, const char *val)
+{
+    return keel__k_put(k, key, val, strlen(val));
+}
+
+int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
+{
+    char buf[24];
+    int n = snprintf(buf, sizeof(buf), "%" PRIu64, v);
+    return keel__k_put(k, key, buf, (size_t)n);
+}
+
+int keel__k_del(keel_kernel *k, const char *key)
+{
+    keel_diag d = {0};
+    KEEL_ASSERT(k->in_txn);
+    int rc = keel__store_ws_delete(k->store, key, strlen(key), &d);
+    return rc < 0 ? fail_with(k, rc, &d) : rc;
+}
+
+int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
+                 char *out)
+{
+    keel_diag d = {0};
+    keel_bytes key;
+    int rc = keel__store_next_key(k->store, after, strlen(after), prefix,
+                                  strlen(prefix), &key, &d);
+    if (rc < 0) {
+        return fail_with(k, rc, &d);
+    }
+    if (rc == 1) {
+        if (key.len >= KEY_MAX) {
+            return keel__k_fail(k, KEEL_ECORRUPT, "key too long");
+        }
+        memcpy(out, key.ptr, key.len);
+        out[key.len] = '\0';
+    }
+    return rc;
+}
+
+/* ---- transactions ----------------------------------------------------- */
+
+int keel__k_txn_begin(keel_kernel *k)
+{
+    keel_diag d = {0};
+    KEEL_ASSERT(!k->in_txn);
+    if (k->failed) {
+        return KEEL_EFAILED;
+    }
+    int rc = keel__store_ws_begin(k->store, &d);
+    if (rc < 0) {
+        return fail_with(k, rc, &d);
+    }
+    k->in_txn = 1;
+    k->illegal = 0;
+    k->illegal_msg[0] = '\0';
+    k->exit_vid = 0;
+    k->txn_vid = 0;
+    return KEEL_OK;
+}
+
+void keel__k_txn_abort(keel_kernel *k)
+{
+    if (k->in_txn) {
+        keel__store_ws_abort(k->store);
+        k->in_txn = 0;
+    }
+}
+
+static int encode_ws(keel_kernel *k, size_t *len, keel_diag *d)
+{
+    size_t need = keel__store_ws_encode_bound(k->store);
+    if (need > k->enc_cap) {
+        uint8_t *p = realloc(k->enc, need);
+        if (p == NULL) {
+            return keel__diag(d, KEEL_ENOMEM, "encoding a transaction");
+        }
+        k->enc = p;
+        k->enc_cap = need;
+    }
+    return keel__store_ws_encode(k->store, k->enc, k->enc_cap, len, d);
+}
+
+static int checkpoint(keel_kernel *k, keel_diag *diag)
+{
+    keel_diag d = {0};
+    /* K11: the WAL first, then the store that depends on it. */
+    int rc = keel_wal_wait(k->wal, keel__store_applied_lsn(k->store), &d);
+    if (rc == KEEL_OK) {
+        rc = keel__store_checkpoint(k->store, &d);
+    }
+    if (rc < 0) {
+        fail_with(k, rc, &d);
+        if (diag != NULL) {
+            *diag = d;
+        }
+        return rc;
+    }
+    k->txns_since_ckpt = 0;
+    k->ckpt_ns = now_ns();
+    return KEEL_OK;
+}
+
+int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
+{
+    keel_diag d = {0};
+    size_t len = 0;
+    uint64_t lsn = 0;
+    KEEL_ASSERT(k->in_txn);
+    int rc = kind == KEEL_WAL_CRANK ? keel__k_put_u64(k, "k.crank", k->crank)
+                                    : KEEL_OK;
+    if (rc == KEEL_OK) {
+        rc = encode_ws(k, &len, &d);
+    }
+    if (rc == KEEL_OK) { /* K12 */
+        uint8_t head[17];
+        keel__put_u64(head, k->hash);
+        head[8] = (uint8_t)kind;
+        keel__put_u64(head + 9, k->crank);
+        XXH3_state_t *st = XXH3_createState();
+        if (st == NULL) {
+            rc = keel__diag(&d, KEEL_ENOMEM, "hashing a transaction");
+        } else {
+            XXH3_64bits_reset(st);
+            XXH3_64bits_update(st, head, sizeof(head));
+            XXH3_64bits_update(st, k->enc, len);
+            uint64_t h = XXH3_64bits_digest(st);
+            XXH3_freeState(st);
+            char hex[17];
+            snprintf(hex, sizeof(hex), "%016" PRIx64, h);
+            rc = keel__k_put_str(k, "k.hash", hex);
+            if (rc == KEEL_OK) {
+                k->hash = h;
+            }
+        }
+    }
+    if (rc == KEEL_OK) {
+        rc = encode_ws(k, &len, &d);
+    }
+    if (rc == KEEL_OK) { /* K10: log, then apply */
+        rc = keel_wal_append(k->wal, kind, k->crank, k->enc, len, &lsn, &d);
+    }
+    if (rc == KEEL_OK) {
+        k->in_txn = 0;
+        rc = keel__store_ws_apply(k->store, lsn, &d);
+    }
+    if (rc < 0) {
+        keel__k_txn_abort(k);
+        fail_with(k, rc, &d); /* K13 */
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    k->stat_txns++;
+    k->txns_since_ckpt++;
+    if (k->txns_since_ckpt >= k->o.checkpoint_cranks ||
+        now_ns() - k->ckpt_ns >= (uint64_t)k->o.checkpoint_ms * 1000000u) {
+        rc = checkpoint(k, diag);
+    }
+    return rc;
+}
+
+/* ---- vats ------------------------------------------------------------- */
+
+const keel_vat_ops *keel__k_builtin(const keel_kernel *k, const char *name)
+{
+    const keel_vat_ops *ops = NULL;
+    if (k->o.resolve_vat != NULL) {
+        ops = k->o.resolve_vat(k->o.resolve_arg, name);
+    }
+    return ops != NULL ? ops : keel_vat_builtin(name);
+}
+
+static int load_ops(keel_kernel *k, kvat *v, json_t *src, keel_diag *diag)
+{
+    const char *builtin = json_string_value(json_object_get(src, "builtin"));
+    const char *path = json_string_value(json_object_get(src, "path"));
+    if (builtin != NULL) {
+        v->ops = keel__k_builtin(k, builtin);
+        if (v->ops == NULL) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.builtin: no built-in vat named \"%s\"",
+                              v->name, builtin);
+        }
+        return KEEL_OK;
+    }
+    if (path == NULL) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "vats.%s: needs \"builtin\" or \"path\"", v->name);
+    }
+    v->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (v->dl == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "vats.%s.path: %s", v->name,
+                          dlerror());
+    }
+    keel_vat_entry_fn entry;
+    *(void **)&entry = dlsym(v->dl, KEEL_VAT_ENTRY_SYMBOL);
+    if (entry == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "vats.%s.path: %s exports no %s",
+                          v->name, path, KEEL_VAT_ENTRY_SYMBOL);
+    }
+    v->ops = entry();
+    if (v->ops == NULL || v->ops->abi_version != KEEL_VAT_ABI_VERSION ||
+        v->ops->deliver == NULL) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "vats.%s.path: %s: not a keel vat of ABI %d", v->name,
+                          path, KEEL_VAT_ABI_VERSION);
+    }
+    return KEEL_OK;
+}
+
+int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag)
+{
+    char key[KEY_MAX];
+    keel_bytes b;
+    snprintf(key, sizeof(key), "v.%" PRIu32 ".src", v->id);
+    int rc = keel__k_get(k, key, &b);
+    if (rc <= 0) {
+        return rc < 0 ? rc : keel__diag(diag, KEEL_ECORRUPT, "%s missing", key);
+    }
+    json_error_t je;
+    json_t *src = json_loadb(b.ptr, b.len, 0, &je);
+    if (src == NULL) {
+        return keel__diag(diag, KEEL_ECORRUPT, "%s: bad JSON", key);
+    }
+    rc = load_ops(k, v, src, diag);
+    char *params = NULL;
+    if (rc == KEEL_OK) {
+        json_t *p = json_object_get(src, "params");
+        params = p != NULL ? json_dumps(p, JSON_COMPACT) : strdup("{}");
+        rc = params == NULL ? KEEL_ENOMEM : KEEL_OK;
+    }
+    json_decref(src);
+    uint64_t maxo = 0, maxp = 0;
+    if (rc == KEEL_OK) {
+        snprintf(key, sizeof(key), "v.%" PRIu32 ".maxo", v->id);
+        rc = keel__k_get_u64(k, key, &maxo);
+    }
+    if (rc >= 0) {
+        snprintf(key, sizeof(key), "v.%" PRIu32 ".maxp", v->id);
+        rc = keel__k_get_u64(k, key, &maxp);
+    }
+    if (rc >= 0) {
+        v->next_o = maxo + 1;
+        v->next_p = maxp + 1;
+        v->alive = 1;
+        rc = KEEL_OK;
+        if (v->ops->start != NULL &&
+            v->ops->start(&v->sys, params, &v->state) != 0) {
+            /* A vat that cannot start is terminated, like a failed crank. */
+            rc = keel__k_terminate(k, v->id, diag);
+        }
+    }
+    free(params);
+    return rc;
+}
+
+int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
+{
+    uint64_t next = 1;
+    int rc = keel__k_get_u64(k, "k.next.vat", &next);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == 0) {
+        next = 1;
+    }
+    k->nvats = (size_t)(next - 1);
+    k->vats = k->nvats ? calloc(k->nvats, sizeof(*k->vats)) : NULL;
+    if (k->nvats && k->vats == NULL) {
+        return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+    }
+    for (uint32_t id = 1; id <= k->nvats; id++) {
+        char key[KEY_MAX], state[32];
+        kvat *v = calloc(1, sizeof(*v));
+        if (v == NULL) {
+            return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        }
+        k->vats[id - 1] = v;
+        v->id = id;
+        v->sys.k = k;
+        v->sys.v = v;
+        keel_bytes b;
+        snprintf(key, sizeof(key), "v.%" PRIu32 ".name", id);
+        rc = keel__k_get(k, key, &b);
+        if (rc <= 0 || b.len >= sizeof(v->name)) {
+            return keel__diag(diag, KEEL_ECORRUPT, "store: %s", key);
+        }
+        memcpy(v->name, b.ptr, b.len);
+        snprintf(key, sizeof(key), "v.%" PRIu32 ".state", id);
+        rc = keel__k_get(k, key, &b);
+        if (rc <= 0 || b.len >= sizeof(state)) {
+            return keel__diag(diag, KEEL_ECORRUPT, "store: %s", key);
+        }
+        memcpy(state, b.ptr, b.len);
+        state[b.len] = '\0';
+        v->alive = strcmp(state, "alive") == 0;
+    }
+    for (uint32_t id = 1; id <= k->nvats; id++) {
+        kvat *v = k->vats[id - 1];
+        if (v->alive) {
+            rc = keel__k_vat_start(k, v, diag);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+    }
+    return KEEL_OK;
+}
+
+/* ---- open, recovery, close -------------------------------------------- */
+
+static int lock_state(keel_kernel *k, keel_diag *diag)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/lock", k->dir);
+    k->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (k->lock_fd < 0) {
+        int rc = keel_translate_errno(errno);
+        return keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
+                          keel_strerror(rc));
+    }
+    if (flock(k->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int busy = errno == EWOULDBLOCK;
+        int rc = busy ? KEEL_EBUSY : keel_translate_errno(errno);
+        return keel__diag(diag, rc, "%s: %s", k->dir,
+                          busy ? "locked by another keel process"
+                               : keel_strerror(rc));
+    }
+    return KEEL_OK;
+}
+
+/* K14: replay the WAL after the store's applied LSN. */
+static int replay(keel_kernel *k, keel_diag *diag)
+{
+    uint64_t applied = keel__store_applied_lsn(k->store);
+    uint64_t last = keel_wal_last_lsn(k->wal);
+    if (last < applied) {
+        return keel__diag(diag, KEEL_ECORRUPT,
+                          "store/: applied LSN %" PRIu64
+                          " is ahead of the WAL, which ends at LSN %" PRIu64,
+                          applied, last);
+    }
+    if (last == applied) {
+        return KEEL_OK;
+    }
+    keel_wal_reader *r = NULL;
+    keel_wal_options ro;
+    keel_wal_options_init(&ro);
+    ro.io = k->o.io;
+    ro.kernel_id = k->kernel_id;
+    keel_wal_record rec;
+    uint64_t expect = applied + 1;
+    int rc = keel_wal_reader_open(k->dir_wal, &ro, expect, &r, diag);
+    while (rc >= 0 && (rc = keel_wal_reader_next(r, &rec, diag)) == 1) {
+        if (rec.lsn != expect) {
+            rc = keel__diag(diag, KEEL_ECORRUPT,
+                            "wal/%s: offset %" PRIu64 ": LSN %" PRIu64
+                            ", expected LSN %" PRIu64 " after the store's "
+                            "applied LSN %" PRIu64,
+                            rec.segment, rec.offset, rec.lsn, expect, applied);
+            break;
+        }
+        rc = keel__store_apply_encoded(k->store, rec.lsn, rec.payload.ptr,
+                                       rec.payload.len, diag);
+        if (rc < 0) {
+            break;
+        }
+        expect++;
+    }
+    keel_wal_reader_close(r);
+    if (rc == 0 && expect != last + 1) {
+        rc = keel__diag(diag, KEEL_ECORRUPT,
+                        "wal/: replay stopped at LSN %" PRIu64
+                        ", the log ends at %" PRIu64,
+                        expect - 1, last);
+    }
+    return rc < 0 ? rc : KEEL_OK;
+}
+
+static int load_meta(keel_kernel *k, keel_diag *diag)
+{
+    uint64_t v = 0;
+    keel_bytes b;
+    int rc = keel__k_get_u64(k, "k.version", &v);
+    if (rc == 1 && v > KEEL_STATE_FORMAT_VERSION) {
+        return keel__diag(diag, KEEL_EVERSION,
+                          "store/: state format version %" PRIu64
+                          ", this keel reads up to %d",
+                          v, KEEL_STATE_FORMAT_VERSION);
+    }
+    if (rc >= 0) {
+        rc = keel__k_get_u64(k, "k.booted", &v);
+        k->booted = rc == 1 && v == 1;
+    }
+    if (rc >= 0) {
+        rc = keel__k_get_u64(k, "k.crank", &k->crank);
+    }
+    if (rc >= 0) {
+        rc = keel__k_get(k, "k.hash", &b);
+        if (rc == 1) {
+            char hex[17] = {0};
+            memcpy(hex, b.ptr, b.len < 16 ? b.len : 16);
+            k->hash = strtoull(hex, NULL, 16);
+        }
+    }
+    if (rc < 0) {
+        *diag = k->fail_diag;
+        return rc;
+    }
+    return KEEL_OK;
+}
+
+int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
+                     keel_kernel **out, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    *out = NULL;
+    keel_kernel *k = calloc(1, sizeof(*k));
+    if (k == NULL) {
+        return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+    }
+    k->lock_fd = -1;
+    if (o != NULL) {
+        k->o = *o;
+    } else {
+        keel_kernel_options_init(&k->o);
+    }
+    if (k->o.checkpoint_cranks == 0) {
+        k->o.checkpoint_cranks = 1;
+    }
+    size_t n = strlen(state_dir);
+    k->dir = strdup(state_dir);
+    k->dir_wal = malloc(n + 5);
+    char *dir_store = malloc(n + 7);
+    if (k->dir == NULL || k->dir_wal == NULL || dir_store == NULL) {
+        free(dir_store);
+        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(k->dir_wal, n + 5, "%s/wal", state_dir);
+    snprintf(dir_store, n + 7, "%s/store", state_dir);
+    if (mkdir(state_dir, 0755) != 0 && errno != EEXIST) {
+        rc = keel_translate_errno(errno);
+        keel__diag(diag, rc, "%s: %s", state_dir, keel_strerror(rc));
+        free(dir_store);
+        goto out;
+    }
+    struct stat st;
+    if (!k->o.create && stat(dir_store, &st) != 0) {
+        rc = keel__diag(diag, KEEL_ENOENT, "%s: no keel state here", state_dir);
+        free(dir_store);
+        goto out;
+    }
+    rc = lock_state(k, diag);
+    if (rc == KEEL_OK) {
+        keel__store_options so;
+        keel__store_options_init(&so);
+        so.create = k->o.create;
+        rc = keel__store_open(dir_store, &so, 0, &k->store, diag);
+    }
+    free(dir_store);
+    if (rc < 0) {
+        goto out;
+    }
+    k->kernel_id = keel__store_kernel_id(k->store);
+    keel_wal_options wo;
+    keel_wal_options_init(&wo);
+    wo.io = k->o.io;
+    wo.sync = k->o.sync;
+    wo.kernel_id = k->kernel_id;
+    rc = keel_wal_open(k->dir_wal, &wo, &k->wal, NULL, diag);
+    if (rc == KEEL_OK) {
+        rc = replay(k, diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = checkpoint(k, diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = load_meta(k, diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = keel__host_new(&k->host);
+        if (rc < 0) {
+            keel__diag(diag, rc, "cannot start the host loop");
+        }
+    }
+    if (rc == KEEL_OK) {
+        rc = keel__k_load_vats(k, diag);
+    }
+out:
+    if (rc < 0) {
+        keel_kernel_close(k, NULL);
+        return rc;
+    }
+    *out = k;
+    return KEEL_OK;
+}
+
+int keel_kernel_close(keel_kernel *k, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    if (k == NULL) {
+        return KEEL_OK;
+    }
+    for (size_t i = 0; i < k->nvats; i++) {
+        kvat *v = k->vats[i];
+        if (v != NULL && v->alive && v->ops != NULL && v->ops->stop != NULL) {
+            v->ops->stop(v->state);
+        }
+    }
+    /* Let async work finish before vats' code is unloaded. */
+    keel__host_free(k->host);
+    keel__k_free_async(k);
+    if (k->store != NULL && k->wal != NULL && !k->failed) {
+        rc = checkpoint(k, diag);
+    }
+    if (k->wal != NULL) {
+        int wrc = keel_wal_close(k->wal, rc == KEEL_OK ? diag : NULL);
+        rc = rc == KEEL_OK ? wrc : rc;
+    }
+    keel__store_close(k->store);
+    for (size_t i = 0; i < k->nvats; i++) {
+        if (k->vats[i] != NULL && k->vats[i]->dl != NULL) {
+            dlclose(k->vats[i]->dl);
+        }
+        free(k->vats[i]);
+    }
+    free(k->vats);
+    while (k->defer_head != NULL) {
+        kdeferred *d = k->defer_head;
+        k->defer_head = d->next;
+        keel__k_free_deferred(d);
+    }
+    if (k->lock_fd >= 0) {
+        close(k->lock_fd); /* releases the flock */
+    }
+    free(k->enc);
+    free(k->dir_wal);
+    free(k->dir);
+    free(k);
+    return rc;
+}
+
+int keel_kernel_booted(const keel_kernel *k)
+{
+    return k->booted;
+}
+
+uint64_t keel_kernel_activity_hash(const keel_kernel *k)
+{
+    return k->hash;
+}
+
+uint64_t keel_kernel_crank_number(const keel_kernel *k)
+{
+    return k->crank;
+}
+
+int keel_kernel_wait_durable(keel_kernel *k, keel_diag *diag)
+{
+    if (k->failed) {
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return KEEL_EFAILED;
+    }
+    return keel_wal_sync(k->wal, diag);
+}

@@ -1,0 +1,243 @@
+/*
+ * kernel/kernel_internal.h — what the kernel's files share: the kernel and
+ * vat structures, the transaction helpers over the store, and the binary
+ * codec of run-queue items and promise records.
+ *
+ * Keyspace (one LMDB keyspace, string keys; values are decimal strings
+ * unless said otherwise):
+ *   k.version            state format version (KEEL_STATE_FORMAT_VERSION)
+ *   k.booted             "1" once boot committed
+ *   k.crank              cranks committed
+ *   k.hash               activity hash, 16 hex digits
+ *   k.next.vat|ko|kp     next id to allocate (never reused)
+ *   k.rq.head|tail       run queue: items rq.<head> .. rq.<tail - 1>
+ *   k.unresolved         promises not yet settled
+ *   k.bootstrap          the bootstrap vat's id
+ *   rq.<seq, 20 digits>  a run-queue item (binary, see codec)
+ *   v.<vid>.name|state|src|root|maxo|maxp
+ *                        vat name, "alive"/"terminated", its config entry
+ *                        (JSON), root kref, highest o+N / p+N exported
+ *   vn.<name>            vat id by name
+ *   c.<vid>.k.<kref>     c-list: kref -> vref
+ *   c.<vid>.v.<vref>     c-list: vref -> kref
+ *   ko.<n>               owner vat id of object ko<n>
+ *   kp.<n>               promise record (binary, see codec)
+ *   d.<vid>.<kpref>      index: promises vat <vid> decides
+ *   vs.<vid>.<key>       the vat's vatstore
+ */
+#ifndef KEEL_KERNEL_INTERNAL_H
+#define KEEL_KERNEL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "host/host.h"
+#include "kernel/store.h"
+#include "keel/kernel.h"
+#include "keel/vat.h"
+
+#define KEY_MAX 1200
+
+struct keel_syscall {
+    keel_kernel *k;
+    struct kvat *v;
+};
+
+typedef struct kvat {
+    uint32_t id;
+    char name[64];
+    int alive;
+    const keel_vat_ops *ops;
+    void *state;
+    void *dl; /* dlopen handle, or NULL for a built-in */
+    keel_syscall sys;
+    uint64_t next_o; /* in memory; durable as v.<id>.maxo when used */
+    uint64_t next_p;
+    keel_bytes vs_val; /* last vatstore_get value (borrowed) */
+} kvat;
+
+/* A syscall as data, so one arriving during another vat's crank can be
+ * held and run as its own transaction after that crank (SPEC §5). */
+enum sc_kind {
+    SC_SEND,
+    SC_SUBSCRIBE,
+    SC_RESOLVE,
+    SC_EXIT,
+    SC_VS_SET,
+    SC_VS_DEL
+};
+
+typedef struct kdeferred {
+    struct kdeferred *next;
+    uint32_t vid;
+    enum sc_kind kind;
+    int flag;        /* resolve: rejected; exit: failure */
+    char *a, *b, *c; /* target/promise/key, method, result */
+    uint8_t *body;
+    size_t body_len;
+    char **slots;
+    size_t nslots;
+} kdeferred;
+
+/* A vat's pending timer or thread-pool job. */
+typedef struct kasync {
+    struct kasync *prev, *next;
+    keel_kernel *k;
+    uint32_t vid;
+    void (*work)(void *arg);
+    void (*done)(void *arg, keel_syscall *sys);
+    void *arg;
+} kasync;
+
+struct keel_kernel {
+    char *dir;
+    char *dir_wal;
+    int lock_fd;
+    keel_kernel_options o;
+    keel__store *store;
+    keel_wal *wal;
+    keel_host *host;
+    uint64_t kernel_id;
+    kvat **vats; /* by id - 1; NULL for ids never created */
+    size_t nvats;
+    int booted;
+    uint64_t crank;
+    uint64_t hash;
+    /* transaction state */
+    int in_txn;
+    kvat *delivering; /* the vat the current crank delivers to */
+    uint32_t txn_vid; /* the vat whose syscalls this transaction holds */
+    int illegal;      /* a syscall in this transaction was illegal */
+    char illegal_msg[256];
+    uint32_t exit_vid; /* exit requested in this transaction */
+    kdeferred *defer_head, *defer_tail;
+    kasync *async_head;
+    /* checkpoint policy */
+    uint64_t txns_since_ckpt;
+    uint64_t ckpt_ns;
+    /* stats of the current run */
+    uint64_t stat_txns;
+    uint64_t stat_deliveries;
+    int failed; /* sticky: a storage error broke the kernel */
+    keel_diag fail_diag;
+    uint8_t *enc; /* scratch for encodings */
+    size_t enc_cap;
+};
+
+/* --- kernel.c: transactions and store access --------------------------- */
+int keel__k_txn_begin(keel_kernel *k);
+/* Commit the open transaction as one WAL record of kind. */
+int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag);
+void keel__k_txn_abort(keel_kernel *k);
+int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val);
+int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v);
+int keel__k_put(keel_kernel *k, const char *key, const void *val, size_t len);
+int keel__k_put_str(keel_kernel *k, const char *key, const char *val);
+int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v);
+int keel__k_del(keel_kernel *k, const char *key);
+/* Smallest key > after starting with prefix, copied into out[KEY_MAX].
+ * @return 1, 0 (none), < 0. */
+int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
+                 char *out);
+/* Storage failure: make the kernel FAILED. @return rc. */
+int keel__k_fail(keel_kernel *k, int rc, const char *what);
+kvat *keel__k_vat(keel_kernel *k, uint32_t vid);
+int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag);
+/* Load every vat from the store and start the live ones. */
+int keel__k_load_vats(keel_kernel *k, keel_diag *diag);
+/* The options' resolver, then keel's built-ins. */
+const keel_vat_ops *keel__k_builtin(const keel_kernel *k, const char *name);
+
+/* --- crank.c: routing, promises, translation, termination -------------- */
+int keel__k_enqueue_send(keel_kernel *k, const char *target, const char *method,
+                         const void *body, size_t body_len, char *const *slots,
+                         size_t nslots, const char *result);
+int keel__k_enqueue_notify(keel_kernel *k, uint32_t vid, const char *kp);
+int keel__k_promise_new(keel_kernel *k, uint32_t decider, char *out);
+int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out);
+int keel__k_kref_to_vref(keel_kernel *k, kvat *v, const char *kref, char *out);
+int keel__k_illegal(keel_kernel *k, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Run one syscall of vat v in the open transaction. */
+int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc);
+int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag);
+int keel__k_subscribe(keel_kernel *k, uint32_t vid, const char *kp);
+int keel__k_settle(keel_kernel *k, const char *kp, int rejected,
+                   const void *body, size_t body_len, char *const *slots,
+                   size_t nslots);
+/* Decode a promise's state (0/1/2) and body. */
+int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
+                          char **body);
+
+/* --- syscall.c ---------------------------------------------------------- */
+/* Run the syscalls held during another vat's crank. */
+int keel__k_run_deferred(keel_kernel *k, keel_diag *diag);
+void keel__k_free_deferred(kdeferred *d);
+/* Free the closures of async work the host dropped unrun. */
+void keel__k_free_async(keel_kernel *k);
+
+/* --- codec.c ------------------------------------------------------------ */
+typedef struct kbuf {
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+    int oom;
+} kbuf;
+void keel__kb_u8(kbuf *b, uint8_t v);
+void keel__kb_u32(kbuf *b, uint32_t v);
+void keel__kb_bytes(kbuf *b, const void *p, size_t n); /* u32 len + bytes */
+void keel__kb_str(kbuf *b, const char *s);
+void keel__kb_free(kbuf *b);
+
+typedef struct krd {
+    const uint8_t *p;
+    size_t len;
+    size_t off;
+    int bad;
+} krd;
+uint8_t keel__kr_u8(krd *r);
+uint32_t keel__kr_u32(krd *r);
+/* Borrowed bytes (not NUL-terminated). */
+const uint8_t *keel__kr_bytes(krd *r, size_t *n);
+/* A malloc'd NUL-terminated copy, or NULL (r->bad set) on error. */
+char *keel__kr_str(krd *r);
+
+/* A message as stored in the run queue and promise queues. */
+typedef struct kmsg {
+    char *method;
+    uint8_t *body;
+    size_t body_len;
+    char **slots;
+    size_t nslots;
+    char *result; /* "" for none */
+} kmsg;
+void keel__kmsg_encode(kbuf *b, const kmsg *m);
+int keel__kmsg_decode(krd *r, kmsg *m);
+void keel__kmsg_free(kmsg *m);
+
+enum { KITEM_SEND = 1, KITEM_NOTIFY = 2 };
+typedef struct kitem {
+    int kind;
+    char *target; /* SEND */
+    kmsg msg;
+    uint32_t vid; /* NOTIFY */
+    char *kp;
+} kitem;
+int keel__kitem_decode(const void *p, size_t n, kitem *it);
+void keel__kitem_free(kitem *it);
+
+enum { KP_UNRESOLVED = 0, KP_FULFILLED = 1, KP_REJECTED = 2 };
+typedef struct kprom {
+    int state;
+    uint32_t decider; /* 0: none */
+    uint32_t *subs;
+    size_t nsubs;
+    kmsg *queue;
+    size_t nqueue;
+    kmsg res; /* resolution: body + slots (method, result unused) */
+} kprom;
+void keel__kprom_encode(kbuf *b, const kprom *p);
+int keel__kprom_decode(const void *p, size_t n, kprom *out);
+void keel__kprom_free(kprom *p);
+
+#endif

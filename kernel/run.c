@@ -1,0 +1,498 @@
+/*
+ * kernel/run.c — what the kernel offers beyond one crank: boot from a
+ * cluster config, external sends, promise queries, status, and the run
+ * loop that alternates cranks with the host loop's async callbacks.
+ *
+ * Invariants:
+ *   K20 boot is one kernel-op transaction: every vat, its root object and
+ *       the bootstrap message appear together or not at all.
+ *   K21 The run loop is idle only when the run queue is empty and the host
+ *       has no pending async work; out-of-crank syscalls commit and enqueue
+ *       at once, so an answer from a timer or thread-pool job is run without
+ *       further input (SPEC §5).
+ *   K22 keel_kernel_run returns KEEL_OK only once everything it committed
+ *       is durable under the sync policy.
+ */
+#include "kernel/kernel_internal.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "common/diag.h"
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63) {
+        return 0;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '_' || *p == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Check the config; names the JSON path of the first problem. */
+static int check_config(const keel_kernel *k, json_t *cfg,
+                        const char *config_dir, keel_diag *diag)
+{
+    if (!json_is_object(cfg)) {
+        return keel__diag(diag, KEEL_EINVAL, "(root): expected an object");
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(cfg, key, val)
+    {
+        if (strcmp(key, "bootstrap") != 0 && strcmp(key, "vats") != 0) {
+            return keel__diag(diag, KEEL_EINVAL, "%s: unknown field", key);
+        }
+    }
+    json_t *vats = json_object_get(cfg, "vats");
+    if (!json_is_object(vats) || json_object_size(vats) == 0) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "vats: expected a non-empty object of vats");
+    }
+    json_object_foreach(vats, key, val)
+    {
+        if (!valid_name(key)) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s: a vat name is 1-63 letters, digits, "
+                              "'_' or '-'",
+                              key);
+        }
+        if (!json_is_object(val)) {
+            return keel__diag(diag, KEEL_EINVAL, "vats.%s: expected an object",
+                              key);
+        }
+        const char *f;
+        json_t *fv;
+        json_object_foreach(val, f, fv)
+        {
+            if (strcmp(f, "builtin") != 0 && strcmp(f, "path") != 0 &&
+                strcmp(f, "params") != 0) {
+                return keel__diag(diag, KEEL_EINVAL,
+                                  "vats.%s.%s: unknown field", key, f);
+            }
+        }
+        json_t *b = json_object_get(val, "builtin");
+        json_t *p = json_object_get(val, "path");
+        json_t *params = json_object_get(val, "params");
+        if ((b == NULL) == (p == NULL)) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s: needs exactly one of \"builtin\" "
+                              "and \"path\"",
+                              key);
+        }
+        if (b != NULL && !json_is_string(b)) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.builtin: expected a string", key);
+        }
+        if (b != NULL && keel__k_builtin(k, json_string_value(b)) == NULL) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.builtin: no built-in vat named \"%s\"",
+                              key, json_string_value(b));
+        }
+        if (p != NULL && !json_is_string(p)) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.path: expected a string", key);
+        }
+        if (params != NULL && !json_is_object(params)) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.params: expected an object", key);
+        }
+        if (p != NULL) {
+            /* Resolve a relative library path against the config's
+             * directory now, so a restart finds it from anywhere. */
+            const char *path = json_string_value(p);
+            char full[PATH_MAX], real[PATH_MAX];
+            if (path[0] != '/') {
+                snprintf(full, sizeof(full), "%s/%s",
+                         config_dir != NULL ? config_dir : ".", path);
+            } else {
+                snprintf(full, sizeof(full), "%s", path);
+            }
+            if (realpath(full, real) == NULL) {
+                return keel__diag(diag, KEEL_EINVAL,
+                                  "vats.%s.path: %s: no such file", key, full);
+            }
+            json_object_set_new(val, "path", json_string(real));
+        }
+    }
+    json_t *boot = json_object_get(cfg, "bootstrap");
+    if (!json_is_string(boot)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "bootstrap: expected the name of a vat");
+    }
+    if (json_object_get(vats, json_string_value(boot)) == NULL) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "bootstrap: no vat named \"%s\" in vats",
+                          json_string_value(boot));
+    }
+    return KEEL_OK;
+}
+
+static int boot_txn(keel_kernel *k, json_t *cfg)
+{
+    json_t *vats = json_object_get(cfg, "vats");
+    const char *boot_name =
+        json_string_value(json_object_get(cfg, "bootstrap"));
+    size_t nv = json_object_size(vats);
+    char **roots = calloc(nv, sizeof(*roots));
+    json_t *body = json_object();
+    json_t *byname = json_object();
+    int rc =
+        roots == NULL || body == NULL || byname == NULL ? KEEL_ENOMEM : KEEL_OK;
+    char boot_root[KEEL_VREF_MAX] = "";
+    const char *name;
+    json_t *val;
+    size_t i = 0;
+    rc = rc == KEEL_OK ? keel__k_put_str(k, "k.version", "1") : rc;
+    json_object_foreach(vats, name, val)
+    {
+        if (rc < 0) {
+            break;
+        }
+        uint32_t id = (uint32_t)(i + 1);
+        char key[KEY_MAX], ids[16];
+        snprintf(ids, sizeof(ids), "%" PRIu32, id);
+        char *src = json_dumps(val, JSON_COMPACT);
+        roots[i] = malloc(KEEL_VREF_MAX);
+        if (src == NULL || roots[i] == NULL) {
+            free(src);
+            rc = KEEL_ENOMEM;
+            break;
+        }
+        snprintf(roots[i], KEEL_VREF_MAX, "ko%zu", i + 1);
+        snprintf(key, sizeof(key), "v.%s.name", ids);
+        rc = keel__k_put_str(k, key, name);
+        snprintf(key, sizeof(key), "v.%s.state", ids);
+        rc = rc == KEEL_OK ? keel__k_put_str(k, key, "alive") : rc;
+        snprintf(key, sizeof(key), "v.%s.src", ids);
+        rc = rc == KEEL_OK ? keel__k_put_str(k, key, src) : rc;
+        snprintf(key, sizeof(key), "v.%s.root", ids);
+        rc = rc == KEEL_OK ? keel__k_put_str(k, key, roots[i]) : rc;
+        snprintf(key, sizeof(key), "vn.%s", name);
+        rc = rc == KEEL_OK ? keel__k_put_str(k, key, ids) : rc;
+        snprintf(key, sizeof(key), "ko.%zu", i + 1);
+        rc = rc == KEEL_OK ? keel__k_put_str(k, key, ids) : rc;
+        snprintf(key, sizeof(key), "c.%s.k.%s", ids, roots[i]);
+        rc = rc == KEEL_OK ? keel__k_put_str(k, key, "o+0") : rc;
+        snprintf(key, sizeof(key), "c.%s.v.o+0", ids);
+        rc = rc == KEEL_OK ? keel__k_put_str(k, key, roots[i]) : rc;
+        free(src);
+        json_object_set_new(byname, name,
+                            json_pack("{s:I}", "@slot", (json_int_t)i));
+        if (strcmp(name, boot_name) == 0) {
+            snprintf(boot_root, sizeof(boot_root), "%s", roots[i]);
+        }
+        i++;
+    }
+    if (rc == KEEL_OK) {
+        rc = keel__k_put_u64(k, "k.next.vat", nv + 1);
+    }
+    if (rc == KEEL_OK) {
+        rc = keel__k_put_u64(k, "k.next.ko", nv + 1);
+    }
+    char *bs = NULL;
+    if (rc == KEEL_OK) {
+        json_object_set(body, "vats", byname);
+        bs = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+        rc = bs == NULL ? KEEL_ENOMEM : KEEL_OK;
+    }
+    if (rc == KEEL_OK) {
+        rc = keel__k_enqueue_send(k, boot_root, "bootstrap", bs, strlen(bs),
+                                  roots, nv, NULL);
+    }
+    if (rc == KEEL_OK) {
+        rc = keel__k_put_str(k, "k.booted", "1");
+    }
+    free(bs);
+    for (size_t j = 0; roots != NULL && j < nv; j++) {
+        free(roots[j]);
+    }
+    free(roots);
+    json_decref(body);
+    json_decref(byname);
+    return rc;
+}
+
+int keel_kernel_boot(keel_kernel *k, const char *config_json,
+                     const char *config_dir, keel_diag *diag)
+{
+    json_error_t je;
+    if (k->booted) {
+        return keel__diag(diag, KEEL_EEXIST, "%s: already booted", k->dir);
+    }
+    json_t *cfg = json_loads(config_json, JSON_REJECT_DUPLICATES, &je);
+    if (cfg == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "line %d column %d: %s", je.line,
+                          je.column, je.text);
+    }
+    int rc = check_config(k, cfg, config_dir, diag);
+    if (rc == KEEL_OK) {
+        rc = keel__k_txn_begin(k);
+    }
+    if (rc == KEEL_OK) {
+        rc = boot_txn(k, cfg);
+        if (rc == KEEL_OK) {
+            rc = keel__k_txn_commit(k, KEEL_WAL_KERNEL_OP, diag);
+        } else {
+            keel__k_txn_abort(k);
+            keel__diag(diag, rc, "boot: %s", keel_strerror(rc));
+        }
+    }
+    json_decref(cfg);
+    if (rc == KEEL_OK) {
+        k->booted = 1;
+        k->nvats = 0;
+        free(k->vats);
+        k->vats = NULL;
+        rc = keel__k_load_vats(k, diag);
+    }
+    return rc;
+}
+
+int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
+                     const char *args_json, char *result_kref, keel_diag *diag)
+{
+    char key[KEY_MAX], root[KEEL_VREF_MAX];
+    uint64_t vid = 0;
+    if (!valid_name(vat) || method == NULL || method[0] == '\0' ||
+        args_json == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "send: bad vat name or method");
+    }
+    int rc = keel__k_txn_begin(k);
+    if (rc < 0) {
+        return keel__diag(diag, rc, "send: %s", keel_strerror(rc));
+    }
+    snprintf(key, sizeof(key), "vn.%s", vat);
+    rc = keel__k_get_u64(k, key, &vid);
+    kvat *v = rc == 1 ? keel__k_vat(k, (uint32_t)vid) : NULL;
+    if (rc >= 0 && (v == NULL || !v->alive)) {
+        keel__k_txn_abort(k);
+        return keel__diag(diag, KEEL_ENOENT, "send: no %s vat named \"%s\"",
+                          v == NULL ? "" : "live", vat);
+    }
+    keel_bytes b;
+    if (rc >= 0) {
+        snprintf(key, sizeof(key), "v.%" PRIu64 ".root", vid);
+        rc = keel__k_get(k, key, &b);
+        if (rc == 1 && b.len < sizeof(root)) {
+            memcpy(root, b.ptr, b.len);
+            root[b.len] = '\0';
+        } else if (rc >= 0) {
+            rc = keel__k_fail(k, KEEL_ECORRUPT, key);
+        }
+    }
+    if (rc >= 0) {
+        rc = keel__k_promise_new(k, 0, result_kref);
+    }
+    if (rc >= 0) {
+        rc = keel__k_enqueue_send(k, root, method, args_json, strlen(args_json),
+                                  NULL, 0, result_kref);
+    }
+    if (rc < 0) {
+        keel__k_txn_abort(k);
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    return keel__k_txn_commit(k, KEEL_WAL_KERNEL_OP, diag);
+}
+
+int keel_kernel_promise(keel_kernel *k, const char *kpref, char **body,
+                        keel_diag *diag)
+{
+    int state = 0;
+    int rc = keel__k_promise_state(k, kpref, &state, body);
+    if (rc == KEEL_EINVAL || rc == KEEL_ENOENT) {
+        return keel__diag(diag, rc, "no promise %s", kpref);
+    }
+    if (rc < 0) {
+        return keel__diag(diag, rc, "promise %s: %s", kpref, keel_strerror(rc));
+    }
+    return state;
+}
+
+int keel_kernel_status_json(keel_kernel *k, char **out, keel_diag *diag)
+{
+    uint64_t head = 0, tail = 0, unresolved = 0;
+    int rc = keel__k_get_u64(k, "k.rq.head", &head);
+    rc = rc >= 0 ? keel__k_get_u64(k, "k.rq.tail", &tail) : rc;
+    rc = rc >= 0 ? keel__k_get_u64(k, "k.unresolved", &unresolved) : rc;
+    if (rc < 0) {
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    json_t *vats = json_array();
+    for (size_t i = 0; vats != NULL && i < k->nvats; i++) {
+        kvat *v = k->vats[i];
+        json_array_append_new(
+            vats,
+            json_pack("{s:I, s:s, s:s}", "id", (json_int_t)v->id, "name",
+                      v->name, "state", v->alive ? "alive" : "terminated"));
+    }
+    char hash[17], kid[19];
+    snprintf(hash, sizeof(hash), "%016" PRIx64, k->hash);
+    snprintf(kid, sizeof(kid), "0x%016" PRIx64, k->kernel_id);
+    json_t *o =
+        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s, s:s}",
+                  "booted", k->booted, "crank", (json_int_t)k->crank,
+                  "applied_lsn", (json_int_t)keel__store_applied_lsn(k->store),
+                  "durable_lsn", (json_int_t)keel_wal_durable_lsn(k->wal),
+                  "last_lsn", (json_int_t)keel_wal_last_lsn(k->wal),
+                  "run_queue", (json_int_t)(tail - head), "unresolved_promises",
+                  (json_int_t)unresolved, "vats", vats, "activity_hash", hash,
+                  "kernel_id", kid);
+    *out = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (*out == NULL) {
+        return keel__diag(diag, KEEL_ENOMEM, "status: out of memory");
+    }
+    return KEEL_OK;
+}
+
+static int queue_empty(keel_kernel *k)
+{
+    uint64_t head = 0, tail = 0;
+    keel__k_get_u64(k, "k.rq.head", &head);
+    keel__k_get_u64(k, "k.rq.tail", &tail);
+    return head >= tail;
+}
+
+int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
+                    keel_run_stats *stats, keel_diag *diag)
+{
+    keel_run_options none = {0};
+    keel_run_stats s = {0};
+    int rc = KEEL_OK;
+    if (o == NULL) {
+        o = &none;
+    }
+    uint64_t t0 = now_ms(), last_progress = t0;
+    k->stat_txns = 0;
+    k->stat_deliveries = 0;
+    for (;;) {
+        if (o->stop_flag != NULL && *o->stop_flag) {
+            break;
+        }
+        if (o->max_cranks != 0 && s.cranks >= o->max_cranks) {
+            break;
+        }
+        uint64_t now = now_ms();
+        if (o->timeout_ms != 0 && now - t0 >= o->timeout_ms) {
+            s.timed_out = 1;
+            break;
+        }
+        if (o->progress != NULL && now - last_progress >= 100) {
+            o->progress(o->progress_arg, s.cranks);
+            last_progress = now;
+        }
+        /* Async completions first: they commit as their own transactions
+         * between cranks (K21). Cheap when nothing is ready. */
+        if ((s.cranks & 63) == 0 && keel__host_pending(k->host) > 0) {
+            keel__host_poll(k->host);
+        }
+        rc = keel_kernel_step(k, diag);
+        if (rc < 0) {
+            break;
+        }
+        if (rc == 1) {
+            s.cranks++;
+            continue;
+        }
+        rc = KEEL_OK;
+        if (keel__host_pending(k->host) == 0) {
+            if (!o->forever) {
+                s.idle = 1;
+                break;
+            }
+        }
+        /* Nothing queued: wait for async work (or, with --forever, for a
+         * stop request), in short slices so stop and timeout are seen. */
+        uint64_t slice = 100;
+        if (o->timeout_ms != 0) {
+            uint64_t left = o->timeout_ms - (now_ms() - t0);
+            slice = left < slice ? (left > 0 ? left : 1) : slice;
+        }
+        if (keel__host_pending(k->host) > 0) {
+            rc = keel__host_run_once(k->host, slice);
+        } else {
+            struct timespec ts = {0, (long)slice * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (rc < 0) {
+            break;
+        }
+        rc = KEEL_OK;
+        if (!queue_empty(k)) {
+            continue;
+        }
+    }
+    if (rc == KEEL_OK) {
+        rc = keel_kernel_wait_durable(k, diag); /* K22 */
+    }
+    s.transactions = k->stat_txns;
+    s.deliveries = k->stat_deliveries;
+    s.seconds = (double)(now_ms() - t0) / 1000.0;
+    if (stats != NULL) {
+        *stats = s;
+    }
+    return rc;
+}
+
+int keel_kernel_vatstore_get(keel_kernel *k, const char *vat, const char *key,
+                             char **val, size_t *len, keel_diag *diag)
+{
+    char full[KEY_MAX];
+    uint64_t vid = 0;
+    keel_bytes b;
+    if (!valid_name(vat) || key == NULL || key[0] == '\0' ||
+        strlen(key) > KEEL_VATSTORE_KEY_MAX) {
+        return keel__diag(diag, KEEL_EINVAL, "bad vat name or key");
+    }
+    snprintf(full, sizeof(full), "vn.%s", vat);
+    int rc = keel__k_get_u64(k, full, &vid);
+    if (rc == 0) {
+        return keel__diag(diag, KEEL_ENOENT, "no vat named \"%s\"", vat);
+    }
+    if (rc > 0) {
+        snprintf(full, sizeof(full), "vs.%" PRIu64 ".%s", vid, key);
+        rc = keel__k_get(k, full, &b);
+    }
+    if (rc < 0) {
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    if (rc == 1) {
+        *val = malloc(b.len + 1);
+        if (*val == NULL) {
+            return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        }
+        memcpy(*val, b.ptr, b.len);
+        (*val)[b.len] = '\0';
+        *len = b.len;
+    }
+    return rc;
+}

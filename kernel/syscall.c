@@ -1,0 +1,369 @@
+/*
+ * kernel/syscall.c — the syscalls vats make (vat.h), and the three ways
+ * one is carried out:
+ *
+ *   in crank      the vat is the one being delivered to: the syscall runs
+ *                 in the crank's transaction (buffered; committed or
+ *                 aborted with the crank).
+ *   out of crank  no transaction is open: the syscall is its own
+ *                 transaction (kind out-of-crank), committed, and its
+ *                 run-queue items enqueued, at once (SPEC §5).
+ *   held          a transaction for another vat is open (its crank is
+ *                 running): the syscall is copied and run as its own
+ *                 transaction right after that one ends, never merged
+ *                 into it and never left waiting for a later crank.
+ *
+ * Invariants:
+ *   K30 Every out-of-crank syscall is committed before the call returns
+ *       (or, held, before keel_kernel_step returns).
+ *   K31 An illegal syscall dooms the transaction it is in; out of crank,
+ *       the vat is terminated at once, in its own transaction.
+ *   K32 Async callbacks of a vat that has terminated are dropped.
+ */
+#include "kernel/kernel_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/diag.h"
+
+void keel__k_free_deferred(kdeferred *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    free(d->a);
+    free(d->b);
+    free(d->c);
+    free(d->body);
+    for (size_t i = 0; i < d->nslots; i++) {
+        free(d->slots[i]);
+    }
+    free(d->slots);
+    free(d);
+}
+
+static char *dup_or_null(const char *s, int *oom)
+{
+    if (s == NULL) {
+        return NULL;
+    }
+    char *d = strdup(s);
+    *oom |= d == NULL;
+    return d;
+}
+
+/* Copy a syscall so it outlives the vat's arguments (held syscalls). */
+static kdeferred *copy_sc(const kdeferred *sc)
+{
+    int oom = 0;
+    kdeferred *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        return NULL;
+    }
+    d->vid = sc->vid;
+    d->kind = sc->kind;
+    d->flag = sc->flag;
+    d->a = dup_or_null(sc->a, &oom);
+    d->b = dup_or_null(sc->b, &oom);
+    d->c = dup_or_null(sc->c, &oom);
+    if (sc->body_len > 0) {
+        d->body = malloc(sc->body_len);
+        oom |= d->body == NULL;
+        if (d->body != NULL) {
+            memcpy(d->body, sc->body, sc->body_len);
+            d->body_len = sc->body_len;
+        }
+    }
+    if (sc->nslots > 0) {
+        d->slots = calloc(sc->nslots, sizeof(*d->slots));
+        oom |= d->slots == NULL;
+        for (size_t i = 0; d->slots != NULL && i < sc->nslots; i++) {
+            d->slots[i] = dup_or_null(sc->slots[i], &oom);
+            d->nslots = i + 1;
+        }
+    }
+    if (oom) {
+        keel__k_free_deferred(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* One syscall as its own transaction (out of crank, or held). */
+static int own_txn(keel_kernel *k, kvat *v, const kdeferred *sc,
+                   keel_diag *diag)
+{
+    int rc = keel__k_txn_begin(k);
+    if (rc < 0) {
+        return rc;
+    }
+    k->txn_vid = v->id;
+    rc = keel__k_exec(k, v, sc);
+    if (k->illegal) { /* K31 */
+        keel__k_txn_abort(k);
+        int trc = keel__k_terminate(k, v->id, diag);
+        return trc < 0 ? trc : KEEL_EINVAL;
+    }
+    if (rc < 0) {
+        keel__k_txn_abort(k);
+        return rc;
+    }
+    uint32_t exit_vid = k->exit_vid;
+    rc = keel__k_txn_commit(k, KEEL_WAL_OUT_OF_CRANK, diag);
+    if (rc == KEEL_OK && exit_vid != 0) {
+        rc = keel__k_terminate(k, exit_vid, diag);
+    }
+    return rc;
+}
+
+int keel__k_run_deferred(keel_kernel *k, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    while (k->defer_head != NULL && rc >= 0) {
+        kdeferred *d = k->defer_head;
+        k->defer_head = d->next;
+        if (k->defer_head == NULL) {
+            k->defer_tail = NULL;
+        }
+        kvat *v = keel__k_vat(k, d->vid);
+        if (v != NULL && v->alive) {
+            rc = own_txn(k, v, d, diag);
+            rc = rc == KEEL_EINVAL ? KEEL_OK : rc; /* the vat paid for it */
+        }
+        keel__k_free_deferred(d);
+    }
+    return rc;
+}
+
+static int dispatch(keel_syscall *sys, kdeferred *sc)
+{
+    keel_kernel *k = sys->k;
+    kvat *v = sys->v;
+    if (!v->alive || k->failed) {
+        return KEEL_EFAILED;
+    }
+    sc->vid = v->id;
+    if (k->delivering == v) {
+        return keel__k_exec(k, v, sc); /* in crank */
+    }
+    if (k->in_txn) { /* held until the open transaction ends */
+        kdeferred *d = copy_sc(sc);
+        if (d == NULL) {
+            return KEEL_ENOMEM;
+        }
+        if (k->defer_tail != NULL) {
+            k->defer_tail->next = d;
+        } else {
+            k->defer_head = d;
+        }
+        k->defer_tail = d;
+        return KEEL_OK;
+    }
+    return own_txn(k, v, sc, NULL); /* K30 */
+}
+
+static void set_capdata(kdeferred *sc, const keel_capdata *cd)
+{
+    if (cd != NULL) {
+        sc->body = (uint8_t *)cd->body.ptr;
+        sc->body_len = cd->body.len;
+        sc->slots = (char **)cd->slots;
+        sc->nslots = cd->nslots;
+    }
+}
+
+int keel_syscall_send(keel_syscall *sys, const char *target, const char *method,
+                      const keel_capdata *args, const char *result)
+{
+    kdeferred sc = {.kind = SC_SEND,
+                    .a = (char *)target,
+                    .b = (char *)method,
+                    .c = (char *)result};
+    set_capdata(&sc, args);
+    return dispatch(sys, &sc);
+}
+
+int keel_syscall_subscribe(keel_syscall *sys, const char *promise)
+{
+    kdeferred sc = {.kind = SC_SUBSCRIBE, .a = (char *)promise};
+    return dispatch(sys, &sc);
+}
+
+int keel_syscall_resolve(keel_syscall *sys, const char *promise, int rejected,
+                         const keel_capdata *data)
+{
+    kdeferred sc = {
+        .kind = SC_RESOLVE, .a = (char *)promise, .flag = rejected != 0};
+    set_capdata(&sc, data);
+    return dispatch(sys, &sc);
+}
+
+int keel_syscall_exit(keel_syscall *sys, int failure, const keel_capdata *info)
+{
+    kdeferred sc = {.kind = SC_EXIT, .flag = failure != 0};
+    set_capdata(&sc, info);
+    return dispatch(sys, &sc);
+}
+
+int keel_syscall_vatstore_set(keel_syscall *sys, const char *key,
+                              const void *val, size_t len)
+{
+    kdeferred sc = {.kind = SC_VS_SET,
+                    .a = (char *)key,
+                    .body = (uint8_t *)val,
+                    .body_len = len};
+    return dispatch(sys, &sc);
+}
+
+int keel_syscall_vatstore_delete(keel_syscall *sys, const char *key)
+{
+    kdeferred sc = {.kind = SC_VS_DEL, .a = (char *)key};
+    return dispatch(sys, &sc);
+}
+
+/* Reads need no transaction: they see the open one, if it is this vat's
+ * crank, or the store. */
+int keel_syscall_vatstore_get(keel_syscall *sys, const char *key,
+                              keel_bytes *val)
+{
+    keel_kernel *k = sys->k;
+    char full[KEY_MAX];
+    size_t n = key != NULL ? strlen(key) : 0;
+    if (!sys->v->alive || k->failed) {
+        return KEEL_EFAILED;
+    }
+    if (n == 0 || n > KEEL_VATSTORE_KEY_MAX) {
+        return KEEL_EINVAL;
+    }
+    snprintf(full, sizeof(full), "vs.%" PRIu32 ".%s", sys->v->id, key);
+    return keel__k_get(k, full, val);
+}
+
+int keel_syscall_vatstore_next_key(keel_syscall *sys, const char *after,
+                                   char *buf, size_t cap)
+{
+    keel_kernel *k = sys->k;
+    char prefix[32], from[KEY_MAX], found[KEY_MAX];
+    if (!sys->v->alive || k->failed) {
+        return KEEL_EFAILED;
+    }
+    if (after == NULL || strlen(after) > KEEL_VATSTORE_KEY_MAX ||
+        cap < KEEL_VATSTORE_KEY_MAX + 1) {
+        return KEEL_EINVAL;
+    }
+    int pn = snprintf(prefix, sizeof(prefix), "vs.%" PRIu32 ".", sys->v->id);
+    snprintf(from, sizeof(from), "%s%s", prefix, after);
+    int rc = keel__k_next(k, prefix, after[0] != '\0' ? from : "", found);
+    if (rc == 1) {
+        snprintf(buf, cap, "%s", found + pn);
+    }
+    return rc;
+}
+
+int keel_syscall_alloc_object(keel_syscall *sys, char *buf)
+{
+    snprintf(buf, KEEL_VREF_MAX, "o+%" PRIu64, sys->v->next_o++);
+    return KEEL_OK;
+}
+
+int keel_syscall_alloc_promise(keel_syscall *sys, char *buf)
+{
+    snprintf(buf, KEEL_VREF_MAX, "p+%" PRIu64, sys->v->next_p++);
+    return KEEL_OK;
+}
+
+const char *keel_syscall_vat_name(const keel_syscall *sys)
+{
+    return sys->v->name;
+}
+
+/* ---- async work -------------------------------------------------------- */
+
+/* Closures live on the kernel's list until their callback ran, so the
+ * ones the host drops unrun at close are freed too (keel__k_free_async). */
+static kasync *async_new(keel_syscall *sys)
+{
+    kasync *a = calloc(1, sizeof(*a));
+    if (a != NULL) {
+        a->k = sys->k;
+        a->vid = sys->v->id;
+        a->next = sys->k->async_head;
+        if (a->next != NULL) {
+            a->next->prev = a;
+        }
+        sys->k->async_head = a;
+    }
+    return a;
+}
+
+static void async_unlink(kasync *a)
+{
+    if (a->prev != NULL) {
+        a->prev->next = a->next;
+    } else {
+        a->k->async_head = a->next;
+    }
+    if (a->next != NULL) {
+        a->next->prev = a->prev;
+    }
+    free(a);
+}
+
+void keel__k_free_async(keel_kernel *k)
+{
+    while (k->async_head != NULL) {
+        async_unlink(k->async_head);
+    }
+}
+
+static void async_done(void *p)
+{
+    kasync *a = p;
+    kvat *v = keel__k_vat(a->k, a->vid);
+    if (v != NULL && v->alive) { /* K32 */
+        a->done(a->arg, &v->sys);
+    }
+    async_unlink(a);
+}
+
+static void async_work(void *p)
+{
+    kasync *a = p;
+    a->work(a->arg);
+}
+
+int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
+                   void (*cb)(void *arg, keel_syscall *sys), void *arg)
+{
+    kasync *a = async_new(sys);
+    if (a == NULL) {
+        return KEEL_ENOMEM;
+    }
+    a->done = cb;
+    a->arg = arg;
+    int rc = keel__host_timer(sys->k->host, delay_ms, async_done, a);
+    if (rc < 0) {
+        async_unlink(a);
+    }
+    return rc;
+}
+
+int keel_vat_work(keel_syscall *sys, void (*work)(void *arg),
+                  void (*done)(void *arg, keel_syscall *sys), void *arg)
+{
+    kasync *a = async_new(sys);
+    if (a == NULL) {
+        return KEEL_ENOMEM;
+    }
+    a->work = work;
+    a->done = done;
+    a->arg = arg;
+    int rc = keel__host_work(sys->k->host, async_work, async_done, a);
+    if (rc < 0) {
+        async_unlink(a);
+    }
+    return rc;
+}

@@ -1,0 +1,840 @@
+/*
+ * tools/cmd_kernel.c — `keel run`, `keel status` and `keel send`: the
+ * commands that open a kernel's state directory and drive it through the
+ * public keel_kernel_* API (include/keel/kernel.h).
+ *
+ * Invariants:
+ *   K1  A result is printed only once it is durable: every command calls
+ *       keel_kernel_wait_durable() before it prints a summary, a queued
+ *       promise or a settlement (DESIGN.md §2.4).
+ *   K2  SIGINT and SIGTERM only set a flag that keel_kernel_run() reads
+ *       between cranks, so a run stops cleanly after the current crank and
+ *       still prints its (durable) summary. The handlers are installed with
+ *       SA_RESETHAND: a second signal kills the process, which loses nothing
+ *       already reported durable.
+ *   K3  Exit status (C1): 0 the command did what was asked (a run that
+ *       stopped on a signal, --max-cranks or --timeout-ms included); 1 the
+ *       kernel, the state directory or a file failed, or a --wait result
+ *       did not settle; 2 the command line was wrong, checked before
+ *       anything is created on disk where that is possible.
+ *   K4  Errors are one line on stderr, `keel: <command>: <message>`, where
+ *       the message is the kernel's keel_diag text verbatim (C2).
+ *   K5  Progress is drawn on stderr only when stderr is a terminal, so
+ *       piped and captured output holds nothing but the summary.
+ *
+ * The one mutable static of the program is `stop_signal` below: a signal
+ * handler has no other place to put what it saw (C17 7.14.1.1 allows a
+ * handler to write only a volatile sig_atomic_t object with static storage
+ * duration). It is written by the handler and read by the kernel through
+ * keel_run_options.stop_flag.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keel/keel.h"
+#include "keel/kernel.h"
+
+#include "tools/cli.h"
+
+/* Configs are small; a bigger file is a mistake, not a cluster. */
+#define CONFIG_MAX_BYTES (16u * 1024 * 1024)
+
+/* stop_flag is `volatile int *`: the handler's flag must be exactly that. */
+_Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
+               "sig_atomic_t must be int to serve as the kernel's stop_flag");
+
+/* K2: the signal number that asked the run to stop, 0 while none did. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int signo)
+{
+    stop_signal = signo;
+}
+
+/* K2: SIGINT and SIGTERM set stop_signal once, then revert to default. */
+static void install_stop_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The kernel's message, or the code's message when it left none (K4). */
+static const char *diag_msg(const keel_diag *d, int code)
+{
+    return d->msg[0] != '\0' ? d->msg : keel_strerror(code);
+}
+
+static int kernel_failed(const char *command, const keel_diag *d, int code)
+{
+    fflush(stdout);
+    fprintf(stderr, "keel: %s: %s\n", command, diag_msg(d, code));
+    return KEEL_CLI_FAIL;
+}
+
+/* Open STATE with the messages every command shares (K4). */
+static int open_state(const char *command, const char *state,
+                      const keel_kernel_options *o, keel_kernel **k)
+{
+    keel_diag d = {0};
+    struct stat st;
+    int rc = KEEL_CLI_OK;
+    int err = KEEL_OK;
+    /* without create, a missing STATE is reported before open, which
+     * must not leave an empty directory behind */
+    if (!o->create && stat(state, &st) != 0 && errno == ENOENT) {
+        fprintf(stderr, "keel: %s: no such state directory: %s\n", command,
+                state);
+        rc = KEEL_CLI_FAIL;
+        goto out;
+    }
+    err = keel_kernel_open(state, o, k, &d);
+    if (err == KEEL_EBUSY) {
+        fprintf(stderr, "keel: %s: %s is locked by another keel process\n",
+                command, state);
+        rc = KEEL_CLI_FAIL;
+    } else if (err < 0) {
+        rc = kernel_failed(command, &d, err);
+    }
+out:
+    return rc;
+}
+
+/* Print one JSON value as a compact line and release it. */
+static int emit_json(const char *command, json_t *o)
+{
+    int rc = KEEL_CLI_FAIL;
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (s == NULL) {
+        fprintf(stderr, "keel: %s: out of memory\n", command);
+        goto out;
+    }
+    printf("%s\n", s);
+    rc = KEEL_CLI_OK;
+out:
+    free(s);
+    json_decref(o);
+    return rc;
+}
+
+/* The kernel's status object (keel_kernel_status_json), parsed. */
+static int status_object(const char *command, keel_kernel *k, json_t **out)
+{
+    keel_diag d = {0};
+    char *text = NULL;
+    json_error_t jerr;
+    int rc = KEEL_CLI_OK;
+    *out = NULL;
+    int err = keel_kernel_status_json(k, &text, &d);
+    if (err < 0) {
+        rc = kernel_failed(command, &d, err);
+        goto out;
+    }
+    *out = json_loads(text, 0, &jerr);
+    if (!json_is_object(*out)) {
+        fprintf(stderr,
+                "keel: %s: the kernel's status is not a JSON object: "
+                "%s\n",
+                command, jerr.text);
+        json_decref(*out);
+        *out = NULL;
+        rc = KEEL_CLI_FAIL;
+    }
+out:
+    free(text);
+    return rc;
+}
+
+static uint64_t status_u64(const json_t *st, const char *key)
+{
+    const json_t *v = json_object_get(st, key);
+    return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static const char *status_str(const json_t *st, const char *key)
+{
+    const char *v = json_string_value(json_object_get(st, key));
+    return v != NULL ? v : "?";
+}
+
+/* Close k (NULL: nothing opened); a failure to close fails a command
+ * that had succeeded, since its checkpoint did not happen. */
+static int close_kernel(const char *command, keel_kernel *k, int rc)
+{
+    keel_diag d = {0};
+    int err = keel_kernel_close(k, &d);
+    if (err < 0 && rc == KEEL_CLI_OK) {
+        rc = kernel_failed(command, &d, err);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------- run */
+
+enum {
+    RUN_CONFIG,
+    RUN_SYNC,
+    RUN_FOREVER,
+    RUN_MAX_CRANKS,
+    RUN_TIMEOUT_MS,
+    RUN_JSON,
+    RUN_NOPTS
+};
+
+static const keel_cli_opt run_opts[RUN_NOPTS] = {
+    [RUN_CONFIG] = {"config", "FILE"},
+    [RUN_SYNC] = {"sync", "POLICY"},
+    [RUN_FOREVER] = {"forever", NULL},
+    [RUN_MAX_CRANKS] = {"max-cranks", "N"},
+    [RUN_TIMEOUT_MS] = {"timeout-ms", "N"},
+    [RUN_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec run_spec = {
+    .command = "run",
+    .help =
+        "usage: keel run STATE [--config cluster.json] [--sync "
+        "full|group|off]\n"
+        "                [--forever] [--max-cranks N] [--timeout-ms N] "
+        "[--json]\n"
+        "\n"
+        "Run the kernel whose state lives in directory STATE. A new STATE\n"
+        "(absent, or never booted) is created and booted from the cluster\n"
+        "config given with --config (see docs/config.md): its vats are\n"
+        "created and the bootstrap vat is sent bootstrap(vats). An existing\n"
+        "STATE is resumed where it stopped: the log is replayed, every live\n"
+        "vat is started again, and --config, if given, is ignored (a note\n"
+        "says so on stderr).\n"
+        "\n"
+        "The run goes on until nothing is left to do (the run queue is\n"
+        "empty and no vat has async work pending), or until --max-cranks,\n"
+        "--timeout-ms, or SIGINT/SIGTERM, which stop cleanly after the\n"
+        "current crank (a second signal kills at once; nothing already\n"
+        "reported durable is lost either way). With --forever it keeps\n"
+        "waiting for async work and signals instead of stopping when idle.\n"
+        "On a terminal a progress line is drawn on stderr. At the end, once\n"
+        "everything done is durable, a summary is printed: why it stopped,\n"
+        "cranks, transactions, deliveries, time, cranks/s, the crank\n"
+        "number, the durable LSN and the activity hash.\n"
+        "\n"
+        "Only one keel process may use a STATE at a time; a second one\n"
+        "fails with 'STATE is locked by another keel process'.\n"
+        "\n"
+        "Options:\n"
+        "  --config FILE    cluster config; required for a new STATE\n"
+        "  --sync POLICY    full (default): every transaction is fdatasync'd\n"
+        "                   before its effects are used; loses nothing.\n"
+        "                   group: transactions are synced in batches; a\n"
+        "                   power failure may lose the last short window,\n"
+        "                   never part of a transaction, and nothing this\n"
+        "                   command reported. off: never synced (benchmarks\n"
+        "                   only); a power failure may lose anything.\n"
+        "  --forever        do not stop when idle\n"
+        "  --max-cranks N   stop after N cranks (N >= 1)\n"
+        "  --timeout-ms N   stop after N milliseconds (N >= 1)\n"
+        "  --json           print the summary as one JSON object: stopped\n"
+        "                   (idle, signal, max-cranks, timeout), signal,\n"
+        "                   state (booted or resumed), cranks, transactions,\n"
+        "                   deliveries, seconds, cranks_per_second, crank,\n"
+        "                   durable_lsn, activity_hash\n"
+        "\n"
+        "Exit status: 0 the run stopped as asked (idle, a limit, or a\n"
+        "signal); 1 the kernel or a file failed (a bad config, a locked or\n"
+        "corrupt STATE, an I/O error: the message says which); 2 usage\n"
+        "error (including a new STATE without --config).\n",
+    .opts = run_opts,
+    .nopts = RUN_NOPTS,
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos = "STATE",
+};
+
+/* What a run was asked, and how it went. */
+typedef struct run_job {
+    const char *state;
+    const char *config_path;
+    char *config_text; /* malloc'd; NULL without --config */
+    int sync;
+    int json;
+    int is_new; /* STATE did not exist when the command started */
+    int booted_now;
+    keel_run_options ro;
+    keel_run_stats stats;
+    /* progress (K5) */
+    int tty;
+    int drew;
+    double started;
+} run_job;
+
+/* Read the whole config file into a NUL-terminated malloc'd string. */
+static int read_config(const char *path, char **out)
+{
+    int rc = KEEL_CLI_FAIL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    *out = NULL;
+    if (f == NULL) {
+        fprintf(stderr, "keel: run: cannot read config %s: %s\n", path,
+                strerror(errno));
+        goto out;
+    }
+    buf = malloc(CONFIG_MAX_BYTES + 1);
+    if (buf == NULL) {
+        fprintf(stderr, "keel: run: out of memory\n");
+        goto out;
+    }
+    len = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
+    if (ferror(f)) {
+        fprintf(stderr, "keel: run: cannot read config %s: %s\n", path,
+                strerror(errno));
+        goto out;
+    }
+    if (len > CONFIG_MAX_BYTES) {
+        fprintf(stderr, "keel: run: config %s is larger than %u bytes\n", path,
+                CONFIG_MAX_BYTES);
+        goto out;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    buf = NULL;
+    rc = KEEL_CLI_OK;
+out:
+    free(buf);
+    if (f != NULL) {
+        fclose(f);
+    }
+    return rc;
+}
+
+static void draw_progress(void *arg, uint64_t cranks)
+{
+    run_job *j = arg;
+    double secs = now_seconds() - j->started;
+    fprintf(stderr, "\rkeel: run: %" PRIu64 " cranks, %.0f cranks/s\033[K",
+            cranks, secs > 0 ? (double)cranks / secs : 0.0);
+    j->drew = 1;
+}
+
+static int run_parse(int argc, char **argv, run_job *j)
+{
+    keel_cli_args a;
+    uint64_t n = 0;
+    int rc = keel__cli_parse(&run_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        goto out;
+    }
+    j->state = a.pos[0];
+    j->config_path = a.val[RUN_CONFIG];
+    j->json = a.val[RUN_JSON] != NULL;
+    j->ro.forever = a.val[RUN_FOREVER] != NULL;
+    if (a.val[RUN_SYNC] != NULL &&
+        keel_sync_parse(a.val[RUN_SYNC], &j->sync) != KEEL_OK) {
+        rc = keel__cli_usage_error(
+            "run", "--sync: '%s' is not full, group or off", a.val[RUN_SYNC]);
+        goto out;
+    }
+    if (a.val[RUN_MAX_CRANKS] != NULL) {
+        rc = keel__cli_parse_u64("run", "max-cranks", a.val[RUN_MAX_CRANKS], 1,
+                                 UINT64_MAX, &n);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+        j->ro.max_cranks = n;
+    }
+    if (a.val[RUN_TIMEOUT_MS] != NULL) {
+        rc = keel__cli_parse_u64("run", "timeout-ms", a.val[RUN_TIMEOUT_MS], 1,
+                                 UINT64_MAX, &n);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+        j->ro.timeout_ms = n;
+    }
+    struct stat st;
+    j->is_new = stat(j->state, &st) != 0 && errno == ENOENT;
+    /* K3: refuse before keel_kernel_open creates an empty STATE */
+    if (j->config_path == NULL && j->is_new) {
+        rc = keel__cli_usage_error("run", "%s is new: --config is required",
+                                   j->state);
+    }
+out:
+    return rc;
+}
+
+/* Boot a new STATE from the config, or note that a given one is unused. */
+static int boot_or_resume(keel_kernel *k, run_job *j)
+{
+    keel_diag d = {0};
+    char *dir_copy = NULL;
+    int rc = KEEL_CLI_OK;
+    if (keel_kernel_booted(k)) {
+        if (j->config_path != NULL) {
+            fprintf(stderr, "keel: run: %s already booted; --config ignored\n",
+                    j->state);
+        }
+        goto out;
+    }
+    if (j->config_path == NULL) {
+        rc = keel__cli_usage_error("run", "%s is new: --config is required",
+                                   j->state);
+        goto out;
+    }
+    if (j->config_text == NULL &&
+        (rc = read_config(j->config_path, &j->config_text)) != KEEL_CLI_OK) {
+        goto out;
+    }
+    dir_copy = strdup(j->config_path);
+    if (dir_copy == NULL) {
+        fprintf(stderr, "keel: run: out of memory\n");
+        rc = KEEL_CLI_FAIL;
+        goto out;
+    }
+    int err = keel_kernel_boot(k, j->config_text, dirname(dir_copy), &d);
+    if (err == KEEL_EINVAL) {
+        /* a config error names its JSON path; say which file it is in */
+        fprintf(stderr, "keel: run: %s: %s\n", j->config_path,
+                diag_msg(&d, err));
+        rc = KEEL_CLI_FAIL;
+    } else if (err < 0) {
+        rc = kernel_failed("run", &d, err);
+    }
+    j->booted_now = rc == KEEL_CLI_OK;
+out:
+    free(dir_copy);
+    return rc;
+}
+
+/* Why the run stopped, for the summary. */
+static const char *stop_reason(const run_job *j)
+{
+    const char *why = "stopped";
+    if (j->stats.idle) {
+        why = "idle";
+    } else if (j->stats.timed_out) {
+        why = "timeout";
+    } else if (stop_signal != 0) {
+        why = "signal";
+    } else if (j->ro.max_cranks != 0 && j->stats.cranks >= j->ro.max_cranks) {
+        why = "max-cranks";
+    }
+    return why;
+}
+
+static const char *signal_name(int signo)
+{
+    return signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : NULL;
+}
+
+static int run_summary(keel_kernel *k, const run_job *j)
+{
+    json_t *st = NULL;
+    int rc = status_object("run", k, &st);
+    if (rc != KEEL_CLI_OK) {
+        goto out;
+    }
+    const char *why = stop_reason(j);
+    const char *sig = signal_name(stop_signal);
+    double secs = j->stats.seconds;
+    double rate = secs > 0 ? (double)j->stats.cranks / secs : 0.0;
+    uint64_t durable = status_u64(st, "durable_lsn");
+    /* the status's spelling, so the two commands' hashes compare */
+    const char *hash = status_str(st, "activity_hash");
+    uint64_t crank = keel_kernel_crank_number(k);
+    const char *how = j->booted_now ? "booted" : "resumed";
+    if (j->json) {
+        json_t *o = json_pack(
+            "{s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:s}", "stopped",
+            why, "state", how, "cranks", (json_int_t)j->stats.cranks,
+            "transactions", (json_int_t)j->stats.transactions, "deliveries",
+            (json_int_t)j->stats.deliveries, "seconds", secs,
+            "cranks_per_second", rate, "crank", (json_int_t)crank,
+            "durable_lsn", (json_int_t)durable, "activity_hash", hash);
+        if (o != NULL && sig != NULL && strcmp(why, "signal") == 0) {
+            json_object_set_new(o, "signal", json_string(sig));
+        }
+        rc = emit_json("run", o);
+        goto out;
+    }
+    if (strcmp(why, "signal") == 0) {
+        printf("stopped: by signal %s\n", sig != NULL ? sig : "?");
+    } else if (strcmp(why, "idle") == 0) {
+        printf("stopped: idle (nothing left to do)\n");
+    } else {
+        printf("stopped: %s\n", why);
+    }
+    printf("state: %s %s, now at crank %" PRIu64 "\n", how, j->state, crank);
+    printf("cranks: %" PRIu64 "\n", j->stats.cranks);
+    printf("transactions: %" PRIu64 "\n", j->stats.transactions);
+    printf("deliveries: %" PRIu64 "\n", j->stats.deliveries);
+    printf("time: %.3f s (%.0f cranks/s)\n", secs, rate);
+    printf("durable LSN: %" PRIu64 "\n", durable);
+    printf("activity hash: %s\n", hash);
+out:
+    json_decref(st);
+    return rc;
+}
+
+int keel__cli_run(int argc, char **argv)
+{
+    run_job j;
+    keel_kernel *k = NULL;
+    keel_diag d = {0};
+    keel_kernel_options o;
+    memset(&j, 0, sizeof(j));
+    keel_kernel_options_init(&o);
+    j.sync = o.sync;
+    int rc = run_parse(argc, argv, &j);
+    if (rc != KEEL_CLI_CONTINUE) {
+        goto out;
+    }
+    /* a new STATE needs the config: read it before open creates STATE,
+     * so an unreadable one leaves nothing behind; an existing STATE reads
+     * it only if it turns out not to be booted */
+    if (j.config_path != NULL && j.is_new &&
+        (rc = read_config(j.config_path, &j.config_text)) != KEEL_CLI_OK) {
+        goto out;
+    }
+    o.sync = j.sync;
+    /* K2: before open, so a signal during recovery or boot stops the run
+     * before its first crank instead of killing the process */
+    install_stop_handlers();
+    if ((rc = open_state("run", j.state, &o, &k)) != KEEL_CLI_OK) {
+        goto out;
+    }
+    if ((rc = boot_or_resume(k, &j)) != KEEL_CLI_OK) {
+        goto out;
+    }
+    j.ro.stop_flag = &stop_signal;
+    j.tty = isatty(STDERR_FILENO);
+    if (j.tty) {
+        j.ro.progress = draw_progress;
+        j.ro.progress_arg = &j;
+    }
+    j.started = now_seconds();
+    int err = keel_kernel_run(k, &j.ro, &j.stats, &d);
+    if (j.drew) {
+        fputs("\r\033[K", stderr);
+    }
+    if (err < 0) {
+        rc = kernel_failed("run", &d, err);
+        goto out;
+    }
+    /* K1 */
+    if ((err = keel_kernel_wait_durable(k, &d)) < 0) {
+        rc = kernel_failed("run", &d, err);
+        goto out;
+    }
+    rc = run_summary(k, &j);
+out:
+    rc = close_kernel("run", k, rc);
+    free(j.config_text);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- status */
+
+enum { STATUS_JSON, STATUS_NOPTS };
+
+static const keel_cli_opt status_opts[STATUS_NOPTS] = {
+    [STATUS_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec status_spec = {
+    .command = "status",
+    .help =
+        "usage: keel status STATE [--json]\n"
+        "\n"
+        "Show the kernel in state directory STATE: crank number, applied\n"
+        "and durable LSN, run-queue length, vats (alive or terminated),\n"
+        "unresolved promises, activity hash and kernel id.\n"
+        "\n"
+        "Opening a STATE runs recovery, as `keel run` does: the log after\n"
+        "the store's applied LSN is replayed and the vats are started\n"
+        "again; no crank runs. STATE must exist, and no other keel process\n"
+        "may be using it (a running `keel run` holds its lock).\n"
+        "\n"
+        "Options:\n"
+        "  --json   print the kernel's status object as one line\n"
+        "\n"
+        "Exit status: 0 success; 1 no such STATE, locked, corrupt or\n"
+        "unreadable; 2 usage error.\n",
+    .opts = status_opts,
+    .nopts = STATUS_NOPTS,
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos = "STATE",
+};
+
+/* The readable form of the kernel's status object (see kernel/run.c). */
+static void print_status(const json_t *st)
+{
+    const json_t *vats = json_object_get(st, "vats");
+    const json_t *v;
+    size_t i, alive = 0;
+    json_array_foreach(vats, i, v)
+    {
+        alive += strcmp(status_str(v, "state"), "alive") == 0;
+    }
+    printf("booted: %s\n",
+           json_is_true(json_object_get(st, "booted")) ? "yes" : "no");
+    printf("crank: %" PRIu64 "\n", status_u64(st, "crank"));
+    printf("applied LSN: %" PRIu64 "\n", status_u64(st, "applied_lsn"));
+    printf("durable LSN: %" PRIu64 "\n", status_u64(st, "durable_lsn"));
+    printf("run queue: %" PRIu64 "\n", status_u64(st, "run_queue"));
+    printf("unresolved promises: %" PRIu64 "\n",
+           status_u64(st, "unresolved_promises"));
+    printf("activity hash: %s\n", status_str(st, "activity_hash"));
+    printf("kernel id: %s\n", status_str(st, "kernel_id"));
+    printf("vats: %zu (%zu alive, %zu terminated)\n", json_array_size(vats),
+           alive, json_array_size(vats) - alive);
+    json_array_foreach(vats, i, v)
+    {
+        printf("  v%" PRIu64 " %s: %s\n", status_u64(v, "id"),
+               status_str(v, "name"), status_str(v, "state"));
+    }
+}
+
+int keel__cli_status(int argc, char **argv)
+{
+    keel_cli_args a;
+    keel_kernel *k = NULL;
+    keel_diag d = {0};
+    keel_kernel_options o;
+    json_t *st = NULL;
+    int rc = keel__cli_parse(&status_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        goto out;
+    }
+    keel_kernel_options_init(&o);
+    o.create = 0;
+    if ((rc = open_state("status", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
+        goto out;
+    }
+    /* K1: recovery may have committed (vats restarting out of crank) */
+    int err = keel_kernel_wait_durable(k, &d);
+    if (err < 0) {
+        rc = kernel_failed("status", &d, err);
+        goto out;
+    }
+    if ((rc = status_object("status", k, &st)) != KEEL_CLI_OK) {
+        goto out;
+    }
+    if (a.val[STATUS_JSON] != NULL) {
+        rc = emit_json("status", st);
+        st = NULL;
+    } else {
+        print_status(st);
+    }
+out:
+    rc = close_kernel("status", k, rc);
+    json_decref(st);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ send */
+
+enum { SEND_WAIT, SEND_TIMEOUT_MS, SEND_JSON, SEND_NOPTS };
+
+static const keel_cli_opt send_opts[SEND_NOPTS] = {
+    [SEND_WAIT] = {"wait", NULL},
+    [SEND_TIMEOUT_MS] = {"timeout-ms", "N"},
+    [SEND_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec send_spec = {
+    .command = "send",
+    .help =
+        "usage: keel send STATE VAT METHOD ARGS_JSON [--wait] "
+        "[--timeout-ms N]\n"
+        "                 [--json]\n"
+        "\n"
+        "Queue METHOD(ARGS_JSON) to the root object (o+0) of vat VAT of the\n"
+        "kernel in STATE, from outside, as its own kernel transaction with\n"
+        "a fresh result promise. ARGS_JSON is the message's capdata body; it\n"
+        "must be valid JSON (it carries no slots). No cranks run: the\n"
+        "promise's kref is printed once the message is durable:\n"
+        "  queued: kp12\n"
+        "A later `keel run STATE` delivers it.\n"
+        "\n"
+        "With --wait, the kernel then runs, one crank at a time, until that\n"
+        "promise settles (or nothing is left to do, or --timeout-ms, or\n"
+        "SIGINT/SIGTERM), and the settlement is printed once durable:\n"
+        "  fulfilled: BODY     or     rejected: BODY\n"
+        "Work queued before the message runs first (the run queue is FIFO).\n"
+        "\n"
+        "STATE must exist and be booted, and no other keel process may be\n"
+        "using it (a running `keel run` holds its lock).\n"
+        "\n"
+        "Options:\n"
+        "  --wait           run until the result settles, print it\n"
+        "  --timeout-ms N   with --wait: give up after N milliseconds\n"
+        "  --json           one JSON object: {\"promise\": \"kp12\", "
+        "\"state\":\n"
+        "                   \"queued\"|\"fulfilled\"|\"rejected\", \"body\": "
+        "...}\n"
+        "                   (body: the JSON value, or a string when the\n"
+        "                   body is not JSON)\n"
+        "\n"
+        "Exit status: 0 queued, or (--wait) settled, fulfilled or rejected;\n"
+        "1 the kernel refused or failed (no such STATE or vat, locked), or\n"
+        "the result was still unresolved after the run; 2 usage error\n"
+        "(including ARGS_JSON that is not JSON).\n",
+    .opts = send_opts,
+    .nopts = SEND_NOPTS,
+    .min_pos = 4,
+    .max_pos = 4,
+    .pos = "STATE VAT METHOD ARGS_JSON",
+};
+
+/* Run until kpref settles. @return its state (0, 1, 2) or < 0; body set
+ * when settled; *why says what ended a run that left it unresolved. One
+ * crank per keel_kernel_run so the run stops as soon as the promise
+ * settles, rather than draining unrelated work. */
+static int run_until_settled(keel_kernel *k, const char *kpref,
+                             uint64_t timeout_ms, char **body, const char **why,
+                             keel_diag *d)
+{
+    keel_run_options ro;
+    keel_run_stats stats;
+    double deadline = now_seconds() + (double)timeout_ms / 1000.0;
+    int state = keel_kernel_promise(k, kpref, body, d);
+    memset(&stats, 0, sizeof(stats));
+    *why = "nothing was left to run";
+    while (state == 0 && !stats.idle) {
+        memset(&ro, 0, sizeof(ro));
+        ro.max_cranks = 1;
+        ro.stop_flag = &stop_signal;
+        double left_ms = (deadline - now_seconds()) * 1000.0;
+        if (stop_signal != 0) {
+            *why = "stopped by a signal";
+            break;
+        }
+        if (timeout_ms != 0 && (left_ms < 1.0 || stats.timed_out)) {
+            *why = "--timeout-ms reached";
+            break;
+        }
+        if (timeout_ms != 0) {
+            ro.timeout_ms = (uint64_t)left_ms;
+        }
+        int err = keel_kernel_run(k, &ro, &stats, d);
+        if (err < 0) {
+            state = err;
+            break;
+        }
+        state = keel_kernel_promise(k, kpref, body, d);
+    }
+    return state;
+}
+
+static int print_settled(const char *kpref, int state, const char *body,
+                         int json)
+{
+    int rc = KEEL_CLI_OK;
+    const char *word = state == 0   ? "queued"
+                       : state == 1 ? "fulfilled"
+                                    : "rejected";
+    if (json) {
+        json_t *o = json_pack("{s:s, s:s}", "promise", kpref, "state", word);
+        if (o != NULL && body != NULL) {
+            json_t *b = json_loads(body, JSON_DECODE_ANY, NULL);
+            json_object_set_new(o, "body", b != NULL ? b : json_string(body));
+        }
+        rc = emit_json("send", o);
+    } else if (state == 0) {
+        printf("queued: %s\n", kpref);
+    } else {
+        printf("%s: %s\n", word, body);
+    }
+    return rc;
+}
+
+int keel__cli_send(int argc, char **argv)
+{
+    keel_cli_args a;
+    keel_kernel *k = NULL;
+    keel_diag d = {0};
+    keel_kernel_options o;
+    json_error_t jerr;
+    char kpref[KEEL_VREF_MAX];
+    char *body = NULL;
+    const char *why = NULL;
+    uint64_t timeout_ms = 0;
+    int rc = keel__cli_parse(&send_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        goto out;
+    }
+    if (a.val[SEND_TIMEOUT_MS] != NULL) {
+        rc = keel__cli_parse_u64("send", "timeout-ms", a.val[SEND_TIMEOUT_MS],
+                                 1, UINT64_MAX, &timeout_ms);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+        if (a.val[SEND_WAIT] == NULL) {
+            rc = keel__cli_usage_error("send", "--timeout-ms needs --wait");
+            goto out;
+        }
+    }
+    json_t *args = json_loads(a.pos[3], JSON_DECODE_ANY, &jerr);
+    if (args == NULL) {
+        rc = keel__cli_usage_error("send", "ARGS_JSON is not JSON: %s",
+                                   jerr.text);
+        goto out;
+    }
+    json_decref(args);
+    keel_kernel_options_init(&o);
+    o.create = 0;
+    if ((rc = open_state("send", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
+        goto out;
+    }
+    rc = KEEL_CLI_FAIL;
+    int err = keel_kernel_send(k, a.pos[1], a.pos[2], a.pos[3], kpref, &d);
+    if (err < 0) {
+        rc = kernel_failed("send", &d, err);
+        goto out;
+    }
+    int state = 0;
+    if (a.val[SEND_WAIT] != NULL) {
+        install_stop_handlers();
+        state = run_until_settled(k, kpref, timeout_ms, &body, &why, &d);
+        if (state < 0) {
+            rc = kernel_failed("send", &d, state);
+            goto out;
+        }
+    }
+    /* K1 */
+    if ((err = keel_kernel_wait_durable(k, &d)) < 0) {
+        rc = kernel_failed("send", &d, err);
+        goto out;
+    }
+    if (a.val[SEND_WAIT] != NULL && state == 0) {
+        fprintf(stderr,
+                "keel: send: result %s still unresolved after the run (%s)\n",
+                kpref, why);
+        goto out;
+    }
+    rc = print_settled(kpref, state, body, a.val[SEND_JSON] != NULL);
+out:
+    rc = close_kernel("send", k, rc);
+    free(body);
+    return rc;
+}

@@ -1,0 +1,159 @@
+/*
+ * vats/counter_driver.c — drives a counter vat with a fan-out of incr
+ * messages, built in as "counter_driver".
+ *
+ * Params: {"target":"<vat name>" (default "counter"), "incrs":N (default
+ *          100)}.
+ *
+ *   bootstrap(vats): sends N × incr({"n":1}) to the target's root in this
+ *                    one crank, each with its own result promise, and
+ *                    subscribes to every one.
+ *   notify(P_j) {"value":c}: seen += 1, max = max(max, c); when seen == N,
+ *                    done = "1".
+ *
+ * The counter answers the k-th incr it receives with k, so starting from a
+ * fresh counter the final state is seen = N, max = N, done = "1".
+ *
+ * Vatstore: seen, max, done.
+ *
+ * Invariants:
+ *   D1  All progress is in the vatstore (in memory only the params), so a
+ *       restart resumes counting exactly.
+ *   D2  A rejected answer or one after seen == N fails the delivery.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "vats/vutil.h"
+
+typedef struct driver {
+    char target[64];
+    uint64_t incrs;
+} driver;
+
+static int start(keel_syscall *sys, const char *params_json, void **state)
+{
+    json_t *params = NULL;
+    driver *dr = calloc(1, sizeof(*dr));
+    int rc = KEEL_OK;
+    if (dr == NULL) {
+        rc = KEEL_ENOMEM;
+        goto out;
+    }
+    rc = keel__vutil_params(params_json, &params);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = keel__vutil_param_str(params, "target", "counter", dr->target,
+                               sizeof(dr->target));
+    if (rc < 0) {
+        goto out;
+    }
+    rc = keel__vutil_param_u64(params, "incrs", 100, &dr->incrs);
+out:
+    json_decref(params);
+    if (rc < 0) {
+        free(dr);
+        dr = NULL;
+    }
+    *state = dr;
+    return rc;
+}
+
+static int on_bootstrap(driver *dr, keel_syscall *sys, const keel_delivery *d)
+{
+    char target[KEEL_VREF_MAX];
+    char result[KEEL_VREF_MAX];
+    char *body = keel__vutil_json("{sI}", "n", (json_int_t)1);
+    int rc = body == NULL ? KEEL_ENOMEM : KEEL_OK;
+    if (rc < 0) {
+        goto out;
+    }
+    rc = keel__vutil_bootstrap_root(&d->args, dr->target, target);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = keel__vutil_answer(sys, d, "null");
+    if (rc < 0) {
+        goto out;
+    }
+    if (dr->incrs == 0) {
+        rc = keel__vutil_set_str(sys, "done", "1");
+        goto out;
+    }
+    for (uint64_t j = 0; j < dr->incrs && rc == KEEL_OK; j++) {
+        rc = keel__vutil_ask(sys, target, "incr", body, NULL, 0, result);
+    }
+out:
+    free(body);
+    return rc;
+}
+
+static int on_notify(driver *dr, keel_syscall *sys, const keel_delivery *d)
+{
+    uint64_t seen = 0;
+    uint64_t max = 0;
+    uint64_t value = 0;
+    int rc = KEEL_EINVAL;
+    if (d->rejected) {
+        goto out; /* D2 */
+    }
+    rc = keel__vutil_body_u64(&d->resolution, "value", &value);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = keel__vutil_get_u64(sys, "seen", &seen);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = keel__vutil_get_u64(sys, "max", &max);
+    if (rc < 0) {
+        goto out;
+    }
+    if (seen >= dr->incrs) {
+        rc = KEEL_EINVAL; /* D2: more answers than questions */
+        goto out;
+    }
+    seen++;
+    rc = keel__vutil_set_u64(sys, "seen", seen);
+    if (rc < 0) {
+        goto out;
+    }
+    if (value > max) {
+        rc = keel__vutil_set_u64(sys, "max", value);
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    if (seen == dr->incrs) {
+        rc = keel__vutil_set_str(sys, "done", "1");
+    }
+out:
+    return rc;
+}
+
+static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
+{
+    driver *dr = state;
+    if (d->kind == KEEL_DELIVER_MESSAGE &&
+        strcmp(d->method, "bootstrap") == 0) {
+        return on_bootstrap(dr, sys, d);
+    }
+    if (d->kind == KEEL_DELIVER_NOTIFY) {
+        return on_notify(dr, sys, d);
+    }
+    return KEEL_EINVAL;
+}
+
+static void stop(void *state)
+{
+    free(state);
+}
+
+const keel_vat_ops keel__vat_counter_driver = {
+    .abi_version = KEEL_VAT_ABI_VERSION,
+    .name = "counter_driver",
+    .start = start,
+    .deliver = deliver,
+    .stop = stop,
+};
