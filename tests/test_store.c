@@ -1,0 +1,1744 @@
+/*
+ * tests/test_store.c — the kernel's LMDB store (kernel/store.h): the
+ * write-set in front of the write transaction, checkpoints and what a
+ * close or a SIGKILL keeps, the merged next_key against a reference model,
+ * the encoded write-set (layout, round trip, every malformed kind), the
+ * per-value checksum against bytes flipped inside data.mdb, the meta table
+ * (format version, kernel id) and the sticky FAILED state after a full map.
+ *
+ * The reference model is a sorted array of (key, value) with linear-scan
+ * queries: slow and obviously right. Random tests print their seed (and
+ * step) in every failure message.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "common/diag.h"
+#include "kernel/store.h"
+#include "tests/testutil.h"
+
+Suite *store_suite(void);
+
+#define SEED_MODEL      0x6b65656c73746f01ull
+#define SEED_ROUND_TRIP 0x6b65656c73746f02ull
+#define SEED_CRASH      0x6b65656c73746f03ull
+#define SEED_FLIP       0x6b65656c73746f04ull
+#define KID             0x6b65656c53544f52ull
+
+#ifdef KEEL_LONG_TESTS
+#define MODEL_STEPS         200000
+#define CRASH_RANDOM_ROUNDS 40
+#else
+#define MODEL_STEPS         12000
+#define CRASH_RANDOM_ROUNDS 6
+#endif
+
+/* ---------------------------------------------------------------------
+ * Store helpers.
+ */
+
+static keel__store *open_map(const char *dir, uint64_t kid, uint64_t map)
+{
+    keel__store_options o;
+    keel__store_options_init(&o);
+    if (map != 0) {
+        o.map_bytes = map;
+    }
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    int rc = keel__store_open(dir, &o, kid, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "keel__store_open %s: %s: %s", dir,
+                  keel_err_name(rc), d.msg);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+static keel__store *open_ok(const char *dir)
+{
+    return open_map(dir, KID, 0);
+}
+
+static char *store_dir(const char *tag)
+{
+    char *tmp = tu_tmpdir(tag);
+    char *dir = tu_path(tmp, "store");
+    free(tmp);
+    return dir;
+}
+
+static void rm_store(char *dir)
+{
+    tu_rmrf(dir);
+    char *parent = strdup(dir);
+    ck_assert_ptr_nonnull(parent);
+    *strrchr(parent, '/') = '\0';
+    tu_rmrf(parent);
+    free(parent);
+    free(dir);
+}
+
+static void begin_ok(keel__store *s)
+{
+    keel_diag d = {0};
+    int rc = keel__store_ws_begin(s, &d);
+    ck_assert_msg(rc == KEEL_OK, "ws_begin: %s: %s", keel_err_name(rc), d.msg);
+}
+
+static void put_ok(keel__store *s, const char *k, const char *v)
+{
+    keel_diag d = {0};
+    int rc = keel__store_ws_put(s, k, strlen(k), v, strlen(v), &d);
+    ck_assert_msg(rc == KEEL_OK, "ws_put %s: %s: %s", k, keel_err_name(rc),
+                  d.msg);
+}
+
+static void del_ok(keel__store *s, const char *k)
+{
+    keel_diag d = {0};
+    int rc = keel__store_ws_delete(s, k, strlen(k), &d);
+    ck_assert_msg(rc == KEEL_OK, "ws_delete %s: %s: %s", k, keel_err_name(rc),
+                  d.msg);
+}
+
+static void apply_ok(keel__store *s, uint64_t lsn)
+{
+    keel_diag d = {0};
+    int rc = keel__store_ws_apply(s, lsn, &d);
+    ck_assert_msg(rc == KEEL_OK, "ws_apply %" PRIu64 ": %s: %s", lsn,
+                  keel_err_name(rc), d.msg);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), lsn);
+}
+
+static void checkpoint_ok(keel__store *s)
+{
+    keel_diag d = {0};
+    int rc = keel__store_checkpoint(s, &d);
+    ck_assert_msg(rc == KEEL_OK, "checkpoint: %s: %s", keel_err_name(rc),
+                  d.msg);
+    ck_assert_uint_eq(keel__store_checkpoint_lsn(s),
+                      keel__store_applied_lsn(s));
+}
+
+/* Assert that k reads as v (NULL: absent). */
+static void expect_get(keel__store *s, const char *k, const char *v)
+{
+    keel_bytes b = {0};
+    keel_diag d = {0};
+    int rc = keel__store_get(s, k, strlen(k), &b, &d);
+    if (v == NULL) {
+        ck_assert_msg(rc == 0, "get %s: expected absent, got %d (%s)", k, rc,
+                      d.msg);
+    } else {
+        ck_assert_msg(rc == 1, "get %s: expected \"%s\", got %d (%s)", k, v, rc,
+                      d.msg);
+        ck_assert_msg(b.len == strlen(v) && memcmp(b.ptr, v, b.len) == 0,
+                      "get %s: expected \"%s\", got \"%.*s\"", k, v, (int)b.len,
+                      (const char *)b.ptr);
+    }
+}
+
+/* Assert the next key after `after` with prefix (NULL: none). */
+static void expect_next(keel__store *s, const char *after, const char *prefix,
+                        const char *want)
+{
+    keel_bytes k = {0};
+    keel_diag d = {0};
+    int rc = keel__store_next_key(s, after, strlen(after), prefix,
+                                  strlen(prefix), &k, &d);
+    if (want == NULL) {
+        ck_assert_msg(rc == 0, "next_key(%s, %s): expected none, got %d %.*s",
+                      after, prefix, rc, rc == 1 ? (int)k.len : 0,
+                      rc == 1 ? (const char *)k.ptr : "");
+    } else {
+        ck_assert_msg(rc == 1, "next_key(%s, %s): expected %s, got %d (%s)",
+                      after, prefix, want, rc, d.msg);
+        ck_assert_msg(k.len == strlen(want) && memcmp(k.ptr, want, k.len) == 0,
+                      "next_key(%s, %s): expected %s, got %.*s", after, prefix,
+                      want, (int)k.len, (const char *)k.ptr);
+    }
+}
+
+static uint64_t count_ok(keel__store *s, const char *prefix)
+{
+    uint64_t n = 0;
+    keel_diag d = {0};
+    int rc = keel__store_count_prefix(s, prefix, strlen(prefix), &n, &d);
+    ck_assert_msg(rc == KEEL_OK, "count_prefix %s: %s: %s", prefix,
+                  keel_err_name(rc), d.msg);
+    return n;
+}
+
+/* ---------------------------------------------------------------------
+ * The reference model: a sorted array.
+ */
+
+typedef struct ent {
+    uint8_t *k;
+    size_t kl;
+    uint8_t *v;
+    size_t vl;
+} ent;
+
+typedef struct model {
+    ent *e;
+    size_t n;
+    size_t cap;
+} model;
+
+static int tkeycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    size_t n = al < bl ? al : bl;
+    int c = n > 0 ? memcmp(a, b, n) : 0;
+    return c != 0 ? c : (al > bl) - (al < bl);
+}
+
+static uint8_t *dup_bytes(const void *p, size_t n)
+{
+    uint8_t *d = malloc(n > 0 ? n : 1);
+    ck_assert_ptr_nonnull(d);
+    if (n > 0) {
+        memcpy(d, p, n);
+    }
+    return d;
+}
+
+/* Index of the first entry >= k; *found if equal. */
+static size_t model_lb(const model *m, const uint8_t *k, size_t kl, int *found)
+{
+    size_t lo = 0;
+    size_t hi = m->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (tkeycmp(m->e[mid].k, m->e[mid].kl, k, kl) < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    *found = lo < m->n && tkeycmp(m->e[lo].k, m->e[lo].kl, k, kl) == 0;
+    return lo;
+}
+
+static void model_put(model *m, const void *k, size_t kl, const void *v,
+                      size_t vl)
+{
+    int found = 0;
+    size_t i = model_lb(m, k, kl, &found);
+    if (found) {
+        free(m->e[i].v);
+        m->e[i].v = dup_bytes(v, vl);
+        m->e[i].vl = vl;
+        return;
+    }
+    if (m->n == m->cap) {
+        m->cap = m->cap > 0 ? 2 * m->cap : 64;
+        m->e = realloc(m->e, m->cap * sizeof(*m->e));
+        ck_assert_ptr_nonnull(m->e);
+    }
+    memmove(&m->e[i + 1], &m->e[i], (m->n - i) * sizeof(*m->e));
+    m->e[i] = (ent){dup_bytes(k, kl), kl, dup_bytes(v, vl), vl};
+    m->n++;
+}
+
+static void model_del(model *m, const void *k, size_t kl)
+{
+    int found = 0;
+    size_t i = model_lb(m, k, kl, &found);
+    if (found) {
+        free(m->e[i].k);
+        free(m->e[i].v);
+        memmove(&m->e[i], &m->e[i + 1], (m->n - i - 1) * sizeof(*m->e));
+        m->n--;
+    }
+}
+
+static void model_free(model *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->e[i].k);
+        free(m->e[i].v);
+    }
+    free(m->e);
+    memset(m, 0, sizeof(*m));
+}
+
+static void model_copy(model *dst, const model *src)
+{
+    model_free(dst);
+    for (size_t i = 0; i < src->n; i++) {
+        model_put(dst, src->e[i].k, src->e[i].kl, src->e[i].v, src->e[i].vl);
+    }
+}
+
+static int starts_with(const uint8_t *k, size_t kl, const uint8_t *p, size_t pl)
+{
+    return kl >= pl && (pl == 0 || memcmp(k, p, pl) == 0);
+}
+
+/* Linear scan: the smallest key > after with prefix, or NULL. */
+static const ent *model_next(const model *m, const uint8_t *after, size_t al,
+                             const uint8_t *p, size_t pl)
+{
+    const ent *r = NULL;
+    for (size_t i = 0; i < m->n && r == NULL; i++) {
+        if (tkeycmp(m->e[i].k, m->e[i].kl, after, al) > 0 &&
+            starts_with(m->e[i].k, m->e[i].kl, p, pl)) {
+            r = &m->e[i];
+        }
+    }
+    return r;
+}
+
+static uint64_t model_count(const model *m, const uint8_t *p, size_t pl)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        n += (uint64_t)starts_with(m->e[i].k, m->e[i].kl, p, pl);
+    }
+    return n;
+}
+
+/* The whole visible store, walked with next_key and get, equals m. */
+static void expect_equals(keel__store *s, const model *m, const char *ctx)
+{
+    uint8_t prev[KEEL__STORE_MAX_KEY_BYTES];
+    size_t prev_len = 0;
+    keel_diag d = {0};
+    for (size_t i = 0; i <= m->n; i++) {
+        keel_bytes k = {0};
+        int rc = keel__store_next_key(s, prev, prev_len, "", 0, &k, &d);
+        if (i == m->n) {
+            ck_assert_msg(rc == 0,
+                          "%s: key %zu: store has more keys than the"
+                          " model (%d)",
+                          ctx, i, rc);
+            break;
+        }
+        ck_assert_msg(rc == 1, "%s: key %zu of %zu: next_key %d (%s)", ctx, i,
+                      m->n, rc, d.msg);
+        ck_assert_msg(tkeycmp(k.ptr, k.len, m->e[i].k, m->e[i].kl) == 0,
+                      "%s: key %zu differs from the model", ctx, i);
+        memcpy(prev, k.ptr, k.len);
+        prev_len = k.len;
+        keel_bytes v = {0};
+        rc = keel__store_get(s, prev, prev_len, &v, &d);
+        ck_assert_msg(rc == 1, "%s: get key %zu: %d (%s)", ctx, i, rc, d.msg);
+        ck_assert_msg(v.len == m->e[i].vl &&
+                          (v.len == 0 || memcmp(v.ptr, m->e[i].v, v.len) == 0),
+                      "%s: value of key %zu differs from the model", ctx, i);
+    }
+    uint64_t n = 0;
+    ck_assert_int_eq(keel__store_count_prefix(s, "", 0, &n, &d), KEEL_OK);
+    ck_assert_msg(n == m->n, "%s: count %" PRIu64 ", model %zu", ctx, n, m->n);
+}
+
+/* ---------------------------------------------------------------------
+ * Write-set behaviour.
+ */
+
+START_TEST(test_store_ws_put_get_delete_survive_apply_and_reopen)
+{
+    char *dir = store_dir("store-basic");
+    keel__store *s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 0);
+    ck_assert_uint_eq(keel__store_kernel_id(s), KID);
+
+    begin_ok(s);
+    put_ok(s, "kp.12", "unresolved");
+    put_ok(s, "rq.17", "send ko5");
+    put_ok(s, "vs.v2.counter", "1");
+    expect_get(s, "kp.12", "unresolved");
+    ck_assert_uint_eq(keel__store_ws_count(s), 3);
+    del_ok(s, "rq.17");
+    expect_get(s, "rq.17", NULL);
+    apply_ok(s, 1);
+    ck_assert_uint_eq(keel__store_ws_count(s), 0);
+    expect_get(s, "kp.12", "unresolved");
+    expect_get(s, "rq.17", NULL);
+    expect_get(s, "vs.v2.counter", "1");
+
+    begin_ok(s);
+    put_ok(s, "vs.v2.counter", "2");
+    del_ok(s, "kp.12");
+    apply_ok(s, 2);
+    expect_get(s, "vs.v2.counter", "2");
+    expect_get(s, "kp.12", NULL);
+    ck_assert_uint_gt(keel__store_pending_bytes(s), 0);
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    keel__store_close(s);
+
+    s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 2);
+    ck_assert_uint_eq(keel__store_checkpoint_lsn(s), 2);
+    expect_get(s, "vs.v2.counter", "2");
+    expect_get(s, "kp.12", NULL);
+    expect_get(s, "rq.17", NULL);
+    ck_assert_uint_eq(count_ok(s, ""), 1);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_ws_abort_leaves_no_trace)
+{
+    char *dir = store_dir("store-abort");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "cl.v1.k.ko1", "o+1");
+    put_ok(s, "cl.v1.k.ko2", "o+2");
+    apply_ok(s, 1);
+
+    begin_ok(s);
+    put_ok(s, "cl.v1.k.ko1", "changed");
+    del_ok(s, "cl.v1.k.ko2");
+    put_ok(s, "cl.v1.k.ko3", "o+3");
+    keel__store_ws_abort(s);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 1);
+    expect_get(s, "cl.v1.k.ko1", "o+1");
+    expect_get(s, "cl.v1.k.ko2", "o+2");
+    expect_get(s, "cl.v1.k.ko3", NULL);
+    ck_assert_uint_eq(count_ok(s, "cl.v1."), 2);
+
+    /* A new write-set starts empty: the aborted ops are not in it. */
+    begin_ok(s);
+    ck_assert_uint_eq(keel__store_ws_count(s), 0);
+    ck_assert_uint_eq(keel__store_ws_encode_bound(s), 4);
+    uint8_t buf[4];
+    size_t len = 0;
+    ck_assert_int_eq(keel__store_ws_encode(s, buf, sizeof(buf), &len, NULL),
+                     KEEL_OK);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_uint_eq(keel__get_u32(buf), 0);
+    apply_ok(s, 2);
+    expect_get(s, "cl.v1.k.ko1", "o+1");
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_ws_reads_see_write_set_first)
+{
+    char *dir = store_dir("store-shadow");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "a.1", "one");
+    put_ok(s, "a.2", "two");
+    put_ok(s, "a.3", "three");
+    put_ok(s, "b.1", "bee");
+    apply_ok(s, 1);
+
+    begin_ok(s);
+    put_ok(s, "a.2", "TWO");
+    expect_get(s, "a.2", "TWO");
+    del_ok(s, "a.1");
+    del_ok(s, "a.3");
+    expect_get(s, "a.1", NULL);
+    expect_next(s, "", "a.", "a.2");
+    expect_next(s, "a.2", "a.", NULL);
+    expect_next(s, "", "", "a.2");
+    expect_next(s, "a.2", "", "b.1");
+    ck_assert_uint_eq(count_ok(s, "a."), 1);
+    ck_assert_uint_eq(count_ok(s, ""), 2);
+    /* A key put only in the write-set, between committed ones. */
+    put_ok(s, "a.25", "new");
+    expect_next(s, "a.2", "a.", "a.25");
+    /* A tombstone then a put again: visible once more. */
+    put_ok(s, "a.3", "back");
+    expect_get(s, "a.3", "back");
+    expect_next(s, "a.25", "a.", "a.3");
+    /* Delete of a key that exists nowhere is harmless. */
+    del_ok(s, "zz");
+    expect_get(s, "zz", NULL);
+    ck_assert_uint_eq(count_ok(s, ""), 4);
+    /* after before the prefix, and a prefix with no keys. */
+    expect_next(s, "0", "b.", "b.1");
+    expect_next(s, "", "c.", NULL);
+    apply_ok(s, 2);
+    expect_get(s, "a.1", NULL);
+    expect_get(s, "a.2", "TWO");
+    expect_get(s, "a.3", "back");
+    ck_assert_uint_eq(count_ok(s, ""), 4);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* next_key returns borrowed keys; the vatstore's delete-all-with-prefix
+ * hands them straight back to ws_delete, and values borrowed from get()
+ * straight to ws_put, while the arena they point into grows. */
+START_TEST(test_store_ws_borrowed_bytes_passed_back_are_copied)
+{
+    char *dir = store_dir("store-borrow");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    char key[32];
+    char val[64];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "vs.v3.%03d", i);
+        snprintf(val, sizeof(val), "value %d of vat 3, padded to grow", i);
+        put_ok(s, key, val);
+    }
+    apply_ok(s, 1);
+
+    begin_ok(s);
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "vs.v3.%03d", i);
+        put_ok(s, key, "in the write-set now, longer than before......");
+    }
+    /* Copy each write-set value to a new key: the source lives in the
+     * arena, which reallocates as the copies are added. */
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "vs.v3.%03d", i);
+        keel_bytes v = {0};
+        ck_assert_int_eq(keel__store_get(s, key, strlen(key), &v, NULL), 1);
+        snprintf(key, sizeof(key), "vs.v4.%03d", i);
+        ck_assert_int_eq(
+            keel__store_ws_put(s, key, strlen(key), v.ptr, v.len, NULL),
+            KEEL_OK);
+    }
+    expect_get(s, "vs.v4.042",
+               "in the write-set now, longer than before......");
+    /* Delete all of vat 3 the way terminating a vat does. */
+    keel_bytes k = {0};
+    int rc;
+    uint64_t deleted = 0;
+    while ((rc = keel__store_next_key(s, "", 0, "vs.v3.", 6, &k, NULL)) == 1) {
+        ck_assert_int_eq(keel__store_ws_delete(s, k.ptr, k.len, NULL), KEEL_OK);
+        deleted++;
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(deleted, 200);
+    ck_assert_uint_eq(count_ok(s, "vs.v3."), 0);
+    ck_assert_uint_eq(count_ok(s, "vs.v4."), 100);
+    apply_ok(s, 2);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(count_ok(s, "vs.v3."), 0);
+    ck_assert_uint_eq(count_ok(s, "vs.v4."), 100);
+    expect_get(s, "vs.v4.099",
+               "in the write-set now, longer than before......");
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_invalid_keys_and_values_are_refused)
+{
+    char *dir = store_dir("store-limits");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_ws_put(s, "", 0, "v", 1, &d), KEEL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(d.msg, "key length 0 outside 1..511"));
+    uint8_t big_key[KEEL__STORE_MAX_KEY_BYTES + 1];
+    memset(big_key, 'k', sizeof(big_key));
+    ck_assert_int_eq(keel__store_ws_delete(s, big_key, sizeof(big_key), &d),
+                     KEEL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(d.msg, "key length 512 outside 1..511"));
+    ck_assert_int_eq(keel__store_get(s, big_key, sizeof(big_key), NULL, &d),
+                     KEEL_EINVAL);
+    size_t vbig = KEEL__STORE_MAX_VALUE_BYTES + 1;
+    uint8_t *v = calloc(1, vbig);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_int_eq(keel__store_ws_put(s, "k", 1, v, vbig, &d), KEEL_ETOOBIG);
+    ck_assert_ptr_nonnull(strstr(d.msg, "over the limit"));
+    ck_assert_uint_eq(keel__store_ws_count(s), 0);
+    /* The largest key and value go through LMDB and back. */
+    ck_assert_int_eq(keel__store_ws_put(s, big_key, KEEL__STORE_MAX_KEY_BYTES,
+                                        v, vbig - 1, &d),
+                     KEEL_OK);
+    ck_assert_int_eq(keel__store_ws_put(s, "empty", 5, NULL, 0, &d), KEEL_OK);
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    keel_bytes b = {0};
+    ck_assert_int_eq(
+        keel__store_get(s, big_key, KEEL__STORE_MAX_KEY_BYTES, &b, &d), 1);
+    ck_assert_uint_eq(b.len, vbig - 1);
+    ck_assert_int_eq(memcmp(b.ptr, v, b.len), 0);
+    ck_assert_int_eq(keel__store_get(s, "empty", 5, &b, &d), 1);
+    ck_assert_uint_eq(b.len, 0);
+    free(v);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * next_key, get and count against the reference, with seeded random ops.
+ */
+
+/* Keys over a tiny alphabet (with 0x00 and 0xff) so that prefixes,
+ * proper-prefix order and tombstones all collide often. */
+static size_t rand_key(uint64_t *st, uint8_t *k, size_t min_len)
+{
+    static const uint8_t alpha[] = {'a', 'b', 'c', 0x00, 0xff};
+    size_t n = min_len + tu_rand(st) % (4 - min_len + 1);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = tu_rand(st) % 16;
+        k[i] = alpha[r < 4 ? 0 : r < 8 ? 1 : r < 12 ? 2 : r < 14 ? 3 : 4];
+    }
+    return n;
+}
+
+START_TEST(test_store_next_key_random_model_matches_reference)
+{
+    uint64_t seed = SEED_MODEL;
+    uint64_t st = seed;
+    char *dir = store_dir("store-model");
+    keel__store *s = open_ok(dir);
+    model visible = {0}; /* what reads must see */
+    model applied = {0}; /* the write transaction */
+    model ckpt = {0};    /* on disk */
+    uint64_t lsn = 0;
+    uint64_t ckpt_lsn = 0;
+    int ws_open = 0;
+    char ctx[128];
+    for (int step = 0; step < MODEL_STEPS; step++) {
+        snprintf(ctx, sizeof(ctx), "seed 0x%016" PRIx64 " step %d", seed, step);
+        uint64_t r = tu_rand(&st) % 1000;
+        uint8_t k[8];
+        uint8_t p[8];
+        size_t kl = rand_key(&st, k, 1);
+        keel_diag d = {0};
+        if (r < 300) {
+            if (!ws_open) {
+                begin_ok(s);
+                ws_open = 1;
+            }
+            uint8_t v[40];
+            size_t vl = tu_rand(&st) % sizeof(v);
+            for (size_t i = 0; i < vl; i++) {
+                v[i] = (uint8_t)tu_rand(&st);
+            }
+            ck_assert_msg(keel__store_ws_put(s, k, kl, v, vl, &d) == KEEL_OK,
+                          "%s: put: %s", ctx, d.msg);
+            model_put(&visible, k, kl, v, vl);
+        } else if (r < 450) {
+            if (!ws_open) {
+                begin_ok(s);
+                ws_open = 1;
+            }
+            ck_assert_msg(keel__store_ws_delete(s, k, kl, &d) == KEEL_OK,
+                          "%s: delete: %s", ctx, d.msg);
+            model_del(&visible, k, kl);
+        } else if (r < 520) {
+            if (ws_open) {
+                ck_assert_msg(keel__store_ws_apply(s, ++lsn, &d) == KEEL_OK,
+                              "%s: apply: %s", ctx, d.msg);
+                ws_open = 0;
+                model_copy(&applied, &visible);
+            }
+        } else if (r < 540) {
+            if (ws_open) {
+                keel__store_ws_abort(s);
+                ws_open = 0;
+                model_copy(&visible, &applied);
+            }
+        } else if (r < 545) {
+            if (!ws_open) {
+                checkpoint_ok(s);
+                ckpt_lsn = lsn;
+                model_copy(&ckpt, &applied);
+            }
+        } else if (r < 548) {
+            if (!ws_open) {
+                keel__store_close(s);
+                s = open_ok(dir);
+                ck_assert_msg(keel__store_applied_lsn(s) == ckpt_lsn,
+                              "%s: reopened at %" PRIu64 ", expected %" PRIu64,
+                              ctx, keel__store_applied_lsn(s), ckpt_lsn);
+                lsn = ckpt_lsn;
+                model_copy(&applied, &ckpt);
+                model_copy(&visible, &ckpt);
+            }
+        } else if (r < 700) {
+            keel_bytes v = {0};
+            int rc = keel__store_get(s, k, kl, &v, &d);
+            int found = 0;
+            size_t i = model_lb(&visible, k, kl, &found);
+            ck_assert_msg(rc == found, "%s: get %d, model %d (%s)", ctx, rc,
+                          found, d.msg);
+            ck_assert_msg(
+                !found ||
+                    (v.len == visible.e[i].vl &&
+                     (v.len == 0 || memcmp(v.ptr, visible.e[i].v, v.len) == 0)),
+                "%s: get: value differs", ctx);
+        } else if (r < 950) {
+            size_t al = rand_key(&st, k, 0);
+            size_t pl = rand_key(&st, p, 0) % 3;
+            keel_bytes nk = {0};
+            int rc = keel__store_next_key(s, k, al, p, pl, &nk, &d);
+            const ent *want = model_next(&visible, k, al, p, pl);
+            ck_assert_msg(rc == (want != NULL), "%s: next_key %d (%s)", ctx, rc,
+                          d.msg);
+            ck_assert_msg(want == NULL ||
+                              tkeycmp(nk.ptr, nk.len, want->k, want->kl) == 0,
+                          "%s: next_key returned the wrong key", ctx);
+        } else {
+            size_t pl = rand_key(&st, p, 0) % 3;
+            uint64_t n = 0;
+            int rc = keel__store_count_prefix(s, p, pl, &n, &d);
+            ck_assert_msg(rc == KEEL_OK, "%s: count: %s", ctx, d.msg);
+            ck_assert_msg(n == model_count(&visible, p, pl),
+                          "%s: count %" PRIu64 ", model %" PRIu64, ctx, n,
+                          model_count(&visible, p, pl));
+        }
+    }
+    expect_equals(s, &visible, ctx);
+    keel__store_close(s);
+    model_free(&visible);
+    model_free(&applied);
+    model_free(&ckpt);
+    rm_store(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Encoded write-sets.
+ */
+
+START_TEST(test_store_ws_encode_matches_documented_layout)
+{
+    char *dir = store_dir("store-layout");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    /* Inserted out of order, with an overwrite: encoded sorted, once. */
+    put_ok(s, "b", "old value");
+    del_ok(s, "a");
+    put_ok(s, "b", "xy");
+    put_ok(s, "ab", "");
+    static const uint8_t want[] = {
+        3, 0, 0, 0,                                 /* op count */
+        2, 1, 0, 0, 0, 'a',                         /* delete "a" */
+        1, 2, 0, 0, 0, 'a', 'b', 0, 0, 0, 0,        /* put "ab" = "" */
+        1, 1, 0, 0, 0, 'b', 2,   0, 0, 0, 'x', 'y', /* put "b" = "xy" */
+    };
+    ck_assert_uint_eq(keel__store_ws_encode_bound(s), sizeof(want));
+    uint8_t buf[64];
+    size_t len = 0;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_ws_encode(s, buf, sizeof(want) - 1, &len, &d),
+                     KEEL_EINVAL);
+    ck_assert_uint_eq(len, sizeof(want));
+    ck_assert_int_eq(keel__store_ws_encode(s, buf, sizeof(buf), &len, &d),
+                     KEEL_OK);
+    ck_assert_uint_eq(len, sizeof(want));
+    ck_assert_int_eq(memcmp(buf, want, len), 0);
+    keel__store_ws_abort(s);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_encode_apply_encoded_equals_ws_apply)
+{
+    uint64_t seed = SEED_ROUND_TRIP;
+    uint64_t st = seed;
+    char *dir_a = store_dir("store-rt-a");
+    char *dir_b = store_dir("store-rt-b");
+    keel__store *a = open_ok(dir_a);
+    keel__store *b = open_ok(dir_b);
+    model m = {0};
+    uint8_t *buf = NULL;
+    uint8_t *buf2 = NULL;
+    char ctx[96];
+    for (uint64_t lsn = 1; lsn <= 150; lsn++) {
+        snprintf(ctx, sizeof(ctx), "seed 0x%016" PRIx64 " lsn %" PRIu64, seed,
+                 lsn);
+        /* Distinct keys, so that inserting them in reverse order must give
+         * the same bytes. */
+        enum { MAXOPS = 24 };
+        uint8_t keys[MAXOPS][8];
+        size_t kls[MAXOPS];
+        uint8_t vals[MAXOPS][64];
+        size_t vls[MAXOPS];
+        int dels[MAXOPS];
+        size_t nops = 0;
+        size_t want = tu_rand(&st) % MAXOPS;
+        for (size_t t = 0; t < 4 * MAXOPS && nops < want; t++) {
+            uint8_t k[8];
+            size_t kl = rand_key(&st, k, 1);
+            int dup = 0;
+            for (size_t j = 0; j < nops; j++) {
+                dup |= tkeycmp(keys[j], kls[j], k, kl) == 0;
+            }
+            if (dup) {
+                continue;
+            }
+            memcpy(keys[nops], k, kl);
+            kls[nops] = kl;
+            dels[nops] = tu_rand(&st) % 3 == 0;
+            vls[nops] = tu_rand(&st) % 64;
+            for (size_t i = 0; i < vls[nops]; i++) {
+                vals[nops][i] = (uint8_t)tu_rand(&st);
+            }
+            nops++;
+        }
+        size_t len = 0;
+        size_t len2 = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            begin_ok(a);
+            for (size_t t = 0; t < nops; t++) {
+                size_t j = pass == 0 ? t : nops - 1 - t;
+                int rc = dels[j]
+                             ? keel__store_ws_delete(a, keys[j], kls[j], NULL)
+                             : keel__store_ws_put(a, keys[j], kls[j], vals[j],
+                                                  vls[j], NULL);
+                ck_assert_msg(rc == KEEL_OK, "%s: op %zu", ctx, j);
+            }
+            size_t n = keel__store_ws_encode_bound(a);
+            uint8_t **dst = pass == 0 ? &buf : &buf2;
+            *dst = realloc(*dst, n);
+            ck_assert_ptr_nonnull(*dst);
+            ck_assert_int_eq(keel__store_ws_encode(
+                                 a, *dst, n, pass == 0 ? &len : &len2, NULL),
+                             KEEL_OK);
+            if (pass == 0) {
+                keel__store_ws_abort(a);
+            }
+        }
+        ck_assert_msg(len == len2 && memcmp(buf, buf2, len) == 0,
+                      "%s: encoding depends on insertion order", ctx);
+        apply_ok(a, lsn);
+        /* B gets an exact-size copy so that ASan sees any over-read. */
+        uint8_t *exact = dup_bytes(buf, len);
+        keel_diag d = {0};
+        int rc = keel__store_apply_encoded(b, lsn, exact, len, &d);
+        free(exact);
+        ck_assert_msg(rc == KEEL_OK, "%s: apply_encoded: %s", ctx, d.msg);
+        ck_assert_uint_eq(keel__store_applied_lsn(b), lsn);
+        for (size_t j = 0; j < nops; j++) {
+            if (dels[j]) {
+                model_del(&m, keys[j], kls[j]);
+            } else {
+                model_put(&m, keys[j], kls[j], vals[j], vls[j]);
+            }
+        }
+        if (lsn % 10 == 0) {
+            expect_equals(a, &m, ctx);
+            expect_equals(b, &m, ctx);
+        }
+        if (lsn % 50 == 0) {
+            checkpoint_ok(a);
+            checkpoint_ok(b);
+        }
+    }
+    keel__store_close(a);
+    keel__store_close(b);
+    b = open_ok(dir_b);
+    ck_assert_uint_eq(keel__store_applied_lsn(b), 150);
+    expect_equals(b, &m, "reopened B");
+    keel__store_close(b);
+    free(buf);
+    free(buf2);
+    model_free(&m);
+    rm_store(dir_a);
+    rm_store(dir_b);
+}
+END_TEST
+
+/* A payload built by hand, field by field. */
+typedef struct pbuf {
+    uint8_t b[1024];
+    size_t n;
+} pbuf;
+
+static void pb_u8(pbuf *p, uint8_t v)
+{
+    ck_assert_uint_lt(p->n, sizeof(p->b));
+    p->b[p->n++] = v;
+}
+
+static void pb_u32(pbuf *p, uint32_t v)
+{
+    ck_assert_uint_le(p->n + 4, sizeof(p->b));
+    keel__put_u32(p->b + p->n, v);
+    p->n += 4;
+}
+
+static void pb_str(pbuf *p, const char *s)
+{
+    size_t n = strlen(s);
+    ck_assert_uint_le(p->n + n, sizeof(p->b));
+    memcpy(p->b + p->n, s, n);
+    p->n += n;
+}
+
+/* Apply p (an exact-size copy) and assert KEEL_ECORRUPT with msg, and that
+ * the store is unchanged and still usable. */
+static void expect_payload_corrupt(const pbuf *p, const char *msg)
+{
+    char *dir = store_dir("store-payload");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "canary", "alive");
+    apply_ok(s, 1);
+    uint8_t *exact = dup_bytes(p->b, p->n);
+    keel_diag d = {0};
+    int rc = keel__store_apply_encoded(s, 2, exact, p->n, &d);
+    free(exact);
+    ck_assert_msg(rc == KEEL_ECORRUPT, "expected KEEL_ECORRUPT, got %s (%s)",
+                  keel_err_name(rc), d.msg);
+    ck_assert_msg(strcmp(d.msg, msg) == 0, "message \"%s\", expected \"%s\"",
+                  d.msg, msg);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 1);
+    ck_assert_int_eq(keel__store_failed(s), 0);
+    expect_get(s, "canary", "alive");
+    ck_assert_uint_eq(count_ok(s, ""), 1);
+    begin_ok(s);
+    apply_ok(s, 2);
+    keel__store_close(s);
+    rm_store(dir);
+}
+
+START_TEST(test_store_payload_short_op_count_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u8(&p, 1);
+    pb_u8(&p, 0);
+    expect_payload_corrupt(&p, "payload offset 0: op count cut short (payload "
+                               "is 2 bytes, expected at least 4)");
+}
+END_TEST
+
+START_TEST(test_store_payload_op_count_too_large_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1000);
+    pb_u8(&p, 2);
+    pb_u32(&p, 1);
+    pb_str(&p, "a");
+    expect_payload_corrupt(&p,
+                           "payload offset 0: op count 1000 cannot fit in 10 "
+                           "bytes");
+}
+END_TEST
+
+START_TEST(test_store_payload_bad_op_kind_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1);
+    pb_u8(&p, 3);
+    pb_u32(&p, 1);
+    pb_str(&p, "a");
+    expect_payload_corrupt(&p, "payload offset 4: bad op kind 3, expected 1 "
+                               "(put) or 2 (delete)");
+}
+END_TEST
+
+START_TEST(test_store_payload_key_length_past_end_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1);
+    pb_u8(&p, 2);
+    pb_u32(&p, 100);
+    pb_str(&p, "a");
+    expect_payload_corrupt(&p, "payload offset 5: key length 100 past end of "
+                               "payload (10 bytes)");
+}
+END_TEST
+
+START_TEST(test_store_payload_zero_key_length_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1);
+    pb_u8(&p, 2);
+    pb_u32(&p, 0);
+    pb_str(&p, "a");
+    expect_payload_corrupt(&p, "payload offset 5: key length 0 outside 1..511");
+}
+END_TEST
+
+START_TEST(test_store_payload_key_over_limit_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1);
+    pb_u8(&p, 2);
+    pb_u32(&p, 512);
+    for (int i = 0; i < 512; i++) {
+        pb_u8(&p, 'k');
+    }
+    expect_payload_corrupt(&p,
+                           "payload offset 5: key length 512 outside 1..511");
+}
+END_TEST
+
+START_TEST(test_store_payload_value_length_past_end_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1);
+    pb_u8(&p, 1);
+    pb_u32(&p, 1);
+    pb_str(&p, "a");
+    pb_u32(&p, 50);
+    pb_str(&p, "x");
+    expect_payload_corrupt(&p, "payload offset 10: value length 50 past end "
+                               "of payload (15 bytes)");
+}
+END_TEST
+
+START_TEST(test_store_payload_value_over_limit_is_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1);
+    pb_u8(&p, 1);
+    pb_u32(&p, 1);
+    pb_str(&p, "a");
+    pb_u32(&p, KEEL__STORE_MAX_VALUE_BYTES + 1);
+    expect_payload_corrupt(&p, "payload offset 10: value length 16777217 over "
+                               "the limit of 16777216");
+}
+END_TEST
+
+START_TEST(test_store_payload_keys_out_of_order_are_ecorrupt)
+{
+    const char *orders[2][2] = {{"b", "a"}, {"a", "a"}};
+    for (int i = 0; i < 2; i++) {
+        pbuf p = {.n = 0};
+        pb_u32(&p, 2);
+        for (int j = 0; j < 2; j++) {
+            pb_u8(&p, 2);
+            pb_u32(&p, 1);
+            pb_str(&p, orders[i][j]);
+        }
+        expect_payload_corrupt(&p, "payload offset 10: key not after the "
+                                   "previous key (expected strictly "
+                                   "ascending keys)");
+    }
+}
+END_TEST
+
+START_TEST(test_store_payload_trailing_bytes_are_ecorrupt)
+{
+    pbuf p = {.n = 0};
+    pb_u32(&p, 1);
+    pb_u8(&p, 2);
+    pb_u32(&p, 1);
+    pb_str(&p, "a");
+    pb_str(&p, "xyz");
+    expect_payload_corrupt(&p, "payload offset 10: 3 bytes after the last "
+                               "op, expected none");
+}
+END_TEST
+
+/* An encoded write-set of several shapes (empty value, long key, delete). */
+static uint8_t *sample_payload(keel__store *s, size_t *len)
+{
+    uint8_t long_key[300];
+    memset(long_key, 'L', sizeof(long_key));
+    begin_ok(s);
+    put_ok(s, "kp.12", "fulfilled: {\"body\":\"#1\",\"slots\":[]}");
+    put_ok(s, "kp.13", "");
+    del_ok(s, "rq.17");
+    ck_assert_int_eq(
+        keel__store_ws_put(s, long_key, sizeof(long_key), "v", 1, NULL),
+        KEEL_OK);
+    put_ok(s, "vs.v2.counter", "42");
+    size_t n = keel__store_ws_encode_bound(s);
+    uint8_t *buf = malloc(n);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_int_eq(keel__store_ws_encode(s, buf, n, len, NULL), KEEL_OK);
+    keel__store_ws_abort(s);
+    return buf;
+}
+
+START_TEST(test_store_payload_truncated_at_every_length_is_ecorrupt)
+{
+    char *dir = store_dir("store-trunc");
+    keel__store *s = open_ok(dir);
+    size_t len = 0;
+    uint8_t *full = sample_payload(s, &len);
+    for (size_t n = 0; n < len; n++) {
+        uint8_t *exact = malloc(n > 0 ? n : 1);
+        ck_assert_ptr_nonnull(exact);
+        memcpy(exact, full, n);
+        keel_diag d = {0};
+        int rc = keel__store_apply_encoded(s, 1, exact, n, &d);
+        free(exact);
+        ck_assert_msg(rc == KEEL_ECORRUPT, "truncated to %zu of %zu: %s (%s)",
+                      n, len, keel_err_name(rc), d.msg);
+        ck_assert_msg(strncmp(d.msg, "payload offset ", 15) == 0,
+                      "truncated to %zu: message \"%s\"", n, d.msg);
+        ck_assert_uint_eq(keel__store_applied_lsn(s), 0);
+    }
+    ck_assert_uint_eq(count_ok(s, ""), 0);
+    ck_assert_int_eq(keel__store_apply_encoded(s, 1, full, len, NULL), KEEL_OK);
+    ck_assert_uint_eq(count_ok(s, ""), 4);
+    expect_get(s, "vs.v2.counter", "42");
+    free(full);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* Every byte replaced by random values: each payload is either accepted (a
+ * changed value byte is still a valid payload) or refused as corrupt;
+ * never a crash, an over-read (ASan) or another error. */
+START_TEST(test_store_payload_every_byte_flipped_never_crashes)
+{
+    uint64_t seed = SEED_FLIP;
+    uint64_t st = seed;
+    char *dir = store_dir("store-flip");
+    keel__store *s = open_ok(dir);
+    size_t len = 0;
+    uint8_t *full = sample_payload(s, &len);
+    uint64_t lsn = 0;
+    size_t accepted = 0;
+    for (size_t i = 0; i < len; i++) {
+        for (int t = 0; t < 4; t++) {
+            uint8_t *p = dup_bytes(full, len);
+            p[i] ^= (uint8_t)(1 + tu_rand(&st) % 255);
+            keel_diag d = {0};
+            int rc = keel__store_apply_encoded(s, lsn + 1, p, len, &d);
+            free(p);
+            ck_assert_msg(rc == KEEL_OK || rc == KEEL_ECORRUPT,
+                          "seed 0x%016" PRIx64 " byte %zu: %s (%s)", seed, i,
+                          keel_err_name(rc), d.msg);
+            if (rc == KEEL_OK) {
+                lsn++;
+                accepted++;
+            }
+        }
+    }
+    ck_assert_uint_eq(keel__store_applied_lsn(s), lsn);
+    ck_assert_uint_gt(accepted, 0);
+    ck_assert_uint_lt(accepted, 4 * len);
+    free(full);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Durability: close without checkpoint, and SIGKILL.
+ */
+
+START_TEST(test_store_close_without_checkpoint_loses_only_what_followed_it)
+{
+    char *dir = store_dir("store-close");
+    keel__store *s = open_ok(dir);
+    char k[32];
+    for (uint64_t lsn = 1; lsn <= 15; lsn++) {
+        begin_ok(s);
+        snprintf(k, sizeof(k), "rq.%02" PRIu64, lsn);
+        put_ok(s, k, "item");
+        if (lsn > 10) {
+            put_ok(s, "kp.1", "after the checkpoint");
+        } else {
+            put_ok(s, "kp.1", "before the checkpoint");
+        }
+        apply_ok(s, lsn);
+        if (lsn == 10) {
+            checkpoint_ok(s);
+        }
+    }
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 15);
+    ck_assert_uint_eq(keel__store_checkpoint_lsn(s), 10);
+    /* A write-set left open is dropped too. */
+    begin_ok(s);
+    put_ok(s, "rq.99", "open write-set");
+    keel__store_close(s);
+
+    s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 10);
+    ck_assert_uint_eq(count_ok(s, "rq."), 10);
+    expect_get(s, "rq.10", "item");
+    expect_get(s, "rq.11", NULL);
+    expect_get(s, "rq.99", NULL);
+    expect_get(s, "kp.1", "before the checkpoint");
+    /* And a checkpoint with nothing applied since is a no-op. */
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_checkpoint_lsn(s), 10);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* The crash workload: the write-set of each LSN is a function of the LSN,
+ * so the state at any LSN can be recomputed. */
+typedef struct wop {
+    int del;
+    char key[16];
+    uint8_t val[300];
+    size_t vlen;
+} wop;
+
+static size_t crash_ops(uint64_t lsn, wop *ops)
+{
+    uint64_t st = SEED_CRASH ^ (lsn * 0x9e3779b97f4a7c15ull);
+    size_t n = 1 + tu_rand(&st) % 6;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ops[i].key, sizeof(ops[i].key), "k.%02u",
+                 (unsigned)(tu_rand(&st) % 40));
+        ops[i].del = tu_rand(&st) % 4 == 0;
+        ops[i].vlen = tu_rand(&st) % sizeof(ops[i].val);
+        for (size_t j = 0; j < ops[i].vlen; j++) {
+            ops[i].val[j] = (uint8_t)tu_rand(&st);
+        }
+    }
+    return n;
+}
+
+static void crash_model(uint64_t upto, model *m)
+{
+    wop ops[6];
+    model_free(m);
+    for (uint64_t lsn = 1; lsn <= upto; lsn++) {
+        size_t n = crash_ops(lsn, ops);
+        for (size_t i = 0; i < n; i++) {
+            if (ops[i].del) {
+                model_del(m, ops[i].key, strlen(ops[i].key));
+            } else {
+                model_put(m, ops[i].key, strlen(ops[i].key), ops[i].val,
+                          ops[i].vlen);
+            }
+        }
+    }
+}
+
+#define MARK_READY UINT64_MAX
+#define MARK_ERROR (UINT64_MAX - 1)
+
+static void child_say(int fd, uint64_t v)
+{
+    if (write(fd, &v, sizeof(v)) != (ssize_t)sizeof(v)) {
+        _exit(3);
+    }
+}
+
+/*
+ * The child: apply LSNs 1..stop_lsn (forever when 0), checkpointing every
+ * ckpt_every and reporting each checkpoint's LSN on fd; then report
+ * MARK_READY and wait to be killed. ckpt_last: also checkpoint at stop_lsn.
+ */
+static _Noreturn void crash_child(const char *dir, int fd, uint64_t stop_lsn,
+                                  uint64_t ckpt_every, int ckpt_last)
+{
+    keel__store_options o;
+    keel__store_options_init(&o);
+    keel__store *s = NULL;
+    if (keel__store_open(dir, &o, KID, &s, NULL) != KEEL_OK) {
+        child_say(fd, MARK_ERROR);
+        _exit(1);
+    }
+    wop ops[6];
+    for (uint64_t lsn = 1; stop_lsn == 0 || lsn <= stop_lsn; lsn++) {
+        size_t n = crash_ops(lsn, ops);
+        int rc = keel__store_ws_begin(s, NULL);
+        for (size_t i = 0; i < n && rc == KEEL_OK; i++) {
+            rc = ops[i].del
+                     ? keel__store_ws_delete(s, ops[i].key, strlen(ops[i].key),
+                                             NULL)
+                     : keel__store_ws_put(s, ops[i].key, strlen(ops[i].key),
+                                          ops[i].val, ops[i].vlen, NULL);
+        }
+        if (rc == KEEL_OK) {
+            rc = keel__store_ws_apply(s, lsn, NULL);
+        }
+        int ckpt = (ckpt_every != 0 && lsn % ckpt_every == 0) ||
+                   (ckpt_last && lsn == stop_lsn);
+        if (rc == KEEL_OK && ckpt) {
+            rc = keel__store_checkpoint(s, NULL);
+            if (rc == KEEL_OK) {
+                child_say(fd, lsn);
+            }
+        }
+        if (rc != KEEL_OK) {
+            child_say(fd, MARK_ERROR);
+            _exit(1);
+        }
+    }
+    child_say(fd, MARK_READY);
+    for (;;) {
+        pause();
+    }
+}
+
+static uint64_t parent_hear(int fd)
+{
+    uint64_t v = 0;
+    ssize_t n = read(fd, &v, sizeof(v));
+    ck_assert_msg(n == (ssize_t)sizeof(v), "child went away (read %zd)", n);
+    ck_assert_msg(v != MARK_ERROR, "child store call failed");
+    return v;
+}
+
+static void kill_child(pid_t pid)
+{
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+/* Reopen after the kill: the state is exactly that of LSN want. */
+static void expect_state_at(const char *dir, uint64_t want, const char *ctx)
+{
+    keel__store *s = open_ok(dir);
+    ck_assert_msg(keel__store_applied_lsn(s) == want,
+                  "%s: applied_lsn %" PRIu64 ", expected %" PRIu64, ctx,
+                  keel__store_applied_lsn(s), want);
+    model m = {0};
+    crash_model(want, &m);
+    expect_equals(s, &m, ctx);
+    model_free(&m);
+    keel__store_close(s);
+}
+
+/*
+ * Kill points, each with where the child stops and the LSN that must
+ * survive:
+ *   0  applies 1..25, checkpoints at 10 and 20: killed with 21..25 applied
+ *      but not checkpointed          -> 20
+ *   1  applies 1..20, checkpoints at 10 and 20: killed right after the
+ *      second checkpoint returned    -> 20
+ *   2  applies 1..5, no checkpoint   -> 0 (the empty store of creation)
+ */
+START_TEST(test_store_sigkill_keeps_exactly_last_checkpoint)
+{
+    static const struct {
+        uint64_t stop;
+        uint64_t every;
+        int last;
+        uint64_t survives;
+    } pts[] = {{25, 10, 0, 20}, {20, 10, 1, 20}, {5, 0, 0, 0}};
+    char *dir = store_dir("store-kill");
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        crash_child(dir, fds[1], pts[_i].stop, pts[_i].every, pts[_i].last);
+    }
+    close(fds[1]);
+    uint64_t v;
+    uint64_t last_ckpt = 0;
+    while ((v = parent_hear(fds[0])) != MARK_READY) {
+        last_ckpt = v;
+    }
+    kill_child(pid);
+    close(fds[0]);
+    ck_assert_uint_eq(last_ckpt, pts[_i].survives);
+    char ctx[64];
+    snprintf(ctx, sizeof(ctx), "kill point %d", _i);
+    expect_state_at(dir, pts[_i].survives, ctx);
+    rm_store(dir);
+}
+END_TEST
+
+/* The child applies and checkpoints (every 7 LSNs) without end; it is
+ * killed at a random moment after its r-th checkpoint, possibly inside a
+ * commit. The reopened store must be exactly at some checkpoint no older
+ * than the last one reported. */
+START_TEST(test_store_sigkill_at_random_moment_lands_on_a_checkpoint)
+{
+    uint64_t seed = SEED_CRASH + (uint64_t)_i;
+    uint64_t st = seed;
+    char *dir = store_dir("store-killr");
+    for (int round = 0; round < CRASH_RANDOM_ROUNDS; round++) {
+        int fds[2];
+        ck_assert_int_eq(pipe(fds), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(fds[0]);
+            crash_child(dir, fds[1], 0, 7, 0);
+        }
+        close(fds[1]);
+        uint64_t reports = 1 + tu_rand(&st) % 4;
+        uint64_t last_ckpt = 0;
+        for (uint64_t i = 0; i < reports; i++) {
+            last_ckpt = parent_hear(fds[0]);
+        }
+        volatile uint64_t spin = tu_rand(&st) % 2000000;
+        while (spin > 0) {
+            spin = spin - 1;
+        }
+        kill_child(pid);
+        close(fds[0]);
+        keel__store *s = open_ok(dir);
+        uint64_t got = keel__store_applied_lsn(s);
+        keel__store_close(s);
+        char ctx[96];
+        snprintf(ctx, sizeof(ctx), "seed 0x%016" PRIx64 " round %d", seed,
+                 round);
+        ck_assert_msg(got >= last_ckpt && got % 7 == 0,
+                      "%s: applied_lsn %" PRIu64 " after checkpoint %" PRIu64
+                      " was reported",
+                      ctx, got, last_ckpt);
+        expect_state_at(dir, got, ctx);
+        /* crash_child always starts at LSN 1: each round starts empty. */
+        tu_rmrf(dir);
+    }
+    rm_store(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Damage inside data.mdb, the meta table, and FAILED.
+ */
+
+/* Replace every occurrence of pat in file by rep (same length).
+ * @return the number of occurrences. */
+static size_t patch_file(const char *path, const void *pat, const void *rep,
+                         size_t n)
+{
+    size_t len = 0;
+    uint8_t *buf = tu_read_file(path, &len);
+    ck_assert_ptr_nonnull(buf);
+    size_t hits = 0;
+    for (size_t i = 0; i + n <= len; i++) {
+        if (memcmp(buf + i, pat, n) == 0) {
+            memcpy(buf + i, rep, n);
+            hits++;
+        }
+    }
+    tu_write_file(path, buf, len);
+    free(buf);
+    return hits;
+}
+
+#define SENTINEL "keel-store-sentinel-value-6b65656c"
+
+/* A store holding SENTINEL under key (checkpointed and closed). */
+static char *store_with_sentinel(const char *key, size_t klen)
+{
+    char *dir = store_dir("store-damage");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "aaa", "before");
+    ck_assert_int_eq(
+        keel__store_ws_put(s, key, klen, SENTINEL, strlen(SENTINEL), NULL),
+        KEEL_OK);
+    put_ok(s, "zzz", "after");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    return dir;
+}
+
+START_TEST(test_store_flipped_value_byte_is_ecorrupt_naming_key)
+{
+    static const char key[] = "vs.v1.\x01sentinel";
+    char *dir = store_with_sentinel(key, sizeof(key) - 1);
+    char rep[] = SENTINEL;
+    rep[5] ^= 0x01;
+    char *file = tu_path(dir, "data.mdb");
+    ck_assert_uint_ge(patch_file(file, SENTINEL, rep, strlen(SENTINEL)), 1);
+    free(file);
+
+    keel__store *s = open_ok(dir);
+    keel_bytes v = {0};
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_get(s, key, sizeof(key) - 1, &v, &d),
+                     KEEL_ECORRUPT);
+    ck_assert_msg(strstr(d.msg, "data.mdb: key \"vs.v1.\\x01sentinel\": "
+                                "checksum mismatch") != NULL,
+                  "message: %s", d.msg);
+    /* The scans that reach it refuse too; the others still work. */
+    keel_bytes k = {0};
+    ck_assert_int_eq(keel__store_next_key(s, "aaa", 3, "", 0, &k, &d),
+                     KEEL_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(d.msg, "vs.v1.\\x01sentinel"));
+    uint64_t n = 0;
+    ck_assert_int_eq(keel__store_count_prefix(s, "vs.", 3, &n, &d),
+                     KEEL_ECORRUPT);
+    expect_get(s, "aaa", "before");
+    expect_get(s, "zzz", "after");
+    ck_assert_uint_eq(count_ok(s, "z"), 1);
+    /* Not sticky: reading bad bytes is not a failed write. */
+    ck_assert_int_eq(keel__store_failed(s), 0);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_flipped_checksum_byte_is_ecorrupt)
+{
+    const char *key = "kp.sentinel";
+    char *dir = store_with_sentinel(key, strlen(key));
+    /* The stored checksum follows the value. */
+    uint8_t pat[sizeof(SENTINEL) - 1 + 8];
+    memcpy(pat, SENTINEL, strlen(SENTINEL));
+    XXH3_state_t *h = XXH3_createState();
+    XXH3_64bits_reset(h);
+    XXH3_64bits_update(h, key, strlen(key));
+    XXH3_64bits_update(h, SENTINEL, strlen(SENTINEL));
+    keel__put_u64(pat + strlen(SENTINEL), XXH3_64bits_digest(h));
+    XXH3_freeState(h);
+    uint8_t rep[sizeof(pat)];
+    memcpy(rep, pat, sizeof(pat));
+    rep[sizeof(rep) - 3] ^= 0x80;
+    char *file = tu_path(dir, "data.mdb");
+    ck_assert_uint_ge(patch_file(file, pat, rep, sizeof(pat)), 1);
+    free(file);
+    keel__store *s = open_ok(dir);
+    keel_diag d = {0};
+    keel_bytes v = {0};
+    ck_assert_int_eq(keel__store_get(s, key, strlen(key), &v, &d),
+                     KEEL_ECORRUPT);
+    ck_assert_ptr_nonnull(
+        strstr(d.msg, "data.mdb: key \"kp.sentinel\": checksum mismatch"));
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* The stored meta "format" value: u32 LE version ‖ xxh3("format" ‖ it). */
+static void format_value(uint32_t version, uint8_t out[12])
+{
+    keel__put_u32(out, version);
+    uint8_t kv[10];
+    memcpy(kv, "format", 6);
+    memcpy(kv + 6, out, 4);
+    keel__put_u64(out + 4, XXH3_64bits(kv, sizeof(kv)));
+}
+
+START_TEST(test_store_newer_format_version_is_eversion)
+{
+    char *dir = store_dir("store-version");
+    keel__store_close(open_ok(dir));
+    uint8_t v1[12];
+    uint8_t v2[12];
+    format_value(KEEL__STORE_FORMAT, v1);
+    format_value(KEEL__STORE_FORMAT + 1, v2);
+    char *file = tu_path(dir, "data.mdb");
+    ck_assert_uint_ge(patch_file(file, v1, v2, sizeof(v1)), 1);
+    free(file);
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_open(dir, NULL, KID, &s, &d), KEEL_EVERSION);
+    ck_assert_ptr_null(s);
+    ck_assert_str_eq(d.msg, "data.mdb: unsupported store format version 2 "
+                            "(this keel reads version 1)");
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_flipped_meta_byte_is_ecorrupt)
+{
+    char *dir = store_dir("store-meta");
+    keel__store_close(open_ok(dir));
+    uint8_t id[8];
+    uint8_t bad[8];
+    keel__put_u64(id, KID);
+    keel__put_u64(bad, KID ^ 0x100);
+    char *file = tu_path(dir, "data.mdb");
+    ck_assert_uint_ge(patch_file(file, id, bad, sizeof(id)), 1);
+    free(file);
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_open(dir, NULL, 0, &s, &d), KEEL_ECORRUPT);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(d.msg, "data.mdb: meta \"kernel_id\": checksum "
+                                "mismatch") != NULL,
+                  "message: %s", d.msg);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_wrong_kernel_id_is_ecorrupt)
+{
+    char *dir = store_dir("store-kid");
+    keel__store_close(open_ok(dir));
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_open(dir, NULL, 0x1234, &s, &d),
+                     KEEL_ECORRUPT);
+    ck_assert_ptr_null(s);
+    ck_assert_str_eq(d.msg, "data.mdb: store belongs to kernel "
+                            "0x6b65656c53544f52, expected 0x0000000000001234");
+    /* 0 accepts any store and reports its id. */
+    s = open_map(dir, 0, 0);
+    ck_assert_uint_eq(keel__store_kernel_id(s), KID);
+    keel__store_close(s);
+    rm_store(dir);
+
+    /* A new store opened with 0 gets a random id, kept. */
+    dir = store_dir("store-kid0");
+    s = open_map(dir, 0, 0);
+    uint64_t id = keel__store_kernel_id(s);
+    ck_assert_uint_ne(id, 0);
+    keel__store_close(s);
+    s = open_map(dir, id, 0);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_missing_store_without_create_is_enoent)
+{
+    char *dir = store_dir("store-enoent");
+    keel__store_options o;
+    keel__store_options_init(&o);
+    o.create = 0;
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_open(dir, &o, KID, &s, &d), KEEL_ENOENT);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_nonnull(strstr(d.msg, "data.mdb"));
+    o.map_bytes = 0;
+    o.create = 1;
+    ck_assert_int_eq(keel__store_open(dir, &o, KID, &s, &d), KEEL_EINVAL);
+    /* Once created, create = 0 opens it. */
+    keel__store_close(open_ok(dir));
+    keel__store_options_init(&o);
+    o.create = 0;
+    ck_assert_int_eq(keel__store_open(dir, &o, KID, &s, &d), KEEL_OK);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_map_full_is_enospc_then_failed)
+{
+    const uint64_t map = 256 * 1024;
+    char *dir = store_dir("store-full");
+    keel__store *s = open_map(dir, KID, map);
+    begin_ok(s);
+    put_ok(s, "kept", "checkpointed");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    char val[2000];
+    memset(val, 'v', sizeof(val) - 1);
+    val[sizeof(val) - 1] = '\0';
+    char key[32];
+    int rc = KEEL_OK;
+    keel_diag d = {0};
+    uint64_t lsn = 1;
+    while (rc == KEEL_OK && lsn < 1000) {
+        begin_ok(s);
+        snprintf(key, sizeof(key), "fill.%04" PRIu64, lsn);
+        put_ok(s, key, val);
+        rc = keel__store_ws_apply(s, ++lsn, &d);
+    }
+    ck_assert_msg(rc == KEEL_ENOSPC, "filling a %" PRIu64 "-byte map: %s (%s)",
+                  map, keel_err_name(rc), d.msg);
+    ck_assert_msg(strstr(d.msg, "map full") != NULL, "message: %s", d.msg);
+    ck_assert_int_eq(keel__store_failed(s), KEEL_ENOSPC);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), lsn - 1);
+    /* Sticky: every later call, reads included. */
+    keel_bytes v = {0};
+    ck_assert_int_eq(keel__store_get(s, "kept", 4, &v, &d), KEEL_EFAILED);
+    ck_assert_ptr_nonnull(strstr(d.msg, "map full"));
+    ck_assert_int_eq(keel__store_ws_begin(s, &d), KEEL_EFAILED);
+    ck_assert_int_eq(keel__store_checkpoint(s, &d), KEEL_EFAILED);
+    uint64_t n = 0;
+    ck_assert_int_eq(keel__store_count_prefix(s, "", 0, &n, &d), KEEL_EFAILED);
+    ck_assert_int_eq(keel__store_apply_encoded(s, lsn + 1, "\0\0\0\0", 4, &d),
+                     KEEL_EFAILED);
+    keel__store_close(s);
+    /* Reopening (with a larger map) finds the last checkpoint. */
+    s = open_map(dir, KID, 0);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 1);
+    expect_get(s, "kept", "checkpointed");
+    ck_assert_uint_eq(count_ok(s, "fill."), 0);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * Programmer errors assert.
+ */
+
+START_TEST(test_store_apply_lsn_not_increasing_aborts)
+{
+    char *dir = store_dir("store-lsn");
+    keel__store *s = open_ok(dir);
+    rm_store(dir); /* the process aborts below: leave nothing behind */
+    begin_ok(s);
+    apply_ok(s, 5);
+    begin_ok(s);
+    keel__store_ws_apply(s, 5, NULL);
+}
+END_TEST
+
+START_TEST(test_store_put_without_write_set_aborts)
+{
+    char *dir = store_dir("store-nows");
+    keel__store *s = open_ok(dir);
+    rm_store(dir); /* the process aborts below: leave nothing behind */
+    keel__store_ws_put(s, "k", 1, "v", 1, NULL);
+}
+END_TEST
+
+Suite *store_suite(void)
+{
+    Suite *s = suite_create("store");
+
+    TCase *tc = tcase_create("write_set");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_store_ws_put_get_delete_survive_apply_and_reopen);
+    tcase_add_test(tc, test_store_ws_abort_leaves_no_trace);
+    tcase_add_test(tc, test_store_ws_reads_see_write_set_first);
+    tcase_add_test(tc, test_store_ws_borrowed_bytes_passed_back_are_copied);
+    tcase_add_test(tc, test_store_invalid_keys_and_values_are_refused);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("model");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_store_next_key_random_model_matches_reference);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("encoding");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_store_ws_encode_matches_documented_layout);
+    tcase_add_test(tc, test_store_encode_apply_encoded_equals_ws_apply);
+    tcase_add_test(tc, test_store_payload_short_op_count_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_op_count_too_large_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_bad_op_kind_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_key_length_past_end_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_zero_key_length_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_key_over_limit_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_value_length_past_end_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_value_over_limit_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_keys_out_of_order_are_ecorrupt);
+    tcase_add_test(tc, test_store_payload_trailing_bytes_are_ecorrupt);
+    tcase_add_test(tc,
+                   test_store_payload_truncated_at_every_length_is_ecorrupt);
+    tcase_add_test(tc, test_store_payload_every_byte_flipped_never_crashes);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("durability");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(
+        tc, test_store_close_without_checkpoint_loses_only_what_followed_it);
+    tcase_add_loop_test(tc, test_store_sigkill_keeps_exactly_last_checkpoint, 0,
+                        3);
+    tcase_add_loop_test(
+        tc, test_store_sigkill_at_random_moment_lands_on_a_checkpoint, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("damage");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_store_flipped_value_byte_is_ecorrupt_naming_key);
+    tcase_add_test(tc, test_store_flipped_checksum_byte_is_ecorrupt);
+    tcase_add_test(tc, test_store_newer_format_version_is_eversion);
+    tcase_add_test(tc, test_store_flipped_meta_byte_is_ecorrupt);
+    tcase_add_test(tc, test_store_wrong_kernel_id_is_ecorrupt);
+    tcase_add_test(tc, test_store_missing_store_without_create_is_enoent);
+    tcase_add_test(tc, test_store_map_full_is_enospc_then_failed);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("asserts");
+    tcase_add_test_raise_signal(tc, test_store_apply_lsn_not_increasing_aborts,
+                                SIGABRT);
+    tcase_add_test_raise_signal(tc, test_store_put_without_write_set_aborts,
+                                SIGABRT);
+    suite_add_tcase(s, tc);
+    return s;
+}
