@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,6 +65,60 @@ int keel__k_fail(keel_kernel *k, int rc, const char *what)
         }
     }
     return rc;
+}
+
+void keel__k_crash_point(keel_kernel *k, int event, int kind)
+{
+    if (k->crash_event != event ||
+        (k->crash_kind != 0 && k->crash_kind != kind)) {
+        return;
+    }
+    if (++k->crash_seen == k->crash_nth) {
+        raise(SIGKILL); /* a real crash: no atexit, no flush, no close */
+    }
+}
+
+static int parse_crash_point(keel_kernel *k, const char *s, keel_diag *diag)
+{
+    static const char *const events[] = {"commit-before", "commit-after",
+                                         "apply-after", "checkpoint-before",
+                                         "checkpoint-after"};
+    static const char *const kinds[] = {"crank", "out-of-crank", "kernel-op"};
+    char ev[32] = "", kind[32] = "";
+    unsigned long long n = 0;
+    const char *colon = strrchr(s, ':');
+    const char *slash = strchr(s, '/');
+    size_t evlen = (size_t)((slash != NULL ? slash : colon) - s);
+    if (colon == NULL || evlen == 0 || evlen >= sizeof(ev) ||
+        sscanf(colon + 1, "%llu", &n) != 1 || n == 0) {
+        goto bad;
+    }
+    memcpy(ev, s, evlen);
+    if (slash != NULL) {
+        size_t kl = (size_t)(colon - slash - 1);
+        if (slash > colon || kl == 0 || kl >= sizeof(kind)) {
+            goto bad;
+        }
+        memcpy(kind, slash + 1, kl);
+    }
+    for (int i = 0; i < 5; i++) {
+        if (strcmp(ev, events[i]) == 0) {
+            k->crash_event = i + 1;
+        }
+    }
+    for (int i = 0; kind[0] != '\0' && i < 3; i++) {
+        if (strcmp(kind, kinds[i]) == 0) {
+            k->crash_kind = i + 1; /* = KEEL_WAL_CRANK .. KERNEL_OP */
+        }
+    }
+    if (k->crash_event == 0 || (kind[0] != '\0' && k->crash_kind == 0)) {
+        goto bad;
+    }
+    k->crash_nth = n;
+    return KEEL_OK;
+bad:
+    return keel__diag(diag, KEEL_EINVAL,
+                      "crash point \"%s\": expected EVENT[/KIND]:N", s);
 }
 
 /* Remember the first storage diag as the kernel's failure (K13). */
@@ -204,7 +259,9 @@ static int checkpoint(keel_kernel *k, keel_diag *diag)
     /* K11: the WAL first, then the store that depends on it. */
     int rc = keel_wal_wait(k->wal, keel__store_applied_lsn(k->store), &d);
     if (rc == KEEL_OK) {
+        keel__k_crash_point(k, CRASH_CKPT_BEFORE, 0);
         rc = keel__store_checkpoint(k->store, &d);
+        keel__k_crash_point(k, CRASH_CKPT_AFTER, 0);
     }
     if (rc < 0) {
         fail_with(k, rc, &d);
@@ -255,11 +312,14 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
         rc = encode_ws(k, &len, &d);
     }
     if (rc == KEEL_OK) { /* K10: log, then apply */
+        keel__k_crash_point(k, CRASH_COMMIT_BEFORE, kind);
         rc = keel_wal_append(k->wal, kind, k->crank, k->enc, len, &lsn, &d);
     }
     if (rc == KEEL_OK) {
+        keel__k_crash_point(k, CRASH_COMMIT_AFTER, kind);
         k->in_txn = 0;
         rc = keel__store_ws_apply(k->store, lsn, &d);
+        keel__k_crash_point(k, CRASH_APPLY_AFTER, kind);
     }
     if (rc < 0) {
         keel__k_txn_abort(k);
@@ -289,6 +349,42 @@ const keel_vat_ops *keel__k_builtin(const keel_kernel *k, const char *name)
     return ops != NULL ? ops : keel_vat_builtin(name);
 }
 
+/* dlopen path and find a vat of our ABI in it; *dl and *ops on success. */
+static int open_library(const char *name, const char *path, void **dl,
+                        const keel_vat_ops **ops, keel_diag *diag)
+{
+    *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (*dl == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "vats.%s.path: %s", name,
+                          dlerror());
+    }
+    keel_vat_entry_fn entry;
+    *(void **)&entry = dlsym(*dl, KEEL_VAT_ENTRY_SYMBOL);
+    if (entry == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "vats.%s.path: %s exports no %s",
+                          name, path, KEEL_VAT_ENTRY_SYMBOL);
+    }
+    *ops = entry();
+    if (*ops == NULL || (*ops)->abi_version != KEEL_VAT_ABI_VERSION ||
+        (*ops)->deliver == NULL) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "vats.%s.path: %s: not a keel vat of ABI %d", name,
+                          path, KEEL_VAT_ABI_VERSION);
+    }
+    return KEEL_OK;
+}
+
+int keel__k_check_library(const char *name, const char *path, keel_diag *diag)
+{
+    void *dl = NULL;
+    const keel_vat_ops *ops = NULL;
+    int rc = open_library(name, path, &dl, &ops, diag);
+    if (dl != NULL) {
+        dlclose(dl);
+    }
+    return rc;
+}
+
 static int load_ops(keel_kernel *k, kvat *v, json_t *src, keel_diag *diag)
 {
     const char *builtin = json_string_value(json_object_get(src, "builtin"));
@@ -306,25 +402,7 @@ static int load_ops(keel_kernel *k, kvat *v, json_t *src, keel_diag *diag)
         return keel__diag(diag, KEEL_EINVAL,
                           "vats.%s: needs \"builtin\" or \"path\"", v->name);
     }
-    v->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (v->dl == NULL) {
-        return keel__diag(diag, KEEL_EINVAL, "vats.%s.path: %s", v->name,
-                          dlerror());
-    }
-    keel_vat_entry_fn entry;
-    *(void **)&entry = dlsym(v->dl, KEEL_VAT_ENTRY_SYMBOL);
-    if (entry == NULL) {
-        return keel__diag(diag, KEEL_EINVAL, "vats.%s.path: %s exports no %s",
-                          v->name, path, KEEL_VAT_ENTRY_SYMBOL);
-    }
-    v->ops = entry();
-    if (v->ops == NULL || v->ops->abi_version != KEEL_VAT_ABI_VERSION ||
-        v->ops->deliver == NULL) {
-        return keel__diag(diag, KEEL_EINVAL,
-                          "vats.%s.path: %s: not a keel vat of ABI %d", v->name,
-                          path, KEEL_VAT_ABI_VERSION);
-    }
-    return KEEL_OK;
+    return open_library(v->name, path, &v->dl, &v->ops, diag);
 }
 
 int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag)
@@ -547,6 +625,11 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     if (k->o.checkpoint_cranks == 0) {
         k->o.checkpoint_cranks = 1;
     }
+    if (k->o.crash_point != NULL &&
+        (rc = parse_crash_point(k, k->o.crash_point, diag)) < 0) {
+        goto out;
+    }
+    k->o.crash_point = NULL; /* not retained */
     size_t n = strlen(state_dir);
     k->dir = strdup(state_dir);
     k->dir_wal = malloc(n + 5);
@@ -558,7 +641,7 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     }
     snprintf(k->dir_wal, n + 5, "%s/wal", state_dir);
     snprintf(dir_store, n + 7, "%s/store", state_dir);
-    if (mkdir(state_dir, 0755) != 0 && errno != EEXIST) {
+    if (k->o.create && mkdir(state_dir, 0755) != 0 && errno != EEXIST) {
         rc = keel_translate_errno(errno);
         keel__diag(diag, rc, "%s: %s", state_dir, keel_strerror(rc));
         free(dir_store);

@@ -120,6 +120,11 @@ struct keel_kernel {
     uint64_t stat_deliveries;
     int failed; /* sticky: a storage error broke the kernel */
     keel_diag fail_diag;
+    /* crash injection (keel_kernel_options.crash_point) */
+    int crash_event; /* 0: none */
+    int crash_kind;  /* 0: any */
+    uint64_t crash_nth;
+    uint64_t crash_seen;
     uint8_t *enc; /* scratch for encodings */
     size_t enc_cap;
 };
@@ -145,8 +150,20 @@ kvat *keel__k_vat(keel_kernel *k, uint32_t vid);
 int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag);
 /* Load every vat from the store and start the live ones. */
 int keel__k_load_vats(keel_kernel *k, keel_diag *diag);
+/* Can path be loaded as a vat (for a config's vat `name`)? */
+int keel__k_check_library(const char *name, const char *path, keel_diag *diag);
 /* The options' resolver, then keel's built-ins. */
 const keel_vat_ops *keel__k_builtin(const keel_kernel *k, const char *name);
+
+enum {
+    CRASH_COMMIT_BEFORE = 1,
+    CRASH_COMMIT_AFTER,
+    CRASH_APPLY_AFTER,
+    CRASH_CKPT_BEFORE,
+    CRASH_CKPT_AFTER
+};
+/* SIGKILL the process if this is the planned crash point. */
+void keel__k_crash_point(keel_kernel *k, int event, int kind);
 
 /* --- crank.c: routing, promises, translation, termination -------------- */
 int keel__k_enqueue_send(keel_kernel *k, const char *target, const char *method,

@@ -131,6 +131,12 @@ static int check_config(const keel_kernel *k, json_t *cfg,
                 return keel__diag(diag, KEEL_EINVAL,
                                   "vats.%s.path: %s: no such file", key, full);
             }
+            /* Load it now: a library that cannot be a vat must fail the
+             * boot, not every open after it. */
+            int rc = keel__k_check_library(key, real, diag);
+            if (rc < 0) {
+                return rc;
+            }
             json_object_set_new(val, "path", json_string(real));
         }
     }
@@ -275,19 +281,19 @@ int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
     uint64_t vid = 0;
     if (!valid_name(vat) || method == NULL || method[0] == '\0' ||
         args_json == NULL) {
-        return keel__diag(diag, KEEL_EINVAL, "send: bad vat name or method");
+        return keel__diag(diag, KEEL_EINVAL, "bad vat name or method");
     }
     int rc = keel__k_txn_begin(k);
     if (rc < 0) {
-        return keel__diag(diag, rc, "send: %s", keel_strerror(rc));
+        return keel__diag(diag, rc, "%s", keel_strerror(rc));
     }
     snprintf(key, sizeof(key), "vn.%s", vat);
     rc = keel__k_get_u64(k, key, &vid);
     kvat *v = rc == 1 ? keel__k_vat(k, (uint32_t)vid) : NULL;
     if (rc >= 0 && (v == NULL || !v->alive)) {
         keel__k_txn_abort(k);
-        return keel__diag(diag, KEEL_ENOENT, "send: no %s vat named \"%s\"",
-                          v == NULL ? "" : "live", vat);
+        return keel__diag(diag, KEEL_ENOENT, "no %svat named \"%s\"",
+                          v == NULL ? "" : "live ", vat);
     }
     keel_bytes b;
     if (rc >= 0) {

@@ -7,7 +7,10 @@
  *                 aborted with the crank).
  *   out of crank  no transaction is open: the syscall is its own
  *                 transaction (kind out-of-crank), committed, and its
- *                 run-queue items enqueued, at once (SPEC §5).
+ *                 run-queue items enqueued, at once (SPEC §5). Inside an
+ *                 async callback (keel_vat_timer, keel_vat_work) the
+ *                 callback's syscalls together are that one transaction,
+ *                 committed when it returns (K33; docs/kernel.md says why).
  *   held          a transaction for another vat is open (its crank is
  *                 running): the syscall is copied and run as its own
  *                 transaction right after that one ends, never merged
@@ -19,6 +22,7 @@
  *   K31 An illegal syscall dooms the transaction it is in; out of crank,
  *       the vat is terminated at once, in its own transaction.
  *   K32 Async callbacks of a vat that has terminated are dropped.
+ *   K33 (below) The syscalls of one async callback form one transaction.
  */
 #include "kernel/kernel_internal.h"
 
@@ -319,14 +323,43 @@ void keel__k_free_async(keel_kernel *k)
     }
 }
 
+/*
+ * K33: the syscalls one async callback makes are one out-of-crank
+ * transaction, committed (and its items enqueued) as soon as the callback
+ * returns. A completion that resolves a promise and forgets its job record
+ * must not be cut in two by a crash, any more than a crank may.
+ */
 static void async_done(void *p)
 {
     kasync *a = p;
-    kvat *v = keel__k_vat(a->k, a->vid);
-    if (v != NULL && v->alive) { /* K32 */
-        a->done(a->arg, &v->sys);
+    keel_kernel *k = a->k;
+    kvat *v = keel__k_vat(k, a->vid);
+    if (v == NULL || !v->alive || k->failed) { /* K32 */
+        async_unlink(a);
+        return;
     }
+    if (keel__k_txn_begin(k) < 0) {
+        async_unlink(a);
+        return;
+    }
+    k->txn_vid = v->id;
+    k->delivering = v; /* its syscalls join this transaction */
+    a->done(a->arg, &v->sys);
+    k->delivering = NULL;
     async_unlink(a);
+    if (k->illegal) { /* K31 */
+        keel__k_txn_abort(k);
+        keel__k_terminate(k, v->id, NULL);
+    } else if (keel__store_ws_count(k->store) == 0) {
+        keel__k_txn_abort(k); /* nothing to commit */
+    } else {
+        uint32_t exit_vid = k->exit_vid;
+        if (keel__k_txn_commit(k, KEEL_WAL_OUT_OF_CRANK, NULL) == KEEL_OK &&
+            exit_vid != 0) {
+            keel__k_terminate(k, exit_vid, NULL);
+        }
+    }
+    keel__k_run_deferred(k, NULL);
 }
 
 static void async_work(void *p)

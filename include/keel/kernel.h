@@ -57,6 +57,13 @@ typedef struct keel_kernel_options {
      * outlive the kernel. */
     const keel_vat_ops *(*resolve_vat)(void *arg, const char *name);
     void *resolve_arg;
+    /* Crash injection for tests: "EVENT[/KIND]:N" kills the process with
+     * SIGKILL at the N-th EVENT of this process, where EVENT is
+     * commit-before (before the WAL append), commit-after (appended, not
+     * yet applied), apply-after, checkpoint-before or checkpoint-after, and
+     * KIND (commit events only) is crank, out-of-crank or kernel-op.
+     * `keel run` takes it from $KEEL_CRASH_POINT. NULL: none. Copied. */
+    const char *crash_point;
 } keel_kernel_options;
 
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
