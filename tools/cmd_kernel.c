@@ -258,6 +258,13 @@ static const keel_cli_spec run_spec = {
         "                   deliveries, seconds, cranks_per_second, crank,\n"
         "                   durable_lsn, activity_hash\n"
         "\n"
+        "Environment:\n"
+        "  KEEL_CRASH_POINT=EVENT[/KIND]:N   kill this process with SIGKILL\n"
+        "                   at the N-th EVENT, to test recovery for real:\n"
+        "                   commit-before, commit-after, apply-after,\n"
+        "                   checkpoint-before, checkpoint-after; KIND:\n"
+        "                   crank, out-of-crank or kernel-op\n"
+        "\n"
         "Exit status: 0 the run stopped as asked (idle, a limit, or a\n"
         "signal); 1 the kernel or a file failed (a bad config, a locked or\n"
         "corrupt STATE, an I/O error: the message says which); 2 usage\n"
@@ -515,6 +522,8 @@ int keel__cli_run(int argc, char **argv)
         goto out;
     }
     o.sync = j.sync;
+    /* crash injection for testing vats under real crashes (kernel.h) */
+    o.crash_point = getenv("KEEL_CRASH_POINT");
     /* K2: before open, so a signal during recovery or boot stops the run
      * before its first crank instead of killing the process */
     install_stop_handlers();
