@@ -53,16 +53,18 @@ build() {
 demo() {
     local keel="$BUILD_DIR/keel"
     local dir=${KEEL_DEMO_DIR:-demo-state}
-    say "fresh demo state in $dir"
+    say "fresh kernel state in $dir (LMDB store + write-ahead log)"
     rm -rf "$dir"
-    say "writing a write-ahead log: $keel wal demo $dir/wal --n 1000"
-    "$keel" wal demo "$dir/wal" --n 1000
-    say "verifying it: $keel wal verify $dir/wal"
+    say "running the five-hop chain: $keel run $dir --config vats/chain5.json"
+    "$keel" run "$dir" --config vats/chain5.json
+    say "its state: $keel status $dir"
+    "$keel" status "$dir"
+    say "a message from outside, answered once durable: $keel send $dir provider record {\"sig\":42} --wait"
+    "$keel" send "$dir" provider record '{"sig":42}' --wait
+    say "verifying its write-ahead log: $keel wal verify $dir/wal"
     "$keel" wal verify "$dir/wal"
-    say "its last records: $keel wal dump $dir/wal --from 996"
-    "$keel" wal dump "$dir/wal" --from 996
-    say "WAL benchmark: $keel bench wal-append --runs 3"
-    "$keel" bench wal-append --runs 3
+    say "its last transactions: $keel wal dump $dir/wal --from 30"
+    "$keel" wal dump "$dir/wal" --from 30
 }
 
 run_tests() {
