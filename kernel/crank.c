@@ -716,6 +716,7 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
     if (rc == KEEL_OK) {
         rc = keel__k_run_deferred(k, diag);
     }
+    keel__k_reap(k);
     return rc < 0 ? rc : 1;
 }
 
@@ -762,13 +763,26 @@ int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
     }
     rc = keel__k_txn_commit(k, KEEL_WAL_KERNEL_OP, diag);
     if (rc == KEEL_OK) {
+        /* The vat's own code may still be on the stack (it made the
+         * illegal syscall): stop() runs later, at a safe point. */
         v->alive = 0;
-        if (v->ops != NULL && v->ops->stop != NULL) {
-            v->ops->stop(v->state);
-        }
-        v->state = NULL;
+        v->stop_pending = 1;
     }
     return rc;
+}
+
+void keel__k_reap(keel_kernel *k)
+{
+    for (size_t i = 0; i < k->nvats; i++) {
+        kvat *v = k->vats[i];
+        if (v != NULL && v->stop_pending) {
+            v->stop_pending = 0;
+            if (v->ops != NULL && v->ops->stop != NULL) {
+                v->ops->stop(v->state);
+            }
+            v->state = NULL;
+        }
+    }
 }
 
 int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,

@@ -39,6 +39,7 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
+#include "common/io.h"
 
 static uint64_t now_ns(void)
 {
@@ -641,7 +642,26 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     }
     snprintf(k->dir_wal, n + 5, "%s/wal", state_dir);
     snprintf(dir_store, n + 7, "%s/store", state_dir);
-    if (k->o.create && mkdir(state_dir, 0755) != 0 && errno != EEXIST) {
+    if (k->o.create && mkdir(state_dir, 0755) == 0) {
+        /* A new STATE: its name must survive a power loss with the data
+         * that will be acknowledged inside it. */
+        char *parent = malloc(n + 4);
+        if (parent == NULL) {
+            rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+            free(dir_store);
+            goto out;
+        }
+        snprintf(parent, n + 4, "%s/..", state_dir);
+        keel_io *io = k->o.io != NULL ? k->o.io : keel__io_posix();
+        rc = io->fsync_dir(io, parent);
+        free(parent);
+        if (rc < 0) {
+            keel__diag(diag, rc, "%s: fsync parent directory: %s", state_dir,
+                       keel_strerror(rc));
+            free(dir_store);
+            goto out;
+        }
+    } else if (k->o.create && errno != EEXIST) {
         rc = keel_translate_errno(errno);
         keel__diag(diag, rc, "%s: %s", state_dir, keel_strerror(rc));
         free(dir_store);
@@ -704,15 +724,18 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     if (k == NULL) {
         return KEEL_OK;
     }
+    /* Async work first: free waits for thread-pool jobs to return (their
+     * `done` callbacks are dropped), so no vat is stopped under a running
+     * job and no vat code is unloaded while it runs. */
+    keel__host_free(k->host);
+    keel__k_free_async(k);
+    keel__k_reap(k);
     for (size_t i = 0; i < k->nvats; i++) {
         kvat *v = k->vats[i];
         if (v != NULL && v->alive && v->ops != NULL && v->ops->stop != NULL) {
             v->ops->stop(v->state);
         }
     }
-    /* Let async work finish before vats' code is unloaded. */
-    keel__host_free(k->host);
-    keel__k_free_async(k);
     if (k->store != NULL && k->wal != NULL && !k->failed) {
         rc = checkpoint(k, diag);
     }

@@ -47,6 +47,7 @@ typedef struct kvat {
     uint32_t id;
     char name[64];
     int alive;
+    int stop_pending; /* terminated; stop() not yet called */
     const keel_vat_ops *ops;
     void *state;
     void *dl; /* dlopen handle, or NULL for a built-in */
@@ -178,6 +179,10 @@ int keel__k_illegal(keel_kernel *k, const char *fmt, ...)
 /* Run one syscall of vat v in the open transaction. */
 int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc);
 int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag);
+/* Call stop() of vats terminated since the last call: only where no vat
+ * code is on the stack (after a crank, after an async callback, at close).
+ */
+void keel__k_reap(keel_kernel *k);
 int keel__k_subscribe(keel_kernel *k, uint32_t vid, const char *kp);
 int keel__k_settle(keel_kernel *k, const char *kp, int rejected,
                    const void *body, size_t body_len, char *const *slots,

@@ -360,6 +360,7 @@ static void async_done(void *p)
         }
     }
     keel__k_run_deferred(k, NULL);
+    keel__k_reap(k);
 }
 
 static void async_work(void *p)

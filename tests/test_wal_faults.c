@@ -1204,7 +1204,6 @@ START_TEST(test_wal_faults_flip_read_reader_never_misreads)
     ck_assert_uint_ge(preads, 3);
 
     uint64_t base = base_seed(SEED_FLIP);
-    uint64_t detected = 0;
     for (uint64_t k = 1; k <= preads; k++) {
         for (uint64_t j = 0; j < FLIPS_PER_READ; j++) {
             uint64_t seed = base ^ (k << 32) ^ j;
@@ -1221,14 +1220,13 @@ START_TEST(test_wal_faults_flip_read_reader_never_misreads)
                                     .nth = k,
                                     .flip_bit = bit};
             keel__io_fault_set_plan(f, &p);
-            if (flip_read(ctx, dir, keel__io_fault_io(f), m) < FLIP_RECORDS) {
-                detected++;
-            }
+            /* Every byte a pread returns belongs to a segment header or a
+             * record, both checksummed: no flip may go unnoticed. */
+            uint64_t n = flip_read(ctx, dir, keel__io_fault_io(f), m);
+            EXPECT(n < FLIP_RECORDS, ctx, "all %" PRIu64 " records read", n);
             keel__io_fault_free(f);
         }
     }
-    /* Every flip hits a header or a record, so none can go unnoticed. */
-    ck_assert_uint_eq(detected, preads * FLIPS_PER_READ);
     model_free(m);
     tu_rmrf(root);
     free(root);
@@ -1293,7 +1291,9 @@ START_TEST(test_wal_faults_flip_read_open_never_misreads)
             uint64_t want = FLIP_RECORDS;
             if (rc == KEEL_OK) {
                 want = info.last_lsn;
-                EXPECT(want >= FLIP_RECORDS - 1, ctx,
+                /* A torn tail is read twice before anything is truncated,
+                 * so one bad read can no longer cost a durable record. */
+                EXPECT(want == FLIP_RECORDS, ctx,
                        "open succeeded with %" PRIu64 " of %u records "
                        "(torn %d at %s offset %" PRIu64 ": %s)",
                        want, FLIP_RECORDS, info.torn, info.torn_segment,
@@ -1302,8 +1302,9 @@ START_TEST(test_wal_faults_flip_read_open_never_misreads)
                 EXPECT(rc == KEEL_OK, ctx, "close: %s: %s", keel_err_name(rc),
                        d.msg);
             } else {
-                EXPECT(rc == KEEL_ECORRUPT || rc == KEEL_EVERSION, ctx,
-                       "open: %s: %s", keel_err_name(rc), d.msg);
+                EXPECT(rc == KEEL_ECORRUPT || rc == KEEL_EVERSION ||
+                           (rc == KEEL_EIO && strstr(d.msg, "disagree")),
+                       ctx, "open: %s: %s", keel_err_name(rc), d.msg);
             }
             keel__io_fault_free(f);
             audit a;

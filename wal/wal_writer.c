@@ -805,16 +805,10 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
         rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
         goto out;
     }
-    if (w->o.create && mkdir(dir, 0755) == 0) {
-        /* A new directory: make its name durable in the parent. */
-        char *parent = keel__wal_join(dir, "..");
-        rc = parent != NULL ? w->io->fsync_dir(w->io, parent) : KEEL_ENOMEM;
-        free(parent);
-        if (rc < 0) {
-            keel__diag(diag, rc, "%s: fsync parent directory: %s", dir,
-                       keel_strerror(rc));
-            goto out;
-        }
+    if (w->o.create && mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        rc = keel_translate_errno(errno);
+        keel__diag(diag, rc, "%s: mkdir: %s", dir, keel_strerror(rc));
+        goto out;
     }
     rc = remove_stale(w, diag);
     if (rc < 0) {
@@ -823,6 +817,22 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
     keel_wal_tail tail;
     memset(&tail, 0, sizeof(tail));
     rc = scan(w, &tail, diag);
+    if (rc == KEEL_OK && tail.torn) {
+        /* Truncation destroys bytes: make sure a torn tail is what the disk
+         * holds, not a transient bad read of a durable record. */
+        keel_wal_tail again;
+        memset(&again, 0, sizeof(again));
+        rc = scan(w, &again, diag);
+        if (rc == KEEL_OK &&
+            (again.torn != tail.torn || again.offset != tail.offset ||
+             strcmp(again.segment, tail.segment) != 0)) {
+            rc = keel__diag(diag, KEEL_EIO,
+                            "%s: two reads of the log's tail disagree "
+                            "(offset %" PRIu64 " vs %" PRIu64
+                            "); not truncating",
+                            tail.segment, tail.offset, again.offset);
+        }
+    }
     if (rc < 0) {
         goto out;
     }
@@ -845,6 +855,17 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
             }
         }
         rc = new_segment(w, 1, diag);
+        if (rc == KEEL_OK) {
+            /* A new log: make the directory's own name durable too, even
+             * when an earlier attempt created it and crashed (W5). */
+            char *parent = keel__wal_join(dir, "..");
+            rc = parent != NULL ? w->io->fsync_dir(w->io, parent) : KEEL_ENOMEM;
+            free(parent);
+            if (rc < 0) {
+                keel__diag(diag, rc, "%s: fsync parent directory: %s", dir,
+                           keel_strerror(rc));
+            }
+        }
     } else {
         rc = resume(w, &tail, info, diag);
     }

@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keel/keel.h"
+#include "keel/base.h"
 #include "keel/vat.h"
 
 #ifdef __cplusplus

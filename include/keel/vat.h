@@ -42,7 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keel/keel.h"
+#include "keel/base.h"
 
 #ifdef __cplusplus
 extern "C" {

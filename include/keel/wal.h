@@ -50,7 +50,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keel/keel.h"
+#include "keel/base.h"
 
 #ifdef __cplusplus
 extern "C" {
