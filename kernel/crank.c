@@ -20,6 +20,9 @@
  *   K6  A terminated vat decides nothing: termination rejects every
  *       promise it decides ("vat terminated"), drops its c-list and
  *       vatstore; later messages to its objects reject their results.
+ *   K7  Vref numbers are never reused: a vat's p+N that was retired from
+ *       its c-list (settled) stays marked (c.<v>.r.<vref>), and using it
+ *       again is illegal.
  */
 #include "kernel/kernel_internal.h"
 
@@ -105,6 +108,12 @@ static int clist_drop(keel_kernel *k, uint32_t vid, const char *kref,
     if (rc == KEEL_OK) {
         snprintf(key, sizeof(key), "c.%" PRIu32 ".v.%s", vid, vref);
         rc = keel__k_del(k, key);
+    }
+    if (rc == KEEL_OK && vref[0] == 'p' && vref[1] == '+') {
+        /* K7: a retired p+N of the vat's own may never name a new
+         * promise (that would let it resolve "the same" promise twice). */
+        snprintf(key, sizeof(key), "c.%" PRIu32 ".r.%s", vid, vref);
+        rc = keel__k_put_str(k, key, "");
     }
     return rc;
 }
@@ -222,7 +231,7 @@ static int note_export(keel_kernel *k, kvat *v, char type, uint64_t n)
     if (n + 1 > *next) {
         *next = n + 1;
     }
-    return rc;
+    return rc < 0 ? rc : KEEL_OK;
 }
 
 int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
@@ -242,6 +251,18 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
     if (dir == '-') { /* K1 */
         return keel__k_illegal(k, "vat %s used %s, which it was never given",
                                v->name, vref);
+    }
+    if (type == 'p') { /* K7 */
+        keel_bytes b;
+        snprintf(key, sizeof(key), "c.%" PRIu32 ".r.%s", v->id, vref);
+        rc = keel__k_get(k, key, &b);
+        if (rc != 0) {
+            return rc < 0 ? rc
+                          : keel__k_illegal(k,
+                                            "vat %s used %s again after it "
+                                            "was settled and retired",
+                                            v->name, vref);
+        }
     }
     uint64_t id;
     if (type == 'o') {
