@@ -1,6 +1,7 @@
 /*
  * bench/bench.c — `keel bench`: the workload table and the shared machinery
- * of bench.h (clock, interleaving, medians, environment, reports).
+ * of bench.h (clock, interleaving, medians, environment, reports, and the
+ * plain-POSIX file baselines).
  *
  * Invariants B1..B5 are stated in bench.h; this file upholds B1, B2 and B4
  * in keel__bench_interleave() and keel__bench_stats(), B5 in
@@ -13,6 +14,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <linux/magic.h>
 #include <stdio.h>
@@ -37,6 +39,14 @@ typedef struct bench_workload {
 static const bench_workload workloads[] = {
     {"wal-append", "WAL appends per sync policy vs fdatasync and seqwrite",
      keel__bench_wal_append},
+    {"pingpong", "kernel: two vats, N round trips, vs fdatasync and lmdb-put",
+     keel__bench_pingpong},
+    {"fanout", "kernel: N incr at once to a counter vat, and the answers",
+     keel__bench_fanout},
+    {"chain5", "kernel: N rounds of the five-hop chain with async work",
+     keel__bench_chain5},
+    {"pingpong-rss", "kernel: resident memory over a 1M-crank pingpong",
+     keel__bench_pingpong_rss},
 };
 
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
@@ -175,6 +185,138 @@ void keel__bench_stats(const double *v, size_t n, keel_bench_stats *out)
     out->max = sorted[n - 1];
     out->median =
         n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+/* ------------------------------------------------------ file baselines */
+
+void keel__bench_fill_random(uint8_t *p, size_t len)
+{
+    uint64_t s = 0x6b65656c62656e63ull; /* fixed: runs are comparable */
+    for (size_t i = 0; i < len; i++) {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        p[i] = (uint8_t)(z ^ (z >> 31));
+    }
+}
+
+static int sys_err(keel_diag *diag, const char *what, const char *name)
+{
+    int e = errno;
+    return keel__diag(diag, keel_translate_errno(e), "%s: %s: %s", name, what,
+                      strerror(e));
+}
+
+/* pwrite all of buf at off, retrying short writes (plain POSIX: no keel
+ * code in a baseline). */
+static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off,
+                     const char *name, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            rc = n < 0 ? sys_err(diag, "write", name)
+                       : keel__diag(diag, KEEL_EIO, "%s: write: no progress",
+                                    name);
+            break;
+        }
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return rc;
+}
+
+/* A fresh file `<prefix>-<seq>.dat` of the work directory. */
+static int create_file(keel_bench_file *b, const char *prefix, char *path,
+                       size_t cap, const char **name, int *fd, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    int n = snprintf(path, cap, "%s/%s-%llu.dat", b->dir, prefix,
+                     (unsigned long long)b->seq++);
+    if (n < 0 || (size_t)n >= cap) {
+        rc = keel__diag(diag, KEEL_EINVAL, "%s: path too long", b->dir);
+        goto out;
+    }
+    *name = path + strlen(b->dir) + 1;
+    *fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (*fd < 0) {
+        rc = sys_err(diag, "open", *name);
+    }
+out:
+    return rc;
+}
+
+static int close_and_remove(int fd, const char *path, const char *name, int rc,
+                            keel_diag *diag)
+{
+    if (fd >= 0 && close(fd) != 0 && rc == KEEL_OK) {
+        rc = sys_err(diag, "close", name);
+    }
+    if (fd >= 0 && unlink(path) != 0 && rc == KEEL_OK) {
+        rc = sys_err(diag, "unlink", name);
+    }
+    return rc;
+}
+
+int keel__bench_fdatasync(void *ctx, double *seconds, keel_diag *diag)
+{
+    keel_bench_file *b = ctx;
+    char path[4096];
+    const char *name = NULL;
+    int fd = -1;
+    int rc = create_file(b, "fdatasync", path, sizeof(path), &name, &fd, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    double t0 = keel__bench_now();
+    for (uint64_t i = 0; i < b->n; i++) {
+        rc = write_all(fd, b->payload, b->size, i * b->size, name, diag);
+        if (rc < 0) {
+            goto out;
+        }
+        if (fdatasync(fd) != 0) {
+            rc = sys_err(diag, "fdatasync", name);
+            goto out;
+        }
+    }
+    *seconds = keel__bench_now() - t0;
+out:
+    return close_and_remove(fd, path, name, rc, diag);
+}
+
+int keel__bench_seqwrite(void *ctx, double *seconds, keel_diag *diag)
+{
+    keel_bench_file *b = ctx;
+    char path[4096];
+    const char *name = NULL;
+    int fd = -1;
+    int rc = create_file(b, "seqwrite", path, sizeof(path), &name, &fd, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    uint64_t total = b->n * b->size;
+    double t0 = keel__bench_now();
+    for (uint64_t off = 0; off < total; off += KEEL_BENCH_CHUNK_BYTES) {
+        size_t len = total - off < KEEL_BENCH_CHUNK_BYTES
+                         ? (size_t)(total - off)
+                         : KEEL_BENCH_CHUNK_BYTES;
+        rc = write_all(fd, b->chunk, len, off, name, diag);
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    if (fdatasync(fd) != 0) {
+        rc = sys_err(diag, "fdatasync", name);
+        goto out;
+    }
+    *seconds = keel__bench_now() - t0;
+out:
+    return close_and_remove(fd, path, name, rc, diag);
 }
 
 /* ------------------------------------------------------ work directory */
@@ -355,20 +497,24 @@ void keel__bench_report_header(const char *workload, const keel_bench_env *env,
         printf("%s: cpu %s; fs %s (%s); build %s; %zu runs after 1 warm-up, "
                "baseline and candidate interleaved\n",
                workload, env->cpu, env->fs, dir, env->build, runs);
-        printf("%-6s %-10s %10s %8s %12s %12s %12s %7s\n", "sync", "series",
+        printf("%-6s %-12s %10s %8s %12s %12s %12s %7s\n", "sync", "series",
                "n", "size", "median/s", "min/s", "max/s", "ratio");
     }
 }
 
-static void report_row(const keel_bench_result *r, const keel_bench_series *s,
+static void report_row(const keel_bench_result *r, const char *name,
                        const keel_bench_stats *st, double ratio,
                        double bytes_per_unit)
 {
+    char size[24] = "-";
     /* whole numbers, except for rates so low that decimals still matter */
     int prec = st->min < 100 ? 2 : 0;
-    printf("%-6s %-10s %10llu %8llu %12.*f %12.*f %12.*f", r->sync, s->name,
-           (unsigned long long)r->n, (unsigned long long)r->size, prec,
-           st->median, prec, st->min, prec, st->max);
+    if (r->size > 0) {
+        snprintf(size, sizeof(size), "%llu", (unsigned long long)r->size);
+    }
+    printf("%-6s %-12s %10llu %8s %12.*f %12.*f %12.*f", r->sync, name,
+           (unsigned long long)r->n, size, prec, st->median, prec, st->min,
+           prec, st->max);
     if (ratio > 0) {
         printf(" %7.3f", ratio);
     } else {
@@ -380,18 +526,74 @@ static void report_row(const keel_bench_result *r, const keel_bench_series *s,
     printf("\n");
 }
 
+/* key = "<name>_per_s" into buf[cap]. */
+static const char *metric_key(const keel_bench_metric *m, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s_per_s", m->name);
+    return buf;
+}
+
 static json_t *runs_json(const keel_bench_result *r)
 {
+    char key[64];
     json_t *a = json_array();
     for (size_t i = 0; a != NULL && i < r->runs; i++) {
         json_t *o = json_pack("{s:f, s:f}", "per_s", r->candidate->per_s[i],
                               "baseline_per_s", r->baseline->per_s[i]);
+        for (size_t m = 0; o != NULL && m < r->nmetrics; m++) {
+            if (json_object_set_new(
+                    o, metric_key(&r->metrics[m], key, sizeof(key)),
+                    json_real(r->metrics[m].per_s[i])) != 0) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
         if (o == NULL || json_array_append_new(a, o) != 0) {
             json_decref(a);
             a = NULL;
         }
     }
     return a;
+}
+
+/* The JSON line of r: candidate stats cand, baseline median base_median. */
+static json_t *result_json(const keel_bench_result *r,
+                           const keel_bench_stats *cand, double base_median,
+                           double ratio)
+{
+    char key[64];
+    json_t *o = json_pack("{s:s, s:s, s:I}", "workload", r->workload, "sync",
+                          r->sync, "n", (json_int_t)r->n);
+    int bad = o == NULL;
+    if (!bad && r->size > 0) {
+        bad = json_object_set_new(o, "size", json_integer((json_int_t)r->size));
+    }
+    if (!bad) {
+        /* after "size", so a wal-append line keeps its order of keys */
+        json_t *rest = json_pack(
+            "{s:f, s:f, s:f, s:s, s:f, s:f, s:o}", "median_per_s", cand->median,
+            "min_per_s", cand->min, "max_per_s", cand->max, "baseline",
+            r->baseline->name, "baseline_per_s", base_median, "ratio", ratio,
+            "runs", runs_json(r));
+        bad = rest == NULL || json_object_update(o, rest) != 0;
+        json_decref(rest);
+    }
+    if (!bad && r->nmetrics > 0) {
+        bad = json_object_set_new(o, "candidate",
+                                  json_string(r->candidate->name));
+    }
+    for (size_t m = 0; !bad && m < r->nmetrics; m++) {
+        keel_bench_stats st;
+        keel__bench_stats(r->metrics[m].per_s, r->runs, &st);
+        bad =
+            json_object_set_new(o, metric_key(&r->metrics[m], key, sizeof(key)),
+                                json_real(st.median));
+    }
+    if (bad) {
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
 }
 
 int keel__bench_report(const keel_bench_result *r, int json)
@@ -405,16 +607,19 @@ int keel__bench_report(const keel_bench_result *r, int json)
     keel__bench_stats(r->baseline->per_s, r->runs, &base);
     double ratio = cand.median / base.median; /* B4 */
     if (!json) {
-        report_row(r, r->baseline, &base, 0, r->baseline_bytes_per_unit);
-        report_row(r, r->candidate, &cand, ratio, 0);
+        report_row(r, r->baseline->name, &base, 0, r->baseline_bytes_per_unit);
+        report_row(r, r->candidate->name, &cand, ratio, 0);
+        for (size_t m = 0; m < r->nmetrics; m++) {
+            keel_bench_stats st;
+            if (strcmp(r->metrics[m].name, r->candidate->name) == 0) {
+                continue; /* the candidate's own row above */
+            }
+            keel__bench_stats(r->metrics[m].per_s, r->runs, &st);
+            report_row(r, r->metrics[m].name, &st, 0, 0);
+        }
         goto out;
     }
-    o = json_pack("{s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:s, s:f, s:f, s:o}",
-                  "workload", r->workload, "sync", r->sync, "n",
-                  (json_int_t)r->n, "size", (json_int_t)r->size, "median_per_s",
-                  cand.median, "min_per_s", cand.min, "max_per_s", cand.max,
-                  "baseline", r->baseline->name, "baseline_per_s", base.median,
-                  "ratio", ratio, "runs", runs_json(r));
+    o = result_json(r, &cand, base.median, ratio);
     /* 12 significant digits: rates print as 3281338.66295, not with the
      * 17 digits of a round trip that the noise of a run makes meaningless */
     line = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12))

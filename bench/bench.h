@@ -16,6 +16,9 @@
  *   B5  A benchmark deletes only what it created: it works inside a fresh
  *       mkdtemp() directory and removes that directory at the end.
  *
+ * Baselines that several workloads share (fdatasync, seqwrite) are here too,
+ * so each workload measures the same thing by the same code.
+ *
  * Calling sequence of a workload (see bench_wal.c):
  *     keel__bench_workdir(parent, &dir, &d);
  *     keel__bench_env(dir, &env); keel__bench_report_header(..., &env, ...);
@@ -50,6 +53,13 @@ typedef struct keel_bench_series {
                       keel__bench_series_free() */
 } keel_bench_series;
 
+/* A further rate of the candidate, reported beside it: kernel workloads
+ * count cranks, transactions, deliveries and round trips of one run. */
+typedef struct keel_bench_metric {
+    const char *name;    /* "deliveries": JSON key "deliveries_per_s" */
+    const double *per_s; /* the rate of each counted run, in order */
+} keel_bench_metric;
+
 /* Median, min and max of a set of rates. */
 typedef struct keel_bench_stats {
     double median;
@@ -68,15 +78,49 @@ typedef struct keel_bench_env {
 typedef struct keel_bench_result {
     const char *workload; /* "wal-append" */
     const char *sync;     /* the sync policy name */
-    uint64_t n;           /* records per run */
-    uint64_t size;        /* bytes per record */
+    uint64_t n;           /* records (rounds, messages) per run */
+    uint64_t size;        /* bytes per record; 0: not shown */
     const keel_bench_series *candidate;
     const keel_bench_series *baseline;
     size_t runs; /* counted runs in both series */
     /* > 0: the baseline moves this many bytes per unit, and its row also
      * shows bytes/s (seqwrite) */
     double baseline_bytes_per_unit;
+    /* nmetrics > 0: more rates of the candidate, each a row of its own
+     * (except one named like the candidate) and a "<name>_per_s" JSON key;
+     * the JSON line then also names the candidate */
+    const keel_bench_metric *metrics;
+    size_t nmetrics;
 } keel_bench_result;
+
+/*
+ * The plain-POSIX file baselines, run with a keel_bench_file as ctx. They
+ * use no keel code, so a bug or a regression in keel cannot move them.
+ *   fdatasync  append size bytes + fdatasync, n times, to one fresh file:
+ *              the fastest strictly durable commit on this disk
+ *   seqwrite   n*size bytes in KEEL_BENCH_CHUNK_BYTES writes + one
+ *              fdatasync: the disk's streaming bandwidth
+ * Each run creates `<dir>/<name>-<seq>.dat` (setup, untimed) and removes
+ * it afterwards.
+ */
+#define KEEL_BENCH_CHUNK_BYTES (1024u * 1024u)
+
+typedef struct keel_bench_file {
+    const char *dir;        /* the work directory */
+    uint64_t n;             /* records per run */
+    uint64_t size;          /* bytes per record */
+    const uint8_t *payload; /* size bytes */
+    const uint8_t *chunk;   /* KEEL_BENCH_CHUNK_BYTES (seqwrite only) */
+    uint64_t seq;           /* numbers each run's fresh file; a workload
+                               may use it for its own names too */
+} keel_bench_file;
+
+int keel__bench_fdatasync(void *ctx, double *seconds, keel_diag *diag);
+int keel__bench_seqwrite(void *ctx, double *seconds, keel_diag *diag);
+
+/* Fill p[0..len) with pseudo-random bytes from a fixed seed: runs are
+ * comparable, and zstd finds nothing to save in them. */
+void keel__bench_fill_random(uint8_t *p, size_t len);
 
 /* CLOCK_MONOTONIC, in seconds (B3). */
 double keel__bench_now(void);
@@ -114,10 +158,12 @@ void keel__bench_env(const char *dir, keel_bench_env *env);
 void keel__bench_report_header(const char *workload, const keel_bench_env *env,
                                const char *dir, size_t runs, int json);
 /*
- * Print a result: a row for the baseline and one for the candidate, or one
- * JSON line {"workload", "sync", "n", "size", "median_per_s", "min_per_s",
- * "max_per_s", "baseline", "baseline_per_s", "ratio", "runs": [{"per_s",
- * "baseline_per_s"}, ...]}.
+ * Print a result: a row for the baseline and one for the candidate (and
+ * one per metric), or one JSON line {"workload", "sync", "n", "size",
+ * "median_per_s", "min_per_s", "max_per_s", "baseline", "baseline_per_s",
+ * "ratio", "runs": [{"per_s", "baseline_per_s"}, ...]}; "size" only when
+ * it is not 0; with metrics also "candidate" and "<metric>_per_s" (the
+ * median), at the top and in every run.
  * @return KEEL_OK or KEEL_ENOMEM.
  */
 int keel__bench_report(const keel_bench_result *r, int json);
@@ -128,5 +174,10 @@ int keel__bench_main(int argc, char **argv);
 
 /* The workloads, each run with the words after its name. */
 int keel__bench_wal_append(int argc, char **argv);
+/* bench_kernel.c */
+int keel__bench_pingpong(int argc, char **argv);
+int keel__bench_fanout(int argc, char **argv);
+int keel__bench_chain5(int argc, char **argv);
+int keel__bench_pingpong_rss(int argc, char **argv);
 
 #endif

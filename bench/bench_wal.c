@@ -3,7 +3,8 @@
  * appended to a fresh WAL under each sync policy, against the storage
  * baselines of WORKLOADS.md measured in the same run and directory.
  *
- * Series (each run creates its own fresh file or log, B3):
+ * Series (each run creates its own fresh file or log, B3; the two
+ * baselines are bench.c's, shared with the kernel workloads):
  *   fdatasync  plain POSIX: pwrite SIZE bytes at the end of one file, then
  *              fdatasync, N times. The fastest strictly durable commit this
  *              disk allows: the baseline of sync=full.
@@ -26,12 +27,9 @@
  *       figures measure the write path and not how compressible a made-up
  *       payload happens to be.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "keel/keel.h"
 
@@ -39,7 +37,6 @@
 #include "common/diag.h"
 #include "tools/cli.h"
 
-#define CHUNK_BYTES  (1024u * 1024u)
 #define DEFAULT_SIZE 256u
 #define DEFAULT_RUNS 5u
 /* sized so that the default run (all three policies) stays well under a
@@ -107,142 +104,10 @@ static const keel_cli_spec spec = {
 
 /* The state every series of one policy shares. */
 typedef struct wal_bench {
-    const char *dir;        /* the work directory */
-    uint64_t n;             /* records per run */
-    uint64_t size;          /* bytes per record */
-    int sync;               /* enum keel_sync of the WAL series */
-    const uint8_t *payload; /* size bytes (A1, A3) */
-    const uint8_t *chunk;   /* CHUNK_BYTES for seqwrite (A3) */
-    uint64_t seq;           /* numbers each run's fresh file or log */
+    /* dir, n, size, payload, chunk, seq: the baselines read the same (A1) */
+    keel_bench_file f;
+    int sync; /* enum keel_sync of the WAL series */
 } wal_bench;
-
-static void fill_random(uint8_t *p, size_t len)
-{
-    uint64_t s = 0x6b65656c62656e63ull; /* fixed: runs are comparable */
-    for (size_t i = 0; i < len; i++) {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        p[i] = (uint8_t)(z ^ (z >> 31));
-    }
-}
-
-static int sys_err(keel_diag *diag, const char *what, const char *name)
-{
-    int e = errno;
-    return keel__diag(diag, keel_translate_errno(e), "%s: %s: %s", name, what,
-                      strerror(e));
-}
-
-/* pwrite all of buf at off, retrying short writes (A2: plain POSIX). */
-static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off,
-                     const char *name, keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    while (len > 0) {
-        ssize_t n = pwrite(fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            rc = n < 0 ? sys_err(diag, "write", name)
-                       : keel__diag(diag, KEEL_EIO, "%s: write: no progress",
-                                    name);
-            break;
-        }
-        buf += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return rc;
-}
-
-/* A fresh file `<prefix>-<seq>.dat` of the work directory. */
-static int create_file(wal_bench *b, const char *prefix, char *path, size_t cap,
-                       const char **name, int *fd, keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    int n = snprintf(path, cap, "%s/%s-%llu.dat", b->dir, prefix,
-                     (unsigned long long)b->seq++);
-    if (n < 0 || (size_t)n >= cap) {
-        rc = keel__diag(diag, KEEL_EINVAL, "%s: path too long", b->dir);
-        goto out;
-    }
-    *name = path + strlen(b->dir) + 1;
-    *fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (*fd < 0) {
-        rc = sys_err(diag, "open", *name);
-    }
-out:
-    return rc;
-}
-
-static int close_and_remove(int fd, const char *path, const char *name, int rc,
-                            keel_diag *diag)
-{
-    if (fd >= 0 && close(fd) != 0 && rc == KEEL_OK) {
-        rc = sys_err(diag, "close", name);
-    }
-    if (fd >= 0 && unlink(path) != 0 && rc == KEEL_OK) {
-        rc = sys_err(diag, "unlink", name);
-    }
-    return rc;
-}
-
-static int run_fdatasync(void *ctx, double *seconds, keel_diag *diag)
-{
-    wal_bench *b = ctx;
-    char path[4096];
-    const char *name = NULL;
-    int fd = -1;
-    int rc = create_file(b, "fdatasync", path, sizeof(path), &name, &fd, diag);
-    if (rc < 0) {
-        goto out;
-    }
-    double t0 = keel__bench_now();
-    for (uint64_t i = 0; i < b->n; i++) {
-        rc = write_all(fd, b->payload, b->size, i * b->size, name, diag);
-        if (rc < 0) {
-            goto out;
-        }
-        if (fdatasync(fd) != 0) {
-            rc = sys_err(diag, "fdatasync", name);
-            goto out;
-        }
-    }
-    *seconds = keel__bench_now() - t0;
-out:
-    return close_and_remove(fd, path, name, rc, diag);
-}
-
-static int run_seqwrite(void *ctx, double *seconds, keel_diag *diag)
-{
-    wal_bench *b = ctx;
-    char path[4096];
-    const char *name = NULL;
-    int fd = -1;
-    int rc = create_file(b, "seqwrite", path, sizeof(path), &name, &fd, diag);
-    if (rc < 0) {
-        goto out;
-    }
-    uint64_t total = b->n * b->size; /* A1 */
-    double t0 = keel__bench_now();
-    for (uint64_t off = 0; off < total; off += CHUNK_BYTES) {
-        size_t len =
-            total - off < CHUNK_BYTES ? (size_t)(total - off) : CHUNK_BYTES;
-        rc = write_all(fd, b->chunk, len, off, name, diag);
-        if (rc < 0) {
-            goto out;
-        }
-    }
-    if (fdatasync(fd) != 0) {
-        rc = sys_err(diag, "fdatasync", name);
-        goto out;
-    }
-    *seconds = keel__bench_now() - t0;
-out:
-    return close_and_remove(fd, path, name, rc, diag);
-}
 
 static int run_wal(void *ctx, double *seconds, keel_diag *diag)
 {
@@ -251,10 +116,10 @@ static int run_wal(void *ctx, double *seconds, keel_diag *diag)
     keel_wal_options o;
     char path[4096];
     int rc = KEEL_OK;
-    int n = snprintf(path, sizeof(path), "%s/wal-%llu", b->dir,
-                     (unsigned long long)b->seq++);
+    int n = snprintf(path, sizeof(path), "%s/wal-%llu", b->f.dir,
+                     (unsigned long long)b->f.seq++);
     if (n < 0 || (size_t)n >= sizeof(path)) {
-        rc = keel__diag(diag, KEEL_EINVAL, "%s: path too long", b->dir);
+        rc = keel__diag(diag, KEEL_EINVAL, "%s: path too long", b->f.dir);
         goto out;
     }
     keel_wal_options_init(&o);
@@ -264,8 +129,8 @@ static int run_wal(void *ctx, double *seconds, keel_diag *diag)
         goto out;
     }
     double t0 = keel__bench_now();
-    for (uint64_t i = 0; i < b->n; i++) {
-        rc = keel_wal_append(w, KEEL_WAL_CRANK, i + 1, b->payload, b->size,
+    for (uint64_t i = 0; i < b->f.n; i++) {
+        rc = keel_wal_append(w, KEEL_WAL_CRANK, i + 1, b->f.payload, b->f.size,
                              NULL, diag);
         if (rc < 0) {
             goto out;
@@ -362,18 +227,18 @@ static int bench_policy(const wal_args *a, wal_bench *b, int policy,
                         keel_diag *diag)
 {
     b->sync = policy;
-    b->n = a->n > 0 ? a->n
-                    : (policy == KEEL_SYNC_FULL ? DEFAULT_N_FULL
-                                                : DEFAULT_N_BATCHED);
+    b->f.n = a->n > 0 ? a->n
+                      : (policy == KEEL_SYNC_FULL ? DEFAULT_N_FULL
+                                                  : DEFAULT_N_BATCHED);
     keel_bench_series s[2] = {
-        {"fdatasync", run_fdatasync, b, (double)b->n, NULL},
-        {"wal", run_wal, b, (double)b->n, NULL},
+        {"fdatasync", keel__bench_fdatasync, &b->f, (double)b->f.n, NULL},
+        {"wal", run_wal, b, (double)b->f.n, NULL},
     };
     double bytes_per_unit = 0;
     if (policy != KEEL_SYNC_FULL) {
         s[0].name = "seqwrite";
-        s[0].run = run_seqwrite;
-        bytes_per_unit = (double)b->size;
+        s[0].run = keel__bench_seqwrite;
+        bytes_per_unit = (double)b->f.size;
     }
     int rc = keel__bench_interleave(s, 2, a->runs, diag);
     if (rc < 0) {
@@ -382,8 +247,8 @@ static int bench_policy(const wal_args *a, wal_bench *b, int policy,
     keel_bench_result r = {
         .workload = "wal-append",
         .sync = keel_sync_name(policy),
-        .n = b->n,
-        .size = b->size,
+        .n = b->f.n,
+        .size = b->f.size,
         .candidate = &s[1],
         .baseline = &s[0],
         .runs = a->runs,
@@ -413,22 +278,22 @@ int keel__bench_wal_append(int argc, char **argv)
         goto out;
     }
     payload = malloc(a.size);
-    chunk = malloc(CHUNK_BYTES);
+    chunk = malloc(KEEL_BENCH_CHUNK_BYTES);
     if (payload == NULL || chunk == NULL) {
         err = keel__diag(&d, KEEL_ENOMEM, "out of memory");
         goto out;
     }
-    fill_random(payload, a.size);
-    fill_random(chunk, CHUNK_BYTES);
+    keel__bench_fill_random(payload, a.size);
+    keel__bench_fill_random(chunk, KEEL_BENCH_CHUNK_BYTES);
     err = keel__bench_workdir(a.parent, &dir, &d);
     if (err < 0) {
         goto out;
     }
     memset(&b, 0, sizeof(b));
-    b.dir = dir;
-    b.size = a.size;
-    b.payload = payload;
-    b.chunk = chunk;
+    b.f.dir = dir;
+    b.f.size = a.size;
+    b.f.payload = payload;
+    b.f.chunk = chunk;
     keel__bench_env(dir, &env);
     keel__bench_report_header("wal-append", &env, dir, a.runs, a.json);
     for (size_t i = 0; i < a.npolicies && err == KEEL_OK; i++) {

@@ -424,6 +424,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         }
         if (rc == 1) {
             s.cranks++;
+            rc = KEEL_OK; /* K22: a limit stopping the loop still waits */
             continue;
         }
         rc = KEEL_OK;

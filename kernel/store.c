@@ -397,8 +397,9 @@ static size_t arena_offset(const keel__store *s, const void *p)
                : SIZE_MAX;
 }
 
-/* Make room for need more arena bytes and one more node. */
-static int ws_reserve(keel__store *s, size_t need, keel_diag *diag)
+/* Make room for need more arena bytes and, if new_node, one more node. */
+static int ws_reserve(keel__store *s, size_t need, int new_node,
+                      keel_diag *diag)
 {
     int rc = KEEL_OK;
     if (s->arena_cap - s->arena_len < need) {
@@ -414,7 +415,7 @@ static int ws_reserve(keel__store *s, size_t need, keel_diag *diag)
         s->arena = a;
         s->arena_cap = cap;
     }
-    if (s->nnodes == s->nodes_cap) {
+    if (new_node && s->nnodes == s->nodes_cap) {
         if (s->nodes_cap == UINT32_MAX) {
             rc = keel__diag(diag, KEEL_ETOOBIG, "write-set: too many ops");
             goto out;
@@ -507,7 +508,8 @@ static int ws_set(keel__store *s, uint8_t kind, const void *key, size_t klen,
     /* An overwrite that fits reuses the old value's bytes, so a crank that
      * rewrites one key many times does not grow the arena. */
     int in_place = n != 0 && vlen <= s->nodes[n].val_len;
-    rc = ws_reserve(s, (in_place ? 0 : vlen) + (n == 0 ? klen : 0), diag);
+    rc = ws_reserve(s, (in_place ? 0 : vlen) + (n == 0 ? klen : 0), n == 0,
+                    diag);
     if (rc < 0) {
         goto out;
     }
@@ -808,7 +810,7 @@ static int validate_encoded(const uint8_t *p, size_t len, uint32_t *count,
     enc_op prev = {0};
     for (uint32_t i = 0; i < *count; i++) {
         size_t at = off;
-        enc_op op;
+        enc_op op = {0};
         rc = decode_op(p, len, &off, &op, diag);
         if (rc < 0) {
             goto out;
@@ -849,7 +851,7 @@ int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
     }
     size_t off = 4;
     for (uint32_t i = 0; i < count; i++) {
-        enc_op op;
+        enc_op op = {0};
         rc = decode_op(p, len, &off, &op, diag);
         KEEL_ASSERT(rc == KEEL_OK); /* validated above */
         int mrc = apply_op(s, op.kind, op.key, op.key_len, op.val, op.val_len);

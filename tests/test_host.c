@@ -66,16 +66,18 @@ START_TEST(test_host_timers_fire_in_deadline_order)
 {
     keel_host *h = host_new();
     cblog log = {0};
-    timer_arg a[3] = {{&log, 60}, {&log, 20}, {&log, 40}};
+    /* 100 ms apart: scheduling all three would have to stall for longer
+     * than that to change their order. */
+    timer_arg a[3] = {{&log, 300}, {&log, 100}, {&log, 200}};
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(
             keel__host_timer(h, (uint64_t)a[i].id, log_timer, &a[i]), KEEL_OK);
     }
     ck_assert_int_eq(drain(h), 3);
     ck_assert_int_eq(log.n, 3);
-    ck_assert_int_eq(log.ids[0], 20);
-    ck_assert_int_eq(log.ids[1], 40);
-    ck_assert_int_eq(log.ids[2], 60);
+    ck_assert_int_eq(log.ids[0], 100);
+    ck_assert_int_eq(log.ids[1], 200);
+    ck_assert_int_eq(log.ids[2], 300);
     keel__host_free(h);
 }
 END_TEST

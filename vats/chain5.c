@@ -169,13 +169,14 @@ static int job_start(provider *pv, keel_syscall *sys, const char *promise,
     jb->pv = pv;
     jb->i = i;
     atomic_init(&jb->phase, JOB_RUNNING);
-    rc = keel_vat_work(sys, job_work, job_done, jb);
-    if (rc < 0) {
-        goto out;
-    }
     jb->next = pv->jobs;
     pv->jobs = jb;
-    jb = NULL; /* owned by the list until job_done or stop */
+    rc = keel_vat_work(sys, job_work, job_done, jb);
+    if (rc < 0) {
+        job_unlink(jb); /* never queued: free it here */
+        goto out;
+    }
+    jb = NULL; /* owned by the list until job_done or stop (F3) */
 out:
     free(jb);
     return rc;

@@ -2,17 +2,20 @@
  * vats/counter_driver.c — drives a counter vat with a fan-out of incr
  * messages, built in as "counter_driver".
  *
- * Params: {"target":"<vat name>" (default "counter"), "incrs":N (default
- *          100)}.
+ * Params: {"target":"<vat name>" (default "counter"), or instead
+ *          "targets":["<vat name>", ...] (1 to DRIVER_MAX_TARGETS names),
+ *          "incrs":N (default 100)}.
  *
- *   bootstrap(vats): sends N × incr({"n":1}) to the target's root in this
- *                    one crank, each with its own result promise, and
- *                    subscribes to every one.
+ *   bootstrap(vats): sends N × incr({"n":1}) in this one crank, the j-th
+ *                    (j = 0..N-1) to the root of targets[j mod T], each
+ *                    with its own result promise, and subscribes to every
+ *                    one.
  *   notify(P_j) {"value":c}: seen += 1, max = max(max, c); when seen == N,
  *                    done = "1".
  *
- * The counter answers the k-th incr it receives with k, so starting from a
- * fresh counter the final state is seen = N, max = N, done = "1".
+ * A counter answers the k-th incr it receives with k, so starting from
+ * fresh counters the final state is seen = N, max = ceil(N / T) (T targets;
+ * the first ones get one more when T does not divide N), done = "1".
  *
  * Vatstore: seen, max, done.
  *
@@ -26,10 +29,35 @@
 
 #include "vats/vutil.h"
 
+#define DRIVER_MAX_TARGETS 16
+
 typedef struct driver {
-    char target[64];
+    char target[DRIVER_MAX_TARGETS][64];
+    size_t ntargets;
     uint64_t incrs;
 } driver;
+
+/* The "targets" param: 1..DRIVER_MAX_TARGETS vat names, each a string
+ * that fits. @return KEEL_OK or KEEL_EINVAL. */
+static int param_targets(const json_t *arr, driver *dr)
+{
+    size_t i;
+    const json_t *name;
+    if (!json_is_array(arr) || json_array_size(arr) == 0 ||
+        json_array_size(arr) > DRIVER_MAX_TARGETS) {
+        return KEEL_EINVAL;
+    }
+    json_array_foreach(arr, i, name)
+    {
+        const char *s = json_string_value(name);
+        if (s == NULL || strlen(s) >= sizeof(dr->target[i])) {
+            return KEEL_EINVAL;
+        }
+        strcpy(dr->target[i], s);
+    }
+    dr->ntargets = json_array_size(arr);
+    return KEEL_OK;
+}
 
 static int start(keel_syscall *sys, const char *params_json, void **state)
 {
@@ -44,8 +72,16 @@ static int start(keel_syscall *sys, const char *params_json, void **state)
     if (rc < 0) {
         goto out;
     }
-    rc = keel__vutil_param_str(params, "target", "counter", dr->target,
-                               sizeof(dr->target));
+    const json_t *targets = json_object_get(params, "targets");
+    if (targets != NULL && json_object_get(params, "target") != NULL) {
+        rc = KEEL_EINVAL; /* one or the other */
+    } else if (targets != NULL) {
+        rc = param_targets(targets, dr);
+    } else {
+        rc = keel__vutil_param_str(params, "target", "counter", dr->target[0],
+                                   sizeof(dr->target[0]));
+        dr->ntargets = 1;
+    }
     if (rc < 0) {
         goto out;
     }
@@ -62,14 +98,13 @@ out:
 
 static int on_bootstrap(driver *dr, keel_syscall *sys, const keel_delivery *d)
 {
-    char target[KEEL_VREF_MAX];
+    char target[DRIVER_MAX_TARGETS][KEEL_VREF_MAX];
     char result[KEEL_VREF_MAX];
     char *body = keel__vutil_json("{sI}", "n", (json_int_t)1);
     int rc = body == NULL ? KEEL_ENOMEM : KEEL_OK;
-    if (rc < 0) {
-        goto out;
+    for (size_t i = 0; rc == KEEL_OK && i < dr->ntargets; i++) {
+        rc = keel__vutil_bootstrap_root(&d->args, dr->target[i], target[i]);
     }
-    rc = keel__vutil_bootstrap_root(&d->args, dr->target, target);
     if (rc < 0) {
         goto out;
     }
@@ -82,7 +117,8 @@ static int on_bootstrap(driver *dr, keel_syscall *sys, const keel_delivery *d)
         goto out;
     }
     for (uint64_t j = 0; j < dr->incrs && rc == KEEL_OK; j++) {
-        rc = keel__vutil_ask(sys, target, "incr", body, NULL, 0, result);
+        rc = keel__vutil_ask(sys, target[j % dr->ntargets], "incr", body, NULL,
+                             0, result);
     }
 out:
     free(body);

@@ -19,9 +19,9 @@
  * Final state for rounds N: answers = N, answer.<i> = i+1, done = "1".
  *
  * Invariants:
- *   P1  Everything alice needs to go on is in the vatstore (her in-memory
+ *   PP1 Everything alice needs to go on is in the vatstore (her in-memory
  *       state is only her params), so a restart resumes exactly.
- *   P2  Answers are checked: answer i must be i+1 and arrive for round
+ *   PP2 Answers are checked: answer i must be i+1 and arrive for round
  *       answers + 1, else the delivery fails (the vat is terminated).
  */
 #include <limits.h>
@@ -105,7 +105,7 @@ static int alice_bootstrap(pingpong *pp, keel_syscall *sys,
     if (rc < 0) {
         goto out;
     }
-    rc = keel__vutil_set_str(sys, "peer", peer); /* P1 */
+    rc = keel__vutil_set_str(sys, "peer", peer); /* PP1 */
     if (rc < 0) {
         goto out;
     }
@@ -143,7 +143,7 @@ static int alice_notify(pingpong *pp, keel_syscall *sys, const keel_delivery *d)
     }
     i = answers + 1;
     if (i > pp->rounds || value != i + 1) {
-        rc = KEEL_EINVAL; /* P2 */
+        rc = KEEL_EINVAL; /* PP2 */
         goto out;
     }
     snprintf(key, sizeof(key), "answer.%llu", (unsigned long long)i);

@@ -1,0 +1,247 @@
+/*
+ * tests/test_bench.c — smoke runs of the kernel workloads of `keel bench`
+ * (pingpong, fanout, chain5, pingpong-rss) at tiny sizes, through
+ * tu_run_keel(). They check the shape of the JSON and relations that hold
+ * whatever the speed (two rates of one run are in the ratio of their
+ * counts), never a figure.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/testutil.h"
+
+/* Entries of dir, "." and ".." aside. */
+static size_t dir_entries(const char *path)
+{
+    size_t n = 0;
+    DIR *d = opendir(path);
+    struct dirent *e;
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL) {
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Run `keel bench ARGS... --json --dir <tmp>`; assert exit 0, stdout one
+ * JSON object, and that the work directory is gone; return the object. */
+static json_t *bench_json(const char *const *words)
+{
+    char *root = tu_tmpdir("bench");
+    const char *args[16];
+    size_t n = 0;
+    char *out = NULL, *err = NULL;
+    json_error_t je;
+    args[n++] = "bench";
+    for (; *words != NULL; words++) {
+        args[n++] = *words;
+    }
+    args[n++] = "--json";
+    args[n++] = "--dir";
+    args[n++] = root;
+    args[n] = NULL;
+    ck_assert_uint_lt(n, sizeof(args) / sizeof(args[0]));
+    int rc = tu_run_keel(args, &out, &err);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_msg(strchr(out, '\n') == out + strlen(out) - 1,
+                  "not one line: %s", out);
+    json_t *o = json_loads(out, 0, &je);
+    ck_assert_msg(json_is_object(o), "not a JSON object (%s): %s", je.text,
+                  out);
+    ck_assert_uint_eq(dir_entries(root), 0); /* B5 */
+    free(out);
+    free(err);
+    tu_rmrf(root);
+    free(root);
+    return o;
+}
+
+static double real_at(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    ck_assert_msg(json_is_real(v), "%s: missing or not a real", key);
+    return json_real_value(v);
+}
+
+/* The keys every kernel result has, each rate > 0, and 3 runs. */
+static void check_kernel_result(const json_t *o, const char *workload,
+                                const char *sync, const char *per_n)
+{
+    static const char *const rates[] = {
+        "median_per_s",
+        "min_per_s",
+        "max_per_s",
+        "baseline_per_s",
+        "ratio",
+        "cranks_per_s",
+        "transactions_per_s",
+        "deliveries_per_s",
+    };
+    int full = strcmp(sync, "full") == 0;
+    ck_assert_str_eq(json_string_value(json_object_get(o, "workload")),
+                     workload);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "sync")), sync);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "n")), 20);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "baseline")),
+                     full ? "fdatasync" : "lmdb-put");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "candidate")),
+                     full ? "transactions" : "cranks");
+    ck_assert_ptr_null(json_object_get(o, "size"));
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        ck_assert_msg(real_at(o, rates[i]) > 0, "%s not > 0", rates[i]);
+    }
+    /* the candidate's median is its own metric's median */
+    ck_assert(real_at(o, "median_per_s") ==
+              real_at(o, full ? "transactions_per_s" : "cranks_per_s"));
+    if (per_n != NULL) {
+        ck_assert(real_at(o, per_n) > 0);
+    }
+    const json_t *runs = json_object_get(o, "runs");
+    ck_assert_uint_eq(json_array_size(runs), 3);
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *r = json_array_get(runs, i);
+        ck_assert(real_at(r, "per_s") > 0);
+        ck_assert(real_at(r, "baseline_per_s") > 0);
+        ck_assert(real_at(r, "deliveries_per_s") > 0);
+    }
+}
+
+START_TEST(test_bench_pingpong_json_has_kernel_rates)
+{
+    const char *w[] = {"pingpong", "--n",    "20",  "--runs",
+                       "3",        "--sync", "off", NULL};
+    json_t *o = bench_json(w);
+    check_kernel_result(o, "pingpong", "off", "round_trips_per_s");
+    /* 20 round trips are 2 * 20 + 1 cranks, over the same seconds */
+    double ratio = real_at(o, "cranks_per_s") / real_at(o, "round_trips_per_s");
+    ck_assert_msg(fabs(ratio - 41.0 / 20.0) < 1e-6, "cranks/round trips %f",
+                  ratio);
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(test_bench_pingpong_full_counts_transactions_against_fdatasync)
+{
+    const char *w[] = {"pingpong", "--n",    "20",   "--runs",
+                       "3",        "--sync", "full", NULL};
+    json_t *o = bench_json(w);
+    check_kernel_result(o, "pingpong", "full", "round_trips_per_s");
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(test_bench_fanout_json_has_kernel_rates)
+{
+    const char *w[] = {"fanout", "--n",    "20",  "--runs",
+                       "3",      "--sync", "off", NULL};
+    json_t *o = bench_json(w);
+    check_kernel_result(o, "fanout", "off", NULL);
+    ck_assert_ptr_null(json_object_get(o, "round_trips_per_s"));
+    /* 20 incr and 20 answers, and the bootstrap: every crank a delivery */
+    ck_assert(real_at(o, "deliveries_per_s") == real_at(o, "cranks_per_s"));
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(test_bench_chain5_json_has_kernel_rates)
+{
+    const char *w[] = {"chain5", "--n",    "20",  "--runs",
+                       "3",      "--sync", "off", NULL};
+    json_t *o = bench_json(w);
+    check_kernel_result(o, "chain5", "off", "rounds_per_s");
+    /* each round adds an out-of-crank transaction to its cranks */
+    ck_assert(real_at(o, "transactions_per_s") > real_at(o, "cranks_per_s"));
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(test_bench_pingpong_rss_json_has_samples)
+{
+    const char *w[] = {"pingpong-rss", "--n", "200", "--sync", "off", NULL};
+    json_t *o = bench_json(w);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "workload")),
+                     "pingpong-rss");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "sync")), "off");
+    const json_t *samples = json_object_get(o, "samples");
+    static const json_int_t at[] = {20, 50, 100, 200};
+    ck_assert_uint_eq(json_array_size(samples), 4);
+    for (size_t i = 0; i < 4; i++) {
+        const json_t *s = json_array_get(samples, i);
+        ck_assert_int_eq(json_integer_value(json_object_get(s, "cranks")),
+                         at[i]);
+        ck_assert_int_gt(json_integer_value(json_object_get(s, "vm_rss_kib")),
+                         0);
+        ck_assert_int_ge(json_integer_value(json_object_get(s, "vm_hwm_kib")),
+                         json_integer_value(json_object_get(s, "vm_rss_kib")));
+        ck_assert_int_gt(json_integer_value(json_object_get(s, "wal_bytes")),
+                         0);
+    }
+    ck_assert(real_at(o, "rss_ratio") > 0);
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(test_bench_help_lists_kernel_workloads)
+{
+    static const char *const names[] = {"\n  pingpong ", "\n  fanout ",
+                                        "\n  chain5 ", "\n  pingpong-rss "};
+    char *out = NULL;
+    const char *args[] = {"bench", "--help", NULL};
+    ck_assert_int_eq(tu_run_keel(args, &out, NULL), 0);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        ck_assert_msg(strstr(out, names[i]) != NULL, "no%s in: %s", names[i],
+                      out);
+    }
+    free(out);
+}
+END_TEST
+
+START_TEST(test_bench_kernel_usage_errors_exit_two)
+{
+    static const struct {
+        const char *args[8];
+        const char *needle;
+    } cases[] = {
+        {{"bench", "pingpong", "--n", "0", NULL}, "--n"},
+        {{"bench", "fanout", "--sync", "sometimes", NULL}, "--sync"},
+        {{"bench", "chain5", "--runs", "2", NULL}, "--runs"},
+        {{"bench", "pingpong-rss", "--sync", "all", NULL}, "--sync"},
+        {{"bench", "pingpong-rss", "--n", "99", NULL}, "--n"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *out = NULL, *err = NULL;
+        int rc = tu_run_keel(cases[i].args, &out, &err);
+        ck_assert_msg(rc == 2, "case %zu: exit %d", i, rc);
+        ck_assert_msg(strstr(err, cases[i].needle) != NULL, "case %zu: %s", i,
+                      err);
+        ck_assert_str_eq(out, "");
+        free(out);
+        free(err);
+    }
+}
+END_TEST
+
+Suite *bench_suite(void);
+
+Suite *bench_suite(void)
+{
+    Suite *s = suite_create("bench");
+    TCase *tc = tcase_create("kernel");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_bench_pingpong_json_has_kernel_rates);
+    tcase_add_test(
+        tc, test_bench_pingpong_full_counts_transactions_against_fdatasync);
+    tcase_add_test(tc, test_bench_fanout_json_has_kernel_rates);
+    tcase_add_test(tc, test_bench_chain5_json_has_kernel_rates);
+    tcase_add_test(tc, test_bench_pingpong_rss_json_has_samples);
+    tcase_add_test(tc, test_bench_help_lists_kernel_workloads);
+    tcase_add_test(tc, test_bench_kernel_usage_errors_exit_two);
+    suite_add_tcase(s, tc);
+    return s;
+}
