@@ -728,9 +728,15 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
         rc = keel__k_terminate(k, vid, diag);
     } else {
         uint32_t exit_vid = k->exit_vid;
+        uint32_t vid = k->txn_vid;
         k->crank++;
         rc = keel__k_txn_commit(k, KEEL_WAL_CRANK, diag);
-        if (rc == KEEL_OK && exit_vid != 0) {
+        if (rc == KEEL_ETOOBIG) {
+            /* The vat wrote more than one transaction may hold: like an
+             * illegal syscall, the crank aborted and the vat goes. */
+            k->crank--;
+            rc = keel__k_terminate(k, vid, diag);
+        } else if (rc == KEEL_OK && exit_vid != 0) {
             rc = keel__k_terminate(k, exit_vid, diag);
         }
     }

@@ -41,6 +41,10 @@
 #include "common/diag.h"
 #include "common/io.h"
 
+/* Checkpoint once this much is applied but not yet in LMDB's files: it is
+ * held in memory until then. */
+#define CHECKPOINT_PENDING_BYTES (64u * 1024 * 1024)
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -287,26 +291,31 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     if (rc == KEEL_OK) {
         rc = encode_ws(k, &len, &d);
     }
+    /* 64: room for the k.hash entry still to come. */
+    if (rc == KEEL_OK && len + 64 > KEEL_WAL_MAX_PAYLOAD_BYTES) {
+        /* Too big for one WAL record: the transaction's fault, not the
+         * kernel's. It aborts before anything (the hash included) changed;
+         * the caller decides (a crank's vat is terminated). */
+        keel__k_txn_abort(k);
+        return keel__diag(diag, KEEL_ETOOBIG,
+                          "transaction of %zu bytes exceeds the WAL's %u", len,
+                          KEEL_WAL_MAX_PAYLOAD_BYTES);
+    }
     if (rc == KEEL_OK) { /* K12 */
         uint8_t head[17];
         keel__put_u64(head, k->hash);
         head[8] = (uint8_t)kind;
         keel__put_u64(head + 9, k->crank);
-        XXH3_state_t *st = XXH3_createState();
-        if (st == NULL) {
-            rc = keel__diag(&d, KEEL_ENOMEM, "hashing a transaction");
-        } else {
-            XXH3_64bits_reset(st);
-            XXH3_64bits_update(st, head, sizeof(head));
-            XXH3_64bits_update(st, k->enc, len);
-            uint64_t h = XXH3_64bits_digest(st);
-            XXH3_freeState(st);
-            char hex[17];
-            snprintf(hex, sizeof(hex), "%016" PRIx64, h);
-            rc = keel__k_put_str(k, "k.hash", hex);
-            if (rc == KEEL_OK) {
-                k->hash = h;
-            }
+        XXH3_state_t *st = k->hash_state;
+        XXH3_64bits_reset(st);
+        XXH3_64bits_update(st, head, sizeof(head));
+        XXH3_64bits_update(st, k->enc, len);
+        uint64_t h = XXH3_64bits_digest(st);
+        char hex[17];
+        snprintf(hex, sizeof(hex), "%016" PRIx64, h);
+        rc = keel__k_put_str(k, "k.hash", hex);
+        if (rc == KEEL_OK) {
+            k->hash = h;
         }
     }
     if (rc == KEEL_OK) {
@@ -333,6 +342,7 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     k->stat_txns++;
     k->txns_since_ckpt++;
     if (k->txns_since_ckpt >= k->o.checkpoint_cranks ||
+        keel__store_pending_bytes(k->store) >= CHECKPOINT_PENDING_BYTES ||
         now_ns() - k->ckpt_ns >= (uint64_t)k->o.checkpoint_ms * 1000000u) {
         rc = checkpoint(k, diag);
     }
@@ -558,9 +568,13 @@ static int replay(keel_kernel *k, keel_diag *diag)
                             rec.segment, rec.offset, rec.lsn, expect, applied);
             break;
         }
+        keel_diag ad = {0};
         rc = keel__store_apply_encoded(k->store, rec.lsn, rec.payload.ptr,
-                                       rec.payload.len, diag);
+                                       rec.payload.len, &ad);
         if (rc < 0) {
+            keel__diag(diag, rc,
+                       "wal/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
+                       rec.segment, rec.offset, rec.lsn, ad.msg);
             break;
         }
         expect++;
@@ -618,6 +632,11 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
     k->lock_fd = -1;
+    k->hash_state = XXH3_createState();
+    if (k->hash_state == NULL) {
+        free(k);
+        return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+    }
     if (o != NULL) {
         k->o = *o;
     } else {
@@ -760,6 +779,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
         close(k->lock_fd); /* releases the flock */
     }
     free(k->enc);
+    XXH3_freeState(k->hash_state);
     free(k->dir_wal);
     free(k->dir);
     free(k);

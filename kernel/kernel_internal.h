@@ -126,7 +126,8 @@ struct keel_kernel {
     int crash_kind;  /* 0: any */
     uint64_t crash_nth;
     uint64_t crash_seen;
-    uint8_t *enc; /* scratch for encodings */
+    void *hash_state; /* XXH3_state_t, reused by every commit */
+    uint8_t *enc;     /* scratch for encodings */
     size_t enc_cap;
 };
 

@@ -117,6 +117,10 @@ static int own_txn(keel_kernel *k, kvat *v, const kdeferred *sc,
     }
     uint32_t exit_vid = k->exit_vid;
     rc = keel__k_txn_commit(k, KEEL_WAL_OUT_OF_CRANK, diag);
+    if (rc == KEEL_ETOOBIG) {
+        int trc = keel__k_terminate(k, v->id, diag);
+        return trc < 0 ? trc : KEEL_EINVAL;
+    }
     if (rc == KEEL_OK && exit_vid != 0) {
         rc = keel__k_terminate(k, exit_vid, diag);
     }
@@ -354,8 +358,10 @@ static void async_done(void *p)
         keel__k_txn_abort(k); /* nothing to commit */
     } else {
         uint32_t exit_vid = k->exit_vid;
-        if (keel__k_txn_commit(k, KEEL_WAL_OUT_OF_CRANK, NULL) == KEEL_OK &&
-            exit_vid != 0) {
+        int rc = keel__k_txn_commit(k, KEEL_WAL_OUT_OF_CRANK, NULL);
+        if (rc == KEEL_ETOOBIG) {
+            keel__k_terminate(k, v->id, NULL);
+        } else if (rc == KEEL_OK && exit_vid != 0) {
             keel__k_terminate(k, exit_vid, NULL);
         }
     }

@@ -2181,6 +2181,34 @@ START_TEST(test_kernel_vatstore_limits_accept_boundary)
 }
 END_TEST
 
+/* A crank whose write-set cannot fit one WAL record (65 values of 1 MiB
+ * against the 64 MiB record limit) aborts like a failed crank: the vat is
+ * terminated, nothing it wrote stays, and the kernel goes on. */
+START_TEST(test_kernel_oversized_crank_terminates_vat)
+{
+    char kref[KEEL_VREF_MAX];
+    char script[65 * 48 + 8];
+    size_t n = 0;
+    tk t;
+    TK_ACTORS(&t, "alice", "bob");
+    n += (size_t)snprintf(script + n, sizeof(script) - n, "[");
+    for (int i = 0; i < 65; i++) {
+        n += (size_t)snprintf(script + n, sizeof(script) - n,
+                              "%s{'op':'set','key':'k%02d','len':1048576}",
+                              i > 0 ? "," : "", i);
+    }
+    snprintf(script + n, sizeof(script) - n, "]");
+    tk_do(&t, "bob", script, kref);
+    tk_run(&t);
+    ck_vat(&t, "bob", "terminated");
+    ck_vat(&t, "alice", "alive");
+    ck_promise(&t, kref, 2, "{'error':'vat terminated'}");
+    char *v = tk_vs(&t, "bob", "k00");
+    ck_assert_ptr_null(v);
+    tk_free(&t);
+}
+END_TEST
+
 /* SPEC §3.4, §4: reads in a crank see its own writes; keys are ordered;
  * a delete hides a key. */
 START_TEST(test_kernel_vatstore_ordered_and_reads_own_writes)
@@ -2549,6 +2577,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_objects_exported_out_of_order_delivered);
     tcase_add_test(tc, test_kernel_promises_exported_out_of_order_delivered);
     tcase_add_test(tc, test_kernel_vatstore_limits_accept_boundary);
+    tcase_add_test(tc, test_kernel_oversized_crank_terminates_vat);
     tcase_add_test(tc, test_kernel_vatstore_ordered_and_reads_own_writes);
     tcase_add_test(tc, test_kernel_start_failure_terminates_only_that_vat);
     suite_add_tcase(s, tc);
