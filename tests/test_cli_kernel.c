@@ -253,6 +253,37 @@ START_TEST(test_cli_kernel_run_max_cranks_then_resume_same_hash)
 }
 END_TEST
 
+/* --checkpoint-cranks 2 makes the store checkpoint every 2 transactions:
+ * the 5th checkpoint exists only then (a default run has two: after
+ * recovery and at close), and a crash injected at it kills the run for
+ * real; the resume still ends with the uninterrupted run's hash. */
+START_TEST(test_cli_kernel_run_checkpoint_cranks_then_crash_resumes)
+{
+    fixture whole, crashed;
+    fx_init(&whole, pingpong_json);
+    fx_init(&crashed, pingpong_json);
+    json_t *ref = run_to_idle(&whole);
+    const char *a1[] = {
+        "run", crashed.state, "--config", crashed.config, "--checkpoint-cranks",
+        "2",   NULL};
+    ck_assert_int_eq(setenv("KEEL_CRASH_POINT", "checkpoint-after:5", 1), 0);
+    int st = tu_run_keel(a1, NULL, NULL);
+    unsetenv("KEEL_CRASH_POINT");
+    ck_assert_int_eq(st, 128 + 9); /* SIGKILL */
+    const char *a2[] = {"run", crashed.state, "--json", NULL};
+    char *out = keel_ok(a2);
+    json_t *rest = one_json(out);
+    free(out);
+    ck_assert_str_eq(str_field(rest, "stopped"), "idle");
+    ck_assert_str_eq(str_field(rest, "activity_hash"),
+                     str_field(ref, "activity_hash"));
+    json_decref(ref);
+    json_decref(rest);
+    fx_free(&whole);
+    fx_free(&crashed);
+}
+END_TEST
+
 START_TEST(test_cli_kernel_run_sync_group_reaches_idle)
 {
     fixture fx;
@@ -688,6 +719,8 @@ Suite *cli_kernel_suite(void)
     tcase_add_test(tc, test_cli_kernel_run_resumes_and_ignores_config);
     tcase_add_test(tc, test_cli_kernel_run_max_cranks_then_resume_same_hash);
     tcase_add_test(tc, test_cli_kernel_run_sync_group_reaches_idle);
+    tcase_add_test(tc,
+                   test_cli_kernel_run_checkpoint_cranks_then_crash_resumes);
     tcase_add_test(tc, test_cli_kernel_run_bad_config_exits_one_naming_path);
     tcase_add_test(tc, test_cli_kernel_run_missing_config_file_exits_one);
     suite_add_tcase(s, tc);

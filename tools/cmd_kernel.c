@@ -197,6 +197,8 @@ enum {
     RUN_FOREVER,
     RUN_MAX_CRANKS,
     RUN_TIMEOUT_MS,
+    RUN_CKPT_CRANKS,
+    RUN_CKPT_MS,
     RUN_JSON,
     RUN_NOPTS
 };
@@ -207,6 +209,8 @@ static const keel_cli_opt run_opts[RUN_NOPTS] = {
     [RUN_FOREVER] = {"forever", NULL},
     [RUN_MAX_CRANKS] = {"max-cranks", "N"},
     [RUN_TIMEOUT_MS] = {"timeout-ms", "N"},
+    [RUN_CKPT_CRANKS] = {"checkpoint-cranks", "N"},
+    [RUN_CKPT_MS] = {"checkpoint-ms", "N"},
     [RUN_JSON] = {"json", NULL},
 };
 
@@ -252,6 +256,9 @@ static const keel_cli_spec run_spec = {
         "  --forever        do not stop when idle\n"
         "  --max-cranks N   stop after N cranks (N >= 1)\n"
         "  --timeout-ms N   stop after N milliseconds (N >= 1)\n"
+        "  --checkpoint-cranks N   checkpoint the store every N\n"
+        "                   transactions (default 10000)\n"
+        "  --checkpoint-ms N       ... and every N ms (default 1000)\n"
         "  --json           print the summary as one JSON object: stopped\n"
         "                   (idle, signal, max-cranks, timeout), signal,\n"
         "                   state (booted or resumed), cranks, transactions,\n"
@@ -282,6 +289,8 @@ typedef struct run_job {
     const char *config_path;
     char *config_text; /* malloc'd; NULL without --config */
     int sync;
+    uint32_t checkpoint_cranks; /* 0: the kernel's default */
+    uint32_t checkpoint_ms;
     int json;
     int is_new; /* STATE did not exist when the command started */
     int booted_now;
@@ -376,6 +385,22 @@ static int run_parse(int argc, char **argv, run_job *j)
             goto out;
         }
         j->ro.timeout_ms = n;
+    }
+    static const struct {
+        int opt;
+        const char *name;
+    } ckpt[] = {{RUN_CKPT_CRANKS, "checkpoint-cranks"},
+                {RUN_CKPT_MS, "checkpoint-ms"}};
+    for (size_t i = 0; i < 2; i++) {
+        if (a.val[ckpt[i].opt] == NULL) {
+            continue;
+        }
+        rc = keel__cli_parse_u64("run", ckpt[i].name, a.val[ckpt[i].opt], 1,
+                                 UINT32_MAX, &n);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+        *(i == 0 ? &j->checkpoint_cranks : &j->checkpoint_ms) = (uint32_t)n;
     }
     struct stat st;
     j->is_new = stat(j->state, &st) != 0 && errno == ENOENT;
@@ -524,6 +549,12 @@ int keel__cli_run(int argc, char **argv)
     o.sync = j.sync;
     /* crash injection for testing vats under real crashes (kernel.h) */
     o.crash_point = getenv("KEEL_CRASH_POINT");
+    if (j.checkpoint_cranks != 0) {
+        o.checkpoint_cranks = j.checkpoint_cranks;
+    }
+    if (j.checkpoint_ms != 0) {
+        o.checkpoint_ms = j.checkpoint_ms;
+    }
     /* K2: before open, so a signal during recovery or boot stops the run
      * before its first crank instead of killing the process */
     install_stop_handlers();
@@ -704,6 +735,8 @@ static const keel_cli_spec send_spec = {
         "                   (body: the JSON value, or a string when the\n"
         "                   body is not JSON)\n"
         "\n"
+        "Environment: KEEL_CRASH_POINT, as for `keel run`.\n"
+        "\n"
         "Exit status: 0 queued, or (--wait) settled, fulfilled or rejected;\n"
         "1 the kernel refused or failed (no such STATE or vat, locked), or\n"
         "the result was still unresolved after the run; 2 usage error\n"
@@ -812,6 +845,7 @@ int keel__cli_send(int argc, char **argv)
     json_decref(args);
     keel_kernel_options_init(&o);
     o.create = 0;
+    o.crash_point = getenv("KEEL_CRASH_POINT");
     if ((rc = open_state("send", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
         goto out;
     }
