@@ -53,22 +53,6 @@ static char *make_log(const char *root, uint64_t n)
     return dir;
 }
 
-static size_t count_lines(const char *s)
-{
-    size_t n = 0;
-    for (; *s != '\0'; s++) {
-        n += *s == '\n';
-    }
-    return n;
-}
-
-/* Assert err is exactly one line starting "keel: ". */
-static void assert_one_error_line(const char *err)
-{
-    ck_assert_msg(strncmp(err, "keel: ", 6) == 0, "stderr: %s", err);
-    ck_assert_msg(count_lines(err) == 1, "stderr not one line: %s", err);
-}
-
 /* Parse every line of out as JSON; returns a json array of them. */
 static json_t *parse_lines(const char *out)
 {
@@ -196,7 +180,7 @@ START_TEST(test_cli_unknown_command_exits_two)
     char *out = NULL, *err = NULL;
     const char *args[] = {"frobnicate", NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 2);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_ptr_nonnull(strstr(err, "frobnicate"));
     ck_assert_str_eq(out, "");
     free(out);
@@ -229,7 +213,7 @@ START_TEST(test_cli_usage_errors_exit_two_with_one_line)
         char *out = NULL, *err = NULL;
         int rc = tu_run_keel(cases[i].args, &out, &err);
         ck_assert_msg(rc == 2, "case %zu: exit %d", i, rc);
-        assert_one_error_line(err);
+        tu_assert_one_error_line(err);
         ck_assert_msg(strstr(err, cases[i].names) != NULL, "case %zu: %s", i,
                       err);
         ck_assert_str_eq(out, "");
@@ -263,7 +247,7 @@ START_TEST(test_cli_bad_numbers_exit_two_naming_option)
         char *out = NULL, *err = NULL;
         int rc = tu_run_keel(cases[i].args, &out, &err);
         ck_assert_msg(rc == 2, "case %zu: exit %d", i, rc);
-        assert_one_error_line(err);
+        tu_assert_one_error_line(err);
         ck_assert_msg(strstr(err, cases[i].opt) != NULL, "case %zu: %s", i,
                       err);
         free(out);
@@ -301,7 +285,7 @@ START_TEST(test_cli_wal_dump_clean_log_lists_records)
     const char *args[] = {"wal", "dump", wal, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 0);
     /* a column header, five records, the tail */
-    ck_assert_uint_eq(count_lines(out), 7);
+    ck_assert_uint_eq(tu_count_lines(out), 7);
     ck_assert_ptr_nonnull(strstr(out, "crank"));
     snprintf(tail, sizeof(tail),
              "tail: clean at " SEG1 " offset %llu, last LSN 5\n",
@@ -377,7 +361,7 @@ START_TEST(test_cli_wal_verify_missing_dir_exits_one)
     char *out = NULL, *err = NULL;
     const char *args[] = {"wal", "verify", wal, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_ptr_nonnull(strstr(err, "keel: wal verify: "));
     free(out);
     free(err);
@@ -415,7 +399,7 @@ START_TEST(test_cli_wal_verify_torn_tail_exits_one_unchanged)
     char where[128];
     const char *args[] = {"wal", "verify", wal, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     snprintf(where, sizeof(where), "torn tail at " SEG1 " offset %llu",
              (unsigned long long)rec_offset(3));
     ck_assert_msg(strstr(err, where) != NULL, "%s", err);
@@ -445,7 +429,7 @@ START_TEST(test_cli_wal_dump_torn_tail_reports_it_exits_zero)
     char tail[128];
     const char *args[] = {"wal", "dump", wal, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 0);
-    ck_assert_uint_eq(count_lines(out), 4); /* header, 2 records, tail */
+    ck_assert_uint_eq(tu_count_lines(out), 4); /* header, 2 records, tail */
     snprintf(tail, sizeof(tail), "tail: torn at " SEG1 " offset %llu (%llu",
              (unsigned long long)rec_offset(3),
              (unsigned long long)(len - rec_offset(3)));
@@ -485,7 +469,7 @@ START_TEST(test_cli_wal_verify_corruption_exits_one_naming_offset)
     char where[128];
     const char *args[] = {"wal", "verify", wal, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     snprintf(where, sizeof(where), "keel: wal verify: " SEG1 ": offset %llu",
              (unsigned long long)rec_offset(1));
     ck_assert_msg(strstr(err, where) != NULL, "%s", err);
@@ -507,9 +491,9 @@ START_TEST(test_cli_wal_dump_corruption_prints_records_before_it)
     char where[128];
     const char *args[] = {"wal", "dump", wal, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    ck_assert_uint_eq(count_lines(out), 2); /* header, record 1; no tail */
+    ck_assert_uint_eq(tu_count_lines(out), 2); /* header, record 1; no tail */
     ck_assert_ptr_null(strstr(out, "tail:"));
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     snprintf(where, sizeof(where), "keel: wal dump: " SEG1 ": offset %llu",
              (unsigned long long)rec_offset(2));
     ck_assert_msg(strstr(err, where) != NULL, "%s", err);
@@ -537,7 +521,7 @@ START_TEST(test_cli_wal_dump_json_corruption_ends_with_error_object)
                      "KEEL_ECORRUPT");
     ck_assert_ptr_nonnull(
         strstr(json_string_value(json_object_get(e, "message")), SEG1));
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     json_decref(lines);
     free(out);
     free(err);
@@ -657,7 +641,7 @@ START_TEST(test_cli_bench_wal_append_human_has_header_and_rows)
     int rc = tu_run_keel(args, &out, &err);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     /* environment line, column names, baseline row, candidate row */
-    ck_assert_uint_eq(count_lines(out), 4);
+    ck_assert_uint_eq(tu_count_lines(out), 4);
     ck_assert_ptr_nonnull(strstr(out, "cpu "));
     ck_assert_ptr_nonnull(strstr(out, "; fs "));
     ck_assert_ptr_nonnull(strstr(out, "; build "));
@@ -678,7 +662,7 @@ START_TEST(test_cli_bench_missing_dir_exits_one)
     const char *args[] = {"bench", "wal-append", "--n", "5", "--runs",
                           "3",     "--dir",      gone,  NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_ptr_nonnull(strstr(err, "absent"));
     free(out);
     free(err);
@@ -732,7 +716,7 @@ START_TEST(test_cli_wal_demo_bad_sync_exits_two)
     const char *args[] = {"wal",    "demo", "/nonexistent/x",
                           "--sync", "fast", NULL};
     ck_assert_int_eq(tu_run_keel(args, NULL, &err), 2);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_msg(strstr(err, "--sync") != NULL, "%s", err);
     free(err);
 }
@@ -747,7 +731,7 @@ START_TEST(test_cli_wal_demo_unwritable_dir_exits_one)
     char *err = NULL;
     const char *args[] = {"wal", "demo", wal, "--n", "3", NULL};
     ck_assert_int_eq(tu_run_keel(args, NULL, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     free(err);
     free(wal);
     free(file);

@@ -67,22 +67,6 @@ static void fx_free(fixture *fx)
     free(fx->state);
 }
 
-static size_t count_lines(const char *s)
-{
-    size_t n = 0;
-    for (; *s != '\0'; s++) {
-        n += *s == '\n';
-    }
-    return n;
-}
-
-/* Assert err is exactly one line starting "keel: ". */
-static void assert_one_error_line(const char *err)
-{
-    ck_assert_msg(strncmp(err, "keel: ", 6) == 0, "stderr: %s", err);
-    ck_assert_msg(count_lines(err) == 1, "stderr not one line: %s", err);
-}
-
 static int exists(const char *path)
 {
     struct stat st;
@@ -104,7 +88,7 @@ static char *keel_ok(const char *const *args)
 static json_t *one_json(const char *out)
 {
     json_error_t je;
-    ck_assert_msg(count_lines(out) == 1, "not one line: %s", out);
+    ck_assert_msg(tu_count_lines(out) == 1, "not one line: %s", out);
     json_t *o = json_loads(out, 0, &je);
     ck_assert_msg(json_is_object(o), "not a JSON object (%s): %s", je.text,
                   out);
@@ -205,7 +189,7 @@ START_TEST(test_cli_kernel_run_resumes_and_ignores_config)
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 0);
     ck_assert_msg(strstr(err, "already booted; --config ignored") != NULL,
                   "stderr: %s", err);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     json_t *second = one_json(out);
     ck_assert_str_eq(str_field(second, "state"), "resumed");
     ck_assert_str_eq(str_field(second, "stopped"), "idle");
@@ -317,7 +301,7 @@ START_TEST(test_cli_kernel_run_bad_config_exits_one_naming_path)
     char *out = NULL, *err = NULL;
     const char *args[] = {"run", fx.state, "--config", fx.config, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_msg(strstr(err, "cluster.json: vats.bob.builtin: no built-in "
                               "vat named \"bobb\"") != NULL,
                   "stderr: %s", err);
@@ -343,7 +327,7 @@ START_TEST(test_cli_kernel_run_missing_config_file_exits_one)
     char *out = NULL, *err = NULL;
     const char *args[] = {"run", fx.state, "--config", nofile, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_msg(strstr(err, "cannot read config") != NULL, "stderr: %s", err);
     ck_assert_msg(!exists(fx.state), "STATE was created");
     free(out);
@@ -383,7 +367,7 @@ START_TEST(test_cli_kernel_status_missing_state_exits_one)
     char *out = NULL, *err = NULL;
     const char *args[] = {"status", fx.state, NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_msg(strstr(err, "no such state directory") != NULL, "stderr: %s",
                   err);
     ck_assert_str_eq(out, "");
@@ -459,7 +443,7 @@ START_TEST(test_cli_kernel_send_queues_then_run_delivers)
                           "incr", "{\"n\":2}", NULL};
     char *out = keel_ok(args);
     ck_assert_msg(strncmp(out, "queued: kp", 10) == 0, "stdout: %s", out);
-    ck_assert_uint_eq(count_lines(out), 1);
+    ck_assert_uint_eq(tu_count_lines(out), 1);
     free(out);
     json_t *st = status_json(fx.state);
     ck_assert_int_eq(int_field(st, "run_queue"), 1);
@@ -487,7 +471,7 @@ START_TEST(test_cli_kernel_send_unknown_vat_exits_one)
     char *out = NULL, *err = NULL;
     const char *args[] = {"send", fx.state, "carol", "ping", "{}", NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_msg(strstr(err, "vat named \"carol\"") != NULL, "stderr: %s",
                   err);
     ck_assert_str_eq(out, "");
@@ -504,7 +488,7 @@ START_TEST(test_cli_kernel_send_missing_state_exits_one)
     char *out = NULL, *err = NULL;
     const char *args[] = {"send", fx.state, "bob", "ping", "{}", NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
-    assert_one_error_line(err);
+    tu_assert_one_error_line(err);
     ck_assert_msg(strstr(err, "no such state directory") != NULL, "stderr: %s",
                   err);
     ck_assert_msg(!exists(fx.state), "send created STATE");
@@ -543,7 +527,7 @@ START_TEST(test_cli_kernel_usage_errors_exit_two_with_one_line)
         char *out = NULL, *err = NULL;
         int rc = tu_run_keel(cases[i].args, &out, &err);
         ck_assert_msg(rc == 2, "case %zu: exit %d, stderr: %s", i, rc, err);
-        assert_one_error_line(err);
+        tu_assert_one_error_line(err);
         ck_assert_msg(strstr(err, cases[i].needle) != NULL,
                       "case %zu: stderr lacks '%s': %s", i, cases[i].needle,
                       err);
@@ -597,7 +581,7 @@ START_TEST(test_cli_kernel_locked_state_exits_one)
     for (size_t i = 0; i < 3; i++) {
         char *out = NULL, *err = NULL;
         ck_assert_int_eq(tu_run_keel(cases[i], &out, &err), 1);
-        assert_one_error_line(err);
+        tu_assert_one_error_line(err);
         ck_assert_msg(strstr(err, "is locked by another keel process") != NULL,
                       "stderr: %s", err);
         ck_assert_str_eq(out, "");

@@ -176,3 +176,18 @@ int tu_run_keel(const char *const *args, char **out, char **err)
     close(efd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+size_t tu_count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s != '\0'; s++) {
+        n += *s == '\n';
+    }
+    return n;
+}
+
+void tu_assert_one_error_line(const char *err)
+{
+    ck_assert_msg(strncmp(err, "keel: ", 6) == 0, "stderr: %s", err);
+    ck_assert_msg(tu_count_lines(err) == 1, "stderr not one line: %s", err);
+}

@@ -23,6 +23,11 @@ void tu_write_file(const char *path, const void *buf, size_t len);
 /* Copy every regular file of dir `from` into dir `to` (created). */
 void tu_copy_dir(const char *from, const char *to);
 
+/* Newlines in s. */
+size_t tu_count_lines(const char *s);
+/* Assert err is exactly one line starting "keel: " (a CLI error). */
+void tu_assert_one_error_line(const char *err);
+
 /* splitmix64: a seeded PRNG; print the seed on failure. */
 uint64_t tu_rand(uint64_t *state);
 
