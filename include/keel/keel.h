@@ -8,6 +8,7 @@
  *   included from here:
  *     keel/base.h    what all share: the error table, keel_diag, keel_bytes
  *     keel/wal.h     the write-ahead log (segments, records, writer, reader)
+ *     keel/snapshot.h  snapshot files: write, read, verify
  *     keel/vat.h     the vat ABI: deliveries and syscalls
  *     keel/kernel.h  the durable kernel: open, boot, step, run, status
  *
@@ -41,6 +42,7 @@
 
 #include "keel/base.h"
 #include "keel/wal.h"
+#include "keel/snapshot.h"
 #include "keel/vat.h"
 #include "keel/kernel.h"
 

@@ -1,0 +1,289 @@
+/*
+ * keel/snapshot.h — snapshot files: a self-describing, checksummed copy of
+ * a keyspace (named tables of key -> value) at one point of a kernel's
+ * life, written and read as a stream in constant memory.
+ *
+ * Overview
+ *   A snapshot file holds a header (magic, format version), the tables as
+ *   zstd frames of length-prefixed key/value entries (each frame checked
+ *   by xxh3-64 over its compressed and its decompressed bytes), a JSON
+ *   manifest (format, keel version, creation time, kernel id, LSN, crank
+ *   number, activity hash, and each table's entry and byte counts) and a
+ *   trailer (entry totals, an xxh3-64 of the whole file). The byte layout
+ *   is drawn in snapshot/snapshot_format.h. This layer knows nothing of
+ *   LMDB or the kernel: the kernel feeds it the entries of a read
+ *   transaction, and a restore feeds what it reads into a new store.
+ *
+ * Calling sequence (writer)
+ *     keel_snapshot_options o; keel_snapshot_options_init(&o); o.level = 3;
+ *     keel_snapshot_meta m = {.kernel_id = kid, .lsn = lsn, ...};
+ *     keel_snapshot_writer *w;
+ *     rc = keel_snapshot_writer_open("backups/k.snap", &o, &m, &w, &d);
+ *     rc = keel_snapshot_writer_add_table(w, "data", &d);
+ *     for each key in ascending order:
+ *         rc = keel_snapshot_writer_put(w, key, klen, val, vlen, &d);
+ *     rc = keel_snapshot_writer_finish(w, &info, &d);  (durable on KEEL_OK)
+ *     keel_snapshot_writer_close(w);         (always; aborts if unfinished)
+ *   Bytes go to `<path>.tmp` (created exclusively); finish writes the
+ *   manifest and trailer, fdatasyncs, closes, renames it over `<path>` and
+ *   fsyncs the directory. A crash at any point leaves `<path>` as it was
+ *   (absent or the previous file) or the new complete file, never part of
+ *   one.
+ *
+ * Calling sequence (reader)
+ *     keel_snapshot_reader *r;
+ *     rc = keel_snapshot_reader_open("backups/k.snap", NULL, &r, &d);
+ *     keel_snapshot_reader_info(r, &info);       (the manifest, validated)
+ *     while ((rc = keel_snapshot_reader_next(r, &e, &d)) == 1) { use e; }
+ *     rc == 0: every checksum and count verified; rc < 0: refused
+ *     keel_snapshot_reader_close(r);
+ *   Or keel_snapshot_verify(path, NULL, &info, &d) to read and check all.
+ *
+ * Errors
+ *   A snapshot truncated at any byte, with any bit flipped, with bytes
+ *   appended, or not a snapshot at all is KEEL_ECORRUPT; one of a newer
+ *   format version KEEL_EVERSION. The diag names the file (the path as
+ *   given), the byte offset, and what was expected, e.g.
+ *   `k.snap: offset 4120: frame stored checksum 0x..., computed 0x...`.
+ *   Reader errors are sticky: every later next() returns the same error.
+ *
+ * Caveats
+ *   - An entry returned by next() has passed its frame's checksums, but
+ *     the file as a whole is sound only once next() returned 0 (file
+ *     checksum, frame count and per-table counts are checked at the end).
+ *     A restore must not make its result visible before that.
+ *   - A stale `<path>.tmp` (a writer crashed, or another is running) makes
+ *     writer_open fail with KEEL_EEXIST: the writer never deletes a file it
+ *     did not create in this call. Removing it is the caller's job once it
+ *     knows no other writer runs (the kernel, holding its state lock, does
+ *     it before a periodic snapshot; `keel snapshot create` reports it).
+ *   - Memory is bounded by one frame (frame_bytes of entries, or one larger
+ *     entry alone: at most KEEL_SNAPSHOT_MAX_KEY_BYTES +
+ *     KEEL_SNAPSHOT_MAX_VALUE_BYTES), its compressed copy, the table list
+ *     and (reader) the manifest, whatever the number of entries.
+ *   - The directory fsync after the rename is what makes the new name
+ *     durable: local filesystems only (keel.h).
+ *
+ * Threading
+ *   A writer or reader is used by one thread at a time. Independent
+ *   handles may be used from different threads.
+ */
+#ifndef KEEL_SNAPSHOT_H
+#define KEEL_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The format this keel writes and the newest it reads. */
+#define KEEL_SNAPSHOT_FORMAT 1u
+
+#define KEEL_SNAPSHOT_MAX_KEY_BYTES        (64u * 1024)
+#define KEEL_SNAPSHOT_MAX_VALUE_BYTES      (64u * 1024 * 1024)
+#define KEEL_SNAPSHOT_MAX_TABLES           1024u
+#define KEEL_SNAPSHOT_MAX_TABLE_NAME_BYTES 64u
+#define KEEL_SNAPSHOT_DEFAULT_FRAME_BYTES  (1024u * 1024)
+#define KEEL_SNAPSHOT_MAX_FRAME_BYTES      (16u * 1024 * 1024)
+#define KEEL_SNAPSHOT_DEFAULT_LEVEL        3
+
+struct keel_io; /* internal: common/io.h; NULL selects POSIX */
+
+typedef struct keel_snapshot_options {
+    struct keel_io *io;   /* NULL: plain POSIX I/O; must outlive handles */
+    int level;            /* zstd level (writer); default 3; any level zstd
+                             accepts, negative ones included */
+    uint32_t frame_bytes; /* writer: raw entry bytes per frame before it is
+                             compressed and written, 1 ..
+                             KEEL_SNAPSHOT_MAX_FRAME_BYTES; default 1 MiB.
+                             An entry larger than this gets a frame alone */
+} keel_snapshot_options;
+
+/* Fill o with the defaults above. */
+KEEL_API void keel_snapshot_options_init(keel_snapshot_options *o);
+
+/* The point of a kernel's life a snapshot copies; stored in the manifest. */
+typedef struct keel_snapshot_meta {
+    uint64_t kernel_id;
+    uint64_t lsn;             /* the last LSN the copied state includes;
+                                 <= INT64_MAX */
+    uint64_t crank;           /* crank number at that LSN; <= INT64_MAX */
+    uint64_t activity_hash;   /* the chained activity hash at that LSN */
+    uint64_t created_unix_ms; /* writer: 0 = now; <= INT64_MAX */
+} keel_snapshot_meta;
+
+/* A table as the manifest lists it. */
+typedef struct keel_snapshot_table {
+    char name[KEEL_SNAPSHOT_MAX_TABLE_NAME_BYTES + 1];
+    uint64_t entries;
+    uint64_t bytes; /* key + value bytes */
+} keel_snapshot_table;
+
+/* The manifest and totals of a snapshot. */
+typedef struct keel_snapshot_info {
+    keel_snapshot_meta meta;
+    uint32_t format;
+    char keel_version[32]; /* of the keel that wrote it */
+    int level;
+    uint32_t frame_bytes;
+    uint32_t tables;
+    uint64_t entries; /* all tables */
+    uint64_t bytes;   /* key + value bytes, all tables */
+    uint64_t frames;
+    uint64_t file_bytes; /* size of the file */
+} keel_snapshot_info;
+
+/* ---- writer ------------------------------------------------------------ */
+
+typedef struct keel_snapshot_writer keel_snapshot_writer;
+
+/*
+ * Start writing a snapshot that will replace `path`: creates `<path>.tmp`
+ * (O_EXCL) and writes the header to it. Nothing is done to `path` before
+ * keel_snapshot_writer_finish().
+ * @param[in]  opts  NULL for defaults; copied, not retained (opts->io must
+ *                   outlive the writer).
+ * @param[in]  meta  copied.
+ * @param[out] out   the writer, or NULL on failure; end it with
+ *                   keel_snapshot_writer_close(). Nothing to free on
+ *                   failure (a `.tmp` this call created is removed).
+ * @return KEEL_OK, KEEL_EEXIST (`<path>.tmp` exists: see Caveats),
+ *         KEEL_EINVAL (level, frame_bytes or a meta field out of range),
+ *         KEEL_ENOENT (no such directory), KEEL_EACCES, KEEL_EIO,
+ *         KEEL_ENOSPC, KEEL_ENOMEM. Blocks.
+ */
+KEEL_API int keel_snapshot_writer_open(const char *path,
+                                       const keel_snapshot_options *opts,
+                                       const keel_snapshot_meta *meta,
+                                       keel_snapshot_writer **out,
+                                       keel_diag *diag);
+
+/*
+ * Begin the next table; the entries put from now on belong to it. Tables
+ * are stored in the order they are added; a table may stay empty.
+ * @param[in] name  1..64 bytes of [A-Za-z0-9._-], not used before; copied.
+ * @return KEEL_OK, KEEL_EINVAL (bad or duplicate name, more than
+ *         KEEL_SNAPSHOT_MAX_TABLES, writer finished), KEEL_ENOMEM, or an
+ *         I/O error writing the previous table's last frame (the writer
+ *         is then failed), KEEL_EFAILED (it failed earlier). Blocks.
+ */
+KEEL_API int keel_snapshot_writer_add_table(keel_snapshot_writer *w,
+                                            const char *name, keel_diag *diag);
+
+/*
+ * Add one entry to the current table. Keys must strictly ascend within a
+ * table (bytewise, a proper prefix first). The bytes are copied before the
+ * call returns; when a frame fills it is compressed and written.
+ * @return KEEL_OK; KEEL_EINVAL (no table yet, empty key, key not above the
+ *         previous one, writer finished) or KEEL_ETOOBIG (key over
+ *         KEEL_SNAPSHOT_MAX_KEY_BYTES, value over
+ *         KEEL_SNAPSHOT_MAX_VALUE_BYTES): the entry is refused, the writer
+ *         goes on; KEEL_ENOMEM (the entry is refused); KEEL_EIO /
+ *         KEEL_ENOSPC writing a frame, or KEEL_ENOMEM compressing it: the
+ *         writer is now failed; KEEL_EFAILED (it failed earlier). Blocks.
+ */
+KEEL_API int keel_snapshot_writer_put(keel_snapshot_writer *w, const void *key,
+                                      size_t key_len, const void *value,
+                                      size_t value_len, keel_diag *diag);
+
+/*
+ * Write the last frame, the manifest and the trailer; fdatasync, close,
+ * rename `<path>.tmp` over `<path>`, fsync the directory. On KEEL_OK the
+ * snapshot is durable under `path`.
+ * @param[out] info  optional; what was written (as a reader would report).
+ * @return KEEL_OK; KEEL_EINVAL (already finished); KEEL_ENOMEM for the
+ *         manifest (nothing written: the writer goes on); KEEL_EIO /
+ *         KEEL_ENOSPC, or KEEL_ENOMEM compressing the last frame: the
+ *         writer is failed, and `path` holds the previous file, or the new
+ *         complete one if only the directory fsync failed (its name may
+ *         then not survive a power loss); KEEL_EFAILED. Blocks; fsyncs.
+ */
+KEEL_API int keel_snapshot_writer_finish(keel_snapshot_writer *w,
+                                         keel_snapshot_info *info,
+                                         keel_diag *diag);
+
+/* 0, or the error that made the writer fail. */
+KEEL_API int keel_snapshot_writer_failed(const keel_snapshot_writer *w);
+
+/*
+ * Free the writer. Unless finish() succeeded this aborts: `<path>.tmp` is
+ * closed and removed (best effort; after a crash it stays for the caller
+ * to remove) and `path` is left as it was. NULL is a no-op.
+ */
+KEEL_API void keel_snapshot_writer_close(keel_snapshot_writer *w);
+
+/* ---- reader ------------------------------------------------------------ */
+
+typedef struct keel_snapshot_reader keel_snapshot_reader;
+
+/* One entry as read. table points into the reader (valid until close);
+ * key and value into its frame buffer (valid until the next call). */
+typedef struct keel_snapshot_entry {
+    const char *table;
+    uint32_t table_index;
+    keel_bytes key;
+    keel_bytes value;
+} keel_snapshot_entry;
+
+/*
+ * Open a snapshot and validate its header, trailer and manifest (frames
+ * are checked as next() reaches them).
+ * @param[in]  opts  NULL for defaults; only io is used.
+ * @param[out] out   the reader, or NULL on failure; end it with
+ *                   keel_snapshot_reader_close().
+ * @return KEEL_OK, KEEL_ENOENT, KEEL_EACCES, KEEL_ECORRUPT, KEEL_EVERSION,
+ *         KEEL_EIO, KEEL_ENOMEM. Blocks.
+ */
+KEEL_API int keel_snapshot_reader_open(const char *path,
+                                       const keel_snapshot_options *opts,
+                                       keel_snapshot_reader **out,
+                                       keel_diag *diag);
+
+/* The validated manifest and totals (file_bytes included). */
+KEEL_API void keel_snapshot_reader_info(const keel_snapshot_reader *r,
+                                        keel_snapshot_info *out);
+
+/* Table i (0 .. info.tables - 1) as the manifest lists it, or NULL.
+ * Borrowed until close. */
+KEEL_API const keel_snapshot_table *
+keel_snapshot_reader_table(const keel_snapshot_reader *r, uint32_t i);
+
+/* The manifest's JSON bytes, as stored. Borrowed until close. */
+KEEL_API keel_bytes
+keel_snapshot_reader_manifest(const keel_snapshot_reader *r);
+
+/*
+ * Read the next entry, in file order (tables in manifest order, keys
+ * ascending within each). A frame's checksums and every entry in it are
+ * verified before the first of them is returned.
+ * @return 1 (an entry in *e), 0 (the end: the file checksum, frame count
+ *         and per-table counts verified), or KEEL_ECORRUPT / KEEL_EIO /
+ *         KEEL_ENOMEM. After an error or the end every later call returns
+ *         the same again.
+ */
+KEEL_API int keel_snapshot_reader_next(keel_snapshot_reader *r,
+                                       keel_snapshot_entry *e, keel_diag *diag);
+
+/* NULL is a no-op. */
+KEEL_API void keel_snapshot_reader_close(keel_snapshot_reader *r);
+
+/*
+ * Read the whole snapshot at path and check everything: every checksum,
+ * every frame decompressed, every entry's bounds and order, the counts
+ * against the manifest and trailer.
+ * @param[out] info  optional; filled once the manifest was read.
+ * @return KEEL_OK only if all is sound; else as reader_open / _next.
+ */
+KEEL_API int keel_snapshot_verify(const char *path,
+                                  const keel_snapshot_options *opts,
+                                  keel_snapshot_info *info, keel_diag *diag);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
