@@ -1,36 +1,53 @@
 /*
- * kernel/store.c — the kernel's LMDB store: one long-lived write
- * transaction committed only at checkpoints, a write-set in front of it,
- * and a checksum on every stored value. Contract and byte layouts:
- * kernel/store.h. This is the only file that includes <lmdb.h>; MDB_*
- * codes are translated to KEEL_E* here (xlate()) and go no further.
+ * kernel/store.c — the kernel's LMDB store: a write-set (the open crank)
+ * over an in-memory overlay (every change since the last checkpoint,
+ * coalesced by key) over one long-lived LMDB write transaction that only a
+ * checkpoint writes to and commits; a checksum on every stored value.
+ * Contract and byte layouts: kernel/store.h. This is the only file that
+ * includes <lmdb.h>; MDB_* codes are translated to KEEL_E* here (xlate())
+ * and go no further.
  *
  * Invariants:
  *   ST1  Between checkpoints the files on disk hold exactly the last
- *        checkpoint: every change goes into the one write transaction `txn`,
- *        which only keel__store_checkpoint() commits, with LMDB's full sync
- *        (env flags 0: no NOSYNC, NOMETASYNC, MAPASYNC or WRITEMAP).
+ *        checkpoint, and so does the write transaction `txn`: nothing is
+ *        written into it except by keel__store_checkpoint(), which writes
+ *        the overlay and commits it with LMDB's full sync (env flags 0: no
+ *        NOSYNC, NOMETASYNC, MAPASYNC or WRITEMAP).
  *   ST2  A checkpoint commits meta "applied_lsn" = applied_lsn in the same
  *        transaction as the data it covers, so data and LSN agree on disk.
  *   ST3  Every stored value (data and meta) is value ‖ u64 LE
  *        xxh3_64(key ‖ value), checked on every read; a short value or a
  *        mismatch is KEEL_ECORRUPT naming the key and is never returned.
- *   ST4  While a write-set is open, reads see it first: a put shadows the
- *        transaction, a tombstone hides it. The write-set reaches LMDB only
- *        through apply(), which applies all of it or fails the store.
+ *   ST4  Reads see three layers, the higher one winning for a key: the
+ *        open write-set, then the overlay, then the transaction. A put
+ *        shadows the layers below, a tombstone hides them. The write-set
+ *        reaches the overlay only through apply(), which merges all of it
+ *        or fails the store.
  *   ST5  An encoded write-set is canonical: one op per key, keys strictly
  *        ascending. apply_encoded() accepts exactly such bytes and validates
  *        all of them before changing anything, so a rejected payload leaves
  *        the store as it was (and not FAILED).
- *   ST6  After an LMDB error while writing (put, delete, commit, begin) the
+ *   ST6  After an error while applying (no memory for the overlay) or while
+ *        writing to LMDB (put, delete, commit, begin in a checkpoint) the
  *        store is FAILED: that call returns the translated error, every
- *        later one KEEL_EFAILED, until close + reopen. The transaction may
- *        hold part of a write-set, so it must never be committed; close()
- *        aborts it and the WAL replays what it held.
+ *        later one KEEL_EFAILED, until close + reopen. A write-set the WAL
+ *        holds may be missing from the overlay, and the transaction may
+ *        hold part of the overlay, so neither may be used again; close()
+ *        drops both and the WAL replays what they held.
  *   ST7  checkpoint_lsn <= applied_lsn, and applied_lsn only increases.
  *   ST8  Keys are 1..KEEL__STORE_MAX_KEY_BYTES bytes and values at most
  *        KEEL__STORE_MAX_VALUE_BYTES, checked when they enter a write-set:
  *        a write-set the WAL has accepted can always be applied.
+ *   ST9  The overlay holds one entry per key changed since the last
+ *        checkpoint: its last value if its last op was a put; a tombstone
+ *        if it was a delete and the transaction holds the key; nothing if
+ *        it was a delete and the transaction does not (nothing to hide or
+ *        delete). A node marked on_disk, and every tombstone, names a key
+ *        the transaction holds. The overlay is empty when applied_lsn ==
+ *        checkpoint_lsn, and a checkpoint empties it. So LMDB sees each
+ *        key at most once per checkpoint, however often a hot key (the
+ *        crank counter, a queue head) was rewritten, and never sees a key
+ *        that lived and died between two checkpoints (a queue item).
  *
  * States (the function behind each transition):
  *
@@ -40,17 +57,32 @@
  *   +------> READY ------------------------> WS_OPEN  next_key/count/encode
  *   |         |  |  <-- ws_abort() ---------   |  ^            |
  *   |         |  |  <-- ws_apply(lsn) --------+  +------------+
- *   |         |  +-- apply_encoded(lsn) --> READY
- *   |         +----- checkpoint(): commit (full sync), begin --> READY
+ *   |         |  |      (write-set merged into the overlay)
+ *   |         |  +-- apply_encoded(lsn) --> READY (merged likewise)
+ *   |         +----- checkpoint(): overlay into txn, commit (full sync),
+ *   |                begin, overlay emptied --> READY
  *   |
- *   |  any LMDB write error in ws_apply / apply_encoded / checkpoint
+ *   |  no memory in ws_apply / apply_encoded; any LMDB write error in
+ *   |  checkpoint
  *   +--------------------------------------------------------> FAILED
  *                       (every call: KEEL_EFAILED; close() from any state)
  *
- * The write-set is a treap over an index-addressed node array, keys and
- * values copied into one byte arena; both are reset, not freed, between
- * cranks. Priorities come from a PRNG, not from the keys, so keys chosen by
- * a vat cannot unbalance it.
+ * The write-set and the overlay are the same structure, a kv_map: a treap
+ * over an index-addressed node array, keys and values copied into one byte
+ * arena. A rewrite of a key reuses its value's bytes when the new value
+ * fits the space it had; otherwise the old bytes stay unused in the arena
+ * until the map is reset (the write-set at every crank, the overlay at
+ * every checkpoint), which keel__store_pending_bytes() counts. Priorities
+ * come from a PRNG, not from the keys, so keys chosen by a vat cannot
+ * unbalance either treap. The overlay, which holds tens of thousands of
+ * keys between checkpoints, adds two things: a hash index (open
+ * addressing) for the point lookups of every get and every merged op,
+ * leaving the treap to ordered scans and the checkpoint; and a free list
+ * of dropped nodes, whose key and value space a new key reuses where it
+ * fits. The hash (XXH3 of the key) only places keys in the index; keys
+ * are always compared in full, so colliding keys cost probes, never a
+ * wrong answer. Its seed, like the treaps' PRNG, is random for each open,
+ * so that a vat cannot choose keys offline that pile into one probe run.
  */
 #include "kernel/store.h"
 
@@ -74,21 +106,52 @@
 #define OP_MIN_BYTES  (OP_HEAD_BYTES + 1u)
 /* Keys longer than this are shortened ("...") in messages. */
 #define KEY_PRINT_BYTES 96u
+/* A checkpoint keeps the overlay's buffers for the next round up to this
+ * size each, and frees larger ones: a burst must not pin its memory. */
+#define OVERLAY_KEEP_BYTES (16u * 1024 * 1024)
 
 _Static_assert(KEEL__STORE_MAX_VALUE_BYTES <= UINT32_MAX - 8u,
                "a stored value with its checksum fits LMDB's u32 sizes");
 _Static_assert(KEEL__STORE_CHECKSUM_BYTES == 8u, "u64 xxh3 checksum");
 
-typedef struct ws_node {
-    size_t key_off; /* into arena */
+typedef struct kv_node {
+    size_t key_off; /* into the map's arena */
     size_t val_off;
     uint32_t key_len;
     uint32_t val_len;
-    uint32_t left; /* node indices; 0 is "none" (nodes[0] is unused) */
-    uint32_t right;
-    uint32_t prio; /* treap heap order: a parent's is >= its children's */
-    uint8_t kind;  /* KEEL__STORE_PUT or KEEL__STORE_DELETE */
-} ws_node;
+    uint32_t key_cap; /* arena bytes at key_off / val_off this node may */
+    uint32_t val_cap; /* reuse, for a new value or, once freed, a new key */
+    uint32_t left;    /* node indices; 0 is "none" (nodes[0] is unused); */
+    uint32_t right;   /* a free node's left is the next free node */
+    uint32_t prio;    /* treap heap order: a parent's is >= its children's */
+    uint32_t hash;    /* indexed maps: key_hash(m, key) */
+    uint8_t kind;     /* KEEL__STORE_PUT or KEEL__STORE_DELETE; 0: free */
+    uint8_t on_disk;  /* overlay: 1 once the key is known to be in the
+                         transaction, which holds until the checkpoint */
+} kv_node;
+
+/* A key-ordered map of puts and tombstones: the write-set or the overlay. */
+typedef struct kv_map {
+    const char *name; /* "write-set" or "overlay", for messages */
+    kv_node *nodes;   /* nodes[1 .. nnodes-1]: in the tree, or free */
+    uint32_t nnodes;
+    uint32_t nodes_cap;
+    uint32_t root;
+    uint32_t free_head; /* removed nodes, for reuse (the overlay only) */
+    uint32_t nfree;
+    /* The overlay only (indexed): a hash index of the tree's nodes, open
+     * addressing with linear probing, at most half full; 0 is empty. The
+     * treap gives key order (scans, the checkpoint); the index makes the
+     * point lookups of every op and get O(1) in an overlay of many keys. */
+    int indexed;
+    uint32_t *slots;
+    size_t slots_cap; /* 0 or a power of two */
+    uint8_t *arena;
+    size_t arena_len;
+    size_t arena_cap;
+    uint64_t prio_state; /* PRNG of treap priorities; random at open */
+    uint64_t hash_seed;  /* of the index; random at open */
+} kv_map;
 
 struct keel__store {
     keel_io *io;
@@ -101,20 +164,13 @@ struct keel__store {
     uint64_t kernel_id;
     uint64_t applied_lsn;
     uint64_t ckpt_lsn;
-    uint64_t pending_bytes;
     int failed; /* ST6: 0 or the original error */
     keel_diag fail_diag;
 
     int ws_open;
-    ws_node *nodes; /* nodes[1 .. nnodes-1] */
-    uint32_t nnodes;
-    uint32_t nodes_cap;
-    uint32_t root;
-    uint8_t *arena;
-    size_t arena_len;
-    size_t arena_cap;
+    kv_map ws;           /* the open write-set (ST4) */
     size_t ws_enc_bytes; /* exact encoded length of the open write-set */
-    uint64_t prio_state;
+    kv_map ov;           /* the overlay (ST9) */
 };
 
 /* ---------------------------------------------------------------------
@@ -308,65 +364,148 @@ static int put_checked(keel__store *s, MDB_dbi dbi, const uint8_t *key,
 }
 
 /* ---------------------------------------------------------------------
- * The write-set: a treap keyed by bytes (ST4).
+ * kv_map: a treap keyed by bytes, holding puts and tombstones. The
+ * write-set and the overlay are both one.
  */
 
-static const uint8_t *node_key(const keel__store *s, uint32_t n)
+static const uint8_t *map_key(const kv_map *m, uint32_t n)
 {
-    return s->arena + s->nodes[n].key_off;
+    return m->arena + m->nodes[n].key_off;
 }
 
-static int node_cmp(const keel__store *s, const uint8_t *k, size_t klen,
-                    uint32_t n)
+static int map_cmp(const kv_map *m, const uint8_t *k, size_t klen, uint32_t n)
 {
-    return keycmp(k, klen, node_key(s, n), s->nodes[n].key_len);
+    return keycmp(k, klen, map_key(m, n), m->nodes[n].key_len);
 }
 
-static size_t op_bytes(uint8_t kind, size_t klen, size_t vlen)
+static uint32_t key_hash(const kv_map *m, const void *k, size_t klen)
 {
-    return OP_HEAD_BYTES + klen + (kind == KEEL__STORE_PUT ? 4 + vlen : 0);
+    return (uint32_t)XXH3_64bits_withSeed(k, klen, m->hash_seed);
 }
 
-static uint32_t ws_find(const keel__store *s, const uint8_t *k, size_t klen)
+/* The index slot that holds node n, or for a key of hash h not in the
+ * index, the empty slot where probing for it stops (n == 0). */
+static size_t slot_of(const kv_map *m, const uint8_t *k, size_t klen,
+                      uint32_t h)
 {
-    uint32_t t = s->root;
-    while (t != 0) {
-        int c = node_cmp(s, k, klen, t);
-        if (c == 0) {
+    size_t mask = m->slots_cap - 1;
+    size_t i = h & mask;
+    for (;;) {
+        uint32_t n = m->slots[i];
+        if (n == 0 || (m->nodes[n].hash == h && m->nodes[n].key_len == klen &&
+                       memcmp(map_key(m, n), k, klen) == 0)) {
             break;
         }
-        t = c < 0 ? s->nodes[t].left : s->nodes[t].right;
+        i = (i + 1) & mask;
+    }
+    return i;
+}
+
+static uint32_t map_find(const kv_map *m, const uint8_t *k, size_t klen)
+{
+    uint32_t t = m->root;
+    if (m->indexed) {
+        t = t != 0 ? m->slots[slot_of(m, k, klen, key_hash(m, k, klen))] : 0;
+    } else {
+        while (t != 0) {
+            int c = map_cmp(m, k, klen, t);
+            if (c == 0) {
+                break;
+            }
+            t = c < 0 ? m->nodes[t].left : m->nodes[t].right;
+        }
     }
     return t;
 }
 
+/* Index node n (its hash set, its key absent from the index). */
+static void index_add(kv_map *m, uint32_t n)
+{
+    size_t mask = m->slots_cap - 1;
+    size_t i = m->nodes[n].hash & mask;
+    while (m->slots[i] != 0) {
+        i = (i + 1) & mask;
+    }
+    m->slots[i] = n;
+}
+
+/* Take node n out of the index, shifting back the entries after it that
+ * would otherwise no longer be found (no deletion markers). */
+static void index_remove(kv_map *m, uint32_t n)
+{
+    size_t mask = m->slots_cap - 1;
+    size_t i = slot_of(m, map_key(m, n), m->nodes[n].key_len, m->nodes[n].hash);
+    KEEL_ASSERT(m->slots[i] == n);
+    m->slots[i] = 0;
+    for (size_t j = (i + 1) & mask; m->slots[j] != 0; j = (j + 1) & mask) {
+        size_t home = m->nodes[m->slots[j]].hash & mask;
+        /* The entry at j stays if its home lies cyclically in (i, j]. */
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            m->slots[i] = m->slots[j];
+            m->slots[j] = 0;
+            i = j;
+        }
+    }
+}
+
+/* Make the index hold live + new_nodes keys at most half full. */
+static int index_reserve(kv_map *m, size_t new_nodes, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    uint64_t want = 2 * ((uint64_t)m->nnodes - 1 - m->nfree + new_nodes);
+    if (want > m->slots_cap) {
+        uint64_t cap = m->slots_cap > 0 ? m->slots_cap : 64;
+        while (cap < want) {
+            cap *= 2;
+        }
+        uint32_t *slots = cap <= SIZE_MAX / sizeof(*slots)
+                              ? calloc(cap, sizeof(*slots))
+                              : NULL;
+        if (slots == NULL) {
+            rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", m->name);
+            goto out;
+        }
+        free(m->slots);
+        m->slots = slots;
+        m->slots_cap = (size_t)cap;
+        for (uint32_t n = 1; n < m->nnodes; n++) {
+            if (m->nodes[n].kind != 0) {
+                index_add(m, n);
+            }
+        }
+    }
+out:
+    return rc;
+}
+
 /* The node with the smallest key > k (strict) or >= k; 0 if none. */
-static uint32_t ws_lower(const keel__store *s, const uint8_t *k, size_t klen,
-                         int strict)
+static uint32_t map_lower(const kv_map *m, const uint8_t *k, size_t klen,
+                          int strict)
 {
     uint32_t best = 0;
-    uint32_t t = s->ws_open ? s->root : 0;
+    uint32_t t = m->root;
     while (t != 0) {
-        int c = node_cmp(s, k, klen, t);
+        int c = map_cmp(m, k, klen, t);
         if (c < 0 || (c == 0 && !strict)) {
             best = t;
-            t = s->nodes[t].left;
+            t = m->nodes[t].left;
         } else {
-            t = s->nodes[t].right;
+            t = m->nodes[t].right;
         }
     }
     return best;
 }
 
 /* Insert node n (not yet linked) under t; @return the new subtree root. */
-static uint32_t ws_insert(keel__store *s, uint32_t t, uint32_t n)
+static uint32_t map_insert(kv_map *m, uint32_t t, uint32_t n)
 {
     uint32_t r = n;
     if (t != 0) {
-        ws_node *nodes = s->nodes;
+        kv_node *nodes = m->nodes;
         r = t;
-        if (node_cmp(s, node_key(s, n), nodes[n].key_len, t) < 0) {
-            uint32_t l = ws_insert(s, nodes[t].left, n);
+        if (map_cmp(m, map_key(m, n), nodes[n].key_len, t) < 0) {
+            uint32_t l = map_insert(m, nodes[t].left, n);
             nodes[t].left = l;
             if (nodes[l].prio > nodes[t].prio) {
                 nodes[t].left = nodes[l].right;
@@ -374,7 +513,7 @@ static uint32_t ws_insert(keel__store *s, uint32_t t, uint32_t n)
                 r = l;
             }
         } else {
-            uint32_t rt = ws_insert(s, nodes[t].right, n);
+            uint32_t rt = map_insert(m, nodes[t].right, n);
             nodes[t].right = rt;
             if (nodes[rt].prio > nodes[t].prio) {
                 nodes[t].right = nodes[rt].left;
@@ -386,101 +525,326 @@ static uint32_t ws_insert(keel__store *s, uint32_t t, uint32_t n)
     return r;
 }
 
-/* If p points into the arena, its offset there (so it survives a
- * realloc); else SIZE_MAX. Callers may pass bytes the store lent them. */
-static size_t arena_offset(const keel__store *s, const void *p)
+/* If p points into m's arena, its offset there (so it survives a realloc);
+ * else SIZE_MAX. Callers may pass bytes the store lent them. */
+static size_t arena_offset(const kv_map *m, const void *p)
 {
-    uintptr_t a = (uintptr_t)s->arena;
+    uintptr_t a = (uintptr_t)m->arena;
     uintptr_t x = (uintptr_t)p;
-    return (s->arena != NULL && x >= a && x < a + s->arena_len)
+    return (m->arena != NULL && x >= a && x < a + m->arena_len)
                ? (size_t)(x - a)
                : SIZE_MAX;
 }
 
-/* Make room for need more arena bytes and, if new_node, one more node. */
-static int ws_reserve(keel__store *s, size_t need, int new_node,
-                      keel_diag *diag)
+/* Make room for need more arena bytes and new_nodes more nodes. */
+static int map_reserve(kv_map *m, size_t need, size_t new_nodes,
+                       keel_diag *diag)
 {
     int rc = KEEL_OK;
-    if (s->arena_cap - s->arena_len < need) {
-        size_t cap = s->arena_cap > 0 ? s->arena_cap : 4096;
-        while (cap - s->arena_len < need) {
+    if (m->arena_cap - m->arena_len < need) {
+        size_t cap = m->arena_cap > 0 ? m->arena_cap : 4096;
+        while (cap - m->arena_len < need) {
             cap *= 2;
         }
-        uint8_t *a = realloc(s->arena, cap);
+        uint8_t *a = realloc(m->arena, cap);
         if (a == NULL) {
-            rc = keel__diag(diag, KEEL_ENOMEM, "write-set: out of memory");
+            rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", m->name);
             goto out;
         }
-        s->arena = a;
-        s->arena_cap = cap;
+        m->arena = a;
+        m->arena_cap = cap;
     }
-    if (new_node && s->nnodes == s->nodes_cap) {
-        if (s->nodes_cap == UINT32_MAX) {
-            rc = keel__diag(diag, KEEL_ETOOBIG, "write-set: too many ops");
+    /* nodes_cap may be 0 (nothing allocated yet) while nnodes is 1. */
+    if ((uint64_t)m->nnodes + new_nodes > m->nodes_cap) {
+        if (new_nodes > UINT32_MAX - m->nnodes) {
+            rc = keel__diag(diag, KEEL_ETOOBIG, "%s: too many ops", m->name);
             goto out;
         }
-        uint32_t cap =
-            s->nodes_cap < UINT32_MAX / 2 ? 2 * s->nodes_cap : UINT32_MAX;
-        ws_node *n = realloc(s->nodes, (size_t)cap * sizeof(*n));
+        uint64_t cap = m->nodes_cap > 0 ? m->nodes_cap : 16;
+        while (cap < (uint64_t)m->nnodes + new_nodes) {
+            cap *= 2;
+        }
+        if (cap > UINT32_MAX) {
+            cap = UINT32_MAX;
+        }
+        kv_node *n = realloc(m->nodes, (size_t)cap * sizeof(*n));
         if (n == NULL) {
-            rc = keel__diag(diag, KEEL_ENOMEM, "write-set: out of memory");
+            rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", m->name);
             goto out;
         }
-        s->nodes = n;
-        s->nodes_cap = cap;
+        m->nodes = n;
+        m->nodes_cap = (uint32_t)cap;
+    }
+    if (m->indexed && new_nodes > 0) {
+        rc = index_reserve(m, new_nodes, diag);
     }
 out:
     return rc;
 }
 
-/* Copy len bytes from p (possibly inside the arena, at offset poff) to the
+/* Copy len bytes from p (possibly inside m's arena, at offset poff) to the
  * arena at offset dst. */
-static void arena_copy(keel__store *s, size_t dst, const void *p, size_t poff,
+static void arena_copy(kv_map *m, size_t dst, const void *p, size_t poff,
                        size_t len)
 {
     if (len > 0) {
-        memmove(s->arena + dst, poff != SIZE_MAX ? s->arena + poff : p, len);
+        memmove(m->arena + dst, poff != SIZE_MAX ? m->arena + poff : p, len);
     }
+}
+
+/*
+ * Set key to a put of val or (kind DELETE, vlen 0) a tombstone. n is
+ * map_find(m, key) (0: a new key). key and val may point into m's arena.
+ * @param[out] node_out  optional: the key's node on success.
+ * @return KEEL_OK, or KEEL_ENOMEM / KEEL_ETOOBIG with m unchanged.
+ */
+static int map_set(kv_map *m, uint32_t n, uint8_t kind, const void *key,
+                   size_t klen, const void *val, size_t vlen,
+                   uint32_t *node_out, keel_diag *diag)
+{
+    size_t koff = arena_offset(m, key);
+    size_t voff = vlen > 0 ? arena_offset(m, val) : SIZE_MAX;
+    /* A new key takes a free node if there is one. Bytes that fit the
+     * node's old space reuse it, so a key rewritten many times (within a
+     * crank, or across the cranks between checkpoints), or a short-lived
+     * key replaced by one of its size, does not grow the arena. */
+    uint32_t slot = n != 0 ? n : m->free_head;
+    int key_fits = n != 0 || (slot != 0 && klen <= m->nodes[slot].key_cap);
+    int val_fits = slot != 0 && vlen <= m->nodes[slot].val_cap;
+    int rc = map_reserve(m, (key_fits ? 0 : klen) + (val_fits ? 0 : vlen),
+                         n == 0, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    if (slot == 0) {
+        slot = m->nnodes++;
+        memset(&m->nodes[slot], 0, sizeof(m->nodes[slot]));
+    } else if (n == 0) {
+        m->free_head = m->nodes[slot].left;
+        m->nfree--;
+    }
+    kv_node *node = &m->nodes[slot];
+    if (!key_fits) {
+        node->key_off = m->arena_len;
+        node->key_cap = (uint32_t)klen;
+        m->arena_len += klen;
+    }
+    if (!val_fits) {
+        node->val_off = m->arena_len;
+        node->val_cap = (uint32_t)vlen;
+        m->arena_len += vlen;
+    }
+    if (n == 0) {
+        arena_copy(m, node->key_off, key, koff, klen);
+        node->key_len = (uint32_t)klen;
+    }
+    arena_copy(m, node->val_off, val, voff, vlen);
+    node->val_len = (uint32_t)vlen;
+    node->kind = kind;
+    if (n == 0) {
+        node->left = 0;
+        node->right = 0;
+        node->on_disk = 0;
+        if (m->indexed) {
+            node->hash = key_hash(m, map_key(m, slot), klen);
+            index_add(m, slot);
+        }
+        m->prio_state += 0x9e3779b97f4a7c15ull; /* splitmix64 */
+        uint64_t z = m->prio_state;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        node->prio = (uint32_t)(z ^ (z >> 31));
+        m->root = map_insert(m, m->root, slot);
+    }
+    if (node_out != NULL) {
+        *node_out = slot;
+    }
+out:
+    return rc;
+}
+
+/* Join treaps a and b, every key in a below every key in b. */
+static uint32_t map_join(kv_map *m, uint32_t a, uint32_t b)
+{
+    uint32_t r = a != 0 ? a : b;
+    if (a != 0 && b != 0) {
+        if (m->nodes[a].prio >= m->nodes[b].prio) {
+            m->nodes[a].right = map_join(m, m->nodes[a].right, b);
+        } else {
+            m->nodes[b].left = map_join(m, a, m->nodes[b].left);
+            r = b;
+        }
+    }
+    return r;
+}
+
+/* Unlink node n from the subtree t that holds it; @return the new root. */
+static uint32_t map_unlink(kv_map *m, uint32_t t, uint32_t n)
+{
+    uint32_t r = t;
+    KEEL_ASSERT(t != 0);
+    if (t == n) {
+        r = map_join(m, m->nodes[n].left, m->nodes[n].right);
+    } else if (map_cmp(m, map_key(m, n), m->nodes[n].key_len, t) < 0) {
+        m->nodes[t].left = map_unlink(m, m->nodes[t].left, n);
+    } else {
+        m->nodes[t].right = map_unlink(m, m->nodes[t].right, n);
+    }
+    return r;
+}
+
+/* Take node n out of m, onto the free list with its arena space. */
+static void map_remove(kv_map *m, uint32_t n)
+{
+    if (m->indexed) {
+        index_remove(m, n);
+    }
+    m->nodes[n].kind = 0;
+    m->root = map_unlink(m, m->root, n);
+    m->nodes[n].left = m->free_head;
+    m->free_head = n;
+    m->nfree++;
+}
+
+/* Empty m, keeping its buffers for reuse. */
+static void map_reset(kv_map *m)
+{
+    m->root = 0;
+    m->nnodes = 1;
+    m->free_head = 0;
+    m->nfree = 0;
+    m->arena_len = 0;
+    if (m->slots_cap > 0) {
+        memset(m->slots, 0, m->slots_cap * sizeof(*m->slots));
+    }
+}
+
+static void map_free(kv_map *m)
+{
+    free(m->nodes);
+    free(m->arena);
+    free(m->slots);
+}
+
+static size_t op_bytes(uint8_t kind, size_t klen, size_t vlen)
+{
+    return OP_HEAD_BYTES + klen + (kind == KEEL__STORE_PUT ? 4 + vlen : 0);
 }
 
 #ifdef KEEL_DEBUG
-/* KEEL_DEBUG checker for ST4/ST5/ST7 on the write-set's structure: keys
- * in strictly ascending in-order sequence, heap order of priorities, and
- * the op count and encoded length it claims. */
-static int ws_walk_ok(const keel__store *s, uint32_t t, uint32_t *prev,
-                      size_t *count, size_t *bytes)
+/* KEEL_DEBUG checker for a kv_map's structure: keys in strictly ascending
+ * in-order sequence, heap order of priorities, every key and value inside
+ * the arena; counts the nodes and the encoded length of the ops. */
+static int map_walk_ok(const kv_map *m, uint32_t t, uint32_t *prev,
+                       size_t *count, size_t *bytes)
 {
     int ok = 1;
     if (t != 0) {
-        const ws_node *n = &s->nodes[t];
-        ok = (n->left == 0 || s->nodes[n->left].prio <= n->prio) &&
-             (n->right == 0 || s->nodes[n->right].prio <= n->prio) &&
-             ws_walk_ok(s, n->left, prev, count, bytes);
-        ok = ok && (*prev == 0 || node_cmp(s, node_key(s, *prev),
-                                           s->nodes[*prev].key_len, t) < 0);
+        const kv_node *n = &m->nodes[t];
+        ok = (n->left == 0 || m->nodes[n->left].prio <= n->prio) &&
+             (n->right == 0 || m->nodes[n->right].prio <= n->prio) &&
+             n->val_len <= n->val_cap &&
+             n->key_off + n->key_len <= m->arena_len &&
+             n->val_off + n->val_cap <= m->arena_len &&
+             (n->kind == KEEL__STORE_PUT || n->val_len == 0) &&
+             map_walk_ok(m, n->left, prev, count, bytes);
+        ok = ok && n->key_off + n->key_cap <= m->arena_len &&
+             n->key_len <= n->key_cap;
+        ok = ok && (*prev == 0 || map_cmp(m, map_key(m, *prev),
+                                          m->nodes[*prev].key_len, t) < 0);
         *prev = t;
         *count += 1;
         *bytes += op_bytes(n->kind, n->key_len, n->val_len);
-        ok = ok && ws_walk_ok(s, n->right, prev, count, bytes);
+        ok = ok && map_walk_ok(m, n->right, prev, count, bytes);
     }
     return ok;
 }
 
-static int store_invariants_ok(const keel__store *s)
+/* The whole map checks out: every node is either in the tree or on the
+ * free list; *enc_bytes is set to the encoded length of the tree's ops. */
+static int map_ok(const kv_map *m, size_t *enc_bytes)
 {
     uint32_t prev = 0;
     size_t count = 0;
-    size_t bytes = 4;
+    *enc_bytes = 4;
+    uint32_t nfree = 0;
+    for (uint32_t f = m->free_head; f != 0 && nfree < m->nnodes;
+         f = m->nodes[f].left) {
+        nfree++;
+    }
+    return map_walk_ok(m, m->root, &prev, &count, enc_bytes) &&
+           nfree == m->nfree && count + 1 + nfree == m->nnodes;
+}
+
+/* ST4/ST5/ST7 on the write-set's structure and the length it claims. */
+static int ws_invariants_ok(const keel__store *s)
+{
+    size_t bytes = 0;
     int ok =
         s->ckpt_lsn <= s->applied_lsn && (s->failed != 0 || s->txn != NULL);
     if (s->ws_open) {
-        ok = ok && ws_walk_ok(s, s->root, &prev, &count, &bytes) &&
-             count + 1 == s->nnodes && bytes == s->ws_enc_bytes;
+        ok = ok && map_ok(&s->ws, &bytes) && bytes == s->ws_enc_bytes &&
+             s->ws.nfree == 0;
     }
     return ok;
 }
+
+/* ST9: every tombstone, and every node marked on_disk, is marked and
+ * names a key the transaction holds. */
+static int ov_disk_ok(const keel__store *s, uint32_t t)
+{
+    int ok = 1;
+    if (t != 0) {
+        const kv_node *n = &s->ov.nodes[t];
+        if (n->on_disk || n->kind == KEEL__STORE_DELETE) {
+            MDB_val k = {.mv_size = n->key_len,
+                         .mv_data = s->ov.arena + n->key_off};
+            MDB_val d;
+            ok = n->on_disk &&
+                 mdb_get(s->txn, s->data_dbi, &k, &d) == MDB_SUCCESS;
+        }
+        ok = ok && ov_disk_ok(s, n->left) && ov_disk_ok(s, n->right);
+    }
+    return ok;
+}
+
+/* An indexed map's index holds exactly its tree's nodes, each where a
+ * lookup of its key finds it, and is at most half full. */
+static int index_ok(const kv_map *m)
+{
+    size_t live = 0;
+    size_t used = 0;
+    int ok = 1;
+    for (uint32_t n = 1; n < m->nnodes && ok; n++) {
+        if (m->nodes[n].kind != 0) {
+            live++;
+            ok = m->nodes[n].hash ==
+                     key_hash(m, map_key(m, n), m->nodes[n].key_len) &&
+                 map_find(m, map_key(m, n), m->nodes[n].key_len) == n;
+        }
+    }
+    for (size_t i = 0; i < m->slots_cap; i++) {
+        used += m->slots[i] != 0;
+    }
+    return ok && used == live && 2 * live <= m->slots_cap;
+}
+
+/* ST7/ST9 on the overlay: O(overlay), so apply runs it only while the
+ * overlay is small (tests), and checkpoint before and after every flush. */
+#define OV_CHECK_ON_APPLY_NODES 1024u
+static int ov_invariants_ok(const keel__store *s)
+{
+    size_t bytes = 0;
+    return s->ckpt_lsn <= s->applied_lsn && map_ok(&s->ov, &bytes) &&
+           index_ok(&s->ov) &&
+           (s->applied_lsn != s->ckpt_lsn || s->ov.nnodes == 1) &&
+           (s->failed != 0 || ov_disk_ok(s, s->ov.root));
+}
 #endif
+
+/* ---------------------------------------------------------------------
+ * The write-set (ST4, ST5, ST8).
+ */
 
 static int ws_set(keel__store *s, uint8_t kind, const void *key, size_t klen,
                   const void *val, size_t vlen, keel_diag *diag)
@@ -502,49 +866,17 @@ static int ws_set(keel__store *s, uint8_t kind, const void *key, size_t klen,
                         vlen, KEEL__STORE_MAX_VALUE_BYTES);
         goto out;
     }
-    size_t koff = arena_offset(s, key);
-    size_t voff = vlen > 0 ? arena_offset(s, val) : SIZE_MAX;
-    uint32_t n = ws_find(s, key, klen);
-    /* An overwrite that fits reuses the old value's bytes, so a crank that
-     * rewrites one key many times does not grow the arena. */
-    int in_place = n != 0 && vlen <= s->nodes[n].val_len;
-    rc = ws_reserve(s, (in_place ? 0 : vlen) + (n == 0 ? klen : 0), n == 0,
-                    diag);
+    uint32_t n = map_find(&s->ws, key, klen);
+    size_t old =
+        n != 0 ? op_bytes(s->ws.nodes[n].kind, klen, s->ws.nodes[n].val_len)
+               : 0;
+    rc = map_set(&s->ws, n, kind, key, klen, val, vlen, NULL, diag);
     if (rc < 0) {
         goto out;
     }
-    if (n != 0) {
-        ws_node *node = &s->nodes[n];
-        s->ws_enc_bytes -= op_bytes(node->kind, node->key_len, node->val_len);
-        if (!in_place) {
-            node->val_off = s->arena_len;
-            s->arena_len += vlen;
-        }
-        arena_copy(s, node->val_off, val, voff, vlen);
-        node->val_len = (uint32_t)vlen;
-        node->kind = kind;
-    } else {
-        n = s->nnodes++;
-        ws_node *node = &s->nodes[n];
-        memset(node, 0, sizeof(*node));
-        node->key_off = s->arena_len;
-        arena_copy(s, node->key_off, key, koff, klen);
-        node->val_off = s->arena_len + klen;
-        arena_copy(s, node->val_off, val, voff, vlen);
-        s->arena_len += klen + vlen;
-        node->key_len = (uint32_t)klen;
-        node->val_len = (uint32_t)vlen;
-        node->kind = kind;
-        s->prio_state += 0x9e3779b97f4a7c15ull; /* splitmix64 */
-        uint64_t z = s->prio_state;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        node->prio = (uint32_t)(z ^ (z >> 31));
-        s->root = ws_insert(s, s->root, n);
-    }
-    s->ws_enc_bytes += op_bytes(kind, klen, vlen);
+    s->ws_enc_bytes = s->ws_enc_bytes - old + op_bytes(kind, klen, vlen);
 #ifdef KEEL_DEBUG
-    KEEL_ASSERT(store_invariants_ok(s));
+    KEEL_ASSERT(ws_invariants_ok(s));
 #endif
 out:
     return rc;
@@ -553,9 +885,7 @@ out:
 static void ws_reset(keel__store *s)
 {
     s->ws_open = 0;
-    s->root = 0;
-    s->nnodes = 1;
-    s->arena_len = 0;
+    map_reset(&s->ws);
     s->ws_enc_bytes = 4;
 }
 
@@ -590,7 +920,7 @@ void keel__store_ws_abort(keel__store *s)
 
 size_t keel__store_ws_count(const keel__store *s)
 {
-    return s->ws_open ? (size_t)s->nnodes - 1 : 0;
+    return s->ws_open ? (size_t)s->ws.nnodes - 1 : 0;
 }
 
 size_t keel__store_ws_encode_bound(const keel__store *s)
@@ -600,23 +930,23 @@ size_t keel__store_ws_encode_bound(const keel__store *s)
 }
 
 /* In key order (ST5). */
-static uint8_t *encode_walk(const keel__store *s, uint32_t t, uint8_t *p)
+static uint8_t *encode_walk(const kv_map *m, uint32_t t, uint8_t *p)
 {
     if (t != 0) {
-        const ws_node *n = &s->nodes[t];
-        p = encode_walk(s, n->left, p);
+        const kv_node *n = &m->nodes[t];
+        p = encode_walk(m, n->left, p);
         *p++ = n->kind;
         keel__put_u32(p, n->key_len);
-        memcpy(p + 4, s->arena + n->key_off, n->key_len);
+        memcpy(p + 4, m->arena + n->key_off, n->key_len);
         p += 4 + n->key_len;
         if (n->kind == KEEL__STORE_PUT) {
             keel__put_u32(p, n->val_len);
             if (n->val_len > 0) {
-                memcpy(p + 4, s->arena + n->val_off, n->val_len);
+                memcpy(p + 4, m->arena + n->val_off, n->val_len);
             }
             p += 4 + n->val_len;
         }
-        p = encode_walk(s, n->right, p);
+        p = encode_walk(m, n->right, p);
     }
     return p;
 }
@@ -636,52 +966,71 @@ int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
                         s->ws_enc_bytes, cap);
         goto out;
     }
-    keel__put_u32(buf, s->nnodes - 1);
-    uint8_t *end = encode_walk(s, s->root, buf + 4);
+    keel__put_u32(buf, s->ws.nnodes - 1);
+    uint8_t *end = encode_walk(&s->ws, s->ws.root, buf + 4);
     KEEL_ASSERT((size_t)(end - buf) == s->ws_enc_bytes);
 out:
     return rc;
 }
 
 /* ---------------------------------------------------------------------
- * Applying write-sets to the transaction.
+ * Applying write-sets: merging them into the overlay (ST9).
  */
 
-/* One op into the transaction. @return an LMDB code. */
-static int apply_op(keel__store *s, uint8_t kind, const uint8_t *key,
-                    size_t klen, const uint8_t *val, size_t vlen)
+/*
+ * Make room in the overlay for up to ops new keys and bytes of keys and
+ * values, so that the merges that follow cannot fail half-way. A failure
+ * makes the store FAILED (ST6): the WAL already holds the write-set, and
+ * applying a later one over its absence would diverge from the log.
+ */
+static int ov_reserve(keel__store *s, size_t bytes, size_t ops, keel_diag *diag)
 {
-    int mrc;
-    if (kind == KEEL__STORE_PUT) {
-        mrc = put_checked(s, s->data_dbi, key, klen, val, vlen);
-        s->pending_bytes += klen + vlen + KEEL__STORE_CHECKSUM_BYTES;
-    } else {
-        MDB_val k = {.mv_size = klen, .mv_data = (void *)key};
-        mrc = mdb_del(s->txn, s->data_dbi, &k, NULL);
-        if (mrc == MDB_NOTFOUND) {
-            mrc = MDB_SUCCESS;
-        }
-        s->pending_bytes += klen;
+    int rc = map_reserve(&s->ov, bytes, ops, diag);
+    if (rc < 0) {
+        rc = set_failed(s, rc, diag);
     }
-    return mrc;
+    return rc;
 }
 
-static int apply_walk(keel__store *s, uint32_t t)
+/* Whether the transaction (the last checkpoint) holds key. An error
+ * answers yes: a tombstone is never wrong, and the read that needs the
+ * entry reports the error. */
+static int on_disk(keel__store *s, const uint8_t *key, size_t klen)
 {
-    int mrc = MDB_SUCCESS;
-    if (t != 0) {
-        const ws_node *n = &s->nodes[t];
-        uint32_t right = n->right;
-        mrc = apply_walk(s, n->left);
-        if (mrc == MDB_SUCCESS) {
-            mrc = apply_op(s, n->kind, s->arena + n->key_off, n->key_len,
-                           s->arena + n->val_off, n->val_len);
-        }
-        if (mrc == MDB_SUCCESS) {
-            mrc = apply_walk(s, right);
-        }
+    MDB_val k = {.mv_size = klen, .mv_data = (void *)key};
+    MDB_val d;
+    return mdb_get(s->txn, s->data_dbi, &k, &d) != MDB_NOTFOUND;
+}
+
+/*
+ * One op into the overlay (ST9): a put overwrites the key's entry; a
+ * delete makes it a tombstone if the key is on disk, and otherwise drops
+ * the entry, since there is nothing to hide or delete: short-lived keys (a
+ * queue item, a promise) then leave nothing behind for the lookups and the
+ * checkpoint to wade through. The transaction does not change until the
+ * checkpoint, so a key found on disk is marked and not looked up again
+ * (a hot key deleted and put back every few cranks). Room was reserved by
+ * ov_reserve().
+ */
+static void ov_merge(keel__store *s, uint8_t kind, const uint8_t *key,
+                     size_t klen, const uint8_t *val, size_t vlen)
+{
+    kv_map *m = &s->ov;
+    uint32_t n = map_find(m, key, klen);
+    int disk = n != 0 &&
+               (m->nodes[n].on_disk || m->nodes[n].kind == KEEL__STORE_DELETE);
+    if (kind == KEEL__STORE_DELETE && !disk) {
+        disk = on_disk(s, key, klen);
     }
-    return mrc;
+    if (kind == KEEL__STORE_DELETE && !disk) {
+        if (n != 0) {
+            map_remove(m, n);
+        }
+    } else {
+        int rc = map_set(m, n, kind, key, klen, val, vlen, &n, NULL);
+        KEEL_ASSERT(rc == KEEL_OK);
+        m->nodes[n].on_disk = (uint8_t)disk;
+    }
 }
 
 int keel__store_ws_apply(keel__store *s, uint64_t lsn, keel_diag *diag)
@@ -692,14 +1041,21 @@ int keel__store_ws_apply(keel__store *s, uint64_t lsn, keel_diag *diag)
         goto out;
     }
     KEEL_ASSERT(lsn > s->applied_lsn); /* ST7 */
-    int mrc = apply_walk(s, s->root);
-    if (mrc != MDB_SUCCESS) {
-        /* ST6: the transaction may now hold part of this write-set. */
-        rc = set_failed(s, lmdb_error(s, mrc, "applying a write-set", diag),
-                        diag);
+    /* The write-set's arena holds every key and live value it has. */
+    rc = ov_reserve(s, s->ws.arena_len, (size_t)s->ws.nnodes - 1, diag);
+    if (rc < 0) {
         goto out;
     }
+    /* One op per node; the order of merging distinct keys is immaterial. */
+    for (uint32_t i = 1; i < s->ws.nnodes; i++) {
+        const kv_node *n = &s->ws.nodes[i];
+        ov_merge(s, n->kind, s->ws.arena + n->key_off, n->key_len,
+                 s->ws.arena + n->val_off, n->val_len);
+    }
     s->applied_lsn = lsn;
+#ifdef KEEL_DEBUG
+    KEEL_ASSERT(s->ov.nnodes > OV_CHECK_ON_APPLY_NODES || ov_invariants_ok(s));
+#endif
 out:
     ws_reset(s);
     return rc;
@@ -849,26 +1205,28 @@ int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
     if (rc < 0) {
         goto out;
     }
+    /* The payload holds every key and value it sets. */
+    rc = ov_reserve(s, len, count, diag);
+    if (rc < 0) {
+        goto out;
+    }
     size_t off = 4;
     for (uint32_t i = 0; i < count; i++) {
         enc_op op = {0};
         rc = decode_op(p, len, &off, &op, diag);
         KEEL_ASSERT(rc == KEEL_OK); /* validated above */
-        int mrc = apply_op(s, op.kind, op.key, op.key_len, op.val, op.val_len);
-        if (mrc != MDB_SUCCESS) {
-            rc = set_failed(
-                s, lmdb_error(s, mrc, "applying an encoded write-set", diag),
-                diag);
-            goto out;
-        }
+        ov_merge(s, op.kind, op.key, op.key_len, op.val, op.val_len);
     }
     s->applied_lsn = lsn;
+#ifdef KEEL_DEBUG
+    KEEL_ASSERT(s->ov.nnodes > OV_CHECK_ON_APPLY_NODES || ov_invariants_ok(s));
+#endif
 out:
     return rc;
 }
 
 /* ---------------------------------------------------------------------
- * Reads.
+ * Reads: the write-set, then the overlay, then the transaction (ST4).
  */
 
 int keel__store_get(keel__store *s, const void *key, size_t key_len,
@@ -883,11 +1241,16 @@ int keel__store_get(keel__store *s, const void *key, size_t key_len,
                         key_len, KEEL__STORE_MAX_KEY_BYTES);
         goto out;
     }
-    uint32_t n = s->ws_open ? ws_find(s, key, key_len) : 0;
+    const kv_map *m = &s->ws;
+    uint32_t n = s->ws_open ? map_find(m, key, key_len) : 0;
+    if (n == 0) {
+        m = &s->ov;
+        n = map_find(m, key, key_len);
+    }
     if (n != 0) { /* ST4 */
-        if (s->nodes[n].kind == KEEL__STORE_PUT) {
-            value->ptr = s->arena + s->nodes[n].val_off;
-            value->len = s->nodes[n].val_len;
+        if (m->nodes[n].kind == KEEL__STORE_PUT) {
+            value->ptr = m->arena + m->nodes[n].val_off;
+            value->len = m->nodes[n].val_len;
             rc = 1;
         }
         goto out;
@@ -931,10 +1294,25 @@ static int cursor_seek(MDB_cursor *cur, const uint8_t *t, size_t tlen,
     return mrc;
 }
 
+/* One map's candidate in merged_next(): node n of m (0: none left). */
+typedef struct map_cursor {
+    const kv_map *m;
+    uint32_t n;
+} map_cursor;
+
+/* If c's candidate is the key k, step it to the next key after k. */
+static void map_cursor_skip(map_cursor *c, const uint8_t *k, size_t klen)
+{
+    if (c->n != 0 && map_cmp(c->m, k, klen, c->n) == 0) {
+        c->n = map_lower(c->m, k, klen, 1);
+    }
+}
+
 /*
  * The smallest visible key > t (strict) or >= t that starts with prefix:
- * the write-set's candidate and the cursor's merged, the write-set winning
- * ties, tombstones skipped along with the entry they hide (ST4).
+ * the candidates of the write-set, the overlay and the cursor merged, the
+ * higher layer winning ties, a tombstone skipped in every layer along with
+ * the entries it hides (ST4).
  * @return 1 (key set), 0, or an error.
  */
 static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
@@ -945,47 +1323,58 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
     MDB_val lk;
     MDB_val ld;
     int mrc = cursor_seek(cur, t, tlen, strict, &lk, &ld);
-    uint32_t wn = ws_lower(s, t, tlen, strict);
+    /* Highest layer last, so that it wins a tie below. */
+    map_cursor layers[2] = {
+        {.m = &s->ov, .n = map_lower(&s->ov, t, tlen, strict)},
+        {.m = &s->ws, .n = s->ws_open ? map_lower(&s->ws, t, tlen, strict) : 0},
+    };
     for (;;) {
         if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND) {
             rc = lmdb_error(s, mrc, "next key", diag);
             break;
         }
-        int lhave = mrc == MDB_SUCCESS;
-        if (!lhave && wn == 0) {
+        const uint8_t *mk = mrc == MDB_SUCCESS ? lk.mv_data : NULL;
+        size_t mlen = mrc == MDB_SUCCESS ? lk.mv_size : 0;
+        const map_cursor *top = NULL; /* NULL: the transaction's entry */
+        for (int i = 0; i < 2; i++) {
+            const map_cursor *c = &layers[i];
+            if (c->n != 0 &&
+                (mk == NULL || map_cmp(c->m, mk, mlen, c->n) >= 0)) {
+                top = c;
+                mk = map_key(c->m, c->n);
+                mlen = c->m->nodes[c->n].key_len;
+            }
+        }
+        /* Keys with the prefix are contiguous from the first one >= t that
+         * has it, so the first key without it ends the search. */
+        if (mk == NULL || !has_prefix(mk, mlen, prefix, plen)) {
             break;
         }
-        const uint8_t *wk = wn != 0 ? node_key(s, wn) : NULL;
-        size_t wlen = wn != 0 ? s->nodes[wn].key_len : 0;
-        int c = !lhave    ? 1
-                : wn == 0 ? -1
-                          : keycmp(lk.mv_data, lk.mv_size, wk, wlen);
-        if (c < 0) {
-            if (has_prefix(lk.mv_data, lk.mv_size, prefix, plen)) {
-                keel_bytes v;
-                rc = verify(s, "key", lk.mv_data, lk.mv_size, &ld, &v, diag);
-                if (rc == KEEL_OK) {
-                    key->ptr = lk.mv_data;
-                    key->len = lk.mv_size;
-                    rc = 1;
-                }
+        if (top == NULL) {
+            keel_bytes v;
+            rc = verify(s, "key", mk, mlen, &ld, &v, diag);
+            if (rc == KEEL_OK) {
+                key->ptr = mk;
+                key->len = mlen;
+                rc = 1;
             }
             break;
         }
-        if (!has_prefix(wk, wlen, prefix, plen)) {
-            break;
-        }
-        if (s->nodes[wn].kind == KEEL__STORE_PUT) {
-            key->ptr = wk;
-            key->len = wlen;
+        if (top->m->nodes[top->n].kind == KEEL__STORE_PUT) {
+            key->ptr = mk;
+            key->len = mlen;
             rc = 1;
             break;
         }
-        /* A tombstone: step past it and past the entry it hides. */
-        if (c == 0) {
+        /* A tombstone: step every layer past it (mk stays valid: it is in
+         * a map's arena, and nothing writes during the loop). */
+        if (mrc == MDB_SUCCESS &&
+            keycmp(lk.mv_data, lk.mv_size, mk, mlen) == 0) {
             mrc = mdb_cursor_get(cur, &lk, &ld, MDB_NEXT);
         }
-        wn = ws_lower(s, wk, wlen, 1);
+        for (int i = 0; i < 2; i++) {
+            map_cursor_skip(&layers[i], mk, mlen);
+        }
     }
     return rc;
 }
@@ -1124,6 +1513,56 @@ static int commit_txn(keel__store *s, keel_diag *diag)
     return rc;
 }
 
+/* Write the overlay's entries under t into the transaction, in key order
+ * (LMDB then fills pages front to back). @return an LMDB code. */
+static int flush_walk(keel__store *s, uint32_t t)
+{
+    int mrc = MDB_SUCCESS;
+    if (t != 0) {
+        const kv_node *n = &s->ov.nodes[t];
+        const uint8_t *key = s->ov.arena + n->key_off;
+        mrc = flush_walk(s, n->left);
+        if (mrc == MDB_SUCCESS && n->kind == KEEL__STORE_PUT) {
+            mrc = put_checked(s, s->data_dbi, key, n->key_len,
+                              s->ov.arena + n->val_off, n->val_len);
+        } else if (mrc == MDB_SUCCESS) {
+            /* A tombstone: the key may or may not be in the last
+             * checkpoint; absent is what we want either way. */
+            MDB_val k = {.mv_size = n->key_len, .mv_data = (void *)key};
+            mrc = mdb_del(s->txn, s->data_dbi, &k, NULL);
+            if (mrc == MDB_NOTFOUND) {
+                mrc = MDB_SUCCESS;
+            }
+        }
+        if (mrc == MDB_SUCCESS) {
+            mrc = flush_walk(s, n->right);
+        }
+    }
+    return mrc;
+}
+
+/* Empty the overlay after a commit (ST9), freeing buffers a burst grew. */
+static void ov_clear(keel__store *s)
+{
+    kv_map *m = &s->ov;
+    if (m->arena_cap > OVERLAY_KEEP_BYTES) {
+        free(m->arena);
+        m->arena = NULL;
+        m->arena_cap = 0;
+    }
+    if ((size_t)m->nodes_cap * sizeof(kv_node) > OVERLAY_KEEP_BYTES) {
+        free(m->nodes);
+        m->nodes = NULL;
+        m->nodes_cap = 0;
+    }
+    if (m->slots_cap * sizeof(*m->slots) > OVERLAY_KEEP_BYTES) {
+        free(m->slots);
+        m->slots = NULL;
+        m->slots_cap = 0;
+    }
+    map_reset(m);
+}
+
 int keel__store_checkpoint(keel__store *s, keel_diag *diag)
 {
     int rc = check_failed(s, diag);
@@ -1131,20 +1570,31 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
     if (rc < 0 || s->applied_lsn == s->ckpt_lsn) {
         goto out;
     }
-    int mrc = meta_put_u64(s, "applied_lsn", s->applied_lsn); /* ST2 */
+#ifdef KEEL_DEBUG
+    KEEL_ASSERT(ov_invariants_ok(s));
+#endif
+    /* ST1: the first writes into the transaction since it began. */
+    int mrc = flush_walk(s, s->ov.root);
+    if (mrc == MDB_SUCCESS) {
+        mrc = meta_put_u64(s, "applied_lsn", s->applied_lsn); /* ST2 */
+    }
     if (mrc != MDB_SUCCESS) {
+        /* ST6: the transaction now holds part of the overlay. */
         rc = set_failed(s, lmdb_error(s, mrc, "checkpoint", diag), diag);
         goto out;
     }
     rc = commit_txn(s, diag);
     if (rc == KEEL_OK) {
         s->ckpt_lsn = s->applied_lsn;
-        s->pending_bytes = 0;
+        ov_clear(s);
         rc = begin_txn(s, diag);
     }
     if (rc < 0) {
         rc = set_failed(s, rc, diag); /* ST6: no transaction to write to */
     }
+#ifdef KEEL_DEBUG
+    KEEL_ASSERT(ov_invariants_ok(s));
+#endif
 out:
     return rc;
 }
@@ -1359,13 +1809,26 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     } else {
         keel__store_options_init(&o);
     }
+    s->ws.name = "write-set";
+    s->ov.name = "overlay";
+    s->ov.indexed = 1;
+    /* Without random bytes the seeds stay 0: a store that a vat's choice
+     * of keys could slow down, never one that answers wrongly. */
+    uint64_t seeds[3] = {0, 0, 0};
+    if (getrandom(seeds, sizeof(seeds), GRND_NONBLOCK) ==
+        (ssize_t)sizeof(seeds)) {
+        s->ws.prio_state = seeds[0];
+        s->ov.prio_state = seeds[1];
+        s->ov.hash_seed = seeds[2];
+    }
     ws_reset(s);
+    map_reset(&s->ov);
     s->io = o.io != NULL ? o.io : keel__io_posix();
     s->dir = strdup(dir);
     s->hash = XXH3_createState();
-    s->nodes = malloc(16 * sizeof(*s->nodes));
-    s->nodes_cap = 16;
-    if (s->dir == NULL || s->hash == NULL || s->nodes == NULL) {
+    if (s->dir == NULL || s->hash == NULL ||
+        map_reserve(&s->ws, 0, 16, NULL) < 0 ||
+        map_reserve(&s->ov, 0, 16, NULL) < 0) {
         rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
         goto out;
     }
@@ -1419,14 +1882,16 @@ void keel__store_close(keel__store *s)
 {
     if (s != NULL) {
         if (s->txn != NULL) {
-            mdb_txn_abort(s->txn); /* ST1: uncheckpointed work is dropped */
+            /* Unchanged since the last checkpoint (ST1); the overlay,
+             * freed below, is what gets dropped. */
+            mdb_txn_abort(s->txn);
         }
         if (s->env != NULL) {
             mdb_env_close(s->env);
         }
         XXH3_freeState(s->hash);
-        free(s->nodes);
-        free(s->arena);
+        map_free(&s->ws);
+        map_free(&s->ov);
         free(s->dir);
         free(s);
     }
@@ -1449,7 +1914,10 @@ uint64_t keel__store_checkpoint_lsn(const keel__store *s)
 
 uint64_t keel__store_pending_bytes(const keel__store *s)
 {
-    return s->pending_bytes;
+    /* Memory the overlay holds: arena bytes (keys, values, and the space of
+     * values later replaced by longer ones) and a node per key. */
+    return (uint64_t)s->ov.arena_len +
+           (uint64_t)(s->ov.nnodes - 1) * sizeof(kv_node);
 }
 
 int keel__store_failed(const keel__store *s)

@@ -1,23 +1,35 @@
 /*
  * kernel/store.h — the kernel's materialized state: one LMDB environment
- * (the directory STATE/store) holding one keyspace of byte-string keys, a
- * write-set (the crank buffer) in front of it, and checkpoints.
+ * (the directory STATE/store) holding one keyspace of byte-string keys, an
+ * in-memory overlay of the changes since the last checkpoint over it, a
+ * write-set (the crank buffer) over that, and checkpoints.
  *
  * Overview
  *   The store keeps ONE long-lived LMDB write transaction open between
- *   checkpoints. Committed cranks are applied into it; nothing reaches the
- *   files until keel__store_checkpoint() writes the applied LSN into the
- *   meta table and commits that transaction with LMDB's normal full sync,
- *   then begins the next one. So between checkpoints the files on disk hold
- *   exactly the last checkpoint, and after a crash the kernel replays the
- *   WAL records after keel__store_applied_lsn() (which, right after open,
- *   is the LSN of the last checkpoint).
+ *   checkpoints, and writes nothing into it until a checkpoint. Committed
+ *   cranks are applied into the OVERLAY, an in-memory, key-ordered map of
+ *   each key changed since the last checkpoint to its latest value or a
+ *   tombstone: a key rewritten every crank (the crank counter, a queue
+ *   head) is one entry however many cranks rewrote it, so LMDB sees each
+ *   key at most once per checkpoint, and a key created and deleted between
+ *   two checkpoints (a queue item) leaves no entry and never reaches LMDB
+ *   (a tombstone is kept only for a key the last checkpoint holds).
+ *   keel__store_checkpoint() writes the overlay into the transaction in
+ *   key order, with the applied LSN in the meta table, commits it with
+ *   LMDB's normal full sync, begins the next one and empties the overlay.
+ *   So between checkpoints the files on disk hold exactly the last
+ *   checkpoint, and after a crash the kernel replays the WAL records after
+ *   keel__store_applied_lsn() (which, right after open, is the LSN of the
+ *   last checkpoint).
  *
  *   A write-set is an in-memory, key-ordered map of puts and deletes
- *   (tombstones). While one is open every read sees it first, then the
- *   write transaction. keel__store_ws_encode() gives its canonical bytes
- *   (the WAL payload, layout below); keel__store_ws_apply() applies it;
- *   keel__store_apply_encoded() applies such bytes read back from the WAL.
+ *   (tombstones). Every read sees three layers, the first that has the key
+ *   answering: the open write-set, the overlay, then LMDB (a tombstone
+ *   answers "absent" and hides the key in the layers below).
+ *   keel__store_ws_encode() gives a write-set's canonical bytes (the WAL
+ *   payload, layout below); keel__store_ws_apply() merges it into the
+ *   overlay; keel__store_apply_encoded() merges such bytes read back from
+ *   the WAL.
  *
  *   Every stored value, in the keyspace and in the meta table, is kept in
  *   LMDB as  value ‖ u64 LE xxh3_64(key ‖ value)  and checked on every read:
@@ -36,10 +48,14 @@
  *                           keel__store_ws_encode(s, buf, n, &len);
  *                           append buf to the WAL -> lsn;
  *                           rc = keel__store_ws_apply(s, lsn, &d);
- *     every N cranks / T ms: rc = keel__store_checkpoint(s, &d);
- *                            then WAL segments before
- *                            keel__store_checkpoint_lsn(s) may retire
- *     keel__store_close(s);      (drops everything not checkpointed)
+ *                                (into the overlay: memory only)
+ *     every N cranks / T ms, or when keel__store_pending_bytes(s) reaches
+ *     a bound: wait until the WAL is durable up to
+ *              keel__store_applied_lsn(s), then
+ *              rc = keel__store_checkpoint(s, &d);
+ *              then WAL segments before keel__store_checkpoint_lsn(s)
+ *              may retire
+ *     keel__store_close(s);      (drops the overlay: all not checkpointed)
  *
  * Encoded write-set (little-endian, no padding; what ws_encode writes and
  * apply_encoded accepts, nothing else):
@@ -71,20 +87,25 @@
  *   MDB_MAPASYNC or MDB_WRITEMAP: without ordered, synced writes a power
  *   loss can leave the B-tree pointing at pages that never reached the
  *   disk. Not MDB_NOTLS: the store never opens a read-only transaction (all
- *   reads go through the write transaction), so reader-slot ownership by
- *   thread never arises. The map size is only an address-space reservation:
+ *   reads go through the write transaction, which holds exactly the last
+ *   checkpoint between checkpoints), so reader-slot ownership by thread
+ *   never arises. The map size is only an address-space reservation:
  *   data.mdb is sparse and grows as pages are written, so the 4 GiB default
  *   costs nothing on disk; it may differ from one open to the next.
  *
  * Errors
  *   KEEL_ECORRUPT for bad stored bytes or a bad encoded payload (never an
  *   assert); KEEL_EVERSION for a store of a newer format; KEEL_ENOSPC when
- *   the map is full; KEEL_EFAILED once the store is FAILED (any error while
- *   writing to LMDB: the transaction may hold a partial write-set and must
- *   never be committed). Diags name the file relative to the store
- *   directory ("data.mdb"), the key in printable form (bytes outside
- *   0x20..0x7e, and `"` and `\`, as \xNN) and, for payloads, the byte
- *   offset; the caller adds "store/" or the WAL record it decoded.
+ *   the map is full; KEEL_EFAILED once the store is FAILED (no memory to
+ *   merge a write-set into the overlay, or any error while a checkpoint
+ *   writes to LMDB: the overlay may lack a write-set the WAL holds, the
+ *   transaction may hold part of the overlay, and neither may be used
+ *   again). Applying touches only memory, so a full map and LMDB's I/O
+ *   errors are reported by the checkpoint, not by the apply that caused
+ *   them. Diags name the file relative to the store directory
+ *   ("data.mdb"), the key in printable form (bytes outside 0x20..0x7e, and
+ *   `"` and `\`, as \xNN) and, for payloads, the byte offset; the caller
+ *   adds "store/" or the WAL record it decoded.
  *
  * Threading
  *   A store is used by one thread at a time, and never across fork(): LMDB
@@ -94,10 +115,18 @@
  *   - The write transaction holds LMDB's writer lock for the store's whole
  *     life: a second process opening the same directory would block in
  *     open. The kernel's lock file is what keeps a second process out.
- *   - Dirty pages of the open transaction live in memory (up to LMDB's
- *     dirty-list limit, ~512 MiB, beyond which LMDB spills them into free
- *     pages of data.mdb, never over the last checkpoint). Checkpoint by
- *     keel__store_pending_bytes() as well as by time and count.
+ *   - Memory: the overlay holds every key changed since the last
+ *     checkpoint with its latest value (keel__store_pending_bytes() says
+ *     how much), and nothing but a checkpoint shrinks it: it is bounded
+ *     only by the caller's checkpoint policy, so checkpoint on
+ *     keel__store_pending_bytes() as well as on time and count. During a
+ *     checkpoint LMDB also holds the dirty pages it writes the overlay
+ *     into (up to its dirty-list limit, ~512 MiB, beyond which it spills
+ *     them into free pages of data.mdb, never over the last checkpoint).
+ *     A checkpoint frees overlay buffers over 16 MiB, so a burst does not
+ *     pin its memory.
+ *   - Another process, or a read-only transaction, reading data.mdb sees
+ *     the last checkpoint only, never the overlay.
  *   - Checksums cover key and value, so a damaged value or key is caught
  *     when that entry is read; but a key damaged on disk makes a get() of
  *     its original name report "absent". Only a full scan finds that.
@@ -162,9 +191,10 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
                      uint64_t kernel_id, keel__store **out, keel_diag *diag);
 
 /*
- * Abort the write transaction (dropping everything applied since the last
- * checkpoint, a write-set included: it is in the WAL and gets replayed)
- * and close the environment. NULL is a no-op. Never fails.
+ * Drop the overlay and any open write-set (everything applied since the
+ * last checkpoint: it is in the WAL and gets replayed), abort the write
+ * transaction (unchanged since the last checkpoint) and close the
+ * environment. NULL is a no-op. Never fails.
  */
 void keel__store_close(keel__store *s);
 
@@ -173,8 +203,12 @@ uint64_t keel__store_kernel_id(const keel__store *s);
 uint64_t keel__store_applied_lsn(const keel__store *s);
 /* The LSN recorded by the last checkpoint: what is on disk. */
 uint64_t keel__store_checkpoint_lsn(const keel__store *s);
-/* Key and value bytes applied since the last checkpoint (a hint for when
- * to checkpoint: memory held by LMDB's dirty pages grows with it). */
+/* Memory held by the overlay: the key and value bytes of every key
+ * changed since the last checkpoint (a value replaced by a longer one
+ * keeps its old space until then; one replaced by one that fits reuses
+ * it, as does a new key the space of a dropped one), plus a fixed per-key
+ * node. 0 right after a checkpoint or open. Checkpoint when it reaches a
+ * bound (see Caveats). */
 uint64_t keel__store_pending_bytes(const keel__store *s);
 /* 0, or the error that made the store FAILED (ST6). */
 int keel__store_failed(const keel__store *s);
@@ -226,12 +260,16 @@ int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
                           size_t *len, keel_diag *diag);
 
 /*
- * Apply the open write-set to the write transaction in key order, close
- * it, and record lsn as applied (durable at the next checkpoint). Asserts
- * a write-set is open and lsn > keel__store_applied_lsn().
- * @return KEEL_OK; KEEL_ENOSPC (map full), KEEL_EIO, KEEL_ENOMEM: the
- *         store is now FAILED (ST6); KEEL_EFAILED. The write-set is closed
- *         whatever the result.
+ * Merge the open write-set into the overlay (a put replaces the key's
+ * entry; a delete makes it a tombstone, or drops it when the last
+ * checkpoint lacks the key), close it, and record lsn as applied (durable
+ * at the next checkpoint). LMDB is only read (is a deleted key on disk?),
+ * never written. Asserts a write-set is open and
+ * lsn > keel__store_applied_lsn().
+ * @return KEEL_OK; KEEL_ENOMEM, KEEL_ETOOBIG (over 2^32 keys in the
+ *         overlay): the overlay is unchanged but the store is now FAILED
+ *         (ST6), since the WAL holds this write-set; KEEL_EFAILED. The
+ *         write-set is closed whatever the result.
  */
 int keel__store_ws_apply(keel__store *s, uint64_t lsn, keel_diag *diag);
 
@@ -247,8 +285,9 @@ int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
                               size_t len, keel_diag *diag);
 
 /*
- * Look key up: the open write-set first (a tombstone answers "absent"),
- * then the write transaction, checking the stored checksum.
+ * Look key up: the open write-set first, then the overlay (in either, a
+ * tombstone answers "absent"), then the write transaction, checking the
+ * stored checksum.
  * @param[out] value  on 1, borrowed until the next call on the store.
  * @return 1 found, 0 absent; KEEL_EINVAL (key length), KEEL_ECORRUPT
  *         (checksum mismatch or short value: the diag names the key),
@@ -259,9 +298,10 @@ int keel__store_get(keel__store *s, const void *key, size_t key_len,
 
 /*
  * The smallest visible key > after that starts with prefix (the write-set
- * merged over the transaction; tombstones hide keys). after may be empty
- * (from the start) and may sort before prefix. The entry's checksum is
- * checked. Backs getNextKey and prefix scans.
+ * merged over the overlay over the transaction; a tombstone hides the key
+ * in the layers below it). after may be empty (from the start) and may
+ * sort before prefix. The entry's checksum is checked. Backs getNextKey
+ * and prefix scans.
  * @param[out] key  on 1, borrowed until the next call on the store.
  * @return 1 found, 0 none; KEEL_ECORRUPT (naming the key), KEEL_EIO,
  *         KEEL_EFAILED.
@@ -280,13 +320,18 @@ int keel__store_count_prefix(keel__store *s, const void *prefix,
                              keel_diag *diag);
 
 /*
- * Make everything applied so far durable: write applied_lsn into the meta
- * table, commit the write transaction with LMDB's full sync, and begin the
- * next one. A no-op when nothing was applied since the last checkpoint.
- * Asserts no write-set is open.
- * @return KEEL_OK; KEEL_ENOSPC, KEEL_EIO, KEEL_ENOMEM: the store is now
- *         FAILED (ST6) and the disk still holds the previous checkpoint;
- *         KEEL_EFAILED. Blocks; fsyncs.
+ * Make everything applied so far durable: write the overlay into the write
+ * transaction in key order (a put as value ‖ checksum, a tombstone as a
+ * delete), write applied_lsn into the meta table, commit with LMDB's full
+ * sync, begin the next transaction and empty the overlay. A no-op when
+ * nothing was applied since the last checkpoint. Asserts no write-set is
+ * open. The caller must first have the WAL durable up to
+ * keel__store_applied_lsn().
+ * @return KEEL_OK; KEEL_ENOSPC (map full: "map full", or too many pages
+ *         dirtied: "write transaction full"), KEEL_EIO, KEEL_ENOMEM: the
+ *         store is now FAILED (ST6) and the disk still holds the previous
+ *         checkpoint; KEEL_EFAILED. Blocks; fsyncs; its time and LMDB's
+ *         memory grow with keel__store_pending_bytes().
  */
 int keel__store_checkpoint(keel__store *s, keel_diag *diag);
 

@@ -1,10 +1,14 @@
 /*
  * tests/test_store.c — the kernel's LMDB store (kernel/store.h): the
- * write-set in front of the write transaction, checkpoints and what a
- * close or a SIGKILL keeps, the merged next_key against a reference model,
- * the encoded write-set (layout, round trip, every malformed kind), the
- * per-value checksum against bytes flipped inside data.mdb, the meta table
- * (format version, kernel id) and the sticky FAILED state after a full map.
+ * write-set in front of the overlay in front of the write transaction,
+ * the overlay's coalescing (a key put, deleted and put again across
+ * cranks; tombstones over checkpointed keys; hot keys; a burst; its hash
+ * index), checkpoints and what a close or a SIGKILL keeps, the merged
+ * next_key against a reference model (also with frequent checkpoints,
+ * reopens and replayed encodings), the encoded write-set (layout, round
+ * trip, every malformed kind), the per-value checksum against bytes
+ * flipped inside data.mdb, the meta table (format version, kernel id) and
+ * the sticky FAILED state after a full map (reported by the checkpoint).
  *
  * The reference model is a sorted array of (key, value) with linear-scan
  * queries: slow and obviously right. Random tests print their seed (and
@@ -600,20 +604,51 @@ static size_t rand_key(uint64_t *st, uint8_t *k, size_t min_len)
     return n;
 }
 
-START_TEST(test_store_next_key_random_model_matches_reference)
+/*
+ * How a random model run mixes its steps: out of every 1000 draws, about
+ * 300 put, 150 delete, 70 apply, 20 abort, then ckpt_pm checkpoints and
+ * reopen_pm reopens (when no write-set is open), the rest reads. With
+ * replay, an apply sometimes encodes the write-set, aborts it and applies
+ * the bytes with apply_encoded() instead, as WAL replay does; and each
+ * reopen is followed by a full comparison.
+ */
+typedef struct model_mix {
+    uint64_t ckpt_pm;
+    uint64_t reopen_pm;
+    int replay;
+} model_mix;
+
+/* Encode the open write-set, abort it, and apply the bytes at lsn. */
+static void apply_via_encoding(keel__store *s, uint64_t lsn, const char *ctx)
 {
-    uint64_t seed = SEED_MODEL;
+    size_t n = keel__store_ws_encode_bound(s);
+    uint8_t *buf = malloc(n);
+    ck_assert_ptr_nonnull(buf);
+    size_t len = 0;
+    keel_diag d = {0};
+    ck_assert_msg(keel__store_ws_encode(s, buf, n, &len, &d) == KEEL_OK,
+                  "%s: encode: %s", ctx, d.msg);
+    keel__store_ws_abort(s);
+    ck_assert_msg(keel__store_apply_encoded(s, lsn, buf, len, &d) == KEEL_OK,
+                  "%s: apply_encoded: %s", ctx, d.msg);
+    free(buf);
+}
+
+static void run_model(uint64_t seed, int steps, const model_mix *mix)
+{
     uint64_t st = seed;
     char *dir = store_dir("store-model");
     keel__store *s = open_ok(dir);
     model visible = {0}; /* what reads must see */
-    model applied = {0}; /* the write transaction */
+    model applied = {0}; /* write-sets applied (the overlay over the disk) */
     model ckpt = {0};    /* on disk */
     uint64_t lsn = 0;
     uint64_t ckpt_lsn = 0;
     int ws_open = 0;
     char ctx[128];
-    for (int step = 0; step < MODEL_STEPS; step++) {
+    const uint64_t ckpt_end = 540 + mix->ckpt_pm;
+    const uint64_t reopen_end = ckpt_end + mix->reopen_pm;
+    for (int step = 0; step < steps; step++) {
         snprintf(ctx, sizeof(ctx), "seed 0x%016" PRIx64 " step %d", seed, step);
         uint64_t r = tu_rand(&st) % 1000;
         uint8_t k[8];
@@ -642,7 +677,11 @@ START_TEST(test_store_next_key_random_model_matches_reference)
                           "%s: delete: %s", ctx, d.msg);
             model_del(&visible, k, kl);
         } else if (r < 520) {
-            if (ws_open) {
+            if (ws_open && mix->replay && tu_rand(&st) % 2 == 0) {
+                apply_via_encoding(s, ++lsn, ctx);
+                ws_open = 0;
+                model_copy(&applied, &visible);
+            } else if (ws_open) {
                 ck_assert_msg(keel__store_ws_apply(s, ++lsn, &d) == KEEL_OK,
                               "%s: apply: %s", ctx, d.msg);
                 ws_open = 0;
@@ -654,13 +693,17 @@ START_TEST(test_store_next_key_random_model_matches_reference)
                 ws_open = 0;
                 model_copy(&visible, &applied);
             }
-        } else if (r < 545) {
+        } else if (r < ckpt_end) {
             if (!ws_open) {
                 checkpoint_ok(s);
+                ck_assert_msg(keel__store_pending_bytes(s) == 0,
+                              "%s: %" PRIu64 " bytes pending after a "
+                              "checkpoint",
+                              ctx, keel__store_pending_bytes(s));
                 ckpt_lsn = lsn;
                 model_copy(&ckpt, &applied);
             }
-        } else if (r < 548) {
+        } else if (r < reopen_end) {
             if (!ws_open) {
                 keel__store_close(s);
                 s = open_ok(dir);
@@ -670,6 +713,9 @@ START_TEST(test_store_next_key_random_model_matches_reference)
                 lsn = ckpt_lsn;
                 model_copy(&applied, &ckpt);
                 model_copy(&visible, &ckpt);
+                if (mix->replay) {
+                    expect_equals(s, &visible, ctx);
+                }
             }
         } else if (r < 700) {
             keel_bytes v = {0};
@@ -705,10 +751,446 @@ START_TEST(test_store_next_key_random_model_matches_reference)
         }
     }
     expect_equals(s, &visible, ctx);
+    if (ws_open) {
+        keel__store_ws_abort(s);
+    }
+    /* What the last checkpoint wrote, read back from disk alone. */
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    expect_equals(s, &applied, ctx);
     keel__store_close(s);
     model_free(&visible);
     model_free(&applied);
     model_free(&ckpt);
+    rm_store(dir);
+}
+
+START_TEST(test_store_next_key_random_model_matches_reference)
+{
+    static const model_mix mix = {.ckpt_pm = 5, .reopen_pm = 3, .replay = 0};
+    run_model(SEED_MODEL, MODEL_STEPS, &mix);
+}
+END_TEST
+
+/* Checkpoints and reopens ten times as often, so that keys sit in all
+ * three layers (write-set, overlay, disk) in every combination, and half
+ * the write-sets arrive the way WAL replay applies them. */
+START_TEST(test_store_overlay_random_model_with_checkpoints_matches_reference)
+{
+    static const model_mix mix = {.ckpt_pm = 40, .reopen_pm = 15, .replay = 1};
+    run_model(SEED_MODEL + 0x100 + (uint64_t)_i, MODEL_STEPS, &mix);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * The overlay: write-sets coalesced in memory between checkpoints.
+ */
+
+/* Apply one write-set at lsn that puts k = v (v NULL: deletes k). */
+static void crank_set(keel__store *s, uint64_t lsn, const char *k,
+                      const char *v)
+{
+    begin_ok(s);
+    if (v != NULL) {
+        put_ok(s, k, v);
+    } else {
+        del_ok(s, k);
+    }
+    apply_ok(s, lsn);
+}
+
+/* One key put, deleted, put longer, put shorter, across cranks between
+ * two checkpoints, beside neighbours: every read agrees at every step,
+ * with and without a write-set open over it, and the checkpoint writes
+ * the last value only. */
+START_TEST(test_store_overlay_put_delete_put_across_cranks_reads_right)
+{
+    char *dir = store_dir("store-ov-pdp");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "q.a", "left");
+    put_ok(s, "q.c", "right");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+
+    crank_set(s, 2, "q.b", "first");
+    expect_get(s, "q.b", "first");
+    expect_next(s, "q.a", "q.", "q.b");
+    ck_assert_uint_eq(count_ok(s, "q."), 3);
+
+    crank_set(s, 3, "q.b", NULL);
+    expect_get(s, "q.b", NULL);
+    expect_next(s, "q.a", "q.", "q.c");
+    expect_next(s, "", "q.b", NULL);
+    ck_assert_uint_eq(count_ok(s, "q."), 2);
+    /* A write-set over the tombstone brings the key back for its reads. */
+    begin_ok(s);
+    put_ok(s, "q.b", "in the write-set");
+    expect_get(s, "q.b", "in the write-set");
+    expect_next(s, "q.a", "q.", "q.b");
+    ck_assert_uint_eq(count_ok(s, "q."), 3);
+    keel__store_ws_abort(s);
+    expect_get(s, "q.b", NULL);
+
+    crank_set(s, 4, "q.b", "second, and longer than the first");
+    expect_get(s, "q.b", "second, and longer than the first");
+    expect_next(s, "q.a", "q.", "q.b");
+    expect_next(s, "q.b", "q.", "q.c");
+    ck_assert_uint_eq(count_ok(s, "q."), 3);
+    /* A tombstone in the write-set over a put in the overlay. */
+    begin_ok(s);
+    del_ok(s, "q.b");
+    expect_get(s, "q.b", NULL);
+    expect_next(s, "q.a", "q.", "q.c");
+    ck_assert_uint_eq(count_ok(s, "q."), 2);
+    keel__store_ws_abort(s);
+
+    crank_set(s, 5, "q.b", "3rd");
+    expect_get(s, "q.b", "3rd");
+    /* The same key deleted and put again inside one crank. */
+    begin_ok(s);
+    del_ok(s, "q.b");
+    put_ok(s, "q.b", "4th");
+    apply_ok(s, 6);
+    expect_get(s, "q.b", "4th");
+    ck_assert_uint_eq(keel__store_checkpoint_lsn(s), 1);
+    checkpoint_ok(s);
+    expect_get(s, "q.b", "4th");
+    keel__store_close(s);
+
+    s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 6);
+    expect_get(s, "q.a", "left");
+    expect_get(s, "q.b", "4th");
+    expect_get(s, "q.c", "right");
+    ck_assert_uint_eq(count_ok(s, ""), 3);
+    /* Deleted again and checkpointed: gone from disk too. */
+    crank_set(s, 7, "q.b", NULL);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    expect_get(s, "q.b", NULL);
+    expect_next(s, "q.a", "", "q.c");
+    ck_assert_uint_eq(count_ok(s, ""), 2);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* Keys on disk, deleted in a later crank: the overlay's tombstones hide
+ * them from get, next_key and count_prefix until the checkpoint deletes
+ * them from LMDB; a close before it brings them back. */
+START_TEST(test_store_overlay_tombstone_hides_disk_key_until_checkpoint)
+{
+    char *dir = store_dir("store-ov-tomb");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "c.1", "one");
+    put_ok(s, "c.2", "two");
+    put_ok(s, "c.3", "three");
+    put_ok(s, "d.1", "dee");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+
+    begin_ok(s);
+    del_ok(s, "c.2");
+    del_ok(s, "c.3");
+    del_ok(s, "never.there");
+    apply_ok(s, 2);
+    ck_assert_uint_gt(keel__store_pending_bytes(s), 0);
+    expect_get(s, "c.1", "one");
+    expect_get(s, "c.2", NULL);
+    expect_get(s, "c.3", NULL);
+    expect_get(s, "never.there", NULL);
+    expect_next(s, "", "c.", "c.1");
+    expect_next(s, "c.1", "c.", NULL);
+    expect_next(s, "c.1", "", "d.1");
+    expect_next(s, "c.2", "", "d.1");
+    expect_next(s, "", "c.2", NULL);
+    ck_assert_uint_eq(count_ok(s, "c."), 1);
+    ck_assert_uint_eq(count_ok(s, ""), 2);
+    /* Three layers on one key: disk put, overlay tombstone, write-set put
+     * (visible); then a write-set tombstone over a disk key. */
+    begin_ok(s);
+    put_ok(s, "c.3", "revived");
+    del_ok(s, "c.1");
+    expect_get(s, "c.3", "revived");
+    expect_get(s, "c.1", NULL);
+    expect_next(s, "", "c.", "c.3");
+    expect_next(s, "c.3", "", "d.1");
+    ck_assert_uint_eq(count_ok(s, "c."), 1);
+    keel__store_ws_abort(s);
+    ck_assert_uint_eq(count_ok(s, "c."), 1);
+
+    /* A close without a checkpoint: LMDB never saw the tombstones. */
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 1);
+    expect_get(s, "c.2", "two");
+    expect_get(s, "c.3", "three");
+    ck_assert_uint_eq(count_ok(s, "c."), 3);
+
+    /* Again, now checkpointed: the keys are deleted from LMDB. */
+    begin_ok(s);
+    del_ok(s, "c.2");
+    del_ok(s, "c.3");
+    apply_ok(s, 2);
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    expect_get(s, "c.2", NULL);
+    ck_assert_uint_eq(count_ok(s, "c."), 1);
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 2);
+    expect_get(s, "c.1", "one");
+    expect_get(s, "c.2", NULL);
+    expect_get(s, "c.3", NULL);
+    expect_next(s, "c.1", "", "d.1");
+    ck_assert_uint_eq(count_ok(s, ""), 2);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* The write-set of LSN i in the close test: new keys, overwrites and
+ * deletes of checkpointed keys, and a hot key rewritten every time. */
+static void lose_ws(keel__store *s, uint64_t i)
+{
+    char k[32];
+    char v[64];
+    snprintf(k, sizeof(k), "n.%02" PRIu64, i);
+    snprintf(v, sizeof(v), "value %" PRIu64, i);
+    put_ok(s, k, v);
+    put_ok(s, "hot", v);
+    snprintf(k, sizeof(k), "n.%02" PRIu64, i - 3);
+    if (i % 2 == 0) {
+        del_ok(s, k);
+    } else {
+        put_ok(s, k, "overwritten");
+    }
+}
+
+static void lose_model(uint64_t upto, model *m)
+{
+    char k[32];
+    char v[64];
+    model_free(m);
+    for (uint64_t i = 4; i <= upto; i++) {
+        snprintf(k, sizeof(k), "n.%02" PRIu64, i);
+        snprintf(v, sizeof(v), "value %" PRIu64, i);
+        model_put(m, k, strlen(k), v, strlen(v));
+        model_put(m, "hot", 3, v, strlen(v));
+        snprintf(k, sizeof(k), "n.%02" PRIu64, i - 3);
+        if (i % 2 == 0) {
+            model_del(m, k, strlen(k));
+        } else {
+            model_put(m, k, strlen(k), "overwritten", 11);
+        }
+    }
+}
+
+/* A close without a checkpoint loses exactly the overlay: the reopened
+ * store equals the last checkpoint, and replaying the lost write-sets'
+ * encodings (as the WAL does) gives back exactly what was visible. */
+START_TEST(test_store_overlay_close_without_checkpoint_loses_exactly_it)
+{
+    char *dir = store_dir("store-ov-close");
+    keel__store *s = open_ok(dir);
+    uint8_t *enc[40] = {0};
+    size_t enc_len[40] = {0};
+    model m = {0};
+    for (uint64_t i = 4; i < 40; i++) {
+        begin_ok(s);
+        lose_ws(s, i);
+        enc_len[i] = keel__store_ws_encode_bound(s);
+        enc[i] = malloc(enc_len[i]);
+        ck_assert_ptr_nonnull(enc[i]);
+        ck_assert_int_eq(
+            keel__store_ws_encode(s, enc[i], enc_len[i], &enc_len[i], NULL),
+            KEEL_OK);
+        apply_ok(s, i);
+        if (i == 20) {
+            checkpoint_ok(s);
+        }
+    }
+    lose_model(39, &m);
+    expect_equals(s, &m, "before close");
+    ck_assert_uint_gt(keel__store_pending_bytes(s), 0);
+    keel__store_close(s);
+
+    s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 20);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    lose_model(20, &m);
+    expect_equals(s, &m, "reopened");
+    for (uint64_t i = 21; i < 40; i++) {
+        keel_diag d = {0};
+        ck_assert_msg(keel__store_apply_encoded(s, i, enc[i], enc_len[i], &d) ==
+                          KEEL_OK,
+                      "replay %" PRIu64 ": %s", i, d.msg);
+    }
+    lose_model(39, &m);
+    expect_equals(s, &m, "replayed");
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 39);
+    expect_equals(s, &m, "replayed, checkpointed and reopened");
+    keel__store_close(s);
+    for (int i = 0; i < 40; i++) {
+        free(enc[i]);
+    }
+    model_free(&m);
+    rm_store(dir);
+}
+END_TEST
+
+/* Hot keys rewritten every crank with values that fit their space hold
+ * one entry each, and a key put and deleted in turn (never on disk) reuses
+ * its entry's space: pending bytes stop growing after the first crank, and
+ * grow again only for a new key that does not fit the space left. */
+START_TEST(test_store_overlay_hot_keys_rewritten_do_not_grow_pending_bytes)
+{
+    char *dir = store_dir("store-ov-hot");
+    keel__store *s = open_ok(dir);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    char v[32];
+    uint64_t first = 0;
+    for (uint64_t lsn = 1; lsn <= 1000; lsn++) {
+        begin_ok(s);
+        snprintf(v, sizeof(v), "%08" PRIu64, lsn);
+        put_ok(s, "k.crank", v);
+        put_ok(s, "rq.head", v);
+        /* Deleted every other crank, put again the next. */
+        if (lsn % 2 == 0) {
+            del_ok(s, "rq.item");
+        } else {
+            put_ok(s, "rq.item", "a queued message");
+        }
+        apply_ok(s, lsn);
+        if (lsn == 1) {
+            first = keel__store_pending_bytes(s);
+            ck_assert_uint_gt(first, 0);
+        }
+        ck_assert_msg(keel__store_pending_bytes(s) == first,
+                      "lsn %" PRIu64 ": %" PRIu64 " bytes pending, %" PRIu64
+                      " after the first crank",
+                      lsn, keel__store_pending_bytes(s), first);
+    }
+    expect_get(s, "k.crank", "00001000");
+    expect_get(s, "rq.item", NULL);
+    crank_set(s, 1001, "a.new.key.longer.than.rq.item", "x");
+    ck_assert_uint_gt(keel__store_pending_bytes(s), first);
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    keel__store_close(s);
+    s = open_ok(dir);
+    expect_get(s, "k.crank", "00001000");
+    expect_get(s, "rq.head", "00001000");
+    expect_get(s, "rq.item", NULL);
+    expect_get(s, "a.new.key.longer.than.rq.item", "x");
+    ck_assert_uint_eq(count_ok(s, ""), 3);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* An overlay grown past what a checkpoint keeps (16 MiB) is written,
+ * freed, and built again from nothing; values borrowed from the overlay
+ * and handed back to ws_put are copied. */
+START_TEST(test_store_overlay_large_burst_is_released_and_rebuilt)
+{
+    char *dir = store_dir("store-ov-burst");
+    keel__store *s = open_ok(dir);
+    const size_t vlen = 1024 * 1024;
+    uint8_t *val = malloc(vlen);
+    ck_assert_ptr_nonnull(val);
+    char k[32];
+    for (uint64_t lsn = 1; lsn <= 20; lsn++) {
+        memset(val, (int)('a' + lsn), vlen);
+        begin_ok(s);
+        snprintf(k, sizeof(k), "big.%02" PRIu64, lsn);
+        ck_assert_int_eq(keel__store_ws_put(s, k, strlen(k), val, vlen, NULL),
+                         KEEL_OK);
+        apply_ok(s, lsn);
+    }
+    ck_assert_uint_gt(keel__store_pending_bytes(s), 20 * vlen);
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    for (uint64_t lsn = 21; lsn <= 40; lsn++) {
+        /* Copy big.(lsn-20) from disk, then copy.(lsn-10) from the
+         * overlay. */
+        begin_ok(s);
+        if (lsn <= 30) {
+            snprintf(k, sizeof(k), "big.%02" PRIu64, lsn - 20);
+        } else {
+            snprintf(k, sizeof(k), "copy.%02" PRIu64, lsn - 10);
+        }
+        keel_bytes b = {0};
+        ck_assert_int_eq(keel__store_get(s, k, strlen(k), &b, NULL), 1);
+        snprintf(k, sizeof(k), "copy.%02" PRIu64, lsn);
+        ck_assert_int_eq(
+            keel__store_ws_put(s, k, strlen(k), b.ptr, b.len, NULL), KEEL_OK);
+        apply_ok(s, lsn);
+    }
+    ck_assert_uint_eq(count_ok(s, "copy."), 20);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(count_ok(s, ""), 40);
+    keel_bytes b = {0};
+    ck_assert_int_eq(keel__store_get(s, "copy.40", 7, &b, NULL), 1);
+    ck_assert_uint_eq(b.len, vlen);
+    memset(val, 'a' + 10, vlen); /* copy.30, copy of big.10 */
+    ck_assert_int_eq(memcmp(b.ptr, val, vlen), 0);
+    free(val);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* The overlay's hash index grows while dropped entries (keys deleted
+ * that were never on disk) wait on the free list, and the entries reused
+ * from it and those added since are all found, in order, before and after
+ * the checkpoint. */
+START_TEST(test_store_overlay_index_grows_with_dropped_entries)
+{
+    char *dir = store_dir("store-ov-index");
+    keel__store *s = open_ok(dir);
+    /* 40 keys, 30 of them dropped, then 300 new ones in one write-set:
+     * the index grows with 30 free entries in the node array. */
+    model m = {0};
+    char k[32];
+    begin_ok(s);
+    for (int i = 0; i < 40; i++) {
+        snprintf(k, sizeof(k), "g.%03d", i);
+        put_ok(s, k, k);
+        model_put(&m, k, strlen(k), k, strlen(k));
+    }
+    apply_ok(s, 1);
+    begin_ok(s);
+    for (int i = 0; i < 30; i++) {
+        snprintf(k, sizeof(k), "g.%03d", i);
+        del_ok(s, k);
+        model_del(&m, k, strlen(k));
+    }
+    apply_ok(s, 2);
+    ck_assert_uint_eq(count_ok(s, "g."), 10);
+    begin_ok(s);
+    for (int i = 100; i < 400; i++) {
+        snprintf(k, sizeof(k), "g.%03d", i);
+        put_ok(s, k, "new");
+        model_put(&m, k, strlen(k), "new", 3);
+    }
+    apply_ok(s, 3);
+    expect_equals(s, &m, "after growth");
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    expect_equals(s, &m, "reopened");
+    keel__store_close(s);
+    model_free(&m);
     rm_store(dir);
 }
 END_TEST
@@ -1628,20 +2110,24 @@ START_TEST(test_store_map_full_is_enospc_then_failed)
     memset(val, 'v', sizeof(val) - 1);
     val[sizeof(val) - 1] = '\0';
     char key[32];
-    int rc = KEEL_OK;
     keel_diag d = {0};
     uint64_t lsn = 1;
-    while (rc == KEEL_OK && lsn < 1000) {
+    /* Applying only fills the overlay, in memory: the map fills when the
+     * checkpoint writes the overlay into LMDB. */
+    while (lsn < 200) {
         begin_ok(s);
         snprintf(key, sizeof(key), "fill.%04" PRIu64, lsn);
         put_ok(s, key, val);
-        rc = keel__store_ws_apply(s, ++lsn, &d);
+        apply_ok(s, ++lsn);
     }
+    ck_assert_uint_gt(keel__store_pending_bytes(s), map);
+    int rc = keel__store_checkpoint(s, &d);
     ck_assert_msg(rc == KEEL_ENOSPC, "filling a %" PRIu64 "-byte map: %s (%s)",
                   map, keel_err_name(rc), d.msg);
     ck_assert_msg(strstr(d.msg, "map full") != NULL, "message: %s", d.msg);
     ck_assert_int_eq(keel__store_failed(s), KEEL_ENOSPC);
-    ck_assert_uint_eq(keel__store_applied_lsn(s), lsn - 1);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), lsn);
+    ck_assert_uint_eq(keel__store_checkpoint_lsn(s), 1);
     /* Sticky: every later call, reads included. */
     keel_bytes v = {0};
     ck_assert_int_eq(keel__store_get(s, "kept", 4, &v, &d), KEEL_EFAILED);
@@ -1704,6 +2190,23 @@ Suite *store_suite(void)
     tc = tcase_create("model");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_store_next_key_random_model_matches_reference);
+    tcase_add_loop_test(
+        tc, test_store_overlay_random_model_with_checkpoints_matches_reference,
+        0, 3);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("overlay");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc,
+                   test_store_overlay_put_delete_put_across_cranks_reads_right);
+    tcase_add_test(
+        tc, test_store_overlay_tombstone_hides_disk_key_until_checkpoint);
+    tcase_add_test(
+        tc, test_store_overlay_close_without_checkpoint_loses_exactly_it);
+    tcase_add_test(
+        tc, test_store_overlay_hot_keys_rewritten_do_not_grow_pending_bytes);
+    tcase_add_test(tc, test_store_overlay_large_burst_is_released_and_rebuilt);
+    tcase_add_test(tc, test_store_overlay_index_grows_with_dropped_entries);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("encoding");
