@@ -450,9 +450,12 @@ static void free_strs(char **v, size_t n)
     free(v);
 }
 
-/* Translate krefs into a vat's vrefs (inbound); *out malloc'd strings. */
-static int slots_in(keel_kernel *k, kvat *v, char *const *slots, size_t n,
-                    char ***out)
+/* Translate slots with xlate (inbound: keel__k_kref_to_vref; outbound:
+ * keel__k_vref_to_kref) into *out, n malloc'd strings. */
+static int translate_slots(keel_kernel *k, kvat *v, char *const *slots,
+                           size_t n, char ***out,
+                           int (*xlate)(keel_kernel *, kvat *, const char *,
+                                        char *))
 {
     *out = NULL;
     if (n == 0) {
@@ -465,8 +468,7 @@ static int slots_in(keel_kernel *k, kvat *v, char *const *slots, size_t n,
     int rc = KEEL_OK;
     for (size_t i = 0; rc == KEEL_OK && i < n; i++) {
         vs[i] = malloc(KEEL_VREF_MAX);
-        rc = vs[i] == NULL ? KEEL_ENOMEM
-                           : keel__k_kref_to_vref(k, v, slots[i], vs[i]);
+        rc = vs[i] == NULL ? KEEL_ENOMEM : xlate(k, v, slots[i], vs[i]);
     }
     if (rc < 0) {
         free_strs(vs, n);
@@ -474,6 +476,18 @@ static int slots_in(keel_kernel *k, kvat *v, char *const *slots, size_t n,
     }
     *out = vs;
     return KEEL_OK;
+}
+
+static int slots_in(keel_kernel *k, kvat *v, char *const *slots, size_t n,
+                    char ***out)
+{
+    return translate_slots(k, v, slots, n, out, keel__k_kref_to_vref);
+}
+
+static int slots_out(keel_kernel *k, kvat *v, char *const *slots, size_t n,
+                     char ***out)
+{
+    return translate_slots(k, v, slots, n, out, keel__k_vref_to_kref);
 }
 
 /* Call the vat; syscalls it makes land in this transaction. */
@@ -841,31 +855,6 @@ int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
 }
 
 /* --- syscalls, executed inside the open transaction -------------------- */
-
-static int slots_out(keel_kernel *k, kvat *v, char *const *slots, size_t n,
-                     char ***out)
-{
-    *out = NULL;
-    if (n == 0) {
-        return KEEL_OK;
-    }
-    char **ks = calloc(n, sizeof(*ks));
-    if (ks == NULL) {
-        return KEEL_ENOMEM;
-    }
-    int rc = KEEL_OK;
-    for (size_t i = 0; rc == KEEL_OK && i < n; i++) {
-        ks[i] = malloc(KEEL_VREF_MAX);
-        rc = ks[i] == NULL ? KEEL_ENOMEM
-                           : keel__k_vref_to_kref(k, v, slots[i], ks[i]);
-    }
-    if (rc < 0) {
-        free_strs(ks, n);
-        return rc;
-    }
-    *out = ks;
-    return KEEL_OK;
-}
 
 static int vs_key(keel_kernel *k, kvat *v, const char *key, char *out)
 {
