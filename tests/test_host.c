@@ -125,10 +125,15 @@ START_TEST(test_host_timer_callback_schedules_another_counted_exactly)
     chain_arg c = {h, &log, {&log, 7}, 99};
     ck_assert_int_eq(keel__host_timer(h, 0, chain_timer, &c), KEEL_OK);
     ck_assert_uint_eq(keel__host_pending(h), 1);
-    ck_assert_int_eq(keel__host_run_once(h, 0), 1);
+    /* run_once runs at least one callback; on a slow machine (sanitizers)
+     * the 1 ms timer the first one schedules may already be due before
+     * run_once returns, so it may run both: count them all. */
+    int first = keel__host_run_once(h, 0);
+    ck_assert_int_ge(first, 1);
+    ck_assert_int_le(first, 2);
     ck_assert_uint_eq(c.pending_seen, 0);
-    ck_assert_uint_eq(keel__host_pending(h), 1);
-    ck_assert_int_eq(drain(h), 1);
+    ck_assert_uint_eq(keel__host_pending(h), (uint64_t)(2 - first));
+    ck_assert_int_eq(first + drain(h), 2);
     ck_assert_int_eq(log.n, 1);
     ck_assert_int_eq(log.ids[0], 7);
     keel__host_free(h);
