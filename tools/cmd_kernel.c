@@ -221,6 +221,7 @@ static const keel_cli_spec run_spec = {
         "full|group|off]\n"
         "                [--forever] [--max-cranks N] [--timeout-ms N] "
         "[--json]\n"
+        "                [--checkpoint-cranks N] [--checkpoint-ms N]\n"
         "\n"
         "Run the kernel whose state lives in directory STATE. A new STATE\n"
         "(absent, or never booted) is created and booted from the cluster\n"
