@@ -186,18 +186,40 @@ static int failure(keel_wal *w, keel_diag *diag)
                       w->fail_diag.msg);
 }
 
-static int check_failed(keel_wal *w, keel_diag *diag)
+/* mu guards what the GROUP syncer shares; FULL and OFF have no syncer. */
+static void group_lock(keel_wal *w)
 {
-    int rc = KEEL_OK;
     if (w->o.sync == KEEL_SYNC_GROUP) {
         pthread_mutex_lock(&w->mu);
     }
-    if (w->failed) {
-        rc = failure(w, diag);
-    }
+}
+
+static void group_unlock(keel_wal *w)
+{
     if (w->o.sync == KEEL_SYNC_GROUP) {
         pthread_mutex_unlock(&w->mu);
     }
+}
+
+/* W3 from the caller's thread: enter FAILED and report it. */
+static int fail_now(keel_wal *w, int rc, const char *what, const char *name,
+                    keel_diag *diag)
+{
+    group_lock(w);
+    set_failed(w, rc, what, name);
+    rc = failure(w, diag);
+    group_unlock(w);
+    return rc;
+}
+
+static int check_failed(keel_wal *w, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    group_lock(w);
+    if (w->failed) {
+        rc = failure(w, diag);
+    }
+    group_unlock(w);
     return rc;
 }
 
@@ -214,8 +236,7 @@ static int write_pending(keel_wal *w, int do_sync, keel_diag *diag)
     if (w->pend_len > 0) {
         rc = w->io->pwrite(w->io, w->fd, w->pend, w->pend_len, w->pend_off);
         if (rc < 0) {
-            set_failed(w, rc, "write", cur_name(w));
-            return failure(w, diag);
+            return fail_now(w, rc, "write", cur_name(w), diag);
         }
         w->pend_off += w->pend_len;
         w->pend_len = 0;
@@ -224,8 +245,7 @@ static int write_pending(keel_wal *w, int do_sync, keel_diag *diag)
     if (do_sync) {
         rc = w->io->fsync(w->io, w->fd);
         if (rc < 0) {
-            set_failed(w, rc, "fdatasync", cur_name(w));
-            return failure(w, diag);
+            return fail_now(w, rc, "fdatasync", cur_name(w), diag);
         }
         atomic_store(&w->durable_lsn, w->last_lsn);
     }
@@ -387,25 +407,14 @@ static int new_segment(keel_wal *w, uint64_t first_lsn, keel_diag *diag)
         if (fd >= 0) {
             w->io->close(w->io, fd);
         }
-        if (w->o.sync == KEEL_SYNC_GROUP) {
-            pthread_mutex_lock(&w->mu);
-        }
-        set_failed(w, rc, what, tmpname);
-        rc = failure(w, diag);
-        if (w->o.sync == KEEL_SYNC_GROUP) {
-            pthread_mutex_unlock(&w->mu);
-        }
+        rc = fail_now(w, rc, what, tmpname, diag);
         goto out;
     }
-    if (w->o.sync == KEEL_SYNC_GROUP) {
-        pthread_mutex_lock(&w->mu);
-    }
+    group_lock(w);
     int old = w->fd;
     w->fd = fd;
     w->pend_off = KEEL_WAL_SEG_HEADER_BYTES;
-    if (w->o.sync == KEEL_SYNC_GROUP) {
-        pthread_mutex_unlock(&w->mu);
-    }
+    group_unlock(w);
     if (old >= 0) {
         w->io->close(w->io, old);
     }
@@ -585,13 +594,9 @@ uint64_t keel_wal_kernel_id(const keel_wal *w)
 int keel_wal_failed(const keel_wal *w)
 {
     keel_wal *m = (keel_wal *)w; /* the lock is not part of the value */
-    if (w->o.sync == KEEL_SYNC_GROUP) {
-        pthread_mutex_lock(&m->mu);
-    }
+    group_lock(m);
     int f = w->failed;
-    if (w->o.sync == KEEL_SYNC_GROUP) {
-        pthread_mutex_unlock(&m->mu);
-    }
+    group_unlock(m);
     return f;
 }
 
@@ -624,14 +629,7 @@ int keel_wal_retire(keel_wal *w, uint64_t before_lsn, uint64_t *removed,
         w->nsegs -= n;
         int src = w->io->fsync_dir(w->io, w->dir);
         if (src < 0) {
-            if (w->o.sync == KEEL_SYNC_GROUP) {
-                pthread_mutex_lock(&w->mu);
-            }
-            set_failed(w, src, "fsync directory", ".");
-            rc = failure(w, diag);
-            if (w->o.sync == KEEL_SYNC_GROUP) {
-                pthread_mutex_unlock(&w->mu);
-            }
+            rc = fail_now(w, src, "fsync directory", ".", diag);
         }
     }
 out:
