@@ -377,14 +377,6 @@ int keel_kernel_status_json(keel_kernel *k, char **out, keel_diag *diag)
     return KEEL_OK;
 }
 
-static int queue_empty(keel_kernel *k)
-{
-    uint64_t head = 0, tail = 0;
-    keel__k_get_u64(k, "k.rq.head", &head);
-    keel__k_get_u64(k, "k.rq.tail", &tail);
-    return head >= tail;
-}
-
 int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
                     keel_run_stats *stats, keel_diag *diag)
 {
@@ -438,8 +430,9 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
          * stop request), in short slices so stop and timeout are seen. */
         uint64_t slice = 100;
         if (o->timeout_ms != 0) {
-            uint64_t left = o->timeout_ms - (now_ms() - t0);
-            slice = left < slice ? (left > 0 ? left : 1) : slice;
+            uint64_t spent = now_ms() - t0;
+            uint64_t left = spent < o->timeout_ms ? o->timeout_ms - spent : 1;
+            slice = left < slice ? left : slice;
         }
         if (keel__host_pending(k->host) > 0) {
             rc = keel__host_run_once(k->host, slice);
@@ -451,9 +444,6 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
             break;
         }
         rc = KEEL_OK;
-        if (!queue_empty(k)) {
-            continue;
-        }
     }
     if (rc == KEEL_OK) {
         rc = keel_kernel_wait_durable(k, diag); /* K22 */
