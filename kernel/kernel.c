@@ -577,6 +577,8 @@ static int replay(keel_kernel *k, keel_diag *diag)
                        rec.segment, rec.offset, rec.lsn, ad.msg);
             break;
         }
+        k->recovery.replayed++;
+        k->recovery.replayed_bytes += rec.payload.len;
         expect++;
     }
     keel_wal_reader_close(r);
@@ -626,6 +628,7 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
                      keel_kernel **out, keel_diag *diag)
 {
     int rc = KEEL_OK;
+    uint64_t t0 = now_ns();
     *out = NULL;
     keel_kernel *k = calloc(1, sizeof(*k));
     if (k == NULL) {
@@ -709,8 +712,18 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     wo.io = k->o.io;
     wo.sync = k->o.sync;
     wo.kernel_id = k->kernel_id;
-    rc = keel_wal_open(k->dir_wal, &wo, &k->wal, NULL, diag);
+    keel_wal_open_info wi;
+    rc = keel_wal_open(k->dir_wal, &wo, &k->wal, &wi, diag);
     if (rc == KEEL_OK) {
+        keel_kernel_recovery *r = &k->recovery;
+        r->checkpoint_lsn = keel__store_applied_lsn(k->store);
+        r->wal_first_lsn = wi.first_lsn;
+        r->wal_last_lsn = wi.last_lsn;
+        r->torn = wi.torn;
+        memcpy(r->torn_segment, wi.torn_segment, sizeof(r->torn_segment));
+        r->torn_offset = wi.torn_offset;
+        r->torn_bytes = wi.torn_bytes;
+        memcpy(r->torn_reason, wi.torn_reason, sizeof(r->torn_reason));
         rc = replay(k, diag);
     }
     if (rc == KEEL_OK) {
@@ -733,6 +746,7 @@ out:
         keel_kernel_close(k, NULL);
         return rc;
     }
+    k->recovery.seconds = (double)(now_ns() - t0) / 1e9;
     *out = k;
     return KEEL_OK;
 }
@@ -784,6 +798,11 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     free(k->dir);
     free(k);
     return rc;
+}
+
+void keel_kernel_recovery_info(const keel_kernel *k, keel_kernel_recovery *out)
+{
+    *out = k->recovery;
 }
 
 int keel_kernel_booted(const keel_kernel *k)

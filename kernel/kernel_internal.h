@@ -126,8 +126,9 @@ struct keel_kernel {
     int crash_kind;  /* 0: any */
     uint64_t crash_nth;
     uint64_t crash_seen;
-    void *hash_state; /* XXH3_state_t, reused by every commit */
-    uint8_t *enc;     /* scratch for encodings */
+    keel_kernel_recovery recovery; /* what open found and did */
+    void *hash_state;              /* XXH3_state_t, reused by every commit */
+    uint8_t *enc;                  /* scratch for encodings */
     size_t enc_cap;
 };
 

@@ -77,6 +77,26 @@ KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
 KEEL_API int keel_kernel_open(const char *state_dir,
                               const keel_kernel_options *o, keel_kernel **out,
                               keel_diag *diag);
+/* What keel_kernel_open() found and did to recover. */
+typedef struct keel_kernel_recovery {
+    uint64_t checkpoint_lsn; /* the store's applied LSN on disk */
+    uint64_t wal_first_lsn;  /* first LSN the WAL retains (0: empty) */
+    uint64_t wal_last_lsn;   /* last valid LSN after tail truncation */
+    uint64_t replayed;       /* records replayed (checkpoint_lsn+1 ..) */
+    uint64_t replayed_bytes; /* their payload bytes */
+    int torn;                /* 1: a torn tail was truncated */
+    char torn_segment[64];   /* where (relative to STATE/wal) */
+    uint64_t torn_offset;    /* end of the valid data in it */
+    uint64_t torn_bytes;     /* bytes dropped; they held LSNs from
+                                wal_last_lsn + 1 on, never acknowledged */
+    char torn_reason[200];
+    double seconds; /* time spent in open */
+} keel_kernel_recovery;
+
+/* The recovery report of the open that created k. */
+KEEL_API void keel_kernel_recovery_info(const keel_kernel *k,
+                                        keel_kernel_recovery *out);
+
 /* 1 once boot has committed. */
 KEEL_API int keel_kernel_booted(const keel_kernel *k);
 /*
