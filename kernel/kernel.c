@@ -517,20 +517,22 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
 
 /* ---- open, recovery, close -------------------------------------------- */
 
-static int lock_state(keel_kernel *k, keel_diag *diag)
+int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
 {
     char path[4096];
-    snprintf(path, sizeof(path), "%s/lock", k->dir);
-    k->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (k->lock_fd < 0) {
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0) {
         int rc = keel_translate_errno(errno);
         return keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
                           keel_strerror(rc));
     }
-    if (flock(k->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
         int busy = errno == EWOULDBLOCK;
         int rc = busy ? KEEL_EBUSY : keel_translate_errno(errno);
-        return keel__diag(diag, rc, "%s: %s", k->dir,
+        close(*fd);
+        *fd = -1;
+        return keel__diag(diag, rc, "%s: %s", dir,
                           busy ? "locked by another keel process"
                                : keel_strerror(rc));
     }
@@ -695,7 +697,7 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         free(dir_store);
         goto out;
     }
-    rc = lock_state(k, diag);
+    rc = keel__k_lock_state(k->dir, &k->lock_fd, diag);
     if (rc == KEEL_OK) {
         keel__store_options so;
         keel__store_options_init(&so);

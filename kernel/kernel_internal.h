@@ -147,6 +147,11 @@ int keel__k_del(keel_kernel *k, const char *key);
  * @return 1, 0 (none), < 0. */
 int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
                  char *out);
+/* Take STATE's lock file (dir/lock, created if absent) without waiting:
+ * *fd holds the flock until closed; -1 on failure.
+ * @return KEEL_OK, KEEL_EBUSY ("locked by another keel process"), or the
+ *         open error. */
+int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
 /* Storage failure: make the kernel FAILED. @return rc. */
 int keel__k_fail(keel_kernel *k, int rc, const char *what);
 kvat *keel__k_vat(keel_kernel *k, uint32_t vid);
