@@ -496,6 +496,66 @@ START_TEST(test_wal_new_log_is_empty_and_clean)
 }
 END_TEST
 
+/* A restored state continues its log after the snapshot's LSN. */
+START_TEST(test_wal_new_log_first_lsn_continues_numbering)
+{
+    char *dir = tu_tmpdir("wal-first");
+    keel_wal_options o;
+    keel_wal_options_init(&o);
+    o.first_lsn = 100;
+    o.kernel_id = 0x1234;
+    keel_wal_open_info info;
+    keel_wal *w = open_ok(dir, &o, &info);
+    ck_assert_uint_eq(keel_wal_last_lsn(w), 99);
+    ck_assert_uint_eq(keel_wal_durable_lsn(w), 99);
+    uint64_t lsn = 0;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel_wal_append(w, KEEL_WAL_CRANK, 7, "x", 1, &lsn, &d),
+                     KEEL_OK);
+    ck_assert_uint_eq(lsn, 100);
+    close_ok(w);
+    size_t n = 0;
+    char **names = list_names(dir, ".seg", &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(names[0], "00000000000000000100.seg");
+    free_names(names);
+
+    /* Reopened: the option is ignored for an existing log. */
+    o.first_lsn = 1;
+    w = open_ok(dir, &o, &info);
+    ck_assert_uint_eq(info.first_lsn, 100);
+    ck_assert_uint_eq(info.last_lsn, 100);
+    ck_assert_int_eq(keel_wal_append(w, KEEL_WAL_CRANK, 8, "y", 1, &lsn, &d),
+                     KEEL_OK);
+    ck_assert_uint_eq(lsn, 101);
+    close_ok(w);
+
+    keel_wal_reader *r = NULL;
+    ck_assert_int_eq(keel_wal_reader_open(dir, NULL, 100, &r, &d), KEEL_OK);
+    keel_wal_record rec;
+    ck_assert_int_eq(keel_wal_reader_next(r, &rec, &d), 1);
+    ck_assert_uint_eq(rec.lsn, 100);
+    ck_assert_uint_eq(rec.crank, 7);
+    ck_assert_int_eq(keel_wal_reader_next(r, &rec, &d), 1);
+    ck_assert_uint_eq(rec.lsn, 101);
+    ck_assert_int_eq(keel_wal_reader_next(r, &rec, &d), 0);
+    keel_wal_reader_close(r);
+
+    /* An empty log that starts after 1 reopens empty at the same place. */
+    char *dir2 = tu_tmpdir("wal-first-empty");
+    o.first_lsn = 42;
+    w = open_ok(dir2, &o, &info);
+    close_ok(w);
+    w = open_ok(dir2, &o, &info);
+    ck_assert_uint_eq(keel_wal_last_lsn(w), 41);
+    close_ok(w);
+    tu_rmrf(dir2);
+    free(dir2);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ---- sync policies ------------------------------------------------------- */
 
 START_TEST(test_wal_sync_policy_wait_makes_appends_durable)
@@ -1042,6 +1102,7 @@ Suite *wal_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_wal_round_trip_many_sizes_reads_back_exactly);
     tcase_add_test(tc, test_wal_new_log_is_empty_and_clean);
+    tcase_add_test(tc, test_wal_new_log_first_lsn_continues_numbering);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sync");

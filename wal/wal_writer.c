@@ -151,6 +151,7 @@ void keel_wal_options_init(keel_wal_options *o)
     o->compress_min_bytes = 4096;
     o->compress_level = 1;
     o->create = 1;
+    o->first_lsn = 1;
 }
 
 static uint64_t now_ns(void)
@@ -852,7 +853,10 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
                 goto out;
             }
         }
-        rc = new_segment(w, 1, diag);
+        uint64_t first = w->o.first_lsn > 0 ? w->o.first_lsn : 1;
+        rc = new_segment(w, first, diag);
+        w->last_lsn = first - 1;
+        atomic_store(&w->durable_lsn, first - 1);
         if (rc == KEEL_OK) {
             /* A new log: make the directory's own name durable too, even
              * when an earlier attempt created it and crashed (W5). */

@@ -101,6 +101,10 @@ typedef struct keel_wal_options {
     int compress_level;          /* zstd level; default 1 */
     int create;                  /* 1 (default): create the directory and a
                                     first segment when absent */
+    uint64_t first_lsn;          /* a NEW log's first LSN (default 1): a
+                                    state restored from a snapshot at LSN s
+                                    continues its log at s + 1. Ignored
+                                    when the log exists. */
 } keel_wal_options;
 
 /* Fill o with the defaults above. */
