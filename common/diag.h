@@ -20,6 +20,15 @@
 int keel__diag(keel_diag *diag, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * Bytes in printable form for messages: \xNN for bytes outside 0x20..0x7e
+ * and for `"` and `\`, as much as fits in cap (NUL-terminated), then
+ * "..." when cut short or when more (the caller shortened p) follows.
+ * @return buf.
+ */
+const char *keel__printable(const void *p, size_t len, int more, char *buf,
+                            size_t cap);
+
 /* Assertions stay on in release builds (programmer errors only). */
 #define KEEL_ASSERT(expr) \
     ((expr) ? (void)0 : keel__assert_fail(#expr, __FILE__, __LINE__, __func__))

@@ -58,6 +58,8 @@ void keel_kernel_options_init(keel_kernel_options *o)
     o->sync = KEEL_SYNC_FULL;
     o->checkpoint_cranks = 10000;
     o->checkpoint_ms = 1000;
+    o->snapshot_keep = 2;
+    o->snapshot_level = 3;
     o->create = 1;
 }
 
@@ -258,7 +260,7 @@ static int encode_ws(keel_kernel *k, size_t *len, keel_diag *d)
     return keel__store_ws_encode(k->store, k->enc, k->enc_cap, len, d);
 }
 
-static int checkpoint(keel_kernel *k, keel_diag *diag)
+int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
 {
     keel_diag d = {0};
     /* K11: the WAL first, then the store that depends on it. */
@@ -344,7 +346,7 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     if (k->txns_since_ckpt >= k->o.checkpoint_cranks ||
         keel__store_pending_bytes(k->store) >= CHECKPOINT_PENDING_BYTES ||
         now_ns() - k->ckpt_ns >= (uint64_t)k->o.checkpoint_ms * 1000000u) {
-        rc = checkpoint(k, diag);
+        rc = keel__k_checkpoint(k, diag);
     }
     return rc;
 }
@@ -655,6 +657,22 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         goto out;
     }
     k->o.crash_point = NULL; /* not retained */
+    if (k->o.snapshot_every != 0) {
+        if (k->o.snapshot_dir == NULL) {
+            rc = keel__diag(diag, KEEL_EINVAL,
+                            "periodic snapshots need a snapshot directory");
+            goto out;
+        }
+        k->snap_dir = strdup(k->o.snapshot_dir);
+        if (k->snap_dir == NULL) {
+            rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+            goto out;
+        }
+        if (k->o.snapshot_keep == 0) {
+            k->o.snapshot_keep = 1;
+        }
+    }
+    k->o.snapshot_dir = NULL; /* not retained */
     size_t n = strlen(state_dir);
     k->dir = strdup(state_dir);
     k->dir_wal = malloc(n + 5);
@@ -729,10 +747,11 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         rc = replay(k, diag);
     }
     if (rc == KEEL_OK) {
-        rc = checkpoint(k, diag);
+        rc = keel__k_checkpoint(k, diag);
     }
     if (rc == KEEL_OK) {
         rc = load_meta(k, diag);
+        k->snap_crank = k->crank;
     }
     if (rc == KEEL_OK) {
         rc = keel__host_new(&k->host);
@@ -772,7 +791,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
         }
     }
     if (k->store != NULL && k->wal != NULL && !k->failed) {
-        rc = checkpoint(k, diag);
+        rc = keel__k_checkpoint(k, diag);
     }
     if (k->wal != NULL) {
         int wrc = keel_wal_close(k->wal, rc == KEEL_OK ? diag : NULL);
@@ -798,6 +817,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     XXH3_freeState(k->hash_state);
     free(k->dir_wal);
     free(k->dir);
+    free(k->snap_dir);
     free(k);
     return rc;
 }

@@ -127,6 +127,8 @@ struct keel_kernel {
     uint64_t crash_nth;
     uint64_t crash_seen;
     keel_kernel_recovery recovery; /* what open found and did */
+    char *snap_dir;                /* periodic snapshots: copy of the option */
+    uint64_t snap_crank;           /* crank of the last periodic snapshot */
     void *hash_state;              /* XXH3_state_t, reused by every commit */
     uint8_t *enc;                  /* scratch for encodings */
     size_t enc_cap;
@@ -152,6 +154,8 @@ int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
  * @return KEEL_OK, KEEL_EBUSY ("locked by another keel process"), or the
  *         open error. */
 int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
+/* Checkpoint now (K11: after the WAL is durable). */
+int keel__k_checkpoint(keel_kernel *k, keel_diag *diag);
 /* Storage failure: make the kernel FAILED. @return rc. */
 int keel__k_fail(keel_kernel *k, int rc, const char *what);
 kvat *keel__k_vat(keel_kernel *k, uint32_t vid);
@@ -197,6 +201,11 @@ int keel__k_settle(keel_kernel *k, const char *kp, int rejected,
 /* Decode a promise's state (0/1/2) and body. */
 int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
                           char **body);
+
+/* --- snapshots.c: periodic snapshots ----------------------------------- */
+/* Take the periodic snapshot if snapshot_every cranks passed since the
+ * last one; prune old ones and retire the log before the oldest kept. */
+int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag);
 
 /* --- syscall.c ---------------------------------------------------------- */
 /* Run the syscalls held during another vat's crank. */

@@ -416,8 +416,11 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         }
         if (rc == 1) {
             s.cranks++;
-            rc = KEEL_OK; /* K22: a limit stopping the loop still waits */
-            continue;
+            rc = keel__k_periodic_snapshot(k, diag); /* KS3 */
+            if (rc < 0) {
+                break;
+            }
+            continue; /* K22: a limit stopping the loop still waits */
         }
         rc = KEEL_OK;
         if (keel__host_pending(k->host) == 0) {

@@ -171,6 +171,7 @@ struct keel__store {
     kv_map ws;           /* the open write-set (ST4) */
     size_t ws_enc_bytes; /* exact encoded length of the open write-set */
     kv_map ov;           /* the overlay (ST9) */
+    uint64_t load_bytes; /* bulk load: bytes since the last commit */
 };
 
 /* ---------------------------------------------------------------------
@@ -207,13 +208,12 @@ static int xlate(int mrc)
 }
 
 /* Fill diag for a failed LMDB call `what` and return the KEEL_E* code. */
-static int lmdb_error(const keel__store *s, int mrc, const char *what,
-                      keel_diag *diag)
+static int lmdb_error(MDB_env *env, int mrc, const char *what, keel_diag *diag)
 {
     int rc = xlate(mrc);
     if (mrc == MDB_MAP_FULL) {
         MDB_envinfo info;
-        mdb_env_info(s->env, &info);
+        mdb_env_info(env, &info);
         keel__diag(diag, rc,
                    DATA_FILE ": %s: map full (map size %zu bytes); reopen "
                              "with a larger map size",
@@ -273,46 +273,32 @@ static int has_prefix(const uint8_t *k, size_t klen, const uint8_t *p,
     return plen == 0 || (klen >= plen && memcmp(k, p, plen) == 0);
 }
 
-/* The key in printable form for messages: \xNN for bytes outside
- * 0x20..0x7e and for `"` and `\`; long keys end in "...". */
+/* The key in printable form for messages (keel__printable), at most
+ * KEY_PRINT_BYTES of it. */
 static const char *printable(const uint8_t *k, size_t klen, char *buf,
                              size_t cap)
 {
-    size_t o = 0;
-    size_t n = klen < KEY_PRINT_BYTES ? klen : KEY_PRINT_BYTES;
-    for (size_t i = 0; i < n && o + 5 < cap; i++) {
-        uint8_t c = k[i];
-        if (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\') {
-            buf[o++] = (char)c;
-        } else {
-            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-        }
-    }
-    if (n < klen && o + 4 < cap) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-    buf[o] = '\0';
-    return buf;
+    return keel__printable(k, klen < KEY_PRINT_BYTES ? klen : KEY_PRINT_BYTES,
+                           klen > KEY_PRINT_BYTES, buf, cap);
 }
 
 /* ST3: xxh3_64(key ‖ value), streamed so that neither is copied. */
-static uint64_t kv_hash(keel__store *s, const void *key, size_t klen,
+static uint64_t kv_hash(XXH3_state_t *h, const void *key, size_t klen,
                         const void *val, size_t vlen)
 {
-    XXH3_64bits_reset(s->hash);
-    XXH3_64bits_update(s->hash, key, klen);
+    XXH3_64bits_reset(h);
+    XXH3_64bits_update(h, key, klen);
     if (vlen > 0) {
-        XXH3_64bits_update(s->hash, val, vlen);
+        XXH3_64bits_update(h, val, vlen);
     }
-    return XXH3_64bits_digest(s->hash);
+    return XXH3_64bits_digest(h);
 }
 
 /*
  * ST3: check a stored value d read under key (what: "key" or "meta") and
  * give the value without its checksum.
  */
-static int verify(keel__store *s, const char *what, const uint8_t *key,
+static int verify(XXH3_state_t *h, const char *what, const uint8_t *key,
                   size_t klen, const MDB_val *d, keel_bytes *out,
                   keel_diag *diag)
 {
@@ -329,7 +315,7 @@ static int verify(keel__store *s, const char *what, const uint8_t *key,
     size_t vlen = d->mv_size - KEEL__STORE_CHECKSUM_BYTES;
     const uint8_t *v = d->mv_data;
     uint64_t stored = keel__get_u64(v + vlen);
-    uint64_t computed = kv_hash(s, key, klen, v, vlen);
+    uint64_t computed = kv_hash(h, key, klen, v, vlen);
     if (stored != computed) {
         rc = keel__diag(
             diag, KEEL_ECORRUPT,
@@ -346,19 +332,20 @@ out:
 
 /* Store value ‖ checksum under key (ST3). @return an LMDB code. */
 static int put_checked(keel__store *s, MDB_dbi dbi, const uint8_t *key,
-                       size_t klen, const uint8_t *val, size_t vlen)
+                       size_t klen, const uint8_t *val, size_t vlen,
+                       unsigned flags)
 {
     MDB_val k = {.mv_size = klen, .mv_data = (void *)key};
     MDB_val d = {.mv_size = vlen + KEEL__STORE_CHECKSUM_BYTES, .mv_data = NULL};
     /* MDB_RESERVE hands out the value's space in the page: the value and
      * its checksum are written there once, with no staging copy. */
-    int mrc = mdb_put(s->txn, dbi, &k, &d, MDB_RESERVE);
+    int mrc = mdb_put(s->txn, dbi, &k, &d, MDB_RESERVE | flags);
     if (mrc == MDB_SUCCESS) {
         uint8_t *p = d.mv_data;
         if (vlen > 0) {
             memcpy(p, val, vlen);
         }
-        keel__put_u64(p + vlen, kv_hash(s, key, klen, val, vlen));
+        keel__put_u64(p + vlen, kv_hash(s->hash, key, klen, val, vlen));
     }
     return mrc;
 }
@@ -1262,10 +1249,10 @@ int keel__store_get(keel__store *s, const void *key, size_t key_len,
         goto out;
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s, mrc, "get", diag);
+        rc = lmdb_error(s->env, mrc, "get", diag);
         goto out;
     }
-    rc = verify(s, "key", key, key_len, &d, value, diag);
+    rc = verify(s->hash, "key", key, key_len, &d, value, diag);
     if (rc == KEEL_OK) {
         rc = 1;
     }
@@ -1330,7 +1317,7 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
     };
     for (;;) {
         if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND) {
-            rc = lmdb_error(s, mrc, "next key", diag);
+            rc = lmdb_error(s->env, mrc, "next key", diag);
             break;
         }
         const uint8_t *mk = mrc == MDB_SUCCESS ? lk.mv_data : NULL;
@@ -1352,7 +1339,7 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
         }
         if (top == NULL) {
             keel_bytes v;
-            rc = verify(s, "key", mk, mlen, &ld, &v, diag);
+            rc = verify(s->hash, "key", mk, mlen, &ld, &v, diag);
             if (rc == KEEL_OK) {
                 key->ptr = mk;
                 key->len = mlen;
@@ -1391,7 +1378,7 @@ int keel__store_next_key(keel__store *s, const void *after, size_t after_len,
     int mrc = mdb_cursor_open(s->txn, s->data_dbi, &cur);
     if (mrc != MDB_SUCCESS) {
         cur = NULL;
-        rc = lmdb_error(s, mrc, "cursor open", diag);
+        rc = lmdb_error(s->env, mrc, "cursor open", diag);
         goto out;
     }
     /* Keys with the prefix are a contiguous range starting at the prefix
@@ -1423,7 +1410,7 @@ int keel__store_count_prefix(keel__store *s, const void *prefix,
     int mrc = mdb_cursor_open(s->txn, s->data_dbi, &cur);
     if (mrc != MDB_SUCCESS) {
         cur = NULL;
-        rc = lmdb_error(s, mrc, "cursor open", diag);
+        rc = lmdb_error(s->env, mrc, "cursor open", diag);
         goto out;
     }
     keel_bytes k = {.ptr = prefix, .len = prefix_len};
@@ -1450,24 +1437,26 @@ out:
  */
 
 /* Read meta value name, exactly want bytes, checksum checked (ST3). */
-static int meta_get(keel__store *s, const char *name, uint8_t *out, size_t want,
-                    keel_diag *diag)
+/* Read meta value `name` of exactly want bytes from txn's meta table. */
+static int meta_read(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
+                     const char *name, uint8_t *out, size_t want,
+                     keel_diag *diag)
 {
     int rc = KEEL_OK;
     MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
     MDB_val d;
-    int mrc = mdb_get(s->txn, s->meta_dbi, &k, &d);
+    int mrc = mdb_get(txn, dbi, &k, &d);
     if (mrc == MDB_NOTFOUND) {
         rc = keel__diag(diag, KEEL_ECORRUPT, DATA_FILE ": meta \"%s\" missing",
                         name);
         goto out;
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s, mrc, "reading meta", diag);
+        rc = lmdb_error(env, mrc, "reading meta", diag);
         goto out;
     }
     keel_bytes v;
-    rc = verify(s, "meta", (const uint8_t *)name, k.mv_size, &d, &v, diag);
+    rc = verify(h, "meta", (const uint8_t *)name, k.mv_size, &d, &v, diag);
     if (rc < 0) {
         goto out;
     }
@@ -1482,12 +1471,19 @@ out:
     return rc;
 }
 
+static int meta_get(keel__store *s, const char *name, uint8_t *out, size_t want,
+                    keel_diag *diag)
+{
+    return meta_read(s->env, s->txn, s->meta_dbi, s->hash, name, out, want,
+                     diag);
+}
+
 static int meta_put_u64(keel__store *s, const char *name, uint64_t v)
 {
     uint8_t b[8];
     keel__put_u64(b, v);
     return put_checked(s, s->meta_dbi, (const uint8_t *)name, strlen(name), b,
-                       sizeof(b));
+                       sizeof(b), 0);
 }
 
 static int begin_txn(keel__store *s, keel_diag *diag)
@@ -1496,7 +1492,7 @@ static int begin_txn(keel__store *s, keel_diag *diag)
     int mrc = mdb_txn_begin(s->env, NULL, 0, &s->txn);
     if (mrc != MDB_SUCCESS) {
         s->txn = NULL;
-        rc = lmdb_error(s, mrc, "begin write transaction", diag);
+        rc = lmdb_error(s->env, mrc, "begin write transaction", diag);
     }
     return rc;
 }
@@ -1508,7 +1504,7 @@ static int commit_txn(keel__store *s, keel_diag *diag)
     int mrc = mdb_txn_commit(s->txn);
     s->txn = NULL;
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s, mrc, "commit", diag);
+        rc = lmdb_error(s->env, mrc, "commit", diag);
     }
     return rc;
 }
@@ -1524,7 +1520,7 @@ static int flush_walk(keel__store *s, uint32_t t)
         mrc = flush_walk(s, n->left);
         if (mrc == MDB_SUCCESS && n->kind == KEEL__STORE_PUT) {
             mrc = put_checked(s, s->data_dbi, key, n->key_len,
-                              s->ov.arena + n->val_off, n->val_len);
+                              s->ov.arena + n->val_off, n->val_len, 0);
         } else if (mrc == MDB_SUCCESS) {
             /* A tombstone: the key may or may not be in the last
              * checkpoint; absent is what we want either way. */
@@ -1580,7 +1576,7 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
     }
     if (mrc != MDB_SUCCESS) {
         /* ST6: the transaction now holds part of the overlay. */
-        rc = set_failed(s, lmdb_error(s, mrc, "checkpoint", diag), diag);
+        rc = set_failed(s, lmdb_error(s->env, mrc, "checkpoint", diag), diag);
         goto out;
     }
     rc = commit_txn(s, diag);
@@ -1612,7 +1608,8 @@ static int create_tables(keel__store *s, uint64_t kernel_id, keel_diag *diag)
         uint8_t b[4];
         keel__put_u32(b, KEEL__STORE_FORMAT);
         what = "write meta";
-        mrc = put_checked(s, s->meta_dbi, (const uint8_t *)"format", 6, b, 4);
+        mrc =
+            put_checked(s, s->meta_dbi, (const uint8_t *)"format", 6, b, 4, 0);
     }
     s->kernel_id = kernel_id;
     if (mrc == MDB_SUCCESS && s->kernel_id == 0) {
@@ -1632,7 +1629,7 @@ static int create_tables(keel__store *s, uint64_t kernel_id, keel_diag *diag)
         mrc = meta_put_u64(s, "applied_lsn", 0);
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s, mrc, what, diag);
+        rc = lmdb_error(s->env, mrc, what, diag);
         goto out;
     }
     rc = commit_txn(s, diag);
@@ -1662,7 +1659,7 @@ static int check_tables(keel__store *s, uint64_t kernel_id, keel_diag *diag)
         goto out;
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s, mrc, "open table \"data\"", diag);
+        rc = lmdb_error(s->env, mrc, "open table \"data\"", diag);
         goto out;
     }
     uint8_t b[8];
@@ -1715,7 +1712,7 @@ static int open_tables(keel__store *s, int create, uint64_t kernel_id,
         goto out;
     }
     if (mrc != MDB_NOTFOUND) {
-        rc = lmdb_error(s, mrc, "open table \"meta\"", diag);
+        rc = lmdb_error(s->env, mrc, "open table \"meta\"", diag);
         goto out;
     }
     MDB_dbi main_dbi;
@@ -1725,7 +1722,7 @@ static int open_tables(keel__store *s, int create, uint64_t kernel_id,
         mrc = mdb_stat(s->txn, main_dbi, &st);
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s, mrc, "stat", diag);
+        rc = lmdb_error(s->env, mrc, "stat", diag);
         goto out;
     }
     if (st.ms_entries != 0) {
@@ -1843,7 +1840,7 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     int mrc = mdb_env_create(&s->env);
     if (mrc != MDB_SUCCESS) {
         s->env = NULL;
-        rc = lmdb_error(s, mrc, "create environment", diag);
+        rc = lmdb_error(s->env, mrc, "create environment", diag);
         goto out;
     }
     mrc = mdb_env_set_mapsize(s->env, (size_t)o.map_bytes);
@@ -1855,7 +1852,7 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
         mrc = mdb_env_open(s->env, dir, 0, 0644);
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s, mrc, "open environment", diag);
+        rc = lmdb_error(s->env, mrc, "open environment", diag);
         goto out;
     }
     if (mdb_env_get_maxkeysize(s->env) < (int)KEEL__STORE_MAX_KEY_BYTES) {
@@ -1923,4 +1920,311 @@ uint64_t keel__store_pending_bytes(const keel__store *s)
 int keel__store_failed(const keel__store *s)
 {
     return s->failed;
+}
+
+/* ---------------------------------------------------------------------
+ * Bulk load (restore) and read-only views (snapshots).
+ */
+
+/* Commit a bulk load's transaction once it holds this much, so a restore's
+ * memory stays bounded whatever the state's size. */
+#define LOAD_COMMIT_BYTES (64u * 1024 * 1024)
+
+int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
+                         const void *value, size_t value_len, keel_diag *diag)
+{
+    int rc = check_failed(s, diag);
+    KEEL_ASSERT(!s->ws_open && s->ov.root == 0 && s->applied_lsn == 0);
+    if (rc < 0) {
+        goto out;
+    }
+    if (key_len == 0 || key_len > KEEL__STORE_MAX_KEY_BYTES ||
+        value_len > KEEL__STORE_MAX_VALUE_BYTES) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "load: key of %zu bytes or value of %zu bytes out "
+                        "of range",
+                        key_len, value_len);
+        goto out;
+    }
+    /* Keys arrive in ascending order: MDB_APPEND fills pages front to back
+     * and refuses a key that does not sort after the last. */
+    int mrc =
+        put_checked(s, s->data_dbi, key, key_len, value, value_len, MDB_APPEND);
+    if (mrc == MDB_KEYEXIST) {
+        char kbuf[4 * KEY_PRINT_BYTES + 8];
+        rc = keel__diag(diag, KEEL_ECORRUPT,
+                        "load: key \"%s\" does not sort after the previous "
+                        "one",
+                        printable(key, key_len, kbuf, sizeof(kbuf)));
+        goto out;
+    }
+    if (mrc != MDB_SUCCESS) {
+        rc = set_failed(s, lmdb_error(s->env, mrc, "load", diag), diag);
+        goto out;
+    }
+    s->load_bytes += key_len + value_len;
+    if (s->load_bytes >= LOAD_COMMIT_BYTES) {
+        s->load_bytes = 0;
+        rc = commit_txn(s, diag);
+        if (rc == KEEL_OK) {
+            rc = begin_txn(s, diag);
+        }
+        if (rc < 0) {
+            rc = set_failed(s, rc, diag);
+        }
+    }
+out:
+    return rc;
+}
+
+int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
+{
+    int rc = check_failed(s, diag);
+    KEEL_ASSERT(!s->ws_open && s->ov.root == 0 && s->applied_lsn == 0);
+    if (rc < 0) {
+        goto out;
+    }
+    int mrc = meta_put_u64(s, "applied_lsn", lsn);
+    if (mrc != MDB_SUCCESS) {
+        rc = set_failed(s, lmdb_error(s->env, mrc, "load", diag), diag);
+        goto out;
+    }
+    rc = commit_txn(s, diag);
+    if (rc == KEEL_OK) {
+        s->applied_lsn = lsn;
+        s->ckpt_lsn = lsn;
+        s->load_bytes = 0;
+        rc = begin_txn(s, diag);
+    }
+    if (rc < 0) {
+        rc = set_failed(s, rc, diag);
+    }
+out:
+    return rc;
+}
+
+struct keel__store_view {
+    MDB_env *env; /* own environment (view_open), or the store's */
+    MDB_txn *txn; /* own read transaction, or the store's write one */
+    int own;      /* 1: env and txn are this view's to close */
+    MDB_dbi data_dbi;
+    MDB_dbi meta_dbi;
+    MDB_cursor *cur;
+    int started; /* the cursor has returned an entry */
+    XXH3_state_t *hash;
+    uint64_t kernel_id;
+    uint64_t lsn;
+};
+
+void keel__store_view_close(keel__store_view *v)
+{
+    if (v != NULL) {
+        if (v->cur != NULL) {
+            mdb_cursor_close(v->cur);
+        }
+        if (v->own) {
+            if (v->txn != NULL) {
+                mdb_txn_abort(v->txn);
+            }
+            if (v->env != NULL) {
+                mdb_env_close(v->env);
+            }
+        }
+        XXH3_freeState(v->hash);
+        free(v);
+    }
+}
+
+/* Read the view's meta values and open its cursor. */
+static int view_init(keel__store_view *v, keel_diag *diag)
+{
+    uint8_t b[8];
+    int rc =
+        meta_read(v->env, v->txn, v->meta_dbi, v->hash, "format", b, 4, diag);
+    if (rc == KEEL_OK && keel__get_u32(b) != KEEL__STORE_FORMAT) {
+        rc = keel__diag(diag, KEEL_EVERSION,
+                        DATA_FILE ": unsupported store format version %" PRIu32
+                                  " (this keel reads version %u)",
+                        keel__get_u32(b), KEEL__STORE_FORMAT);
+    }
+    if (rc == KEEL_OK) {
+        rc = meta_read(v->env, v->txn, v->meta_dbi, v->hash, "kernel_id", b, 8,
+                       diag);
+        v->kernel_id = keel__get_u64(b);
+    }
+    if (rc == KEEL_OK) {
+        rc = meta_read(v->env, v->txn, v->meta_dbi, v->hash, "applied_lsn", b,
+                       8, diag);
+        v->lsn = keel__get_u64(b);
+    }
+    if (rc == KEEL_OK) {
+        int mrc = mdb_cursor_open(v->txn, v->data_dbi, &v->cur);
+        if (mrc != MDB_SUCCESS) {
+            v->cur = NULL;
+            rc = lmdb_error(v->env, mrc, "cursor open", diag);
+        }
+    }
+    return rc;
+}
+
+static keel__store_view *view_new(void)
+{
+    keel__store_view *v = calloc(1, sizeof(*v));
+    if (v != NULL) {
+        v->hash = XXH3_createState();
+        if (v->hash == NULL) {
+            free(v);
+            v = NULL;
+        }
+    }
+    return v;
+}
+
+int keel__store_view_open(const char *dir, keel__store_view **out,
+                          keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    *out = NULL;
+    keel__store_view *v = view_new();
+    if (v == NULL) {
+        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    v->own = 1;
+    char *data = path_join(dir, DATA_FILE);
+    struct stat st;
+    int have = data != NULL && stat(data, &st) == 0;
+    free(data);
+    if (!have) {
+        rc = keel__diag(diag, KEEL_ENOENT, DATA_FILE ": no store");
+        goto out;
+    }
+    int mrc = mdb_env_create(&v->env);
+    if (mrc != MDB_SUCCESS) {
+        v->env = NULL;
+        rc = lmdb_error(NULL, mrc, "create environment", diag);
+        goto out;
+    }
+    mrc = mdb_env_set_maxdbs(v->env, 2);
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_env_set_mapsize(v->env, KEEL__STORE_DEFAULT_MAP_BYTES);
+    }
+    if (mrc == MDB_SUCCESS) {
+        /* A reader beside a running kernel: it sees the last committed
+         * checkpoint and never blocks the kernel's writer. */
+        mrc = mdb_env_open(v->env, dir, MDB_RDONLY, 0644);
+    }
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &v->txn);
+        if (mrc != MDB_SUCCESS) {
+            v->txn = NULL;
+        }
+    }
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_dbi_open(v->txn, "meta", 0, &v->meta_dbi);
+    }
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_dbi_open(v->txn, "data", 0, &v->data_dbi);
+    }
+    if (mrc == MDB_NOTFOUND) {
+        rc = keel__diag(diag, KEEL_ECORRUPT,
+                        DATA_FILE ": not a keel store (no tables)");
+        goto out;
+    }
+    if (mrc != MDB_SUCCESS) {
+        rc = lmdb_error(v->env, mrc, "open read-only", diag);
+        goto out;
+    }
+    rc = view_init(v, diag);
+out:
+    if (rc < 0) {
+        keel__store_view_close(v);
+    } else {
+        *out = v;
+    }
+    return rc;
+}
+
+int keel__store_view_of(keel__store *s, keel__store_view **out, keel_diag *diag)
+{
+    int rc = check_failed(s, diag);
+    *out = NULL;
+    KEEL_ASSERT(!s->ws_open && s->applied_lsn == s->ckpt_lsn);
+    keel__store_view *v = NULL;
+    if (rc < 0) {
+        goto out;
+    }
+    v = view_new();
+    if (v == NULL) {
+        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    v->env = s->env;
+    v->txn = s->txn;
+    v->data_dbi = s->data_dbi;
+    v->meta_dbi = s->meta_dbi;
+    rc = view_init(v, diag);
+out:
+    if (rc < 0) {
+        keel__store_view_close(v);
+    } else {
+        *out = v;
+    }
+    return rc;
+}
+
+uint64_t keel__store_view_kernel_id(const keel__store_view *v)
+{
+    return v->kernel_id;
+}
+
+uint64_t keel__store_view_lsn(const keel__store_view *v)
+{
+    return v->lsn;
+}
+
+int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,
+                         keel_bytes *value, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
+    MDB_val d;
+    int mrc = mdb_get(v->txn, v->data_dbi, &k, &d);
+    if (mrc == MDB_NOTFOUND) {
+        goto out;
+    }
+    if (mrc != MDB_SUCCESS) {
+        rc = lmdb_error(v->env, mrc, "get", diag);
+        goto out;
+    }
+    rc = verify(v->hash, "key", key, key_len, &d, value, diag);
+    if (rc == KEEL_OK) {
+        rc = 1;
+    }
+out:
+    return rc;
+}
+
+int keel__store_view_next(keel__store_view *v, keel_bytes *key,
+                          keel_bytes *value, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    MDB_val k, d;
+    int mrc = mdb_cursor_get(v->cur, &k, &d, v->started ? MDB_NEXT : MDB_FIRST);
+    v->started = 1;
+    if (mrc == MDB_NOTFOUND) {
+        goto out;
+    }
+    if (mrc != MDB_SUCCESS) {
+        rc = lmdb_error(v->env, mrc, "next", diag);
+        goto out;
+    }
+    rc = verify(v->hash, "key", k.mv_data, k.mv_size, &d, value, diag);
+    if (rc == KEEL_OK) {
+        key->ptr = k.mv_data;
+        key->len = k.mv_size;
+        rc = 1;
+    }
+out:
+    return rc;
 }

@@ -335,4 +335,51 @@ int keel__store_count_prefix(keel__store *s, const void *prefix,
  */
 int keel__store_checkpoint(keel__store *s, keel_diag *diag);
 
+/*
+ * Bulk load, for a restore: fill a NEW store (nothing applied yet) with
+ * entries in strictly ascending key order, straight into LMDB (no
+ * overlay), committing every 64 MiB so memory stays bounded whatever the
+ * size; then load_finish records lsn as the applied and checkpointed LSN
+ * and commits. Only a store nobody else sees may be loaded this way: an
+ * interrupted load leaves part of the entries committed.
+ * @return KEEL_OK; KEEL_ECORRUPT (a key not after the previous one: the
+ *         store is unchanged by it); KEEL_EINVAL (key or value length);
+ *         LMDB errors (the store is FAILED); KEEL_EFAILED.
+ */
+int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
+                         const void *value, size_t value_len, keel_diag *diag);
+int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag);
+
+/*
+ * A read-only view of a store's last checkpoint, for snapshots: its
+ * kernel id, its LSN, point lookups and an in-order walk of every entry
+ * (each checksum checked).
+ *   keel__store_view_open(dir): from any process, while a kernel runs on
+ *       the store (an LMDB read transaction: it never blocks the kernel,
+ *       and sees exactly the checkpoint committed when it began). Not in
+ *       a process that has the same store open (LMDB forbids opening one
+ *       environment twice in a process).
+ *   keel__store_view_of(s): over an open store with nothing applied since
+ *       its last checkpoint (asserted: checkpoint first); borrows s, which
+ *       must not be used until the view is closed.
+ * Bytes returned are borrowed until the next call on the view.
+ * @return view_open: KEEL_OK, KEEL_ENOENT (no store), KEEL_ECORRUPT (not
+ *         a keel store, bad meta), KEEL_EVERSION, KEEL_EIO, KEEL_ENOMEM;
+ *         view_get/view_next: 1 (an entry), 0 (absent / no more),
+ *         KEEL_ECORRUPT (checksum: the diag names the key), KEEL_EIO.
+ */
+typedef struct keel__store_view keel__store_view;
+int keel__store_view_open(const char *dir, keel__store_view **out,
+                          keel_diag *diag);
+int keel__store_view_of(keel__store *s, keel__store_view **out,
+                        keel_diag *diag);
+uint64_t keel__store_view_kernel_id(const keel__store_view *v);
+uint64_t keel__store_view_lsn(const keel__store_view *v);
+int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,
+                         keel_bytes *value, keel_diag *diag);
+int keel__store_view_next(keel__store_view *v, keel_bytes *key,
+                          keel_bytes *value, keel_diag *diag);
+/* NULL is a no-op. */
+void keel__store_view_close(keel__store_view *v);
+
 #endif

@@ -64,6 +64,24 @@ typedef struct keel_kernel_options {
      * KIND (commit events only) is crank, out-of-crank or kernel-op.
      * `keel run` takes it from $KEEL_CRASH_POINT. NULL: none. Copied. */
     const char *crash_point;
+    /* 1: vats' async work (keel_vat_timer, keel_vat_work) never runs on a
+     * clock or a thread of its own: completions wait in a queue ordered by
+     * virtual due time, and the run loop completes the next one (its work
+     * and done, on the kernel's thread) only when the run queue is empty.
+     * Two runs of the same cluster then make the same transactions in the
+     * same order (crash testing: `keel crashtest`). Default 0. */
+    int deterministic;
+    /* Periodic snapshots (keel_kernel_run): every snapshot_every cranks
+     * (0: never) a checkpoint and a snapshot of it into snapshot_dir
+     * (copied; the directory must exist and belong to this kernel), named
+     * `<LSN, 20 digits>.ksnap`. The newest snapshot_keep (default 2, at
+     * least 1) are kept, older ones deleted, and WAL segments wholly
+     * before the oldest kept snapshot's LSN retire: disk stays bounded.
+     * Without snapshots the whole log is kept. */
+    uint64_t snapshot_every;
+    const char *snapshot_dir;
+    uint32_t snapshot_keep;
+    int snapshot_level; /* zstd level; default 3 */
 } keel_kernel_options;
 
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
@@ -173,6 +191,19 @@ KEEL_API int keel_kernel_status_json(keel_kernel *k, char **json,
 
 KEEL_API uint64_t keel_kernel_activity_hash(const keel_kernel *k);
 KEEL_API uint64_t keel_kernel_crank_number(const keel_kernel *k);
+
+struct keel_snapshot_info;
+/*
+ * Checkpoint, then write a snapshot of that checkpoint to path (see
+ * keel_snapshot_create(); this is the way from inside the process that
+ * runs the kernel). Between cranks only.
+ * @param[out] info  optional: the snapshot's manifest.
+ * @return KEEL_OK, KEEL_EFAILED, or the snapshot writer's error (the
+ *         kernel is not failed by it).
+ */
+KEEL_API int keel_kernel_snapshot(keel_kernel *k, const char *path,
+                                  struct keel_snapshot_info *info,
+                                  keel_diag *diag);
 
 /* Checkpoint, stop vats, close. NULL is a no-op. */
 KEEL_API int keel_kernel_close(keel_kernel *k, keel_diag *diag);

@@ -282,6 +282,67 @@ KEEL_API int keel_snapshot_verify(const char *path,
                                   const keel_snapshot_options *opts,
                                   keel_snapshot_info *info, keel_diag *diag);
 
+/* ---- state snapshots ---------------------------------------------------- */
+
+/*
+ * Write a snapshot of the kernel state in state_dir at its last checkpoint
+ * to path (`.tmp`, synced, renamed: see the writer). Needs no lock: it
+ * reads in one LMDB read transaction, so it runs beside a `keel run` on
+ * the same state without stopping it (not inside a process that has the
+ * state open: use the kernel's own snapshot there). The tables are the
+ * keyspace split at each key's first '.'; the manifest's LSN is the
+ * checkpoint's, its crank and activity hash those of that state.
+ * @return KEEL_OK (info, optional, says what was written), KEEL_ENOENT
+ *         (no keel state), KEEL_ECORRUPT (a damaged store value: the diag
+ *         names the key), KEEL_EVERSION, or a writer error (KEEL_EEXIST
+ *         for a stale `<path>.tmp`).
+ */
+KEEL_API int keel_snapshot_create(const char *state_dir, const char *path,
+                                  const keel_snapshot_options *o,
+                                  keel_snapshot_info *info, keel_diag *diag);
+
+typedef struct keel_snapshot_restore_options {
+    struct keel_io *io;  /* NULL: POSIX */
+    const char *wal_dir; /* roll forward through this log after the
+                            snapshot (a STATE's wal/); NULL: none */
+    uint64_t to_lsn;     /* with wal_dir: stop after this LSN (0: the end
+                            of the log) */
+    uint64_t to_crank;   /* with wal_dir: stop before the first record of
+                            a later crank (0: no bound); not with to_lsn */
+} keel_snapshot_restore_options;
+
+KEEL_API void
+keel_snapshot_restore_options_init(keel_snapshot_restore_options *o);
+
+typedef struct keel_snapshot_restore_report {
+    keel_snapshot_info snapshot; /* the manifest restored from */
+    uint64_t rolled_forward;     /* log records applied after it */
+    uint64_t lsn;                /* the restored state's LSN */
+    uint64_t crank;              /* and crank number */
+    double seconds;
+} keel_snapshot_restore_report;
+
+/*
+ * Build a new kernel state in new_state from the snapshot at path, rolled
+ * forward through o->wal_dir when given (point-in-time recovery with
+ * to_lsn or to_crank). The state is built in `<new_state>.restoring` and
+ * renamed to new_state only when complete and synced; new_state must not
+ * exist. Its log continues at the restored LSN + 1 and holds the records
+ * rolled forward, so `keel recover --check --base <path>` can audit it. A
+ * kernel opened on it resumes where the original was at that point.
+ * @param[out] rep  optional.
+ * @return KEEL_OK; KEEL_EEXIST (new_state or a `.restoring` exists);
+ *         KEEL_EINVAL (options; a point past the log's end); KEEL_ECORRUPT
+ *         (a damaged snapshot, a log of another kernel, a gap between the
+ *         snapshot and the log: the diag names the file, the offset or
+ *         LSN); KEEL_EVERSION; I/O errors. Nothing is left behind on
+ *         failure (a crash may leave the `.restoring` directory).
+ */
+KEEL_API int keel_snapshot_restore(const char *path, const char *new_state,
+                                   const keel_snapshot_restore_options *o,
+                                   keel_snapshot_restore_report *rep,
+                                   keel_diag *diag);
+
 #ifdef __cplusplus
 }
 #endif

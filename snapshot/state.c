@@ -1,0 +1,523 @@
+/*
+ * snapshot/state.c — snapshots of a kernel's state: create one from a
+ * store's last checkpoint, restore one into a new STATE directory and roll
+ * it forward through a WAL (API: keel/snapshot.h, "State snapshots").
+ *
+ * A state snapshot holds the store's keyspace split into tables by the
+ * part of each key before its first '.' ("c" c-lists, "d" decider index,
+ * "k" kernel counters, "ko" objects, "kp" promises, "rq" run queue, "v"
+ * vats, "vn" vat names, "vs" vatstores): keys are stored whole, and since
+ * all keys with one such prefix sort together, one in-order walk of the
+ * store writes every table once. The manifest's LSN is the store's
+ * checkpoint LSN, its crank and activity hash the k.crank and k.hash
+ * entries of that state.
+ *
+ * Invariants:
+ *   SS1 A snapshot copies exactly one checkpoint: all entries come from one
+ *       LMDB read transaction (or, in the kernel, from the store right
+ *       after a checkpoint, with nothing applied since), and the manifest's
+ *       LSN is that checkpoint's.
+ *   SS2 A restore never makes a half-built STATE visible and never touches
+ *       an existing one: it builds `<NEWSTATE>.restoring` (refused if it
+ *       exists), syncs everything in it, and renames it to NEWSTATE only
+ *       after the snapshot was verified to its last byte and every rolled-
+ *       forward record was applied; then fsyncs the parent directory.
+ *   SS3 Roll-forward takes records from the given log only if they belong
+ *       to the snapshot's kernel and continue it without a gap (first LSN
+ *       = snapshot LSN + 1); the restored STATE's own log holds exactly
+ *       those records, so an audit from the snapshot can check them.
+ *   SS4 The manifest must agree with the entries: a snapshot whose k.crank
+ *       or k.hash differs from its manifest is refused (ECORRUPT).
+ */
+#include "keel/snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/diag.h"
+#include "common/io.h"
+#include "keel/wal.h"
+#include "kernel/store.h"
+#include "snapshot/state.h"
+
+/* Checkpoint a roll-forward's store when this much is pending. */
+#define ROLL_CHECKPOINT_BYTES (64u * 1024 * 1024)
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The table of key: the bytes before its first '.' (0 when none, or too
+ * long for a table name: not a key of a kernel's keyspace). */
+static size_t table_of(const keel_bytes *key)
+{
+    const uint8_t *dot = memchr(key->ptr, '.', key->len);
+    size_t n = dot != NULL ? (size_t)(dot - (const uint8_t *)key->ptr) : 0;
+    return n <= KEEL_SNAPSHOT_MAX_TABLE_NAME_BYTES ? n : 0;
+}
+
+/* A decimal or hex counter stored as text (k.crank, k.hash). */
+static int counter_of(keel__store_view *v, const char *key, int base,
+                      uint64_t *out, keel_diag *diag)
+{
+    keel_bytes b;
+    *out = 0;
+    int rc = keel__store_view_get(v, key, strlen(key), &b, diag);
+    if (rc == 1) {
+        char text[32];
+        if (b.len == 0 || b.len >= sizeof(text)) {
+            return keel__diag(diag, KEEL_ECORRUPT, "store/: %s: bad value",
+                              key);
+        }
+        memcpy(text, b.ptr, b.len);
+        text[b.len] = '\0';
+        *out = strtoull(text, NULL, base);
+        rc = KEEL_OK;
+    }
+    return rc;
+}
+
+int keel__snapshot_write_view(keel__store_view *v, const char *path,
+                              const keel_snapshot_options *o,
+                              keel_snapshot_info *info, keel_diag *diag)
+{
+    keel_snapshot_writer *w = NULL;
+    keel_snapshot_meta m = {.kernel_id = keel__store_view_kernel_id(v),
+                            .lsn = keel__store_view_lsn(v)};
+    int rc = counter_of(v, "k.crank", 10, &m.crank, diag);
+    if (rc == KEEL_OK) {
+        rc = counter_of(v, "k.hash", 16, &m.activity_hash, diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = keel_snapshot_writer_open(path, o, &m, &w, diag);
+    }
+    char table[KEEL_SNAPSHOT_MAX_TABLE_NAME_BYTES + 1] = "";
+    keel_bytes key, val;
+    while (rc == KEEL_OK &&
+           (rc = keel__store_view_next(v, &key, &val, diag)) == 1) {
+        size_t n = table_of(&key);
+        rc = KEEL_OK;
+        if (n == 0) {
+            char kp[80];
+            keel__printable(key.ptr, key.len, 0, kp, sizeof(kp));
+            rc = keel__diag(diag, KEEL_ECORRUPT,
+                            "store/: key \"%s\" is not in keel's keyspace", kp);
+            break;
+        }
+        if (strlen(table) != n || memcmp(table, key.ptr, n) != 0) {
+            memcpy(table, key.ptr, n);
+            table[n] = '\0';
+            rc = keel_snapshot_writer_add_table(w, table, diag);
+        }
+        if (rc == KEEL_OK) {
+            rc = keel_snapshot_writer_put(w, key.ptr, key.len, val.ptr, val.len,
+                                          diag);
+        }
+    }
+    if (rc == KEEL_OK) {
+        rc = keel_snapshot_writer_finish(w, info, diag);
+    }
+    keel_snapshot_writer_close(w);
+    return rc;
+}
+
+int keel_snapshot_create(const char *state_dir, const char *path,
+                         const keel_snapshot_options *o,
+                         keel_snapshot_info *info, keel_diag *diag)
+{
+    keel__store_view *v = NULL;
+    size_t n = strlen(state_dir) + sizeof("/store");
+    char *store = malloc(n);
+    if (store == NULL) {
+        return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+    }
+    snprintf(store, n, "%s/store", state_dir);
+    keel_diag d = {0};
+    int rc = keel__store_view_open(store, &v, &d);
+    if (rc < 0) {
+        keel__diag(diag, rc, "%s: store/%s", state_dir, d.msg);
+    } else {
+        rc = keel__snapshot_write_view(v, path, o, info, diag);
+    }
+    keel__store_view_close(v);
+    free(store);
+    return rc;
+}
+
+void keel_snapshot_restore_options_init(keel_snapshot_restore_options *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+static char *join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    if (p != NULL) {
+        snprintf(p, n, "%s/%s", a, b);
+    }
+    return p;
+}
+
+static char *parent_of(const char *path)
+{
+    char *p = strdup(path);
+    if (p != NULL) {
+        char *slash = strrchr(p, '/');
+        if (slash == NULL) {
+            strcpy(p, ".");
+        } else if (slash == p) {
+            p[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+    }
+    return p;
+}
+
+/* Load the snapshot's entries into the new store (SS4: check them against
+ * the manifest on the way). */
+static int load_entries(keel_snapshot_reader *r, const keel_snapshot_info *si,
+                        keel__store *s, const char *path, keel_diag *diag)
+{
+    keel_snapshot_entry e;
+    keel_diag d = {0};
+    int rc;
+    uint64_t crank = 0, hash = 0;
+    while ((rc = keel_snapshot_reader_next(r, &e, diag)) == 1) {
+        size_t tn = strlen(e.table);
+        if (e.key.len <= tn || memcmp(e.key.ptr, e.table, tn) != 0 ||
+            ((const char *)e.key.ptr)[tn] != '.') {
+            return keel__diag(diag, KEEL_ECORRUPT,
+                              "%s: table \"%s\" holds a key outside it", path,
+                              e.table);
+        }
+        char text[32];
+        if (e.value.len < sizeof(text) &&
+            ((e.key.len == 7 && memcmp(e.key.ptr, "k.crank", 7) == 0) ||
+             (e.key.len == 6 && memcmp(e.key.ptr, "k.hash", 6) == 0))) {
+            memcpy(text, e.value.ptr, e.value.len);
+            text[e.value.len] = '\0';
+            if (e.key.len == 7) {
+                crank = strtoull(text, NULL, 10);
+            } else {
+                hash = strtoull(text, NULL, 16);
+            }
+        }
+        rc = keel__store_load_put(s, e.key.ptr, e.key.len, e.value.ptr,
+                                  e.value.len, &d);
+        if (rc < 0) {
+            return keel__diag(diag, rc, "%s: %s", path, d.msg);
+        }
+    }
+    if (rc == 0 &&
+        (crank != si->meta.crank || hash != si->meta.activity_hash)) {
+        rc = keel__diag(
+            diag, KEEL_ECORRUPT,
+            "%s: manifest says crank %" PRIu64 ", activity hash %016" PRIx64
+            "; the state holds crank %" PRIu64 ", hash %016" PRIx64,
+            path, si->meta.crank, si->meta.activity_hash, crank, hash);
+    }
+    return rc;
+}
+
+/*
+ * SS3: copy the records after the snapshot from o->wal_dir into the new
+ * log and apply them to the new store, up to o->to_lsn / o->to_crank.
+ */
+static int roll_forward(const keel_snapshot_info *si,
+                        const keel_snapshot_restore_options *o, keel__store *s,
+                        keel_wal *w, keel_snapshot_restore_report *rep,
+                        keel_diag *diag)
+{
+    keel_wal_reader *r = NULL;
+    keel_wal_options ro;
+    keel_wal_options_init(&ro);
+    ro.io = o->io;
+    ro.kernel_id = si->meta.kernel_id;
+    uint64_t expect = si->meta.lsn + 1;
+    keel_diag d = {0};
+    keel_wal_record rec;
+    int rc = keel_wal_reader_open(o->wal_dir, &ro, expect, &r, &d);
+    if (rc < 0) {
+        keel__diag(diag, rc, "%s: %s", o->wal_dir, d.msg);
+        goto out;
+    }
+    while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
+        if (rec.lsn < expect) {
+            continue; /* the segment holding the snapshot's LSN */
+        }
+        if (rec.lsn != expect) {
+            rc = keel__diag(diag, KEEL_ECORRUPT,
+                            "%s: the log continues at LSN %" PRIu64
+                            ", the snapshot ends at LSN %" PRIu64
+                            ": records are missing",
+                            o->wal_dir, rec.lsn, si->meta.lsn);
+            goto out;
+        }
+        if ((o->to_lsn != 0 && rec.lsn > o->to_lsn) ||
+            (o->to_crank != 0 && rec.crank > o->to_crank)) {
+            break;
+        }
+        uint64_t lsn = 0;
+        rc = keel_wal_append(w, rec.kind, rec.crank, rec.payload.ptr,
+                             rec.payload.len, &lsn, &d);
+        if (rc == KEEL_OK) {
+            KEEL_ASSERT(lsn == rec.lsn);
+            rc = keel__store_apply_encoded(s, rec.lsn, rec.payload.ptr,
+                                           rec.payload.len, &d);
+        }
+        if (rc == KEEL_OK &&
+            keel__store_pending_bytes(s) >= ROLL_CHECKPOINT_BYTES) {
+            rc = keel_wal_sync(w, &d);
+            if (rc == KEEL_OK) {
+                rc = keel__store_checkpoint(s, &d);
+            }
+        }
+        if (rc < 0) {
+            keel__diag(diag, rc, "%s: %s: LSN %" PRIu64 ": %s", o->wal_dir,
+                       rec.segment, rec.lsn, d.msg);
+            goto out;
+        }
+        rep->rolled_forward++;
+        rep->lsn = rec.lsn;
+        rep->crank = rec.crank;
+        expect++;
+    }
+    if (rc < 0) {
+        keel__diag(diag, rc, "%s: %s", o->wal_dir, d.msg);
+        goto out;
+    }
+    rc = KEEL_OK;
+    if (o->to_lsn != 0 && rep->lsn < o->to_lsn) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "%s: the log ends at LSN %" PRIu64
+                        ", before --to-lsn %" PRIu64,
+                        o->wal_dir, expect - 1, o->to_lsn);
+    } else if (o->to_crank != 0 && rep->crank < o->to_crank) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "%s: the log ends at crank %" PRIu64
+                        ", before --to-crank %" PRIu64,
+                        o->wal_dir, rep->crank, o->to_crank);
+    }
+out:
+    keel_wal_reader_close(r);
+    return rc;
+}
+
+/* Build the STATE in dir (which must not exist) from the open reader. */
+static int build(keel_snapshot_reader *r, const char *path, const char *dir,
+                 const keel_snapshot_restore_options *o,
+                 keel_snapshot_restore_report *rep, keel_diag *diag)
+{
+    keel_io *io = o->io != NULL ? o->io : keel__io_posix();
+    keel__store *s = NULL;
+    keel_wal *w = NULL;
+    keel_diag d = {0};
+    const keel_snapshot_info *si = &rep->snapshot;
+    char *store = join(dir, "store");
+    char *wal = join(dir, "wal");
+    int rc = store != NULL && wal != NULL ? KEEL_OK : KEEL_ENOMEM;
+    if (rc < 0) {
+        keel__diag(diag, rc, "out of memory");
+        goto out;
+    }
+    if (mkdir(dir, 0755) != 0) {
+        rc = keel_translate_errno(errno);
+        keel__diag(diag, rc, "%s: %s", dir, keel_strerror(rc));
+        goto out;
+    }
+    keel__store_options so;
+    keel__store_options_init(&so);
+    so.io = o->io;
+    rc = keel__store_open(store, &so, si->meta.kernel_id, &s, &d);
+    if (rc < 0) {
+        keel__diag(diag, rc, "%s: store/%s", dir, d.msg);
+        goto out;
+    }
+    rc = load_entries(r, si, s, path, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = keel__store_load_finish(s, si->meta.lsn, &d);
+    if (rc == KEEL_OK) {
+        keel_wal_options wo;
+        keel_wal_options_init(&wo);
+        wo.io = o->io;
+        wo.kernel_id = si->meta.kernel_id;
+        wo.first_lsn = si->meta.lsn + 1;
+        wo.sync = KEEL_SYNC_GROUP; /* synced once, below */
+        rc = keel_wal_open(wal, &wo, &w, NULL, &d);
+    }
+    if (rc < 0) {
+        keel__diag(diag, rc, "%s: %s", dir, d.msg);
+        goto out;
+    }
+    rep->lsn = si->meta.lsn;
+    rep->crank = si->meta.crank;
+    if (o->wal_dir != NULL) {
+        rc = roll_forward(si, o, s, w, rep, diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = keel_wal_sync(w, &d);
+        if (rc == KEEL_OK) {
+            rc = keel__store_checkpoint(s, &d);
+        }
+        if (rc < 0) {
+            keel__diag(diag, rc, "%s: %s", dir, d.msg);
+        }
+    }
+    if (rc == KEEL_OK) {
+        rc = io->fsync_dir(io, dir);
+        if (rc < 0) {
+            keel__diag(diag, rc, "%s: fsync: %s", dir, keel_strerror(rc));
+        }
+    }
+out:
+    if (w != NULL) {
+        int wrc = keel_wal_close(w, &d);
+        if (rc == KEEL_OK && wrc < 0) {
+            rc = keel__diag(diag, wrc, "%s: %s", dir, d.msg);
+        }
+    }
+    keel__store_close(s);
+    free(store);
+    free(wal);
+    return rc;
+}
+
+/* Remove what a failed restore built (best effort: it was never visible;
+ * it holds only store/ and wal/, each a flat directory of files). */
+static void remove_tree(const char *dir)
+{
+    const char *subs[] = {"store", "wal"};
+    for (size_t i = 0; i < 2; i++) {
+        char *sub = join(dir, subs[i]);
+        DIR *dh = sub != NULL ? opendir(sub) : NULL;
+        struct dirent *e;
+        while (dh != NULL && (e = readdir(dh)) != NULL) {
+            char *f = join(sub, e->d_name);
+            if (f != NULL && e->d_name[0] != '.') {
+                unlink(f);
+            }
+            free(f);
+        }
+        if (dh != NULL) {
+            closedir(dh);
+        }
+        if (sub != NULL) {
+            rmdir(sub);
+        }
+        free(sub);
+    }
+    rmdir(dir);
+}
+
+int keel_snapshot_restore(const char *path, const char *new_state,
+                          const keel_snapshot_restore_options *opts,
+                          keel_snapshot_restore_report *rep, keel_diag *diag)
+{
+    keel_snapshot_restore_options o;
+    keel_snapshot_restore_report local;
+    keel_snapshot_reader *r = NULL;
+    char *tmp = NULL;
+    char *parent = NULL;
+    int built = 0;
+    uint64_t t0 = now_ns();
+    if (opts != NULL) {
+        o = *opts;
+    } else {
+        keel_snapshot_restore_options_init(&o);
+    }
+    if (rep == NULL) {
+        rep = &local;
+    }
+    memset(rep, 0, sizeof(*rep));
+    keel_io *io = o.io != NULL ? o.io : keel__io_posix();
+    int rc = KEEL_OK;
+    struct stat st;
+    if (o.to_lsn != 0 && o.to_crank != 0) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "give --to-lsn or --to-crank, not both");
+        goto out;
+    }
+    if ((o.to_lsn != 0 || o.to_crank != 0) && o.wal_dir == NULL) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "a point in time needs a log to roll forward (--wal)");
+        goto out;
+    }
+    if (lstat(new_state, &st) == 0) {
+        rc = keel__diag(diag, KEEL_EEXIST,
+                        "%s exists; a restore never overwrites a state",
+                        new_state);
+        goto out;
+    }
+    size_t n = strlen(new_state) + sizeof(".restoring");
+    tmp = malloc(n);
+    parent = parent_of(new_state);
+    if (tmp == NULL || parent == NULL) {
+        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(tmp, n, "%s.restoring", new_state);
+    if (lstat(tmp, &st) == 0) {
+        rc = keel__diag(diag, KEEL_EEXIST,
+                        "%s exists: an interrupted restore, or one running; "
+                        "remove it when none runs",
+                        tmp);
+        goto out;
+    }
+    keel_snapshot_options so;
+    keel_snapshot_options_init(&so);
+    so.io = o.io;
+    rc = keel_snapshot_reader_open(path, &so, &r, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    keel_snapshot_reader_info(r, &rep->snapshot);
+    if (o.to_lsn != 0 && o.to_lsn < rep->snapshot.meta.lsn) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "--to-lsn %" PRIu64 " is before the snapshot's LSN "
+                        "%" PRIu64,
+                        o.to_lsn, rep->snapshot.meta.lsn);
+        goto out;
+    }
+    if (o.to_crank != 0 && o.to_crank < rep->snapshot.meta.crank) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "--to-crank %" PRIu64 " is before the snapshot's "
+                        "crank %" PRIu64,
+                        o.to_crank, rep->snapshot.meta.crank);
+        goto out;
+    }
+    built = 1;
+    rc = build(r, path, tmp, &o, rep, diag);
+    if (rc == KEEL_OK) { /* SS2 */
+        rc = io->rename(io, tmp, new_state);
+        if (rc == KEEL_OK) {
+            built = 0;
+            rc = io->fsync_dir(io, parent);
+        }
+        if (rc < 0) {
+            keel__diag(diag, rc, "%s: %s", new_state, keel_strerror(rc));
+        }
+    }
+out:
+    if (built && rc < 0) {
+        remove_tree(tmp);
+    }
+    keel_snapshot_reader_close(r);
+    free(tmp);
+    free(parent);
+    rep->seconds = (double)(now_ns() - t0) / 1e9;
+    return rc;
+}

@@ -1,0 +1,398 @@
+/*
+ * tools/cmd_snapshot.c — `keel snapshot create|verify|info|restore`: back
+ * up a kernel state, check a snapshot file, show its manifest, and build a
+ * new state from one (rolled forward through a log to a point in time).
+ *
+ * Invariants:
+ *   SC1 create needs no lock and never writes into STATE: it reads the last
+ *       checkpoint in a read transaction (a running kernel goes on).
+ *   SC2 verify exits 0 only when every checksum, frame and count is sound;
+ *       info reads the header, trailer and manifest (all checksummed) but
+ *       not the frames: it says so.
+ *   SC3 restore never overwrites: NEWSTATE must not exist.
+ *   SC4 Errors are one line on stderr, `keel: snapshot <cmd>: ` and the
+ *       library's diag (file, offset or LSN, what); exit 1; usage exit 2.
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keel/keel.h"
+
+#include "tools/cli.h"
+
+static int fail(const char *command, int code, const keel_diag *d)
+{
+    fflush(stdout);
+    fprintf(stderr, "keel: %s: %s\n", command,
+            d->msg[0] != '\0' ? d->msg : keel_strerror(code));
+    return KEEL_CLI_FAIL;
+}
+
+static int emit(json_t *o)
+{
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (s == NULL) {
+        fprintf(stderr, "keel: out of memory\n");
+        return KEEL_CLI_FAIL;
+    }
+    printf("%s\n", s);
+    free(s);
+    return KEEL_CLI_OK;
+}
+
+static json_t *hex64(uint64_t v)
+{
+    char buf[19];
+    snprintf(buf, sizeof(buf), "0x%016" PRIx64, v);
+    return json_string(buf);
+}
+
+static json_t *info_json(const keel_snapshot_info *i)
+{
+    return json_pack("{s:i, s:s, s:I, s:o, s:I, s:I, s:o, s:i, s:i, s:I, "
+                     "s:I, s:I, s:I}",
+                     "format", (int)i->format, "keel_version", i->keel_version,
+                     "created_unix_ms", (json_int_t)i->meta.created_unix_ms,
+                     "kernel_id", hex64(i->meta.kernel_id), "lsn",
+                     (json_int_t)i->meta.lsn, "crank",
+                     (json_int_t)i->meta.crank, "activity_hash",
+                     hex64(i->meta.activity_hash), "level", i->level, "tables",
+                     (int)i->tables, "entries", (json_int_t)i->entries, "bytes",
+                     (json_int_t)i->bytes, "frames", (json_int_t)i->frames,
+                     "file_bytes", (json_int_t)i->file_bytes);
+}
+
+static void print_summary(const keel_snapshot_info *i)
+{
+    double ratio =
+        i->file_bytes > 0 ? (double)i->bytes / (double)i->file_bytes : 0.0;
+    printf("LSN %" PRIu64 ", crank %" PRIu64 ", activity hash %016" PRIx64
+           ", kernel 0x%016" PRIx64 "\n",
+           i->meta.lsn, i->meta.crank, i->meta.activity_hash,
+           i->meta.kernel_id);
+    printf("%" PRIu64 " entries in %" PRIu32 " tables, %" PRIu64
+           " bytes of state in %" PRIu64 " bytes (%.2fx), %" PRIu64
+           " frames, zstd level %d\n",
+           i->entries, i->tables, i->bytes, i->file_bytes, ratio, i->frames,
+           i->level);
+}
+
+/* ---------------------------------------------------------------- create */
+
+enum { CREATE_LEVEL, CREATE_JSON, CREATE_NOPTS };
+
+static const keel_cli_opt create_opts[CREATE_NOPTS] = {
+    [CREATE_LEVEL] = {"level", "L"},
+    [CREATE_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec create_spec = {
+    .command = "snapshot create",
+    .help =
+        "usage: keel snapshot create STATE FILE [--level L] [--json]\n"
+        "\n"
+        "Write a snapshot of the kernel state in directory STATE, as of its\n"
+        "last checkpoint, to FILE. Safe while `keel run` works on STATE: the\n"
+        "snapshot is read in one read transaction and the kernel is neither\n"
+        "stopped nor locked out. The file is written as FILE.tmp, synced and\n"
+        "renamed, so FILE is never half-written; an existing FILE is\n"
+        "replaced, a stale FILE.tmp is refused. A kernel checkpoints every\n"
+        "--checkpoint-cranks cranks / --checkpoint-ms ms and at exit, so\n"
+        "the snapshot is at most that far behind a running kernel; records\n"
+        "after it stay in STATE/wal (use `snapshot restore --wal`).\n"
+        "\n"
+        "Options:\n"
+        "  --level L   zstd level (default 3; 1 is fastest, 19 smallest)\n"
+        "  --json      the manifest written, as one JSON object\n"
+        "\n"
+        "Exit status: 0 written and durable; 1 error; 2 usage error.\n",
+    .opts = create_opts,
+    .nopts = CREATE_NOPTS,
+    .min_pos = 2,
+    .max_pos = 2,
+    .pos = "STATE FILE",
+};
+
+int keel__cli_snapshot_create(int argc, char **argv)
+{
+    keel_cli_args a;
+    keel_diag d = {0};
+    keel_snapshot_info info;
+    int rc = keel__cli_parse(&create_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        return rc;
+    }
+    keel_snapshot_options o;
+    keel_snapshot_options_init(&o);
+    if (a.val[CREATE_LEVEL] != NULL) {
+        long level = 0;
+        char *end = NULL;
+        level = strtol(a.val[CREATE_LEVEL], &end, 10);
+        if (*a.val[CREATE_LEVEL] == '\0' || *end != '\0' || level < -7 ||
+            level > 22) {
+            return keel__cli_usage_error(create_spec.command,
+                                         "--level: expected an integer in "
+                                         "-7..22, got '%s'",
+                                         a.val[CREATE_LEVEL]);
+        }
+        o.level = (int)level;
+    }
+    int err = keel_snapshot_create(a.pos[0], a.pos[1], &o, &info, &d);
+    if (err < 0) {
+        return fail(create_spec.command, err, &d);
+    }
+    if (a.val[CREATE_JSON] != NULL) {
+        return emit(info_json(&info));
+    }
+    printf("wrote %s\n", a.pos[1]);
+    print_summary(&info);
+    return KEEL_CLI_OK;
+}
+
+/* ---------------------------------------------------------- verify, info */
+
+enum { READ_JSON, READ_NOPTS };
+
+static const keel_cli_opt read_opts[READ_NOPTS] = {
+    [READ_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec verify_spec = {
+    .command = "snapshot verify",
+    .help = "usage: keel snapshot verify FILE [--json]\n"
+            "\n"
+            "Read the whole snapshot FILE: check the header, every frame's\n"
+            "checksums, decompress every frame, check every entry's bounds\n"
+            "and order, the counts against the manifest, and the checksum\n"
+            "of the whole file. Prints `ok: ...` and the manifest summary.\n"
+            "\n"
+            "Options:\n"
+            "  --json   one JSON object: {\"ok\", the manifest fields} or\n"
+            "           {\"ok\": false, \"error\": {\"code\", \"message\"}}\n"
+            "\n"
+            "Exit status: 0 everything is sound; 1 damaged, truncated, of a\n"
+            "newer format or unreadable (the error names the offset); 2\n"
+            "usage error.\n",
+    .opts = read_opts,
+    .nopts = READ_NOPTS,
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos = "FILE",
+};
+
+int keel__cli_snapshot_verify(int argc, char **argv)
+{
+    keel_cli_args a;
+    keel_diag d = {0};
+    keel_snapshot_info info;
+    int rc = keel__cli_parse(&verify_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        return rc;
+    }
+    int json = a.val[READ_JSON] != NULL;
+    int err = keel_snapshot_verify(a.pos[0], NULL, &info, &d);
+    if (json) {
+        json_t *o = err == 0 ? info_json(&info) : json_object();
+        if (o != NULL) {
+            json_object_set_new(o, "ok", json_boolean(err == 0));
+            if (err < 0) {
+                json_object_set_new(o, "error",
+                                    json_pack("{s:s, s:s}", "code",
+                                              keel_err_name(err), "message",
+                                              d.msg));
+            }
+        }
+        rc = emit(o);
+    } else if (err == 0) {
+        printf("ok: %s\n", a.pos[0]);
+        print_summary(&info);
+        rc = KEEL_CLI_OK;
+    }
+    if (err < 0) {
+        rc = fail(verify_spec.command, err, &d);
+    }
+    return rc;
+}
+
+static const keel_cli_spec info_spec = {
+    .command = "snapshot info",
+    .help = "usage: keel snapshot info FILE [--json]\n"
+            "\n"
+            "Print the manifest of snapshot FILE: format and keel version,\n"
+            "creation time, kernel id, LSN, crank and activity hash, each\n"
+            "table's entries and bytes, totals. The header, trailer and\n"
+            "manifest are checked; the frames are not read (use verify).\n"
+            "\n"
+            "Options:\n"
+            "  --json   one JSON object with the fields above and \"tables\":\n"
+            "           [{\"name\", \"entries\", \"bytes\"}, ...]\n"
+            "\n"
+            "Exit status: 0 printed; 1 damaged or unreadable; 2 usage error.\n",
+    .opts = read_opts,
+    .nopts = READ_NOPTS,
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos = "FILE",
+};
+
+int keel__cli_snapshot_info(int argc, char **argv)
+{
+    keel_cli_args a;
+    keel_diag d = {0};
+    keel_snapshot_info info;
+    keel_snapshot_reader *r = NULL;
+    int rc = keel__cli_parse(&info_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        return rc;
+    }
+    int err = keel_snapshot_reader_open(a.pos[0], NULL, &r, &d);
+    if (err < 0) {
+        return fail(info_spec.command, err, &d);
+    }
+    keel_snapshot_reader_info(r, &info);
+    if (a.val[READ_JSON] != NULL) {
+        json_t *o = info_json(&info);
+        json_t *tables = json_array();
+        for (uint32_t i = 0; i < info.tables; i++) {
+            const keel_snapshot_table *t = keel_snapshot_reader_table(r, i);
+            json_array_append_new(tables,
+                                  json_pack("{s:s, s:I, s:I}", "name", t->name,
+                                            "entries", (json_int_t)t->entries,
+                                            "bytes", (json_int_t)t->bytes));
+        }
+        if (o != NULL) {
+            json_object_set_new(o, "tables", tables);
+        }
+        rc = emit(o);
+    } else {
+        time_t secs = (time_t)(info.meta.created_unix_ms / 1000);
+        struct tm tm;
+        char when[64] = "?";
+        if (gmtime_r(&secs, &tm) != NULL) {
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        }
+        printf("snapshot format %" PRIu32 ", written by keel %s at %s\n",
+               info.format, info.keel_version, when);
+        print_summary(&info);
+        printf("%-8s %12s %14s\n", "TABLE", "ENTRIES", "BYTES");
+        for (uint32_t i = 0; i < info.tables; i++) {
+            const keel_snapshot_table *t = keel_snapshot_reader_table(r, i);
+            printf("%-8s %12" PRIu64 " %14" PRIu64 "\n", t->name, t->entries,
+                   t->bytes);
+        }
+        rc = KEEL_CLI_OK;
+    }
+    keel_snapshot_reader_close(r);
+    return rc;
+}
+
+/* --------------------------------------------------------------- restore */
+
+enum {
+    RESTORE_WAL,
+    RESTORE_TO_LSN,
+    RESTORE_TO_CRANK,
+    RESTORE_JSON,
+    RESTORE_NOPTS
+};
+
+static const keel_cli_opt restore_opts[RESTORE_NOPTS] = {
+    [RESTORE_WAL] = {"wal", "DIR"},
+    [RESTORE_TO_LSN] = {"to-lsn", "L"},
+    [RESTORE_TO_CRANK] = {"to-crank", "C"},
+    [RESTORE_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec restore_spec = {
+    .command = "snapshot restore",
+    .help =
+        "usage: keel snapshot restore FILE NEWSTATE [--wal DIR]\n"
+        "                             [--to-lsn L | --to-crank C] [--json]\n"
+        "\n"
+        "Build a new kernel state directory NEWSTATE from snapshot FILE.\n"
+        "With --wal, roll it forward through the log in DIR (e.g. the old\n"
+        "STATE/wal) from the snapshot's LSN + 1 to the end of the log, or\n"
+        "to a point in time. The log must belong to the same kernel and\n"
+        "continue the snapshot without a gap. NEWSTATE is built as\n"
+        "NEWSTATE.restoring and renamed only when complete and synced; it\n"
+        "must not exist (a restore never overwrites). `keel run NEWSTATE`\n"
+        "then resumes the kernel exactly where the original was at that\n"
+        "point. NEWSTATE's log holds the records rolled forward, so\n"
+        "`keel recover NEWSTATE --check --base FILE` audits the result.\n"
+        "\n"
+        "Options:\n"
+        "  --wal DIR      roll forward through this write-ahead log\n"
+        "  --to-lsn L     stop after LSN L (needs --wal)\n"
+        "  --to-crank C   stop at the end of crank C: before the first\n"
+        "                 record of crank C + 1 (needs --wal)\n"
+        "  --json         the result as one JSON object\n"
+        "\n"
+        "Exit status: 0 NEWSTATE built; 1 error (nothing is left behind);\n"
+        "2 usage error.\n",
+    .opts = restore_opts,
+    .nopts = RESTORE_NOPTS,
+    .min_pos = 2,
+    .max_pos = 2,
+    .pos = "FILE NEWSTATE",
+};
+
+int keel__cli_snapshot_restore(int argc, char **argv)
+{
+    keel_cli_args a;
+    keel_diag d = {0};
+    keel_snapshot_restore_report rep;
+    int rc = keel__cli_parse(&restore_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        return rc;
+    }
+    keel_snapshot_restore_options o;
+    keel_snapshot_restore_options_init(&o);
+    o.wal_dir = a.val[RESTORE_WAL];
+    if (a.val[RESTORE_TO_LSN] != NULL && a.val[RESTORE_TO_CRANK] != NULL) {
+        return keel__cli_usage_error(restore_spec.command,
+                                     "give --to-lsn or --to-crank, not both");
+    }
+    if ((a.val[RESTORE_TO_LSN] != NULL || a.val[RESTORE_TO_CRANK] != NULL) &&
+        o.wal_dir == NULL) {
+        return keel__cli_usage_error(restore_spec.command,
+                                     "a point in time needs --wal DIR");
+    }
+    if (a.val[RESTORE_TO_LSN] != NULL) {
+        rc =
+            keel__cli_parse_u64(restore_spec.command, "to-lsn",
+                                a.val[RESTORE_TO_LSN], 1, INT64_MAX, &o.to_lsn);
+        if (rc != KEEL_CLI_CONTINUE) {
+            return rc;
+        }
+    }
+    if (a.val[RESTORE_TO_CRANK] != NULL) {
+        rc = keel__cli_parse_u64(restore_spec.command, "to-crank",
+                                 a.val[RESTORE_TO_CRANK], 1, INT64_MAX,
+                                 &o.to_crank);
+        if (rc != KEEL_CLI_CONTINUE) {
+            return rc;
+        }
+    }
+    int err = keel_snapshot_restore(a.pos[0], a.pos[1], &o, &rep, &d);
+    if (err < 0) {
+        return fail(restore_spec.command, err, &d);
+    }
+    if (a.val[RESTORE_JSON] != NULL) {
+        return emit(json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:f}", "state", a.pos[1], "snapshot_lsn",
+            (json_int_t)rep.snapshot.meta.lsn, "rolled_forward",
+            (json_int_t)rep.rolled_forward, "lsn", (json_int_t)rep.lsn, "crank",
+            (json_int_t)rep.crank, "seconds", rep.seconds));
+    }
+    printf("restored %s from %s: snapshot at LSN %" PRIu64 " (crank %" PRIu64
+           "), %" PRIu64 " log records rolled forward, now at LSN %" PRIu64
+           ", crank %" PRIu64 " (%.3f s)\n",
+           a.pos[1], a.pos[0], rep.snapshot.meta.lsn, rep.snapshot.meta.crank,
+           rep.rolled_forward, rep.lsn, rep.crank, rep.seconds);
+    return KEEL_CLI_OK;
+}
