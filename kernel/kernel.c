@@ -732,6 +732,9 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     wo.io = k->o.io;
     wo.sync = k->o.sync;
     wo.kernel_id = k->kernel_id;
+    if (k->o.wal_segment_bytes != 0) {
+        wo.segment_bytes = k->o.wal_segment_bytes;
+    }
     keel_wal_open_info wi;
     rc = keel_wal_open(k->dir_wal, &wo, &k->wal, &wi, diag);
     if (rc == KEEL_OK) {

@@ -199,6 +199,9 @@ enum {
     RUN_TIMEOUT_MS,
     RUN_CKPT_CRANKS,
     RUN_CKPT_MS,
+    RUN_SNAP_EVERY,
+    RUN_SNAP_DIR,
+    RUN_KEEP,
     RUN_JSON,
     RUN_NOPTS
 };
@@ -211,6 +214,9 @@ static const keel_cli_opt run_opts[RUN_NOPTS] = {
     [RUN_TIMEOUT_MS] = {"timeout-ms", "N"},
     [RUN_CKPT_CRANKS] = {"checkpoint-cranks", "N"},
     [RUN_CKPT_MS] = {"checkpoint-ms", "N"},
+    [RUN_SNAP_EVERY] = {"snapshot-every", "N"},
+    [RUN_SNAP_DIR] = {"snapshot-dir", "DIR"},
+    [RUN_KEEP] = {"keep", "K"},
     [RUN_JSON] = {"json", NULL},
 };
 
@@ -222,6 +228,7 @@ static const keel_cli_spec run_spec = {
         "                [--forever] [--max-cranks N] [--timeout-ms N] "
         "[--json]\n"
         "                [--checkpoint-cranks N] [--checkpoint-ms N]\n"
+        "                [--snapshot-every N --snapshot-dir DIR [--keep K]]\n"
         "\n"
         "Run the kernel whose state lives in directory STATE. A new STATE\n"
         "(absent, or never booted) is created and booted from the cluster\n"
@@ -260,6 +267,15 @@ static const keel_cli_spec run_spec = {
         "  --checkpoint-cranks N   checkpoint the store every N\n"
         "                   transactions (default 10000)\n"
         "  --checkpoint-ms N       ... and every N ms (default 1000)\n"
+        "  --snapshot-every N      every N cranks, checkpoint and write a\n"
+        "                   snapshot of the state to DIR/<LSN>.ksnap (see\n"
+        "                   `keel snapshot`); needs --snapshot-dir\n"
+        "  --snapshot-dir DIR      where; created if absent. It belongs to\n"
+        "                   this STATE: old snapshots in it are deleted\n"
+        "  --keep K         keep the newest K snapshots (default 2); log\n"
+        "                   segments wholly before the oldest kept one are\n"
+        "                   deleted, so disk stays bounded. Without\n"
+        "                   snapshots the whole log is kept (for audits)\n"
         "  --json           print the summary as one JSON object: stopped\n"
         "                   (idle, signal, max-cranks, timeout), signal,\n"
         "                   state (booted or resumed), cranks, transactions,\n"
@@ -292,6 +308,9 @@ typedef struct run_job {
     int sync;
     uint32_t checkpoint_cranks; /* 0: the kernel's default */
     uint32_t checkpoint_ms;
+    uint64_t snapshot_every; /* 0: none */
+    const char *snapshot_dir;
+    uint32_t keep; /* 0: the kernel's default */
     int json;
     int is_new; /* STATE did not exist when the command started */
     int booted_now;
@@ -403,7 +422,36 @@ static int run_parse(int argc, char **argv, run_job *j)
         }
         *(i == 0 ? &j->checkpoint_cranks : &j->checkpoint_ms) = (uint32_t)n;
     }
+    j->snapshot_dir = a.val[RUN_SNAP_DIR];
+    if (a.val[RUN_SNAP_EVERY] != NULL) {
+        rc = keel__cli_parse_u64("run", "snapshot-every", a.val[RUN_SNAP_EVERY],
+                                 1, UINT64_MAX, &j->snapshot_every);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+    }
+    if (a.val[RUN_KEEP] != NULL) {
+        rc = keel__cli_parse_u64("run", "keep", a.val[RUN_KEEP], 1, UINT32_MAX,
+                                 &n);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+        j->keep = (uint32_t)n;
+    }
+    if ((j->snapshot_every != 0) != (j->snapshot_dir != NULL) ||
+        (j->keep != 0 && j->snapshot_every == 0)) {
+        rc = keel__cli_usage_error("run", "--snapshot-every and --snapshot-dir "
+                                          "go together; --keep needs them");
+        goto out;
+    }
     struct stat st;
+    if (j->snapshot_dir != NULL && mkdir(j->snapshot_dir, 0755) != 0 &&
+        errno != EEXIST) {
+        fprintf(stderr, "keel: run: %s: %s\n", j->snapshot_dir,
+                strerror(errno));
+        rc = KEEL_CLI_FAIL;
+        goto out;
+    }
     j->is_new = stat(j->state, &st) != 0 && errno == ENOENT;
     /* K3: refuse before keel_kernel_open creates an empty STATE */
     if (j->config_path == NULL && j->is_new) {
@@ -555,6 +603,11 @@ int keel__cli_run(int argc, char **argv)
     }
     if (j.checkpoint_ms != 0) {
         o.checkpoint_ms = j.checkpoint_ms;
+    }
+    o.snapshot_every = j.snapshot_every;
+    o.snapshot_dir = j.snapshot_dir;
+    if (j.keep != 0) {
+        o.snapshot_keep = j.keep;
     }
     /* K2: before open, so a signal during recovery or boot stops the run
      * before its first crank instead of killing the process */

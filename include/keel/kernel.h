@@ -82,6 +82,8 @@ typedef struct keel_kernel_options {
     const char *snapshot_dir;
     uint32_t snapshot_keep;
     int snapshot_level; /* zstd level; default 3 */
+    uint64_t wal_segment_bytes; /* WAL rollover size; 0: the WAL's default
+                                   (64 MiB) */
 } keel_kernel_options;
 
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
