@@ -47,6 +47,8 @@ static const bench_workload workloads[] = {
      keel__bench_chain5},
     {"pingpong-rss", "kernel: resident memory over a 1M-crank pingpong",
      keel__bench_pingpong_rss},
+    {"snapshot", "snapshot create and restore vs raw zstd, in MB/s",
+     keel__bench_snapshot},
 };
 
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
@@ -324,6 +326,10 @@ out:
 int keel__bench_workdir(const char *parent, char **out, keel_diag *diag)
 {
     int rc = KEEL_OK;
+    if (parent == NULL) {
+        const char *tmp = getenv("TMPDIR");
+        parent = tmp != NULL && tmp[0] != '\0' ? tmp : ".";
+    }
     size_t len = strlen(parent) + sizeof("/keel-bench-XXXXXX");
     char *tmpl = malloc(len);
     *out = NULL;

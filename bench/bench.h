@@ -140,7 +140,8 @@ void keel__bench_series_free(keel_bench_series *s, size_t ns);
 void keel__bench_stats(const double *v, size_t n, keel_bench_stats *out);
 
 /*
- * Make a fresh directory `<parent>/keel-bench-XXXXXX` (B5).
+ * Make a fresh directory `<parent>/keel-bench-XXXXXX` (B5); parent NULL:
+ * $TMPDIR, else the current directory.
  * @param[out] out  its path, malloc'd: the caller frees it.
  * @return KEEL_OK or the translated errno of mkdtemp (diag names parent).
  */
@@ -179,5 +180,7 @@ int keel__bench_pingpong(int argc, char **argv);
 int keel__bench_fanout(int argc, char **argv);
 int keel__bench_chain5(int argc, char **argv);
 int keel__bench_pingpong_rss(int argc, char **argv);
+/* bench_snapshot.c */
+int keel__bench_snapshot(int argc, char **argv);
 
 #endif

@@ -164,6 +164,11 @@ typedef struct keel__store_options {
     uint64_t map_bytes; /* LMDB map size; default 4 GiB (sparse) */
     int create;         /* 1 (default): create the directory and an empty
                            store when absent */
+    int bulk;           /* 1: a store a restore builds, seen by nobody
+                           before keel__store_load_finish() returns: its
+                           commits are not synced (MDB_NOSYNC), and
+                           load_finish syncs everything. Never for a
+                           kernel. */
 } keel__store_options;
 
 /* Fill o with the defaults above. */
@@ -338,10 +343,11 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag);
 /*
  * Bulk load, for a restore: fill a NEW store (nothing applied yet) with
  * entries in strictly ascending key order, straight into LMDB (no
- * overlay), committing every 64 MiB so memory stays bounded whatever the
+ * overlay), committing every 8 MiB so memory stays bounded whatever the
  * size; then load_finish records lsn as the applied and checkpointed LSN
- * and commits. Only a store nobody else sees may be loaded this way: an
- * interrupted load leaves part of the entries committed.
+ * and commits (with a full sync, also for a bulk store). Only a store
+ * nobody else sees may be loaded this way: an interrupted load leaves part
+ * of the entries committed.
  * @return KEEL_OK; KEEL_ECORRUPT (a key not after the previous one: the
  *         store is unchanged by it); KEEL_EINVAL (key or value length);
  *         LMDB errors (the store is FAILED); KEEL_EFAILED.

@@ -340,6 +340,12 @@ static int build(keel_snapshot_reader *r, const char *path, const char *dir,
     keel__store_options so;
     keel__store_options_init(&so);
     so.io = o->io;
+    so.bulk = 1; /* SS2: nobody sees it before it is complete and synced */
+    /* Room for the entries, their checksums and the B-tree's pages. */
+    so.map_bytes = 2 * (si->bytes + 16 * si->entries) + (256u << 20);
+    so.map_bytes = so.map_bytes > KEEL__STORE_DEFAULT_MAP_BYTES
+                       ? so.map_bytes
+                       : KEEL__STORE_DEFAULT_MAP_BYTES;
     rc = keel__store_open(store, &so, si->meta.kernel_id, &s, &d);
     if (rc < 0) {
         keel__diag(diag, rc, "%s: store/%s", dir, d.msg);
