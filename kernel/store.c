@@ -94,6 +94,7 @@
 #include <sys/random.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 #include <xxhash.h>
@@ -1851,9 +1852,8 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     if (mrc == MDB_SUCCESS) {
         /* Flags 0: fully synced commits; see store.h for why. A bulk
          * store is invisible until load_finish syncs it all. */
-        mrc = mdb_env_open(
-            s->env, dir,
-            o.bulk ? MDB_NOSYNC | MDB_NOMETASYNC : 0, 0644);
+        mrc = mdb_env_open(s->env, dir,
+                           o.bulk ? MDB_NOSYNC | MDB_NOMETASYNC : 0, 0644);
     }
     if (mrc != MDB_SUCCESS) {
         rc = lmdb_error(s->env, mrc, "open environment", diag);
@@ -2025,8 +2025,9 @@ struct keel__store_view {
     MDB_dbi data_dbi;
     MDB_dbi meta_dbi;
     MDB_cursor *cur;
-    int started;     /* the cursor has returned an entry */
-    uint64_t walked; /* own view: bytes walked since pages were dropped */
+    int started;      /* the cursor has returned an entry */
+    uint64_t walked;  /* own view: bytes walked since pages were dropped */
+    uintptr_t lo, hi; /* ... and where in the map they were */
     XXH3_state_t *hash;
     uint64_t kernel_id;
     uint64_t lsn;
@@ -2087,6 +2088,7 @@ static keel__store_view *view_new(void)
 {
     keel__store_view *v = calloc(1, sizeof(*v));
     if (v != NULL) {
+        v->lo = UINTPTR_MAX;
         v->hash = XXH3_createState();
         if (v->hash == NULL) {
             free(v);
@@ -2229,18 +2231,28 @@ out:
  * file mapping, so pointers into it stay valid) every VIEW_DROP_BYTES
  * keeps it bounded.
  */
-#define VIEW_DROP_BYTES (32u * 1024 * 1024)
+#define VIEW_DROP_BYTES (8u * 1024 * 1024)
 
 static void drop_pages(keel__store_view *v)
 {
-    MDB_envinfo info;
-    MDB_stat st;
+    /* LMDB does not tell where its map is; the entries walked since the
+     * last drop lie in it, between lo and hi. */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = v->lo & ~(page - 1);
+    uintptr_t hi = (v->hi + page - 1) & ~(page - 1);
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
     v->walked = 0;
-    if (mdb_env_info(v->env, &info) == MDB_SUCCESS &&
-        mdb_env_stat(v->env, &st) == MDB_SUCCESS) {
-        size_t len = (size_t)(info.me_last_pgno + 1) * st.ms_psize;
-        madvise(info.me_mapaddr, len, MADV_DONTNEED);
-    }
+    v->lo = UINTPTR_MAX;
+    v->hi = 0;
+}
+
+/* Widen the walked range [lo, hi) over p[0, n). */
+static void walked_over(keel__store_view *v, const void *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p;
+    v->lo = a < v->lo ? a : v->lo;
+    v->hi = a + n > v->hi ? a + n : v->hi;
+    v->walked += n;
 }
 
 int keel__store_view_next(keel__store_view *v, keel_bytes *key,
@@ -2262,7 +2274,8 @@ int keel__store_view_next(keel__store_view *v, keel_bytes *key,
         key->ptr = k.mv_data;
         key->len = k.mv_size;
         rc = 1;
-        v->walked += k.mv_size + d.mv_size;
+        walked_over(v, k.mv_data, k.mv_size);
+        walked_over(v, d.mv_data, d.mv_size);
     }
     if (v->own && v->walked >= VIEW_DROP_BYTES) {
         drop_pages(v);
