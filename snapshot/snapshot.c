@@ -24,7 +24,8 @@
  *       anything is changed do not fail the writer.
  *   S4  Memory does not grow with the number of entries: the writer holds
  *       one raw frame (frame_bytes, or one larger entry), its compressed
- *       copy, the previous key and the table list; the reader one stored
+ *       copy, the previous key and the table list (and with `background`
+ *       the raw frame in flight); the reader one stored
  *       and one raw frame, the previous key, the manifest and table list.
  *   S5  The reader uses no byte before a checksum covering it verified:
  *       header, trailer and manifest in open; a frame's header, stored and
@@ -37,6 +38,14 @@
  *       damage is KEEL_ECORRUPT (KEEL_EVERSION for a newer format), never
  *       an assert. Lengths read from the file are checked against the file
  *       size and the format's caps before anything is allocated or read.
+ *
+ *   S8  With `background`, at most one frame is in flight: the compressor
+ *       thread owns the job buffer, the compressed buffer, the zstd
+ *       context, the file offset and the file hash from hand-off until the
+ *       caller collects the job (settle()), which every call that needs
+ *       any of them, or that must report the job's failure, does first.
+ *       Frames are written in order, as without it; a failed job makes
+ *       the writer FAILED when collected (S3).
  *
  * Writer states (the function behind each transition):
  *   OPEN --add_table/put--> OPEN --finish (ok)--> DONE
@@ -51,12 +60,14 @@
 #include "keel/snapshot.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #define XXH_INLINE_ALL /* the Debian header, inlined: xxh3 on every byte */
@@ -408,6 +419,7 @@ void keel_snapshot_options_init(keel_snapshot_options *o)
     memset(o, 0, sizeof(*o));
     o->level = KEEL_SNAPSHOT_DEFAULT_LEVEL;
     o->frame_bytes = KEEL_SNAPSHOT_DEFAULT_FRAME_BYTES;
+    o->background = sysconf(_SC_NPROCESSORS_ONLN) > 1;
 }
 
 /* ---- writer ------------------------------------------------------------- */
@@ -449,6 +461,23 @@ struct keel_snapshot_writer {
     size_t prev_len;
     size_t prev_cap;
     void *cctx;
+
+    /* background compression (S8) */
+    int bg; /* the compressor thread runs */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int busy;    /* a job was handed off and not yet collected */
+    int running; /* ... and the thread has not finished it */
+    int stop;
+    uint8_t *jraw; /* the job's raw frame */
+    size_t jraw_cap;
+    size_t jlen;
+    uint32_t jtable;
+    uint32_t jentries;
+    int jrc; /* its result, and what failed where */
+    const char *jwhat;
+    uint64_t jat;
 };
 
 /* What a call returns once the writer is FAILED (S3). */
@@ -534,55 +563,173 @@ static char *dir_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
-/* Compress the filled frame and write it at w->off. Failure is sticky. */
-static int flush_frame(keel_snapshot_writer *w, keel_diag *diag)
+/*
+ * Compress raw[0, len) (entries of table `table`) and write it as a frame
+ * at w->off. @return KEEL_OK, or the error with *what and *at saying what
+ * failed where (the caller fails the writer).
+ */
+static int write_frame(keel_snapshot_writer *w, const uint8_t *raw, size_t len,
+                       uint32_t table, uint32_t entries, const char **what,
+                       uint64_t *at)
 {
-    KEEL_ASSERT(w->raw_len > 0 && w->ntables > 0);
     uint8_t *payload = w->cbuf + KEEL__SNAPSHOT_FRAME_HEADER_BYTES;
     size_t stored = 0;
+    *at = w->off;
+    *what = "compress frame";
     int rc = keel__snapshot_compress(
-        &w->cctx, w->o.level, w->raw, w->raw_len, payload,
+        &w->cctx, w->o.level, raw, len, payload,
         w->cbuf_cap - KEEL__SNAPSHOT_FRAME_HEADER_BYTES, &stored);
     if (rc < 0) {
-        return fail(w, diag, rc, w->tmp, w->off, "compress frame");
+        return rc;
     }
     keel__snapshot_frame f = {
-        .table = w->ntables - 1,
-        .entries = w->frame_entries,
+        .table = table,
+        .entries = entries,
         .stored_len = (uint32_t)stored,
-        .raw_len = (uint32_t)w->raw_len,
+        .raw_len = (uint32_t)len,
         .stored_hash = XXH3_64bits(payload, stored),
-        .raw_hash = XXH3_64bits(w->raw, w->raw_len),
+        .raw_hash = XXH3_64bits(raw, len),
     };
     keel__snapshot_frame_encode(w->cbuf, &f);
     size_t n = KEEL__SNAPSHOT_FRAME_HEADER_BYTES + stored;
+    *what = "write frame";
     rc = w->io->pwrite(w->io, w->fd, w->cbuf, n, w->off);
     if (rc < 0) {
-        return fail(w, diag, rc, w->tmp, w->off, "write frame");
+        return rc;
     }
     XXH3_64bits_update(w->fh, w->cbuf, n);
     w->off += n;
     w->frames++;
+    return KEEL_OK;
+}
+
+/* The compressor thread: one job at a time (S8). */
+static void *compressor(void *arg)
+{
+    keel_snapshot_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->running && !w->stop) {
+            pthread_cond_wait(&w->cv, &w->mu);
+        }
+        if (!w->running) {
+            break;
+        }
+        pthread_mutex_unlock(&w->mu);
+        const char *what = NULL;
+        uint64_t at = 0;
+        int rc = write_frame(w, w->jraw, w->jlen, w->jtable, w->jentries, &what,
+                             &at);
+        pthread_mutex_lock(&w->mu);
+        w->jrc = rc;
+        w->jwhat = what;
+        w->jat = at;
+        w->running = 0;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Wait for the frame in flight and report its failure (S8, S3). */
+static int settle(keel_snapshot_writer *w, keel_diag *diag)
+{
+    if (!w->busy) {
+        return KEEL_OK;
+    }
+    pthread_mutex_lock(&w->mu);
+    while (w->running) {
+        pthread_cond_wait(&w->cv, &w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    w->busy = 0;
+    if (w->jrc < 0) {
+        return fail(w, diag, w->jrc, w->tmp, w->jat, w->jwhat);
+    }
+    return KEEL_OK;
+}
+
+/* Compress the filled frame and write it at w->off, or hand it to the
+ * compressor thread. Failure is sticky. */
+static int flush_frame(keel_snapshot_writer *w, keel_diag *diag)
+{
+    KEEL_ASSERT(w->raw_len > 0 && w->ntables > 0);
+    int rc = KEEL_OK;
+    if (!w->bg) {
+        const char *what = NULL;
+        uint64_t at = 0;
+        rc = write_frame(w, w->raw, w->raw_len, w->ntables - 1,
+                         w->frame_entries, &what, &at);
+        if (rc < 0) {
+            return fail(w, diag, rc, w->tmp, at, what);
+        }
+    } else {
+        rc = settle(w, diag);
+        if (rc < 0) {
+            return rc;
+        }
+        /* Swap buffers: the thread takes this frame, the caller fills the
+         * one the thread is done with. */
+        uint8_t *p = w->jraw;
+        size_t cap = w->jraw_cap;
+        w->jraw = w->raw;
+        w->jraw_cap = w->raw_cap;
+        w->raw = p;
+        w->raw_cap = cap;
+        w->jlen = w->raw_len;
+        w->jtable = w->ntables - 1;
+        w->jentries = w->frame_entries;
+        pthread_mutex_lock(&w->mu);
+        w->busy = 1;
+        w->running = 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
     w->raw_len = 0;
     w->frame_entries = 0;
     return KEEL_OK;
 }
 
-/* Room for a raw frame of need bytes and its compressed copy. The
- * compressed buffer grows first, so that a failure leaves cbuf_cap >= 48 +
- * bound(raw_cap) true. */
-static int reserve_frame(keel_snapshot_writer *w, size_t need)
+/* Room for a raw frame of need bytes and its compressed copy (in both raw
+ * buffers with `background`: they swap). The compressed buffer grows
+ * first, so that a failure leaves cbuf_cap >= 48 + bound(raw_cap) true.
+ * Buffers the compressor thread uses are grown only once it is done
+ * (settle(): its failure, if any, is reported here). */
+static int reserve_frame(keel_snapshot_writer *w, size_t need, keel_diag *diag)
 {
-    if (need <= w->raw_cap) {
+    size_t cneed = KEEL__SNAPSHOT_FRAME_HEADER_BYTES + ZSTD_compressBound(need);
+    int rc = KEEL_OK;
+    if (need <= w->raw_cap && (!w->bg || need <= w->jraw_cap)) {
         return KEEL_OK;
     }
-    int rc =
-        reserve(&w->cbuf, &w->cbuf_cap,
-                KEEL__SNAPSHOT_FRAME_HEADER_BYTES + ZSTD_compressBound(need));
-    if (rc == KEEL_OK) {
-        rc = reserve(&w->raw, &w->raw_cap, need);
+    if (w->bg && (rc = settle(w, diag)) < 0) {
+        return rc;
+    }
+    if (reserve(&w->cbuf, &w->cbuf_cap, cneed) < 0 ||
+        reserve(&w->raw, &w->raw_cap, need) < 0 ||
+        (w->bg && reserve(&w->jraw, &w->jraw_cap, need) < 0)) {
+        rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", w->path);
     }
     return rc;
+}
+
+/* Start the compressor thread; without one the writer works alone. */
+static void start_background(keel_snapshot_writer *w)
+{
+    if (!w->o.background || pthread_mutex_init(&w->mu, NULL) != 0) {
+        return;
+    }
+    if (pthread_cond_init(&w->cv, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        return;
+    }
+    w->bg = 1;
+    if (reserve(&w->jraw, &w->jraw_cap, w->raw_cap) < 0 ||
+        pthread_create(&w->thread, NULL, compressor, w) != 0) {
+        w->bg = 0;
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+    }
 }
 
 int keel_snapshot_writer_open(const char *path,
@@ -638,10 +785,11 @@ int keel_snapshot_writer_open(const char *path,
     w->dir = dir_of(path);
     w->fh = XXH3_createState();
     if (w->path == NULL || w->tmp == NULL || w->dir == NULL || w->fh == NULL ||
-        reserve_frame(w, o.frame_bytes) < 0) {
+        reserve_frame(w, o.frame_bytes, NULL) < 0) {
         rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", path);
         goto out;
     }
+    start_background(w);
     memcpy(w->tmp, path, plen);
     memcpy(w->tmp + plen, ".tmp", sizeof(".tmp"));
     XXH3_64bits_reset(w->fh);
@@ -727,7 +875,7 @@ int keel_snapshot_writer_add_table(keel_snapshot_writer *w, const char *name,
     memcpy(t->name, name, len);
     w->prev_len = 0;
 #ifdef KEEL_DEBUG
-    KEEL_ASSERT(writer_invariants_ok(w));
+    KEEL_ASSERT(w->busy || writer_invariants_ok(w)); /* S8 */
 #endif
 out:
     return rc;
@@ -774,9 +922,12 @@ int keel_snapshot_writer_put(keel_snapshot_writer *w, const void *key,
     int flush = w->raw_len > 0 && w->raw_len + entry > w->o.frame_bytes;
     /* Allocate before anything changes, so ENOMEM refuses only this entry
      * (S3). */
-    if (reserve(&w->prev, &w->prev_cap, key_len) < 0 ||
-        reserve_frame(w, flush ? entry : w->raw_len + entry) < 0) {
+    if (reserve(&w->prev, &w->prev_cap, key_len) < 0) {
         rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", w->path);
+        goto out;
+    }
+    rc = reserve_frame(w, flush ? entry : w->raw_len + entry, diag);
+    if (rc < 0) {
         goto out;
     }
     if (flush) {
@@ -802,7 +953,7 @@ int keel_snapshot_writer_put(keel_snapshot_writer *w, const void *key,
     w->entries++;
     w->bytes += key_len + value_len;
 #ifdef KEEL_DEBUG
-    KEEL_ASSERT(writer_invariants_ok(w));
+    KEEL_ASSERT(w->busy || writer_invariants_ok(w)); /* S8 */
 #endif
 out:
     return rc;
@@ -885,6 +1036,10 @@ int keel_snapshot_writer_finish(keel_snapshot_writer *w,
             goto out;
         }
     }
+    rc = settle(w, diag);
+    if (rc < 0) {
+        goto out;
+    }
     memcpy(buf, manifest, mlen);
     uint8_t *tr = buf + mlen;
     keel__snapshot_trailer t = {
@@ -932,7 +1087,7 @@ int keel_snapshot_writer_finish(keel_snapshot_writer *w,
     }
     w->done = 1;
 #ifdef KEEL_DEBUG
-    KEEL_ASSERT(writer_invariants_ok(w));
+    KEEL_ASSERT(w->busy || writer_invariants_ok(w)); /* S8 */
 #endif
     if (info != NULL) {
         writer_info(w, info);
@@ -953,6 +1108,15 @@ void keel_snapshot_writer_close(keel_snapshot_writer *w)
     if (w == NULL) {
         return;
     }
+    if (w->bg) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL); /* finishes the job in flight */
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+    }
     if (w->fd >= 0) {
         w->io->close(w->io, w->fd);
     }
@@ -966,6 +1130,7 @@ void keel_snapshot_writer_close(keel_snapshot_writer *w)
     free(w->prev);
     free(w->cbuf);
     free(w->raw);
+    free(w->jraw);
     free(w->tables);
     free(w->dir);
     free(w->tmp);

@@ -101,6 +101,12 @@ typedef struct keel_snapshot_options {
                              compressed and written, 1 ..
                              KEEL_SNAPSHOT_MAX_FRAME_BYTES; default 1 MiB.
                              An entry larger than this gets a frame alone */
+    int background;       /* writer: 1 compresses and writes each full
+                             frame on a thread of its own while the caller
+                             fills the next (one frame in flight: memory
+                             one raw frame more); 0: in the caller's
+                             thread. Default: 1 when more than one CPU is
+                             online */
 } keel_snapshot_options;
 
 /* Fill o with the defaults above. */
