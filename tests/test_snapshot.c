@@ -766,6 +766,40 @@ START_TEST(test_snapshot_round_trip_many_frames_read_back)
 }
 END_TEST
 
+/* The background compressor writes the very bytes the caller's thread
+ * would (S8: frames in order, same compression). */
+START_TEST(test_snapshot_background_writes_identical_file)
+{
+    uint64_t seed = test_seed();
+    char ctx[64];
+    snprintf(ctx, sizeof(ctx), "seed 0x%016" PRIx64, seed);
+    char *dir = tu_tmpdir("snap-bg");
+    char *path[2] = {tu_path(dir, "inline.snap"), tu_path(dir, "bg.snap")};
+    model m = {0};
+    random_model(&m, seed, 5, 3000, 3000);
+    uint8_t *buf[2];
+    size_t len[2];
+    for (int bg = 0; bg < 2; bg++) {
+        keel_snapshot_options o;
+        keel_snapshot_options_init(&o);
+        o.frame_bytes = 4096;
+        o.background = bg;
+        write_ok(path[bg], &m, &o, NULL, ctx);
+        read_ok(path[bg], &m, NULL, ctx);
+        buf[bg] = tu_read_file(path[bg], &len[bg]);
+    }
+    ck_assert_msg(len[0] == len[1] && memcmp(buf[0], buf[1], len[0]) == 0,
+                  "%s: files differ (%zu and %zu bytes)", ctx, len[0], len[1]);
+    for (int bg = 0; bg < 2; bg++) {
+        free(buf[bg]);
+        free(path[bg]);
+    }
+    model_free(&m);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_snapshot_finish_replaces_existing_file)
 {
     char *dir = tu_tmpdir("snap");
@@ -1809,8 +1843,8 @@ END_TEST
  * that hit it (diag containing `what`), KEEL_EFAILED from every later call,
  * and leave the old file (or, once renamed, the new one).
  */
-static void sticky(const keel_io_fault_plan *plan, int code, const char *what,
-                   int new_survives)
+static void sticky_mode(const keel_io_fault_plan *plan, int code,
+                        const char *what, int new_survives, int background)
 {
     fx x;
     fx_init(&x);
@@ -1819,6 +1853,7 @@ static void sticky(const keel_io_fault_plan *plan, int code, const char *what,
     keel__io_fault_set_plan(f, plan);
     keel_snapshot_options o = small_opts();
     o.io = keel__io_fault_io(f);
+    o.background = background;
     keel_snapshot_writer *w = NULL;
     keel_diag d = {0};
     ck_assert_int_eq(keel_snapshot_writer_open(x.path, &o, &test_meta, &w, &d),
@@ -1859,6 +1894,15 @@ static void sticky(const keel_io_fault_plan *plan, int code, const char *what,
         ck_assert(holds(x.path, x.old_buf, x.old_len));
     }
     fx_free(&x);
+}
+
+/* The same failure with frames written in the caller's thread and by the
+ * background compressor (reported by a later call: S8). */
+static void sticky(const keel_io_fault_plan *plan, int code, const char *what,
+                   int new_survives)
+{
+    sticky_mode(plan, code, what, new_survives, 0);
+    sticky_mode(plan, code, what, new_survives, 1);
 }
 
 START_TEST(test_snapshot_faults_fsync_eio_fails_sticky)
@@ -1994,6 +2038,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(tc, test_snapshot_round_trip_large_values_read_back);
     tcase_add_test(tc, test_snapshot_round_trip_many_frames_read_back);
     tcase_add_test(tc, test_snapshot_finish_replaces_existing_file);
+    tcase_add_test(tc, test_snapshot_background_writes_identical_file);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("writer");
