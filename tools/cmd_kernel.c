@@ -115,6 +115,19 @@ static int open_state(const char *command, const char *state,
         rc = KEEL_CLI_FAIL;
     } else if (err < 0) {
         rc = kernel_failed(command, &d, err);
+    } else {
+        /* A truncated torn tail is news: say what was dropped. */
+        keel_kernel_recovery r;
+        keel_kernel_recovery_info(*k, &r);
+        if (r.torn) {
+            fprintf(stderr,
+                    "keel: %s: recovery: truncated a torn tail of %" PRIu64
+                    " bytes at wal/%s offset %" PRIu64
+                    " (%s): the log ends at LSN %" PRIu64
+                    "; what followed was never acknowledged\n",
+                    command, r.torn_bytes, r.torn_segment, r.torn_offset,
+                    r.torn_reason, r.wal_last_lsn);
+        }
     }
 out:
     return rc;
