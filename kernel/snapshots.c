@@ -60,11 +60,14 @@ int keel_kernel_snapshot(keel_kernel *k, const char *path,
     return rc;
 }
 
-/* The LSN a snapshot file name stands for, or 0 if it is not one (KS4). */
-static uint64_t snap_lsn(const char *name)
+/* The LSN a snapshot file name stands for, or 0 if it is not one (KS4);
+ * *tmp: 1 for the `.tmp` of one. */
+static uint64_t snap_lsn(const char *name, int *tmp)
 {
-    if (strlen(name) != SNAP_NAME_BYTES - 1 ||
-        strcmp(name + 20, SNAP_SUFFIX) != 0) {
+    size_t n = strlen(name);
+    *tmp = n == SNAP_NAME_BYTES - 1 + 4 && strcmp(name + n - 4, ".tmp") == 0;
+    if (n != SNAP_NAME_BYTES - 1 + (*tmp ? 4 : 0) ||
+        strncmp(name + 20, SNAP_SUFFIX, sizeof(SNAP_SUFFIX) - 1) != 0) {
         return 0;
     }
     uint64_t lsn = 0;
@@ -83,8 +86,9 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Delete all but the newest `keep` snapshots; *oldest: the LSN of the
- * oldest one kept (0: none). */
+/* Delete all but the newest `keep` snapshots, and the `.tmp` of any
+ * snapshot a crashed run did not finish (the state lock says none is being
+ * written); *oldest: the LSN of the oldest one kept (0: none). */
 static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
 {
     int rc = KEEL_OK;
@@ -97,9 +101,22 @@ static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
         return keel__diag(diag, rc, "%s: %s", k->snap_dir, keel_strerror(rc));
     }
     struct dirent *e;
+    int removed = 0;
     while ((e = readdir(d)) != NULL) {
-        uint64_t lsn = snap_lsn(e->d_name);
+        int tmp = 0;
+        uint64_t lsn = snap_lsn(e->d_name, &tmp);
         if (lsn == 0) {
+            continue;
+        }
+        if (tmp) {
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/%s", k->snap_dir, e->d_name);
+            rc = io->unlink(io, path);
+            if (rc < 0) {
+                keel__diag(diag, rc, "%s: %s", path, keel_strerror(rc));
+                goto out;
+            }
+            removed = 1;
             continue;
         }
         if (n == cap) {
@@ -125,7 +142,7 @@ static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
             goto out;
         }
     }
-    if (drop > 0) {
+    if (drop > 0 || removed) {
         rc = io->fsync_dir(io, k->snap_dir);
         if (rc < 0) {
             keel__diag(diag, rc, "%s: fsync: %s", k->snap_dir,
@@ -152,20 +169,16 @@ int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag)
         return rc;
     }
     k->snap_crank = k->crank;
-    char path[4096], tmp[4096 + 8];
+    char path[4096];
     snprintf(path, sizeof(path), "%s/%020" PRIu64 SNAP_SUFFIX, k->snap_dir,
              keel__store_checkpoint_lsn(k->store));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    /* A `.tmp` here is a periodic snapshot this kernel's process started and
-     * did not finish (a crash): the state lock says no other kernel writes
-     * into this directory (KS4). */
-    if (access(tmp, F_OK) == 0 && (rc = io->unlink(io, tmp)) < 0) {
-        return keel__diag(diag, rc, "%s: %s", tmp, keel_strerror(rc));
-    }
-    if (access(path, F_OK) != 0) {
+    /* First prune: it also removes a `.tmp` a crash left (the writer
+     * refuses to start over one). */
+    uint64_t oldest = 0;
+    rc = prune(k, io, &oldest, diag);
+    if (rc == KEEL_OK && access(path, F_OK) != 0) {
         rc = keel_kernel_snapshot(k, path, NULL, diag);
     }
-    uint64_t oldest = 0;
     if (rc == KEEL_OK) {
         rc = prune(k, io, &oldest, diag);
     }

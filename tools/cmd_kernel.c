@@ -458,18 +458,18 @@ static int run_parse(int argc, char **argv, run_job *j)
         goto out;
     }
     struct stat st;
-    if (j->snapshot_dir != NULL && mkdir(j->snapshot_dir, 0755) != 0 &&
-        errno != EEXIST) {
-        fprintf(stderr, "keel: run: %s: %s\n", j->snapshot_dir,
-                strerror(errno));
-        rc = KEEL_CLI_FAIL;
-        goto out;
-    }
     j->is_new = stat(j->state, &st) != 0 && errno == ENOENT;
     /* K3: refuse before keel_kernel_open creates an empty STATE */
     if (j->config_path == NULL && j->is_new) {
         rc = keel__cli_usage_error("run", "%s is new: --config is required",
                                    j->state);
+        goto out;
+    }
+    if (j->snapshot_dir != NULL && mkdir(j->snapshot_dir, 0755) != 0 &&
+        errno != EEXIST) {
+        fprintf(stderr, "keel: run: %s: %s\n", j->snapshot_dir,
+                strerror(errno));
+        rc = KEEL_CLI_FAIL;
     }
 out:
     return rc;

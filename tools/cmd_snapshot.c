@@ -52,19 +52,28 @@ static json_t *hex64(uint64_t v)
     return json_string(buf);
 }
 
+/* The activity hash as the manifest, `keel status` and `keel run` spell
+ * it: 16 hex digits. */
+static json_t *hash_json(uint64_t v)
+{
+    char buf[17];
+    snprintf(buf, sizeof(buf), "%016" PRIx64, v);
+    return json_string(buf);
+}
+
 static json_t *info_json(const keel_snapshot_info *i)
 {
-    return json_pack("{s:i, s:s, s:I, s:o, s:I, s:I, s:o, s:i, s:i, s:I, "
-                     "s:I, s:I, s:I}",
-                     "format", (int)i->format, "keel_version", i->keel_version,
-                     "created_unix_ms", (json_int_t)i->meta.created_unix_ms,
-                     "kernel_id", hex64(i->meta.kernel_id), "lsn",
-                     (json_int_t)i->meta.lsn, "crank",
-                     (json_int_t)i->meta.crank, "activity_hash",
-                     hex64(i->meta.activity_hash), "level", i->level, "tables",
-                     (int)i->tables, "entries", (json_int_t)i->entries, "bytes",
-                     (json_int_t)i->bytes, "frames", (json_int_t)i->frames,
-                     "file_bytes", (json_int_t)i->file_bytes);
+    return json_pack(
+        "{s:i, s:s, s:I, s:o, s:I, s:I, s:o, s:i, s:i, s:I, "
+        "s:I, s:I, s:I}",
+        "format", (int)i->format, "keel_version", i->keel_version,
+        "created_unix_ms", (json_int_t)i->meta.created_unix_ms, "kernel_id",
+        hex64(i->meta.kernel_id), "lsn", (json_int_t)i->meta.lsn, "crank",
+        (json_int_t)i->meta.crank, "activity_hash",
+        hash_json(i->meta.activity_hash), "level", i->level, "tables",
+        (int)i->tables, "entries", (json_int_t)i->entries, "bytes",
+        (json_int_t)i->bytes, "frames", (json_int_t)i->frames, "file_bytes",
+        (json_int_t)i->file_bytes);
 }
 
 static void print_summary(const keel_snapshot_info *i)
