@@ -92,6 +92,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -174,6 +175,7 @@ struct keel__store {
     size_t ws_enc_bytes; /* exact encoded length of the open write-set */
     kv_map ov;           /* the overlay (ST9) */
     uint64_t load_bytes; /* bulk load: bytes since the last commit */
+    int bulk;            /* keel__store_options.bulk */
 };
 
 /* ---------------------------------------------------------------------
@@ -1823,6 +1825,7 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     ws_reset(s);
     map_reset(&s->ov);
     s->io = o.io != NULL ? o.io : keel__io_posix();
+    s->bulk = o.bulk;
     s->dir = strdup(dir);
     s->hash = XXH3_createState();
     if (s->dir == NULL || s->hash == NULL ||
@@ -1973,6 +1976,13 @@ int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
     if (s->load_bytes >= LOAD_COMMIT_BYTES) {
         s->load_bytes = 0;
         rc = commit_txn(s, diag);
+        int fd = -1;
+        if (rc == KEEL_OK && s->bulk && mdb_env_get_fd(s->env, &fd) == 0) {
+            /* Start writing back what this commit wrote (it is not synced)
+             * while the load goes on, so the final sync waits for little:
+             * a hint, its failure changes nothing. */
+            sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        }
         if (rc == KEEL_OK) {
             rc = begin_txn(s, diag);
         }
