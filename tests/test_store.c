@@ -1960,6 +1960,106 @@ START_TEST(test_store_flipped_value_byte_is_ecorrupt_naming_key)
 }
 END_TEST
 
+/* A view walks the checkpoint in key order without the overlay, from
+ * another environment (view_open) or the open store (view_of), and refuses
+ * a damaged value naming its key. */
+START_TEST(test_store_view_walks_checkpoint_and_refuses_damage)
+{
+    static const char key[] = "vs.v1.sentinel";
+    char *dir = store_with_sentinel(key, sizeof(key) - 1);
+    keel__store_view *v = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_view_open(dir, &v, &d), KEEL_OK);
+    ck_assert_uint_eq(keel__store_view_kernel_id(v), KID);
+    ck_assert_uint_eq(keel__store_view_lsn(v), 1);
+    static const char *const want[] = {"aaa", key, "zzz"};
+    keel_bytes k, val;
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(keel__store_view_next(v, &k, &val, &d), 1);
+        ck_assert_uint_eq(k.len, strlen(want[i]));
+        ck_assert(memcmp(k.ptr, want[i], k.len) == 0);
+    }
+    ck_assert_int_eq(keel__store_view_next(v, &k, &val, &d), 0);
+    ck_assert_int_eq(keel__store_view_get(v, "zzz", 3, &val, &d), 1);
+    ck_assert(val.len == 5 && memcmp(val.ptr, "after", 5) == 0);
+    ck_assert_int_eq(keel__store_view_get(v, "nope", 4, &val, &d), 0);
+    keel__store_view_close(v);
+
+    /* In process, after a checkpoint: the overlay's later changes are not
+     * in a view until they are checkpointed. */
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "mmm", "middle");
+    apply_ok(s, 2);
+    checkpoint_ok(s);
+    ck_assert_int_eq(keel__store_view_of(s, &v, &d), KEEL_OK);
+    ck_assert_uint_eq(keel__store_view_lsn(v), 2);
+    size_t n = 0;
+    while (keel__store_view_next(v, &k, &val, &d) == 1) {
+        n++;
+    }
+    ck_assert_uint_eq(n, 4);
+    keel__store_view_close(v);
+    keel__store_close(s);
+
+    char rep[] = SENTINEL;
+    rep[7] ^= 0x10;
+    char *file = tu_path(dir, "data.mdb");
+    ck_assert_uint_ge(patch_file(file, SENTINEL, rep, strlen(SENTINEL)), 1);
+    free(file);
+    ck_assert_int_eq(keel__store_view_open(dir, &v, &d), KEEL_OK);
+    int rc;
+    while ((rc = keel__store_view_next(v, &k, &val, &d)) == 1) {
+    }
+    ck_assert_int_eq(rc, KEEL_ECORRUPT);
+    ck_assert_msg(strstr(d.msg, "key \"vs.v1.sentinel\": checksum mismatch"),
+                  "message: %s", d.msg);
+    keel__store_view_close(v);
+    rm_store(dir);
+}
+END_TEST
+
+/* A bulk load takes keys in ascending order only, and what it loaded reads
+ * back after a reopen at the LSN it was finished with. */
+START_TEST(test_store_bulk_load_in_order_reads_back)
+{
+    for (int bulk = 0; bulk < 2; bulk++) {
+        char *dir = store_dir("store-load");
+        keel__store_options o;
+        keel__store_options_init(&o);
+        o.bulk = bulk;
+        keel__store *s = NULL;
+        keel_diag d = {0};
+        ck_assert_int_eq(keel__store_open(dir, &o, KID, &s, &d), KEEL_OK);
+        char key[32], val[64];
+        /* Enough to cross several 8 MiB commits. */
+        for (int i = 0; i < 200000; i++) {
+            snprintf(key, sizeof(key), "vs.1.%08d", i);
+            int vn = snprintf(val, sizeof(val), "value %d of the load ...", i);
+            ck_assert_int_eq(
+                keel__store_load_put(s, key, strlen(key), val, (size_t)vn, &d),
+                KEEL_OK);
+        }
+        ck_assert_int_eq(
+            keel__store_load_put(s, "vs.1.00000005", 13, "x", 1, &d),
+            KEEL_ECORRUPT);
+        ck_assert_ptr_nonnull(strstr(d.msg, "does not sort after"));
+        ck_assert_int_eq(keel__store_failed(s), 0);
+        ck_assert_int_eq(keel__store_load_finish(s, 77, &d), KEEL_OK);
+        ck_assert_uint_eq(keel__store_applied_lsn(s), 77);
+        keel__store_close(s);
+
+        s = open_ok(dir);
+        ck_assert_uint_eq(keel__store_applied_lsn(s), 77);
+        ck_assert_uint_eq(count_ok(s, "vs.1."), 200000);
+        expect_get(s, "vs.1.00000005", "value 5 of the load ...");
+        expect_get(s, "vs.1.00199999", "value 199999 of the load ...");
+        keel__store_close(s);
+        rm_store(dir);
+    }
+}
+END_TEST
+
 START_TEST(test_store_flipped_checksum_byte_is_ecorrupt)
 {
     const char *key = "kp.sentinel";
@@ -2241,6 +2341,8 @@ Suite *store_suite(void)
     tc = tcase_create("damage");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_store_flipped_value_byte_is_ecorrupt_naming_key);
+    tcase_add_test(tc, test_store_view_walks_checkpoint_and_refuses_damage);
+    tcase_add_test(tc, test_store_bulk_load_in_order_reads_back);
     tcase_add_test(tc, test_store_flipped_checksum_byte_is_ecorrupt);
     tcase_add_test(tc, test_store_newer_format_version_is_eversion);
     tcase_add_test(tc, test_store_flipped_meta_byte_is_ecorrupt);
