@@ -20,6 +20,9 @@
  *   K6  A terminated vat decides nothing: termination rejects every
  *       promise it decides ("vat terminated"), drops its c-list and
  *       vatstore; later messages to its objects reject their results.
+ *       A vat's exit is terminated in the transaction that made the exit
+ *       syscall (keel__k_txn_commit_exits): durable with it, or lost with
+ *       it; never a committed exit whose termination a crash could lose.
  *   K7  Vref numbers are never reused: a vat's p+N that was retired from
  *       its c-list (settled) stays marked (c.<v>.r.<vref>), and using it
  *       again is illegal.
@@ -741,17 +744,14 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
         keel__k_txn_abort(k);
         rc = keel__k_terminate(k, vid, diag);
     } else {
-        uint32_t exit_vid = k->exit_vid;
         uint32_t vid = k->txn_vid;
         k->crank++;
-        rc = keel__k_txn_commit(k, KEEL_WAL_CRANK, diag);
+        rc = keel__k_txn_commit_exits(k, KEEL_WAL_CRANK, diag);
         if (rc == KEEL_ETOOBIG) {
             /* The vat wrote more than one transaction may hold: like an
              * illegal syscall, the crank aborted and the vat goes. */
             k->crank--;
             rc = keel__k_terminate(k, vid, diag);
-        } else if (rc == KEEL_OK && exit_vid != 0) {
-            rc = keel__k_terminate(k, exit_vid, diag);
         }
     }
     if (rc == KEEL_OK) {
@@ -761,20 +761,14 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
     return rc < 0 ? rc : 1;
 }
 
-int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
+/* K6 in the open transaction: vid is terminated, every promise it decides
+ * rejected, its c-list and vatstore dropped. Memory follows only once the
+ * transaction commits (terminated()). */
+static int terminate_in_txn(keel_kernel *k, uint32_t vid)
 {
-    kvat *v = keel__k_vat(k, vid);
     char key[KEY_MAX], prefix[64], found[KEY_MAX];
-    if (v == NULL || !v->alive) {
-        return KEEL_OK;
-    }
-    int rc = keel__k_txn_begin(k);
-    if (rc < 0) {
-        return rc;
-    }
     snprintf(key, sizeof(key), "v.%" PRIu32 ".state", vid);
-    rc = keel__k_put_str(k, key, "terminated");
-    /* K6: every promise it decides is rejected. */
+    int rc = keel__k_put_str(k, key, "terminated");
     snprintf(prefix, sizeof(prefix), "d.%" PRIu32 ".", vid);
     while (rc == KEEL_OK && (rc = keel__k_next(k, prefix, "", found)) == 1) {
         const char *kp = found + strlen(prefix);
@@ -787,7 +781,6 @@ int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
             rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
         }
     }
-    /* Its c-list and vatstore go. */
     const char *drop[] = {"c.%" PRIu32 ".", "vs.%" PRIu32 "."};
     for (size_t i = 0; rc >= 0 && i < 2; i++) {
         snprintf(prefix, sizeof(prefix), drop[i], vid);
@@ -798,16 +791,59 @@ int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
             }
         }
     }
+    return rc < 0 ? rc : KEEL_OK;
+}
+
+/* The transaction that terminated vid committed. The vat's own code may
+ * still be on the stack (it made the illegal syscall, or exited): stop()
+ * runs later, at a safe point (keel__k_reap). */
+static void terminated(keel_kernel *k, uint32_t vid)
+{
+    kvat *v = keel__k_vat(k, vid);
+    v->alive = 0;
+    v->stop_pending = 1;
+}
+
+int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
+{
+    kvat *v = keel__k_vat(k, vid);
+    if (v == NULL || !v->alive) {
+        return KEEL_OK;
+    }
+    int rc = keel__k_txn_begin(k);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = terminate_in_txn(k, vid);
     if (rc < 0) {
         keel__k_txn_abort(k);
         return rc;
     }
     rc = keel__k_txn_commit(k, KEEL_WAL_KERNEL_OP, diag);
     if (rc == KEEL_OK) {
-        /* The vat's own code may still be on the stack (it made the
-         * illegal syscall): stop() runs later, at a safe point. */
-        v->alive = 0;
-        v->stop_pending = 1;
+        terminated(k, vid);
+    }
+    return rc;
+}
+
+int keel__k_txn_commit_exits(keel_kernel *k, int kind, keel_diag *diag)
+{
+    uint32_t vid = k->exit_vid;
+    kvat *v = vid != 0 ? keel__k_vat(k, vid) : NULL;
+    int rc = KEEL_OK;
+    if (v != NULL && v->alive) {
+        rc = terminate_in_txn(k, vid);
+    }
+    if (rc < 0) {
+        keel__k_txn_abort(k);
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    rc = keel__k_txn_commit(k, kind, diag);
+    if (rc == KEEL_OK && v != NULL && v->alive) {
+        terminated(k, vid);
     }
     return rc;
 }

@@ -190,6 +190,10 @@ int keel__k_illegal(keel_kernel *k, const char *fmt, ...)
 /* Run one syscall of vat v in the open transaction. */
 int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc);
 int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag);
+/* Commit the open transaction as keel__k_txn_commit() does; a vat that
+ * asked to exit in it is terminated in the same transaction (K6), so its
+ * exit is durable with the syscalls that made it, or lost with them. */
+int keel__k_txn_commit_exits(keel_kernel *k, int kind, keel_diag *diag);
 /* Call stop() of vats terminated since the last call: only where no vat
  * code is on the stack (after a crank, after an async callback, at close).
  */

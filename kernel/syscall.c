@@ -115,14 +115,10 @@ static int own_txn(keel_kernel *k, kvat *v, const kdeferred *sc,
         keel__k_txn_abort(k);
         return rc;
     }
-    uint32_t exit_vid = k->exit_vid;
-    rc = keel__k_txn_commit(k, KEEL_WAL_OUT_OF_CRANK, diag);
+    rc = keel__k_txn_commit_exits(k, KEEL_WAL_OUT_OF_CRANK, diag);
     if (rc == KEEL_ETOOBIG) {
         int trc = keel__k_terminate(k, v->id, diag);
         return trc < 0 ? trc : KEEL_EINVAL;
-    }
-    if (rc == KEEL_OK && exit_vid != 0) {
-        rc = keel__k_terminate(k, exit_vid, diag);
     }
     return rc;
 }
@@ -357,12 +353,9 @@ static void async_done(void *p)
     } else if (keel__store_ws_count(k->store) == 0) {
         keel__k_txn_abort(k); /* nothing to commit */
     } else {
-        uint32_t exit_vid = k->exit_vid;
-        int rc = keel__k_txn_commit(k, KEEL_WAL_OUT_OF_CRANK, NULL);
+        int rc = keel__k_txn_commit_exits(k, KEEL_WAL_OUT_OF_CRANK, NULL);
         if (rc == KEEL_ETOOBIG) {
             keel__k_terminate(k, v->id, NULL);
-        } else if (rc == KEEL_OK && exit_vid != 0) {
-            keel__k_terminate(k, exit_vid, NULL);
         }
     }
     keel__k_run_deferred(k, NULL);
