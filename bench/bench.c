@@ -15,7 +15,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
+#include <lmdb.h>
 #include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +49,8 @@ static const bench_workload workloads[] = {
      keel__bench_chain5},
     {"pingpong-rss", "kernel: resident memory over a 1M-crank pingpong",
      keel__bench_pingpong_rss},
+    {"recover", "log replay into a fresh store, and the audit, vs lmdb-put",
+     keel__bench_recover},
     {"snapshot", "snapshot create and restore vs raw zstd, in MB/s",
      keel__bench_snapshot},
 };
@@ -319,6 +323,95 @@ int keel__bench_seqwrite(void *ctx, double *seconds, keel_diag *diag)
     *seconds = keel__bench_now() - t0;
 out:
     return close_and_remove(fd, path, name, rc, diag);
+}
+
+/* ---------------------------------------------------- lmdb-put baseline */
+
+static int mdb_err(keel_diag *diag, int mrc, const char *what, const char *name)
+{
+    /* LMDB returns errno values as they are, its own codes are negative */
+    int code = mrc > 0 ? keel_translate_errno(mrc) : KEEL_EIO;
+    return keel__diag(diag, code, "%s: %s: %s", name, what, mdb_strerror(mrc));
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int keel__bench_lmdb_put(void *ctx, double *seconds, keel_diag *diag)
+{
+    keel_bench_lmdb *b = ctx;
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    char path[4096];
+    char key[KEEL_BENCH_PUT_KEY_BYTES + 1];
+    uint8_t value[KEEL_BENCH_PUT_VALUE_BYTES];
+    const char *name = NULL;
+    int rc = KEEL_OK;
+    int n = snprintf(path, sizeof(path), "%s/lmdb-%" PRIu64, b->dir, b->seq++);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        rc = keel__diag(diag, KEEL_EINVAL, "%s: path too long", b->dir);
+        goto out;
+    }
+    name = path + strlen(b->dir) + 1;
+    if (mkdir(path, 0755) != 0) {
+        rc = keel__diag(diag, keel_translate_errno(errno), "%s: mkdir: %s",
+                        name, strerror(errno));
+        goto out;
+    }
+    keel__bench_fill_random(value, sizeof(value));
+    /* room for every page of the tree, twice over: the map is only
+     * address space; the file grows with what is written */
+    size_t map_bytes =
+        (size_t)b->n * 4 *
+            (KEEL_BENCH_PUT_KEY_BYTES + KEEL_BENCH_PUT_VALUE_BYTES) +
+        (64u << 20);
+    int mrc = mdb_env_create(&env);
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_env_set_mapsize(env, map_bytes);
+    }
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_env_open(env, path, MDB_NOSYNC, 0644);
+    }
+    if (mrc != MDB_SUCCESS) {
+        rc = mdb_err(diag, mrc, "opening the environment", name);
+        goto out;
+    }
+    double t0 = keel__bench_now();
+    mrc = mdb_txn_begin(env, NULL, 0, &txn);
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_dbi_open(txn, NULL, 0, &dbi);
+    }
+    /* keys all over the tree, as a crank's writes are; not appends */
+    for (uint64_t i = 0; mrc == MDB_SUCCESS && i < b->n; i++) {
+        snprintf(key, sizeof(key), "%016" PRIx64, mix64(i + 1));
+        MDB_val k = {KEEL_BENCH_PUT_KEY_BYTES, key};
+        MDB_val v = {sizeof(value), value};
+        mrc = mdb_put(txn, dbi, &k, &v, 0);
+    }
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_txn_commit(txn);
+        txn = NULL; /* a failed commit has freed the transaction too */
+    }
+    *seconds = keel__bench_now() - t0;
+    if (mrc != MDB_SUCCESS) {
+        rc = mdb_err(diag, mrc, "putting", name);
+    }
+out:
+    if (txn != NULL) {
+        mdb_txn_abort(txn);
+    }
+    if (env != NULL) {
+        mdb_env_close(env);
+    }
+    if (rc == KEEL_OK) {
+        rc = keel__bench_rmtree(path, diag);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------ work directory */

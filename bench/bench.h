@@ -118,6 +118,22 @@ typedef struct keel_bench_file {
 int keel__bench_fdatasync(void *ctx, double *seconds, keel_diag *diag);
 int keel__bench_seqwrite(void *ctx, double *seconds, keel_diag *diag);
 
+/*
+ * The bare-LMDB baseline, run with a keel_bench_lmdb as ctx: one write
+ * transaction of n puts of KEEL_BENCH_PUT_VALUE_BYTES under pseudo-random
+ * KEEL_BENCH_PUT_KEY_BYTES keys (all over the tree, as a crank's writes
+ * are), MDB_NOSYNC, into a fresh environment `<dir>/lmdb-<seq>`, timed
+ * from begin to commit: what one key per crank costs with no keel code.
+ */
+#define KEEL_BENCH_PUT_KEY_BYTES   16u
+#define KEEL_BENCH_PUT_VALUE_BYTES 64u
+typedef struct keel_bench_lmdb {
+    const char *dir;
+    uint64_t n; /* puts per run */
+    uint64_t seq;
+} keel_bench_lmdb;
+int keel__bench_lmdb_put(void *ctx, double *seconds, keel_diag *diag);
+
 /* Fill p[0..len) with pseudo-random bytes from a fixed seed: runs are
  * comparable, and zstd finds nothing to save in them. */
 void keel__bench_fill_random(uint8_t *p, size_t len);
@@ -180,6 +196,8 @@ int keel__bench_pingpong(int argc, char **argv);
 int keel__bench_fanout(int argc, char **argv);
 int keel__bench_chain5(int argc, char **argv);
 int keel__bench_pingpong_rss(int argc, char **argv);
+/* bench_recover.c */
+int keel__bench_recover(int argc, char **argv);
 /* bench_snapshot.c */
 int keel__bench_snapshot(int argc, char **argv);
 

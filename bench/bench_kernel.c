@@ -57,7 +57,6 @@
 #include <sys/stat.h>
 
 #include <jansson.h>
-#include <lmdb.h>
 
 #include "keel/kernel.h"
 
@@ -65,11 +64,9 @@
 #include "common/diag.h"
 #include "tools/cli.h"
 
-#define DEFAULT_RUNS    5u
-#define MAX_N           100000000ull
-#define FSYNC_BYTES     256u
-#define PUT_KEY_BYTES   16u
-#define PUT_VALUE_BYTES 64u
+#define DEFAULT_RUNS 5u
+#define MAX_N        100000000ull
+#define FSYNC_BYTES  256u
 /* pingpong-rss: cranks run, and where resident memory is sampled */
 #define RSS_DEFAULT_CRANKS 1000000ull
 #define RSS_MIN_CRANKS     100ull
@@ -370,99 +367,6 @@ out:
     return rc;
 }
 
-/* ---------------------------------------------------- lmdb-put baseline */
-
-typedef struct lmdb_bench {
-    const char *dir;
-    uint64_t n; /* puts per run */
-    uint64_t seq;
-} lmdb_bench;
-
-static int mdb_err(keel_diag *diag, int mrc, const char *what, const char *name)
-{
-    /* LMDB returns errno values as they are, its own codes are negative */
-    int code = mrc > 0 ? keel_translate_errno(mrc) : KEEL_EIO;
-    return keel__diag(diag, code, "%s: %s: %s", name, what, mdb_strerror(mrc));
-}
-
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static int run_lmdb_put(void *ctx, double *seconds, keel_diag *diag)
-{
-    lmdb_bench *b = ctx;
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi;
-    char path[4096];
-    char key[PUT_KEY_BYTES + 1];
-    uint8_t value[PUT_VALUE_BYTES];
-    const char *name = NULL;
-    int rc = KEEL_OK;
-    int n = snprintf(path, sizeof(path), "%s/lmdb-%" PRIu64, b->dir, b->seq++);
-    if (n < 0 || (size_t)n >= sizeof(path)) {
-        rc = keel__diag(diag, KEEL_EINVAL, "%s: path too long", b->dir);
-        goto out;
-    }
-    name = path + strlen(b->dir) + 1;
-    if (mkdir(path, 0755) != 0) {
-        rc = keel__diag(diag, keel_translate_errno(errno), "%s: mkdir: %s",
-                        name, strerror(errno));
-        goto out;
-    }
-    keel__bench_fill_random(value, sizeof(value));
-    /* room for every page of the tree, twice over: the map is only
-     * address space; the file grows with what is written */
-    size_t map_bytes =
-        (size_t)b->n * 4 * (PUT_KEY_BYTES + PUT_VALUE_BYTES) + (64u << 20);
-    int mrc = mdb_env_create(&env);
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_env_set_mapsize(env, map_bytes);
-    }
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_env_open(env, path, MDB_NOSYNC, 0644);
-    }
-    if (mrc != MDB_SUCCESS) {
-        rc = mdb_err(diag, mrc, "opening the environment", name);
-        goto out;
-    }
-    double t0 = keel__bench_now();
-    mrc = mdb_txn_begin(env, NULL, 0, &txn);
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_dbi_open(txn, NULL, 0, &dbi);
-    }
-    /* keys all over the tree, as a crank's writes are; not appends */
-    for (uint64_t i = 0; mrc == MDB_SUCCESS && i < b->n; i++) {
-        snprintf(key, sizeof(key), "%016" PRIx64, mix64(i + 1));
-        MDB_val k = {PUT_KEY_BYTES, key};
-        MDB_val v = {sizeof(value), value};
-        mrc = mdb_put(txn, dbi, &k, &v, 0);
-    }
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_txn_commit(txn);
-        txn = NULL; /* a failed commit has freed the transaction too */
-    }
-    *seconds = keel__bench_now() - t0;
-    if (mrc != MDB_SUCCESS) {
-        rc = mdb_err(diag, mrc, "putting", name);
-    }
-out:
-    if (txn != NULL) {
-        mdb_txn_abort(txn);
-    }
-    if (env != NULL) {
-        mdb_env_close(env);
-    }
-    if (rc == KEEL_OK) {
-        rc = keel__bench_rmtree(path, diag);
-    }
-    return rc;
-}
-
 /* -------------------------------------------------------- command line */
 
 /* The parsed command line of a kernel workload. */
@@ -587,7 +491,7 @@ static int bench_policy(const kernel_workload *w, const kernel_args *a,
     keel__bench_fill_random(payload, sizeof(payload));
     keel_bench_file fb = {
         .dir = dir, .n = units, .size = sizeof(payload), .payload = payload};
-    lmdb_bench lb = {.dir = dir, .n = units};
+    keel_bench_lmdb lb = {.dir = dir, .n = units};
     kernel_bench kb = {
         .w = w, .dir = dir, .n = n, .sync = policy, .cap = a->runs + 1};
     kb.stats = calloc(kb.cap, sizeof(*kb.stats));
@@ -605,7 +509,7 @@ static int bench_policy(const kernel_workload *w, const kernel_args *a,
     };
     if (!full) {
         s[0].name = "lmdb-put";
-        s[0].run = run_lmdb_put;
+        s[0].run = keel__bench_lmdb_put;
         s[0].ctx = &lb;
     }
     if (rc < 0 || kb.stats == NULL || kb.seconds == NULL) {

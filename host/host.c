@@ -34,6 +34,20 @@
  *       deadlines.
  *   H7  Not reentrant: a callback must not call run_once/poll/free on its
  *       own host (asserted via `running`).
+ *
+ * Deterministic mode (host.h) uses no libuv at all: the loop is never
+ * initialized, and timers and jobs are entries of a binary min-heap `q`
+ * ordered by (due_ms, seq). H1, H2 (free runs no user callback), H3 (the
+ * heap holds entries by value: nothing to free one by one), H4 (free runs
+ * each queued job's `work`) and H7 hold as above; in place of H5 and H6:
+ *   H8  due_ms = now_ms at scheduling + delay_ms (saturating), where now_ms
+ *       is the virtual clock: it starts at 0 and only run_once advances it,
+ *       to the due time of the entry it runs. seq numbers entries in
+ *       scheduling order, so (due_ms, seq) is a total order and the order
+ *       of callbacks depends on nothing but the order and delays of the
+ *       calls that scheduled them.
+ *   H9  poll runs nothing; run_once runs exactly the least entry (work,
+ *       then its callback), which leaves the heap before it runs (H1).
  */
 #include "host/host.h"
 
@@ -44,7 +58,24 @@
 #include "common/diag.h"
 #include "keel/keel.h"
 
+/* A deterministic-mode timer (work == NULL) or job. */
+typedef struct det_entry {
+    uint64_t due_ms; /* H8 */
+    uint64_t seq;
+    void (*work)(void *arg);
+    void (*cb)(void *arg); /* the timer's callback, or the job's done */
+    void *arg;
+} det_entry;
+
 struct keel_host {
+    int deterministic;
+    /* deterministic mode (H8, H9) */
+    det_entry *q; /* min-heap on (due_ms, seq) */
+    size_t nq;
+    size_t capq;
+    uint64_t now_ms;
+    uint64_t next_seq;
+    /* libuv mode */
     uv_loop_t loop;
     uv_timer_t wait_timer; /* run_once's timeout (H5) */
     uint64_t pending;      /* H1 */
@@ -75,7 +106,7 @@ static int from_uv(int uv)
     return keel_translate_errno(-uv);
 }
 
-int keel__host_new(keel_host **out)
+int keel__host_new(keel_host **out, int deterministic)
 {
     int rc = KEEL_OK;
     int uv;
@@ -83,6 +114,11 @@ int keel__host_new(keel_host **out)
     *out = NULL;
     if (h == NULL) {
         rc = KEEL_ENOMEM;
+        goto out;
+    }
+    h->deterministic = deterministic != 0;
+    if (h->deterministic) {
+        *out = h; /* no libuv: H8 */
         goto out;
     }
     uv = uv_loop_init(&h->loop);
@@ -98,6 +134,95 @@ int keel__host_new(keel_host **out)
     *out = h;
 out:
     return rc;
+}
+
+/* ---- the deterministic queue ----------------------------------------------
+ */
+
+static int det_less(const det_entry *a, const det_entry *b)
+{
+    return a->due_ms < b->due_ms || (a->due_ms == b->due_ms && a->seq < b->seq);
+}
+
+static void det_swap(det_entry *a, det_entry *b)
+{
+    det_entry t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Queue cb(arg) (after work(arg) for a job) delay_ms virtual ms from now. */
+static int det_push(keel_host *h, uint64_t delay_ms, void (*work)(void *arg),
+                    void (*cb)(void *arg), void *arg)
+{
+    int rc = KEEL_OK;
+    if (h->nq == h->capq) {
+        size_t cap = h->capq != 0 ? h->capq * 2 : 16;
+        det_entry *q = realloc(h->q, cap * sizeof(*q));
+        if (q == NULL) {
+            rc = KEEL_ENOMEM;
+            goto out;
+        }
+        h->q = q;
+        h->capq = cap;
+    }
+    det_entry e = {.due_ms = delay_ms > UINT64_MAX - h->now_ms
+                                 ? UINT64_MAX
+                                 : h->now_ms + delay_ms, /* H8 */
+                   .seq = h->next_seq++,
+                   .work = work,
+                   .cb = cb,
+                   .arg = arg};
+    size_t i = h->nq++;
+    h->q[i] = e;
+    while (i > 0 && det_less(&h->q[i], &h->q[(i - 1) / 2])) {
+        det_swap(&h->q[i], &h->q[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    h->pending++;
+out:
+    return rc;
+}
+
+/* Remove the least entry into *e. The heap must not be empty. */
+static void det_pop(keel_host *h, det_entry *e)
+{
+    *e = h->q[0];
+    h->q[0] = h->q[--h->nq];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->nq && det_less(&h->q[l], &h->q[m])) {
+            m = l;
+        }
+        if (r < h->nq && det_less(&h->q[r], &h->q[m])) {
+            m = r;
+        }
+        if (m == i) {
+            break;
+        }
+        det_swap(&h->q[i], &h->q[m]);
+        i = m;
+    }
+    h->pending--; /* H1: before the callbacks, which may schedule more */
+}
+
+/* H9: run the least entry, if any. @return callbacks run (0 or 1). */
+static int det_run_next(keel_host *h)
+{
+    det_entry e;
+    int ran = h->nq > 0;
+    if (ran) {
+        det_pop(h, &e);
+        if (e.due_ms > h->now_ms) {
+            h->now_ms = e.due_ms; /* H8 */
+        }
+        if (e.work != NULL) {
+            e.work(e.arg);
+        }
+        e.cb(e.arg);
+    }
+    return ran;
 }
 
 /* ---- timers ---------------------------------------------------------------
@@ -128,6 +253,10 @@ int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
     host_timer *t = NULL;
     if (cb == NULL || h->freeing) {
         rc = KEEL_EINVAL;
+        goto out;
+    }
+    if (h->deterministic) {
+        rc = det_push(h, delay_ms, NULL, cb, arg);
         goto out;
     }
     t = calloc(1, sizeof(*t));
@@ -182,6 +311,10 @@ int keel__host_work(keel_host *h, void (*work)(void *arg),
         rc = KEEL_EINVAL;
         goto out;
     }
+    if (h->deterministic) {
+        rc = det_push(h, 0, work, done, arg);
+        goto out;
+    }
     j = calloc(1, sizeof(*j));
     if (j == NULL) {
         rc = KEEL_ENOMEM;
@@ -217,12 +350,10 @@ static void wait_expired(uv_timer_t *handle)
     h->timed_out = 1;
 }
 
-int keel__host_run_once(keel_host *h, uint64_t timeout_ms)
+/* run_once on libuv: until a user callback ran, the wait timed out, or
+ * nothing is pending. */
+static void loop_run_once(keel_host *h, uint64_t timeout_ms)
 {
-    KEEL_ASSERT(!h->running); /* H7 */
-    h->running = 1;
-    h->ran = 0;
-    h->timed_out = 0;
     if (h->pending > 0 && timeout_ms > 0) {
         h->wait_timer.data = h;
         uv_update_time(&h->loop);
@@ -238,6 +369,19 @@ int keel__host_run_once(keel_host *h, uint64_t timeout_ms)
         uv_run(&h->loop, UV_RUN_ONCE);
     }
     uv_timer_stop(&h->wait_timer); /* H5 */
+}
+
+int keel__host_run_once(keel_host *h, uint64_t timeout_ms)
+{
+    KEEL_ASSERT(!h->running); /* H7 */
+    h->running = 1;
+    h->ran = 0;
+    h->timed_out = 0;
+    if (h->deterministic) {
+        h->ran = det_run_next(h); /* H9 */
+    } else {
+        loop_run_once(h, timeout_ms);
+    }
     h->running = 0;
     return h->ran;
 }
@@ -247,7 +391,9 @@ int keel__host_poll(keel_host *h)
     KEEL_ASSERT(!h->running); /* H7 */
     h->running = 1;
     h->ran = 0;
-    uv_run(&h->loop, UV_RUN_NOWAIT);
+    if (!h->deterministic) { /* H9: deterministic runs nothing here */
+        uv_run(&h->loop, UV_RUN_NOWAIT);
+    }
     h->running = 0;
     return h->ran;
 }
@@ -275,12 +421,23 @@ void keel__host_free(keel_host *h)
     }
     KEEL_ASSERT(!h->running); /* H7 */
     h->freeing = 1;           /* H2 */
-    uv_walk(&h->loop, close_one, h);
-    /* Runs until no request or handle is active: every queued job has run
-     * its work and its after-work callback (H4), every close callback has
-     * freed its timer record (H3). */
-    uv_run(&h->loop, UV_RUN_DEFAULT);
-    int uv = uv_loop_close(&h->loop);
-    KEEL_ASSERT(uv == 0); /* H4: nothing left open */
+    if (h->deterministic) {
+        /* H4: a job's `work` always runs (a vat may count on it to free
+         * what it shares with the job), its `done` never does here. */
+        for (size_t i = 0; i < h->nq; i++) {
+            if (h->q[i].work != NULL) {
+                h->q[i].work(h->q[i].arg);
+            }
+        }
+    } else {
+        uv_walk(&h->loop, close_one, h);
+        /* Runs until no request or handle is active: every queued job has
+         * run its work and its after-work callback (H4), every close
+         * callback has freed its timer record (H3). */
+        uv_run(&h->loop, UV_RUN_DEFAULT);
+        int uv = uv_loop_close(&h->loop);
+        KEEL_ASSERT(uv == 0); /* H4: nothing left open */
+    }
+    free(h->q);
     free(h);
 }

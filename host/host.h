@@ -6,6 +6,15 @@
  *
  * Every callback runs on the thread that calls run_once/poll (the kernel's
  * thread). `work` functions run on libuv's thread pool.
+ *
+ * Deterministic mode (keel_kernel_options.deterministic, for crash testing
+ * and replayable runs): nothing runs on a clock or a thread of its own.
+ * Timers and jobs wait in one queue ordered by virtual due time, then by
+ * the order they were scheduled; poll runs nothing, and run_once runs
+ * exactly the next one (a job's `work`, then its `done`, both on the
+ * calling thread) and advances the virtual clock to its due time. Since
+ * the kernel calls run_once only when its run queue is empty, two runs of
+ * the same inputs make the same transactions in the same order.
  */
 #ifndef KEEL_HOST_HOST_H
 #define KEEL_HOST_HOST_H
@@ -14,14 +23,18 @@
 
 typedef struct keel_host keel_host;
 
-/* @return KEEL_OK or KEEL_ENOMEM / KEEL_EIO. */
-int keel__host_new(keel_host **out);
+/* deterministic: 1 for the deterministic mode above, 0 for libuv.
+ * @return KEEL_OK or KEEL_ENOMEM / KEEL_EIO. */
+int keel__host_new(keel_host **out, int deterministic);
 /* Cancels nothing: callers must let pending work finish first (free waits
  * for thread-pool jobs to complete, then drops their `done` callbacks and
- * any timers unrun). NULL is a no-op. */
+ * any timers unrun; in deterministic mode it runs each queued job's `work`
+ * on the calling thread, so a job's `work` always runs). NULL is a
+ * no-op. */
 void keel__host_free(keel_host *h);
 
-/* Run cb(arg) on the kernel's thread after delay_ms. */
+/* Run cb(arg) on the kernel's thread after delay_ms (deterministic: virtual
+ * milliseconds). */
 int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
                      void *arg);
 /* Run work(arg) on the thread pool, then done(arg) on the kernel's thread. */
@@ -31,10 +44,13 @@ int keel__host_work(keel_host *h, void (*work)(void *arg),
 uint64_t keel__host_pending(const keel_host *h);
 /*
  * Block until at least one callback has run, or timeout_ms passed (0: no
- * timeout), or nothing is pending. @return callbacks run (>= 0) or < 0.
+ * timeout), or nothing is pending. Deterministic: run exactly the next
+ * callback (never blocks; timeout_ms is unused).
+ * @return callbacks run (>= 0) or < 0.
  */
 int keel__host_run_once(keel_host *h, uint64_t timeout_ms);
-/* Run the callbacks that are ready now, without blocking. @return count. */
+/* Run the callbacks that are ready now, without blocking (deterministic:
+ * none is ever ready before run_once picks it). @return count. */
 int keel__host_poll(keel_host *h);
 
 #endif

@@ -156,6 +156,18 @@ int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
 int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
 /* Checkpoint now (K11: after the WAL is durable). */
 int keel__k_checkpoint(keel_kernel *k, keel_diag *diag);
+/*
+ * K14: apply the durable records of the log in wal_dir after s's applied
+ * LSN up to last, in order with no gap, checkpointing s on the way (every
+ * 8 MiB pending). Kernel open and `keel bench recover` use it.
+ * @param[out] replayed, bytes  records and payload bytes applied.
+ * @return KEEL_OK; KEEL_ECORRUPT (a gap, a store ahead of the log, a bad
+ *         payload: the diag names segment, offset, LSN); reader or store
+ *         errors.
+ */
+int keel__k_replay(keel__store *s, const char *wal_dir, struct keel_io *io,
+                   uint64_t last, uint64_t *replayed, uint64_t *bytes,
+                   keel_diag *diag);
 /* Storage failure: make the kernel FAILED. @return rc. */
 int keel__k_fail(keel_kernel *k, int rc, const char *what);
 kvat *keel__k_vat(keel_kernel *k, uint32_t vid);

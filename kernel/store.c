@@ -48,6 +48,9 @@
  *        key at most once per checkpoint, however often a hot key (the
  *        crank counter, a queue head) was rewritten, and never sees a key
  *        that lived and died between two checkpoints (a queue item).
+ *   ST10 A store directory holds a data.mdb only once its tables were
+ *        created and committed: a new store is built in `<dir>.new` and
+ *        renamed (create_if_new), so no crash leaves a half-made one.
  *
  * States (the function behind each transition):
  *
@@ -1794,6 +1797,134 @@ out:
     return rc;
 }
 
+/* Open the LMDB environment in dir into s->env. */
+static int open_env(keel__store *s, const char *dir,
+                    const keel__store_options *o, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    int mrc = mdb_env_create(&s->env);
+    if (mrc != MDB_SUCCESS) {
+        s->env = NULL;
+        return lmdb_error(NULL, mrc, "create environment", diag);
+    }
+    mrc = mdb_env_set_mapsize(s->env, (size_t)o->map_bytes);
+    if (mrc == MDB_SUCCESS) {
+        mrc = mdb_env_set_maxdbs(s->env, 2);
+    }
+    if (mrc == MDB_SUCCESS) {
+        /* Flags 0: fully synced commits; see store.h for why. A bulk
+         * store is invisible until load_finish syncs it all. */
+        mrc = mdb_env_open(s->env, dir,
+                           o->bulk ? MDB_NOSYNC | MDB_NOMETASYNC : 0, 0644);
+    }
+    if (mrc != MDB_SUCCESS) {
+        rc = lmdb_error(s->env, mrc, "open environment", diag);
+    } else if (mdb_env_get_maxkeysize(s->env) <
+               (int)KEEL__STORE_MAX_KEY_BYTES) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "LMDB built with a %d-byte key limit, keel needs %u",
+                        mdb_env_get_maxkeysize(s->env),
+                        KEEL__STORE_MAX_KEY_BYTES);
+    }
+    return rc;
+}
+
+/* Remove dir if it holds nothing but LMDB's two files (a store that was
+ * never created to its end: ST10). @return KEEL_OK, or the error. */
+static int remove_unborn(keel__store *s, const char *dir, keel_diag *diag)
+{
+    static const char *const names[] = {DATA_FILE, "lock.mdb"};
+    int rc = KEEL_OK;
+    for (size_t i = 0; i < 2 && rc == KEEL_OK; i++) {
+        char *f = path_join(dir, names[i]);
+        rc = f == NULL ? KEEL_ENOMEM : s->io->unlink(s->io, f);
+        rc = rc == KEEL_ENOENT ? KEEL_OK : rc;
+        free(f);
+    }
+    if (rc == KEEL_OK && rmdir(dir) != 0 && errno != ENOENT) {
+        rc = keel_translate_errno(errno);
+    }
+    if (rc < 0) {
+        keel__diag(diag, rc, "%s: cannot remove an unfinished store: %s", dir,
+                   keel_strerror(rc));
+    }
+    return rc;
+}
+
+/*
+ * ST10: a new store is built in `<dir>.new` (its tables created and
+ * committed with a full sync, the environment closed) and renamed to dir:
+ * LMDB writes a new environment's two meta pages in one write that a
+ * SIGKILL can tear, leaving a data.mdb no open accepts. A dir that exists
+ * without data.mdb (made by an older keel, or by hand) is replaced.
+ */
+static int create_if_new(keel__store *s, const keel__store_options *o,
+                         uint64_t kernel_id, keel_diag *diag)
+{
+    int rc = KEEL_OK;
+    char *data = path_join(s->dir, DATA_FILE);
+    size_t n = strlen(s->dir) + sizeof(".new");
+    char *tmp = malloc(n);
+    char *final = s->dir;
+    char *parent = NULL;
+    struct stat st;
+    if (data == NULL || tmp == NULL) {
+        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (stat(data, &st) == 0) {
+        goto out; /* it exists */
+    }
+    snprintf(tmp, n, "%s.new", s->dir);
+    rc = remove_unborn(s, tmp, diag);
+    if (rc == KEEL_OK && mkdir(tmp, 0755) != 0) {
+        rc = keel_translate_errno(errno);
+        keel__diag(diag, rc, "%s: %s", tmp, keel_strerror(rc));
+    }
+    if (rc < 0) {
+        goto out;
+    }
+    s->dir = tmp; /* create_tables fsyncs s->dir */
+    rc = open_env(s, tmp, o, diag);
+    if (rc == KEEL_OK) {
+        rc = begin_txn(s, diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = create_tables(s, kernel_id, diag);
+    }
+    s->dir = final;
+    if (s->txn != NULL) {
+        mdb_txn_abort(s->txn);
+        s->txn = NULL;
+    }
+    if (s->env != NULL) {
+        mdb_env_close(s->env);
+        s->env = NULL;
+    }
+    if (rc == KEEL_OK) {
+        rc = remove_unborn(s, final, diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = s->io->rename(s->io, tmp, final);
+        if (rc < 0) {
+            keel__diag(diag, rc, "rename %s: %s", tmp, keel_strerror(rc));
+        }
+    }
+    if (rc == KEEL_OK) {
+        parent = path_join(final, "..");
+        rc = parent != NULL ? s->io->fsync_dir(s->io, parent) : KEEL_ENOMEM;
+        if (rc < 0) {
+            keel__diag(diag, rc, "fsync parent of %s: %s", final,
+                       keel_strerror(rc));
+        }
+    }
+out:
+    free(data);
+    free(tmp);
+    free(parent);
+    return rc;
+}
+
 int keel__store_open(const char *dir, const keel__store_options *opts,
                      uint64_t kernel_id, keel__store **out, keel_diag *diag)
 {
@@ -1838,35 +1969,18 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
         rc = keel__diag(diag, KEEL_EINVAL, "store map size 0");
         goto out;
     }
+    if (o.create) {
+        rc = create_if_new(s, &o, kernel_id, diag);
+        if (rc < 0) {
+            goto out;
+        }
+    }
     rc = prepare_dir(s, o.create, diag);
     if (rc < 0) {
         goto out;
     }
-    int mrc = mdb_env_create(&s->env);
-    if (mrc != MDB_SUCCESS) {
-        s->env = NULL;
-        rc = lmdb_error(s->env, mrc, "create environment", diag);
-        goto out;
-    }
-    mrc = mdb_env_set_mapsize(s->env, (size_t)o.map_bytes);
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_env_set_maxdbs(s->env, 2);
-    }
-    if (mrc == MDB_SUCCESS) {
-        /* Flags 0: fully synced commits; see store.h for why. A bulk
-         * store is invisible until load_finish syncs it all. */
-        mrc = mdb_env_open(s->env, dir,
-                           o.bulk ? MDB_NOSYNC | MDB_NOMETASYNC : 0, 0644);
-    }
-    if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s->env, mrc, "open environment", diag);
-        goto out;
-    }
-    if (mdb_env_get_maxkeysize(s->env) < (int)KEEL__STORE_MAX_KEY_BYTES) {
-        rc = keel__diag(diag, KEEL_EINVAL,
-                        "LMDB built with a %d-byte key limit, keel needs %u",
-                        mdb_env_get_maxkeysize(s->env),
-                        KEEL__STORE_MAX_KEY_BYTES);
+    rc = open_env(s, dir, &o, diag);
+    if (rc < 0) {
         goto out;
     }
     rc = begin_txn(s, diag);

@@ -2,7 +2,9 @@
  * tests/test_host.c — the host loop alone (host/host.c): timers fire in
  * deadline order, thread-pool work runs off the caller's thread and `done`
  * on it, pending counts, run_once's timeout and empty case, poll, and free
- * (waits for running work, drops unrun callbacks, leak-free).
+ * (waits for running work, drops unrun callbacks, leak-free); and the
+ * deterministic mode: one callback per run_once in (virtual due time,
+ * scheduling order), poll running nothing, free running queued work.
  *
  * No test asserts on elapsed time; the delays only set deadlines apart.
  */
@@ -16,6 +18,8 @@
 
 #include "host/host.h"
 #include "keel/keel.h"
+
+#include "tests/testutil.h"
 
 /* ---- a log of callbacks in the order they ran ------------------------------
  */
@@ -42,7 +46,7 @@ static void log_timer(void *arg)
 static keel_host *host_new(void)
 {
     keel_host *h = NULL;
-    ck_assert_int_eq(keel__host_new(&h), KEEL_OK);
+    ck_assert_int_eq(keel__host_new(&h, 0), KEEL_OK);
     ck_assert_ptr_nonnull(h);
     return h;
 }
@@ -402,6 +406,205 @@ START_TEST(test_host_free_drops_unrun_timers)
 }
 END_TEST
 
+/* ---- deterministic mode ----------------------------------------------------
+ */
+
+static keel_host *det_host_new(void)
+{
+    keel_host *h = NULL;
+    ck_assert_int_eq(keel__host_new(&h, 1), KEEL_OK);
+    ck_assert_ptr_nonnull(h);
+    return h;
+}
+
+/* A job that logs its id from `done` and records that `work` ran first,
+ * on the caller's thread. */
+typedef struct det_job {
+    cblog *log;
+    int id;
+    pthread_t caller;
+    int work_ran;
+    int work_on_caller;
+    int done_ran;
+    int done_after_work;
+} det_job;
+
+static void det_job_work(void *arg)
+{
+    det_job *j = arg;
+    j->work_ran++;
+    j->work_on_caller = pthread_equal(pthread_self(), j->caller);
+}
+
+static void det_job_done(void *arg)
+{
+    det_job *j = arg;
+    j->done_ran++;
+    j->done_after_work = j->work_ran == 1;
+    ck_assert_int_lt(j->log->n, LOG_MAX);
+    j->log->ids[j->log->n++] = j->id;
+}
+
+START_TEST(test_host_deterministic_runs_one_callback_in_due_order)
+{
+    keel_host *h = det_host_new();
+    cblog log = {0};
+    timer_arg t[4] = {{&log, 30}, {&log, 10}, {&log, 20}, {&log, 11}};
+    const uint64_t delays[4] = {30, 10, 20, 10};
+    det_job j = {.log = &log, .id = 0, .caller = pthread_self()};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(keel__host_timer(h, delays[i], log_timer, &t[i]),
+                         KEEL_OK);
+    }
+    ck_assert_int_eq(keel__host_work(h, det_job_work, det_job_done, &j),
+                     KEEL_OK);
+    ck_assert_uint_eq(keel__host_pending(h), 5);
+    /* exactly one callback per run_once, however long ago it was "due" */
+    for (uint64_t left = 5; left > 0; left--) {
+        ck_assert_int_eq(keel__host_run_once(h, 0), 1);
+        ck_assert_uint_eq(keel__host_pending(h), left - 1);
+    }
+    ck_assert_int_eq(keel__host_run_once(h, 0), 0);
+    /* the job is due at once; equal delays keep their scheduling order */
+    const int want[5] = {0, 10, 11, 20, 30};
+    ck_assert_int_eq(log.n, 5);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(log.ids[i], want[i]);
+    }
+    ck_assert_int_eq(j.done_ran, 1);
+    ck_assert(j.done_after_work);
+    ck_assert(j.work_on_caller);
+    keel__host_free(h);
+}
+END_TEST
+
+typedef struct det_chain {
+    keel_host *h;
+    timer_arg next;
+} det_chain;
+
+/* Scheduled at virtual time 10: its timer of delay 5 is due at 15. */
+static void det_chain_timer(void *arg)
+{
+    det_chain *c = arg;
+    ck_assert_int_eq(keel__host_timer(c->h, 5, log_timer, &c->next), KEEL_OK);
+}
+
+START_TEST(test_host_deterministic_clock_advances_to_due_time)
+{
+    keel_host *h = det_host_new();
+    cblog log = {0};
+    det_chain c = {h, {&log, 15}};
+    timer_arg a = {&log, 14}, b = {&log, 16};
+    ck_assert_int_eq(keel__host_timer(h, 10, det_chain_timer, &c), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 14, log_timer, &a), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 16, log_timer, &b), KEEL_OK);
+    ck_assert_int_eq(drain(h), 4);
+    ck_assert_int_eq(log.n, 3);
+    ck_assert_int_eq(log.ids[0], 14);
+    ck_assert_int_eq(log.ids[1], 15);
+    ck_assert_int_eq(log.ids[2], 16);
+    keel__host_free(h);
+}
+END_TEST
+
+START_TEST(test_host_deterministic_poll_runs_nothing)
+{
+    keel_host *h = det_host_new();
+    int fired = 0;
+    det_job j = {.caller = pthread_self()};
+    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired), KEEL_OK);
+    ck_assert_int_eq(keel__host_work(h, det_job_work, det_job_done, &j),
+                     KEEL_OK);
+    ck_assert_int_eq(keel__host_poll(h), 0);
+    ck_assert_int_eq(fired, 0);
+    ck_assert_int_eq(j.work_ran, 0);
+    ck_assert_uint_eq(keel__host_pending(h), 2);
+    keel__host_free(h);
+}
+END_TEST
+
+START_TEST(test_host_deterministic_free_runs_work_drops_callbacks)
+{
+    keel_host *h = det_host_new();
+    int fired = 0;
+    cblog log = {0};
+    det_job j[3];
+    ck_assert_int_eq(keel__host_timer(h, 1, count_cb, &fired), KEEL_OK);
+    for (int i = 0; i < 3; i++) {
+        j[i] = (det_job){.log = &log, .id = i, .caller = pthread_self()};
+        ck_assert_int_eq(keel__host_work(h, det_job_work, det_job_done, &j[i]),
+                         KEEL_OK);
+    }
+    keel__host_free(h);
+    ck_assert_int_eq(fired, 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(j[i].work_ran, 1);
+        ck_assert_int_eq(j[i].done_ran, 0);
+    }
+}
+END_TEST
+
+/* A callback that, on its first run, schedules two more with random delays
+ * (from its own seeded state), so the order depends on the virtual clock. */
+typedef struct det_tree {
+    keel_host *h;
+    cblog *log;
+    uint64_t rng;
+    int next_id;
+    struct det_tree_node {
+        struct det_tree *t;
+        int id;
+    } nodes[LOG_MAX];
+} det_tree;
+
+static void det_tree_cb(void *arg);
+
+static void det_tree_spawn(det_tree *t, int n)
+{
+    for (int i = 0; i < n && t->next_id < LOG_MAX; i++) {
+        struct det_tree_node *nd = &t->nodes[t->next_id];
+        nd->t = t;
+        nd->id = t->next_id++;
+        uint64_t delay = tu_rand(&t->rng) % 50;
+        ck_assert_int_eq(keel__host_timer(t->h, delay, det_tree_cb, nd),
+                         KEEL_OK);
+    }
+}
+
+static void det_tree_cb(void *arg)
+{
+    struct det_tree_node *nd = arg;
+    det_tree *t = nd->t;
+    t->log->ids[t->log->n++] = nd->id;
+    det_tree_spawn(t, 2);
+}
+
+START_TEST(test_host_deterministic_same_schedule_same_order)
+{
+    uint64_t seed = 0x686F73742D646574ull ^ (uint64_t)time(NULL);
+    cblog logs[2] = {{0}};
+    for (int run = 0; run < 2; run++) {
+        det_tree *t = calloc(1, sizeof(*t));
+        ck_assert_ptr_nonnull(t);
+        t->h = det_host_new();
+        t->log = &logs[run];
+        t->rng = seed;
+        det_tree_spawn(t, 4);
+        ck_assert_int_eq(drain(t->h), LOG_MAX);
+        keel__host_free(t->h);
+        free(t);
+    }
+    ck_assert_int_eq(logs[0].n, LOG_MAX);
+    for (int i = 0; i < LOG_MAX; i++) {
+        ck_assert_msg(logs[0].ids[i] == logs[1].ids[i],
+                      "seed 0x%016llx: callback %d differs: %d vs %d",
+                      (unsigned long long)seed, i, logs[0].ids[i],
+                      logs[1].ids[i]);
+    }
+}
+END_TEST
+
 Suite *host_suite(void);
 
 Suite *host_suite(void)
@@ -436,6 +639,14 @@ Suite *host_suite(void)
     tcase_add_test(tc, test_host_free_waits_for_running_work_and_drops_done);
     tcase_add_test(tc, test_host_free_waits_for_queued_work);
     tcase_add_test(tc, test_host_free_drops_unrun_timers);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("deterministic");
+    tcase_add_test(tc, test_host_deterministic_runs_one_callback_in_due_order);
+    tcase_add_test(tc, test_host_deterministic_clock_advances_to_due_time);
+    tcase_add_test(tc, test_host_deterministic_poll_runs_nothing);
+    tcase_add_test(tc, test_host_deterministic_free_runs_work_drops_callbacks);
+    tcase_add_test(tc, test_host_deterministic_same_schedule_same_order);
     suite_add_tcase(s, tc);
     return s;
 }

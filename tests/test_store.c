@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -2060,6 +2061,57 @@ START_TEST(test_store_bulk_load_in_order_reads_back)
 }
 END_TEST
 
+/* ST10: a store is built aside and renamed; what an interrupted creation
+ * left (a torn data.mdb in `<dir>.new`, a dir with only lock.mdb) is
+ * replaced, and anything else in the way is refused, not deleted. */
+START_TEST(test_store_interrupted_creation_is_replaced)
+{
+    char *dir = store_dir("store-new");
+    size_t n = strlen(dir) + 8;
+    char *tmp = malloc(n);
+    ck_assert_ptr_nonnull(tmp);
+    snprintf(tmp, n, "%s.new", dir);
+    ck_assert_int_eq(mkdir(tmp, 0755), 0);
+    char *torn = tu_path(tmp, "data.mdb");
+    tu_write_file(torn, "half a meta page", 16);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    char *lock = tu_path(dir, "lock.mdb");
+    tu_write_file(lock, "", 0);
+
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "k.x", "1");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    struct stat st;
+    ck_assert_int_ne(stat(tmp, &st), 0);
+    s = open_ok(dir);
+    expect_get(s, "k.x", "1");
+    keel__store_close(s);
+
+    /* A foreign file in the way: refused, and left alone. */
+    char *dir2 = store_dir("store-new2");
+    snprintf(tmp, n, "%s.new", dir2);
+    ck_assert_int_eq(mkdir(tmp, 0755), 0);
+    char *other = tu_path(tmp, "notes.txt");
+    tu_write_file(other, "mine", 4);
+    keel__store_options o;
+    keel__store_options_init(&o);
+    keel_diag d = {0};
+    ck_assert_int_lt(keel__store_open(dir2, &o, KID, &s, &d), 0);
+    ck_assert_ptr_nonnull(strstr(d.msg, "cannot remove an unfinished store"));
+    ck_assert_int_eq(stat(other, &st), 0);
+    tu_rmrf(tmp);
+    free(other);
+    rm_store(dir2);
+    free(torn);
+    free(lock);
+    free(tmp);
+    rm_store(dir);
+}
+END_TEST
+
 START_TEST(test_store_flipped_checksum_byte_is_ecorrupt)
 {
     const char *key = "kp.sentinel";
@@ -2343,6 +2395,7 @@ Suite *store_suite(void)
     tcase_add_test(tc, test_store_flipped_value_byte_is_ecorrupt_naming_key);
     tcase_add_test(tc, test_store_view_walks_checkpoint_and_refuses_damage);
     tcase_add_test(tc, test_store_bulk_load_in_order_reads_back);
+    tcase_add_test(tc, test_store_interrupted_creation_is_replaced);
     tcase_add_test(tc, test_store_flipped_checksum_byte_is_ecorrupt);
     tcase_add_test(tc, test_store_newer_format_version_is_eversion);
     tcase_add_test(tc, test_store_flipped_meta_byte_is_ecorrupt);

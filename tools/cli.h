@@ -100,6 +100,10 @@ int keel__cli_wal_demo(int argc, char **argv);
 int keel__cli_run(int argc, char **argv);
 int keel__cli_status(int argc, char **argv);
 int keel__cli_send(int argc, char **argv);
+/* tools/cmd_recover.c */
+int keel__cli_recover(int argc, char **argv);
+/* tools/cmd_crashtest.c */
+int keel__cli_crashtest(int argc, char **argv);
 /* tools/cmd_snapshot.c */
 int keel__cli_snapshot_create(int argc, char **argv);
 int keel__cli_snapshot_verify(int argc, char **argv);

@@ -215,6 +215,7 @@ enum {
     RUN_SNAP_EVERY,
     RUN_SNAP_DIR,
     RUN_KEEP,
+    RUN_DETERMINISTIC,
     RUN_JSON,
     RUN_NOPTS
 };
@@ -230,6 +231,7 @@ static const keel_cli_opt run_opts[RUN_NOPTS] = {
     [RUN_SNAP_EVERY] = {"snapshot-every", "N"},
     [RUN_SNAP_DIR] = {"snapshot-dir", "DIR"},
     [RUN_KEEP] = {"keep", "K"},
+    [RUN_DETERMINISTIC] = {"deterministic", NULL},
     [RUN_JSON] = {"json", NULL},
 };
 
@@ -242,6 +244,7 @@ static const keel_cli_spec run_spec = {
         "[--json]\n"
         "                [--checkpoint-cranks N] [--checkpoint-ms N]\n"
         "                [--snapshot-every N --snapshot-dir DIR [--keep K]]\n"
+        "                [--deterministic]\n"
         "\n"
         "Run the kernel whose state lives in directory STATE. A new STATE\n"
         "(absent, or never booted) is created and booted from the cluster\n"
@@ -289,6 +292,11 @@ static const keel_cli_spec run_spec = {
         "                   segments wholly before the oldest kept one are\n"
         "                   deleted, so disk stays bounded. Without\n"
         "                   snapshots the whole log is kept (for audits)\n"
+        "  --deterministic  vats' timers and thread-pool work complete in a\n"
+        "                   fixed order on a virtual clock, one at a time\n"
+        "                   when nothing else is queued: two runs of a\n"
+        "                   cluster make the same transactions (for crash\n"
+        "                   testing; see keel crashtest)\n"
         "  --json           print the summary as one JSON object: stopped\n"
         "                   (idle, signal, max-cranks, timeout), signal,\n"
         "                   state (booted or resumed), cranks, transactions,\n"
@@ -324,6 +332,7 @@ typedef struct run_job {
     uint64_t snapshot_every; /* 0: none */
     const char *snapshot_dir;
     uint32_t keep; /* 0: the kernel's default */
+    int deterministic;
     int json;
     int is_new; /* STATE did not exist when the command started */
     int booted_now;
@@ -436,6 +445,7 @@ static int run_parse(int argc, char **argv, run_job *j)
         *(i == 0 ? &j->checkpoint_cranks : &j->checkpoint_ms) = (uint32_t)n;
     }
     j->snapshot_dir = a.val[RUN_SNAP_DIR];
+    j->deterministic = a.val[RUN_DETERMINISTIC] != NULL;
     if (a.val[RUN_SNAP_EVERY] != NULL) {
         rc = keel__cli_parse_u64("run", "snapshot-every", a.val[RUN_SNAP_EVERY],
                                  1, UINT64_MAX, &j->snapshot_every);
@@ -617,6 +627,7 @@ int keel__cli_run(int argc, char **argv)
     if (j.checkpoint_ms != 0) {
         o.checkpoint_ms = j.checkpoint_ms;
     }
+    o.deterministic = j.deterministic;
     o.snapshot_every = j.snapshot_every;
     o.snapshot_dir = j.snapshot_dir;
     if (j.keep != 0) {

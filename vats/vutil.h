@@ -33,6 +33,7 @@ extern const keel_vat_ops keel__vat_counter_driver;
 extern const keel_vat_ops keel__vat_coordinator;
 extern const keel_vat_ops keel__vat_provider;
 extern const keel_vat_ops keel__vat_keyring;
+extern const keel_vat_ops keel__vat_mixed;
 
 /* ---- vatstore ------------------------------------------------------------ */
 

@@ -1,0 +1,1949 @@
+/*
+ * recovery/audit.c — keel_audit() (keel/recovery.h): replay a kernel's
+ * whole retained log into a shadow model of its keyspace, check the
+ * kernel's invariants after every transaction, and compare the result
+ * with the store.
+ *
+ * How a transaction is checked
+ *   The shadow (recovery/shadow.c) holds the keyspace before the record.
+ *   The record's payload is the transaction's write-set (kernel/store.h),
+ *   whose ops are sorted by key, so "the value after the transaction" of
+ *   any key is its op if the write-set has one (binary search), else the
+ *   shadow's. Every check reads the before and after states that way, on
+ *   the keys the transaction wrote and the few they name, and only then
+ *   is the write-set applied to the shadow: the audit is linear in the
+ *   size of the log. After the last record every check runs once more
+ *   over the whole keyspace (and over the base snapshot's, before the
+ *   first), then the shadow is compared with the store key by key.
+ *
+ * What the kernel's code says, and how it shows in a write-set
+ *   (kernel/crank.c K1..K7, kernel/kernel.c K10..K14, kernel_internal.h's
+ *   keyspace). The violation messages name these:
+ *   A1  Hash chain (K12): every transaction writes k.hash = xxh3_64(
+ *       previous hash LE ‖ kind ‖ crank LE ‖ its write-set encoded without
+ *       the k.hash op), kind and crank being the WAL record's.
+ *   A2  Cranks: a crank record carries crank = previous + 1 and writes it
+ *       to k.crank; other records carry the current crank and leave it.
+ *   A3  Run queue: items rq.<seq> are added only at the tail (k.rq.tail
+ *       grows by the number added, each a new key) and removed only at
+ *       the head (k.rq.head grows by the number removed); a crank removes
+ *       exactly one item, nothing else removes any. An item never changes.
+ *   A4  No lost notification (K3): when a promise settles, the same
+ *       transaction queues exactly one notify (vat, kp) for each of its
+ *       subscribers (the record's subs before it) and at most one for any
+ *       vat, and re-queues every message queued on it, in order. A notify
+ *       is queued only for a settled promise. With A3 every queued notify
+ *       is delivered, in order, by the crank that removes it.
+ *   A5  Messages wait on a promise only while it is unresolved: a settled
+ *       record has no queue, no subscribers and no decider, and never
+ *       changes again (at most one resolution).
+ *   A6  Only the decider resolves (K4, K6). The decider when it settles is
+ *       the record's (or, for a promise made in the transaction, the vat
+ *       whose d.<vid> index entry the transaction dropped), except that a
+ *       crank delivering a message makes its receiver the decider of the
+ *       message's result. Then: a crank must have been delivered to the
+ *       decider, and an out-of-crank transaction must be the decider's,
+ *       each retiring the decider's c-list entry for it (c.<D>.k.<kp>
+ *       deleted); a kernel operation may settle it only by terminating the
+ *       decider (rejected); a promise without a decider only by the crank
+ *       whose message it is the result of, rejecting it undelivered.
+ *   A7  Each c-list is a bijection (K2): c.<v>.k.<kref> = vref exactly
+ *       when c.<v>.v.<vref> = kref.
+ *   A8  Every kref named by a c-list, a promise record, a run-queue item
+ *       or a vat's root exists (ko.<n> / kp.<n>), and objects and promises
+ *       are never deleted; an object's owner never changes.
+ *   A9  d.<v>.<kp> mirrors the decider exactly (K4), and the decider of an
+ *       unresolved promise is a live vat.
+ *   A10 A terminated vat holds nothing (K6): the transaction that
+ *       terminates it leaves no c-list, decider-index or vatstore key of
+ *       it, none appears later, and it never comes back alive.
+ *   A11 k.unresolved counts the unresolved promises; k.next.vat, .ko and
+ *       .kp never decrease, and no object or promise is created at or
+ *       beyond them (K5).
+ *   A12 At the end, the shadow equals the store (with the records after
+ *       its checkpoint applied in memory): every key and value.
+ *
+ * Invariants of this file:
+ *   AU1 The audit changes nothing on disk: the store is opened under
+ *       STATE's lock and closed without a checkpoint, which drops the
+ *       records applied to it here.
+ *   AU2 A record is checked completely before it is applied to the
+ *       shadow; the first violation stops the audit and is the one
+ *       reported, with its LSN and crank.
+ *   AU3 Bad bytes (an undecodable write-set, a log gap) are errors
+ *       (KEEL_ECORRUPT naming the file, offset and LSN), not violations:
+ *       the kernel could not have replayed them either.
+ */
+#include "keel/recovery.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "keel/snapshot.h"
+#include "keel/wal.h"
+
+#include "common/diag.h"
+#include "kernel/kernel_internal.h"
+#include "recovery/recovery_internal.h"
+
+#define VIOLATED 1
+/* As kernel/crank.c: forwarding through fulfilled promises stops here. */
+#define MAX_FORWARD 64
+/* Vat ids above this are not a kernel's (it numbers them from 1). */
+#define MAX_VID     (1u << 20)
+#define PRINT_BYTES 96
+
+enum { VAT_NONE = 0, VAT_ALIVE, VAT_DEAD };
+
+/* What a crank did with the item it removed from the run queue. */
+enum {
+    OUT_NONE = 0,  /* not a crank */
+    OUT_DELIVERED, /* to vat out_vid */
+    OUT_QUEUED,    /* the message waits on an unresolved promise */
+    OUT_REJECTED,  /* its result (if any) is rejected, nothing delivered */
+    OUT_DROPPED,   /* a notify for a terminated vat */
+};
+
+/* One op of the write-set being checked; bytes borrowed from the payload. */
+typedef struct txop {
+    uint8_t kind;
+    uint32_t klen;
+    uint32_t vlen;
+    const uint8_t *key;
+    const uint8_t *val;
+    size_t off, end; /* the op's bytes in the payload */
+    uint64_t hash;
+    keel__shadow_entry *before; /* NULL: absent before */
+    keel_bytes old;             /* its value before */
+} txop;
+
+/* A run-queue item the transaction adds. */
+typedef struct newitem {
+    uint64_t seq;
+    kitem it;
+} newitem;
+
+typedef struct vinfo {
+    uint8_t state; /* VAT_* */
+    uint64_t refs; /* its c.<v>.*, d.<v>.* and vs.<v>.* keys */
+} vinfo;
+
+typedef struct audit {
+    keel__shadow sh;
+    keel_audit_report *rep;
+    vinfo *vats; /* by id */
+    size_t nvats;
+    uint64_t crank;      /* after the last applied record */
+    uint64_t hash;       /* activity hash, likewise */
+    uint64_t unresolved; /* unresolved promises in the shadow */
+    /* the record being checked */
+    uint64_t lsn;
+    int kind;
+    uint64_t rec_crank;
+    const uint8_t *payload;
+    size_t plen;
+    txop *ops;
+    size_t nops, ops_cap;
+    newitem *items;
+    size_t nitems, items_cap;
+    int64_t unres_delta;
+    uint64_t new_hash;
+    /* the crank's removed item and what became of it */
+    int popped;
+    kitem pop;
+    int outcome;
+    uint32_t out_vid;
+    XXH3_state_t *xx;
+} audit;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void keel_audit_options_init(keel_audit_options *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+static int violation(audit *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Record the first violation (AU2). @return VIOLATED. */
+static int violation(audit *a, const char *fmt, ...)
+{
+    keel_audit_report *r = a->rep;
+    if (r->violations == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->violation, sizeof(r->violation), fmt, ap);
+        va_end(ap);
+        r->violation_lsn = a->lsn;
+        r->violation_crank = a->kind != 0 ? a->rec_crank : a->crank;
+        r->violations = 1;
+    }
+    return VIOLATED;
+}
+
+/* ---- keys and values ---------------------------------------------------- */
+
+static int keycmp(const uint8_t *x, size_t xn, const uint8_t *y, size_t yn)
+{
+    int c = memcmp(x, y, xn < yn ? xn : yn);
+    return c != 0 ? c : (xn > yn) - (xn < yn);
+}
+
+static int has_prefix(const uint8_t *k, size_t n, const char *p)
+{
+    size_t pn = strlen(p);
+    return n >= pn && memcmp(k, p, pn) == 0;
+}
+
+/*
+ * Build pre ‖ vid ‖ mid ‖ tail[tlen] into key[KEY_MAX] ("c." 3 ".k." kp):
+ * the audit builds a few keys per op, and printf would dominate it.
+ * @return the length, or 0 when it does not fit.
+ */
+static size_t vkey(char *key, const char *pre, uint32_t vid, const char *mid,
+                   const void *tail, size_t tlen)
+{
+    char digits[10];
+    size_t nd = 0, n = 0, pl = strlen(pre), ml = strlen(mid);
+    do {
+        digits[nd++] = (char)('0' + vid % 10);
+        vid /= 10;
+    } while (vid > 0);
+    if (pl + nd + ml + tlen >= KEY_MAX) {
+        return 0;
+    }
+    memcpy(key, pre, pl);
+    n = pl;
+    while (nd > 0) {
+        key[n++] = digits[--nd];
+    }
+    memcpy(key + n, mid, ml);
+    n += ml;
+    if (tlen > 0) {
+        memcpy(key + n, tail, tlen);
+    }
+    n += tlen;
+    key[n] = '\0';
+    return n;
+}
+
+/* A key for messages. */
+static const char *pr(const void *p, size_t n, char *buf)
+{
+    return keel__printable(p, n, 0, buf, PRINT_BYTES);
+}
+
+/* Strict decimal (no sign, no leading zero but "0"). @return 1 or 0. */
+static int parse_dec(const void *p, size_t n, uint64_t *v)
+{
+    const uint8_t *s = p;
+    uint64_t x = 0;
+    if (n == 0 || n > 20 || (s[0] == '0' && n > 1)) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' || x > (UINT64_MAX - 9) / 10) {
+            return 0;
+        }
+        x = x * 10 + (uint64_t)(s[i] - '0');
+    }
+    *v = x;
+    return 1;
+}
+
+/* A run-queue key's sequence number: "rq." and 20 digits. @return 1/0. */
+static int parse_seq(const uint8_t *k, size_t n, uint64_t *seq)
+{
+    uint64_t x = 0;
+    if (n != 23) {
+        return 0;
+    }
+    for (size_t i = 3; i < n; i++) {
+        if (k[i] < '0' || k[i] > '9' || x > (UINT64_MAX - 9) / 10) {
+            return 0;
+        }
+        x = x * 10 + (uint64_t)(k[i] - '0');
+    }
+    *seq = x;
+    return 1;
+}
+
+/* Exactly 16 hex digits, as the kernel writes k.hash. @return 1 or 0. */
+static int parse_hex16(const uint8_t *s, size_t n, uint64_t *v)
+{
+    uint64_t x = 0;
+    if (n != 16) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int d = s[i] >= '0' && s[i] <= '9'   ? s[i] - '0'
+                : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10
+                                             : -1;
+        if (d < 0) {
+            return 0;
+        }
+        x = x << 4 | (uint64_t)d;
+    }
+    *v = x;
+    return 1;
+}
+
+/* The vat id that key (of a prefix of plen bytes, "c." ...) starts with,
+ * up to the next '.'; *rest is what follows that dot. @return 1 or 0. */
+static int key_vid(const uint8_t *k, size_t n, size_t plen, uint32_t *vid,
+                   size_t *rest)
+{
+    const uint8_t *dot = memchr(k + plen, '.', n - plen);
+    uint64_t v;
+    if (dot == NULL || !parse_dec(k + plen, (size_t)(dot - k) - plen, &v) ||
+        v == 0 || v > MAX_VID) {
+        return 0;
+    }
+    *vid = (uint32_t)v;
+    *rest = (size_t)(dot - k) + 1;
+    return 1;
+}
+
+/* "ko12" / "kp7": its kind ('o' or 'p') and the key of its record
+ * ("ko.12") in key[KEY_MAX]. @return the key's length, or 0 if s is not
+ * a kref. */
+static size_t kref_key(const char *s, size_t n, char *kind, char *key)
+{
+    uint64_t v;
+    if (n < 3 || s[0] != 'k' || (s[1] != 'o' && s[1] != 'p') ||
+        !parse_dec(s + 2, n - 2, &v)) {
+        return 0;
+    }
+    *kind = s[1];
+    key[0] = 'k';
+    key[1] = s[1];
+    key[2] = '.';
+    memcpy(key + 3, s + 2, n - 2);
+    key[n + 1] = '\0';
+    return n + 1;
+}
+
+/* The first op whose key is >= key (a->nops if none). */
+static size_t lower_bound(const audit *a, const void *key, size_t klen)
+{
+    size_t lo = 0, hi = a->nops;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (keycmp(a->ops[mid].key, a->ops[mid].klen, key, klen) < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static const txop *find_op(const audit *a, const void *key, size_t klen)
+{
+    size_t i = lower_bound(a, key, klen);
+    return i < a->nops && keycmp(a->ops[i].key, a->ops[i].klen, key, klen) == 0
+               ? &a->ops[i]
+               : NULL;
+}
+
+/* The value of key before the record being checked. @return 1 or 0. */
+static int before(const audit *a, const void *key, size_t klen, keel_bytes *v)
+{
+    const keel__shadow_entry *e =
+        keel__shadow_find(&a->sh, key, klen, keel__shadow_hash(key, klen));
+    if (e == NULL) {
+        return 0;
+    }
+    *v = keel__shadow_value(e);
+    return 1;
+}
+
+/* ... and after it (between records, the shadow's). @return 1 or 0. */
+static int after(const audit *a, const void *key, size_t klen, keel_bytes *v)
+{
+    const txop *op = find_op(a, key, klen);
+    if (op != NULL) {
+        v->ptr = op->val;
+        v->len = op->vlen;
+        return op->kind == KEEL__STORE_PUT;
+    }
+    return before(a, key, klen, v);
+}
+
+static int after_s(const audit *a, const char *key, keel_bytes *v)
+{
+    return after(a, key, strlen(key), v);
+}
+
+static int bytes_is(keel_bytes v, const char *s)
+{
+    return v.len == strlen(s) && memcmp(v.ptr, s, v.len) == 0;
+}
+
+/* A decimal counter after the record (absent: 0). @return 1, or 0 when
+ * its value is not a number (violation recorded). */
+static int counter_after(audit *a, const char *key, uint64_t *n)
+{
+    keel_bytes v;
+    *n = 0;
+    if (after_s(a, key, &v) == 1 && !parse_dec(v.ptr, v.len, n)) {
+        char b[PRINT_BYTES];
+        violation(a, "%s is \"%s\", not a decimal counter", key,
+                  pr(v.ptr, v.len, b));
+        return 0;
+    }
+    return 1;
+}
+
+static int counter_before(const audit *a, const char *key, uint64_t *n)
+{
+    keel_bytes v;
+    *n = 0;
+    return before(a, key, strlen(key), &v) == 0 || parse_dec(v.ptr, v.len, n);
+}
+
+/* ---- vats --------------------------------------------------------------- */
+
+static vinfo *vat(audit *a, uint32_t vid)
+{
+    if (vid >= a->nvats) {
+        size_t n = a->nvats ? a->nvats : 16;
+        while (n <= vid) {
+            n *= 2;
+        }
+        vinfo *nv = realloc(a->vats, n * sizeof(*nv));
+        if (nv == NULL) {
+            return NULL;
+        }
+        memset(nv + a->nvats, 0, (n - a->nvats) * sizeof(*nv));
+        a->vats = nv;
+        a->nvats = n;
+    }
+    return &a->vats[vid];
+}
+
+static int state_of(keel_bytes v)
+{
+    return bytes_is(v, "alive")        ? VAT_ALIVE
+           : bytes_is(v, "terminated") ? VAT_DEAD
+                                       : VAT_NONE;
+}
+
+static int vat_before(const audit *a, uint32_t vid)
+{
+    return vid < a->nvats ? a->vats[vid].state : VAT_NONE;
+}
+
+static int vat_after(const audit *a, uint32_t vid)
+{
+    char key[KEY_MAX];
+    size_t n = vkey(key, "v.", vid, ".state", NULL, 0);
+    const txop *op = find_op(a, key, n);
+    if (op == NULL) {
+        return vat_before(a, vid);
+    }
+    return op->kind == KEEL__STORE_PUT
+               ? state_of((keel_bytes){op->val, op->vlen})
+               : VAT_NONE;
+}
+
+/* The vat that owns key (c.<v>.*, d.<v>.*, vs.<v>.*), or 0. */
+static uint32_t owner_of(const uint8_t *k, size_t n)
+{
+    uint32_t vid = 0;
+    size_t rest;
+    size_t plen = has_prefix(k, n, "c.") || has_prefix(k, n, "d.") ? 2
+                  : has_prefix(k, n, "vs.")                        ? 3
+                                                                   : 0;
+    if (plen == 0 || !key_vid(k, n, plen, &vid, &rest)) {
+        vid = 0;
+    }
+    return vid;
+}
+
+/* ---- promises ------------------------------------------------------------ */
+
+/* Decode the record of kref kp ("kp7") after the record being checked
+ * into *p (free it) when *found. @return KEEL_OK or VIOLATED (the record
+ * does not decode). */
+static int prom_after(audit *a, const char *kp, kprom *p, int *found)
+{
+    char key[KEY_MAX], kind;
+    keel_bytes v;
+    size_t n = kref_key(kp, strlen(kp), &kind, key);
+    *found = 0;
+    if (n == 0 || kind != 'p' || after(a, key, n, &v) == 0) {
+        return KEEL_OK;
+    }
+    if (keel__kprom_decode(v.ptr, v.len, p) < 0) {
+        return violation(a, "%s: promise record does not decode", key);
+    }
+    *found = 1;
+    return KEEL_OK;
+}
+
+static int prom_before(const audit *a, const char *kp, kprom *p)
+{
+    char key[KEY_MAX], kind;
+    keel_bytes v;
+    size_t n = kref_key(kp, strlen(kp), &kind, key);
+    if (n == 0 || kind != 'p' || before(a, key, n, &v) == 0 ||
+        keel__kprom_decode(v.ptr, v.len, p) < 0) {
+        return 0;
+    }
+    return 1;
+}
+
+/* Does kref s exist after the record? */
+static int kref_exists(const audit *a, const char *s)
+{
+    char key[KEY_MAX], kind;
+    keel_bytes v;
+    size_t n = kref_key(s, strlen(s), &kind, key);
+    return n > 0 && after(a, key, n, &v) == 1;
+}
+
+/* Where a message lies, for a violation: promise kp's record (kp not
+ * NULL), or run-queue item seq. */
+static const char *msg_place(const char *kp, uint64_t seq, char *buf,
+                             size_t cap)
+{
+    if (kp != NULL) {
+        snprintf(buf, cap, "promise %s", kp);
+    } else {
+        snprintf(buf, cap, "run-queue item rq.%020" PRIu64, seq);
+    }
+    return buf;
+}
+
+/* A8 for the krefs of a message (slots and result) kept at kp or seq. */
+static int check_msg(audit *a, const kmsg *m, const char *kp, uint64_t seq)
+{
+    char w[64];
+    for (size_t i = 0; i < m->nslots; i++) {
+        if (!kref_exists(a, m->slots[i])) {
+            return violation(a, "%s: slot %zu names %s, which does not exist",
+                             msg_place(kp, seq, w, sizeof(w)), i, m->slots[i]);
+        }
+    }
+    if (m->result != NULL && m->result[0] != '\0' &&
+        (m->result[1] != 'p' || !kref_exists(a, m->result))) {
+        return violation(a, "%s: result %s is not an existing promise",
+                         msg_place(kp, seq, w, sizeof(w)), m->result);
+    }
+    return KEEL_OK;
+}
+
+static int msg_equal(const kmsg *x, const kmsg *y)
+{
+    int eq = strcmp(x->method, y->method) == 0 && x->body_len == y->body_len &&
+             (x->body_len == 0 || memcmp(x->body, y->body, x->body_len) == 0) &&
+             x->nslots == y->nslots && strcmp(x->result, y->result) == 0;
+    for (size_t i = 0; eq && i < x->nslots; i++) {
+        eq = strcmp(x->slots[i], y->slots[i]) == 0;
+    }
+    return eq;
+}
+
+/* A5, A8, A9 on one promise record as it is after the record. */
+static int check_prom_shape(audit *a, const char *kp, const kprom *p)
+{
+    char key[KEY_MAX];
+    if (p->state != KP_UNRESOLVED) {
+        if (p->nqueue > 0) {
+            return violation(a,
+                             "message queued on settled promise %s (%zu "
+                             "message(s) left on it)",
+                             kp, p->nqueue);
+        }
+        if (p->nsubs > 0 || p->decider != 0) {
+            return violation(a,
+                             "settled promise %s keeps %zu subscriber(s) "
+                             "and decider vat %" PRIu32,
+                             kp, p->nsubs, p->decider);
+        }
+        return check_msg(a, &p->res, kp, 0);
+    }
+    for (size_t i = 0; i < p->nsubs; i++) {
+        if (vat_after(a, p->subs[i]) == VAT_NONE) {
+            return violation(
+                a, "promise %s: subscriber vat %" PRIu32 " does not exist", kp,
+                p->subs[i]);
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (p->subs[j] == p->subs[i]) {
+                return violation(a,
+                                 "promise %s: vat %" PRIu32 " subscribed "
+                                 "twice (it would be notified twice)",
+                                 kp, p->subs[i]);
+            }
+        }
+    }
+    if (p->decider != 0) {
+        keel_bytes v;
+        if (vat_after(a, p->decider) != VAT_ALIVE) {
+            return violation(
+                a, "%s is decided by vat %" PRIu32 ", which is not alive", kp,
+                p->decider);
+        }
+        size_t n = vkey(key, "d.", p->decider, ".", kp, strlen(kp));
+        if (after(a, key, n, &v) == 0) {
+            return violation(a,
+                             "%s is decided by vat %" PRIu32
+                             " but its decider index %s is missing",
+                             kp, p->decider, key);
+        }
+    }
+    for (size_t i = 0; i < p->nqueue; i++) {
+        int rc = check_msg(a, &p->queue[i], kp, 0);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return KEEL_OK;
+}
+
+/* The decider of kp when the record being checked settled it (A6). */
+static uint32_t settling_decider(const audit *a, const char *kp,
+                                 const kprom *old)
+{
+    uint32_t d = 0;
+    if (old != NULL) {
+        d = old->decider;
+    } else {
+        /* made in this transaction: its index entry was put and dropped */
+        for (size_t i = 0; i < a->nops; i++) {
+            const txop *op = &a->ops[i];
+            uint32_t vid;
+            size_t rest;
+            if (op->kind == KEEL__STORE_DELETE &&
+                has_prefix(op->key, op->klen, "d.") &&
+                key_vid(op->key, op->klen, 2, &vid, &rest) &&
+                op->klen - rest == strlen(kp) &&
+                memcmp(op->key + rest, kp, op->klen - rest) == 0) {
+                d = vid;
+            }
+        }
+    }
+    if (a->popped && a->pop.kind == KITEM_SEND && a->outcome == OUT_DELIVERED &&
+        strcmp(a->pop.msg.result, kp) == 0) {
+        d = a->out_vid; /* the receiver decides the message's result */
+    }
+    return d;
+}
+
+/* A6: may this record settle kp, decided by d? */
+static int check_resolver(audit *a, const char *kp, uint32_t d,
+                          const kprom *now)
+{
+    char key[KEY_MAX];
+    if (d == 0) {
+        if (a->kind != KEEL_WAL_CRANK || !a->popped ||
+            a->pop.kind != KITEM_SEND || a->outcome != OUT_REJECTED ||
+            strcmp(a->pop.msg.result, kp) != 0) {
+            return violation(a,
+                             "%s, which has no decider, was settled other "
+                             "than by rejecting the undelivered message it "
+                             "is the result of",
+                             kp);
+        }
+        return KEEL_OK;
+    }
+    if (a->kind == KEEL_WAL_KERNEL_OP) {
+        const txop *op = find_op(a, key, vkey(key, "v.", d, ".state", NULL, 0));
+        if (op == NULL || op->kind != KEEL__STORE_PUT ||
+            state_of((keel_bytes){op->val, op->vlen}) != VAT_DEAD ||
+            now->state != KP_REJECTED) {
+            return violation(a,
+                             "%s, decided by vat %" PRIu32
+                             ", was settled by a kernel operation that did "
+                             "not terminate that vat",
+                             kp, d);
+        }
+        return KEEL_OK;
+    }
+    if (a->kind == KEEL_WAL_CRANK &&
+        (a->outcome != OUT_DELIVERED || a->out_vid != d)) {
+        return violation(a,
+                         "%s, decided by vat %" PRIu32
+                         ", was settled in a crank that was not delivered "
+                         "to that vat",
+                         kp, d);
+    }
+    const txop *op = find_op(a, key, vkey(key, "c.", d, ".k.", kp, strlen(kp)));
+    if (op == NULL || op->kind != KEEL__STORE_DELETE) {
+        return violation(a,
+                         "%s was settled, but not by its decider vat %" PRIu32
+                         " (the decider's c-list entry %s was not retired)",
+                         kp, d, key);
+    }
+    return KEEL_OK;
+}
+
+/* A4: the notifies and re-queued messages of kp's settlement. */
+static int check_settle(audit *a, const char *kp, const kprom *old,
+                        const kprom *now)
+{
+    uint32_t d = settling_decider(a, kp, old);
+    int rc = check_resolver(a, kp, d, now);
+    for (size_t i = 0; rc == 0 && i < a->nitems; i++) {
+        const kitem *it = &a->items[i].it;
+        if (it->kind != KITEM_NOTIFY || strcmp(it->kp, kp) != 0) {
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            const kitem *e = &a->items[j].it;
+            if (e->kind == KITEM_NOTIFY && e->vid == it->vid &&
+                strcmp(e->kp, kp) == 0) {
+                rc = violation(a,
+                               "vat %" PRIu32 " was notified twice when %s "
+                               "settled",
+                               it->vid, kp);
+                break;
+            }
+        }
+    }
+    for (size_t s = 0; rc == 0 && old != NULL && s < old->nsubs; s++) {
+        int found = 0;
+        for (size_t i = 0; !found && i < a->nitems; i++) {
+            const kitem *it = &a->items[i].it;
+            found = it->kind == KITEM_NOTIFY && it->vid == old->subs[s] &&
+                    strcmp(it->kp, kp) == 0;
+        }
+        if (!found) {
+            rc = violation(a,
+                           "lost notification: %s settled without queueing a "
+                           "notify for its subscriber vat %" PRIu32,
+                           kp, old->subs[s]);
+        }
+    }
+    size_t next = 0;
+    for (size_t q = 0; rc == 0 && old != NULL && q < old->nqueue; q++) {
+        int found = 0;
+        for (; !found && next < a->nitems; next++) {
+            const kitem *it = &a->items[next].it;
+            found = it->kind == KITEM_SEND && strcmp(it->target, kp) == 0 &&
+                    msg_equal(&it->msg, &old->queue[q]);
+        }
+        if (!found) {
+            rc = violation(a,
+                           "%s settled without re-queueing message %zu of "
+                           "the %zu waiting on it (%s)",
+                           kp, q + 1, old->nqueue, old->queue[q].method);
+        }
+    }
+    return rc;
+}
+
+/* A5, A6, A9, A11 on an op of the record on kp.<n> (put or delete). */
+static int check_prom_op(audit *a, const txop *op)
+{
+    char kp[32], b[PRINT_BYTES];
+    kprom old, now;
+    int have_old = 0, have_now = 0, rc = KEEL_OK;
+    uint64_t n, next;
+    if (!parse_dec(op->key + 3, op->klen - 3, &n)) {
+        return violation(a, "%s is not a promise's key",
+                         pr(op->key, op->klen, b));
+    }
+    snprintf(kp, sizeof(kp), "kp%" PRIu64, n);
+    if (op->kind == KEEL__STORE_DELETE) {
+        return op->before != NULL
+                   ? violation(a, "promise %s was deleted (A8)", kp)
+                   : KEEL_OK;
+    }
+    if (keel__kprom_decode(op->val, op->vlen, &now) < 0) {
+        return violation(a, "kp.%" PRIu64 ": promise record does not decode",
+                         n);
+    }
+    have_now = 1;
+    if (op->before != NULL) {
+        have_old =
+            keel__kprom_decode(op->old.ptr, op->old.len, &old) == KEEL_OK;
+    } else if (!counter_after(a, "k.next.kp", &next)) {
+        rc = VIOLATED;
+    } else if (n >= next) {
+        rc = violation(a, "%s created at or beyond k.next.kp = %" PRIu64, kp,
+                       next);
+    }
+    if (rc == 0) {
+        rc = check_prom_shape(a, kp, &now);
+    }
+    if (rc == 0 && have_old && old.state != KP_UNRESOLVED &&
+        (op->old.len != op->vlen ||
+         memcmp(op->old.ptr, op->val, op->vlen) != 0)) {
+        rc = violation(a,
+                       now.state != KP_UNRESOLVED
+                           ? "%s was resolved again after it settled"
+                           : "%s went back to unresolved after it settled",
+                       kp);
+    }
+    if (rc == 0 && have_old && old.state == KP_UNRESOLVED && old.decider != 0 &&
+        (now.state != KP_UNRESOLVED || now.decider != old.decider)) {
+        char key[KEY_MAX];
+        keel_bytes v;
+        if (after(a, key, vkey(key, "d.", old.decider, ".", kp, strlen(kp)),
+                  &v) == 1) {
+            rc = violation(a,
+                           "decider index %s left behind: vat %" PRIu32
+                           " no longer decides %s",
+                           key, old.decider, kp);
+        }
+    }
+    int was_unresolved = have_old && old.state == KP_UNRESOLVED;
+    if (rc == 0 && (op->before == NULL || was_unresolved) &&
+        now.state != KP_UNRESOLVED) {
+        rc = check_settle(a, kp, have_old ? &old : NULL, &now);
+    }
+    a->unres_delta +=
+        (int64_t)(now.state == KP_UNRESOLVED) - (int64_t)was_unresolved;
+    if (have_old) {
+        keel__kprom_free(&old);
+    }
+    if (have_now) {
+        keel__kprom_free(&now);
+    }
+    return rc;
+}
+
+/* ---- c-lists, decider index, objects, vats --------------------------------
+ */
+
+/* A7, A8 on c.<v>.k.<kref> = vref or c.<v>.v.<vref> = kref as it is
+ * after the record (present), or on its deletion (old: its value before).
+ */
+static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
+                       int present)
+{
+    char key[KEY_MAX], b1[PRINT_BYTES], b2[PRINT_BYTES];
+    uint32_t vid;
+    size_t rest;
+    keel_bytes other;
+    if (!key_vid(k, n, 2, &vid, &rest) || n - rest < 3 ||
+        (k[rest] != 'k' && k[rest] != 'v' && k[rest] != 'r') ||
+        k[rest + 1] != '.') {
+        return violation(a, "%s is not a c-list key", pr(k, n, b1));
+    }
+    if (present && vat_after(a, vid) != VAT_ALIVE) {
+        return violation(a, "%s: vat %" PRIu32 " is not alive (A10)",
+                         pr(k, n, b1), vid);
+    }
+    if (k[rest] == 'r') {
+        return KEEL_OK; /* a retired vref (K7): no pair */
+    }
+    int fwd = k[rest] == 'k';
+    const uint8_t *name = k + rest + 2;
+    size_t nlen = n - rest - 2;
+    if (present) {
+        char kref[KEY_MAX], kind;
+        const uint8_t *kr = fwd ? name : val.ptr;
+        size_t krn = fwd ? nlen : val.len;
+        memcpy(kref, kr, krn < KEY_MAX - 1 ? krn : KEY_MAX - 1);
+        kref[krn < KEY_MAX - 1 ? krn : KEY_MAX - 1] = '\0';
+        if (kref_key(kref, strlen(kref), &kind, key) == 0 ||
+            !kref_exists(a, kref)) {
+            return violation(a, "%s names %s, which does not exist (A8)",
+                             pr(k, n, b1), pr(kr, krn, b2));
+        }
+    }
+    /* the reverse entry: c.<v>.<v|k>.<value> */
+    size_t m = vkey(key, "c.", vid, fwd ? ".v." : ".k.", val.ptr, val.len);
+    if (m == 0) {
+        return violation(a, "%s: value too long for a c-list", pr(k, n, b1));
+    }
+    int has = after(a, key, m, &other);
+    int pairs = has && other.len == nlen && memcmp(other.ptr, name, nlen) == 0;
+    if (present && !pairs) {
+        return violation(a,
+                         "c-list of vat %" PRIu32 " is not a bijection: %s "
+                         "= \"%s\" but %s is %s (A7)",
+                         vid, pr(k, n, b1), pr(val.ptr, val.len, b2), key,
+                         has ? "another value" : "absent");
+    }
+    if (!present && pairs) {
+        return violation(a,
+                         "c-list of vat %" PRIu32 " is not a bijection: %s "
+                         "was deleted but %s still names it (A7)",
+                         vid, pr(k, n, b1), key);
+    }
+    return KEEL_OK;
+}
+
+/* A9 on d.<v>.<kp>, present after the record or deleted by it. */
+static int check_decider_key(audit *a, const uint8_t *k, size_t n, int present)
+{
+    char kp[KEY_MAX], b[PRINT_BYTES];
+    uint32_t vid;
+    size_t rest;
+    kprom p;
+    if (!key_vid(k, n, 2, &vid, &rest) || n - rest >= sizeof(kp)) {
+        return violation(a, "%s is not a decider-index key", pr(k, n, b));
+    }
+    memcpy(kp, k + rest, n - rest);
+    kp[n - rest] = '\0';
+    if (present && vat_after(a, vid) != VAT_ALIVE) {
+        return violation(a, "%s: vat %" PRIu32 " is not alive (A10)",
+                         pr(k, n, b), vid);
+    }
+    int found;
+    if (prom_after(a, kp, &p, &found) != KEEL_OK) {
+        return VIOLATED;
+    }
+    int decides = found && p.state == KP_UNRESOLVED && p.decider == vid;
+    if (found) {
+        keel__kprom_free(&p);
+    }
+    if (present && !decides) {
+        return violation(
+            a, "decider index %s, but vat %" PRIu32 " does not decide %s (A9)",
+            pr(k, n, b), vid, kp);
+    }
+    if (!present && decides) {
+        return violation(a,
+                         "decider index %s deleted while vat %" PRIu32
+                         " still decides %s (A9)",
+                         pr(k, n, b), vid, kp);
+    }
+    return KEEL_OK;
+}
+
+/* A8, A11 on ko.<n> = owner. */
+static int check_object(audit *a, const txop *op, const uint8_t *k, size_t n,
+                        keel_bytes val)
+{
+    char b[PRINT_BYTES];
+    uint64_t num, owner, next;
+    if (!parse_dec(k + 3, n - 3, &num)) {
+        return violation(a, "%s is not an object's key", pr(k, n, b));
+    }
+    if (op != NULL && op->kind == KEEL__STORE_DELETE) {
+        return op->before != NULL
+                   ? violation(a, "object ko%" PRIu64 " was deleted (A8)", num)
+                   : KEEL_OK;
+    }
+    if (!parse_dec(val.ptr, val.len, &owner) || owner == 0 || owner > MAX_VID ||
+        vat_after(a, (uint32_t)owner) == VAT_NONE) {
+        return violation(a, "object ko%" PRIu64 ": owner \"%s\" is no vat", num,
+                         pr(val.ptr, val.len, b));
+    }
+    if (op != NULL && op->before != NULL &&
+        (op->old.len != val.len ||
+         memcmp(op->old.ptr, val.ptr, val.len) != 0)) {
+        return violation(a, "object ko%" PRIu64 " changed owner (A8)", num);
+    }
+    if (op != NULL && op->before == NULL) {
+        if (!counter_after(a, "k.next.ko", &next)) {
+            return VIOLATED;
+        }
+        if (num >= next) {
+            return violation(a,
+                             "ko%" PRIu64 " created at or beyond k.next.ko = "
+                             "%" PRIu64 " (A11)",
+                             num, next);
+        }
+    }
+    return KEEL_OK;
+}
+
+/* v.<vid>.state and v.<vid>.root. */
+static int check_vat_key(audit *a, const txop *op, const uint8_t *k, size_t n,
+                         keel_bytes val)
+{
+    char b[PRINT_BYTES], b2[PRINT_BYTES], kref[KEEL_VREF_MAX];
+    uint32_t vid;
+    size_t rest;
+    if (!key_vid(k, n, 2, &vid, &rest)) {
+        return violation(a, "%s is not a vat's key", pr(k, n, b));
+    }
+    if (n - rest == 5 && memcmp(k + rest, "state", 5) == 0) {
+        int st = state_of(val);
+        if (st == VAT_NONE) {
+            return violation(a, "%s is \"%s\", not alive or terminated",
+                             pr(k, n, b), pr(val.ptr, val.len, b2));
+        }
+        if (op != NULL && st == VAT_ALIVE && vat_before(a, vid) == VAT_DEAD) {
+            return violation(a, "vat %" PRIu32 " came back alive (A10)", vid);
+        }
+    }
+    if (n - rest == 4 && memcmp(k + rest, "root", 4) == 0) {
+        snprintf(kref, sizeof(kref), "%.*s", (int)val.len,
+                 (const char *)val.ptr);
+        if (!kref_exists(a, kref)) {
+            return violation(a, "%s names %s, which does not exist (A8)",
+                             pr(k, n, b), kref);
+        }
+    }
+    return KEEL_OK;
+}
+
+/* A4, A8 on one run-queue item as it is after the record. */
+static int check_item(audit *a, uint64_t seq, const kitem *it)
+{
+    kprom p;
+    if (it->kind == KITEM_SEND) {
+        if (!kref_exists(a, it->target)) {
+            return violation(a,
+                             "run-queue item rq.%020" PRIu64 ": target %s "
+                             "does not exist (A8)",
+                             seq, it->target);
+        }
+        return check_msg(a, &it->msg, NULL, seq);
+    }
+    if (vat_after(a, it->vid) == VAT_NONE) {
+        return violation(a,
+                         "run-queue item rq.%020" PRIu64 ": notify for vat "
+                         "%" PRIu32 ", which does not exist",
+                         seq, it->vid);
+    }
+    int found;
+    if (prom_after(a, it->kp, &p, &found) != KEEL_OK) {
+        return VIOLATED;
+    }
+    if (!found) {
+        return violation(a,
+                         "run-queue item rq.%020" PRIu64 ": notify of %s, "
+                         "which does not exist (A8)",
+                         seq, it->kp);
+    }
+    int unresolved = p.state == KP_UNRESOLVED;
+    keel__kprom_free(&p);
+    if (unresolved) {
+        return violation(a,
+                         "run-queue item rq.%020" PRIu64 ": notify of %s, "
+                         "which is unresolved (A4)",
+                         seq, it->kp);
+    }
+    return KEEL_OK;
+}
+
+/* The checks of a key present after the record (op: its write, or NULL
+ * in a full check). Run-queue items and counters are checked apart. */
+static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
+                     keel_bytes val)
+{
+    char b[PRINT_BYTES];
+    uint32_t vid;
+    size_t rest;
+    if (has_prefix(k, n, "c.")) {
+        return check_clist(a, k, n, val, 1);
+    }
+    if (has_prefix(k, n, "d.")) {
+        return check_decider_key(a, k, n, 1);
+    }
+    if (has_prefix(k, n, "ko.")) {
+        return check_object(a, op, k, n, val);
+    }
+    if (has_prefix(k, n, "v.")) {
+        return check_vat_key(a, op, k, n, val);
+    }
+    if (has_prefix(k, n, "vs.")) {
+        if (!key_vid(k, n, 3, &vid, &rest)) {
+            return violation(a, "%s is not a vatstore key", pr(k, n, b));
+        }
+        if (vat_after(a, vid) != VAT_ALIVE) {
+            return violation(a, "%s: vat %" PRIu32 " is not alive (A10)",
+                             pr(k, n, b), vid);
+        }
+    }
+    return KEEL_OK;
+}
+
+/* ---- one record ------------------------------------------------------------
+ */
+
+static void clear_txn(audit *a)
+{
+    for (size_t i = 0; i < a->nitems; i++) {
+        keel__kitem_free(&a->items[i].it);
+    }
+    if (a->popped) {
+        keel__kitem_free(&a->pop);
+    }
+    a->nitems = 0;
+    a->nops = 0;
+    a->popped = 0;
+    a->outcome = OUT_NONE;
+    a->out_vid = 0;
+    a->unres_delta = 0;
+}
+
+/* Split the payload into ops, validating it as the store would (AU3). */
+static int parse_ws(audit *a, const keel_wal_record *rec, keel_diag *diag)
+{
+    const uint8_t *p = a->payload;
+    size_t len = a->plen, off = 4;
+    const char *why = NULL;
+    if (len < 4) {
+        why = "shorter than its 4-byte op count";
+        goto bad;
+    }
+    uint32_t count = keel__get_u32(p);
+    if (count > (len - 4) / 5) {
+        why = "op count larger than the payload can hold";
+        off = 0;
+        goto bad;
+    }
+    if (count > a->ops_cap) {
+        txop *no = realloc(a->ops, count * sizeof(*no));
+        if (no == NULL) {
+            return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        }
+        a->ops = no;
+        a->ops_cap = count;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        txop *op = &a->ops[i];
+        op->off = off;
+        if (len - off < 5) {
+            why = "op header cut short";
+            goto bad;
+        }
+        op->kind = p[off];
+        op->klen = keel__get_u32(p + off + 1);
+        if (op->kind != KEEL__STORE_PUT && op->kind != KEEL__STORE_DELETE) {
+            why = "op kind is not 1 (put) or 2 (delete)";
+            goto bad;
+        }
+        if (op->klen == 0 || op->klen > KEEL__STORE_MAX_KEY_BYTES ||
+            op->klen > len - off - 5) {
+            why = "bad key length";
+            goto bad;
+        }
+        op->key = p + off + 5;
+        off += 5 + op->klen;
+        if (i > 0 && keycmp(op[-1].key, op[-1].klen, op->key, op->klen) >= 0) {
+            why = "keys not strictly ascending";
+            goto bad;
+        }
+        op->val = NULL;
+        op->vlen = 0;
+        if (op->kind == KEEL__STORE_PUT) {
+            if (len - off < 4) {
+                why = "value length cut short";
+                goto bad;
+            }
+            op->vlen = keel__get_u32(p + off);
+            if (op->vlen > KEEL__STORE_MAX_VALUE_BYTES ||
+                op->vlen > len - off - 4) {
+                why = "bad value length";
+                goto bad;
+            }
+            op->val = p + off + 4;
+            off += 4 + op->vlen;
+        }
+        op->end = off;
+        op->hash = keel__shadow_hash(op->key, op->klen);
+        op->before = keel__shadow_find(&a->sh, op->key, op->klen, op->hash);
+        op->old = op->before != NULL ? keel__shadow_value(op->before)
+                                     : (keel_bytes){NULL, 0};
+        a->nops = i + 1;
+    }
+    if (off != len) {
+        why = "bytes after the last op";
+        goto bad;
+    }
+    return KEEL_OK;
+bad:
+    a->nops = 0;
+    return keel__diag(diag, KEEL_ECORRUPT,
+                      "wal/%s: offset %" PRIu64 ": LSN %" PRIu64
+                      ": write-set offset %zu: %s",
+                      rec->segment, rec->offset, rec->lsn, off, why);
+}
+
+/* A1, A2. */
+static int check_chain(audit *a)
+{
+    char b[PRINT_BYTES];
+    if (a->kind < KEEL_WAL_CRANK || a->kind > KEEL_WAL_KERNEL_OP) {
+        return violation(a,
+                         "record kind %d (%s): the kernel commits no such "
+                         "transaction",
+                         a->kind, keel_wal_kind_name(a->kind));
+    }
+    const txop *c = find_op(a, "k.crank", 7);
+    uint64_t v = 0;
+    if (a->kind == KEEL_WAL_CRANK) {
+        if (a->rec_crank != a->crank + 1) {
+            return violation(a,
+                             "crank record numbered %" PRIu64
+                             " after crank %" PRIu64 " (A2)",
+                             a->rec_crank, a->crank);
+        }
+        if (c == NULL || c->kind != KEEL__STORE_PUT ||
+            !parse_dec(c->val, c->vlen, &v) || v != a->rec_crank) {
+            return violation(a,
+                             "crank %" PRIu64 " does not write k.crank = "
+                             "%" PRIu64 " (A2)",
+                             a->rec_crank, a->rec_crank);
+        }
+    } else if (a->rec_crank != a->crank || c != NULL) {
+        return violation(
+            a, "%s record at crank %" PRIu64 " changes the crank number (A2)",
+            keel_wal_kind_name(a->kind), a->crank);
+    }
+    const txop *h = find_op(a, "k.hash", 6);
+    if (h == NULL || h->kind != KEEL__STORE_PUT) {
+        return violation(a, "the transaction writes no k.hash (A1)");
+    }
+    uint64_t stored;
+    if (!parse_hex16(h->val, h->vlen, &stored)) {
+        return violation(a, "k.hash is \"%s\", not 16 hex digits (A1)",
+                         pr(h->val, h->vlen, b));
+    }
+    uint8_t head[21];
+    keel__put_u64(head, a->hash);
+    head[8] = (uint8_t)a->kind;
+    keel__put_u64(head + 9, a->rec_crank);
+    keel__put_u32(head + 17, (uint32_t)(a->nops - 1));
+    XXH3_64bits_reset(a->xx);
+    XXH3_64bits_update(a->xx, head, sizeof(head));
+    XXH3_64bits_update(a->xx, a->payload + 4, h->off - 4);
+    XXH3_64bits_update(a->xx, a->payload + h->end, a->plen - h->end);
+    uint64_t want = XXH3_64bits_digest(a->xx);
+    if (stored != want) {
+        return violation(a,
+                         "activity hash: k.hash is %016" PRIx64
+                         ", the chain gives %016" PRIx64 " (A1)",
+                         stored, want);
+    }
+    a->new_hash = stored;
+    return KEEL_OK;
+}
+
+/* A3: the run queue's ops; decodes the removed and added items. */
+static int check_queue(audit *a, keel_diag *diag)
+{
+    uint64_t h0 = 0, t0 = 0, h1 = 0, t1 = 0, puts = 0, dels = 0;
+    if (!counter_before(a, "k.rq.head", &h0) ||
+        !counter_before(a, "k.rq.tail", &t0)) {
+        return violation(a, "k.rq.head or k.rq.tail is not a counter");
+    }
+    if (!counter_after(a, "k.rq.head", &h1) ||
+        !counter_after(a, "k.rq.tail", &t1)) {
+        return VIOLATED;
+    }
+    if (h1 < h0 || t1 < t0 || h1 > t1) {
+        return violation(a,
+                         "run queue [%" PRIu64 ", %" PRIu64 ") became [%" PRIu64
+                         ", %" PRIu64 ") (A3)",
+                         h0, t0, h1, t1);
+    }
+    for (size_t i = lower_bound(a, "rq.", 3);
+         i < a->nops && has_prefix(a->ops[i].key, a->ops[i].klen, "rq."); i++) {
+        const txop *op = &a->ops[i];
+        uint64_t seq;
+        if (!parse_seq(op->key, op->klen, &seq)) {
+            char b[PRINT_BYTES];
+            return violation(a, "%s is not a run-queue key",
+                             pr(op->key, op->klen, b));
+        }
+        if (op->kind == KEEL__STORE_DELETE) {
+            if (op->before == NULL || seq < h0 || seq >= h1) {
+                return violation(a,
+                                 "rq.%020" PRIu64 " removed from a run queue "
+                                 "whose head went %" PRIu64 " -> %" PRIu64
+                                 " (A3)",
+                                 seq, h0, h1);
+            }
+            if (keel__kitem_decode(op->old.ptr, op->old.len, &a->pop) < 0) {
+                return violation(a, "rq.%020" PRIu64 " does not decode", seq);
+            }
+            a->popped = 1;
+            dels++;
+            continue;
+        }
+        if (op->before != NULL || seq < t0 || seq >= t1) {
+            return violation(a,
+                             "rq.%020" PRIu64 " written into a run queue "
+                             "whose tail went %" PRIu64 " -> %" PRIu64 " (A3)",
+                             seq, t0, t1);
+        }
+        if (a->nitems == a->items_cap) {
+            size_t n = a->items_cap ? a->items_cap * 2 : 16;
+            newitem *ni = realloc(a->items, n * sizeof(*ni));
+            if (ni == NULL) {
+                return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+            }
+            a->items = ni;
+            a->items_cap = n;
+        }
+        if (keel__kitem_decode(op->val, op->vlen, &a->items[a->nitems].it) <
+            0) {
+            return violation(a, "rq.%020" PRIu64 " does not decode", seq);
+        }
+        a->items[a->nitems++].seq = seq;
+        puts++;
+    }
+    if (puts != t1 - t0 || dels != h1 - h0) {
+        return violation(a,
+                         "run queue: %" PRIu64 " item(s) added and %" PRIu64
+                         " removed, but tail moved %" PRIu64
+                         " and head %" PRIu64 " (A3)",
+                         puts, dels, t1 - t0, h1 - h0);
+    }
+    if (a->kind == KEEL_WAL_CRANK ? dels != 1 : dels != 0) {
+        return violation(a,
+                         "a %s record removed %" PRIu64 " run-queue "
+                         "item(s) (A3: a crank removes one, nothing else "
+                         "any)",
+                         keel_wal_kind_name(a->kind), dels);
+    }
+    return KEEL_OK;
+}
+
+static int resolves_to_object(const kprom *p)
+{
+    const size_t n = sizeof(KEEL_CAPDATA_SLOT0) - 1;
+    return p->state == KP_FULFILLED && p->res.nslots == 1 &&
+           p->res.body_len == n &&
+           memcmp(p->res.body, KEEL_CAPDATA_SLOT0, n) == 0 &&
+           p->res.slots[0][0] == 'k' && p->res.slots[0][1] == 'o';
+}
+
+/* What the crank did with its item, by kernel/crank.c's routing, on the
+ * state before it (routing reads nothing the crank wrote). */
+static void route(audit *a)
+{
+    char target[KEY_MAX], key[KEY_MAX], kind;
+    keel_bytes v;
+    uint64_t owner;
+    if (a->pop.kind == KITEM_NOTIFY) {
+        a->outcome = vat_before(a, a->pop.vid) == VAT_ALIVE ? OUT_DELIVERED
+                                                            : OUT_DROPPED;
+        a->out_vid = a->pop.vid;
+        return;
+    }
+    a->outcome = OUT_REJECTED;
+    snprintf(target, sizeof(target), "%s", a->pop.target);
+    for (int hop = 0; hop < MAX_FORWARD; hop++) {
+        size_t n = kref_key(target, strlen(target), &kind, key);
+        if (n == 0) {
+            return;
+        }
+        if (kind == 'o') {
+            if (before(a, key, n, &v) == 1 && parse_dec(v.ptr, v.len, &owner) &&
+                owner <= MAX_VID &&
+                vat_before(a, (uint32_t)owner) == VAT_ALIVE) {
+                a->outcome = OUT_DELIVERED;
+                a->out_vid = (uint32_t)owner;
+            }
+            return;
+        }
+        kprom p;
+        if (!prom_before(a, target, &p)) {
+            return;
+        }
+        int next = resolves_to_object(&p);
+        if (p.state == KP_UNRESOLVED) {
+            a->outcome = OUT_QUEUED;
+        } else if (next) {
+            snprintf(target, sizeof(target), "%s", p.res.slots[0]);
+        }
+        keel__kprom_free(&p);
+        if (!next) {
+            return;
+        }
+    }
+}
+
+/* v.<vid>.state written: keep the vat's state. */
+static int note_state(audit *a, const uint8_t *k, size_t n, const uint8_t *val,
+                      size_t vlen)
+{
+    uint32_t vid;
+    size_t rest;
+    if (has_prefix(k, n, "v.") && key_vid(k, n, 2, &vid, &rest) &&
+        n - rest == 5 && memcmp(k + rest, "state", 5) == 0) {
+        vinfo *vi = vat(a, vid);
+        if (vi == NULL) {
+            return KEEL_ENOMEM;
+        }
+        vi->state = (uint8_t)state_of((keel_bytes){val, vlen});
+    }
+    return KEEL_OK;
+}
+
+/* Apply one op to the shadow, keeping the vats' bookkeeping. */
+static int apply_op(audit *a, uint8_t kind, const uint8_t *k, size_t n,
+                    uint64_t hash, const uint8_t *val, size_t vlen)
+{
+    uint32_t owner = owner_of(k, n);
+    int rc = kind == KEEL__STORE_PUT
+                 ? keel__shadow_put(&a->sh, k, n, hash, val, vlen)
+                 : keel__shadow_del(&a->sh, k, n, hash);
+    if (rc < 0) {
+        return rc;
+    }
+    vinfo *vi = owner != 0 && rc == 1 ? vat(a, owner) : NULL;
+    if (owner != 0 && rc == 1 && vi == NULL) {
+        return KEEL_ENOMEM;
+    }
+    if (vi != NULL) {
+        vi->refs += kind == KEEL__STORE_PUT ? 1 : (uint64_t)-1;
+    }
+    return kind == KEEL__STORE_PUT ? note_state(a, k, n, val, vlen) : KEEL_OK;
+}
+
+/* A11: the allocation counters never decrease. */
+static int check_counters(audit *a)
+{
+    static const char *const counters[] = {"k.next.vat", "k.next.ko",
+                                           "k.next.kp"};
+    for (size_t i = 0; i < 3; i++) {
+        const txop *op = find_op(a, counters[i], strlen(counters[i]));
+        uint64_t was = 0, n = 0;
+        if (op == NULL) {
+            continue;
+        }
+        if (op->before != NULL) {
+            parse_dec(op->old.ptr, op->old.len, &was);
+        }
+        if (op->kind != KEEL__STORE_PUT || !parse_dec(op->val, op->vlen, &n) ||
+            n < was) {
+            return violation(a, "%s went down from %" PRIu64 " (A11)",
+                             counters[i], was);
+        }
+    }
+    return KEEL_OK;
+}
+
+/* After the record is applied (the ops' before pointers are stale): A10
+ * for the vats it terminated, A11's k.unresolved. */
+static int check_applied(audit *a)
+{
+    uint64_t n;
+    for (size_t i = 0; i < a->nops; i++) {
+        const txop *op = &a->ops[i];
+        uint32_t vid;
+        size_t rest;
+        if (op->kind == KEEL__STORE_PUT &&
+            has_prefix(op->key, op->klen, "v.") &&
+            key_vid(op->key, op->klen, 2, &vid, &rest) &&
+            op->klen - rest == 5 && memcmp(op->key + rest, "state", 5) == 0 &&
+            a->vats[vid].state == VAT_DEAD && a->vats[vid].refs != 0) {
+            return violation(a,
+                             "vat %" PRIu32 " was terminated but keeps %" PRIu64
+                             " c-list, decider-index or vatstore "
+                             "key(s) (A10)",
+                             vid, a->vats[vid].refs);
+        }
+    }
+    if (a->unres_delta != 0 || find_op(a, "k.unresolved", 12) != NULL) {
+        if (!counter_after(a, "k.unresolved", &n)) {
+            return VIOLATED;
+        }
+        if (n != a->unresolved) {
+            return violation(a,
+                             "k.unresolved is %" PRIu64 " but %" PRIu64
+                             " promise(s) are unresolved (A11)",
+                             n, a->unresolved);
+        }
+    }
+    return KEEL_OK;
+}
+
+/* Check one record (AU2), then apply it to the shadow. */
+static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
+{
+    a->lsn = rec->lsn;
+    a->kind = rec->kind;
+    a->rec_crank = rec->crank;
+    a->payload = rec->payload.ptr;
+    a->plen = rec->payload.len;
+    int rc = parse_ws(a, rec, diag);
+    if (rc == KEEL_OK) {
+        rc = check_chain(a);
+    }
+    if (rc == KEEL_OK) {
+        rc = check_queue(a, diag);
+    }
+    if (rc == KEEL_OK && a->popped) {
+        route(a);
+    }
+    for (size_t i = 0; rc == KEEL_OK && i < a->nops; i++) {
+        const txop *op = &a->ops[i];
+        keel_bytes val = {op->val, op->vlen};
+        if (has_prefix(op->key, op->klen, "kp.")) {
+            rc = check_prom_op(a, op);
+        } else if (op->kind == KEEL__STORE_PUT) {
+            rc = check_key(a, op, op->key, op->klen, val);
+        } else if (has_prefix(op->key, op->klen, "ko.")) {
+            rc = check_object(a, op, op->key, op->klen, val);
+        } else if (has_prefix(op->key, op->klen, "c.") && op->before != NULL) {
+            keel_bytes old = {op->old.ptr, op->old.len};
+            rc = check_clist(a, op->key, op->klen, old, 0);
+        } else if (has_prefix(op->key, op->klen, "d.")) {
+            rc = check_decider_key(a, op->key, op->klen, 0);
+        }
+    }
+    for (size_t i = 0; rc == KEEL_OK && i < a->nitems; i++) {
+        rc = check_item(a, a->items[i].seq, &a->items[i].it);
+    }
+    if (rc == KEEL_OK) {
+        rc = check_counters(a);
+    }
+    /* Values replaced in place first, through the entries parse_ws()
+     * found (no probe); then deletes and new keys, which move entries. */
+    for (size_t i = 0; rc == KEEL_OK && i < a->nops; i++) {
+        const txop *op = &a->ops[i];
+        if (op->kind == KEEL__STORE_PUT && op->before != NULL) {
+            rc = keel__shadow_set(op->before, op->val, op->vlen);
+            if (rc == KEEL_OK) {
+                note_state(a, op->key, op->klen, op->val, op->vlen);
+            }
+        }
+    }
+    for (size_t i = 0; rc == KEEL_OK && i < a->nops; i++) {
+        const txop *op = &a->ops[i];
+        if (op->kind == KEEL__STORE_DELETE || op->before == NULL) {
+            rc = apply_op(a, op->kind, op->key, op->klen, op->hash, op->val,
+                          op->vlen);
+        }
+    }
+    if (rc < 0) {
+        keel__diag(diag, rc, "out of memory");
+    }
+    if (rc == KEEL_OK) {
+        a->unresolved = (uint64_t)((int64_t)a->unresolved + a->unres_delta);
+        a->crank = a->rec_crank;
+        a->hash = a->new_hash;
+        rc = check_applied(a);
+    }
+    clear_txn(a);
+    return rc;
+}
+
+/* ---- the whole keyspace ------------------------------------------------- */
+
+/* Every check over every key of the shadow (after the base, at the end). */
+static int check_all(audit *a)
+{
+    uint64_t head = 0, tail = 0, items = 0, unresolved = 0, n = 0;
+    int rc = KEEL_OK;
+    a->nops = 0;
+    if (!counter_after(a, "k.rq.head", &head) ||
+        !counter_after(a, "k.rq.tail", &tail)) {
+        return VIOLATED;
+    }
+    for (size_t i = 0; rc == KEEL_OK && i <= a->sh.mask; i++) {
+        const keel__shadow_entry *e = &a->sh.slots[i];
+        if (e->kv == NULL) {
+            continue;
+        }
+        const uint8_t *k = keel__shadow_key(e).ptr;
+        keel_bytes val = keel__shadow_value(e);
+        if (has_prefix(k, e->klen, "kp.")) {
+            char kp[32], b[PRINT_BYTES];
+            kprom p;
+            uint64_t num;
+            if (!parse_dec(k + 3, e->klen - 3, &num)) {
+                rc = violation(a, "%s is not a promise's key",
+                               pr(k, e->klen, b));
+                break;
+            }
+            snprintf(kp, sizeof(kp), "kp%" PRIu64, num);
+            if (keel__kprom_decode(val.ptr, val.len, &p) < 0) {
+                rc = violation(a, "%s: promise record does not decode", kp);
+                break;
+            }
+            unresolved += p.state == KP_UNRESOLVED;
+            rc = check_prom_shape(a, kp, &p);
+            keel__kprom_free(&p);
+        } else if (has_prefix(k, e->klen, "rq.")) {
+            kitem it;
+            uint64_t seq = 0;
+            if (!parse_seq(k, e->klen, &seq) || seq < head || seq >= tail) {
+                char b[PRINT_BYTES];
+                rc = violation(a,
+                               "%s lies outside the run queue [%" PRIu64
+                               ", %" PRIu64 ") (A3)",
+                               pr(k, e->klen, b), head, tail);
+                break;
+            }
+            if (keel__kitem_decode(val.ptr, val.len, &it) < 0) {
+                rc = violation(a, "rq.%020" PRIu64 " does not decode", seq);
+                break;
+            }
+            rc = check_item(a, seq, &it);
+            keel__kitem_free(&it);
+            items++;
+        } else {
+            rc = check_key(a, NULL, k, e->klen, val);
+        }
+    }
+    if (rc == KEEL_OK && items != tail - head) {
+        rc = violation(a,
+                       "run queue [%" PRIu64 ", %" PRIu64 ") holds %" PRIu64
+                       " item(s) (A3)",
+                       head, tail, items);
+    }
+    if (rc == KEEL_OK && !counter_after(a, "k.unresolved", &n)) {
+        rc = VIOLATED;
+    }
+    if (rc == KEEL_OK && n != unresolved) {
+        rc = violation(a,
+                       "k.unresolved is %" PRIu64 " but %" PRIu64
+                       " promise(s) are unresolved (A11)",
+                       n, unresolved);
+    }
+    a->unresolved = unresolved;
+    return rc;
+}
+
+/*
+ * The store's entries in key order: a cursor over its checkpoint when
+ * nothing is applied beyond it (one LMDB walk), else next_key and get
+ * through the overlay the replay filled.
+ */
+typedef struct walker {
+    keel__store *s;
+    keel__store_view *view;
+    char key[KEEL__STORE_MAX_KEY_BYTES];
+    size_t klen;
+    int started;
+} walker;
+
+static int walk_open(walker *w, keel__store *s, keel_diag *diag)
+{
+    memset(w, 0, sizeof(*w));
+    w->s = s;
+    if (keel__store_applied_lsn(s) == keel__store_checkpoint_lsn(s)) {
+        return keel__store_view_of(s, &w->view, diag);
+    }
+    return KEEL_OK;
+}
+
+/* @return 1 (an entry, borrowed until the next call), 0 (no more), < 0. */
+static int walk_next(walker *w, keel_bytes *k, keel_bytes *v, keel_diag *diag)
+{
+    if (w->view != NULL) {
+        return keel__store_view_next(w->view, k, v, diag);
+    }
+    int rc = keel__store_next_key(w->s, w->key, w->started ? w->klen : 0, "", 0,
+                                  k, diag);
+    if (rc == 1) {
+        w->started = 1;
+        w->klen = k->len;
+        memcpy(w->key, k->ptr, k->len);
+        k->ptr = w->key;
+        rc = keel__store_get(w->s, w->key, w->klen, v, diag);
+        if (rc == 0) {
+            rc = keel__diag(diag, KEEL_ECORRUPT, "a key listed but absent");
+        }
+    }
+    return rc;
+}
+
+/*
+ * A12, the common case: walk the store and look each key up in the
+ * shadow. Equal when every key is found with its value and the counts
+ * agree. @return 1 equal, 0 they differ (compare_store() then finds the
+ * first difference in key order), or an error.
+ */
+static int store_equal(audit *a, keel__store *s, keel_diag *diag)
+{
+    walker w;
+    keel_bytes sk, sv;
+    keel_diag d = {0};
+    uint64_t n = 0;
+    int eq = 1;
+    int have = walk_open(&w, s, &d);
+    while (have >= 0 && eq && (have = walk_next(&w, &sk, &sv, &d)) == 1) {
+        const keel__shadow_entry *e = keel__shadow_find(
+            &a->sh, sk.ptr, sk.len, keel__shadow_hash(sk.ptr, sk.len));
+        keel_bytes ev = e != NULL ? keel__shadow_value(e) : (keel_bytes){0};
+        eq = e != NULL && sv.len == ev.len &&
+             memcmp(sv.ptr, ev.ptr, sv.len) == 0;
+        n++;
+    }
+    keel__store_view_close(w.view);
+    if (have < 0) {
+        return keel__diag(diag, have, "store/%s", d.msg);
+    }
+    if (eq && n == a->sh.count) {
+        a->rep->keys = n;
+        return 1;
+    }
+    return 0;
+}
+
+/* A12: the shadow against the store, in key order: the first
+ * difference. */
+static int compare_store(audit *a, keel__store *s, keel_diag *diag)
+{
+    const keel__shadow_entry **v = NULL;
+    char b1[PRINT_BYTES], b2[PRINT_BYTES], b3[PRINT_BYTES];
+    size_t i = 0;
+    walker w;
+    keel_bytes sk = {NULL, 0}, sv = {NULL, 0};
+    keel_diag d = {0};
+    int rc = keel__shadow_sorted(&a->sh, &v);
+    if (rc < 0) {
+        return keel__diag(diag, rc, "out of memory");
+    }
+    a->rep->keys = 0;
+    int have = walk_open(&w, s, &d);
+    if (have == KEEL_OK) {
+        have = walk_next(&w, &sk, &sv, &d);
+    }
+    while (rc == KEEL_OK && have >= 0 && (have == 1 || i < a->sh.count)) {
+        keel_bytes vk = {NULL, 0}, vv = {NULL, 0};
+        if (i < a->sh.count) {
+            vk = keel__shadow_key(v[i]);
+            vv = keel__shadow_value(v[i]);
+        }
+        int c = have == 0          ? -1
+                : i == a->sh.count ? 1
+                                   : keycmp(vk.ptr, vk.len, sk.ptr, sk.len);
+        if (c < 0) {
+            rc = violation(a, "store/ lacks \"%s\", which the log holds (A12)",
+                           pr(vk.ptr, vk.len, b1));
+        } else if (c > 0) {
+            rc = violation(a,
+                           "store/ holds \"%s\", which the log does not "
+                           "(A12)",
+                           pr(sk.ptr, sk.len, b1));
+        } else if (sv.len != vv.len || memcmp(sv.ptr, vv.ptr, sv.len) != 0) {
+            rc = violation(a,
+                           "store/ value of \"%s\" differs from the log's: "
+                           "\"%s\" in the store, \"%s\" from the log (A12)",
+                           pr(sk.ptr, sk.len, b1), pr(sv.ptr, sv.len, b2),
+                           pr(vv.ptr, vv.len, b3));
+        } else {
+            a->rep->keys++;
+            i++;
+            have = walk_next(&w, &sk, &sv, &d);
+        }
+    }
+    keel__store_view_close(w.view);
+    if (rc == KEEL_OK && have < 0) {
+        rc = keel__diag(diag, have, "store/%s", d.msg);
+    }
+    free(v);
+    return rc;
+}
+
+/* ---- base, log, store -------------------------------------------------------
+ */
+
+static int load_base(audit *a, const char *path, uint64_t kid,
+                     struct keel_io *io, uint64_t *lsn, keel_diag *diag)
+{
+    keel_snapshot_options so;
+    keel_snapshot_reader *r = NULL;
+    keel_snapshot_info info;
+    keel_snapshot_entry e;
+    keel_snapshot_options_init(&so);
+    so.io = io;
+    int rc = keel_snapshot_reader_open(path, &so, &r, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    keel_snapshot_reader_info(r, &info);
+    if (info.meta.kernel_id != kid) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "%s: a snapshot of kernel 0x%016" PRIx64
+                        ", but the state is kernel 0x%016" PRIx64,
+                        path, info.meta.kernel_id, kid);
+        goto out;
+    }
+    while ((rc = keel_snapshot_reader_next(r, &e, diag)) == 1) {
+        rc = apply_op(a, KEEL__STORE_PUT, e.key.ptr, e.key.len,
+                      keel__shadow_hash(e.key.ptr, e.key.len), e.value.ptr,
+                      e.value.len);
+        if (rc < 0) {
+            keel__diag(diag, rc, "out of memory");
+            goto out;
+        }
+    }
+    if (rc == 0) {
+        *lsn = info.meta.lsn;
+        a->crank = info.meta.crank;
+        a->hash = info.meta.activity_hash;
+    }
+out:
+    keel_snapshot_reader_close(r);
+    return rc;
+}
+
+typedef struct run {
+    const char *dir;
+    const keel_audit_options *o;
+    keel_audit_report *rep;
+    int lock_fd;
+    keel__store *store;
+    keel_wal_reader *reader;
+    audit a;
+} run;
+
+/* Read the log from base (or the store's checkpoint, if earlier): check
+ * the records after base, apply to the store those after its LSN. */
+static int replay(run *r, uint64_t base, keel_diag *diag)
+{
+    audit *a = &r->a;
+    char wal[4096];
+    keel_wal_options wo;
+    keel_wal_record rec;
+    keel_wal_tail tail;
+    uint64_t applied = keel__store_applied_lsn(r->store);
+    uint64_t expect = (applied < base ? applied : base) + 1;
+    keel_diag d = {0};
+    keel_wal_options_init(&wo);
+    wo.io = r->o->io;
+    wo.kernel_id = keel__store_kernel_id(r->store);
+    snprintf(wal, sizeof(wal), "%s/wal", r->dir);
+    int rc = keel_wal_reader_open(wal, &wo, expect, &r->reader, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    while ((rc = keel_wal_reader_next(r->reader, &rec, &d)) == 1) {
+        if (rec.lsn != expect) {
+            rc = keel__diag(
+                diag, KEEL_EINVAL,
+                "wal/%s: offset %" PRIu64 ": the log %s at LSN "
+                "%" PRIu64 ", but %s needs LSN %" PRIu64 "%s",
+                rec.segment, rec.offset, expect == 1 ? "starts" : "goes on",
+                rec.lsn,
+                applied < base ? "the store's checkpoint"
+                : base == 0    ? "an audit from genesis"
+                               : "the base snapshot",
+                expect, base == 0 ? " (start from a snapshot: --base)" : "");
+            goto out;
+        }
+        if (rec.lsn > base) {
+            if (r->rep->first_lsn == 0) {
+                r->rep->first_lsn = rec.lsn;
+            }
+            rc = audit_record(a, &rec, diag);
+            if (rc != KEEL_OK) {
+                goto out;
+            }
+            r->rep->last_lsn = rec.lsn;
+            r->rep->transactions++;
+            r->rep->cranks += rec.kind == KEEL_WAL_CRANK;
+            r->rep->bytes += rec.payload.len;
+        }
+        if (rec.lsn > applied) {
+            keel_diag ad = {0};
+            rc = keel__store_apply_encoded(r->store, rec.lsn, rec.payload.ptr,
+                                           rec.payload.len, &ad);
+            if (rc < 0) {
+                keel__diag(diag, rc,
+                           "wal/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
+                           rec.segment, rec.offset, rec.lsn, ad.msg);
+                goto out;
+            }
+        }
+        expect++;
+    }
+    if (rc < 0) {
+        keel__diag(diag, rc, "wal/%s", d.msg);
+        goto out;
+    }
+    keel_wal_reader_tail(r->reader, &tail);
+    if (tail.last_lsn < base || tail.last_lsn < applied) {
+        rc = keel__diag(
+            diag, applied > tail.last_lsn ? KEEL_ECORRUPT : KEEL_EINVAL,
+            "wal/: the log ends at LSN %" PRIu64
+            ", before the %s's LSN %" PRIu64,
+            tail.last_lsn, applied > tail.last_lsn ? "store" : "base",
+            applied > tail.last_lsn ? applied : base);
+    }
+out:
+    return rc;
+}
+
+int keel_audit(const char *state_dir, const keel_audit_options *o,
+               keel_audit_report *rep, keel_diag *diag)
+{
+    keel_audit_options defaults;
+    uint64_t t0 = now_ns();
+    uint64_t base = 0;
+    char path[4096];
+    run r;
+    memset(&r, 0, sizeof(r));
+    memset(rep, 0, sizeof(*rep));
+    if (o == NULL) {
+        keel_audit_options_init(&defaults);
+        o = &defaults;
+    }
+    r.dir = state_dir;
+    r.o = o;
+    r.rep = rep;
+    r.lock_fd = -1;
+    r.a.rep = rep;
+    int rc = keel__shadow_init(&r.a.sh);
+    r.a.xx = XXH3_createState();
+    if (rc < 0 || r.a.xx == NULL) {
+        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* AU1: the lock first, so no kernel runs on the store we open */
+    rc = keel__k_lock_state(state_dir, &r.lock_fd, diag);
+    if (rc < 0) {
+        goto out;
+    }
+    keel__store_options so;
+    keel__store_options_init(&so);
+    so.create = 0;
+    snprintf(path, sizeof(path), "%s/store", state_dir);
+    keel_diag sd = {0};
+    rc = keel__store_open(path, &so, 0, &r.store, &sd);
+    if (rc < 0) {
+        keel__diag(diag, rc, "%s/store: %s", state_dir, sd.msg);
+        goto out;
+    }
+    if (o->base_snapshot != NULL) {
+        rc = load_base(&r.a, o->base_snapshot, keel__store_kernel_id(r.store),
+                       o->io, &base, diag);
+        if (rc < 0) {
+            goto out;
+        }
+        r.a.lsn = base;
+        rc = check_all(&r.a);
+        if (rc != KEEL_OK) {
+            goto out;
+        }
+    }
+    rep->base_lsn = base;
+    rc = replay(&r, base, diag);
+    if (rc == KEEL_OK) {
+        r.a.kind = 0;
+        rc = check_all(&r.a);
+    }
+    if (rc == KEEL_OK) {
+        rc = store_equal(&r.a, r.store, diag);
+        rc = rc == 0   ? compare_store(&r.a, r.store, diag)
+             : rc == 1 ? KEEL_OK
+                       : rc;
+    }
+out:
+    rep->final_hash = r.a.hash;
+    rep->seconds = (double)(now_ns() - t0) / 1e9;
+    clear_txn(&r.a);
+    keel_wal_reader_close(r.reader);
+    keel__store_close(r.store); /* AU1: drops what replay applied */
+    if (r.lock_fd >= 0) {
+        close(r.lock_fd);
+    }
+    keel__shadow_free(&r.a.sh);
+    free(r.a.ops);
+    free(r.a.items);
+    free(r.a.vats);
+    XXH3_freeState(r.a.xx);
+    return rc == VIOLATED ? KEEL_OK : rc;
+}
