@@ -1040,6 +1040,9 @@ int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc)
             rc = keel__k_del(k, key);
         }
         break;
+    case SC_ILLEGAL:
+        rc = keel__k_illegal(k, "vat %s: %s", v->name, sc->a);
+        break;
     default:
         KEEL_UNREACHABLE();
     }

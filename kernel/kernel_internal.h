@@ -65,7 +65,8 @@ enum sc_kind {
     SC_RESOLVE,
     SC_EXIT,
     SC_VS_SET,
-    SC_VS_DEL
+    SC_VS_DEL,
+    SC_ILLEGAL /* a read the vat made illegally; a: what (K31) */
 };
 
 typedef struct kdeferred {

@@ -228,6 +228,18 @@ int keel_syscall_vatstore_delete(keel_syscall *sys, const char *key)
     return dispatch(sys, &sc);
 }
 
+/* A read with bad arguments is illegal like a bad write (SPEC §4): it
+ * dooms the vat through the path a write would take (in its crank, held
+ * during another's, or its own transaction), which terminates it. */
+static int illegal_read(keel_syscall *sys, const char *fmt, size_t n)
+{
+    char what[128];
+    snprintf(what, sizeof(what), fmt, n);
+    kdeferred sc = {.kind = SC_ILLEGAL, .a = what};
+    int rc = dispatch(sys, &sc);
+    return rc == KEEL_EFAILED ? rc : KEEL_EINVAL;
+}
+
 /* Reads need no transaction: they see the open one, if it is this vat's
  * crank, or the store. */
 int keel_syscall_vatstore_get(keel_syscall *sys, const char *key,
@@ -240,7 +252,7 @@ int keel_syscall_vatstore_get(keel_syscall *sys, const char *key,
         return KEEL_EFAILED;
     }
     if (n == 0 || n > KEEL_VATSTORE_KEY_MAX) {
-        return KEEL_EINVAL;
+        return illegal_read(sys, "vatstore_get: key of %zu bytes", n);
     }
     snprintf(full, sizeof(full), "vs.%" PRIu32 ".%s", sys->v->id, key);
     return keel__k_get(k, full, val);
@@ -254,9 +266,12 @@ int keel_syscall_vatstore_next_key(keel_syscall *sys, const char *after,
     if (!sys->v->alive || k->failed) {
         return KEEL_EFAILED;
     }
-    if (after == NULL || strlen(after) > KEEL_VATSTORE_KEY_MAX ||
-        cap < KEEL_VATSTORE_KEY_MAX + 1) {
-        return KEEL_EINVAL;
+    if (after == NULL || strlen(after) > KEEL_VATSTORE_KEY_MAX) {
+        return illegal_read(sys, "vatstore_next_key: key of %zu bytes",
+                            after != NULL ? strlen(after) : 0);
+    }
+    if (cap < KEEL_VATSTORE_KEY_MAX + 1) {
+        return illegal_read(sys, "vatstore_next_key: buffer of %zu bytes", cap);
     }
     int pn = snprintf(prefix, sizeof(prefix), "vs.%" PRIu32 ".", sys->v->id);
     snprintf(from, sizeof(from), "%s%s", prefix, after);
@@ -350,7 +365,7 @@ static void async_done(void *p)
     if (k->illegal) { /* K31 */
         keel__k_txn_abort(k);
         keel__k_terminate(k, v->id, NULL);
-    } else if (keel__store_ws_count(k->store) == 0) {
+    } else if (keel__store_ws_count(k->store) == 0 && k->exit_vid == 0) {
         keel__k_txn_abort(k); /* nothing to commit */
     } else {
         int rc = keel__k_txn_commit_exits(k, KEEL_WAL_OUT_OF_CRANK, NULL);

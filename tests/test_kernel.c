@@ -407,6 +407,25 @@ static int run_op(keel_syscall *sys, const keel_delivery *d, const json_t *op)
     if (strcmp(name, "list") == 0) {
         return op_list(sys, op);
     }
+    if (strcmp(name, "get") == 0 || strcmp(name, "next") == 0) {
+        /* The result is ignored: only the kernel's verdict on the call
+         * may end the vat. */
+        char *key = op_key(op);
+        char buf[KEEL_VATSTORE_KEY_MAX + 1];
+        keel_bytes v;
+        size_t cap = (size_t)json_integer_value(json_object_get(op, "cap"));
+        if (key == NULL) {
+            return KEEL_ENOMEM;
+        }
+        if (name[0] == 'g') {
+            keel_syscall_vatstore_get(sys, key, &v);
+        } else {
+            keel_syscall_vatstore_next_key(sys, key, buf,
+                                           cap > 0 ? cap : sizeof(buf));
+        }
+        free(key);
+        return KEEL_OK;
+    }
     if (strcmp(name, "copy") == 0) {
         return op_copy(sys, op);
     }
@@ -573,7 +592,8 @@ typedef struct ajob {
     char result[KEEL_VREF_MAX];
     uint64_t in;
     uint64_t out;
-    int bad; /* make an illegal syscall when done */
+    int bad;   /* make an illegal syscall when done */
+    int leave; /* exit (and nothing else) when done */
 } ajob;
 
 static void ajob_work(void *arg)
@@ -592,6 +612,8 @@ static void ajob_done(void *arg, keel_syscall *sys)
     keel_capdata cd = {{body, strlen(body)}, NULL, 0};
     if (j->bad) {
         keel_syscall_send(sys, "o-99", "forged", &cd, NULL);
+    } else if (j->leave) {
+        keel_syscall_exit(sys, 0, &cd);
     } else {
         keel_syscall_resolve(sys, j->result, 0, &cd);
     }
@@ -621,8 +643,10 @@ static int async_deliver(void *state, keel_syscall *sys, const keel_delivery *d)
     }
     snprintf(j->result, sizeof(j->result), "%s", d->result);
     j->in = (uint64_t)json_integer_value(json_object_get(body, "i"));
-    if (strcmp(d->method, "work") == 0 || strcmp(d->method, "work_bad") == 0) {
+    if (strcmp(d->method, "work") == 0 || strcmp(d->method, "work_bad") == 0 ||
+        strcmp(d->method, "work_exit") == 0) {
         j->bad = strcmp(d->method, "work_bad") == 0;
+        j->leave = strcmp(d->method, "work_exit") == 0;
         rc = keel_vat_work(sys, ajob_work, ajob_done, j);
     } else if (strcmp(d->method, "wait") == 0) {
         uint64_t ms = (uint64_t)json_integer_value(json_object_get(body, "ms"));
@@ -1682,6 +1706,30 @@ START_TEST(test_kernel_out_of_crank_illegal_syscall_terminates_vat)
 }
 END_TEST
 
+/* An exit that is all an async completion does still ends the vat, in a
+ * transaction of its own (it once counted as "nothing to commit"). */
+START_TEST(test_kernel_exit_in_async_completion_terminates)
+{
+    tk t;
+    tk_init(&t);
+    tk_open(&t);
+    tk_boot(&t, "{'bootstrap':'alice','vats':{"
+                "'alice':{'builtin':'t_actor'},"
+                "'worker':{'builtin':'t_async'}}}");
+    tk_do(&t, "alice",
+          "[{'op':'send','to':'$worker','method':'work_exit','body':{'i':1},"
+          "  'result':'w'}]",
+          NULL);
+    tk_run(&t);
+    ck_vat(&t, "worker", "terminated");
+    ck_vat(&t, "alice", "alive");
+    ck_vs_sq(&t, "alice", "notify.w", "rejected {'error':'vat terminated'}");
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_OUT_OF_CRANK, NULL, NULL), 1);
+    ck_quiet(&t);
+    tk_free(&t);
+}
+END_TEST
+
 /* §9.12: the five-hop chain; values as in vats/chain5.c's table. */
 START_TEST(test_kernel_chain5_completes_with_table_values)
 {
@@ -2023,6 +2071,10 @@ static const struct illegal_case {
     {"vatstore set, value too big", "[{'op':'set','key':'big','len':1048577}]"},
     {"vatstore delete, empty key", "[{'op':'del','key':''}]"},
     {"vatstore delete, key too long", "[{'op':'del','keylen':481}]"},
+    {"vatstore get, empty key", "[{'op':'get','key':''}]"},
+    {"vatstore get, key too long", "[{'op':'get','keylen':481}]"},
+    {"vatstore next, key too long", "[{'op':'next','keylen':481}]"},
+    {"vatstore next, buffer too small", "[{'op':'next','key':'a','cap':10}]"},
 };
 
 START_TEST(test_kernel_illegal_syscall_terminates_only_offender)
@@ -2552,6 +2604,7 @@ Suite *kernel_suite(void)
     tcase_add_test(
         tc, test_kernel_out_of_crank_timer_answer_delivered_without_input);
     tcase_add_test(tc, test_kernel_out_of_crank_illegal_syscall_terminates_vat);
+    tcase_add_test(tc, test_kernel_exit_in_async_completion_terminates);
     tcase_add_test(tc, test_kernel_chain5_completes_with_table_values);
     tcase_add_test(tc, test_kernel_crossing_syscall_survives_failed_crank);
     tcase_add_test(tc, test_kernel_crossing_syscall_commits_after_crank);
