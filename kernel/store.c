@@ -1223,6 +1223,25 @@ out:
  * Reads: the write-set, then the overlay, then the transaction (ST4).
  */
 
+/* Look key up in dbi of txn and check its checksum (ST3).
+ * @return 1 found (*value borrowed), 0 absent, or < 0. */
+static int lmdb_get(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
+                    const void *key, size_t key_len, keel_bytes *value,
+                    keel_diag *diag)
+{
+    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
+    MDB_val d;
+    int mrc = mdb_get(txn, dbi, &k, &d);
+    if (mrc == MDB_NOTFOUND) {
+        return 0;
+    }
+    if (mrc != MDB_SUCCESS) {
+        return lmdb_error(env, mrc, "get", diag);
+    }
+    int rc = verify(h, "key", key, key_len, &d, value, diag);
+    return rc == KEEL_OK ? 1 : rc;
+}
+
 int keel__store_get(keel__store *s, const void *key, size_t key_len,
                     keel_bytes *value, keel_diag *diag)
 {
@@ -1249,20 +1268,8 @@ int keel__store_get(keel__store *s, const void *key, size_t key_len,
         }
         goto out;
     }
-    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
-    MDB_val d;
-    int mrc = mdb_get(s->txn, s->data_dbi, &k, &d);
-    if (mrc == MDB_NOTFOUND) {
-        goto out;
-    }
-    if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s->env, mrc, "get", diag);
-        goto out;
-    }
-    rc = verify(s->hash, "key", key, key_len, &d, value, diag);
-    if (rc == KEEL_OK) {
-        rc = 1;
-    }
+    rc = lmdb_get(s->env, s->txn, s->data_dbi, s->hash, key, key_len, value,
+                  diag);
 out:
     return rc;
 }
@@ -2328,23 +2335,8 @@ uint64_t keel__store_view_lsn(const keel__store_view *v)
 int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,
                          keel_bytes *value, keel_diag *diag)
 {
-    int rc = KEEL_OK;
-    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
-    MDB_val d;
-    int mrc = mdb_get(v->txn, v->data_dbi, &k, &d);
-    if (mrc == MDB_NOTFOUND) {
-        goto out;
-    }
-    if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(v->env, mrc, "get", diag);
-        goto out;
-    }
-    rc = verify(v->hash, "key", key, key_len, &d, value, diag);
-    if (rc == KEEL_OK) {
-        rc = 1;
-    }
-out:
-    return rc;
+    return lmdb_get(v->env, v->txn, v->data_dbi, v->hash, key, key_len, value,
+                    diag);
 }
 
 /*
