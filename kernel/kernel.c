@@ -19,6 +19,10 @@
  *   K14 On open, every WAL record after the store's applied LSN is
  *       replayed, in order, with no gap; a store ahead of its WAL is
  *       refused (KEEL_ECORRUPT).
+ *   K15 Then cheap checks (check_state: the run queue's bounds and ends,
+ *       every vat's state and name index) refuse a state that breaks
+ *       them (KEEL_ECORRUPT naming the key); the full audit is
+ *       keel_audit.
  */
 #include "kernel/kernel_internal.h"
 
@@ -653,6 +657,73 @@ static int load_meta(keel_kernel *k, keel_diag *diag)
     return KEEL_OK;
 }
 
+/* K15: the cheap checks after recovery, O(vats): the run queue's bounds
+ * and its ends, and every vat's state and name index. A full audit is
+ * keel_audit (`keel recover --check`). */
+static int check_state(keel_kernel *k, keel_diag *diag)
+{
+    char key[KEY_MAX];
+    keel_bytes b;
+    uint64_t head = 0, tail = 0, next = 1;
+    int rc = KEEL_OK;
+    if (!k->booted) {
+        return KEEL_OK;
+    }
+    /* Absent bounds are 0: the queue was never used. */
+    if (keel__k_get_u64(k, "k.rq.head", &head) < 0 ||
+        keel__k_get_u64(k, "k.rq.tail", &tail) < 0 || head > tail) {
+        return keel__diag(diag, KEEL_ECORRUPT,
+                          "store/: run queue bounds unreadable or inverted "
+                          "(head %" PRIu64 ", tail %" PRIu64 ")",
+                          head, tail);
+    }
+    snprintf(key, sizeof(key), "rq.%020" PRIu64, head);
+    if (head < tail && keel__k_get(k, key, &b) != 1) {
+        return keel__diag(diag, KEEL_ECORRUPT,
+                          "store/: run queue head %s missing", key);
+    }
+    snprintf(key, sizeof(key), "rq.%020" PRIu64, tail);
+    if (keel__k_get(k, key, &b) != 0) {
+        return keel__diag(diag, KEEL_ECORRUPT,
+                          "store/: %s lies past the run queue's tail", key);
+    }
+    if (keel__k_get_u64(k, "k.next.vat", &next) != 1) {
+        return keel__diag(diag, KEEL_ECORRUPT, "store/: k.next.vat missing");
+    }
+    for (uint64_t id = 1; id < next && rc == KEEL_OK; id++) {
+        char name[64], state[16];
+        snprintf(key, sizeof(key), "v.%" PRIu64 ".name", id);
+        rc =
+            keel__k_get(k, key, &b) == 1 && b.len < sizeof(name) ? KEEL_OK : -1;
+        if (rc == KEEL_OK) {
+            memcpy(name, b.ptr, b.len);
+            name[b.len] = '\0';
+            snprintf(key, sizeof(key), "v.%" PRIu64 ".state", id);
+            rc = keel__k_get(k, key, &b) == 1 && b.len < sizeof(state) ? KEEL_OK
+                                                                       : -1;
+        }
+        if (rc == KEEL_OK) {
+            memcpy(state, b.ptr, b.len);
+            state[b.len] = '\0';
+            rc = strcmp(state, "alive") == 0 || strcmp(state, "terminated") == 0
+                     ? KEEL_OK
+                     : -1;
+        }
+        uint64_t back = 0;
+        if (rc == KEEL_OK) {
+            snprintf(key, sizeof(key), "vn.%s", name);
+            rc = keel__k_get_u64(k, key, &back) == 1 && back == id ? KEEL_OK
+                                                                   : -1;
+        }
+        if (rc < 0) {
+            rc = keel__diag(diag, KEEL_ECORRUPT,
+                            "store/: vat %" PRIu64 ": %s missing or wrong", id,
+                            key);
+        }
+    }
+    return rc;
+}
+
 int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
                      keel_kernel **out, keel_diag *diag)
 {
@@ -780,6 +851,9 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     if (rc == KEEL_OK) {
         rc = load_meta(k, diag);
         k->snap_crank = k->crank;
+    }
+    if (rc == KEEL_OK) {
+        rc = check_state(k, diag);
     }
     if (rc == KEEL_OK) {
         rc = keel__host_new(&k->host, k->o.deterministic);

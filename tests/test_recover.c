@@ -1054,6 +1054,38 @@ START_TEST(test_recover_clist_not_bijection_detected)
 }
 END_TEST
 
+/* K15: opening runs the cheap checks after replay: a vat state that is
+ * neither alive nor terminated, an inverted run queue, a name index that
+ * points elsewhere are refused naming the key (the audit names more). */
+START_TEST(test_recover_open_cheap_checks_refuse_bad_state)
+{
+    static const struct {
+        const char *key, *val, *what;
+    } cases[] = {
+        {"v.1.state", "zombie", "v.1.state"},
+        {"k.rq.head", "999", "run queue bounds"},
+        {"vn.alice", "2", "vn.alice"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        craft c;
+        craft_init(&c);
+        put_str(&c, cases[i].key, cases[i].val);
+        craft_commit(&c, KEEL_WAL_OUT_OF_CRANK, 0);
+        craft_close(&c);
+        keel_kernel_options o;
+        kopts(&o);
+        keel_kernel *k = NULL;
+        keel_diag d = {0};
+        int rc = keel_kernel_open(c.state, &o, &k, &d);
+        ck_assert_msg(rc == KEEL_ECORRUPT, "%s: open gave %s: %s", cases[i].key,
+                      keel_err_name(rc), d.msg);
+        ck_assert_msg(strstr(d.msg, cases[i].what) != NULL, "%s: %s",
+                      cases[i].key, d.msg);
+        craft_free(&c);
+    }
+}
+END_TEST
+
 START_TEST(test_recover_dangling_kref_detected)
 {
     craft c;
@@ -1678,6 +1710,7 @@ Suite *recover_suite(void)
     tcase_add_test(tc, test_recover_message_on_settled_promise_detected);
     tcase_add_test(tc, test_recover_clist_not_bijection_detected);
     tcase_add_test(tc, test_recover_dangling_kref_detected);
+    tcase_add_test(tc, test_recover_open_cheap_checks_refuse_bad_state);
     tcase_add_test(tc, test_recover_non_decider_resolution_detected);
     tcase_add_test(tc, test_recover_double_resolution_detected);
     tcase_add_test(tc, test_recover_wrong_activity_hash_detected);
