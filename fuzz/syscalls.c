@@ -771,7 +771,8 @@ static void op_send(fuzz_run *r)
     if (rk == 1) {
         FUZZ_ASSERT(keel_syscall_alloc_promise(r->sys, res.buf) == KEEL_OK);
         pool_add(r, res.buf);
-        snprintf(r->last_promise, KEEL_VREF_MAX, "%s", res.buf);
+        snprintf(r->last_promise, KEEL_VREF_MAX, "%.*s",
+                 (int)(KEEL_VREF_MAX - 1), res.buf);
         result = res.buf;
     } else if (rk == 2) {
         next_ref(r, &res);
