@@ -8,9 +8,13 @@
  *   included from here:
  *     keel/base.h    what all share: the error table, keel_diag, keel_bytes
  *     keel/wal.h     the write-ahead log (segments, records, writer, reader)
- *     keel/snapshot.h  snapshot files: write, read, verify
+ *     keel/snapshot.h  snapshot files (write, read, verify) and kernel
+ *                    states to and from them (create, restore, roll
+ *                    forward to a point in time)
  *     keel/vat.h     the vat ABI: deliveries and syscalls
- *     keel/kernel.h  the durable kernel: open, boot, step, run, status
+ *     keel/kernel.h  the durable kernel: open, boot, step, run, status,
+ *                    periodic snapshots
+ *     keel/recovery.h  the recovery audit of a state's whole log
  *
  * Errors
  *   Every call returns int: KEEL_OK (0) or a negative KEEL_E* code from the
@@ -45,5 +49,6 @@
 #include "keel/snapshot.h"
 #include "keel/vat.h"
 #include "keel/kernel.h"
+#include "keel/recovery.h"
 
 #endif
