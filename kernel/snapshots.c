@@ -130,7 +130,9 @@ static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
         }
         lsns[n++] = lsn;
     }
-    qsort(lsns, n, sizeof(*lsns), cmp_u64);
+    if (n > 1) {
+        qsort(lsns, n, sizeof(*lsns), cmp_u64);
+    }
     size_t drop = n > k->o.snapshot_keep ? n - k->o.snapshot_keep : 0;
     for (size_t i = 0; i < drop; i++) {
         char path[4096];
