@@ -81,7 +81,7 @@ typedef struct keel_kernel_options {
     uint64_t snapshot_every;
     const char *snapshot_dir;
     uint32_t snapshot_keep;
-    int snapshot_level; /* zstd level; default 3 */
+    int snapshot_level;         /* zstd level; default 3 */
     uint64_t wal_segment_bytes; /* WAL rollover size; 0: the WAL's default
                                    (64 MiB) */
 } keel_kernel_options;
