@@ -49,4 +49,10 @@ struct keel_io {
 /* The plain POSIX table. Static, stateless, shareable. */
 keel_io *keel__io_posix(void);
 
+/* Paths for the fsyncs and renames above, malloc'd (NULL when out of
+ * memory): "dir/name", and the directory holding path ("." when it has
+ * no '/', "/" for a file in the root). */
+char *keel__path_join(const char *dir, const char *name);
+char *keel__path_dir(const char *path);
+
 #endif

@@ -1761,17 +1761,6 @@ void keel__store_options_init(keel__store_options *o)
     o->create = 1;
 }
 
-/* "dir/name" into a malloc'd string, or NULL when out of memory. */
-static char *path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p != NULL) {
-        snprintf(p, n, "%s/%s", dir, name);
-    }
-    return p;
-}
-
 /* Create dir if allowed and absent (its name synced into the parent), and
  * refuse to create a store when not allowed. */
 static int prepare_dir(keel__store *s, int create, keel_diag *diag)
@@ -1780,7 +1769,7 @@ static int prepare_dir(keel__store *s, int create, keel_diag *diag)
     char *parent = NULL;
     char *file = NULL;
     if (create && mkdir(s->dir, 0755) == 0) {
-        parent = path_join(s->dir, "..");
+        parent = keel__path_join(s->dir, "..");
         rc = parent != NULL ? s->io->fsync_dir(s->io, parent) : KEEL_ENOMEM;
         if (rc < 0) {
             keel__diag(diag, rc, "fsync parent of %s: %s", s->dir,
@@ -1788,7 +1777,7 @@ static int prepare_dir(keel__store *s, int create, keel_diag *diag)
             goto out;
         }
     }
-    file = path_join(s->dir, DATA_FILE);
+    file = keel__path_join(s->dir, DATA_FILE);
     if (file == NULL) {
         rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
         goto out;
@@ -1843,7 +1832,7 @@ static int remove_unborn(keel__store *s, const char *dir, keel_diag *diag)
     static const char *const names[] = {DATA_FILE, "lock.mdb"};
     int rc = KEEL_OK;
     for (size_t i = 0; i < 2 && rc == KEEL_OK; i++) {
-        char *f = path_join(dir, names[i]);
+        char *f = keel__path_join(dir, names[i]);
         rc = f == NULL ? KEEL_ENOMEM : s->io->unlink(s->io, f);
         rc = rc == KEEL_ENOENT ? KEEL_OK : rc;
         free(f);
@@ -1869,7 +1858,7 @@ static int create_if_new(keel__store *s, const keel__store_options *o,
                          uint64_t kernel_id, keel_diag *diag)
 {
     int rc = KEEL_OK;
-    char *data = path_join(s->dir, DATA_FILE);
+    char *data = keel__path_join(s->dir, DATA_FILE);
     size_t n = strlen(s->dir) + sizeof(".new");
     char *tmp = malloc(n);
     char *final = s->dir;
@@ -1918,7 +1907,7 @@ static int create_if_new(keel__store *s, const keel__store_options *o,
         }
     }
     if (rc == KEEL_OK) {
-        parent = path_join(final, "..");
+        parent = keel__path_join(final, "..");
         rc = parent != NULL ? s->io->fsync_dir(s->io, parent) : KEEL_ENOMEM;
         if (rc < 0) {
             keel__diag(diag, rc, "fsync parent of %s: %s", final,
@@ -2240,7 +2229,7 @@ int keel__store_view_open(const char *dir, keel__store_view **out,
         goto out;
     }
     v->own = 1;
-    char *data = path_join(dir, DATA_FILE);
+    char *data = keel__path_join(dir, DATA_FILE);
     struct stat st;
     int have = data != NULL && stat(data, &st) == 0;
     free(data);

@@ -69,7 +69,7 @@ static void seg_close(seg_reader *s)
 static int seg_open(seg_reader *s, const char *dir, const char *name,
                     keel_diag *diag)
 {
-    char *path = keel__wal_join(dir, name);
+    char *path = keel__path_join(dir, name);
     int rc = path != NULL ? s->io->open(s->io, path, O_RDONLY, 0, &s->fd)
                           : KEEL_ENOMEM;
     free(path);
@@ -379,8 +379,8 @@ int keel__salvage_plan(const char *state_dir, keel_io *io, keel__salvage *plan,
     p.s.io = io != NULL ? io : keel__io_posix();
     p.s.fd = -1;
     p.plan = plan;
-    char *store = keel__wal_join(state_dir, "store");
-    char *wal = keel__wal_join(state_dir, "wal");
+    char *store = keel__path_join(state_dir, "store");
+    char *wal = keel__path_join(state_dir, "wal");
     int rc = store != NULL && wal != NULL ? KEEL_OK : KEEL_ENOMEM;
     if (rc < 0) {
         keel__diag(diag, rc, "out of memory");
@@ -428,7 +428,7 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
     int fd = -1;
     char *path = NULL;
     io = io != NULL ? io : keel__io_posix();
-    char *wal = keel__wal_join(state_dir, "wal");
+    char *wal = keel__path_join(state_dir, "wal");
     int rc = wal != NULL ? KEEL_OK : KEEL_ENOMEM;
     if (rc < 0) {
         keel__diag(diag, rc, "out of memory");
@@ -466,7 +466,7 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
             break;
         }
         free(path);
-        path = keel__wal_join(wal, segs[j].name);
+        path = keel__path_join(wal, segs[j].name);
         rc = path != NULL ? io->unlink(io, path) : KEEL_ENOMEM;
         if (rc < 0) {
             keel__diag(diag, rc, "wal/%s: unlink: %s", segs[j].name,
@@ -475,7 +475,7 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
     }
     if (rc == KEEL_OK && plan->offset > 0) {
         free(path);
-        path = keel__wal_join(wal, plan->segment);
+        path = keel__path_join(wal, plan->segment);
         rc = path != NULL ? io->open(io, path, O_RDWR, 0, &fd) : KEEL_ENOMEM;
         if (rc == KEEL_OK) {
             rc = io->truncate(io, fd, plan->offset);

@@ -550,19 +550,6 @@ static int writer_invariants_ok(const keel_snapshot_writer *w)
 }
 #endif
 
-/* The directory holding path, for the fsync after the rename. */
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        return strdup(".");
-    }
-    if (slash == path) {
-        return strdup("/");
-    }
-    return strndup(path, (size_t)(slash - path));
-}
-
 /*
  * Compress raw[0, len) (entries of table `table`) and write it as a frame
  * at w->off. @return KEEL_OK, or the error with *what and *at saying what
@@ -782,7 +769,7 @@ int keel_snapshot_writer_open(const char *path,
     size_t plen = strlen(path);
     w->path = strdup(path);
     w->tmp = malloc(plen + sizeof(".tmp"));
-    w->dir = dir_of(path);
+    w->dir = keel__path_dir(path);
     w->fh = XXH3_createState();
     if (w->path == NULL || w->tmp == NULL || w->dir == NULL || w->fh == NULL ||
         reserve_frame(w, o.frame_bytes, NULL) < 0) {

@@ -159,32 +159,6 @@ void keel_snapshot_restore_options_init(keel_snapshot_restore_options *o)
     memset(o, 0, sizeof(*o));
 }
 
-static char *join(const char *a, const char *b)
-{
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p != NULL) {
-        snprintf(p, n, "%s/%s", a, b);
-    }
-    return p;
-}
-
-static char *parent_of(const char *path)
-{
-    char *p = strdup(path);
-    if (p != NULL) {
-        char *slash = strrchr(p, '/');
-        if (slash == NULL) {
-            strcpy(p, ".");
-        } else if (slash == p) {
-            p[1] = '\0';
-        } else {
-            *slash = '\0';
-        }
-    }
-    return p;
-}
-
 /* Load the snapshot's entries into the new store (SS4: check them against
  * the manifest on the way). */
 static int load_entries(keel_snapshot_reader *r, const keel_snapshot_info *si,
@@ -325,8 +299,8 @@ static int build(keel_snapshot_reader *r, const char *path, const char *dir,
     keel_wal *w = NULL;
     keel_diag d = {0};
     const keel_snapshot_info *si = &rep->snapshot;
-    char *store = join(dir, "store");
-    char *wal = join(dir, "wal");
+    char *store = keel__path_join(dir, "store");
+    char *wal = keel__path_join(dir, "wal");
     int rc = store != NULL && wal != NULL ? KEEL_OK : KEEL_ENOMEM;
     if (rc < 0) {
         keel__diag(diag, rc, "out of memory");
@@ -408,11 +382,11 @@ static void remove_tree(const char *dir)
 {
     const char *subs[] = {"store", "wal"};
     for (size_t i = 0; i < 2; i++) {
-        char *sub = join(dir, subs[i]);
+        char *sub = keel__path_join(dir, subs[i]);
         DIR *dh = sub != NULL ? opendir(sub) : NULL;
         struct dirent *e;
         while (dh != NULL && (e = readdir(dh)) != NULL) {
-            char *f = join(sub, e->d_name);
+            char *f = keel__path_join(sub, e->d_name);
             if (f != NULL && e->d_name[0] != '.') {
                 unlink(f);
             }
@@ -470,7 +444,7 @@ int keel_snapshot_restore(const char *path, const char *new_state,
     }
     size_t n = strlen(new_state) + sizeof(".restoring");
     tmp = malloc(n);
-    parent = parent_of(new_state);
+    parent = keel__path_dir(new_state);
     if (tmp == NULL || parent == NULL) {
         rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
         goto out;

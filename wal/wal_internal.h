@@ -25,7 +25,4 @@ typedef struct keel__wal_seg {
 int keel__wal_list(const char *dir, keel__wal_seg **segs, size_t *n,
                    keel_diag *diag);
 
-/* "dir/name" into a malloc'd string, or NULL when out of memory. */
-char *keel__wal_join(const char *dir, const char *name);
-
 #endif

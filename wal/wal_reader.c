@@ -70,16 +70,6 @@ struct keel_wal_reader {
     keel_wal_tail tail;
 };
 
-char *keel__wal_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p != NULL) {
-        snprintf(p, n, "%s/%s", dir, name);
-    }
-    return p;
-}
-
 static int seg_cmp(const void *a, const void *b)
 {
     const keel__wal_seg *x = a, *y = b;
@@ -243,7 +233,7 @@ static void close_seg(keel_wal_reader *r)
 static int open_seg(keel_wal_reader *r, size_t i, keel_diag *diag)
 {
     const char *name = r->segs[i].name;
-    char *path = keel__wal_join(r->dir, name);
+    char *path = keel__path_join(r->dir, name);
     if (path == NULL) {
         return fail(r, KEEL_ENOMEM, diag, "%s: out of memory", name);
     }

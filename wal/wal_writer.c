@@ -372,8 +372,8 @@ static int new_segment(keel_wal *w, uint64_t first_lsn, keel_diag *diag)
     char tmpname[KEEL_WAL_SEG_NAME_BYTES + 4];
     keel__wal_seg_name(name, first_lsn);
     snprintf(tmpname, sizeof(tmpname), "%s.tmp", name);
-    char *path = keel__wal_join(w->dir, name);
-    char *tmp = keel__wal_join(w->dir, tmpname);
+    char *path = keel__path_join(w->dir, name);
+    char *tmp = keel__path_join(w->dir, tmpname);
     int fd = -1;
     int rc = KEEL_OK;
     const char *what = "create";
@@ -611,7 +611,7 @@ int keel_wal_retire(keel_wal *w, uint64_t before_lsn, uint64_t *removed,
     }
     /* Oldest first, so a crash part-way leaves a contiguous suffix. */
     while (n + 1 < w->nsegs && w->segs[n + 1].first_lsn <= before_lsn) {
-        char *path = keel__wal_join(w->dir, w->segs[n].name);
+        char *path = keel__path_join(w->dir, w->segs[n].name);
         if (path == NULL) {
             rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
             break;
@@ -657,7 +657,7 @@ static int remove_stale(keel_wal *w, keel_diag *diag)
         if (n < 8 || strcmp(e->d_name + n - 8, ".seg.tmp") != 0) {
             continue;
         }
-        char *path = keel__wal_join(w->dir, e->d_name);
+        char *path = keel__path_join(w->dir, e->d_name);
         if (path == NULL) {
             rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
             break;
@@ -721,7 +721,7 @@ static int resume(keel_wal *w, const keel_wal_tail *tail,
                   keel_wal_open_info *info, keel_diag *diag)
 {
     const char *name = tail->segment;
-    char *path = keel__wal_join(w->dir, name);
+    char *path = keel__path_join(w->dir, name);
     if (path == NULL) {
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
@@ -860,7 +860,7 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
         if (rc == KEEL_OK) {
             /* A new log: make the directory's own name durable too, even
              * when an earlier attempt created it and crashed (W5). */
-            char *parent = keel__wal_join(dir, "..");
+            char *parent = keel__path_join(dir, "..");
             rc = parent != NULL ? w->io->fsync_dir(w->io, parent) : KEEL_ENOMEM;
             free(parent);
             if (rc < 0) {
