@@ -174,13 +174,18 @@ int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag)
     char path[4096];
     snprintf(path, sizeof(path), "%s/%020" PRIu64 SNAP_SUFFIX, k->snap_dir,
              keel__store_checkpoint_lsn(k->store));
-    /* First prune: it also removes a `.tmp` a crash left (the writer
-     * refuses to start over one). */
-    uint64_t oldest = 0;
-    rc = prune(k, io, &oldest, diag);
-    if (rc == KEEL_OK && access(path, F_OK) != 0) {
+    /* A `.tmp` of this name is one a crash left at this LSN (the state
+     * lock says nobody else writes here, KS4); the writer refuses to start
+     * over it. prune() removes any other. */
+    char tmp[4096 + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (access(tmp, F_OK) == 0 && (rc = io->unlink(io, tmp)) < 0) {
+        return keel__diag(diag, rc, "%s: %s", tmp, keel_strerror(rc));
+    }
+    if (access(path, F_OK) != 0) {
         rc = keel_kernel_snapshot(k, path, NULL, diag);
     }
+    uint64_t oldest = 0;
     if (rc == KEEL_OK) {
         rc = prune(k, io, &oldest, diag);
     }
