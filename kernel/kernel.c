@@ -13,9 +13,11 @@
  *       h_n = xxh3_64(h_{n-1} LE ‖ kind ‖ crank LE ‖ ops), where ops is the
  *       canonical encoding of the write-set without the k.hash entry; the
  *       new hash is then written in the same transaction.
- *   K13 After a storage error (WAL append, store apply) the kernel is
- *       FAILED: every later call returns KEEL_EFAILED until close + reopen,
- *       which recovers from the WAL.
+ *   K13 After a storage error (WAL append, store apply, a checkpoint: a
+ *       store full at its ceiling, store_max_bytes, or a disk out of room
+ *       included) the kernel is FAILED: every later call returns
+ *       KEEL_EFAILED until close + reopen, which recovers from the WAL;
+ *       the store's messages name store/data.mdb.
  *   K14 On open, every WAL record after the store's applied LSN is
  *       replayed, in order, with no gap; a store ahead of its WAL is
  *       refused (KEEL_ECORRUPT).
@@ -134,6 +136,16 @@ static int parse_crash_point(keel_kernel *k, const char *s, keel_diag *diag)
 bad:
     return keel__diag(diag, KEEL_EINVAL,
                       "crash point \"%s\": expected EVENT[/KIND]:N", s);
+}
+
+/* Name the store's file in a diag from the store ("data.mdb: ..." becomes
+ * "store/data.mdb: ..."). */
+static void store_diag(keel_diag *d)
+{
+    keel_diag o = *d;
+    if (strncmp(o.msg, "data.mdb", 8) == 0) {
+        keel__diag(d, o.code, "store/%s", o.msg);
+    }
 }
 
 /* Remember the first storage diag as the kernel's failure (K13). */
@@ -277,6 +289,9 @@ int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
         keel__k_crash_point(k, CRASH_CKPT_BEFORE, 0);
         rc = keel__store_checkpoint(k->store, &d);
         keel__k_crash_point(k, CRASH_CKPT_AFTER, 0);
+        if (rc < 0) {
+            store_diag(&d); /* K13: a store full or out of disk */
+        }
     }
     if (rc < 0) {
         fail_with(k, rc, &d);
@@ -590,6 +605,11 @@ int keel__k_replay(keel__store *s, const char *wal_dir, keel_io *io,
         if (rc == KEEL_OK &&
             keel__store_pending_bytes(s) >= REPLAY_CHECKPOINT_BYTES) {
             rc = keel__store_checkpoint(s, &ad);
+            if (rc < 0) { /* the store's fault, not the record's */
+                *diag = ad;
+                store_diag(diag);
+                break;
+            }
         }
         if (rc < 0) {
             keel__diag(diag, rc,
@@ -816,6 +836,9 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         keel__store_options so;
         keel__store_options_init(&so);
         so.create = k->o.create;
+        if (k->o.store_max_bytes != 0) {
+            so.map_max_bytes = k->o.store_max_bytes;
+        }
         rc = keel__store_open(dir_store, &so, 0, &k->store, diag);
     }
     free(dir_store);

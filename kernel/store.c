@@ -51,6 +51,19 @@
  *   ST10 A store directory holds a data.mdb only once its tables were
  *        created and committed: a new store is built in `<dir>.new` and
  *        renamed (create_if_new), so no crash leaves a half-made one.
+ *   ST11 The map starts at min(map_bytes, map_max) (LMDB raises it to
+ *        what data.mdb holds) and changes only in a checkpoint that got
+ *        MDB_MAP_FULL, with no transaction open in this process: the
+ *        failed transaction is aborted (the disk and the overlay are as
+ *        before it), the map grows by KEEL__STORE_MAP_GROWTH to at most
+ *        map_max, the table handles are opened again in a new
+ *        transaction, and the whole overlay is written again. A map
+ *        already at map_max fails the checkpoint (KEEL_ENOSPC "store
+ *        full", ST6); so does a write the disk refuses, with a message that
+ *        says which limit was hit.
+ *   ST12 Reader slots of dead processes are cleared (mdb_reader_check) at
+ *        every open of a store or a view and at every checkpoint, so a
+ *        reader killed mid-snapshot pins no pages for longer than that.
  *
  * States (the function behind each transition):
  *
@@ -63,10 +76,11 @@
  *   |         |  |      (write-set merged into the overlay)
  *   |         |  +-- apply_encoded(lsn) --> READY (merged likewise)
  *   |         +----- checkpoint(): overlay into txn, commit (full sync),
- *   |                begin, overlay emptied --> READY
+ *   |                begin, overlay emptied --> READY (map full: abort,
+ *   |                grow the map, begin, write the overlay again; ST11)
  *   |
  *   |  no memory in ws_apply / apply_encoded; any LMDB write error in
- *   |  checkpoint
+ *   |  checkpoint, a full map at its ceiling included
  *   +--------------------------------------------------------> FAILED
  *                       (every call: KEEL_EFAILED; close() from any state)
  *
@@ -97,7 +111,9 @@
 #include <sys/random.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -174,11 +190,14 @@ struct keel__store {
     keel_diag fail_diag;
 
     int ws_open;
-    kv_map ws;           /* the open write-set (ST4) */
-    size_t ws_enc_bytes; /* exact encoded length of the open write-set */
-    kv_map ov;           /* the overlay (ST9) */
-    uint64_t load_bytes; /* bulk load: bytes since the last commit */
-    int bulk;            /* keel__store_options.bulk */
+    kv_map ws;                /* the open write-set (ST4) */
+    size_t ws_enc_bytes;      /* exact encoded length of the open write-set */
+    kv_map ov;                /* the overlay (ST9) */
+    uint64_t load_bytes;      /* bulk load: bytes since the last commit */
+    int bulk;                 /* keel__store_options.bulk */
+    uint64_t readers_cleared; /* ST12: stale reader slots cleared */
+    uint64_t map_max;         /* ST11: the ceiling, a multiple of pages */
+    uint32_t page_bytes;      /* LMDB's page size */
 };
 
 /* ---------------------------------------------------------------------
@@ -221,9 +240,7 @@ static int lmdb_error(MDB_env *env, int mrc, const char *what, keel_diag *diag)
     if (mrc == MDB_MAP_FULL) {
         MDB_envinfo info;
         mdb_env_info(env, &info);
-        keel__diag(diag, rc,
-                   DATA_FILE ": %s: map full (map size %zu bytes); reopen "
-                             "with a larger map size",
+        keel__diag(diag, rc, DATA_FILE ": %s: map full (map size %zu bytes)",
                    what, info.me_mapsize);
     } else if (mrc == MDB_TXN_FULL) {
         keel__diag(diag, rc,
@@ -1573,6 +1590,121 @@ static void ov_clear(keel__store *s)
     map_reset(m);
 }
 
+/* Bytes for messages: "64 MiB", "1.5 GiB", "300 KiB", "100 bytes". */
+static const char *human_bytes(uint64_t n, char *buf, size_t cap)
+{
+    static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0) {
+        snprintf(buf, cap, "%" PRIu64 " bytes", n);
+    } else {
+        snprintf(buf, cap, v == (double)(uint64_t)v ? "%.0f %s" : "%.1f %s", v,
+                 units[u]);
+    }
+    return buf;
+}
+
+/* ST12: clear the reader slots of dead processes (a `keel snapshot create`
+ * killed mid-read), which would otherwise pin the pages of their snapshot
+ * for good: LMDB never reuses a page a reader may see, so data.mdb would
+ * only grow. Best effort: a failure leaves the slots, no more. */
+static uint64_t reader_check(MDB_env *env)
+{
+    int dead = 0;
+    return mdb_reader_check(env, &dead) == MDB_SUCCESS && dead > 0
+               ? (uint64_t)dead
+               : 0;
+}
+
+/*
+ * ST11: the map filled. No transaction may be open in this process while
+ * the map is resized (LMDB's rule for mdb_env_set_mapsize): the caller has
+ * aborted the write transaction. Double the map, at most to the ceiling.
+ * @return KEEL_OK (grown: begin a transaction and redo the work), or
+ *         KEEL_ENOSPC at the ceiling ("store full ..."), or LMDB's error.
+ */
+static int grow_map(keel__store *s, const char *what, keel_diag *diag)
+{
+    KEEL_ASSERT(s->txn == NULL);
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    uint64_t cur = info.me_mapsize;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t next = cur > s->map_max / KEEL__STORE_MAP_GROWTH
+                        ? s->map_max
+                        : cur * KEEL__STORE_MAP_GROWTH;
+    next -= next % page;
+    if (next <= cur) {
+        char h[32];
+        return keel__diag(
+            diag, KEEL_ENOSPC,
+            DATA_FILE ": %s: store full: the map is at its size limit of %s "
+                      "(%" PRIu64 " bytes) and needs more; restart with a "
+                      "larger limit (keel run --store-max): nothing "
+                      "acknowledged is lost, the log replays",
+            what, human_bytes(s->map_max, h, sizeof(h)), s->map_max);
+    }
+    int mrc = mdb_env_set_mapsize(s->env, (size_t)next);
+    return mrc != MDB_SUCCESS ? lmdb_error(s->env, mrc, "grow map", diag)
+                              : KEEL_OK;
+}
+
+/*
+ * The message for a failed write into data.mdb (put, commit): out of room
+ * (the disk, a quota, the file size limit) says which and what to do.
+ * LMDB reports a short write as EIO, and a write that crosses a full disk
+ * or RLIMIT_FSIZE is a short one: EIO is explained by the file's size
+ * against the limit, and by the file system's free space.
+ */
+static int write_error(keel__store *s, int mrc, const char *what,
+                       keel_diag *diag)
+{
+    static const char *const after = "; nothing acknowledged is lost: "
+                                     "the log replays on restart";
+    int fd = -1;
+    struct stat st;
+    struct rlimit rl;
+    struct statvfs vfs;
+    char h[32];
+    char h2[32];
+    int have_st =
+        mdb_env_get_fd(s->env, &fd) == MDB_SUCCESS && fstat(fd, &st) == 0;
+    int at_fsize = have_st && getrlimit(RLIMIT_FSIZE, &rl) == 0 &&
+                   rl.rlim_cur != RLIM_INFINITY &&
+                   (uint64_t)st.st_size + 2 * (uint64_t)s->page_bytes >=
+                       (uint64_t)rl.rlim_cur;
+    int disk_full =
+        have_st && fstatvfs(fd, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < 64 * (uint64_t)s->page_bytes;
+    if (mrc == EFBIG || (mrc == EIO && at_fsize)) {
+        return keel__diag(
+            diag, KEEL_ENOSPC,
+            DATA_FILE ": %s: %s: data.mdb is %s, at the file size limit of "
+                      "%s (RLIMIT_FSIZE, ulimit -f); raise it and restart%s",
+            what, mrc == EFBIG ? "file too large" : "short write",
+            human_bytes(have_st ? (uint64_t)st.st_size : 0, h, sizeof(h)),
+            at_fsize ? human_bytes((uint64_t)rl.rlim_cur, h2, sizeof(h2))
+                     : "the file system's",
+            after);
+    }
+    if (mrc == ENOSPC || mrc == EDQUOT || (mrc == EIO && disk_full)) {
+        return keel__diag(diag, KEEL_ENOSPC,
+                          DATA_FILE ": %s: %s: the file system holding the "
+                                    "store is full; free space and restart%s",
+                          what,
+                          mrc == EDQUOT   ? "disk quota exceeded"
+                          : mrc == ENOSPC ? "no space left on device"
+                                          : "short write",
+                          after);
+    }
+    return lmdb_error(s->env, mrc, what, diag);
+}
+
 int keel__store_checkpoint(keel__store *s, keel_diag *diag)
 {
     int rc = check_failed(s, diag);
@@ -1583,22 +1715,60 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(ov_invariants_ok(s));
 #endif
-    /* ST1: the first writes into the transaction since it began. */
-    int mrc = flush_walk(s, s->ov.root);
-    if (mrc == MDB_SUCCESS) {
-        mrc = meta_put_u64(s, "applied_lsn", s->applied_lsn); /* ST2 */
+    s->readers_cleared += reader_check(s->env); /* ST12 */
+    const char *what = "checkpoint";
+    int mrc;
+    for (;;) {
+        /* ST1: the first writes into the transaction since it began. */
+        mrc = flush_walk(s, s->ov.root);
+        if (mrc == MDB_SUCCESS) {
+            mrc = meta_put_u64(s, "applied_lsn", s->applied_lsn); /* ST2 */
+        }
+        if (mrc == MDB_SUCCESS) {
+            what = "commit";
+            mrc = mdb_txn_commit(s->txn); /* full sync (ST1) */
+            s->txn = NULL;                /* gone, committed or not */
+        }
+        if (mrc != MDB_MAP_FULL) {
+            break;
+        }
+        /* ST11: the overlay is intact (a checkpoint only reads it) and
+         * the disk holds the last checkpoint: drop what was written,
+         * grow the map, and write it all again. */
+        if (s->txn != NULL) {
+            mdb_txn_abort(s->txn);
+            s->txn = NULL;
+        }
+        s->readers_cleared += reader_check(s->env);
+        rc = grow_map(s, what, diag);
+        if (rc == KEEL_OK) {
+            rc = begin_txn(s, diag);
+        }
+        if (rc == KEEL_OK) {
+            /* Table handles opened in a transaction that never committed
+             * (the first since open) went with its abort. */
+            mrc = mdb_dbi_open(s->txn, "data", 0, &s->data_dbi);
+            mrc = mrc == MDB_SUCCESS
+                      ? mdb_dbi_open(s->txn, "meta", 0, &s->meta_dbi)
+                      : mrc;
+            rc = mrc == MDB_SUCCESS
+                     ? KEEL_OK
+                     : lmdb_error(s->env, mrc, "open tables", diag);
+        }
+        if (rc < 0) {
+            rc = set_failed(s, rc, diag); /* ST6 */
+            goto out;
+        }
+        what = "checkpoint";
     }
     if (mrc != MDB_SUCCESS) {
-        /* ST6: the transaction now holds part of the overlay. */
-        rc = set_failed(s, lmdb_error(s->env, mrc, "checkpoint", diag), diag);
+        /* ST6: the transaction holds part of the overlay, or is gone. */
+        rc = set_failed(s, write_error(s, mrc, what, diag), diag);
         goto out;
     }
-    rc = commit_txn(s, diag);
-    if (rc == KEEL_OK) {
-        s->ckpt_lsn = s->applied_lsn;
-        ov_clear(s);
-        rc = begin_txn(s, diag);
-    }
+    s->ckpt_lsn = s->applied_lsn;
+    ov_clear(s);
+    rc = begin_txn(s, diag);
     if (rc < 0) {
         rc = set_failed(s, rc, diag); /* ST6: no transaction to write to */
     }
@@ -1758,6 +1928,7 @@ void keel__store_options_init(keel__store_options *o)
 {
     memset(o, 0, sizeof(*o));
     o->map_bytes = KEEL__STORE_DEFAULT_MAP_BYTES;
+    o->map_max_bytes = KEEL__STORE_DEFAULT_MAX_BYTES;
     o->create = 1;
 }
 
@@ -1961,10 +2132,20 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
         rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
         goto out;
     }
-    if (o.map_bytes == 0) {
-        rc = keel__diag(diag, KEEL_EINVAL, "store map size 0");
+    if (o.map_bytes == 0 || o.map_max_bytes == 0) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "store map size %" PRIu64 ", ceiling %" PRIu64
+                        ": both must be > 0",
+                        o.map_bytes, o.map_max_bytes);
         goto out;
     }
+    /* ST11: whole pages, no more than size_t holds, and the map starts no
+     * larger than its ceiling. */
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    s->map_max = o.map_max_bytes < SIZE_MAX ? o.map_max_bytes : SIZE_MAX;
+    s->map_max -= s->map_max % page;
+    s->map_max = s->map_max < page ? page : s->map_max;
+    o.map_bytes = o.map_bytes < s->map_max ? o.map_bytes : s->map_max;
     if (o.create) {
         rc = create_if_new(s, &o, kernel_id, diag);
         if (rc < 0) {
@@ -1979,6 +2160,10 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     if (rc < 0) {
         goto out;
     }
+    MDB_stat est;
+    s->page_bytes = mdb_env_stat(s->env, &est) == MDB_SUCCESS ? est.ms_psize
+                                                              : (uint32_t)page;
+    s->readers_cleared = reader_check(s->env); /* ST12 */
     rc = begin_txn(s, diag);
     if (rc == KEEL_OK) {
         rc = open_tables(s, o.create, kernel_id, diag);
@@ -2037,6 +2222,32 @@ uint64_t keel__store_pending_bytes(const keel__store *s)
 int keel__store_failed(const keel__store *s)
 {
     return s->failed;
+}
+
+uint64_t keel__store_map_bytes(const keel__store *s)
+{
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    return info.me_mapsize;
+}
+
+/* mdb_reader_list's callback: count the lines that name a reader. */
+static int count_reader(const char *msg, void *arg)
+{
+    uint32_t *n = arg;
+    if (strncmp(msg, "    pid", 7) != 0 && msg[0] != '(') {
+        (*n)++;
+    }
+    return 0;
+}
+
+int keel__store_readers(keel__store *s, uint32_t *slots, uint64_t *cleared,
+                        keel_diag *diag)
+{
+    *slots = 0;
+    *cleared = s->readers_cleared;
+    int mrc = mdb_reader_list(s->env, count_reader, slots);
+    return mrc < 0 ? lmdb_error(s->env, mrc, "reader list", diag) : KEEL_OK;
 }
 
 /* ---------------------------------------------------------------------
@@ -2151,6 +2362,7 @@ struct keel__store_view {
     XXH3_state_t *hash;
     uint64_t kernel_id;
     uint64_t lsn;
+    uint64_t readers_cleared; /* ST12 */
 };
 
 void keel__store_view_close(keel__store_view *v)
@@ -2243,20 +2455,28 @@ int keel__store_view_open(const char *dir, keel__store_view **out,
         rc = lmdb_error(NULL, mrc, "create environment", diag);
         goto out;
     }
+    /* No map size: LMDB maps what the writer last committed (ST11). */
     mrc = mdb_env_set_maxdbs(v->env, 2);
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_env_set_mapsize(v->env, KEEL__STORE_DEFAULT_MAP_BYTES);
-    }
     if (mrc == MDB_SUCCESS) {
         /* A reader beside a running kernel: it sees the last committed
          * checkpoint and never blocks the kernel's writer. */
         mrc = mdb_env_open(v->env, dir, MDB_RDONLY, 0644);
     }
     if (mrc == MDB_SUCCESS) {
+        v->readers_cleared = reader_check(v->env); /* ST12 */
+    }
+    /* A kernel that grew the map after our open makes the first try
+     * MDB_MAP_RESIZED: adopt its size (0) and begin again. */
+    for (int tries = 0; mrc == MDB_SUCCESS || mrc == MDB_MAP_RESIZED; tries++) {
         mrc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &v->txn);
         if (mrc != MDB_SUCCESS) {
             v->txn = NULL;
         }
+        if (mrc != MDB_MAP_RESIZED || tries == 8) {
+            break;
+        }
+        mrc = mdb_env_set_mapsize(v->env, 0);
+        mrc = mrc == MDB_SUCCESS ? MDB_MAP_RESIZED : mrc;
     }
     if (mrc == MDB_SUCCESS) {
         mrc = mdb_dbi_open(v->txn, "meta", 0, &v->meta_dbi);
@@ -2319,6 +2539,11 @@ uint64_t keel__store_view_kernel_id(const keel__store_view *v)
 uint64_t keel__store_view_lsn(const keel__store_view *v)
 {
     return v->lsn;
+}
+
+uint64_t keel__store_view_readers_cleared(const keel__store_view *v)
+{
+    return v->readers_cleared;
 }
 
 int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,

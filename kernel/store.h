@@ -89,18 +89,46 @@
  *   disk. Not MDB_NOTLS: the store never opens a read-only transaction (all
  *   reads go through the write transaction, which holds exactly the last
  *   checkpoint between checkpoints), so reader-slot ownership by thread
- *   never arises. The map size is only an address-space reservation:
- *   data.mdb is sparse and grows as pages are written, so the 4 GiB default
- *   costs nothing on disk; it may differ from one open to the next.
+ *   never arises.
+ *
+ * Map size
+ *   LMDB's map is an address-space reservation (data.mdb grows only as
+ *   pages are written, never past the map) and also the most data.mdb may
+ *   hold. A store opens with map_bytes (default 1 GiB; LMDB raises it to
+ *   what data.mdb already holds) and, when a checkpoint fills it
+ *   (MDB_MAP_FULL), grows it by KEEL__STORE_MAP_GROWTH, never past
+ *   map_max_bytes (default 1 TiB; the kernel's store_max_bytes, `keel run
+ *   --store-max`): the checkpoint aborts its transaction (LMDB resizes a
+ *   map only while this process has no transaction open), resizes, and
+ *   writes the whole overlay again into a new one (ST11). At the ceiling
+ *   the checkpoint fails, KEEL_ENOSPC "store full", and so does a write
+ *   the disk refuses (ENOSPC, EDQUOT, EFBIG past RLIMIT_FSIZE, or the short
+ *   write LMDB reports as EIO when one of them cuts a write in two, told
+ *   apart by the file's size and the file system's free space): either
+ *   way the disk holds the last checkpoint and the WAL the rest, so a
+ *   reopen with more room replays it. A view in another process maps what
+ *   the writer last committed, and adopts a map grown since
+ *   (MDB_MAP_RESIZED).
+ *
+ * Reader slots
+ *   Every LMDB read transaction (a view) holds a slot in lock.mdb until it
+ *   ends; a process killed inside one (a `keel snapshot create` killed
+ *   mid-read) leaves it, and while other processes keep the environment
+ *   open LMDB itself never clears it: the writer then never reuses the
+ *   pages that reader could see, and data.mdb only grows. Opening a store
+ *   or a view, and every checkpoint, clears the slots of dead processes
+ *   (mdb_reader_check; ST12).
  *
  * Errors
  *   KEEL_ECORRUPT for bad stored bytes or a bad encoded payload (never an
  *   assert); KEEL_EVERSION for a store of a newer format; KEEL_ENOSPC when
- *   the map is full; KEEL_EFAILED once the store is FAILED (no memory to
+ *   the store is full (the map at its ceiling, the disk, a quota or the
+ *   file size limit: the message says which and how to make room);
+ *   KEEL_EFAILED once the store is FAILED (no memory to
  *   merge a write-set into the overlay, or any error while a checkpoint
  *   writes to LMDB: the overlay may lack a write-set the WAL holds, the
  *   transaction may hold part of the overlay, and neither may be used
- *   again). Applying touches only memory, so a full map and LMDB's I/O
+ *   again). Applying touches only memory, so a full store and LMDB's I/O
  *   errors are reported by the checkpoint, not by the apply that caused
  *   them. Diags name the file relative to the store directory
  *   ("data.mdb"), the key in printable form (bytes outside 0x20..0x7e, and
@@ -144,9 +172,14 @@
 /* The store format this code writes and the newest it reads. */
 #define KEEL__STORE_FORMAT 1u
 /* LMDB's compile-time key limit (checked against the library on open). */
-#define KEEL__STORE_MAX_KEY_BYTES     511u
-#define KEEL__STORE_MAX_VALUE_BYTES   (16u * 1024 * 1024)
-#define KEEL__STORE_DEFAULT_MAP_BYTES (4ull * 1024 * 1024 * 1024)
+#define KEEL__STORE_MAX_KEY_BYTES   511u
+#define KEEL__STORE_MAX_VALUE_BYTES (16u * 1024 * 1024)
+/* The LMDB map a store opens with, and the ceiling it may grow to (see
+ * "Map size" above). */
+#define KEEL__STORE_DEFAULT_MAP_BYTES (1ull << 30)
+#define KEEL__STORE_DEFAULT_MAX_BYTES (1ull << 40)
+/* The map doubles when it fills, up to the ceiling. */
+#define KEEL__STORE_MAP_GROWTH 2u
 /* The bytes a checksum adds to every stored value. */
 #define KEEL__STORE_CHECKSUM_BYTES 8u
 
@@ -160,15 +193,20 @@ typedef struct keel__store keel__store;
 struct keel_io; /* common/io.h */
 
 typedef struct keel__store_options {
-    struct keel_io *io; /* directory fsyncs on creation; NULL: POSIX */
-    uint64_t map_bytes; /* LMDB map size; default 4 GiB (sparse) */
-    int create;         /* 1 (default): create the directory and an empty
-                           store when absent */
-    int bulk;           /* 1: a store a restore builds, seen by nobody
-                           before keel__store_load_finish() returns: its
-                           commits are not synced (MDB_NOSYNC), and
-                           load_finish syncs everything. Never for a
-                           kernel. */
+    struct keel_io *io;     /* directory fsyncs on creation; NULL: POSIX */
+    uint64_t map_bytes;     /* LMDB map to open with (at least what the
+                               store already holds; at most map_max_bytes);
+                               default 1 GiB (an address-space reservation) */
+    uint64_t map_max_bytes; /* the ceiling the map may grow to: data.mdb
+                               never exceeds it; default 1 TiB (`keel run
+                               --store-max`) */
+    int create;             /* 1 (default): create the directory and an empty
+                               store when absent */
+    int bulk;               /* 1: a store a restore builds, seen by nobody
+                               before keel__store_load_finish() returns: its
+                               commits are not synced (MDB_NOSYNC), and
+                               load_finish syncs everything. Never for a
+                               kernel. */
 } keel__store_options;
 
 /* Fill o with the defaults above. */
@@ -217,6 +255,17 @@ uint64_t keel__store_checkpoint_lsn(const keel__store *s);
 uint64_t keel__store_pending_bytes(const keel__store *s);
 /* 0, or the error that made the store FAILED (ST6). */
 int keel__store_failed(const keel__store *s);
+/* The LMDB map's current size in bytes: the open size, grown by every
+ * checkpoint that filled it (ST11). */
+uint64_t keel__store_map_bytes(const keel__store *s);
+/*
+ * LMDB's reader table (ST12): *slots, the reader slots in use now by any
+ * process (mdb_reader_list), and *cleared, the stale slots of dead
+ * processes this store has cleared since it opened (mdb_reader_check, run
+ * at open and at every checkpoint). @return KEEL_OK, or KEEL_EIO.
+ */
+int keel__store_readers(keel__store *s, uint32_t *slots, uint64_t *cleared,
+                        keel_diag *diag);
 
 /*
  * Open a write-set: from here until ws_abort/ws_apply, ws_put/ws_delete
@@ -332,7 +381,9 @@ int keel__store_count_prefix(keel__store *s, const void *prefix,
  * nothing was applied since the last checkpoint. Asserts no write-set is
  * open. The caller must first have the WAL durable up to
  * keel__store_applied_lsn().
- * @return KEEL_OK; KEEL_ENOSPC (map full: "map full", or too many pages
+ * A map that fills is grown and the checkpoint redone (see "Map size").
+ * @return KEEL_OK; KEEL_ENOSPC ("store full" at the map's ceiling, the
+ *         disk, a quota or the file size limit, or too many pages
  *         dirtied: "write transaction full"), KEEL_EIO, KEEL_ENOMEM: the
  *         store is now FAILED (ST6) and the disk still holds the previous
  *         checkpoint; KEEL_EFAILED. Blocks; fsyncs; its time and LMDB's
@@ -362,7 +413,8 @@ int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag);
  * (each checksum checked).
  *   keel__store_view_open(dir): from any process, while a kernel runs on
  *       the store (an LMDB read transaction: it never blocks the kernel,
- *       and sees exactly the checkpoint committed when it began). Not in
+ *       and sees exactly the checkpoint committed when it began; it first
+ *       clears the reader slots of dead processes). Not in
  *       a process that has the same store open (LMDB forbids opening one
  *       environment twice in a process).
  *   keel__store_view_of(s): over an open store with nothing applied since
@@ -381,6 +433,9 @@ int keel__store_view_of(keel__store *s, keel__store_view **out,
                         keel_diag *diag);
 uint64_t keel__store_view_kernel_id(const keel__store_view *v);
 uint64_t keel__store_view_lsn(const keel__store_view *v);
+/* Stale reader slots (of dead processes) view_open cleared (ST12); 0 for
+ * a view_of. */
+uint64_t keel__store_view_readers_cleared(const keel__store_view *v);
 int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,
                          keel_bytes *value, keel_diag *diag);
 int keel__store_view_next(keel__store_view *v, keel_bytes *key,

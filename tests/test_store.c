@@ -7,8 +7,12 @@
  * next_key against a reference model (also with frequent checkpoints,
  * reopens and replayed encodings), the encoded write-set (layout, round
  * trip, every malformed kind), the per-value checksum against bytes
- * flipped inside data.mdb, the meta table (format version, kernel id) and
- * the sticky FAILED state after a full map (reported by the checkpoint).
+ * flipped inside data.mdb, the meta table (format version, kernel id),
+ * the sticky FAILED state after a full map (reported by the checkpoint),
+ * the map growing from a tiny one up to its ceiling, stale reader slots of
+ * killed readers, and, through a kernel and `keel run --store-max`, a
+ * store that reaches its ceiling or a real file size limit (RLIMIT_FSIZE
+ * in a child) failing cleanly and recovering to an uninterrupted run.
  *
  * The reference model is a sorted array of (key, value) with linear-scan
  * queries: slow and obviously right. Random tests print their seed (and
@@ -22,13 +26,16 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <xxhash.h>
 
 #include "common/diag.h"
 #include "kernel/store.h"
+#include "keel/kernel.h"
 #include "tests/testutil.h"
 
 Suite *store_suite(void);
@@ -70,6 +77,21 @@ static keel__store *open_map(const char *dir, uint64_t kid, uint64_t map)
 static keel__store *open_ok(const char *dir)
 {
     return open_map(dir, KID, 0);
+}
+
+/* Open with an initial map and a ceiling (0: the defaults). */
+static keel__store *open_limits(const char *dir, uint64_t map, uint64_t max)
+{
+    keel__store_options o;
+    keel__store_options_init(&o);
+    o.map_bytes = map != 0 ? map : o.map_bytes;
+    o.map_max_bytes = max != 0 ? max : o.map_max_bytes;
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    int rc = keel__store_open(dir, &o, KID, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "keel__store_open %s: %s: %s", dir,
+                  keel_err_name(rc), d.msg);
+    return s;
 }
 
 static char *store_dir(const char *tag)
@@ -2253,7 +2275,7 @@ START_TEST(test_store_map_full_is_enospc_then_failed)
 {
     const uint64_t map = 256 * 1024;
     char *dir = store_dir("store-full");
-    keel__store *s = open_map(dir, KID, map);
+    keel__store *s = open_limits(dir, map, map);
     begin_ok(s);
     put_ok(s, "kept", "checkpointed");
     apply_ok(s, 1);
@@ -2276,14 +2298,14 @@ START_TEST(test_store_map_full_is_enospc_then_failed)
     int rc = keel__store_checkpoint(s, &d);
     ck_assert_msg(rc == KEEL_ENOSPC, "filling a %" PRIu64 "-byte map: %s (%s)",
                   map, keel_err_name(rc), d.msg);
-    ck_assert_msg(strstr(d.msg, "map full") != NULL, "message: %s", d.msg);
+    ck_assert_msg(strstr(d.msg, "store full") != NULL, "message: %s", d.msg);
     ck_assert_int_eq(keel__store_failed(s), KEEL_ENOSPC);
     ck_assert_uint_eq(keel__store_applied_lsn(s), lsn);
     ck_assert_uint_eq(keel__store_checkpoint_lsn(s), 1);
     /* Sticky: every later call, reads included. */
     keel_bytes v = {0};
     ck_assert_int_eq(keel__store_get(s, "kept", 4, &v, &d), KEEL_EFAILED);
-    ck_assert_ptr_nonnull(strstr(d.msg, "map full"));
+    ck_assert_ptr_nonnull(strstr(d.msg, "store full"));
     ck_assert_int_eq(keel__store_ws_begin(s, &d), KEEL_EFAILED);
     ck_assert_int_eq(keel__store_checkpoint(s, &d), KEEL_EFAILED);
     uint64_t n = 0;
@@ -2298,6 +2320,605 @@ START_TEST(test_store_map_full_is_enospc_then_failed)
     ck_assert_uint_eq(count_ok(s, "fill."), 0);
     keel__store_close(s);
     rm_store(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * The map grows when a checkpoint fills it (ST11), up to a ceiling that
+ * fails the store cleanly; stale reader slots are cleared (ST12).
+ */
+
+#define GROW_VALUE_BYTES 1500u
+
+/* The value of grown key i: GROW_VALUE_BYTES bytes that depend on i. */
+static void grow_value(uint64_t i, char *out)
+{
+    uint64_t st = i * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t j = 0; j < GROW_VALUE_BYTES; j++) {
+        out[j] = (char)('a' + tu_rand(&st) % 26);
+    }
+    out[GROW_VALUE_BYTES] = '\0';
+}
+
+/* Apply write-set lsn: put g.<lsn> = grow_value(lsn). */
+static void grow_apply(keel__store *s, uint64_t lsn)
+{
+    char key[32], val[GROW_VALUE_BYTES + 1];
+    snprintf(key, sizeof(key), "g.%06" PRIu64, lsn);
+    grow_value(lsn, val);
+    begin_ok(s);
+    put_ok(s, key, val);
+    apply_ok(s, lsn);
+}
+
+/* Every g.<i> for i in 1..n reads back intact, and nothing else. */
+static void grow_expect(keel__store *s, uint64_t n)
+{
+    char key[32], val[GROW_VALUE_BYTES + 1];
+    for (uint64_t i = 1; i <= n; i++) {
+        snprintf(key, sizeof(key), "g.%06" PRIu64, i);
+        grow_value(i, val);
+        expect_get(s, key, val);
+    }
+    ck_assert_uint_eq(count_ok(s, "g."), n);
+}
+
+/* A 64 KiB map (16 pages) holds a few dozen values: the checkpoints of
+ * 600 of them grow it, and every value reads back, before and after a
+ * reopen with the same small initial map. */
+START_TEST(test_store_tiny_map_grows_across_checkpoints)
+{
+    const uint64_t map = 64 * 1024;
+    char *dir = store_dir("store-grow");
+    keel__store *s = open_limits(dir, map, 64u << 20);
+    ck_assert_uint_eq(keel__store_map_bytes(s), map);
+    uint64_t lsn = 0;
+    for (int round = 0; round < 15; round++) {
+        for (int i = 0; i < 40; i++) {
+            grow_apply(s, ++lsn);
+        }
+        checkpoint_ok(s);
+    }
+    ck_assert_uint_gt(keel__store_map_bytes(s), 600 * GROW_VALUE_BYTES);
+    ck_assert_uint_le(keel__store_map_bytes(s), 64u << 20);
+    grow_expect(s, lsn);
+    keel__store_close(s);
+    s = open_limits(dir, map, 64u << 20);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), lsn);
+    grow_expect(s, lsn);
+    /* ... and it grows again from there. */
+    for (int i = 0; i < 100; i++) {
+        grow_apply(s, ++lsn);
+    }
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    grow_expect(s, lsn);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* Fill a store with a 256 KiB ceiling until its checkpoint fails: a clean
+ * KEEL_ENOSPC naming the limit, the disk still at the last checkpoint.
+ * Reopening with the same ceiling fails the same way once the same
+ * write-sets are applied again (as the WAL would replay them); with a
+ * larger one they all fit. */
+START_TEST(test_store_ceiling_fails_cleanly_and_larger_ceiling_recovers)
+{
+    const uint64_t max = 256 * 1024;
+    const uint64_t n = 400; /* 600 KB of values: more than the ceiling */
+    char *dir = store_dir("store-ceiling");
+    keel_diag d = {0};
+    uint64_t last = 0; /* the last checkpoint that fitted */
+    for (int pass = 0; pass < 2; pass++) {
+        keel__store *s = open_limits(dir, 64 * 1024, max);
+        uint64_t lsn = keel__store_applied_lsn(s);
+        ck_assert_uint_eq(lsn, last);
+        int rc = KEEL_OK;
+        while (rc == KEEL_OK && lsn < n) {
+            for (int i = 0; i < 20; i++) {
+                grow_apply(s, ++lsn);
+            }
+            rc = keel__store_checkpoint(s, &d);
+        }
+        ck_assert_msg(rc == KEEL_ENOSPC,
+                      "pass %d: %" PRIu64 " values under a %" PRIu64
+                      "-byte ceiling: %s (%s)",
+                      pass, lsn, max, keel_err_name(rc), d.msg);
+        ck_assert_msg(strstr(d.msg, "store full") != NULL &&
+                          strstr(d.msg, "262144 bytes") != NULL &&
+                          strstr(d.msg, "--store-max") != NULL,
+                      "message names the limit and how to raise it: %s", d.msg);
+        ck_assert_int_eq(keel__store_failed(s), KEEL_ENOSPC);
+        ck_assert_uint_le(keel__store_map_bytes(s), max);
+        if (pass == 0) {
+            last = keel__store_checkpoint_lsn(s);
+            ck_assert_uint_gt(last, 0);
+        } else {
+            ck_assert_uint_eq(keel__store_checkpoint_lsn(s), last);
+        }
+        keel__store_close(s);
+    }
+    struct stat st;
+    char *file = tu_path(dir, "data.mdb");
+    ck_assert_int_eq(stat(file, &st), 0);
+    ck_assert_uint_le((uint64_t)st.st_size, max);
+    free(file);
+    keel__store *s = open_limits(dir, 64 * 1024, 16u << 20);
+    uint64_t lsn = keel__store_applied_lsn(s);
+    ck_assert_uint_eq(lsn, last);
+    grow_expect(s, lsn);
+    while (lsn < n) {
+        grow_apply(s, ++lsn);
+    }
+    checkpoint_ok(s);
+    grow_expect(s, n);
+    keel__store_close(s);
+    s = open_ok(dir);
+    grow_expect(s, n);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* A child that opens a view (an LMDB read transaction) of dir and then
+ * either dies at once by SIGKILL (hold == 0), the way a `keel snapshot
+ * create` killed mid-read does, or holds it until fd_in closes. It says
+ * "r" on a pipe once its read transaction is open, and is reaped here when
+ * it dies; a holder's *fd_in is for release_reader(). */
+static pid_t reader_child(const char *dir, int hold, int *fd_in)
+{
+    int up[2], down[2];
+    ck_assert_int_eq(pipe(up), 0);
+    ck_assert_int_eq(pipe(down), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(up[0]);
+        close(down[1]);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+            _exit(2);
+        }
+        keel__store_view *v = NULL;
+        if (keel__store_view_open(dir, &v, NULL) != KEEL_OK) {
+            _exit(1);
+        }
+        if (write(up[1], "r", 1) != 1) {
+            _exit(3);
+        }
+        if (!hold) {
+            raise(SIGKILL);
+        }
+        char c;
+        while (read(down[0], &c, 1) > 0) {
+        }
+        keel__store_view_close(v);
+        _exit(0);
+    }
+    close(up[1]);
+    close(down[0]);
+    char c = 0;
+    ck_assert_int_eq(read(up[0], &c, 1), 1);
+    ck_assert_int_eq(c, 'r');
+    close(up[0]);
+    if (!hold) {
+        int st = 0;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        close(down[1]);
+    } else {
+        *fd_in = down[1];
+    }
+    return pid;
+}
+
+static void release_reader(pid_t pid, int fd)
+{
+    close(fd);
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* A reader killed while another process keeps the environment open (so
+ * LMDB does not reset its lock file on the next open) leaves its slot
+ * behind; opening the store clears it. */
+START_TEST(test_store_open_clears_reader_slot_of_killed_reader)
+{
+    char *dir = store_dir("store-readers");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "k", "v");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    int hold_fd = -1;
+    pid_t holder = reader_child(dir, 1, &hold_fd);
+    reader_child(dir, 0, NULL);
+    s = open_ok(dir);
+    uint32_t slots = 0;
+    uint64_t cleared = 0;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_readers(s, &slots, &cleared, &d), KEEL_OK);
+    ck_assert_msg(slots == 1 && cleared == 1,
+                  "after open: %u reader slots (the holder's only: 1 "
+                  "expected), %" PRIu64 " cleared (1 expected)",
+                  slots, cleared);
+    expect_get(s, "k", "v");
+    keel__store_close(s);
+    release_reader(holder, hold_fd);
+    rm_store(dir);
+}
+END_TEST
+
+/* A reader killed while the store is open (a snapshot of a running
+ * kernel): the next checkpoint clears its slot, which would otherwise pin
+ * the pages of its snapshot, and data.mdb would only grow. */
+START_TEST(test_store_checkpoint_clears_reader_slot_killed_while_open)
+{
+    char *dir = store_dir("store-readers-ckpt");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "k", "v1");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    reader_child(dir, 0, NULL);
+    uint32_t slots = 0;
+    uint64_t cleared = 0;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_readers(s, &slots, &cleared, &d), KEEL_OK);
+    ck_assert_uint_eq(slots, 1); /* the dead reader's */
+    begin_ok(s);
+    put_ok(s, "k", "v2");
+    apply_ok(s, 2);
+    checkpoint_ok(s);
+    ck_assert_int_eq(keel__store_readers(s, &slots, &cleared, &d), KEEL_OK);
+    ck_assert_msg(slots == 0 && cleared == 1,
+                  "after a checkpoint: %u reader slots, %" PRIu64 " cleared",
+                  slots, cleared);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* Opening a view clears the slot of a reader killed before it. */
+START_TEST(test_store_view_open_clears_reader_slot_of_killed_reader)
+{
+    char *dir = store_dir("store-readers-view");
+    keel__store *s = open_ok(dir);
+    begin_ok(s);
+    put_ok(s, "k", "v");
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    int hold_fd = -1;
+    pid_t holder = reader_child(dir, 1, &hold_fd);
+    reader_child(dir, 0, NULL);
+    keel__store_view *v = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_view_open(dir, &v, &d), KEEL_OK);
+    ck_assert_uint_eq(keel__store_view_readers_cleared(v), 1);
+    keel_bytes val;
+    ck_assert_int_eq(keel__store_view_get(v, "k", 1, &val, &d), 1);
+    keel__store_view_close(v);
+    release_reader(holder, hold_fd);
+    rm_store(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * The same through a kernel: a store that reaches its ceiling, or a file
+ * system that refuses data.mdb's writes for real, fails the kernel with
+ * one clear message and loses nothing acknowledged; reopening with room
+ * replays the WAL to the state of an uninterrupted run.
+ */
+
+#define FILL_VALUE_BYTES (16u * 1024)
+#define FILL_CRANKS      300u /* 4.8 MB of values */
+
+/* "filler": bootstrap starts a chain of fill(i) to itself, i = 0 ..
+ * FILL_CRANKS-1; fill(i) stores f.<i> = FILL_VALUE_BYTES bytes that depend
+ * on i and sends fill(i+1). One crank, one 16 KiB value. */
+static int filler_start(keel_syscall *sys, const char *params_json,
+                        void **state)
+{
+    (void)sys;
+    (void)params_json;
+    *state = NULL;
+    return KEEL_OK;
+}
+
+static int filler_deliver(void *state, keel_syscall *sys,
+                          const keel_delivery *d)
+{
+    (void)state;
+    uint64_t i = 0;
+    if (d->kind != KEEL_DELIVER_MESSAGE) {
+        return KEEL_OK;
+    }
+    if (strcmp(d->method, "fill") == 0) {
+        char num[24] = {0};
+        memcpy(num, d->args.body.ptr,
+               d->args.body.len < sizeof(num) - 1 ? d->args.body.len
+                                                  : sizeof(num) - 1);
+        i = strtoull(num, NULL, 10);
+    }
+    static uint8_t val[FILL_VALUE_BYTES];
+    uint64_t st = i + 1;
+    for (size_t j = 0; j < sizeof(val); j += 8) {
+        uint64_t r = tu_rand(&st);
+        memcpy(val + j, &r, 8);
+    }
+    char key[32];
+    snprintf(key, sizeof(key), "f.%06" PRIu64, i);
+    int rc = keel_syscall_vatstore_set(sys, key, val, sizeof(val));
+    if (rc == KEEL_OK && i + 1 < FILL_CRANKS) {
+        char body[24];
+        int n = snprintf(body, sizeof(body), "%" PRIu64, i + 1);
+        keel_capdata cd = {{body, (size_t)n}, NULL, 0};
+        rc = keel_syscall_send(sys, "o+0", "fill", &cd, NULL);
+    }
+    return rc;
+}
+
+static void filler_stop(void *state)
+{
+    (void)state;
+}
+
+static const keel_vat_ops t_filler = {
+    .abi_version = KEEL_VAT_ABI_VERSION,
+    .name = "filler",
+    .start = filler_start,
+    .deliver = filler_deliver,
+    .stop = filler_stop,
+};
+
+static const keel_vat_ops *filler_resolve(void *arg, const char *name)
+{
+    (void)arg;
+    return strcmp(name, "filler") == 0 ? &t_filler : NULL;
+}
+
+static const char FILL_CONFIG[] =
+    "{\"bootstrap\":\"filler\",\"vats\":{\"filler\":{\"builtin\":\"filler\"}}}";
+
+static void fill_options(keel_kernel_options *o, uint64_t store_max)
+{
+    keel_kernel_options_init(o);
+    o->resolve_vat = filler_resolve;
+    o->checkpoint_cranks = 8; /* many checkpoints: the store grows in each */
+    o->wal_segment_bytes = 256 * 1024;
+    o->store_max_bytes = store_max;
+}
+
+/* Open (creating and booting when new) and run to idle.
+ * @return the first error, *d its message; *crank the crank number. */
+static int fill_run(const char *state, uint64_t store_max, uint64_t *crank,
+                    uint64_t *hash, keel_diag *d)
+{
+    keel_kernel_options o;
+    keel_kernel *k = NULL;
+    fill_options(&o, store_max);
+    int rc = keel_kernel_open(state, &o, &k, d);
+    if (rc == KEEL_OK && !keel_kernel_booted(k)) {
+        rc = keel_kernel_boot(k, FILL_CONFIG, ".", d);
+    }
+    if (rc == KEEL_OK) {
+        keel_run_options ro;
+        keel_run_stats stats;
+        memset(&ro, 0, sizeof(ro));
+        rc = keel_kernel_run(k, &ro, &stats, d);
+    }
+    if (k != NULL) {
+        *crank = keel_kernel_crank_number(k);
+        *hash = keel_kernel_activity_hash(k);
+        keel_diag cd = {0};
+        int crc = keel_kernel_close(k, &cd);
+        if (rc == KEEL_OK && crc < 0) {
+            rc = crc;
+            *d = cd;
+        }
+    }
+    return rc;
+}
+
+/* The crank number and activity hash of an uninterrupted run. */
+static void fill_reference(const char *root, uint64_t *crank, uint64_t *hash)
+{
+    char *state = tu_path(root, "reference");
+    keel_diag d = {0};
+    int rc = fill_run(state, 0, crank, hash, &d);
+    ck_assert_msg(rc == KEEL_OK, "reference run: %s: %s", keel_err_name(rc),
+                  d.msg);
+    ck_assert_uint_ge(*crank, FILL_CRANKS);
+    free(state);
+}
+
+/* The crank number a reopened STATE recovers to, before running. */
+static uint64_t fill_recovered_crank(const char *state, uint64_t store_max)
+{
+    keel_kernel_options o;
+    keel_kernel *k = NULL;
+    keel_diag d = {0};
+    fill_options(&o, store_max);
+    int rc = keel_kernel_open(state, &o, &k, &d);
+    ck_assert_msg(rc == KEEL_OK, "reopen: %s: %s", keel_err_name(rc), d.msg);
+    uint64_t crank = keel_kernel_crank_number(k);
+    ck_assert_int_eq(keel_kernel_close(k, &d), KEEL_OK);
+    return crank;
+}
+
+START_TEST(test_store_kernel_store_max_fails_cleanly_then_larger_recovers)
+{
+    char *root = tu_tmpdir("store-kmax");
+    char *state = tu_path(root, "state");
+    uint64_t ref_crank = 0, ref_hash = 0, crank = 0, hash = 0;
+    fill_reference(root, &ref_crank, &ref_hash);
+    const uint64_t max = 2u << 20;
+    keel_diag d = {0};
+    int rc = fill_run(state, max, &crank, &hash, &d);
+    ck_assert_msg(rc == KEEL_ENOSPC, "a 2 MiB store for 4.8 MB: %s: %s",
+                  keel_err_name(rc), d.msg);
+    ck_assert_msg(
+        strstr(d.msg, "store/data.mdb") != NULL &&
+            strstr(d.msg, "store full") != NULL &&
+            strstr(d.msg, "2097152 bytes") != NULL &&
+            strstr(d.msg, "--store-max") != NULL && strchr(d.msg, '\n') == NULL,
+        "one line naming the file, the limit and the flag: %s", d.msg);
+    ck_assert_uint_gt(crank, 8);
+    ck_assert_uint_lt(crank, ref_crank);
+    /* Reopening with the same ceiling replays into the same wall, and says
+     * so the same way. */
+    keel_kernel_options o;
+    keel_kernel *k = NULL;
+    fill_options(&o, max);
+    keel_diag d2 = {0};
+    rc = keel_kernel_open(state, &o, &k, &d2);
+    ck_assert_msg(rc == KEEL_ENOSPC && strstr(d2.msg, "store full") != NULL &&
+                      strstr(d2.msg, "--store-max") != NULL,
+                  "reopen under the same ceiling: %s: %s", keel_err_name(rc),
+                  d2.msg);
+    ck_assert_ptr_null(k);
+    /* Nothing acknowledged was lost: a larger ceiling recovers every
+     * crank committed before the failure, then runs to the end. */
+    ck_assert_uint_ge(fill_recovered_crank(state, 64u << 20), crank);
+    rc = fill_run(state, 64u << 20, &crank, &hash, &d);
+    ck_assert_msg(rc == KEEL_OK, "resume with 64 MiB: %s: %s",
+                  keel_err_name(rc), d.msg);
+    ck_assert_uint_eq(crank, ref_crank);
+    ck_assert_msg(hash == ref_hash,
+                  "activity hash %016" PRIx64 ", uninterrupted %016" PRIx64,
+                  hash, ref_hash);
+    free(state);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
+/* A file system that refuses data.mdb's writes, for real: the writer runs
+ * in a child whose RLIMIT_FSIZE is 3 MiB (SIGXFSZ ignored, so writes past
+ * it fail with EFBIG or come up short); every WAL segment (256 KiB) fits,
+ * data.mdb (4.8 MB of values) does not. */
+START_TEST(test_store_kernel_file_size_limit_fails_cleanly_then_recovers)
+{
+    char *root = tu_tmpdir("store-kfsize");
+    char *state = tu_path(root, "state");
+    uint64_t ref_crank = 0, ref_hash = 0;
+    fill_reference(root, &ref_crank, &ref_hash);
+    struct {
+        int rc;
+        uint64_t crank;
+        char msg[512];
+    } got;
+    memset(&got, 0, sizeof(got));
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {.rlim_cur = 3u << 20, .rlim_max = 3u << 20};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+            _exit(2);
+        }
+        keel_diag d = {0};
+        uint64_t hash = 0;
+        got.rc = fill_run(state, 0, &got.crank, &hash, &d);
+        memcpy(got.msg, d.msg, sizeof(got.msg));
+        _exit(write(fds[1], &got, sizeof(got)) == (ssize_t)sizeof(got) ? 0 : 3);
+    }
+    close(fds[1]);
+    ck_assert_int_eq(read(fds[0], &got, sizeof(got)), (ssize_t)sizeof(got));
+    close(fds[0]);
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_msg(got.rc == KEEL_ENOSPC,
+                  "data.mdb past the file size limit: %s: %s",
+                  keel_err_name(got.rc), got.msg);
+    ck_assert_msg(strstr(got.msg, "store/data.mdb") != NULL &&
+                      strstr(got.msg, "file size limit") != NULL &&
+                      strchr(got.msg, '\n') == NULL,
+                  "one line naming the file and the limit: %s", got.msg);
+    ck_assert_uint_lt(got.crank, ref_crank);
+    /* Without the limit: every crank the child committed is there, and
+     * the run ends where the uninterrupted one did. */
+    ck_assert_uint_ge(fill_recovered_crank(state, 0), got.crank);
+    uint64_t crank = 0, hash = 0;
+    keel_diag d = {0};
+    int rc = fill_run(state, 0, &crank, &hash, &d);
+    ck_assert_msg(rc == KEEL_OK, "resume: %s: %s", keel_err_name(rc), d.msg);
+    ck_assert_uint_eq(crank, ref_crank);
+    ck_assert_msg(hash == ref_hash,
+                  "activity hash %016" PRIx64 ", uninterrupted %016" PRIx64,
+                  hash, ref_hash);
+    free(state);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
+/* `keel run --store-max`: sizes with suffixes, a clean failure at the
+ * limit, and a resume with a larger one that ends where an uninterrupted
+ * run does. */
+START_TEST(test_store_cli_store_max_fails_cleanly_then_resumes)
+{
+    char *root = tu_tmpdir("store-cli");
+    char *state = tu_path(root, "state");
+    char *ref = tu_path(root, "reference");
+    char *out = NULL, *err = NULL;
+    static const char *const bad[] = {"12X", "64k", "-1M",
+                                      "",    "1K",  "99999999999999999999G"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *args[] = {
+            "run",         state,  "--config", KEEL_MIXED_JSON,
+            "--store-max", bad[i], NULL};
+        ck_assert_int_eq(tu_run_keel(args, &out, &err), 2);
+        tu_assert_one_error_line(err);
+        ck_assert_msg(strstr(err, "--store-max") != NULL, "%s", err);
+        free(out);
+        free(err);
+    }
+    const char *small[] = {
+        "run",         state, "--config", KEEL_MIXED_JSON, "--deterministic",
+        "--store-max", "64K", NULL};
+    ck_assert_int_eq(tu_run_keel(small, &out, &err), 1);
+    tu_assert_one_error_line(err);
+    ck_assert_msg(strstr(err, "store full") != NULL &&
+                      strstr(err, "65536 bytes") != NULL &&
+                      strstr(err, "--store-max") != NULL,
+                  "%s", err);
+    free(out);
+    free(err);
+    const char *big[] = {
+        "run", state, "--deterministic", "--store-max", "4G", "--json", NULL};
+    ck_assert_int_eq(tu_run_keel(big, &out, &err), 0);
+    json_t *a = json_loads(out, 0, NULL);
+    ck_assert_ptr_nonnull(a);
+    free(out);
+    free(err);
+    const char *whole[] = {
+        "run",    ref, "--config", KEEL_MIXED_JSON, "--deterministic",
+        "--json", NULL};
+    ck_assert_int_eq(tu_run_keel(whole, &out, &err), 0);
+    json_t *b = json_loads(out, 0, NULL);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "activity_hash")),
+                     json_string_value(json_object_get(b, "activity_hash")));
+    ck_assert_int_eq(json_integer_value(json_object_get(a, "crank")),
+                     json_integer_value(json_object_get(b, "crank")));
+    json_decref(a);
+    json_decref(b);
+    free(out);
+    free(err);
+    free(ref);
+    free(state);
+    tu_rmrf(root);
+    free(root);
 }
 END_TEST
 
@@ -2402,6 +3023,27 @@ Suite *store_suite(void)
     tcase_add_test(tc, test_store_wrong_kernel_id_is_ecorrupt);
     tcase_add_test(tc, test_store_missing_store_without_create_is_enoent);
     tcase_add_test(tc, test_store_map_full_is_enospc_then_failed);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("map");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_store_tiny_map_grows_across_checkpoints);
+    tcase_add_test(
+        tc, test_store_ceiling_fails_cleanly_and_larger_ceiling_recovers);
+    tcase_add_test(tc, test_store_open_clears_reader_slot_of_killed_reader);
+    tcase_add_test(tc,
+                   test_store_checkpoint_clears_reader_slot_killed_while_open);
+    tcase_add_test(tc,
+                   test_store_view_open_clears_reader_slot_of_killed_reader);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("full");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(
+        tc, test_store_kernel_store_max_fails_cleanly_then_larger_recovers);
+    tcase_add_test(
+        tc, test_store_kernel_file_size_limit_fails_cleanly_then_recovers);
+    tcase_add_test(tc, test_store_cli_store_max_fails_cleanly_then_resumes);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("asserts");

@@ -216,6 +216,7 @@ enum {
     RUN_SNAP_DIR,
     RUN_KEEP,
     RUN_DETERMINISTIC,
+    RUN_STORE_MAX,
     RUN_JSON,
     RUN_NOPTS
 };
@@ -232,6 +233,7 @@ static const keel_cli_opt run_opts[RUN_NOPTS] = {
     [RUN_SNAP_DIR] = {"snapshot-dir", "DIR"},
     [RUN_KEEP] = {"keep", "K"},
     [RUN_DETERMINISTIC] = {"deterministic", NULL},
+    [RUN_STORE_MAX] = {"store-max", "SIZE"},
     [RUN_JSON] = {"json", NULL},
 };
 
@@ -244,7 +246,7 @@ static const keel_cli_spec run_spec = {
         "[--json]\n"
         "                [--checkpoint-cranks N] [--checkpoint-ms N]\n"
         "                [--snapshot-every N --snapshot-dir DIR [--keep K]]\n"
-        "                [--deterministic]\n"
+        "                [--deterministic] [--store-max SIZE]\n"
         "\n"
         "Run the kernel whose state lives in directory STATE. A new STATE\n"
         "(absent, or never booted) is created and booted from the cluster\n"
@@ -297,6 +299,12 @@ static const keel_cli_spec run_spec = {
         "                   when nothing else is queued: two runs of a\n"
         "                   cluster make the same transactions (for crash\n"
         "                   testing; see keel crashtest)\n"
+        "  --store-max SIZE the most STATE/store may grow to: bytes, or\n"
+        "                   with a suffix K, M, G or T (powers of 1024),\n"
+        "                   at least 64K (default 1T). The store starts\n"
+        "                   at 1 GiB and doubles as it fills; reaching\n"
+        "                   SIZE fails the run ('store full'), losing\n"
+        "                   nothing: run again with a larger SIZE\n"
         "  --json           print the summary as one JSON object: stopped\n"
         "                   (idle, signal, max-cranks, timeout), signal,\n"
         "                   state (booted or resumed), cranks, transactions,\n"
@@ -331,7 +339,8 @@ typedef struct run_job {
     uint32_t checkpoint_ms;
     uint64_t snapshot_every; /* 0: none */
     const char *snapshot_dir;
-    uint32_t keep; /* 0: the kernel's default */
+    uint32_t keep;      /* 0: the kernel's default */
+    uint64_t store_max; /* 0: the kernel's default */
     int deterministic;
     int json;
     int is_new; /* STATE did not exist when the command started */
@@ -394,6 +403,42 @@ static void draw_progress(void *arg, uint64_t cranks)
     j->drew = 1;
 }
 
+/* The smallest --store-max: a store needs a few pages to exist at all. */
+#define STORE_MAX_MIN (64u * 1024)
+
+/*
+ * Parse a size: decimal digits, optionally followed by one of K, M, G, T
+ * (powers of 1024), in [STORE_MAX_MIN, 2^63] (C3).
+ */
+static int parse_size(const char *command, const char *opt, const char *s,
+                      uint64_t *out)
+{
+    static const char units[] = "KMGT";
+    size_t n = strlen(s);
+    unsigned shift = 0;
+    const char *u = n > 0 ? strchr(units, s[n - 1]) : NULL;
+    if (u != NULL && *u != '\0') {
+        shift = 10u * (unsigned)(u - units + 1);
+        n--;
+    }
+    uint64_t v = 0;
+    int ok = n > 0 && strspn(s, "0123456789") == n;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        ok = v <= ((UINT64_MAX >> 1) - d) / 10;
+        v = v * 10 + d;
+    }
+    ok = ok && v <= (UINT64_MAX >> 1) >> shift && (v << shift) >= STORE_MAX_MIN;
+    if (!ok) {
+        return keel__cli_usage_error(command,
+                                     "--%s: '%s' is not a size from 64K to "
+                                     "8E (digits, then K, M, G or T)",
+                                     opt, s);
+    }
+    *out = v << shift;
+    return KEEL_CLI_CONTINUE;
+}
+
 static int run_parse(int argc, char **argv, run_job *j)
 {
     keel_cli_args a;
@@ -443,6 +488,13 @@ static int run_parse(int argc, char **argv, run_job *j)
             goto out;
         }
         *(i == 0 ? &j->checkpoint_cranks : &j->checkpoint_ms) = (uint32_t)n;
+    }
+    if (a.val[RUN_STORE_MAX] != NULL) {
+        rc =
+            parse_size("run", "store-max", a.val[RUN_STORE_MAX], &j->store_max);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
     }
     j->snapshot_dir = a.val[RUN_SNAP_DIR];
     j->deterministic = a.val[RUN_DETERMINISTIC] != NULL;
@@ -628,6 +680,7 @@ int keel__cli_run(int argc, char **argv)
         o.checkpoint_ms = j.checkpoint_ms;
     }
     o.deterministic = j.deterministic;
+    o.store_max_bytes = j.store_max;
     o.snapshot_every = j.snapshot_every;
     o.snapshot_dir = j.snapshot_dir;
     if (j.keep != 0) {

@@ -84,6 +84,11 @@ typedef struct keel_kernel_options {
     int snapshot_level;         /* zstd level; default 3 */
     uint64_t wal_segment_bytes; /* WAL rollover size; 0: the WAL's default
                                    (64 MiB) */
+    /* The most STATE/store may grow to (LMDB's map, which starts at 1 GiB
+     * and doubles as it fills); 0: the default, 1 TiB. Reaching it fails
+     * the kernel (KEEL_ENOSPC, "store full"), losing nothing: open again
+     * with a larger one and the log replays. `keel run --store-max`. */
+    uint64_t store_max_bytes;
 } keel_kernel_options;
 
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
