@@ -2462,6 +2462,98 @@ START_TEST(test_store_ceiling_fails_cleanly_and_larger_ceiling_recovers)
 }
 END_TEST
 
+/* A child that opens a view of dir, says "r", waits for a byte, then walks
+ * the view (checking every checksum) and reports how many entries it saw
+ * (UINT64_MAX on an error). */
+static pid_t walker_child(const char *dir, int *to, int *from)
+{
+    int up[2], down[2];
+    ck_assert_int_eq(pipe(up), 0);
+    ck_assert_int_eq(pipe(down), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(up[0]);
+        close(down[1]);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+            _exit(2);
+        }
+        keel__store_view *v = NULL;
+        uint64_t n = UINT64_MAX;
+        if (keel__store_view_open(dir, &v, NULL) != KEEL_OK) {
+            child_say(up[1], n);
+            _exit(1);
+        }
+        child_say(up[1], MARK_READY);
+        char c;
+        if (read(down[0], &c, 1) != 1) {
+            _exit(3);
+        }
+        keel_bytes k, val;
+        int rc;
+        n = 0;
+        while ((rc = keel__store_view_next(v, &k, &val, NULL)) == 1) {
+            n++;
+        }
+        child_say(up[1], rc == 0 ? n : UINT64_MAX);
+        keel__store_view_close(v);
+        _exit(0);
+    }
+    close(up[1]);
+    close(down[0]);
+    uint64_t m = 0;
+    ck_assert_int_eq(read(up[0], &m, sizeof(m)), (ssize_t)sizeof(m));
+    ck_assert_msg(m == MARK_READY, "walker could not open its view");
+    *to = down[1];
+    *from = up[0];
+    return pid;
+}
+
+/* Let the walker walk; @return what it counted. */
+static uint64_t walker_count(pid_t pid, int to, int from)
+{
+    uint64_t n = UINT64_MAX;
+    ck_assert_int_eq(write(to, "w", 1), 1);
+    ck_assert_int_eq(read(from, &n, sizeof(n)), (ssize_t)sizeof(n));
+    close(to);
+    close(from);
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    return n;
+}
+
+/* A view in another process, opened before the kernel's map grew many
+ * times over, still reads exactly its checkpoint; one opened after maps
+ * the grown store and reads all of it. */
+START_TEST(test_store_views_beside_a_growing_map_read_their_checkpoint)
+{
+    char *dir = store_dir("store-grow-view");
+    keel__store *s = open_limits(dir, 64 * 1024, 256u << 20);
+    uint64_t lsn = 0;
+    for (int i = 0; i < 20; i++) {
+        grow_apply(s, ++lsn);
+    }
+    checkpoint_ok(s);
+    int to = -1, from = -1;
+    pid_t early = walker_child(dir, &to, &from);
+    uint64_t before = keel__store_map_bytes(s);
+    for (int round = 0; round < 10; round++) {
+        for (int i = 0; i < 60; i++) {
+            grow_apply(s, ++lsn);
+        }
+        checkpoint_ok(s);
+    }
+    ck_assert_uint_ge(keel__store_map_bytes(s), 8 * before);
+    ck_assert_uint_eq(walker_count(early, to, from), 20);
+    pid_t late = walker_child(dir, &to, &from);
+    ck_assert_uint_eq(walker_count(late, to, from), lsn);
+    grow_expect(s, lsn);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
 /* A child that opens a view (an LMDB read transaction) of dir and then
  * either dies at once by SIGKILL (hold == 0), the way a `keel snapshot
  * create` killed mid-read does, or holds it until fd_in closes. It says
@@ -3030,6 +3122,8 @@ Suite *store_suite(void)
     tcase_add_test(tc, test_store_tiny_map_grows_across_checkpoints);
     tcase_add_test(
         tc, test_store_ceiling_fails_cleanly_and_larger_ceiling_recovers);
+    tcase_add_test(tc,
+                   test_store_views_beside_a_growing_map_read_their_checkpoint);
     tcase_add_test(tc, test_store_open_clears_reader_slot_of_killed_reader);
     tcase_add_test(tc,
                    test_store_checkpoint_clears_reader_slot_killed_while_open);
