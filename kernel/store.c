@@ -1639,19 +1639,33 @@ static int grow_map(keel__store *s, const char *what, keel_diag *diag)
                         ? s->map_max
                         : cur * KEEL__STORE_MAP_GROWTH;
     next -= next % page;
+    char h[32], h2[32];
     if (next <= cur) {
-        char h[32];
+        /* A store opened under a ceiling lower than what it holds got a
+         * map of what it holds (LMDB's rule): say so. */
+        char held[80] = "the map is at";
+        if (cur > s->map_max) {
+            snprintf(held, sizeof(held), "data.mdb already holds %s, over",
+                     human_bytes(cur, h2, sizeof(h2)));
+        }
         return keel__diag(
             diag, KEEL_ENOSPC,
-            DATA_FILE ": %s: store full: the map is at its size limit of %s "
-                      "(%" PRIu64 " bytes) and needs more; restart with a "
-                      "larger limit (keel run --store-max): nothing "
-                      "acknowledged is lost, the log replays",
-            what, human_bytes(s->map_max, h, sizeof(h)), s->map_max);
+            DATA_FILE ": %s: store full: %s its size limit of %s (%" PRIu64
+                      " bytes) and needs more; restart with a larger limit "
+                      "(keel run --store-max): nothing acknowledged is lost, "
+                      "the log replays",
+            what, held, human_bytes(s->map_max, h, sizeof(h)), s->map_max);
     }
     int mrc = mdb_env_set_mapsize(s->env, (size_t)next);
-    return mrc != MDB_SUCCESS ? lmdb_error(s->env, mrc, "grow map", diag)
-                              : KEEL_OK;
+    if (mrc != MDB_SUCCESS) {
+        /* mmap refused: the address space (ulimit -v), not the disk. */
+        return keel__diag(diag, xlate(mrc),
+                          DATA_FILE ": %s: cannot grow the map from %s to %s: "
+                                    "%s (address space: see ulimit -v)",
+                          what, human_bytes(cur, h2, sizeof(h2)),
+                          human_bytes(next, h, sizeof(h)), mdb_strerror(mrc));
+    }
+    return KEEL_OK;
 }
 
 /*

@@ -2458,6 +2458,19 @@ START_TEST(test_store_ceiling_fails_cleanly_and_larger_ceiling_recovers)
     s = open_ok(dir);
     grow_expect(s, n);
     keel__store_close(s);
+    /* A ceiling below what the store already holds: it opens (LMDB maps
+     * what it holds) and reads, and the first checkpoint that needs a new
+     * page says what it holds. */
+    s = open_limits(dir, 0, max);
+    grow_expect(s, n);
+    for (uint64_t i = 0; i < 20; i++) {
+        grow_apply(s, n + 1 + i);
+    }
+    ck_assert_int_eq(keel__store_checkpoint(s, &d), KEEL_ENOSPC);
+    ck_assert_msg(strstr(d.msg, "store full: data.mdb already holds") != NULL &&
+                      strstr(d.msg, "over its size limit of 256 KiB") != NULL,
+                  "message: %s", d.msg);
+    keel__store_close(s);
     rm_store(dir);
 }
 END_TEST
@@ -2802,6 +2815,12 @@ static int fill_run(const char *state, uint64_t store_max, uint64_t *crank,
         keel_run_stats stats;
         memset(&ro, 0, sizeof(ro));
         rc = keel_kernel_run(k, &ro, &stats, d);
+        keel_diag fd = {0};
+        if (rc < 0 && keel_kernel_wait_durable(k, &fd) != KEEL_EFAILED) {
+            /* K13: a storage failure leaves the kernel FAILED */
+            keel_diag was = *d;
+            rc = keel__diag(d, KEEL_EINVAL, "not FAILED after: %s", was.msg);
+        }
     }
     if (k != NULL) {
         *crank = keel_kernel_crank_number(k);
