@@ -97,7 +97,9 @@ KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
  * Open STATE (created if absent and o->create), lock it, recover.
  * @return KEEL_OK, KEEL_EBUSY (locked by another process), KEEL_ECORRUPT,
  *         KEEL_EVERSION (a newer format), KEEL_ENOENT, KEEL_EIO, KEEL_ENOMEM,
- *         or a vat loading error (KEEL_EINVAL with diag). Blocks; fsyncs.
+ *         KEEL_ENOSPC (replay filled the store: store_max_bytes, or the
+ *         disk; the diag says which), or a vat loading error (KEEL_EINVAL
+ *         with diag). Blocks; fsyncs.
  */
 KEEL_API int keel_kernel_open(const char *state_dir,
                               const keel_kernel_options *o, keel_kernel **out,
