@@ -13,6 +13,8 @@
  *       option.
  *   C4  Help goes to stdout and exits 0; it names only commands and options
  *       that exist in this build.
+ *   C5  Every option is given at most once: a repeated one (`--n 1 --n 2`,
+ *       a flag twice) is a usage error naming it, never "the last wins".
  *
  * Calling sequence of a subcommand (see cmd_wal.c):
  *     keel_cli_args a;
@@ -58,7 +60,7 @@ typedef struct keel_cli_spec {
 /* A parsed command line; strings borrowed from argv. */
 typedef struct keel_cli_args {
     /* per spec option, by index: its value, "" for a flag that was given,
-     * NULL when absent (a repeated option keeps its last value) */
+     * NULL when absent (a repeated option is a usage error: C5) */
     const char *val[KEEL_CLI_MAX_OPTS];
     const char *pos[KEEL_CLI_MAX_POS];
     size_t npos;
@@ -67,7 +69,7 @@ typedef struct keel_cli_args {
 /*
  * Parse argv[0..argc) (the words after the command's name) against spec.
  * Accepts `--name VALUE`, `--name=VALUE`, flags, `--help`/`-h`, and `--`
- * (everything after it is positional).
+ * (everything after it is positional); each option at most once (C5).
  * @return KEEL_CLI_CONTINUE when the command should run with *out;
  *         KEEL_CLI_OK after printing the help to stdout;
  *         KEEL_CLI_USAGE after printing a one-line error to stderr (C2).

@@ -283,6 +283,14 @@ static int parse_opt(const keel_cli_spec *spec, int argc, char **argv, int *i,
         goto out;
     }
     const keel_cli_opt *o = &spec->opts[idx];
+    if (out->val[idx] != NULL) {
+        /* C5: which of two values was meant is not ours to guess */
+        rc = keel__cli_usage_error(spec->command,
+                                   "option --%s given twice (see 'keel %s "
+                                   "--help')",
+                                   o->name, spec->command);
+        goto out;
+    }
     if (o->metavar == NULL) {
         if (eq != NULL) {
             rc = keel__cli_usage_error(spec->command,
