@@ -21,6 +21,9 @@
  *       the message is the kernel's keel_diag text verbatim (C2).
  *   K5  Progress is drawn on stderr only when stderr is a terminal, so
  *       piped and captured output holds nothing but the summary.
+ *   K6  A config file is read with its length: a NUL byte in it is refused
+ *       naming its offset (it would end the C string the kernel parses, and
+ *       whatever followed would be ignored).
  *
  * The one mutable static of the program is `stop_signal` below: a signal
  * handler has no other place to put what it saw (C17 7.14.1.1 allows a
@@ -105,6 +108,14 @@ static int open_state(const char *command, const char *state,
     if (!o->create && stat(state, &st) != 0 && errno == ENOENT) {
         fprintf(stderr, "keel: %s: no such state directory: %s\n", command,
                 state);
+        rc = KEEL_CLI_FAIL;
+        goto out;
+    }
+    if (stat(state, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr,
+                "keel: %s: %s is not a directory (a keel state is a "
+                "directory)\n",
+                command, state);
         rc = KEEL_CLI_FAIL;
         goto out;
     }
@@ -344,7 +355,8 @@ typedef struct run_job {
     double started;
 } run_job;
 
-/* Read the whole config file into a NUL-terminated malloc'd string. */
+/* Read the whole config file, with its length, into a NUL-terminated
+ * malloc'd string; a NUL byte inside it is refused (K6). */
 static int read_config(const char *path, char **out)
 {
     int rc = KEEL_CLI_FAIL;
@@ -371,6 +383,15 @@ static int read_config(const char *path, char **out)
     if (len > CONFIG_MAX_BYTES) {
         fprintf(stderr, "keel: run: config %s is larger than %u bytes\n", path,
                 CONFIG_MAX_BYTES);
+        goto out;
+    }
+    /* K6: the text ends where the file ends, not at a NUL inside it */
+    const char *nul = memchr(buf, '\0', len);
+    if (nul != NULL) {
+        fprintf(stderr,
+                "keel: run: config %s: NUL byte at offset %zu (a config is "
+                "JSON text)\n",
+                path, (size_t)(nul - buf));
         goto out;
     }
     buf[len] = '\0';
