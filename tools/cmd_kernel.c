@@ -46,6 +46,7 @@
 #include "keel/keel.h"
 #include "keel/kernel.h"
 
+#include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
 
 /* Configs are small; a bigger file is a mistake, not a cluster. */
@@ -809,7 +810,8 @@ static const keel_cli_spec send_spec = {
         "\n"
         "Queue METHOD(ARGS_JSON) to the root object (o+0) of vat VAT of the\n"
         "kernel in STATE, from outside, as its own kernel transaction with\n"
-        "a fresh result promise. ARGS_JSON is the message's capdata body; it\n"
+        "a fresh result promise. METHOD is 1 to 255 bytes of UTF-8\n"
+        "(KEEL_METHOD_MAX). ARGS_JSON is the message's capdata body; it\n"
         "must be valid JSON (it carries no slots). No cranks run: the\n"
         "promise's kref is printed once the message is durable:\n"
         "  queued: kp12\n"
@@ -839,7 +841,8 @@ static const keel_cli_spec send_spec = {
         "Exit status: 0 queued, or (--wait) settled, fulfilled or rejected;\n"
         "1 the kernel refused or failed (no such STATE or vat, locked), or\n"
         "the result was still unresolved after the run; 2 usage error\n"
-        "(including ARGS_JSON that is not JSON).\n",
+        "(including a METHOD that is not UTF-8 or too long, and ARGS_JSON\n"
+        "that is not JSON).\n",
     .opts = send_opts,
     .nopts = SEND_NOPTS,
     .min_pos = 4,
@@ -934,6 +937,11 @@ int keel__cli_send(int argc, char **argv)
             rc = keel__cli_usage_error("send", "--timeout-ms needs --wait");
             goto out;
         }
+    }
+    char bad[64];
+    if (keel__k_method_check(a.pos[2], bad, sizeof(bad)) != KEEL_OK) {
+        rc = keel__cli_usage_error("send", "METHOD %s", bad);
+        goto out;
     }
     json_t *args = json_loads(a.pos[3], JSON_DECODE_ANY, &jerr);
     if (args == NULL) {

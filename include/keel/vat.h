@@ -54,6 +54,10 @@ extern "C" {
 #define KEEL_VREF_MAX           24  /* "p+18446744073709551615" + NUL */
 #define KEEL_VATSTORE_KEY_MAX   480 /* the store keys it under a prefix */
 #define KEEL_VATSTORE_VALUE_MAX (1024u * 1024)
+/* A method name is 1..KEEL_METHOD_MAX bytes of valid UTF-8 (RFC 3629),
+ * without the NUL; keel_syscall_send with any other is illegal, and
+ * keel_kernel_send refuses it. */
+#define KEEL_METHOD_MAX 255
 
 typedef struct keel_capdata {
     keel_bytes body;
@@ -103,8 +107,10 @@ typedef const keel_vat_ops *(*keel_vat_entry_fn)(void);
  * returns KEEL_EINVAL and dooms the vat (the crank aborts; out of crank the
  * vat is terminated at once).
  */
-/* Queue a message to target (o+N, o-N, p+N, p-N). result: NULL, or a fresh
- * p+N (from keel_syscall_alloc_promise) that the receiver will decide. */
+/* Queue a message to target (o+N, o-N, p+N, p-N). method: 1..
+ * KEEL_METHOD_MAX bytes of valid UTF-8 (anything else is illegal). result:
+ * NULL, or a fresh p+N (from keel_syscall_alloc_promise) that the receiver
+ * will decide. */
 KEEL_API int keel_syscall_send(keel_syscall *sys, const char *target,
                                const char *method, const keel_capdata *args,
                                const char *result);
