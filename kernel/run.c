@@ -17,6 +17,9 @@
  *       another (KEEL_EINVAL, nothing queued), and keel_syscall_send makes
  *       it an illegal syscall that terminates the calling vat only. The
  *       bootstrap message's method is the constant "bootstrap".
+ *   K24 keel_kernel_run counts committed cranks (the crank number's
+ *       advance) apart from aborted ones (a delivery failed: the crank was
+ *       undone and the vat terminated in a kernel-op transaction).
  */
 #include "kernel/kernel_internal.h"
 
@@ -457,7 +460,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if (o->stop_flag != NULL && *o->stop_flag) {
             break;
         }
-        if (o->max_cranks != 0 && s.cranks >= o->max_cranks) {
+        if (o->max_cranks != 0 && s.cranks + s.aborted >= o->max_cranks) {
             break;
         }
         uint64_t now = now_ms();
@@ -474,12 +477,14 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if ((s.cranks & 63) == 0 && keel__host_pending(k->host) > 0) {
             keel__host_poll(k->host);
         }
+        uint64_t crank_before = k->crank;
         rc = keel_kernel_step(k, diag);
         if (rc < 0) {
             break;
         }
         if (rc == 1) {
-            s.cranks++;
+            /* K24: a step that did not advance the crank number aborted */
+            *(k->crank > crank_before ? &s.cranks : &s.aborted) += 1;
             rc = keel__k_periodic_snapshot(k, diag); /* KS3 */
             if (rc < 0) {
                 break;

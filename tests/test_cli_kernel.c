@@ -337,6 +337,60 @@ START_TEST(test_cli_kernel_run_missing_config_file_exits_one)
 }
 END_TEST
 
+/* The mixed workload with 3 rounds: in round 3 the crasher's boom()
+ * fails its delivery (the crank aborts, the vat is terminated). */
+static const char mixed3_json[] =
+    "{\"bootstrap\": \"driver\", \"vats\": {"
+    "\"driver\": {\"builtin\": \"mixed\", \"params\": {\"role\": \"driver\", "
+    "\"rounds\": 3}},"
+    "\"echo\": {\"builtin\": \"mixed\", \"params\": {\"role\": \"echo\"}},"
+    "\"counter0\": {\"builtin\": \"mixed\", \"params\": {\"role\": "
+    "\"counter\"}},"
+    "\"counter1\": {\"builtin\": \"mixed\", \"params\": {\"role\": "
+    "\"counter\"}},"
+    "\"counter2\": {\"builtin\": \"mixed\", \"params\": {\"role\": "
+    "\"counter\"}},"
+    "\"factory\": {\"builtin\": \"mixed\", \"params\": {\"role\": "
+    "\"factory\"}},"
+    "\"clock\": {\"builtin\": \"mixed\", \"params\": {\"role\": \"clock\"}},"
+    "\"quitter\": {\"builtin\": \"mixed\", \"params\": {\"role\": \"doomed\"}},"
+    "\"crasher\": {\"builtin\": \"mixed\", \"params\": {\"role\": "
+    "\"doomed\"}}}}";
+
+/* The summary's cranks are the committed ones (they equal the crank
+ * number the run reached from boot); the aborted delivery is reported
+ * apart, in both forms, not counted as a crank. */
+START_TEST(test_cli_kernel_run_summary_counts_aborted_apart)
+{
+    fixture fx;
+    fx_init(&fx, mixed3_json);
+    json_t *run = run_to_idle(&fx);
+    ck_assert_str_eq(str_field(run, "stopped"), "idle");
+    ck_assert_int_eq(int_field(run, "aborted"), 1);
+    ck_assert_int_eq(int_field(run, "cranks"), int_field(run, "crank"));
+    /* every committed crank and the aborted one delivered to a vat, at
+     * most (messages to the dead crasher are rejected without one) */
+    ck_assert_int_le(int_field(run, "deliveries"),
+                     int_field(run, "cranks") + 1);
+    json_t *st = status_json(fx.state);
+    ck_assert_int_eq(int_field(st, "crank"), int_field(run, "cranks"));
+    json_decref(st);
+    json_decref(run);
+    fx_free(&fx);
+    /* the human form says the same */
+    fx_init(&fx, mixed3_json);
+    char *out = NULL, *err = NULL;
+    const char *args[] = {"run", fx.state, "--config", fx.config, NULL};
+    ck_assert_int_eq(tu_run_keel(args, &out, &err), 0);
+    ck_assert_msg(strstr(out, "\naborted: 1 (a delivery failed: its crank "
+                              "was undone and its vat terminated)\n") != NULL,
+                  "stdout: %s", out);
+    free(out);
+    free(err);
+    fx_free(&fx);
+}
+END_TEST
+
 /* A config is read with its length: a NUL byte is refused, naming its
  * offset, not taken as the end of the file (what followed it was ignored
  * and the cluster booted). Nothing is created. */
@@ -861,6 +915,7 @@ Suite *cli_kernel_suite(void)
     tcase_add_test(tc, test_cli_kernel_run_bad_config_exits_one_naming_path);
     tcase_add_test(tc, test_cli_kernel_run_missing_config_file_exits_one);
     tcase_add_test(tc, test_cli_kernel_run_config_with_nul_byte_refused);
+    tcase_add_test(tc, test_cli_kernel_run_summary_counts_aborted_apart);
     tcase_add_test(tc, test_cli_kernel_crash_point_parsed_strictly);
     suite_add_tcase(s, tc);
 

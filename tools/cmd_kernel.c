@@ -274,7 +274,11 @@ static const keel_cli_spec run_spec = {
         "waiting for async work and signals instead of stopping when idle.\n"
         "On a terminal a progress line is drawn on stderr. At the end, once\n"
         "everything done is durable, a summary is printed: why it stopped,\n"
-        "cranks, transactions, deliveries, time, cranks/s, the crank\n"
+        "cranks (committed ones only), aborted (deliveries that failed:\n"
+        "the crank was undone and the vat terminated; not counted as\n"
+        "cranks), transactions (WAL records: cranks, out-of-crank\n"
+        "completions, kernel operations such as terminations), deliveries\n"
+        "(to vats, aborted ones included), time, cranks/s, the crank\n"
         "number, the durable LSN and the activity hash.\n"
         "\n"
         "Only one keel process may use a STATE at a time; a second one\n"
@@ -290,7 +294,8 @@ static const keel_cli_spec run_spec = {
         "                   command reported. off: never synced (benchmarks\n"
         "                   only); a power failure may lose anything.\n"
         "  --forever        do not stop when idle\n"
-        "  --max-cranks N   stop after N cranks (N >= 1)\n"
+        "  --max-cranks N   stop after N cranks, aborted ones included\n"
+        "                   (N >= 1)\n"
         "  --timeout-ms N   stop after N milliseconds (N >= 1)\n"
         "  --checkpoint-cranks N   checkpoint the store every N\n"
         "                   transactions (default 10000)\n"
@@ -311,8 +316,9 @@ static const keel_cli_spec run_spec = {
         "                   testing; see keel crashtest)\n"
         "  --json           print the summary as one JSON object: stopped\n"
         "                   (idle, signal, max-cranks, timeout), signal,\n"
-        "                   state (booted or resumed), cranks, transactions,\n"
-        "                   deliveries, seconds, cranks_per_second, crank,\n"
+        "                   state (booted or resumed), cranks, aborted,\n"
+        "                   transactions, deliveries, seconds,\n"
+        "                   cranks_per_second, crank,\n"
         "                   durable_lsn, activity_hash\n"
         "\n"
         "Environment:\n"
@@ -560,7 +566,8 @@ static const char *stop_reason(const run_job *j)
         why = "timeout";
     } else if (stop_signal != 0) {
         why = "signal";
-    } else if (j->ro.max_cranks != 0 && j->stats.cranks >= j->ro.max_cranks) {
+    } else if (j->ro.max_cranks != 0 &&
+               j->stats.cranks + j->stats.aborted >= j->ro.max_cranks) {
         why = "max-cranks";
     }
     return why;
@@ -589,9 +596,10 @@ static int run_summary(keel_kernel *k, const run_job *j)
     const char *how = j->booted_now ? "booted" : "resumed";
     if (j->json) {
         json_t *o = json_pack(
-            "{s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:s}", "stopped",
-            why, "state", how, "cranks", (json_int_t)j->stats.cranks,
-            "transactions", (json_int_t)j->stats.transactions, "deliveries",
+            "{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:s}",
+            "stopped", why, "state", how, "cranks", (json_int_t)j->stats.cranks,
+            "aborted", (json_int_t)j->stats.aborted, "transactions",
+            (json_int_t)j->stats.transactions, "deliveries",
             (json_int_t)j->stats.deliveries, "seconds", secs,
             "cranks_per_second", rate, "crank", (json_int_t)crank,
             "durable_lsn", (json_int_t)durable, "activity_hash", hash);
@@ -610,6 +618,9 @@ static int run_summary(keel_kernel *k, const run_job *j)
     }
     printf("state: %s %s, now at crank %" PRIu64 "\n", how, j->state, crank);
     printf("cranks: %" PRIu64 "\n", j->stats.cranks);
+    printf("aborted: %" PRIu64 " (a delivery failed: its crank was undone "
+           "and its vat terminated)\n",
+           j->stats.aborted);
     printf("transactions: %" PRIu64 "\n", j->stats.transactions);
     printf("deliveries: %" PRIu64 "\n", j->stats.deliveries);
     printf("time: %.3f s (%.0f cranks/s)\n", secs, rate);
