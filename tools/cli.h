@@ -15,6 +15,9 @@
  *       that exist in this build.
  *   C5  Every option is given at most once: a repeated one (`--n 1 --n 2`,
  *       a flag twice) is a usage error naming it, never "the last wins".
+ *   C6  A config file is read with its length (keel__cli_read_config): a
+ *       NUL byte in it is refused naming its offset, since it would end the
+ *       C string the kernel parses and whatever followed would be ignored.
  *
  * Calling sequence of a subcommand (see cmd_wal.c):
  *     keel_cli_args a;
@@ -92,6 +95,18 @@ int keel__cli_parse_u64(const char *command, const char *opt, const char *s,
  */
 int keel__cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Configs are small; a bigger file is a mistake, not a cluster. */
+#define KEEL_CLI_CONFIG_MAX (16u * 1024 * 1024)
+
+/*
+ * Read the cluster config at path into a malloc'd NUL-terminated string
+ * (*out; free()), refusing a NUL byte inside it and a file over
+ * KEEL_CLI_CONFIG_MAX (C6).
+ * @return KEEL_CLI_OK, or KEEL_CLI_FAIL after printing `keel: <command>:
+ *         ...` naming the file (and the offset of a NUL).
+ */
+int keel__cli_read_config(const char *command, const char *path, char **out);
 
 /* Subcommands, each run with the words after its name (tools/cmd_wal.c). */
 int keel__cli_wal_dump(int argc, char **argv);

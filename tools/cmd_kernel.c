@@ -21,9 +21,7 @@
  *       the message is the kernel's keel_diag text verbatim (C2).
  *   K5  Progress is drawn on stderr only when stderr is a terminal, so
  *       piped and captured output holds nothing but the summary.
- *   K6  A config file is read with its length: a NUL byte in it is refused
- *       naming its offset (it would end the C string the kernel parses, and
- *       whatever followed would be ignored).
+ *   K6  A config file is read with keel__cli_read_config (C6).
  *
  * The one mutable static of the program is `stop_signal` below: a signal
  * handler has no other place to put what it saw (C17 7.14.1.1 allows a
@@ -48,9 +46,6 @@
 
 #include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
-
-/* Configs are small; a bigger file is a mistake, not a cluster. */
-#define CONFIG_MAX_BYTES (16u * 1024 * 1024)
 
 /* stop_flag is `volatile int *`: the handler's flag must be exactly that. */
 _Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
@@ -362,57 +357,6 @@ typedef struct run_job {
     double started;
 } run_job;
 
-/* Read the whole config file, with its length, into a NUL-terminated
- * malloc'd string; a NUL byte inside it is refused (K6). */
-static int read_config(const char *path, char **out)
-{
-    int rc = KEEL_CLI_FAIL;
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = fopen(path, "rb");
-    *out = NULL;
-    if (f == NULL) {
-        fprintf(stderr, "keel: run: cannot read config %s: %s\n", path,
-                strerror(errno));
-        goto out;
-    }
-    buf = malloc(CONFIG_MAX_BYTES + 1);
-    if (buf == NULL) {
-        fprintf(stderr, "keel: run: out of memory\n");
-        goto out;
-    }
-    len = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
-    if (ferror(f)) {
-        fprintf(stderr, "keel: run: cannot read config %s: %s\n", path,
-                strerror(errno));
-        goto out;
-    }
-    if (len > CONFIG_MAX_BYTES) {
-        fprintf(stderr, "keel: run: config %s is larger than %u bytes\n", path,
-                CONFIG_MAX_BYTES);
-        goto out;
-    }
-    /* K6: the text ends where the file ends, not at a NUL inside it */
-    const char *nul = memchr(buf, '\0', len);
-    if (nul != NULL) {
-        fprintf(stderr,
-                "keel: run: config %s: NUL byte at offset %zu (a config is "
-                "JSON text)\n",
-                path, (size_t)(nul - buf));
-        goto out;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    buf = NULL;
-    rc = KEEL_CLI_OK;
-out:
-    free(buf);
-    if (f != NULL) {
-        fclose(f);
-    }
-    return rc;
-}
-
 static void draw_progress(void *arg, uint64_t cranks)
 {
     run_job *j = arg;
@@ -532,7 +476,8 @@ static int boot_or_resume(keel_kernel *k, run_job *j)
         goto out;
     }
     if (j->config_text == NULL &&
-        (rc = read_config(j->config_path, &j->config_text)) != KEEL_CLI_OK) {
+        (rc = keel__cli_read_config("run", j->config_path, &j->config_text)) !=
+            KEEL_CLI_OK) {
         goto out;
     }
     dir_copy = strdup(j->config_path);
@@ -648,7 +593,8 @@ int keel__cli_run(int argc, char **argv)
      * so an unreadable one leaves nothing behind; an existing STATE reads
      * it only if it turns out not to be booted */
     if (j.config_path != NULL && j.is_new &&
-        (rc = read_config(j.config_path, &j.config_text)) != KEEL_CLI_OK) {
+        (rc = keel__cli_read_config("run", j.config_path, &j.config_text)) !=
+            KEEL_CLI_OK) {
         goto out;
     }
     o.sync = j.sync;

@@ -383,6 +383,56 @@ out:
     return rc;
 }
 
+/* C6 */
+int keel__cli_read_config(const char *command, const char *path, char **out)
+{
+    int rc = KEEL_CLI_FAIL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    *out = NULL;
+    if (f == NULL) {
+        fprintf(stderr, "keel: %s: cannot read config %s: %s\n", command, path,
+                strerror(errno));
+        goto out;
+    }
+    buf = malloc(KEEL_CLI_CONFIG_MAX + 1);
+    if (buf == NULL) {
+        fprintf(stderr, "keel: %s: out of memory\n", command);
+        goto out;
+    }
+    len = fread(buf, 1, KEEL_CLI_CONFIG_MAX + 1, f);
+    if (ferror(f)) {
+        fprintf(stderr, "keel: %s: cannot read config %s: %s\n", command, path,
+                strerror(errno));
+        goto out;
+    }
+    if (len > KEEL_CLI_CONFIG_MAX) {
+        fprintf(stderr, "keel: %s: config %s is larger than %u bytes\n",
+                command, path, KEEL_CLI_CONFIG_MAX);
+        goto out;
+    }
+    /* the text ends where the file ends, not at a NUL inside it */
+    const char *nul = memchr(buf, '\0', len);
+    if (nul != NULL) {
+        fprintf(stderr,
+                "keel: %s: config %s: NUL byte at offset %zu (a config is "
+                "JSON text)\n",
+                command, path, (size_t)(nul - buf));
+        goto out;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    buf = NULL;
+    rc = KEEL_CLI_OK;
+out:
+    free(buf);
+    if (f != NULL) {
+        fclose(f);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int rc = KEEL_CLI_USAGE;
