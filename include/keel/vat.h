@@ -95,7 +95,10 @@ typedef struct keel_vat_ops {
      * Syscalls made here are out of crank. @return 0, or nonzero to fail
      * the start (the vat is then terminated). */
     int (*start)(keel_syscall *sys, const char *params_json, void **state);
-    /* @return 0, or nonzero: the vat failed; the crank aborts. */
+    /* @return 0, or nonzero: the vat failed; the crank aborts and the vat
+     * is terminated. Fail only on a broken invariant of the vat's own: a
+     * message it does not accept is refused by rejecting its result
+     * (docs/kernel.md, "Writing a vat"). */
     int (*deliver)(void *state, keel_syscall *sys, const keel_delivery *d);
     void (*stop)(void *state);
 } keel_vat_ops;
