@@ -23,10 +23,10 @@
  *       every vat's state and name index) refuse a state that breaks
  *       them (KEEL_ECORRUPT naming the key); the full audit is
  *       keel_audit.
- *   K30 A STATE that is not a directory, or whose lock path is not a
+ *   K18 A STATE that is not a directory, or whose lock path is not a
  *       regular file, is refused with a message saying so, before anything
  *       in it is opened or created.
- *   K31 A crash point is parsed strictly (EVENT[/KIND]:N, N decimal digits
+ *   K19 A crash point is parsed strictly (EVENT[/KIND]:N, N decimal digits
  *       1..2^64-1, nothing else); anything else is refused naming
  *       KEEL_CRASH_POINT, before STATE is touched.
  */
@@ -99,7 +99,7 @@ void keel__k_crash_point(keel_kernel *k, int event, int kind)
     }
 }
 
-/* K31: N of a crash point: decimal digits only, 1 .. 2^64-1. */
+/* K19: N of a crash point: decimal digits only, 1 .. 2^64-1. */
 static int parse_crash_nth(const char *s, uint64_t *out)
 {
     char *end = NULL;
@@ -569,7 +569,7 @@ int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
     char path[4096];
     struct stat st;
     *fd = -1;
-    /* K30: say what is wrong with the path, not what open() then failed */
+    /* K18: say what is wrong with the path, not what open() then failed */
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
         return keel__diag(diag, KEEL_EINVAL,
                           "%s is not a directory (a keel state is a "
