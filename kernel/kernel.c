@@ -25,6 +25,12 @@
  *       every vat's state and name index) refuse a state that breaks
  *       them (KEEL_ECORRUPT naming the key); the full audit is
  *       keel_audit.
+ *   K18 A STATE that is not a directory, or whose lock path is not a
+ *       regular file, is refused with a message saying so, before anything
+ *       in it is opened or created.
+ *   K19 A crash point is parsed strictly (EVENT[/KIND]:N, N decimal digits
+ *       1..2^64-1, nothing else); anything else is refused naming
+ *       KEEL_CRASH_POINT, before STATE is touched.
  */
 #include "kernel/kernel_internal.h"
 
@@ -95,6 +101,22 @@ void keel__k_crash_point(keel_kernel *k, int event, int kind)
     }
 }
 
+/* K19: N of a crash point: decimal digits only, 1 .. 2^64-1. */
+static int parse_crash_nth(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    if (s[0] < '0' || s[0] > '9') {
+        return KEEL_EINVAL; /* strtoull would take "-1", "+1", " 1" */
+    }
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (*end != '\0' || errno == ERANGE || n == 0) {
+        return KEEL_EINVAL;
+    }
+    *out = (uint64_t)n;
+    return KEEL_OK;
+}
+
 static int parse_crash_point(keel_kernel *k, const char *s, keel_diag *diag)
 {
     static const char *const events[] = {"commit-before", "commit-after",
@@ -102,18 +124,29 @@ static int parse_crash_point(keel_kernel *k, const char *s, keel_diag *diag)
                                          "checkpoint-after"};
     static const char *const kinds[] = {"crank", "out-of-crank", "kernel-op"};
     char ev[32] = "", kind[32] = "";
-    unsigned long long n = 0;
+    uint64_t n = 0;
     const char *colon = strrchr(s, ':');
     const char *slash = strchr(s, '/');
-    size_t evlen = (size_t)((slash != NULL ? slash : colon) - s);
-    if (colon == NULL || evlen == 0 || evlen >= sizeof(ev) ||
-        sscanf(colon + 1, "%llu", &n) != 1 || n == 0) {
+    if (colon == NULL) {
         goto bad;
+    }
+    size_t evlen = (size_t)((slash != NULL ? slash : colon) - s);
+    if (evlen == 0 || evlen >= sizeof(ev)) {
+        goto bad;
+    }
+    if (parse_crash_nth(colon + 1, &n) != KEEL_OK) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "KEEL_CRASH_POINT \"%s\": N must be decimal digits "
+                          "from 1 to 18446744073709551615",
+                          s);
     }
     memcpy(ev, s, evlen);
     if (slash != NULL) {
+        if (slash > colon) {
+            goto bad;
+        }
         size_t kl = (size_t)(colon - slash - 1);
-        if (slash > colon || kl == 0 || kl >= sizeof(kind)) {
+        if (kl == 0 || kl >= sizeof(kind)) {
             goto bad;
         }
         memcpy(kind, slash + 1, kl);
@@ -135,7 +168,11 @@ static int parse_crash_point(keel_kernel *k, const char *s, keel_diag *diag)
     return KEEL_OK;
 bad:
     return keel__diag(diag, KEEL_EINVAL,
-                      "crash point \"%s\": expected EVENT[/KIND]:N", s);
+                      "KEEL_CRASH_POINT \"%s\": expected EVENT[/KIND]:N "
+                      "(EVENT commit-before, commit-after, apply-after, "
+                      "checkpoint-before or checkpoint-after; KIND crank, "
+                      "out-of-crank or kernel-op)",
+                      s);
 }
 
 /* Name the store's file in a diag from the store ("data.mdb: ..." becomes
@@ -545,12 +582,32 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
 int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
 {
     char path[4096];
+    struct stat st;
+    *fd = -1;
+    /* K18: say what is wrong with the path, not what open() then failed */
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s is not a directory (a keel state is a "
+                          "directory)",
+                          dir);
+    }
     snprintf(path, sizeof(path), "%s/lock", dir);
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s is a %s, expected keel's lock file (a regular "
+                          "file)",
+                          path,
+                          S_ISDIR(st.st_mode)   ? "directory"
+                          : S_ISLNK(st.st_mode) ? "symbolic link"
+                                                : "special file");
+    }
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (*fd < 0) {
-        int rc = keel_translate_errno(errno);
+        int e = errno;
+        int rc = keel_translate_errno(e);
+        /* strerror: the mapped code is coarser than the cause */
         return keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
-                          keel_strerror(rc));
+                          strerror(e));
     }
     if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
         int busy = errno == EWOULDBLOCK;

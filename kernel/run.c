@@ -12,6 +12,14 @@
  *       further input (SPEC §5).
  *   K22 keel_kernel_run returns KEEL_OK only once everything it committed
  *       is durable under the sync policy.
+ *   K23 A method name is 1..KEEL_METHOD_MAX bytes of valid UTF-8 (RFC
+ *       3629) wherever one enters the kernel: keel_kernel_send refuses
+ *       another (KEEL_EINVAL, nothing queued), and keel_syscall_send makes
+ *       it an illegal syscall that terminates the calling vat only. The
+ *       bootstrap message's method is the constant "bootstrap".
+ *   K24 keel_kernel_run counts committed cranks (the crank number's
+ *       advance) apart from aborted ones (a delivery failed: the crank was
+ *       undone and the vat terminated in a kernel-op transaction).
  */
 #include "kernel/kernel_internal.h"
 
@@ -46,6 +54,62 @@ static int valid_name(const char *s)
         }
     }
     return 1;
+}
+
+/* Length of the UTF-8 sequence starting at p[0..len), 0 if it is not a
+ * valid one (RFC 3629: no overlong forms, no surrogates, <= U+10FFFF). */
+static size_t utf8_seq(const unsigned char *p, size_t len)
+{
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    unsigned c = p[0];
+    size_t n = c < 0x80               ? 1
+               : (c & 0xE0u) == 0xC0u ? 2
+               : (c & 0xF0u) == 0xE0u ? 3
+               : (c & 0xF8u) == 0xF0u ? 4
+                                      : 0;
+    if (n == 0 || n > len) {
+        return 0;
+    }
+    uint32_t cp = n == 1 ? c : c & (0x7Fu >> n);
+    for (size_t j = 1; j < n; j++) {
+        if ((p[j] & 0xC0u) != 0x80u) {
+            return 0;
+        }
+        cp = (cp << 6) | (p[j] & 0x3Fu);
+    }
+    if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+        return 0;
+    }
+    return n;
+}
+
+int keel__k_method_check(const char *m, char *why, size_t cap)
+{
+    char none[1];
+    if (why == NULL || cap == 0) {
+        why = none;
+        cap = sizeof(none);
+    }
+    size_t len = m != NULL ? strnlen(m, KEEL_METHOD_MAX + 1) : 0;
+    if (len == 0) {
+        snprintf(why, cap, "is empty");
+        return KEEL_EINVAL;
+    }
+    if (len > KEEL_METHOD_MAX) {
+        snprintf(why, cap, "is longer than %d bytes (KEEL_METHOD_MAX)",
+                 KEEL_METHOD_MAX);
+        return KEEL_EINVAL;
+    }
+    const unsigned char *p = (const unsigned char *)m;
+    for (size_t i = 0; i < len;) { /* K23 */
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0) {
+            snprintf(why, cap, "is not valid UTF-8 (at byte %zu)", i);
+            return KEEL_EINVAL;
+        }
+        i += n;
+    }
+    return KEEL_OK;
 }
 
 /* Check the config; names the JSON path of the first problem. */
@@ -279,9 +343,12 @@ int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
 {
     char key[KEY_MAX], root[KEEL_VREF_MAX];
     uint64_t vid = 0;
-    if (!valid_name(vat) || method == NULL || method[0] == '\0' ||
-        args_json == NULL) {
-        return keel__diag(diag, KEEL_EINVAL, "bad vat name or method");
+    char why[64];
+    if (!valid_name(vat) || args_json == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "bad vat name or arguments");
+    }
+    if (keel__k_method_check(method, why, sizeof(why)) != KEEL_OK) {
+        return keel__diag(diag, KEEL_EINVAL, "method %s", why); /* K23 */
     }
     int rc = keel__k_txn_begin(k);
     if (rc < 0) {
@@ -393,7 +460,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if (o->stop_flag != NULL && *o->stop_flag) {
             break;
         }
-        if (o->max_cranks != 0 && s.cranks >= o->max_cranks) {
+        if (o->max_cranks != 0 && s.cranks + s.aborted >= o->max_cranks) {
             break;
         }
         uint64_t now = now_ms();
@@ -410,12 +477,14 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if ((s.cranks & 63) == 0 && keel__host_pending(k->host) > 0) {
             keel__host_poll(k->host);
         }
+        uint64_t crank_before = k->crank;
         rc = keel_kernel_step(k, diag);
         if (rc < 0) {
             break;
         }
         if (rc == 1) {
-            s.cranks++;
+            /* K24: a step that did not advance the crank number aborted */
+            *(k->crank > crank_before ? &s.cranks : &s.aborted) += 1;
             rc = keel__k_periodic_snapshot(k, diag); /* KS3 */
             if (rc < 0) {
                 break;

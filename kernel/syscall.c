@@ -179,9 +179,15 @@ static void set_capdata(kdeferred *sc, const keel_capdata *cd)
     }
 }
 
+static int illegal_read(keel_syscall *sys, const char *fmt, size_t n);
+
 int keel_syscall_send(keel_syscall *sys, const char *target, const char *method,
                       const keel_capdata *args, const char *result)
 {
+    if (keel__k_method_check(method, NULL, 0) != KEEL_OK) { /* K23 */
+        return illegal_read(sys, "send: method is not 1..%zu bytes of UTF-8",
+                            KEEL_METHOD_MAX);
+    }
     kdeferred sc = {.kind = SC_SEND,
                     .a = (char *)target,
                     .b = (char *)method,

@@ -3,7 +3,8 @@
  * (pingpong, fanout, chain5, pingpong-rss) at tiny sizes, through
  * tu_run_keel(). They check the shape of the JSON and relations that hold
  * whatever the speed (two rates of one run are in the ratio of their
- * counts), never a figure.
+ * counts, and a count equals what a reference run of the same cluster
+ * writes to its WAL), never a figure.
  */
 #include <check.h>
 #include <dirent.h>
@@ -126,12 +127,113 @@ START_TEST(test_bench_pingpong_json_has_kernel_rates)
 }
 END_TEST
 
+/* The same cluster as `keel bench pingpong --n 20` (bench_kernel.c's
+ * pingpong_config), run by `keel run --sync full`: the reference for what
+ * one timed bench run does. */
+static const char pingpong20_json[] =
+    "{\"bootstrap\":\"alice\",\"vats\":{\"alice\":{\"builtin\":"
+    "\"pingpong\",\"params\":{\"role\":\"alice\",\"rounds\":20}},"
+    "\"bob\":{\"builtin\":\"pingpong\",\"params\":{\"role\":\"bob\"}}}}";
+
+static json_int_t int_at(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    ck_assert_msg(json_is_integer(v), "%s: missing or not an integer", key);
+    return json_integer_value(v);
+}
+
+/* a == b, relatively, for rates of one run (quotients of exact counts) */
+static void assert_close(double a, double b, const char *what)
+{
+    ck_assert_msg(fabs(a - b) <= 1e-9 * fabs(b), "%s: %.12g != %.12g", what, a,
+                  b);
+}
+
+/* What a pingpong run of 20 rounds writes under sync=full: its WAL
+ * records, one per transaction (each fdatasync'd before it is used: K10,
+ * W-invariants), counted from the state itself. Returns the records after
+ * the boot record, and the run's deliveries in *deliveries. */
+static json_int_t reference_records(json_int_t *deliveries)
+{
+    char *root = tu_tmpdir("bench-ref");
+    char *cfg = tu_path(root, "pp.json");
+    char *state = tu_path(root, "state");
+    char *wal = tu_path(state, "wal");
+    char *out = NULL, *err = NULL;
+    tu_write_file(cfg, pingpong20_json, strlen(pingpong20_json));
+    const char *run[] = {"run",    state,  "--config", cfg,
+                         "--sync", "full", "--json",   NULL};
+    ck_assert_msg(tu_run_keel(run, &out, &err) == 0, "run: %s", err);
+    json_t *r = json_loads(out, 0, NULL);
+    ck_assert_ptr_nonnull(r);
+    free(out);
+    free(err);
+    const char *dump[] = {"wal", "dump", wal, "--json", NULL};
+    ck_assert_msg(tu_run_keel(dump, &out, &err) == 0, "dump: %s", err);
+    json_int_t records = 0, boot = 0, last = 0;
+    for (char *line = strtok(out, "\n"); line != NULL;
+         line = strtok(NULL, "\n")) {
+        json_t *rec = json_loads(line, 0, NULL);
+        ck_assert_ptr_nonnull(rec);
+        const char *kind = json_string_value(json_object_get(rec, "kind"));
+        if (kind != NULL) {
+            records++;
+            boot += strcmp(kind, "kernel-op") == 0;
+            last = int_at(rec, "lsn");
+        }
+        json_decref(rec);
+    }
+    /* one boot record, then one record per transaction of the run */
+    ck_assert_int_eq(boot, 1);
+    ck_assert_int_eq(last, records);
+    ck_assert_int_eq(int_at(r, "durable_lsn"), last);
+    ck_assert_int_eq(int_at(r, "transactions"), records - 1);
+    ck_assert_int_eq(int_at(r, "cranks"), 2 * 20 + 1);
+    *deliveries = int_at(r, "deliveries");
+    json_decref(r);
+    free(out);
+    free(err);
+    tu_rmrf(root);
+    free(root);
+    free(cfg);
+    free(state);
+    free(wal);
+    return records - 1;
+}
+
+/* Under sync=full the candidate is transactions, each one WAL record that
+ * is fdatasync'd, against the raw fdatasync rate: every run's
+ * transactions/s must be exactly the records a run writes (counted from a
+ * reference state's WAL) over its seconds, in the same ratio to its
+ * round trips/s (20) and deliveries/s as those counts; and the ratio is
+ * the candidate's median over the fdatasync baseline's. */
 START_TEST(test_bench_pingpong_full_counts_transactions_against_fdatasync)
 {
+    json_int_t deliveries = 0;
+    json_int_t records = reference_records(&deliveries);
     const char *w[] = {"pingpong", "--n",    "20",   "--runs",
                        "3",        "--sync", "full", NULL};
     json_t *o = bench_json(w);
     check_kernel_result(o, "pingpong", "full", "round_trips_per_s");
+    /* medians: the three rates of a run are in fixed ratios, so their
+     * medians come from the same run */
+    assert_close(real_at(o, "transactions_per_s") * 20.0 /
+                     real_at(o, "round_trips_per_s"),
+                 (double)records, "transactions per bench run");
+    assert_close(real_at(o, "transactions_per_s") * (double)deliveries,
+                 real_at(o, "deliveries_per_s") * (double)records,
+                 "transactions/deliveries");
+    assert_close(real_at(o, "ratio"),
+                 real_at(o, "median_per_s") / real_at(o, "baseline_per_s"),
+                 "ratio");
+    const json_t *runs = json_object_get(o, "runs");
+    for (size_t i = 0; i < json_array_size(runs); i++) {
+        const json_t *r = json_array_get(runs, i);
+        /* per_s is this run's transactions/s */
+        assert_close(real_at(r, "per_s") * (double)deliveries,
+                     real_at(r, "deliveries_per_s") * (double)records,
+                     "run transactions/deliveries");
+    }
     json_decref(o);
 }
 END_TEST

@@ -260,6 +260,51 @@ START_TEST(test_cli_bad_numbers_exit_two_naming_option)
 }
 END_TEST
 
+/* An option given twice is a usage error naming it, in every command,
+ * whatever the spelling of each occurrence (--opt V, --opt=V, a flag). */
+START_TEST(test_cli_repeated_option_exits_two_naming_it)
+{
+    static const struct {
+        const char *args[9];
+        const char *opt;
+    } cases[] = {
+        {{"run", "s", "--max-cranks", "5", "--max-cranks", "6", NULL},
+         "--max-cranks"},
+        {{"run", "s", "--json", "--json", NULL}, "--json"},
+        {{"status", "s", "--json", "--json", NULL}, "--json"},
+        {{"send", "s", "v", "m", "{}", "--wait", "--wait", NULL}, "--wait"},
+        {{"recover", "s", "--check", "--check", NULL}, "--check"},
+        {{"wal", "dump", "d", "--from=1", "--from", "2", NULL}, "--from"},
+        {{"wal", "verify", "d", "--json", "--json", NULL}, "--json"},
+        {{"wal", "demo", "d", "--n", "1", "--n=1", NULL}, "--n"},
+        {{"snapshot", "info", "f", "--json", "--json", NULL}, "--json"},
+        {{"snapshot", "create", "s", "f", "--level", "1", "--level", "2", NULL},
+         "--level"},
+        {{"bench", "wal-append", "--n", "1", "--n", "2", NULL}, "--n"},
+        {{"crashtest", "--config", "a", "--config", "b", NULL}, "--config"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *out = NULL, *err = NULL;
+        int rc = tu_run_keel(cases[i].args, &out, &err);
+        ck_assert_msg(rc == 2, "case %zu: exit %d, stderr: %s", i, rc, err);
+        tu_assert_one_error_line(err);
+        char want[64];
+        snprintf(want, sizeof(want), "%s given twice", cases[i].opt);
+        ck_assert_msg(strstr(err, want) != NULL, "case %zu: %s", i, err);
+        ck_assert_str_eq(out, "");
+        free(out);
+        free(err);
+    }
+    /* after `--` the same word is an argument, not an option */
+    char *out = NULL, *err = NULL;
+    const char *args[] = {"wal", "dump", "--json", "--", "--json", NULL};
+    ck_assert_int_eq(tu_run_keel(args, &out, &err), 1);
+    ck_assert_msg(strstr(err, "given twice") == NULL, "%s", err);
+    free(out);
+    free(err);
+}
+END_TEST
+
 /* ------------------------------------------------------------- wal clean */
 
 START_TEST(test_cli_wal_verify_clean_log_exits_zero)
@@ -714,6 +759,26 @@ START_TEST(test_cli_wal_demo_writes_then_resumes_log)
 }
 END_TEST
 
+/* --n 0 would write nothing and print an empty LSN range: refused. */
+START_TEST(test_cli_wal_demo_zero_records_exits_two)
+{
+    char *root = tu_tmpdir("cli");
+    char *wal = tu_path(root, "wal");
+    char *out = NULL, *err = NULL;
+    const char *args[] = {"wal", "demo", wal, "--n", "0", NULL};
+    ck_assert_int_eq(tu_run_keel(args, &out, &err), 2);
+    tu_assert_one_error_line(err);
+    ck_assert_msg(strstr(err, "--n") != NULL, "%s", err);
+    ck_assert_str_eq(out, "");
+    ck_assert_msg(access(wal, F_OK) != 0, "--n 0 created the log directory");
+    free(out);
+    free(err);
+    free(wal);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 START_TEST(test_cli_wal_demo_bad_sync_exits_two)
 {
     char *err = NULL;
@@ -760,6 +825,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_cli_unknown_command_exits_two);
     tcase_add_test(tc, test_cli_usage_errors_exit_two_with_one_line);
     tcase_add_test(tc, test_cli_bad_numbers_exit_two_naming_option);
+    tcase_add_test(tc, test_cli_repeated_option_exits_two_naming_it);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("wal");
@@ -779,6 +845,7 @@ Suite *cli_suite(void)
 
     tc = tcase_create("demo");
     tcase_add_test(tc, test_cli_wal_demo_writes_then_resumes_log);
+    tcase_add_test(tc, test_cli_wal_demo_zero_records_exits_two);
     tcase_add_test(tc, test_cli_wal_demo_bad_sync_exits_two);
     tcase_add_test(tc, test_cli_wal_demo_unwritable_dir_exits_one);
     suite_add_tcase(s, tc);

@@ -37,6 +37,7 @@
 #include "kernel/kernel_internal.h"
 #include "recovery/recovery_internal.h"
 #include "tests/testutil.h"
+#include "vats/vutil.h"
 
 Suite *recover_suite(void);
 
@@ -193,8 +194,75 @@ static const keel_vat_ops t_probe = {
     .stop = probe_stop,
 };
 
+/* chain5's provider and keyring, made to fail on "bogus" as a vat with a
+ * bug would (the built-ins refuse a message they do not know and live). */
+static int fragile_deliver(const keel_vat_ops *real, void *state,
+                           keel_syscall *sys, const keel_delivery *d)
+{
+    if (d->kind == KEEL_DELIVER_MESSAGE && strcmp(d->method, "bogus") == 0) {
+        return KEEL_EINVAL;
+    }
+    return real->deliver(state, sys, d);
+}
+
+static int fragile_provider_deliver(void *state, keel_syscall *sys,
+                                    const keel_delivery *d)
+{
+    return fragile_deliver(&keel__vat_provider, state, sys, d);
+}
+
+static int fragile_keyring_deliver(void *state, keel_syscall *sys,
+                                   const keel_delivery *d)
+{
+    return fragile_deliver(&keel__vat_keyring, state, sys, d);
+}
+
+static int fragile_provider_start(keel_syscall *sys, const char *params,
+                                  void **state)
+{
+    return keel__vat_provider.start(sys, params, state);
+}
+
+static void fragile_provider_stop(void *state)
+{
+    keel__vat_provider.stop(state);
+}
+
+static int fragile_keyring_start(keel_syscall *sys, const char *params,
+                                 void **state)
+{
+    return keel__vat_keyring.start(sys, params, state);
+}
+
+static void fragile_keyring_stop(void *state)
+{
+    keel__vat_keyring.stop(state);
+}
+
+static const keel_vat_ops t_fragile_provider = {
+    .abi_version = KEEL_VAT_ABI_VERSION,
+    .name = "t_fragile_provider",
+    .start = fragile_provider_start,
+    .deliver = fragile_provider_deliver,
+    .stop = fragile_provider_stop,
+};
+
+static const keel_vat_ops t_fragile_keyring = {
+    .abi_version = KEEL_VAT_ABI_VERSION,
+    .name = "t_fragile_keyring",
+    .start = fragile_keyring_start,
+    .deliver = fragile_keyring_deliver,
+    .stop = fragile_keyring_stop,
+};
+
 static const keel_vat_ops *resolve_vat(void *arg, const char *name)
 {
+    if (strcmp(name, "t_fragile_provider") == 0) {
+        return &t_fragile_provider;
+    }
+    if (strcmp(name, "t_fragile_keyring") == 0) {
+        return &t_fragile_keyring;
+    }
     return strcmp(name, "t_probe") == 0 ? &t_probe : NULL;
 }
 
@@ -740,8 +808,8 @@ START_TEST(test_recover_audit_termination_passes)
     keel_kernel *k = kopen(state, &o);
     kboot(k, "{'bootstrap':'coordinator','vats':{"
              "'coordinator':{'builtin':'coordinator','params':{'rounds':3}},"
-             "'provider':{'builtin':'provider'},"
-             "'keyring':{'builtin':'keyring'}}}");
+             "'provider':{'builtin':'t_fragile_provider'},"
+             "'keyring':{'builtin':'t_fragile_keyring'}}}");
     /* bootstrap, then fetch: the provider now decides P1, work pending */
     ck_assert_int_eq(keel_kernel_step(k, &d), 1);
     ck_assert_int_eq(keel_kernel_step(k, &d), 1);

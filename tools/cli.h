@@ -13,6 +13,11 @@
  *       option.
  *   C4  Help goes to stdout and exits 0; it names only commands and options
  *       that exist in this build.
+ *   C5  Every option is given at most once: a repeated one (`--n 1 --n 2`,
+ *       a flag twice) is a usage error naming it, never "the last wins".
+ *   C6  A config file is read with its length (keel__cli_read_config): a
+ *       NUL byte in it is refused naming its offset, since it would end the
+ *       C string the kernel parses and whatever followed would be ignored.
  *
  * Calling sequence of a subcommand (see cmd_wal.c):
  *     keel_cli_args a;
@@ -58,7 +63,7 @@ typedef struct keel_cli_spec {
 /* A parsed command line; strings borrowed from argv. */
 typedef struct keel_cli_args {
     /* per spec option, by index: its value, "" for a flag that was given,
-     * NULL when absent (a repeated option keeps its last value) */
+     * NULL when absent (a repeated option is a usage error: C5) */
     const char *val[KEEL_CLI_MAX_OPTS];
     const char *pos[KEEL_CLI_MAX_POS];
     size_t npos;
@@ -67,7 +72,7 @@ typedef struct keel_cli_args {
 /*
  * Parse argv[0..argc) (the words after the command's name) against spec.
  * Accepts `--name VALUE`, `--name=VALUE`, flags, `--help`/`-h`, and `--`
- * (everything after it is positional).
+ * (everything after it is positional); each option at most once (C5).
  * @return KEEL_CLI_CONTINUE when the command should run with *out;
  *         KEEL_CLI_OK after printing the help to stdout;
  *         KEEL_CLI_USAGE after printing a one-line error to stderr (C2).
@@ -90,6 +95,18 @@ int keel__cli_parse_u64(const char *command, const char *opt, const char *s,
  */
 int keel__cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Configs are small; a bigger file is a mistake, not a cluster. */
+#define KEEL_CLI_CONFIG_MAX (16u * 1024 * 1024)
+
+/*
+ * Read the cluster config at path into a malloc'd NUL-terminated string
+ * (*out; free()), refusing a NUL byte inside it and a file over
+ * KEEL_CLI_CONFIG_MAX (C6).
+ * @return KEEL_CLI_OK, or KEEL_CLI_FAIL after printing `keel: <command>:
+ *         ...` naming the file (and the offset of a NUL).
+ */
+int keel__cli_read_config(const char *command, const char *path, char **out);
 
 /* Subcommands, each run with the words after its name (tools/cmd_wal.c). */
 int keel__cli_wal_dump(int argc, char **argv);

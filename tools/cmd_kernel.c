@@ -21,6 +21,7 @@
  *       the message is the kernel's keel_diag text verbatim (C2).
  *   K5  Progress is drawn on stderr only when stderr is a terminal, so
  *       piped and captured output holds nothing but the summary.
+ *   K6  A config file is read with keel__cli_read_config (C6).
  *
  * The one mutable static of the program is `stop_signal` below: a signal
  * handler has no other place to put what it saw (C17 7.14.1.1 allows a
@@ -43,10 +44,8 @@
 #include "keel/keel.h"
 #include "keel/kernel.h"
 
+#include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
-
-/* Configs are small; a bigger file is a mistake, not a cluster. */
-#define CONFIG_MAX_BYTES (16u * 1024 * 1024)
 
 /* stop_flag is `volatile int *`: the handler's flag must be exactly that. */
 _Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
@@ -105,6 +104,14 @@ static int open_state(const char *command, const char *state,
     if (!o->create && stat(state, &st) != 0 && errno == ENOENT) {
         fprintf(stderr, "keel: %s: no such state directory: %s\n", command,
                 state);
+        rc = KEEL_CLI_FAIL;
+        goto out;
+    }
+    if (stat(state, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr,
+                "keel: %s: %s is not a directory (a keel state is a "
+                "directory)\n",
+                command, state);
         rc = KEEL_CLI_FAIL;
         goto out;
     }
@@ -264,7 +271,11 @@ static const keel_cli_spec run_spec = {
         "waiting for async work and signals instead of stopping when idle.\n"
         "On a terminal a progress line is drawn on stderr. At the end, once\n"
         "everything done is durable, a summary is printed: why it stopped,\n"
-        "cranks, transactions, deliveries, time, cranks/s, the crank\n"
+        "cranks (committed ones only), aborted (deliveries that failed:\n"
+        "the crank was undone and the vat terminated; not counted as\n"
+        "cranks), transactions (WAL records: cranks, out-of-crank\n"
+        "completions, kernel operations such as terminations), deliveries\n"
+        "(to vats, aborted ones included), time, cranks/s, the crank\n"
         "number, the durable LSN and the activity hash.\n"
         "\n"
         "Only one keel process may use a STATE at a time; a second one\n"
@@ -280,7 +291,8 @@ static const keel_cli_spec run_spec = {
         "                   command reported. off: never synced (benchmarks\n"
         "                   only); a power failure may lose anything.\n"
         "  --forever        do not stop when idle\n"
-        "  --max-cranks N   stop after N cranks (N >= 1)\n"
+        "  --max-cranks N   stop after N cranks, aborted ones included\n"
+        "                   (N >= 1)\n"
         "  --timeout-ms N   stop after N milliseconds (N >= 1)\n"
         "  --checkpoint-cranks N   checkpoint the store every N\n"
         "                   transactions (default 10000)\n"
@@ -307,8 +319,9 @@ static const keel_cli_spec run_spec = {
         "                   nothing: run again with a larger SIZE\n"
         "  --json           print the summary as one JSON object: stopped\n"
         "                   (idle, signal, max-cranks, timeout), signal,\n"
-        "                   state (booted or resumed), cranks, transactions,\n"
-        "                   deliveries, seconds, cranks_per_second, crank,\n"
+        "                   state (booted or resumed), cranks, aborted,\n"
+        "                   transactions, deliveries, seconds,\n"
+        "                   cranks_per_second, crank,\n"
         "                   durable_lsn, activity_hash\n"
         "\n"
         "Environment:\n"
@@ -316,7 +329,8 @@ static const keel_cli_spec run_spec = {
         "                   at the N-th EVENT, to test recovery for real:\n"
         "                   commit-before, commit-after, apply-after,\n"
         "                   checkpoint-before, checkpoint-after; KIND:\n"
-        "                   crank, out-of-crank or kernel-op\n"
+        "                   crank, out-of-crank or kernel-op; N: decimal\n"
+        "                   digits, 1 to 2^64-1 (anything else is refused)\n"
         "\n"
         "Exit status: 0 the run stopped as asked (idle, a limit, or a\n"
         "signal); 1 the kernel or a file failed (a bad config, a locked or\n"
@@ -352,47 +366,6 @@ typedef struct run_job {
     int drew;
     double started;
 } run_job;
-
-/* Read the whole config file into a NUL-terminated malloc'd string. */
-static int read_config(const char *path, char **out)
-{
-    int rc = KEEL_CLI_FAIL;
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = fopen(path, "rb");
-    *out = NULL;
-    if (f == NULL) {
-        fprintf(stderr, "keel: run: cannot read config %s: %s\n", path,
-                strerror(errno));
-        goto out;
-    }
-    buf = malloc(CONFIG_MAX_BYTES + 1);
-    if (buf == NULL) {
-        fprintf(stderr, "keel: run: out of memory\n");
-        goto out;
-    }
-    len = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
-    if (ferror(f)) {
-        fprintf(stderr, "keel: run: cannot read config %s: %s\n", path,
-                strerror(errno));
-        goto out;
-    }
-    if (len > CONFIG_MAX_BYTES) {
-        fprintf(stderr, "keel: run: config %s is larger than %u bytes\n", path,
-                CONFIG_MAX_BYTES);
-        goto out;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    buf = NULL;
-    rc = KEEL_CLI_OK;
-out:
-    free(buf);
-    if (f != NULL) {
-        fclose(f);
-    }
-    return rc;
-}
 
 static void draw_progress(void *arg, uint64_t cranks)
 {
@@ -556,7 +529,8 @@ static int boot_or_resume(keel_kernel *k, run_job *j)
         goto out;
     }
     if (j->config_text == NULL &&
-        (rc = read_config(j->config_path, &j->config_text)) != KEEL_CLI_OK) {
+        (rc = keel__cli_read_config("run", j->config_path, &j->config_text)) !=
+            KEEL_CLI_OK) {
         goto out;
     }
     dir_copy = strdup(j->config_path);
@@ -590,7 +564,8 @@ static const char *stop_reason(const run_job *j)
         why = "timeout";
     } else if (stop_signal != 0) {
         why = "signal";
-    } else if (j->ro.max_cranks != 0 && j->stats.cranks >= j->ro.max_cranks) {
+    } else if (j->ro.max_cranks != 0 &&
+               j->stats.cranks + j->stats.aborted >= j->ro.max_cranks) {
         why = "max-cranks";
     }
     return why;
@@ -619,9 +594,10 @@ static int run_summary(keel_kernel *k, const run_job *j)
     const char *how = j->booted_now ? "booted" : "resumed";
     if (j->json) {
         json_t *o = json_pack(
-            "{s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:s}", "stopped",
-            why, "state", how, "cranks", (json_int_t)j->stats.cranks,
-            "transactions", (json_int_t)j->stats.transactions, "deliveries",
+            "{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:s}",
+            "stopped", why, "state", how, "cranks", (json_int_t)j->stats.cranks,
+            "aborted", (json_int_t)j->stats.aborted, "transactions",
+            (json_int_t)j->stats.transactions, "deliveries",
             (json_int_t)j->stats.deliveries, "seconds", secs,
             "cranks_per_second", rate, "crank", (json_int_t)crank,
             "durable_lsn", (json_int_t)durable, "activity_hash", hash);
@@ -640,6 +616,9 @@ static int run_summary(keel_kernel *k, const run_job *j)
     }
     printf("state: %s %s, now at crank %" PRIu64 "\n", how, j->state, crank);
     printf("cranks: %" PRIu64 "\n", j->stats.cranks);
+    printf("aborted: %" PRIu64 " (a delivery failed: its crank was undone "
+           "and its vat terminated)\n",
+           j->stats.aborted);
     printf("transactions: %" PRIu64 "\n", j->stats.transactions);
     printf("deliveries: %" PRIu64 "\n", j->stats.deliveries);
     printf("time: %.3f s (%.0f cranks/s)\n", secs, rate);
@@ -667,7 +646,8 @@ int keel__cli_run(int argc, char **argv)
      * so an unreadable one leaves nothing behind; an existing STATE reads
      * it only if it turns out not to be booted */
     if (j.config_path != NULL && j.is_new &&
-        (rc = read_config(j.config_path, &j.config_text)) != KEEL_CLI_OK) {
+        (rc = keel__cli_read_config("run", j.config_path, &j.config_text)) !=
+            KEEL_CLI_OK) {
         goto out;
     }
     o.sync = j.sync;
@@ -841,7 +821,8 @@ static const keel_cli_spec send_spec = {
         "\n"
         "Queue METHOD(ARGS_JSON) to the root object (o+0) of vat VAT of the\n"
         "kernel in STATE, from outside, as its own kernel transaction with\n"
-        "a fresh result promise. ARGS_JSON is the message's capdata body; it\n"
+        "a fresh result promise. METHOD is 1 to 255 bytes of UTF-8\n"
+        "(KEEL_METHOD_MAX). ARGS_JSON is the message's capdata body; it\n"
         "must be valid JSON (it carries no slots). No cranks run: the\n"
         "promise's kref is printed once the message is durable:\n"
         "  queued: kp12\n"
@@ -871,7 +852,8 @@ static const keel_cli_spec send_spec = {
         "Exit status: 0 queued, or (--wait) settled, fulfilled or rejected;\n"
         "1 the kernel refused or failed (no such STATE or vat, locked), or\n"
         "the result was still unresolved after the run; 2 usage error\n"
-        "(including ARGS_JSON that is not JSON).\n",
+        "(including a METHOD that is not UTF-8 or too long, and ARGS_JSON\n"
+        "that is not JSON).\n",
     .opts = send_opts,
     .nopts = SEND_NOPTS,
     .min_pos = 4,
@@ -966,6 +948,11 @@ int keel__cli_send(int argc, char **argv)
             rc = keel__cli_usage_error("send", "--timeout-ms needs --wait");
             goto out;
         }
+    }
+    char bad[64];
+    if (keel__k_method_check(a.pos[2], bad, sizeof(bad)) != KEEL_OK) {
+        rc = keel__cli_usage_error("send", "METHOD %s", bad);
+        goto out;
     }
     json_t *args = json_loads(a.pos[3], JSON_DECODE_ANY, &jerr);
     if (args == NULL) {

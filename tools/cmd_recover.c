@@ -387,8 +387,16 @@ int keel__cli_recover(int argc, char **argv)
         rc = keel__cli_usage_error("recover", "--base needs --check");
         goto out;
     }
-    if (stat(j.state, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (stat(j.state, &st) != 0) {
         fprintf(stderr, "keel: recover: no such state directory: %s\n",
+                j.state);
+        rc = KEEL_CLI_FAIL;
+        goto out;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr,
+                "keel: recover: %s is not a directory (a keel state is a "
+                "directory)\n",
                 j.state);
         rc = KEEL_CLI_FAIL;
         goto out;

@@ -9,6 +9,12 @@
  * large, repetitive payload every 100 records, which is stored zstd-
  * compressed. Payload bytes are a pure function of the LSN, so two demo
  * runs write identical logs.
+ *
+ * Invariants:
+ *   WD1 A run appends at least one record (--n is 1 or more), so the LSN
+ *       range it prints, first..last, is never empty.
+ *   WD2 The summary is printed only once every appended record is durable
+ *       under the chosen sync policy (off: never synced, and it says so).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -31,24 +37,25 @@ static const keel_cli_opt demo_opts[DEMO_NOPTS] = {
 
 static const keel_cli_spec demo_spec = {
     .command = "wal demo",
-    .help = "usage: keel wal demo DIR [--n N] [--size BYTES] "
-            "[--sync full|group|off]\n"
-            "\n"
-            "Append N demonstration records to the write-ahead log in DIR\n"
-            "(created if absent; an existing log is resumed after its last\n"
-            "valid record, and a torn tail is truncated first), wait until\n"
-            "they are durable, and print a summary. Most records are small\n"
-            "crank write-sets of BYTES bytes; every 7th is out-of-crank,\n"
-            "every 50th a kernel operation, and every 100th a 64 KiB\n"
-            "repetitive payload that is stored zstd-compressed.\n"
-            "\n"
-            "Options:\n"
-            "  --n N          records to append (default 1000)\n"
-            "  --size BYTES   size of the small payloads (default 256)\n"
-            "  --sync POLICY  full (default), group or off\n"
-            "\n"
-            "Exit status: 0 success; 1 the log could not be opened or\n"
-            "written (the error names file and offset); 2 usage error.\n",
+    .help =
+        "usage: keel wal demo DIR [--n N] [--size BYTES] "
+        "[--sync full|group|off]\n"
+        "\n"
+        "Append N demonstration records to the write-ahead log in DIR\n"
+        "(created if absent; an existing log is resumed after its last\n"
+        "valid record, and a torn tail is truncated first), wait until\n"
+        "they are durable, and print a summary. Most records are small\n"
+        "crank write-sets of BYTES bytes; every 7th is out-of-crank,\n"
+        "every 50th a kernel operation, and every 100th a 64 KiB\n"
+        "repetitive payload that is stored zstd-compressed.\n"
+        "\n"
+        "Options:\n"
+        "  --n N          records to append, 1 to 100000000 (default 1000)\n"
+        "  --size BYTES   size of the small payloads (default 256)\n"
+        "  --sync POLICY  full (default), group or off\n"
+        "\n"
+        "Exit status: 0 success; 1 the log could not be opened or\n"
+        "written (the error names file and offset); 2 usage error.\n",
     .opts = demo_opts,
     .nopts = DEMO_NOPTS,
     .min_pos = 1,
@@ -116,7 +123,7 @@ int keel__cli_wal_demo(int argc, char **argv)
         goto out;
     }
     if (a.val[DEMO_N] != NULL &&
-        (rc = keel__cli_parse_u64("wal demo", "n", a.val[DEMO_N], 0, 100000000,
+        (rc = keel__cli_parse_u64("wal demo", "n", a.val[DEMO_N], 1, 100000000,
                                   &n)) != KEEL_CLI_CONTINUE) {
         goto out;
     }
@@ -165,7 +172,7 @@ int keel__cli_wal_demo(int argc, char **argv)
         size_t len = fill(buf, lsn, (size_t)size);
         err = keel_wal_append(w, kind_for(lsn), lsn, buf, len, NULL, &d);
     }
-    if (err == KEEL_OK && sync != KEEL_SYNC_OFF && n > 0) {
+    if (err == KEEL_OK && sync != KEEL_SYNC_OFF) {
         err = keel_wal_sync(w, &d);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -283,6 +283,14 @@ static int parse_opt(const keel_cli_spec *spec, int argc, char **argv, int *i,
         goto out;
     }
     const keel_cli_opt *o = &spec->opts[idx];
+    if (out->val[idx] != NULL) {
+        /* C5: which of two values was meant is not ours to guess */
+        rc = keel__cli_usage_error(spec->command,
+                                   "option --%s given twice (see 'keel %s "
+                                   "--help')",
+                                   o->name, spec->command);
+        goto out;
+    }
     if (o->metavar == NULL) {
         if (eq != NULL) {
             rc = keel__cli_usage_error(spec->command,
@@ -372,6 +380,56 @@ int keel__cli_parse_u64(const char *command, const char *opt, const char *s,
     }
     *out = (uint64_t)v;
 out:
+    return rc;
+}
+
+/* C6 */
+int keel__cli_read_config(const char *command, const char *path, char **out)
+{
+    int rc = KEEL_CLI_FAIL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    *out = NULL;
+    if (f == NULL) {
+        fprintf(stderr, "keel: %s: cannot read config %s: %s\n", command, path,
+                strerror(errno));
+        goto out;
+    }
+    buf = malloc(KEEL_CLI_CONFIG_MAX + 1);
+    if (buf == NULL) {
+        fprintf(stderr, "keel: %s: out of memory\n", command);
+        goto out;
+    }
+    len = fread(buf, 1, KEEL_CLI_CONFIG_MAX + 1, f);
+    if (ferror(f)) {
+        fprintf(stderr, "keel: %s: cannot read config %s: %s\n", command, path,
+                strerror(errno));
+        goto out;
+    }
+    if (len > KEEL_CLI_CONFIG_MAX) {
+        fprintf(stderr, "keel: %s: config %s is larger than %u bytes\n",
+                command, path, KEEL_CLI_CONFIG_MAX);
+        goto out;
+    }
+    /* the text ends where the file ends, not at a NUL inside it */
+    const char *nul = memchr(buf, '\0', len);
+    if (nul != NULL) {
+        fprintf(stderr,
+                "keel: %s: config %s: NUL byte at offset %zu (a config is "
+                "JSON text)\n",
+                command, path, (size_t)(nul - buf));
+        goto out;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    buf = NULL;
+    rc = KEEL_CLI_OK;
+out:
+    free(buf);
+    if (f != NULL) {
+        fclose(f);
+    }
     return rc;
 }
 

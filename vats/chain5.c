@@ -65,6 +65,13 @@
  *       thread-pool thread and makes no syscalls).
  *   F4  Values are checked at the coordinator against chain_value and
  *       chain_sig; a mismatch or a rejected answer fails the delivery.
+ *   F5  A message a vat does not accept (an unknown method; fetch without
+ *       an integer "i" <= CHAIN_MAX_ROUNDS; record without an integer
+ *       "sig" < 65521; sign without an integer "v" and exactly one slot,
+ *       "provider":{"@slot":0}; a second or malformed bootstrap) is
+ *       refused: its result is rejected and the vat lives on. A fetch or
+ *       sign without a result promise is dropped (nobody would get the
+ *       answer).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -243,10 +250,13 @@ static int provider_fetch(provider *pv, keel_syscall *sys,
 {
     vref_key key;
     uint64_t i = 0;
-    int rc = keel__vutil_body_u64(&d->args, "i", &i);
-    if (rc < 0 || i > CHAIN_MAX_ROUNDS || d->result == NULL) {
-        rc = KEEL_EINVAL;
-        goto out;
+    keel__vutil_why why;
+    int rc = keel__vutil_args_u64(d, "i", CHAIN_MAX_ROUNDS, &i, why);
+    if (rc < 0) {
+        return keel__vutil_refuse(sys, d, why); /* F5 */
+    }
+    if (d->result == NULL) {
+        return KEEL_OK; /* F5: nobody would get the answer */
     }
     rc = keel__vutil_key(key, sizeof(key), "job.", d->result);
     if (rc < 0) {
@@ -268,9 +278,10 @@ static int provider_record(keel_syscall *sys, const keel_delivery *d)
     uint64_t s = 0;
     uint64_t n = 0;
     char *body = NULL;
-    int rc = keel__vutil_body_u64(&d->args, "sig", &s);
+    keel__vutil_why why;
+    int rc = keel__vutil_args_u64(d, "sig", 65520, &s, why);
     if (rc < 0) {
-        goto out;
+        return keel__vutil_refuse(sys, d, why); /* F5 */
     }
     rc = keel__vutil_get_u64(sys, "records", &n);
     if (rc < 0) {
@@ -309,7 +320,7 @@ static int provider_deliver(void *state, keel_syscall *sys,
     if (strcmp(d->method, "record") == 0) {
         return provider_record(sys, d);
     }
-    return KEEL_EINVAL;
+    return keel__vutil_refuse(sys, d, "unknown method"); /* F5 */
 }
 
 const keel_vat_ops keel__vat_provider = {
@@ -341,21 +352,23 @@ static int keyring_sign(keel_syscall *sys, const keel_delivery *d)
     vref_key key;
     uint64_t v = 0;
     char *body = NULL;
-    int rc = KEEL_EINVAL;
+    keel__vutil_why why;
+    int rc = keel__vutil_args(d, 1, &args, why);
+    if (rc == KEEL_OK) {
+        rc = keel__vutil_arg_u64(args, "v", (uint64_t)INT64_MAX, &v, why);
+    }
+    if (rc == KEEL_OK &&
+        keel__vutil_slot(&d->args, json_object_get(args, "provider"), &target) <
+            0) {
+        snprintf(why, sizeof(why), "\"provider\" must be {\"@slot\":0}");
+        rc = KEEL_EINVAL;
+    }
+    if (rc < 0) {
+        rc = keel__vutil_refuse(sys, d, why); /* F5 */
+        goto out;
+    }
     if (d->result == NULL) {
-        goto out;
-    }
-    rc = keel__vutil_parse(&d->args, &args);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = keel__vutil_field_u64(args, "v", &v);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = keel__vutil_slot(&d->args, json_object_get(args, "provider"), &target);
-    if (rc < 0) {
-        goto out;
+        goto out; /* F5: nobody would get the signature */
     }
     body = keel__vutil_json("{sI}", "sig", (json_int_t)chain_sig(v));
     if (body == NULL) {
@@ -425,7 +438,7 @@ static int keyring_deliver(void *state, keel_syscall *sys,
     if (strcmp(d->method, "sign") == 0) {
         return keyring_sign(sys, d);
     }
-    return KEEL_EINVAL;
+    return keel__vutil_refuse(sys, d, "unknown method"); /* F5 */
 }
 
 static void keyring_stop(void *state)
@@ -562,20 +575,25 @@ out:
 static int coordinator_bootstrap(coordinator *co, keel_syscall *sys,
                                  const keel_delivery *d)
 {
-    char ref[KEEL_VREF_MAX];
-    int rc = keel__vutil_bootstrap_root(&d->args, co->provider, ref);
-    if (rc < 0) {
-        goto out;
+    char ref[KEEL_VREF_MAX], ref2[KEEL_VREF_MAX];
+    keel__vutil_why why;
+    int rc = keel__vutil_get_str(sys, "provider", ref, sizeof(ref));
+    if (rc != 0) {
+        return rc < 0 ? rc : keel__vutil_refuse(sys, d, "already bootstrapped");
+    }
+    if (keel__vutil_bootstrap_root(&d->args, co->provider, ref) < 0 ||
+        keel__vutil_bootstrap_root(&d->args, co->keyring, ref2) < 0) {
+        snprintf(why, sizeof(why),
+                 "arguments must be {\"vats\":{\"%.40s\":{\"@slot\":i}, "
+                 "\"%.40s\":{\"@slot\":j}}}",
+                 co->provider, co->keyring);
+        return keel__vutil_refuse(sys, d, why); /* F5 */
     }
     rc = keel__vutil_set_str(sys, "provider", ref);
     if (rc < 0) {
         goto out;
     }
-    rc = keel__vutil_bootstrap_root(&d->args, co->keyring, ref);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = keel__vutil_set_str(sys, "keyring", ref);
+    rc = keel__vutil_set_str(sys, "keyring", ref2);
     if (rc < 0) {
         goto out;
     }
@@ -680,7 +698,7 @@ static int coordinator_deliver(void *state, keel_syscall *sys,
     if (strcmp(d->method, "bootstrap") == 0) {
         return coordinator_bootstrap(state, sys, d);
     }
-    return KEEL_EINVAL;
+    return keel__vutil_refuse(sys, d, "unknown method"); /* F5 */
 }
 
 static void coordinator_stop(void *state)

@@ -23,6 +23,11 @@
  *   D1  All progress is in the vatstore (in memory only the params), so a
  *       restart resumes counting exactly.
  *   D2  A rejected answer or one after seen == N fails the delivery.
+ *   D3  A message it does not accept (any method but bootstrap, a
+ *       bootstrap without its targets' slots) is refused: its result is
+ *       rejected and the driver lives on. A second well-formed bootstrap
+ *       (only another vat holding the driver's root could send one) would
+ *       start a second fan-out, whose extra answers break D2.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -100,12 +105,23 @@ static int on_bootstrap(driver *dr, keel_syscall *sys, const keel_delivery *d)
 {
     char target[DRIVER_MAX_TARGETS][KEEL_VREF_MAX];
     char result[KEEL_VREF_MAX];
-    char *body = keel__vutil_json("{sI}", "n", (json_int_t)1);
-    int rc = body == NULL ? KEEL_ENOMEM : KEEL_OK;
-    for (size_t i = 0; rc == KEEL_OK && i < dr->ntargets; i++) {
-        rc = keel__vutil_bootstrap_root(&d->args, dr->target[i], target[i]);
+    keel__vutil_why why;
+    char *body = NULL;
+    int rc = KEEL_OK;
+    for (size_t i = 0; i < dr->ntargets; i++) {
+        if (keel__vutil_bootstrap_root(&d->args, dr->target[i], target[i]) <
+            0) {
+            /* D3 */
+            snprintf(why, sizeof(why),
+                     "arguments must be {\"vats\":{\"%s\":{\"@slot\":i}, "
+                     "...}} with slot i",
+                     dr->target[i]);
+            return keel__vutil_refuse(sys, d, why);
+        }
     }
-    if (rc < 0) {
+    body = keel__vutil_json("{sI}", "n", (json_int_t)1);
+    if (body == NULL) {
+        rc = KEEL_ENOMEM;
         goto out;
     }
     rc = keel__vutil_answer(sys, d, "null");
@@ -178,7 +194,7 @@ static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
     if (d->kind == KEEL_DELIVER_NOTIFY) {
         return on_notify(dr, sys, d);
     }
-    return KEEL_EINVAL;
+    return keel__vutil_refuse(sys, d, "unknown method"); /* D3 */
 }
 
 static void stop(void *state)

@@ -76,6 +76,14 @@
  *       and the work function comes last (job.phase, swapped atomically).
  *   M4  Everything is a pure function of params, the vatstore and the
  *       deliveries: no clock, no randomness.
+ *   M6  A message a vat does not accept (an unknown method, arguments
+ *       that are not an object with the integer fields it needs in range,
+ *       slots, a second or malformed bootstrap, add to the factory's root)
+ *       is refused: its result is rejected with the reason and the vat
+ *       lives on; one without a result promise is dropped. The one
+ *       exception is boom(), whose purpose is to fail its delivery. A vat
+ *       fails otherwise only on a broken invariant of its own (a wrong
+ *       answer at the driver, a notify it never asked for).
  *   M5  Nothing else is in flight while the clock works: phase 2 starts
  *       only when phase 1 is fully answered (the rejections the quitter's
  *       exit queues included), and asks one question at a time. So even
@@ -136,20 +144,23 @@ static int answer_fmt(keel_syscall *sys, const keel_delivery *d,
 static int echo_ping(keel_syscall *sys, const keel_delivery *d)
 {
     uint64_t n = 0;
-    int rc = keel__vutil_body_u64(&d->args, "n", &n);
-    if (rc == KEEL_OK && n >= MIXED_MAX_ROUNDS * 4) {
-        rc = KEEL_EINVAL;
+    keel__vutil_why why;
+    if (keel__vutil_args_u64(d, "n", MIXED_MAX_ROUNDS * 4 - 1, &n, why) < 0) {
+        return keel__vutil_refuse(sys, d, why); /* M6 */
     }
-    return rc < 0 ? rc : answer_fmt(sys, d, "{sI}", "value", n + 1);
+    return answer_fmt(sys, d, "{sI}", "value", n + 1);
 }
 
 static int counter_incr(keel_syscall *sys, const keel_delivery *d)
 {
     uint64_t by = 0, count = 0;
-    int rc = keel__vutil_body_u64(&d->args, "by", &by);
-    rc = rc < 0 ? rc : keel__vutil_get_u64(sys, "count", &count);
-    if (rc == KEEL_OK && by > 16) {
-        rc = KEEL_EINVAL;
+    keel__vutil_why why;
+    if (keel__vutil_args_u64(d, "by", 16, &by, why) < 0) {
+        return keel__vutil_refuse(sys, d, why); /* M6 */
+    }
+    int rc = keel__vutil_get_u64(sys, "count", &count);
+    if (rc == KEEL_OK && count > UINT64_MAX / 2) {
+        rc = KEEL_EINVAL; /* not a count this vat wrote */
     }
     rc = rc < 0 ? rc : keel__vutil_set_u64(sys, "count", count + by);
     return rc < 0 ? rc : answer_fmt(sys, d, "{sI}", "count", count + by);
@@ -160,24 +171,33 @@ static int doomed_deliver(keel_syscall *sys, const keel_delivery *d)
     mkey key;
     uint64_t i = 0;
     keel_capdata info = {{"{}", 2}, NULL, 0};
+    keel__vutil_why why;
     int rc = KEEL_EINVAL;
     if (d->kind != KEEL_DELIVER_MESSAGE) {
-        goto out;
+        goto out; /* it asks nothing: a notify breaks the kernel's rules */
     }
     if (strcmp(d->method, "ping") == 0) {
         rc = echo_ping(sys, d);
-    } else if (strcmp(d->method, "hold") == 0 && d->result != NULL) {
-        /* kept unresolved: termination rejects it */
-        rc = keel__vutil_key(key, sizeof(key), "held.", d->result);
-        rc = rc < 0 ? rc : keel__vutil_set_str(sys, key, "1");
+    } else if (strcmp(d->method, "hold") == 0) {
+        /* kept unresolved: termination rejects it; none: dropped */
+        rc = d->result == NULL
+                 ? KEEL_OK
+                 : keel__vutil_key(key, sizeof(key), "held.", d->result);
+        rc = rc < 0 || d->result == NULL ? rc
+                                         : keel__vutil_set_str(sys, key, "1");
     } else if (strcmp(d->method, "quit") == 0) {
-        rc = keel__vutil_body_u64(&d->args, "i", &i);
-        rc = rc < 0 ? rc : answer_fmt(sys, d, "{sI}", "bye", i);
+        if (keel__vutil_args_u64(d, "i", MIXED_MAX_ROUNDS, &i, why) < 0) {
+            return keel__vutil_refuse(sys, d, why); /* M6 */
+        }
+        rc = answer_fmt(sys, d, "{sI}", "bye", i);
         rc = rc < 0 ? rc : keel_syscall_exit(sys, 0, &info);
     } else if (strcmp(d->method, "boom") == 0) {
-        /* the write is discarded with the crank, which fails */
+        /* its purpose: the write is discarded with the crank, which fails
+         * and the kernel terminates the vat (M6's one exception) */
         keel__vutil_set_str(sys, "boom", "1");
         rc = KEEL_EINVAL;
+    } else {
+        rc = keel__vutil_refuse(sys, d, "unknown method"); /* M6 */
     }
 out:
     return rc;
@@ -193,32 +213,40 @@ static int factory_deliver(keel_syscall *sys, const keel_delivery *d)
     char obj[KEEL_VREF_MAX];
     keel_bytes val;
     uint64_t base = 0, x = 0;
+    keel__vutil_why why;
     int rc = KEEL_EINVAL;
+    int root = strcmp(d->target, "o+0") == 0;
     if (d->kind != KEEL_DELIVER_MESSAGE) {
-        goto out;
+        goto out; /* it asks nothing: a notify breaks the kernel's rules */
     }
-    if (strcmp(d->target, "o+0") == 0 && strcmp(d->method, "makeAdder") == 0 &&
-        d->result != NULL) {
+    if (root && strcmp(d->method, "makeAdder") == 0) {
         const char *slots[1] = {obj};
         keel_capdata cd = {
             {KEEL_CAPDATA_SLOT0, sizeof(KEEL_CAPDATA_SLOT0) - 1}, slots, 1};
-        rc = keel__vutil_body_u64(&d->args, "base", &base);
-        rc = rc < 0 ? rc : keel_syscall_alloc_object(sys, obj);
+        if (keel__vutil_args_u64(d, "base", MIXED_MAX_ROUNDS, &base, why) < 0) {
+            return keel__vutil_refuse(sys, d, why); /* M6 */
+        }
+        if (d->result == NULL) {
+            return KEEL_OK; /* M6: nobody would get the adder */
+        }
+        rc = keel_syscall_alloc_object(sys, obj);
         rc = rc < 0 ? rc : keel__vutil_key(key, sizeof(key), "adder.", obj);
         rc = rc < 0 ? rc : keel__vutil_set_u64(sys, key, base);
         rc = rc < 0 ? rc : keel_syscall_resolve(sys, d->result, 0, &cd);
-    } else if (strcmp(d->method, "add") == 0) {
+    } else if (!root && strcmp(d->method, "add") == 0) {
         rc = keel__vutil_key(key, sizeof(key), "adder.", d->target);
         rc = rc < 0 ? rc : keel_syscall_vatstore_get(sys, key, &val);
         if (rc == 0) {
-            rc = KEEL_EINVAL; /* not an adder */
+            rc = KEEL_EINVAL; /* an object it exported is not an adder */
         }
         rc = rc < 0 ? rc : keel__vutil_get_u64(sys, key, &base);
-        rc = rc < 0 ? rc : keel__vutil_body_u64(&d->args, "x", &x);
-        if (rc == KEEL_OK && x > MIXED_MAX_ROUNDS * 2) {
-            rc = KEEL_EINVAL;
+        if (rc == KEEL_OK &&
+            keel__vutil_args_u64(d, "x", MIXED_MAX_ROUNDS * 2, &x, why) < 0) {
+            return keel__vutil_refuse(sys, d, why); /* M6 */
         }
         rc = rc < 0 ? rc : answer_fmt(sys, d, "{sI}", "sum", base + x);
+    } else {
+        rc = keel__vutil_refuse(sys, d, "unknown method"); /* M6 */
     }
 out:
     return rc;
@@ -367,19 +395,30 @@ static int clock_deliver(clock_vat *cv, keel_syscall *sys,
     char key[32];
     uint64_t seq = 0, i = 0, ms = 0;
     char *req = NULL;
-    int is_sleep =
-        d->kind == KEEL_DELIVER_MESSAGE && strcmp(d->method, "sleep") == 0;
-    int is_hash =
-        d->kind == KEEL_DELIVER_MESSAGE && strcmp(d->method, "hash") == 0;
-    int rc = (is_sleep || is_hash) && d->result != NULL ? KEEL_OK : KEEL_EINVAL;
-    rc = rc < 0 ? rc : keel__vutil_body_u64(&d->args, "i", &i);
+    json_t *args = NULL;
+    keel__vutil_why why;
+    if (d->kind != KEEL_DELIVER_MESSAGE) {
+        return KEEL_EINVAL; /* it asks nothing: a notify breaks the rules */
+    }
+    int is_sleep = strcmp(d->method, "sleep") == 0;
+    int is_hash = strcmp(d->method, "hash") == 0;
+    if (!is_sleep && !is_hash) {
+        return keel__vutil_refuse(sys, d, "unknown method"); /* M6 */
+    }
+    int rc = keel__vutil_args(d, 0, &args, why);
+    rc =
+        rc < 0 ? rc : keel__vutil_arg_u64(args, "i", MIXED_MAX_ROUNDS, &i, why);
     if (rc == KEEL_OK && is_sleep) {
-        rc = keel__vutil_body_u64(&d->args, "ms", &ms);
+        rc = keel__vutil_arg_u64(args, "ms", 1000, &ms, why);
     }
-    if (rc == KEEL_OK && (i > MIXED_MAX_ROUNDS || ms > 1000)) {
-        rc = KEEL_EINVAL;
+    json_decref(args);
+    if (rc < 0) {
+        return keel__vutil_refuse(sys, d, why); /* M6 */
     }
-    rc = rc < 0 ? rc : keel__vutil_get_u64(sys, "seq", &seq);
+    if (d->result == NULL) {
+        return KEEL_OK; /* M6: nobody would get the answer */
+    }
+    rc = keel__vutil_get_u64(sys, "seq", &seq);
     if (rc == KEEL_OK) {
         req = keel__vutil_json("{sssssIsI}", "p", d->result, "k",
                                is_sleep ? "sleep" : "hash", "i", (json_int_t)i,
@@ -609,15 +648,26 @@ static int end_phase(driver *dv, keel_syscall *sys, uint64_t i)
 static int driver_bootstrap(driver *dv, keel_syscall *sys,
                             const keel_delivery *d)
 {
-    char ref[KEEL_VREF_MAX];
+    enum { NV = sizeof(vat_names) / sizeof(*vat_names) };
+    char ref[NV][KEEL_VREF_MAX];
     mkey key;
-    int rc = KEEL_OK;
-    for (size_t n = 0;
-         rc == KEEL_OK && n < sizeof(vat_names) / sizeof(*vat_names); n++) {
-        rc = keel__vutil_bootstrap_root(&d->args, vat_names[n], ref);
-        rc = rc < 0 ? rc
-                    : keel__vutil_key(key, sizeof(key), "ref.", vat_names[n]);
-        rc = rc < 0 ? rc : keel__vutil_set_str(sys, key, ref);
+    int rc = keel__vutil_get_str(sys, "ref.echo", ref[0], sizeof(ref[0]));
+    if (rc != 0) {
+        return rc < 0 ? rc : keel__vutil_refuse(sys, d, "already bootstrapped");
+    }
+    for (size_t n = 0; n < NV; n++) { /* M6: check all before any write */
+        if (keel__vutil_bootstrap_root(&d->args, vat_names[n], ref[n]) < 0) {
+            keel__vutil_why why;
+            snprintf(why, sizeof(why),
+                     "arguments must be {\"vats\":{...}} with a slot for "
+                     "\"%s\"",
+                     vat_names[n]);
+            return keel__vutil_refuse(sys, d, why);
+        }
+    }
+    for (size_t n = 0; rc == KEEL_OK && n < NV; n++) {
+        rc = keel__vutil_key(key, sizeof(key), "ref.", vat_names[n]);
+        rc = rc < 0 ? rc : keel__vutil_set_str(sys, key, ref[n]);
     }
     rc = rc < 0 ? rc : keel__vutil_answer(sys, d, "null");
     if (rc == KEEL_OK) {
@@ -735,7 +785,7 @@ static int driver_deliver(driver *dv, keel_syscall *sys, const keel_delivery *d)
     if (strcmp(d->method, "bootstrap") == 0) {
         return driver_bootstrap(dv, sys, d);
     }
-    return KEEL_EINVAL;
+    return keel__vutil_refuse(sys, d, "unknown method"); /* M6 */
 }
 
 /* ======================================================================== */
@@ -809,11 +859,15 @@ static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
     case ROLE_DRIVER:
         return driver_deliver(&m->dv, sys, d);
     case ROLE_ECHO:
-        return msg && strcmp(d->method, "ping") == 0 ? echo_ping(sys, d)
-                                                     : KEEL_EINVAL;
+        return !msg ? KEEL_EINVAL
+               : strcmp(d->method, "ping") == 0
+                   ? echo_ping(sys, d)
+                   : keel__vutil_refuse(sys, d, "unknown method");
     case ROLE_COUNTER:
-        return msg && strcmp(d->method, "incr") == 0 ? counter_incr(sys, d)
-                                                     : KEEL_EINVAL;
+        return !msg ? KEEL_EINVAL
+               : strcmp(d->method, "incr") == 0
+                   ? counter_incr(sys, d)
+                   : keel__vutil_refuse(sys, d, "unknown method");
     case ROLE_FACTORY:
         return factory_deliver(sys, d);
     case ROLE_CLOCK:

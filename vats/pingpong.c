@@ -23,6 +23,9 @@
  *       state is only her params), so a restart resumes exactly.
  *   PP2 Answers are checked: answer i must be i+1 and arrive for round
  *       answers + 1, else the delivery fails (the vat is terminated).
+ *   PP3 A message either vat does not accept (an unknown method, ping
+ *       without an integer "i", a second or malformed bootstrap) is
+ *       refused: its result is rejected and the vat lives on (vutil.h).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -96,14 +99,23 @@ out:
     return rc;
 }
 
-/* alice: find the peer, start round 1. */
+/* alice: find the peer, start round 1 (PP3: refused unless it is the
+ * one bootstrap, naming the peer). */
 static int alice_bootstrap(pingpong *pp, keel_syscall *sys,
                            const keel_delivery *d)
 {
     char peer[KEEL_VREF_MAX];
-    int rc = keel__vutil_bootstrap_root(&d->args, pp->peer, peer);
-    if (rc < 0) {
-        goto out;
+    keel__vutil_why why;
+    int rc = keel__vutil_get_str(sys, "peer", peer, sizeof(peer));
+    if (rc != 0) {
+        return rc < 0 ? rc : keel__vutil_refuse(sys, d, "already bootstrapped");
+    }
+    if (keel__vutil_bootstrap_root(&d->args, pp->peer, peer) < 0) {
+        snprintf(why, sizeof(why),
+                 "arguments must be {\"vats\":{\"%s\":{\"@slot\":i}}} "
+                 "with slot i",
+                 pp->peer);
+        return keel__vutil_refuse(sys, d, why);
     }
     rc = keel__vutil_set_str(sys, "peer", peer); /* PP1 */
     if (rc < 0) {
@@ -164,15 +176,16 @@ out:
     return rc;
 }
 
-/* bob: ping(i) answers i + 1. */
+/* bob: ping(i) answers i + 1 (PP3: anything else is refused). */
 static int bob_ping(keel_syscall *sys, const keel_delivery *d)
 {
     uint64_t i = 0;
     char *body = NULL;
-    int rc = keel__vutil_body_u64(&d->args, "i", &i);
-    if (rc < 0 || i >= LLONG_MAX) { /* i + 1 must be a JSON integer */
-        rc = KEEL_EINVAL;
-        goto out;
+    keel__vutil_why why;
+    /* i + 1 must be a JSON integer */
+    int rc = keel__vutil_args_u64(d, "i", (uint64_t)LLONG_MAX - 1, &i, why);
+    if (rc < 0) {
+        return keel__vutil_refuse(sys, d, why);
     }
     body = keel__vutil_json("{sI}", "value", (json_int_t)(i + 1));
     if (body == NULL) {
@@ -199,7 +212,10 @@ static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
         strcmp(d->method, "ping") == 0) {
         return bob_ping(sys, d);
     }
-    return KEEL_EINVAL;
+    if (d->kind == KEEL_DELIVER_MESSAGE) {
+        return keel__vutil_refuse(sys, d, "unknown method"); /* PP3 */
+    }
+    return KEEL_EINVAL; /* bob asks nothing: a notify breaks PP2 */
 }
 
 static void stop(void *state)

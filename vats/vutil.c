@@ -10,6 +10,9 @@
  *       values always give the same bytes (the activity hash covers them).
  *   U3  A value borrowed from keel_syscall_vatstore_get() is used before the
  *       next syscall (vat.h: it is valid only until then).
+ *   U4  The argument checks make no syscall, so a vat can check a message
+ *       completely before it changes anything, and keel__vutil_refuse is
+ *       the only syscall a refused message causes (one reject).
  */
 #include "vats/vutil.h"
 
@@ -172,6 +175,75 @@ int keel__vutil_bootstrap_root(const keel_capdata *args, const char *name,
     strcpy(buf, vref);
 out:
     json_decref(body);
+    return rc;
+}
+
+/* ---- checking a message's arguments ------------------------------------- */
+
+int keel__vutil_args(const keel_delivery *d, size_t nslots, json_t **out,
+                     keel__vutil_why why)
+{
+    *out = NULL;
+    json_t *j = json_loadb(d->args.body.ptr, d->args.body.len, 0, NULL);
+    if (j == NULL || !json_is_object(j)) {
+        json_decref(j);
+        snprintf(why, sizeof(keel__vutil_why),
+                 "arguments must be a JSON object");
+        return KEEL_EINVAL;
+    }
+    if (d->args.nslots != nslots) {
+        json_decref(j);
+        snprintf(why, sizeof(keel__vutil_why), "expected %zu slot%s, got %zu",
+                 nslots, nslots == 1 ? "" : "s", d->args.nslots);
+        return KEEL_EINVAL;
+    }
+    *out = j;
+    return KEEL_OK;
+}
+
+int keel__vutil_arg_u64(const json_t *args, const char *field, uint64_t max,
+                        uint64_t *v, keel__vutil_why why)
+{
+    const json_t *f = json_object_get(args, field);
+    if (!json_is_integer(f) || json_integer_value(f) < 0 ||
+        (uint64_t)json_integer_value(f) > max) {
+        snprintf(why, sizeof(keel__vutil_why),
+                 "\"%.40s\" must be an integer from 0 to %llu", field,
+                 (unsigned long long)max);
+        return KEEL_EINVAL;
+    }
+    *v = (uint64_t)json_integer_value(f);
+    return KEEL_OK;
+}
+
+int keel__vutil_args_u64(const keel_delivery *d, const char *field,
+                         uint64_t max, uint64_t *v, keel__vutil_why why)
+{
+    json_t *args = NULL;
+    int rc = keel__vutil_args(d, 0, &args, why);
+    if (rc == KEEL_OK) {
+        rc = keel__vutil_arg_u64(args, field, max, v, why);
+    }
+    json_decref(args);
+    return rc;
+}
+
+int keel__vutil_refuse(keel_syscall *sys, const keel_delivery *d,
+                       const char *why)
+{
+    if (d->kind != KEEL_DELIVER_MESSAGE || d->result == NULL) {
+        return KEEL_OK; /* nobody to tell: the message is dropped */
+    }
+    char msg[KEEL_METHOD_MAX + sizeof(keel__vutil_why) + 4];
+    snprintf(msg, sizeof(msg), "%s: %s", d->method, why);
+    /* U2; json_pack refuses invalid UTF-8, which the kernel never lets
+     * through as a method (K23), nor does any why */
+    char *body = keel__vutil_json("{ss}", "error", msg);
+    keel_capdata cd = {
+        {body != NULL ? body : "{\"error\":\"refused\"}", 0}, NULL, 0};
+    cd.body.len = strlen(cd.body.ptr);
+    int rc = keel_syscall_resolve(sys, d->result, 1, &cd);
+    free(body);
     return rc;
 }
 

@@ -8,10 +8,19 @@
  *   - Numbers in the vatstore are decimal text ("42"); an absent key reads
  *     as 0. Vrefs are stored as their text ("o-1").
  *   - Bodies are compact JSON objects; slot i is {"@slot":i}.
- *   - Any input a vat does not expect (unknown method, malformed body, a
- *     rejected answer, a value that fails a check) makes deliver() return
- *     nonzero: the crank aborts and the kernel terminates the vat, which is
- *     how a test sees that something went wrong.
+ *   - A message a vat does not accept (an unknown method, arguments that
+ *     are not the JSON it expects: wrong type, a missing or out-of-range
+ *     field, the wrong number of slots) is refused: its result promise is
+ *     rejected with {"error":"<method>: <what was expected>"} and the
+ *     delivery succeeds, so the vat stays alive (keel__vutil_refuse). The
+ *     arguments are checked before any syscall that writes, so a refused
+ *     message changes nothing else. Messages come from outside the vat
+ *     (`keel send`, other vats) and may be anything.
+ *   - deliver() fails (returns nonzero: the crank aborts and the kernel
+ *     terminates the vat) only on a broken invariant of the vat's own: an
+ *     answer to its own question that is wrong or rejected, a notify it
+ *     never asked for, a vatstore value it did not write, a failed
+ *     syscall. That is how a test sees that something went wrong.
  *   - No vat calls a syscall that writes from start(): a restart must add no
  *     transaction, so a resumed kernel reaches the same activity hash.
  */
@@ -73,6 +82,30 @@ int keel__vutil_body_u64(const keel_capdata *cd, const char *field,
  * @return KEEL_OK or KEEL_EINVAL (no such vat). */
 int keel__vutil_bootstrap_root(const keel_capdata *args, const char *name,
                                char *buf);
+
+/* ---- checking a message's arguments ------------------------------------- */
+
+/* What a refused message lacked, for its rejection. */
+typedef char keel__vutil_why[160];
+
+/* d's arguments must be a JSON object with exactly nslots slots: parse
+ * them into *out (caller json_decref()s). @return KEEL_OK, or KEEL_EINVAL
+ * with why set. No syscall. */
+int keel__vutil_args(const keel_delivery *d, size_t nslots, json_t **out,
+                     keel__vutil_why why);
+/* args[field] must be an integer in [0, max]. @return KEEL_OK or
+ * KEEL_EINVAL with why set. */
+int keel__vutil_arg_u64(const json_t *args, const char *field, uint64_t max,
+                        uint64_t *v, keel__vutil_why why);
+/* Both: d's arguments are an object without slots whose field is an
+ * integer in [0, max]. */
+int keel__vutil_args_u64(const keel_delivery *d, const char *field,
+                         uint64_t max, uint64_t *v, keel__vutil_why why);
+/* Refuse message d: reject its result promise, if it has one, with
+ * {"error":"<method>: <why>"}; the vat stays alive. @return KEEL_OK or the
+ * syscall's error. */
+int keel__vutil_refuse(keel_syscall *sys, const keel_delivery *d,
+                       const char *why);
 
 /* ---- messages ------------------------------------------------------------ */
 

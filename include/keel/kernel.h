@@ -139,7 +139,7 @@ KEEL_API int keel_kernel_boot(keel_kernel *k, const char *config_json,
 KEEL_API int keel_kernel_step(keel_kernel *k, keel_diag *diag);
 
 typedef struct keel_run_options {
-    uint64_t max_cranks; /* 0: no limit */
+    uint64_t max_cranks; /* 0: no limit; aborted cranks count too */
     int forever;         /* keep waiting for async work / signals */
     uint64_t timeout_ms; /* 0: none; stop after this long (tests) */
     /* Checked between cranks; nonzero stops the run cleanly. */
@@ -150,12 +150,16 @@ typedef struct keel_run_options {
 } keel_run_options;
 
 typedef struct keel_run_stats {
-    uint64_t cranks;       /* cranks run by this call */
+    uint64_t cranks;       /* cranks committed by this call */
     uint64_t transactions; /* WAL records committed by this call */
-    uint64_t deliveries;   /* message + notify deliveries to vats */
+    uint64_t deliveries;   /* message + notify deliveries to vats (aborted
+                              ones included) */
     double seconds;
     int idle; /* 1: stopped because nothing was left to do */
     int timed_out;
+    /* run-queue items whose delivery failed (or wrote too much): the crank
+     * was aborted, not counted in cranks, and the vat terminated instead */
+    uint64_t aborted;
 } keel_run_stats;
 
 /* Run cranks until idle (queue empty, no async work pending), max_cranks,

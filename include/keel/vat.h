@@ -54,6 +54,10 @@ extern "C" {
 #define KEEL_VREF_MAX           24  /* "p+18446744073709551615" + NUL */
 #define KEEL_VATSTORE_KEY_MAX   480 /* the store keys it under a prefix */
 #define KEEL_VATSTORE_VALUE_MAX (1024u * 1024)
+/* A method name is 1..KEEL_METHOD_MAX bytes of valid UTF-8 (RFC 3629),
+ * without the NUL; keel_syscall_send with any other is illegal, and
+ * keel_kernel_send refuses it. */
+#define KEEL_METHOD_MAX 255
 
 typedef struct keel_capdata {
     keel_bytes body;
@@ -91,7 +95,10 @@ typedef struct keel_vat_ops {
      * Syscalls made here are out of crank. @return 0, or nonzero to fail
      * the start (the vat is then terminated). */
     int (*start)(keel_syscall *sys, const char *params_json, void **state);
-    /* @return 0, or nonzero: the vat failed; the crank aborts. */
+    /* @return 0, or nonzero: the vat failed; the crank aborts and the vat
+     * is terminated. Fail only on a broken invariant of the vat's own: a
+     * message it does not accept is refused by rejecting its result
+     * (docs/kernel.md, "Writing a vat"). */
     int (*deliver)(void *state, keel_syscall *sys, const keel_delivery *d);
     void (*stop)(void *state);
 } keel_vat_ops;
@@ -103,8 +110,10 @@ typedef const keel_vat_ops *(*keel_vat_entry_fn)(void);
  * returns KEEL_EINVAL and dooms the vat (the crank aborts; out of crank the
  * vat is terminated at once).
  */
-/* Queue a message to target (o+N, o-N, p+N, p-N). result: NULL, or a fresh
- * p+N (from keel_syscall_alloc_promise) that the receiver will decide. */
+/* Queue a message to target (o+N, o-N, p+N, p-N). method: 1..
+ * KEEL_METHOD_MAX bytes of valid UTF-8 (anything else is illegal). result:
+ * NULL, or a fresh p+N (from keel_syscall_alloc_promise) that the receiver
+ * will decide. */
 KEEL_API int keel_syscall_send(keel_syscall *sys, const char *target,
                                const char *method, const keel_capdata *args,
                                const char *result);
