@@ -2104,6 +2104,14 @@ out:
     return rc;
 }
 
+int keel__store_synced(const keel__store *s)
+{
+    unsigned int flags = 0;
+    return mdb_env_get_flags(s->env, &flags) == MDB_SUCCESS &&
+           (flags &
+            (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC | MDB_WRITEMAP)) == 0;
+}
+
 int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
 {
     int rc = check_failed(s, diag);
@@ -2123,6 +2131,18 @@ int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
         mrc = mdb_env_sync(s->env, 1);
         if (mrc != MDB_SUCCESS) {
             rc = lmdb_error(s->env, mrc, "sync", diag);
+        }
+    }
+    if (rc == KEEL_OK && s->bulk) {
+        /* ST1 from here on: the load is on disk, and every later commit
+         * (a roll-forward's checkpoints) is LMDB's synced one, data pages
+         * before the meta page. LMDB lets these two flags change on an
+         * open environment. */
+        mrc = mdb_env_set_flags(s->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
+        if (mrc != MDB_SUCCESS) {
+            rc = lmdb_error(s->env, mrc, "set flags", diag);
+        } else {
+            s->bulk = 0;
         }
     }
     if (rc == KEEL_OK) {

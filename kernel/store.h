@@ -356,6 +356,11 @@ int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
                          const void *value, size_t value_len, keel_diag *diag);
 int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag);
 
+/* 1 if every commit of s from now on is LMDB's fully synced one (env flags
+ * without NOSYNC, NOMETASYNC, MAPASYNC, WRITEMAP): always for a kernel's
+ * store, and for a bulk one once load_finish returned KEEL_OK. */
+int keel__store_synced(const keel__store *s);
+
 /*
  * A read-only view of a store's last checkpoint, for snapshots: its
  * kernel id, its LSN, point lookups and an in-order walk of every entry

@@ -2119,6 +2119,41 @@ START_TEST(test_snapshot_state_cli_info_hash_spelled_as_status)
 }
 END_TEST
 
+/* ======================================================================== */
+/* durability of a restore                                                  */
+/* ======================================================================== */
+
+/* A restore loads its store with unsynced commits (bulk); once
+ * load_finish returned, every later commit (the roll-forward's
+ * checkpoints, the timeline) must be LMDB's fully synced one, or the
+ * state is published with pages that never reached the disk (SS2). */
+START_TEST(test_snapshot_state_bulk_store_synced_after_load_finish)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *dir = tu_path(root, "store");
+    keel__store_options so;
+    keel__store_options_init(&so);
+    so.bulk = 1;
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    int rc = keel__store_open(dir, &so, 0, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "open: %s: %s", keel_err_name(rc), d.msg);
+    ck_assert_msg(!keel__store_synced(s), "a bulk store loads unsynced");
+    rc = keel__store_load_put(s, "k.crank", 7, "3", 1, &d);
+    ck_assert_msg(rc == KEEL_OK, "load: %s: %s", keel_err_name(rc), d.msg);
+    rc = keel__store_load_finish(s, 9, &d);
+    ck_assert_msg(rc == KEEL_OK, "finish: %s: %s", keel_err_name(rc), d.msg);
+    ck_assert_msg(keel__store_synced(s),
+                  "after load_finish the store still commits without a sync "
+                  "(MDB_NOSYNC/MDB_NOMETASYNC set): a roll-forward's "
+                  "checkpoints would be published unsynced");
+    keel__store_close(s);
+    tu_rmrf(root);
+    free(root);
+    free(dir);
+}
+END_TEST
+
 Suite *snapshot_state_suite(void)
 {
     Suite *s = suite_create("snapshot_state");
@@ -2178,6 +2213,10 @@ Suite *snapshot_state_suite(void)
     tcase_add_test(tc, test_snapshot_state_cli_help_lists_every_option);
     tcase_add_test(tc, test_snapshot_state_cli_run_periodic_keeps_k);
     tcase_add_test(tc, test_snapshot_state_cli_info_hash_spelled_as_status);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("durability");
+    tcase_add_test(tc, test_snapshot_state_bulk_store_synced_after_load_finish);
     suite_add_tcase(s, tc);
     return s;
 }
