@@ -2158,6 +2158,80 @@ out:
     return rc;
 }
 
+/* Meta value name as a u64, or 0 when absent (*out). */
+static int meta_read_u64_opt(MDB_env *env, MDB_txn *txn, MDB_dbi dbi,
+                             XXH3_state_t *h, const char *name, uint64_t *out,
+                             keel_diag *diag)
+{
+    MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
+    MDB_val d;
+    uint8_t b[8];
+    *out = 0;
+    int mrc = mdb_get(txn, dbi, &k, &d);
+    if (mrc == MDB_NOTFOUND) {
+        return KEEL_OK;
+    }
+    int rc = meta_read(env, txn, dbi, h, name, b, 8, diag);
+    if (rc == KEEL_OK) {
+        *out = keel__get_u64(b);
+    }
+    return rc;
+}
+
+/* The timeline's meta values (store.h), each 0 when absent. */
+static int timeline_read(MDB_env *env, MDB_txn *txn, MDB_dbi dbi,
+                         XXH3_state_t *h, keel__store_timeline *t,
+                         keel_diag *diag)
+{
+    int rc = meta_read_u64_opt(env, txn, dbi, h, "timeline", &t->id, diag);
+    if (rc == KEEL_OK) {
+        rc = meta_read_u64_opt(env, txn, dbi, h, "timeline_parent", &t->parent,
+                               diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = meta_read_u64_opt(env, txn, dbi, h, "timeline_branch_lsn",
+                               &t->branch_lsn, diag);
+    }
+    return rc;
+}
+
+int keel__store_get_timeline(keel__store *s, keel__store_timeline *t,
+                             keel_diag *diag)
+{
+    memset(t, 0, sizeof(*t));
+    int rc = check_failed(s, diag);
+    if (rc == KEEL_OK) {
+        rc = timeline_read(s->env, s->txn, s->meta_dbi, s->hash, t, diag);
+    }
+    return rc;
+}
+
+int keel__store_set_timeline(keel__store *s, const keel__store_timeline *t,
+                             keel_diag *diag)
+{
+    int rc = check_failed(s, diag);
+    KEEL_ASSERT(!s->ws_open && s->applied_lsn == s->ckpt_lsn &&
+                keel__store_synced(s));
+    if (rc < 0) {
+        return rc;
+    }
+    int mrc = meta_put_u64(s, "timeline", t->id);
+    if (mrc == MDB_SUCCESS) {
+        mrc = meta_put_u64(s, "timeline_parent", t->parent);
+    }
+    if (mrc == MDB_SUCCESS) {
+        mrc = meta_put_u64(s, "timeline_branch_lsn", t->branch_lsn);
+    }
+    if (mrc != MDB_SUCCESS) {
+        return set_failed(s, lmdb_error(s->env, mrc, "timeline", diag), diag);
+    }
+    rc = commit_txn(s, diag); /* ST1: synced */
+    if (rc == KEEL_OK) {
+        rc = begin_txn(s, diag);
+    }
+    return rc < 0 ? set_failed(s, rc, diag) : rc;
+}
+
 struct keel__store_view {
     MDB_env *env; /* own environment (view_open), or the store's */
     MDB_txn *txn; /* own read transaction, or the store's write one */
@@ -2171,6 +2245,7 @@ struct keel__store_view {
     XXH3_state_t *hash;
     uint64_t kernel_id;
     uint64_t lsn;
+    keel__store_timeline timeline;
 };
 
 void keel__store_view_close(keel__store_view *v)
@@ -2213,6 +2288,10 @@ static int view_init(keel__store_view *v, keel_diag *diag)
         rc = meta_read(v->env, v->txn, v->meta_dbi, v->hash, "applied_lsn", b,
                        8, diag);
         v->lsn = keel__get_u64(b);
+    }
+    if (rc == KEEL_OK) {
+        rc = timeline_read(v->env, v->txn, v->meta_dbi, v->hash, &v->timeline,
+                           diag);
     }
     if (rc == KEEL_OK) {
         int mrc = mdb_cursor_open(v->txn, v->data_dbi, &v->cur);
@@ -2339,6 +2418,12 @@ uint64_t keel__store_view_kernel_id(const keel__store_view *v)
 uint64_t keel__store_view_lsn(const keel__store_view *v)
 {
     return v->lsn;
+}
+
+void keel__store_view_timeline(const keel__store_view *v,
+                               keel__store_timeline *out)
+{
+    *out = v->timeline;
 }
 
 int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,

@@ -356,6 +356,33 @@ int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
                          const void *value, size_t value_len, keel_diag *diag);
 int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag);
 
+/*
+ * The timeline of a state (snapshot/state.c SS5): which history it is.
+ * Stored in the meta table as "timeline", "timeline_parent" and
+ * "timeline_branch_lsn" (u64 LE each, checksummed like every meta value);
+ * a store without them (every kernel's first state, and any older store)
+ * is timeline 0 with parent 0 and branch LSN 0.
+ */
+typedef struct keel__store_timeline {
+    uint64_t id;
+    uint64_t parent;
+    uint64_t branch_lsn; /* the last LSN shared with the parent */
+} keel__store_timeline;
+
+/* @return KEEL_OK (*t filled), KEEL_ECORRUPT (a bad meta value),
+ *         KEEL_EFAILED. */
+int keel__store_get_timeline(keel__store *s, keel__store_timeline *t,
+                             keel_diag *diag);
+
+/*
+ * Record t as the store's timeline, in a commit of its own (synced). Only
+ * for a store a restore builds, after load_finish and with nothing
+ * applied since its last checkpoint (asserted).
+ * @return KEEL_OK; LMDB errors (the store is FAILED); KEEL_EFAILED.
+ */
+int keel__store_set_timeline(keel__store *s, const keel__store_timeline *t,
+                             keel_diag *diag);
+
 /* 1 if every commit of s from now on is LMDB's fully synced one (env flags
  * without NOSYNC, NOMETASYNC, MAPASYNC, WRITEMAP): always for a kernel's
  * store, and for a bulk one once load_finish returned KEEL_OK. */
@@ -386,6 +413,8 @@ int keel__store_view_of(keel__store *s, keel__store_view **out,
                         keel_diag *diag);
 uint64_t keel__store_view_kernel_id(const keel__store_view *v);
 uint64_t keel__store_view_lsn(const keel__store_view *v);
+void keel__store_view_timeline(const keel__store_view *v,
+                               keel__store_timeline *out);
 int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,
                          keel_bytes *value, keel_diag *diag);
 int keel__store_view_next(keel__store_view *v, keel_bytes *key,

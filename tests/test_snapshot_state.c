@@ -2154,6 +2154,321 @@ START_TEST(test_snapshot_state_bulk_store_synced_after_load_finish)
 }
 END_TEST
 
+/* ======================================================================== */
+/* timelines                                                                */
+/* ======================================================================== */
+
+static keel__store_timeline state_timeline(const char *state)
+{
+    keel__store_view *v = view_open(state);
+    keel__store_timeline t;
+    keel__store_view_timeline(v, &t);
+    keel__store_view_close(v);
+    return t;
+}
+
+static void hex16(char out[17], uint64_t v)
+{
+    snprintf(out, 17, "%016" PRIx64, v);
+}
+
+/* SS5: a restore starts a new timeline whose parent is the snapshot's and
+ * whose branch LSN is the restored LSN; the store, `status --json` and the
+ * manifest of a snapshot of it say so; the next restore records the
+ * lineage on; two restores of one snapshot are two timelines. */
+START_TEST(test_snapshot_state_restore_records_parent_timeline_and_branch)
+{
+    fixture fx;
+    fx_init(&fx, 20, 6, 0);
+    ck_assert_uint_eq(fx.info.format, KEEL_SNAPSHOT_FORMAT);
+    ck_assert_uint_eq(fx.info.meta.timeline, 0);
+    ck_assert_uint_eq(fx.info.meta.timeline_parent, 0);
+    ck_assert_uint_eq(fx.info.meta.timeline_branch_lsn, 0);
+
+    keel_snapshot_restore_report rep =
+        restore_ok(fx.snap, fx.dst, fx.wal, 0, 12);
+    ck_assert_uint_eq(rep.crank, 12);
+    ck_assert_uint_ne(rep.timeline, 0);
+    keel__store_timeline t = state_timeline(fx.dst);
+    ck_assert_uint_eq(t.id, rep.timeline);
+    ck_assert_uint_eq(t.parent, 0);
+    ck_assert_uint_eq(t.branch_lsn, rep.lsn);
+    ck_assert_uint_eq(state_timeline(fx.state).id, 0);
+
+    keel_kernel *k = k_open(fx.dst);
+    json_t *st = k_status(k);
+    char want[17];
+    hex16(want, rep.timeline);
+    ck_assert_str_eq(json_string_value(json_object_get(st, "timeline")), want);
+    ck_assert_str_eq(json_string_value(json_object_get(st, "timeline_parent")),
+                     "0000000000000000");
+    ck_assert_uint_eq(
+        json_integer_value(json_object_get(st, "timeline_branch_lsn")),
+        rep.lsn);
+    json_decref(st);
+    k_run(k, 3);
+    char *bsnap = tu_path(fx.root, "b.ksnap");
+    keel_snapshot_info b = snap_kernel(k, bsnap);
+    k_close(k);
+    ck_assert_uint_eq(b.meta.timeline, rep.timeline);
+    ck_assert_uint_eq(b.meta.timeline_parent, 0);
+    ck_assert_uint_eq(b.meta.timeline_branch_lsn, rep.lsn);
+    keel_snapshot_info bi = snap_info(bsnap);
+    ck_assert_uint_eq(bi.meta.timeline, rep.timeline);
+    ck_assert_uint_eq(bi.meta.timeline_branch_lsn, rep.lsn);
+    /* from outside too */
+    char *csnap = tu_path(fx.root, "c.ksnap");
+    ck_assert_uint_eq(snap_create(fx.dst, csnap).meta.timeline, rep.timeline);
+
+    /* the lineage goes on */
+    char *c = tu_path(fx.root, "c");
+    keel_snapshot_restore_report rc2 = restore_ok(bsnap, c, NULL, 0, 0);
+    ck_assert_uint_ne(rc2.timeline, 0);
+    ck_assert_uint_ne(rc2.timeline, rep.timeline);
+    ck_assert_uint_eq(rc2.snapshot.meta.timeline, rep.timeline);
+    t = state_timeline(c);
+    ck_assert_uint_eq(t.id, rc2.timeline);
+    ck_assert_uint_eq(t.parent, rep.timeline);
+    ck_assert_uint_eq(t.branch_lsn, b.meta.lsn);
+
+    /* one snapshot restored twice: two histories */
+    char *d2 = tu_path(fx.root, "d");
+    keel_snapshot_restore_report rd = restore_ok(fx.snap, d2, NULL, 0, 0);
+    ck_assert_uint_ne(rd.timeline, rep.timeline);
+    t = state_timeline(d2);
+    ck_assert_uint_eq(t.parent, 0);
+    ck_assert_uint_eq(t.branch_lsn, fx.info.meta.lsn);
+    free(bsnap);
+    free(csnap);
+    free(c);
+    free(d2);
+    fx_free(&fx);
+}
+END_TEST
+
+/* SS6: B, restored from A's snapshot, takes another turn (an outside send)
+ * and is snapshotted; A's log at that LSN continues A's history, not B's:
+ * restoring B's snapshot with A's log is refused naming both activity
+ * hashes and both timelines (API and CLI), and nothing is left; B's own
+ * log is accepted. */
+START_TEST(test_snapshot_state_restore_refuses_log_of_another_timeline)
+{
+    fixture fx;
+    fx_init(&fx, 20, 6, 0);
+    char *b = tu_path(fx.root, "b");
+    char *bwal = tu_path(b, "wal");
+    char *bsnap = tu_path(fx.root, "b.ksnap");
+    char *probe = tu_path(fx.root, "probe");
+    keel_snapshot_restore_report rb = restore_ok(fx.snap, b, NULL, 0, 0);
+    keel_kernel *k = k_open(b);
+    char kref[KEEL_VREF_MAX];
+    keel_diag d = {0};
+    int rc = keel_kernel_send(k, "bob", "ping", "{\"i\":1}", kref, &d);
+    ck_assert_msg(rc == KEEL_OK, "send: %s: %s", keel_err_name(rc), d.msg);
+    keel_snapshot_info bi = snap_kernel(k, bsnap);
+    ck_assert_uint_eq(bi.meta.lsn, fx.info.meta.lsn + 1);
+    ck_assert_uint_eq(bi.meta.timeline, rb.timeline);
+    k_run(k, 0);
+    point bfinal = k_point(k);
+    k_close(k);
+    /* A's own hash at that LSN */
+    restore_ok(fx.snap, probe, fx.wal, bi.meta.lsn, 0);
+    k = k_open(probe);
+    point a_at = k_point(k);
+    k_close(k);
+    ck_assert_uint_ne(a_at.hash, bi.meta.activity_hash);
+
+    char bh[17], ah[17], bt[17];
+    hex16(bh, bi.meta.activity_hash);
+    hex16(ah, a_at.hash);
+    hex16(bt, bi.meta.timeline);
+    const char *const names[] = {
+        fx.wal, bsnap, bh, ah, bt, "0000000000000000", "another timeline",
+        NULL};
+    memset(&d, 0, sizeof(d));
+    rc = restore(bsnap, fx.dst, fx.wal, 0, 0, NULL, &d);
+    ck_refused(rc, KEEL_ECORRUPT, &d, fx.dst, "B's snapshot, A's log", names);
+    const char *cli[] = {"snapshot", "restore", bsnap, fx.dst,
+                         "--wal",    fx.wal,    NULL};
+    free(keel_expect(cli, 1));
+    ck_nothing_left(fx.dst, "keel snapshot restore of B's snapshot, A's log");
+
+    /* B's own log is B's history */
+    restore_ok(bsnap, fx.dst, bwal, 0, 0);
+    k = k_open(fx.dst);
+    ck_point_eq(k_point(k), bfinal, "B's snapshot rolled through B's log");
+    k_close(k);
+    free(b);
+    free(bwal);
+    free(bsnap);
+    free(probe);
+    fx_free(&fx);
+}
+END_TEST
+
+#define ADOPT_EVERY 5
+
+/* KS6: a state restored from the original's periodic snapshot, given the
+ * original's --snapshot-dir, is refused at open (the directory belongs to
+ * the original's timeline) and nothing is committed; given its own, an
+ * original's file of the very name its next periodic snapshot takes is
+ * not adopted: that snapshot fails naming both states, the file is left
+ * as it was, and the run goes on once it is gone. */
+START_TEST(test_snapshot_state_restored_kernel_does_not_adopt_original_snapshot)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *a = tu_path(root, "a");
+    char *adir = tu_path(root, "a-snaps");
+    char *b = tu_path(root, "b");
+    char *bdir = tu_path(root, "b-snaps");
+    ck_assert_int_eq(mkdir(adir, 0755), 0);
+    ck_assert_int_eq(mkdir(bdir, 0755), 0);
+    keel_kernel_options o;
+    kopts(&o);
+    o.snapshot_every = ADOPT_EVERY;
+    o.snapshot_keep = 100;
+    o.snapshot_dir = adir;
+    keel_kernel *k = k_new_with(a, &o, pingpong_sq, 30);
+    k_run(k, 0);
+    k_close(k);
+    uint64_t lsns[64];
+    size_t n = list_numbered(adir, ".ksnap", lsns, 64, NULL);
+    ck_assert_uint_ge(n, 4);
+    char *first = pathf(adir, "%020" PRIu64 ".ksnap", lsns[0]);
+    keel_snapshot_restore_report rep = restore_ok(first, b, NULL, 0, 0);
+
+    keel_kernel *kb = NULL;
+    keel_diag d = {0};
+    int rc = keel_kernel_open(b, &o, &kb, &d);
+    ck_assert_msg(rc == KEEL_EEXIST,
+                  "a restored state opened on the original's snapshot "
+                  "directory: %s: %s",
+                  keel_err_name(rc), d.msg);
+    ck_assert_ptr_null(kb);
+    char bt[17];
+    hex16(bt, rep.timeline);
+    ck_assert_msg(strstr(d.msg, adir) != NULL && strstr(d.msg, bt) != NULL &&
+                      strstr(d.msg, "0000000000000000") != NULL,
+                  "diag '%s' names neither the directory nor both timelines",
+                  d.msg);
+    uint64_t lsns2[64];
+    ck_assert_uint_eq(list_numbered(adir, ".ksnap", lsns2, 64, NULL), n);
+
+    /* its own directory, and the original's file of its next name */
+    o.snapshot_dir = bdir;
+    kb = k_open_with(b, &o);
+    ck_point_eq(k_point(kb),
+                (point){rep.lsn, rep.crank, rep.snapshot.meta.activity_hash},
+                "restored");
+    char *theirs = pathf(adir, "%020" PRIu64 ".ksnap", lsns[1]);
+    char *mine = pathf(bdir, "%020" PRIu64 ".ksnap", lsns[1]);
+    size_t len = 0;
+    uint8_t *bytes = tu_read_file(theirs, &len);
+    tu_write_file(mine, bytes, len);
+    keel_run_options ro = {.timeout_ms = RUN_TIMEOUT_MS};
+    keel_run_stats s;
+    memset(&d, 0, sizeof(d));
+    rc = keel_kernel_run(kb, &ro, &s, &d);
+    ck_assert_msg(rc == KEEL_EEXIST,
+                  "the original's snapshot was adopted: run %s: %s",
+                  keel_err_name(rc), d.msg);
+    ck_assert_msg(strstr(d.msg, mine) != NULL && strstr(d.msg, bt) != NULL,
+                  "diag '%s' names neither the file nor this timeline", d.msg);
+    size_t len2 = 0;
+    uint8_t *after = tu_read_file(mine, &len2);
+    ck_assert_msg(len2 == len && memcmp(after, bytes, len) == 0,
+                  "%s was changed", mine);
+    ck_assert_uint_eq(snap_info(mine).meta.timeline, 0);
+    unlink(mine);
+    k_run(kb, 0);
+    k_close(kb);
+    size_t nb = list_numbered(bdir, ".ksnap", lsns2, 64, NULL);
+    ck_assert_uint_ge(nb, 1);
+    for (size_t i = 0; i < nb; i++) {
+        char *f = pathf(bdir, "%020" PRIu64 ".ksnap", lsns2[i]);
+        ck_assert_uint_eq(snap_info(f).meta.timeline, rep.timeline);
+        free(f);
+    }
+    free(bytes);
+    free(after);
+    free(first);
+    free(theirs);
+    free(mine);
+    tu_rmrf(root);
+    free(root);
+    free(a);
+    free(adir);
+    free(b);
+    free(bdir);
+}
+END_TEST
+
+/* KS5: `keel run --snapshot-dir` naming a file, or a directory nothing can
+ * be created in, fails before anything is committed: exit 1, one line
+ * naming the path; a new STATE is not created, an existing one keeps its
+ * crank. */
+START_TEST(test_snapshot_state_cli_run_bad_snapshot_dir_commits_nothing)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *state = tu_path(root, "state");
+    char *fresh = tu_path(root, "fresh");
+    char *config = tu_path(root, "cluster.json");
+    char *file = tu_path(root, "a-file");
+    char *cfg = cluster(pingpong_sq, 20);
+    tu_write_file(config, cfg, strlen(cfg));
+    tu_write_file(file, "x", 1);
+    const char *boot[] = {"run", state,          "--config", config, "--sync",
+                          "off", "--max-cranks", "3",        NULL};
+    free(keel_expect(boot, 0));
+    /* a directory where creating a file fails even for root */
+    const char *bad_dirs[] = {file, "/proc/1"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *newrun[] = {"run",
+                                fresh,
+                                "--config",
+                                config,
+                                "--sync",
+                                "off",
+                                "--snapshot-every",
+                                "1",
+                                "--snapshot-dir",
+                                bad_dirs[i],
+                                NULL};
+        char *out = NULL, *err = NULL;
+        int rc = tu_run_keel(newrun, &out, &err);
+        ck_assert_msg(rc == 1, "run --snapshot-dir %s: exit %d: %s",
+                      bad_dirs[i], rc, err);
+        tu_assert_one_error_line(err);
+        ck_assert_msg(strstr(err, bad_dirs[i]) != NULL, "'%s' does not name %s",
+                      err, bad_dirs[i]);
+        ck_assert_msg(!exists(fresh), "%s created", fresh);
+        free(out);
+        free(err);
+        const char *again[] = {"run",
+                               state,
+                               "--sync",
+                               "off",
+                               "--snapshot-every",
+                               "1",
+                               "--snapshot-dir",
+                               bad_dirs[i],
+                               NULL};
+        free(keel_expect(again, 1));
+        const char *status[] = {"status", state, "--json", NULL};
+        json_t *st = keel_json(status);
+        ck_assert_int_eq(int_field(st, "crank"), 3);
+        json_decref(st);
+    }
+    tu_rmrf(root);
+    free(root);
+    free(state);
+    free(fresh);
+    free(config);
+    free(file);
+    free(cfg);
+}
+END_TEST
+
 Suite *snapshot_state_suite(void)
 {
     Suite *s = suite_create("snapshot_state");
@@ -2217,6 +2532,18 @@ Suite *snapshot_state_suite(void)
 
     tc = tcase_create("durability");
     tcase_add_test(tc, test_snapshot_state_bulk_store_synced_after_load_finish);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("timelines");
+    tcase_add_test(
+        tc, test_snapshot_state_restore_records_parent_timeline_and_branch);
+    tcase_add_test(tc,
+                   test_snapshot_state_restore_refuses_log_of_another_timeline);
+    tcase_add_test(
+        tc,
+        test_snapshot_state_restored_kernel_does_not_adopt_original_snapshot);
+    tcase_add_test(
+        tc, test_snapshot_state_cli_run_bad_snapshot_dir_commits_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -80,8 +80,10 @@
 extern "C" {
 #endif
 
-/* The format this keel writes and the newest it reads. */
-#define KEEL_SNAPSHOT_FORMAT 1u
+/* The format this keel writes and the newest it reads. Format 2 added the
+ * timeline to the manifest; a format-1 snapshot (still read, and written
+ * on request: keel_snapshot_options.format) is of timeline 0. */
+#define KEEL_SNAPSHOT_FORMAT 2u
 
 #define KEEL_SNAPSHOT_MAX_KEY_BYTES        (64u * 1024)
 #define KEEL_SNAPSHOT_MAX_VALUE_BYTES      (64u * 1024 * 1024)
@@ -107,6 +109,9 @@ typedef struct keel_snapshot_options {
                              one raw frame more); 0: in the caller's
                              thread. Default: 1 when more than one CPU is
                              online */
+    uint32_t format;      /* writer: 0 (default) KEEL_SNAPSHOT_FORMAT; 1
+                             the previous format, for an older reader: no
+                             timeline (meta's timeline fields must be 0) */
 } keel_snapshot_options;
 
 /* Fill o with the defaults above. */
@@ -120,6 +125,13 @@ typedef struct keel_snapshot_meta {
     uint64_t crank;           /* crank number at that LSN; <= INT64_MAX */
     uint64_t activity_hash;   /* the chained activity hash at that LSN */
     uint64_t created_unix_ms; /* writer: 0 = now; <= INT64_MAX */
+    /* The history the state belongs to (format 2; 0 in a format-1 file).
+     * A kernel's first state is timeline 0; every restore starts a new
+     * one, random, whose parent is the snapshot's timeline and whose
+     * branch LSN the restored LSN: the last one it shares with it. */
+    uint64_t timeline;
+    uint64_t timeline_parent;
+    uint64_t timeline_branch_lsn; /* <= INT64_MAX */
 } keel_snapshot_meta;
 
 /* A table as the manifest lists it. */
@@ -325,6 +337,9 @@ typedef struct keel_snapshot_restore_report {
     uint64_t rolled_forward;     /* log records applied after it */
     uint64_t lsn;                /* the restored state's LSN */
     uint64_t crank;              /* and crank number */
+    uint64_t timeline;           /* the restored state's new timeline; its
+                                    parent is snapshot.meta.timeline and its
+                                    branch LSN is lsn */
     double seconds;
 } keel_snapshot_restore_report;
 
