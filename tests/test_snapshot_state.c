@@ -60,9 +60,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "keel/keel.h"
 #include "keel/recovery.h"
+#include "kernel/activity.h"
 #include "kernel/store.h"
 #include "tests/testutil.h"
 
@@ -753,39 +755,130 @@ END_TEST
 /* point in time                                                            */
 /* ======================================================================== */
 
-#define PIT_INCRS     25
-#define PIT_SNAP_STEP 6
-#define PIT_MAX       256
+/*
+ * The mixed workload (vats/mixed.c) in deterministic mode: cranks,
+ * out-of-crank records (its clock's timers and thread-pool jobs complete
+ * between cranks, one at a time when nothing is queued) and kernel-op
+ * records (boot, the quitter's exit and the crasher's failed delivery
+ * terminate them in transactions of their own).
+ */
+#define PIT_SNAP_CRANK 3
+#define PIT_MAX        2048
+#define PIT_OOC        2 /* out-of-crank records to restore around */
+#define PIT_KOP        1 /* kernel-op records after boot: the one there is */
 
-/* The last recorded point of crank c (a crank's records end there). */
-static point point_of_crank(const point *pts, size_t n, uint64_t c)
+static char *mixed_config(void)
+{
+    size_t len = 0;
+    uint8_t *buf = tu_read_file(KEEL_MIXED_JSON, &len);
+    ck_assert_msg(buf != NULL, "cannot read %s", KEEL_MIXED_JSON);
+    buf[len] = '\0';
+    return (char *)buf;
+}
+
+/* One record of the original's log: the point it leaves the state at. */
+typedef struct logrec {
+    point p;
+    int kind;
+} logrec;
+
+/* Every record of the log in wal, recs[lsn - 1]. @return how many. */
+static size_t read_log(const char *wal, logrec *recs, size_t cap)
+{
+    keel_wal_reader *r = NULL;
+    keel_wal_record rec;
+    keel_diag d = {0};
+    XXH3_state_t *st = XXH3_createState();
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(keel_wal_reader_open(wal, NULL, 0, &r, &d), KEEL_OK);
+    size_t n = 0;
+    int rc;
+    while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
+        ck_assert_uint_lt(n, cap);
+        ck_assert_uint_eq(rec.lsn, n + 1);
+        uint64_t computed = 0, stored = 0;
+        ck_assert_int_eq(
+            keel__activity_hash_record(st, n > 0 ? recs[n - 1].p.hash : 0,
+                                       rec.kind, rec.crank, rec.payload.ptr,
+                                       rec.payload.len, &computed, &stored, &d),
+            KEEL_OK);
+        ck_assert_uint_eq(computed, stored);
+        recs[n].p = (point){rec.lsn, rec.crank, stored};
+        recs[n].kind = rec.kind;
+        n++;
+    }
+    ck_assert_msg(rc == 0, "%s: %s", wal, d.msg);
+    keel_wal_reader_close(r);
+    XXH3_freeState(st);
+    return n;
+}
+
+/* The point --to-crank c stops at: after the last record of crank <= c. */
+static point log_point_of_crank(const logrec *recs, size_t n, uint64_t c)
 {
     point p = {0};
-    int found = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (pts[i].crank == c) {
-            p = pts[i];
-            found = 1;
-        }
+    for (size_t i = 0; i < n && recs[i].p.crank <= c; i++) {
+        p = recs[i].p;
     }
-    ck_assert_msg(found, "no point at crank %" PRIu64, c);
+    ck_assert_uint_ne(p.lsn, 0);
     return p;
 }
 
-/* Restore snap rolled forward through wal to p's LSN: it is p. */
-static void pit_lsn_case(const char *root, const char *snap, const char *wal,
-                         const keel_snapshot_info *info, point p)
+/* Where the test saw the original between its calls, each with a
+ * snapshot taken there. */
+typedef struct seen {
+    point p[PIT_MAX];
+    size_t n;
+} seen;
+
+static char *seen_snap(const char *root, uint64_t lsn)
 {
-    char *dst = pathf(root, "lsn-%" PRIu64, p.lsn);
-    keel_snapshot_restore_report rep = restore_ok(snap, dst, wal, p.lsn, 0);
-    ck_assert_uint_eq(rep.lsn, p.lsn);
-    ck_assert_uint_eq(rep.crank, p.crank);
-    ck_assert_uint_eq(rep.rolled_forward, p.lsn - info->meta.lsn);
+    return pathf(root, "seen-%" PRIu64 ".ksnap", lsn);
+}
+
+/*
+ * Restore the early snapshot rolled forward through the original's log to
+ * to_lsn or to_crank: it is `want` (LSN, crank, hash); and its store
+ * equals the original's at that point: the snapshot the test took there
+ * when it saw that point, else (a point inside one call: after an
+ * out-of-crank record, before the crank it queued) the restore of the
+ * last snapshot seen before it rolled forward to it, from another base.
+ */
+static void pit_case(const char *root, const char *snap, const char *wal,
+                     const seen *sn, uint64_t to_lsn, uint64_t to_crank,
+                     point want, size_t *unseen)
+{
+    char *dst = tu_path(root, "pit");
+    char *ref = tu_path(root, "pit-ref");
+    char what[96];
+    snprintf(what, sizeof(what), "--to-lsn %" PRIu64 " --to-crank %" PRIu64,
+             to_lsn, to_crank);
+    keel_snapshot_restore_report rep =
+        restore_ok(snap, dst, wal, to_lsn, to_crank);
+    ck_assert_uint_eq(rep.lsn, want.lsn);
+    ck_assert_uint_eq(rep.crank, want.crank);
     keel_kernel *k = k_open(dst);
-    ck_point_eq(k_point(k), p, dst);
+    ck_point_eq(k_point(k), want, what);
     k_close(k);
+    size_t i = sn->n;
+    while (i > 0 && sn->p[i - 1].lsn > want.lsn) {
+        i--;
+    }
+    ck_assert_uint_gt(i, 0);
+    char *base = seen_snap(root, sn->p[i - 1].lsn);
+    if (sn->p[i - 1].lsn == want.lsn) {
+        ck_point_eq(sn->p[i - 1], want, "seen");
+        restore_ok(base, ref, NULL, 0, 0);
+    } else {
+        restore_ok(base, ref, wal, want.lsn, 0);
+        (*unseen)++;
+    }
+    ck_stores_equal(dst, ref);
     tu_rmrf(dst);
+    tu_rmrf(ref);
+    free(base);
     free(dst);
+    free(ref);
 }
 
 START_TEST(test_snapshot_state_point_in_time_equals_original)
@@ -794,73 +887,113 @@ START_TEST(test_snapshot_state_point_in_time_equals_original)
     char *state = tu_path(root, "state");
     char *wal = tu_path(state, "wal");
     char *snap = tu_path(root, "early.ksnap");
-    point pts[PIT_MAX];
-    size_t n = 0, snap_at = 0;
-    keel_snapshot_info info;
+    char *config = mixed_config();
+    static seen sn;
+    static logrec recs[PIT_MAX];
+    keel_snapshot_info info = {0};
     keel_diag d = {0};
+    keel_kernel_options o;
+    kopts(&o);
+    o.deterministic = 1;
 
-    keel_kernel *k = k_new(state, fanout_sq, PIT_INCRS);
-    pts[n++] = k_point(k);
+    /* The original, stepped: after every call the test sees where it is
+     * and snapshots it there. */
+    keel_kernel *k = k_open_with(state, &o);
+    k_boot(k, config);
+    sn.n = 0;
     for (;;) {
         int rc = keel_kernel_step(k, &d);
         ck_assert_msg(rc >= 0, "step: %s: %s", keel_err_name(rc), d.msg);
-        if (rc == 0) {
-            break;
+        if (rc == 0) { /* idle: the next async completion and its crank */
+            keel_run_options ro = {.max_cranks = 1,
+                                   .timeout_ms = RUN_TIMEOUT_MS};
+            keel_run_stats rs;
+            rc = keel_kernel_run(k, &ro, &rs, &d);
+            ck_assert_msg(rc == KEEL_OK, "run: %s: %s", keel_err_name(rc),
+                          d.msg);
+            if (rs.cranks == 0) {
+                ck_assert(rs.idle);
+                break;
+            }
         }
-        ck_assert_uint_lt(n, PIT_MAX);
-        pts[n] = k_point(k);
-        ck_assert_uint_gt(pts[n].lsn, pts[n - 1].lsn);
-        n++;
-        if (n == PIT_SNAP_STEP) {
+        point p = k_point(k);
+        ck_assert_uint_lt(sn.n, PIT_MAX);
+        if (p.crank == PIT_SNAP_CRANK && !exists(snap)) {
             info = snap_kernel(k, snap);
-            snap_at = n - 1;
-            ck_assert_uint_eq(info.meta.lsn, pts[snap_at].lsn);
-            ck_assert_uint_eq(info.meta.activity_hash, pts[snap_at].hash);
+            ck_assert_uint_eq(info.meta.lsn, p.lsn);
+        }
+        if (exists(snap)) {
+            char *f = seen_snap(root, p.lsn);
+            snap_kernel(k, f);
+            free(f);
+            sn.p[sn.n++] = p;
         }
     }
-    ck_fanout_done(k, PIT_INCRS);
-    point final = pts[n - 1];
+    point final = k_point(k);
+    ck_vs(k, "driver", "done", "1");
     k_close(k);
-    ck_assert_uint_gt(n, snap_at + 20);
 
-    /* to several LSNs: every fifth point from the snapshot's on, and the
-     * last */
-    for (size_t i = snap_at; i < n; i += 5) {
-        pit_lsn_case(root, snap, wal, &info, pts[i]);
+    /* The log says what each record is. */
+    size_t n = read_log(wal, recs, PIT_MAX);
+    ck_assert_uint_eq(n, final.lsn);
+    ck_point_eq(recs[n - 1].p, final, "the log's last record");
+    uint64_t targets[PIT_OOC + PIT_KOP];
+    size_t nt = 0, ooc = 0, kop = 0;
+    for (size_t i = info.meta.lsn; i < n; i++) {
+        if (recs[i].kind == KEEL_WAL_OUT_OF_CRANK && ooc < PIT_OOC) {
+            targets[nt++] = recs[i].p.lsn;
+            ooc++;
+        } else if (recs[i].kind == KEEL_WAL_KERNEL_OP && kop < PIT_KOP) {
+            targets[nt++] = recs[i].p.lsn;
+            kop++;
+        }
     }
-    if ((n - 1 - snap_at) % 5 != 0) {
-        pit_lsn_case(root, snap, wal, &info, pts[n - 1]);
+    ck_assert_msg(ooc == PIT_OOC && kop == PIT_KOP,
+                  "the workload made %zu out-of-crank and %zu kernel-op "
+                  "records after LSN %" PRIu64,
+                  ooc, kop, info.meta.lsn);
+
+    /* Just before, at and after each such record: by LSN and by crank. */
+    size_t unseen = 0;
+    for (size_t t = 0; t < nt; t++) {
+        uint64_t l = targets[t];
+        point at = recs[l - 1].p;
+        for (uint64_t x = l - 1; x <= l + 1 && x <= n; x++) {
+            if (x >= info.meta.lsn) {
+                pit_case(root, snap, wal, &sn, x, 0, recs[x - 1].p, &unseen);
+            }
+        }
+        for (uint64_t c = at.crank - 1; c <= at.crank + 1; c++) {
+            if (c >= info.meta.crank && c <= final.crank) {
+                pit_case(root, snap, wal, &sn, 0, c,
+                         log_point_of_crank(recs, n, c), &unseen);
+            }
+        }
     }
-    /* to a few cranks */
-    uint64_t cranks[] = {info.meta.crank, info.meta.crank + 1,
-                         (info.meta.crank + final.crank) / 2, final.crank};
-    for (size_t i = 0; i < sizeof(cranks) / sizeof(cranks[0]); i++) {
-        point want = point_of_crank(pts, n, cranks[i]);
-        char *dst = pathf(root, "crank-%" PRIu64, cranks[i]);
-        keel_snapshot_restore_report rep =
-            restore_ok(snap, dst, wal, 0, cranks[i]);
-        ck_assert_uint_eq(rep.lsn, want.lsn);
-        ck_assert_uint_eq(rep.crank, want.crank);
-        k = k_open(dst);
-        ck_point_eq(k_point(k), want, dst);
-        k_close(k);
-        tu_rmrf(dst);
-        free(dst);
+    /* and every 50th record, and the end */
+    for (size_t i = info.meta.lsn; i < n; i += 50) {
+        pit_case(root, snap, wal, &sn, i, 0, recs[i - 1].p, &unseen);
     }
+    pit_case(root, snap, wal, &sn, 0, final.crank, final, &unseen);
+    /* some points lie inside one call (an out-of-crank record, then the
+     * crank it queued): compared through another base */
+    ck_assert_uint_gt(unseen, 0);
+
     /* a point in the middle, resumed, runs on to the original's end */
-    point mid = pts[(snap_at + n) / 2];
+    point mid = recs[(info.meta.lsn + n) / 2].p;
     char *dst = tu_path(root, "resumed");
     restore_ok(snap, dst, wal, mid.lsn, 0);
-    k = k_open(dst);
+    k = k_open_with(dst, &o);
     ck_point_eq(k_point(k), mid, "resumed before its run");
     k_run(k, 0);
     ck_point_eq(k_point(k), final, "resumed after its run");
-    ck_fanout_done(k, PIT_INCRS);
+    ck_vs(k, "driver", "done", "1");
     k_close(k);
     ck_stores_equal(state, dst);
     ck_audit(dst, snap, final);
     ck_audit(state, snap, final);
     free(dst);
+    free(config);
     tu_rmrf(root);
     free(root);
     free(state);
@@ -2231,6 +2364,18 @@ START_TEST(test_snapshot_state_restore_records_parent_timeline_and_branch)
     ck_assert_uint_eq(t.parent, rep.timeline);
     ck_assert_uint_eq(t.branch_lsn, b.meta.lsn);
 
+    /* the CLI shows it */
+    const char *info[] = {"snapshot", "info", bsnap, "--json", NULL};
+    json_t *ij = keel_json(info);
+    ck_assert_str_eq(str_field(ij, "timeline"), want);
+    ck_assert_str_eq(str_field(ij, "timeline_parent"), "0000000000000000");
+    ck_assert_uint_eq(int_field(ij, "timeline_branch_lsn"), rep.lsn);
+    json_decref(ij);
+    const char *status[] = {"status", fx.dst, "--json", NULL};
+    json_t *sj = keel_json(status);
+    ck_assert_str_eq(str_field(sj, "timeline"), want);
+    json_decref(sj);
+
     /* one snapshot restored twice: two histories */
     char *d2 = tu_path(fx.root, "d");
     keel_snapshot_restore_report rd = restore_ok(fx.snap, d2, NULL, 0, 0);
@@ -2243,6 +2388,74 @@ START_TEST(test_snapshot_state_restore_records_parent_timeline_and_branch)
     free(c);
     free(d2);
     fx_free(&fx);
+}
+END_TEST
+
+/* A format-1 snapshot (no timeline in its manifest; written on request
+ * for an older reader) reads as timeline 0 and restores and rolls forward
+ * as before; a state of another timeline cannot be written as one. */
+START_TEST(test_snapshot_state_format_1_snapshot_is_timeline_0)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *state = tu_path(root, "state");
+    char *wal = tu_path(state, "wal");
+    char *old = tu_path(root, "old.ksnap");
+    char *old2 = tu_path(root, "old2.ksnap");
+    char *dst = tu_path(root, "new");
+    char *dst2 = tu_path(root, "new2");
+    keel_kernel *k = k_new(state, pingpong_sq, 10);
+    k_run(k, 4);
+    k_close(k);
+    keel_snapshot_options so;
+    keel_snapshot_options_init(&so);
+    so.format = 1;
+    keel_snapshot_info info;
+    keel_diag d = {0};
+    int rc = keel_snapshot_create(state, old, &so, &info, &d);
+    ck_assert_msg(rc == KEEL_OK, "%s: %s", keel_err_name(rc), d.msg);
+    k = k_open(state);
+    k_run(k, 0);
+    point final = k_point(k);
+    k_close(k);
+
+    keel_snapshot_info ri = snap_info(old);
+    ck_assert_uint_eq(ri.format, 1);
+    ck_assert_uint_eq(ri.meta.crank, 4);
+    ck_assert_uint_eq(ri.meta.timeline, 0);
+    ck_assert_uint_eq(ri.meta.timeline_branch_lsn, 0);
+    keel_snapshot_reader *r = NULL;
+    ck_assert_int_eq(keel_snapshot_reader_open(old, NULL, &r, &d), KEEL_OK);
+    keel_bytes m = keel_snapshot_reader_manifest(r);
+    ck_assert_msg(memmem(m.ptr, m.len, "timeline", 8) == NULL,
+                  "a format-1 manifest names a timeline");
+    keel_snapshot_reader_close(r);
+
+    keel_snapshot_restore_report rep = restore_ok(old, dst, wal, 0, 0);
+    ck_assert_uint_gt(rep.rolled_forward, 0);
+    ck_assert_uint_ne(rep.timeline, 0);
+    keel__store_timeline t = state_timeline(dst);
+    ck_assert_uint_eq(t.parent, 0);
+    ck_assert_uint_eq(t.branch_lsn, final.lsn);
+    k = k_open(dst);
+    ck_point_eq(k_point(k), final, "a format-1 snapshot rolled forward");
+    k_close(k);
+    /* a state of another timeline has no format-1 spelling */
+    memset(&d, 0, sizeof(d));
+    rc = keel_snapshot_create(dst, old2, &so, &info, &d);
+    ck_assert_msg(rc == KEEL_EINVAL && strstr(d.msg, "format 1") != NULL,
+                  "format 1 of timeline %016" PRIx64 ": %s: %s", rep.timeline,
+                  keel_err_name(rc), d.msg);
+    ck_assert(!exists(old2));
+    restore_ok(old, dst2, NULL, 0, 0);
+    ck_assert_uint_ne(state_timeline(dst2).id, rep.timeline);
+    tu_rmrf(root);
+    free(root);
+    free(state);
+    free(wal);
+    free(old);
+    free(old2);
+    free(dst);
+    free(dst2);
 }
 END_TEST
 
@@ -2485,6 +2698,7 @@ Suite *snapshot_state_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("point_in_time");
+    tcase_set_timeout(tc, 300); /* ~1,000 snapshots, ~60 restores */
     tcase_add_test(tc, test_snapshot_state_point_in_time_equals_original);
     suite_add_tcase(s, tc);
 
@@ -2535,8 +2749,10 @@ Suite *snapshot_state_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("timelines");
+    tcase_set_timeout(tc, 120);
     tcase_add_test(
         tc, test_snapshot_state_restore_records_parent_timeline_and_branch);
+    tcase_add_test(tc, test_snapshot_state_format_1_snapshot_is_timeline_0);
     tcase_add_test(tc,
                    test_snapshot_state_restore_refuses_log_of_another_timeline);
     tcase_add_test(
