@@ -51,6 +51,10 @@
  *   ST10 A store directory holds a data.mdb only once its tables were
  *        created and committed: a new store is built in `<dir>.new` and
  *        renamed (create_if_new), so no crash leaves a half-made one.
+ *   ST11 A bulk store (a restore's, seen by nobody) is the one exception
+ *        to ST1's flags, and only until load_finish: that syncs the whole
+ *        load and clears MDB_NOSYNC|MDB_NOMETASYNC, so every later commit
+ *        is synced in LMDB's order (keel__store_synced() says so).
  *
  * States (the function behind each transition):
  *

@@ -79,6 +79,9 @@
  *             "kernel_id"   -> u64 LE
  *             "applied_lsn" -> u64 LE, the LSN of the last write-set
  *                              applied before the checkpoint
+ *             "timeline", "timeline_parent", "timeline_branch_lsn"
+ *                           -> u64 LE each, only in a restored state
+ *                              (keel__store_set_timeline; absent: 0)
  *             each followed by its u64 LE xxh3_64(name ‖ value).
  *
  * LMDB environment flags, and why

@@ -8,7 +8,8 @@
  *   zstd frames of length-prefixed key/value entries (each frame checked
  *   by xxh3-64 over its compressed and its decompressed bytes), a JSON
  *   manifest (format, keel version, creation time, kernel id, LSN, crank
- *   number, activity hash, and each table's entry and byte counts) and a
+ *   number, activity hash, timeline, and each table's entry and byte
+ *   counts) and a
  *   trailer (entry totals, an xxh3-64 of the whole file). The byte layout
  *   is drawn in snapshot/snapshot_format.h. This layer knows nothing of
  *   LMDB or the kernel: the kernel feeds it the entries of a read
@@ -350,14 +351,18 @@ typedef struct keel_snapshot_restore_report {
  * renamed to new_state only when complete and synced; new_state must not
  * exist. Its log continues at the restored LSN + 1 and holds the records
  * rolled forward, so `keel recover --check --base <path>` can audit it. A
- * kernel opened on it resumes where the original was at that point.
+ * kernel opened on it resumes where the original was at that point, on a
+ * timeline of its own (a new random id; parent: the snapshot's timeline;
+ * branch LSN: the restored LSN). Every rolled-forward record must chain
+ * from the snapshot's activity hash and continue its crank numbers.
  * @param[out] rep  optional.
  * @return KEEL_OK; KEEL_EEXIST (new_state or a `.restoring` exists);
  *         KEEL_EINVAL (options; a point past the log's end); KEEL_ECORRUPT
- *         (a damaged snapshot, a log of another kernel, a gap between the
- *         snapshot and the log: the diag names the file, the offset or
- *         LSN); KEEL_EVERSION; I/O errors. Nothing is left behind on
- *         failure (a crash may leave the `.restoring` directory).
+ *         (a damaged snapshot, a log of another kernel or of another
+ *         timeline, a gap between the snapshot and the log: the diag names
+ *         the file, the offset or LSN, and for another timeline both
+ *         activity hashes and timelines); KEEL_EVERSION; I/O errors. Nothing is
+ * left behind on failure (a crash may leave the `.restoring` directory).
  */
 KEEL_API int keel_snapshot_restore(const char *path, const char *new_state,
                                    const keel_snapshot_restore_options *o,
