@@ -14,9 +14,11 @@
  *     crank c (in process, and from outside after close) runs on to the
  *     same final hash, results and store as the original and as an
  *     uninterrupted run (chain5 with a thread-pool job pending at c too);
- *   - point in time: restores rolled forward through the original's log to
- *     several LSNs and cranks equal the original's state recorded after
- *     each step there, and one resumed runs on to the original's end;
+ *   - point in time (the mixed workload, deterministic): restores rolled
+ *     forward to just before, at and after its out-of-crank and kernel-op
+ *     records, by LSN and by crank, equal the original there (LSN, crank,
+ *     hash, and the store against the original's snapshot at that point or
+ *     a restore from another base), and one resumed runs on to the end;
  *   - live: snapshots taken while a `keel run` child works on the state
  *     (it holds the lock) verify and restore to their manifest, and the
  *     last one rolled forward reaches the child's final hash;
@@ -38,7 +40,15 @@
  *     unrelated files stay, and the oldest kept snapshot plus the log
  *     rebuild the final state;
  *   - the CLI: exit codes, --json fields, --help, one-line errors, and
- *     `keel run --snapshot-every ... --keep K`.
+ *     `keel run --snapshot-every ... --keep K`; a --snapshot-dir that is a
+ *     file or unwritable fails before anything is committed;
+ *   - durability: once a restore's bulk load is finished its store commits
+ *     synced;
+ *   - timelines: a restore records a new timeline with parent and branch
+ *     LSN (store, status, manifest, CLI); format-1 snapshots read as
+ *     timeline 0; B's snapshot with A's log is refused naming both hashes
+ *     and timelines; a restored kernel refuses the original's snapshot
+ *     directory and never adopts an original's file.
  *
  * In-process kernels run with sync=off: the claims are about contents,
  * not durability. States are compared through read-only views of their
