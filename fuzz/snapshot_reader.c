@@ -139,7 +139,7 @@ static void check_opened(keel_snapshot_reader *r, const uint8_t *data,
     FUZZ_ASSERT(size >= KEEL__SNAPSHOT_MIN_FILE_BYTES);
     FUZZ_ASSERTF(keel__snapshot_header_decode(data, &version, &bad, why,
                                               sizeof(why)) == KEEL_OK &&
-                     version == KEEL_SNAPSHOT_FORMAT,
+                     version >= 1 && version <= KEEL_SNAPSHOT_FORMAT,
                  "opened a file whose header does not decode: %s", why);
     keel__snapshot_trailer t;
     FUZZ_ASSERTF(keel__snapshot_trailer_decode(
@@ -152,7 +152,10 @@ static void check_opened(keel_snapshot_reader *r, const uint8_t *data,
     keel_snapshot_info info;
     keel_snapshot_reader_info(r, &info);
     FUZZ_ASSERT(info.file_bytes == size);
-    FUZZ_ASSERT(info.format == KEEL_SNAPSHOT_FORMAT);
+    FUZZ_ASSERT(info.format == version);
+    FUZZ_ASSERT(info.format >= 2 ||
+                (info.meta.timeline == 0 && info.meta.timeline_parent == 0 &&
+                 info.meta.timeline_branch_lsn == 0));
     FUZZ_ASSERT(info.tables <= KEEL_SNAPSHOT_MAX_TABLES);
     FUZZ_ASSERT(info.frame_bytes >= 1 &&
                 info.frame_bytes <= KEEL_SNAPSHOT_MAX_FRAME_BYTES);

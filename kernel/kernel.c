@@ -12,7 +12,8 @@
  *   K12 The activity hash chains every transaction:
  *       h_n = xxh3_64(h_{n-1} LE ‖ kind ‖ crank LE ‖ ops), where ops is the
  *       canonical encoding of the write-set without the k.hash entry; the
- *       new hash is then written in the same transaction.
+ *       new hash is then written in the same transaction. The one code
+ *       that hashes is kernel/activity.c (a restore checks a log with it).
  *   K13 After a storage error (WAL append, store apply, a checkpoint: a
  *       store full at its ceiling, store_max_bytes, or a disk out of room
  *       included) the kernel is FAILED: every later call returns
@@ -52,6 +53,7 @@
 
 #include "common/diag.h"
 #include "common/io.h"
+#include "kernel/activity.h"
 
 /* Checkpoint once this much is applied but not yet in LMDB's files: it is
  * held in memory until then. */
@@ -364,15 +366,8 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
                           KEEL_WAL_MAX_PAYLOAD_BYTES);
     }
     if (rc == KEEL_OK) { /* K12 */
-        uint8_t head[17];
-        keel__put_u64(head, k->hash);
-        head[8] = (uint8_t)kind;
-        keel__put_u64(head + 9, k->crank);
-        XXH3_state_t *st = k->hash_state;
-        XXH3_64bits_reset(st);
-        XXH3_64bits_update(st, head, sizeof(head));
-        XXH3_64bits_update(st, k->enc, len);
-        uint64_t h = XXH3_64bits_digest(st);
+        uint64_t h = keel__activity_hash(k->hash_state, k->hash, kind, k->crank,
+                                         k->enc, len);
         char hex[17];
         snprintf(hex, sizeof(hex), "%016" PRIx64, h);
         rc = keel__k_put_str(k, "k.hash", hex);
@@ -844,6 +839,10 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         if (k->o.snapshot_keep == 0) {
             k->o.snapshot_keep = 1;
         }
+        rc = keel__k_snapshot_dir_check(k->snap_dir, state_dir, diag); /* KS5 */
+        if (rc < 0) {
+            goto out;
+        }
     }
     k->o.snapshot_dir = NULL; /* not retained */
     size_t n = strlen(state_dir);
@@ -931,6 +930,9 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     if (rc == KEEL_OK) {
         rc = load_meta(k, diag);
         k->snap_crank = k->crank;
+    }
+    if (rc == KEEL_OK && k->snap_dir != NULL) {
+        rc = keel__k_snapshot_dir_owned(k, diag); /* KS6 */
     }
     if (rc == KEEL_OK) {
         rc = check_state(k, diag);

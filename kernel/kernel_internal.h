@@ -227,6 +227,12 @@ int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
 /* Take the periodic snapshot if snapshot_every cranks passed since the
  * last one; prune old ones and retire the log before the oldest kept. */
 int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag);
+/* KS5: dir is a directory files can be created in; if state_dir has no
+ * store yet, dir holds no snapshot. Before anything is created. */
+int keel__k_snapshot_dir_check(const char *dir, const char *state_dir,
+                               keel_diag *diag);
+/* KS6: every snapshot in k->snap_dir is of k's kernel id and timeline. */
+int keel__k_snapshot_dir_owned(keel_kernel *k, keel_diag *diag);
 
 /* --- syscall.c ---------------------------------------------------------- */
 /* Run the syscalls held during another vat's crank. */

@@ -407,6 +407,7 @@ int keel_kernel_promise(keel_kernel *k, const char *kpref, char **body,
 int keel_kernel_status_json(keel_kernel *k, char **out, keel_diag *diag)
 {
     uint64_t head = 0, tail = 0, unresolved = 0;
+    keel__store_timeline tl;
     int rc = keel__k_get_u64(k, "k.rq.head", &head);
     rc = rc >= 0 ? keel__k_get_u64(k, "k.rq.tail", &tail) : rc;
     rc = rc >= 0 ? keel__k_get_u64(k, "k.unresolved", &unresolved) : rc;
@@ -414,6 +415,9 @@ int keel_kernel_status_json(keel_kernel *k, char **out, keel_diag *diag)
         if (diag != NULL) {
             *diag = k->fail_diag;
         }
+        return rc;
+    }
+    if ((rc = keel__store_get_timeline(k->store, &tl, diag)) < 0) {
         return rc;
     }
     json_t *vats = json_array();
@@ -424,18 +428,21 @@ int keel_kernel_status_json(keel_kernel *k, char **out, keel_diag *diag)
             json_pack("{s:I, s:s, s:s}", "id", (json_int_t)v->id, "name",
                       v->name, "state", v->alive ? "alive" : "terminated"));
     }
-    char hash[17], kid[19];
+    char hash[17], kid[19], tid[17], tparent[17];
     snprintf(hash, sizeof(hash), "%016" PRIx64, k->hash);
     snprintf(kid, sizeof(kid), "0x%016" PRIx64, k->kernel_id);
-    json_t *o =
-        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s, s:s}",
-                  "booted", k->booted, "crank", (json_int_t)k->crank,
-                  "applied_lsn", (json_int_t)keel__store_applied_lsn(k->store),
-                  "durable_lsn", (json_int_t)keel_wal_durable_lsn(k->wal),
-                  "last_lsn", (json_int_t)keel_wal_last_lsn(k->wal),
-                  "run_queue", (json_int_t)(tail - head), "unresolved_promises",
-                  (json_int_t)unresolved, "vats", vats, "activity_hash", hash,
-                  "kernel_id", kid);
+    snprintf(tid, sizeof(tid), "%016" PRIx64, tl.id);
+    snprintf(tparent, sizeof(tparent), "%016" PRIx64, tl.parent);
+    json_t *o = json_pack(
+        "{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s, s:s, s:s, s:s, s:I}",
+        "booted", k->booted, "crank", (json_int_t)k->crank, "applied_lsn",
+        (json_int_t)keel__store_applied_lsn(k->store), "durable_lsn",
+        (json_int_t)keel_wal_durable_lsn(k->wal), "last_lsn",
+        (json_int_t)keel_wal_last_lsn(k->wal), "run_queue",
+        (json_int_t)(tail - head), "unresolved_promises",
+        (json_int_t)unresolved, "vats", vats, "activity_hash", hash,
+        "kernel_id", kid, "timeline", tid, "timeline_parent", tparent,
+        "timeline_branch_lsn", (json_int_t)tl.branch_lsn);
     *out = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (*out == NULL) {

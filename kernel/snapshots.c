@@ -16,15 +16,30 @@
  *       never fails the kernel: its state and log are untouched by it.
  *   KS4 Only names of the form `<20 digits>.ksnap` (and their `.tmp`) in
  *       the snapshot directory are ever deleted.
+ *   KS5 The snapshot directory is checked before anything is committed
+ *       (keel_kernel_open, before a new STATE is even created): it is a
+ *       directory this process can create files in, and a new STATE's
+ *       holds no snapshot (it would be another state's).
+ *   KS6 A snapshot directory belongs to one history: at open every
+ *       snapshot in it must be of this kernel id AND timeline (a restored
+ *       copy shares the kernel id, never the timeline), or the open is
+ *       refused; and an existing `<LSN>.ksnap` is adopted as this LSN's
+ *       periodic snapshot only if its manifest equals this kernel's state
+ *       there (kernel id, timeline, LSN, crank, activity hash), else the
+ *       snapshot fails (KEEL_EEXIST) and the file is left as it is. So
+ *       prune (KS2) never counts, keeps or retires the log for another
+ *       state's file.
  */
 #include "kernel/kernel_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/diag.h"
@@ -78,6 +93,159 @@ static uint64_t snap_lsn(const char *name, int *tmp)
         lsn = lsn * 10 + (uint64_t)(name[i] - '0');
     }
     return lsn;
+}
+
+/* Can this process create files in dir? An unnamed O_TMPFILE leaves no
+ * trace; where the file system has none, a named probe is made and
+ * removed. @return KEEL_OK or the errno's code (*what: what failed). */
+static int dir_writable(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        char probe[4200];
+        snprintf(probe, sizeof(probe), "%s/.keel-probe-%ld", dir,
+                 (long)getpid());
+        fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            unlink(probe);
+        }
+    }
+    if (fd < 0) {
+        return keel_translate_errno(errno);
+    }
+    close(fd);
+    return KEEL_OK;
+}
+
+int keel__k_snapshot_dir_check(const char *dir, const char *state_dir,
+                               keel_diag *diag)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        int rc = keel_translate_errno(errno);
+        return keel__diag(diag, rc, "snapshot directory %s: %s", dir,
+                          keel_strerror(rc));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "snapshot directory %s is not a directory", dir);
+    }
+    int rc = dir_writable(dir);
+    if (rc < 0) {
+        return keel__diag(diag, rc,
+                          "snapshot directory %s: cannot create files in it: "
+                          "%s",
+                          dir, keel_strerror(rc));
+    }
+    char store[4200];
+    snprintf(store, sizeof(store), "%s/store", state_dir);
+    if (stat(store, &st) == 0) {
+        return KEEL_OK; /* KS6 checks an existing state's at open */
+    }
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        rc = keel_translate_errno(errno);
+        return keel__diag(diag, rc, "snapshot directory %s: %s", dir,
+                          keel_strerror(rc));
+    }
+    struct dirent *e;
+    while (rc == KEEL_OK && (e = readdir(d)) != NULL) {
+        int tmp = 0;
+        if (snap_lsn(e->d_name, &tmp) != 0 && !tmp) {
+            rc = keel__diag(diag, KEEL_EEXIST,
+                            "snapshot directory %s holds %s, a snapshot of "
+                            "another state (%s is new): a snapshot directory "
+                            "belongs to one state",
+                            dir, e->d_name, state_dir);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* The manifest of snapshot file path into *info. */
+static int read_manifest(const char *path, keel_snapshot_info *info,
+                         keel_diag *diag)
+{
+    keel_snapshot_reader *r = NULL;
+    keel_diag d = {0};
+    int rc = keel_snapshot_reader_open(path, NULL, &r, &d);
+    if (rc == KEEL_OK) {
+        keel_snapshot_reader_info(r, info);
+    } else {
+        keel__diag(diag, rc, "%s: cannot tell whose snapshot it is: %s", path,
+                   d.msg);
+    }
+    keel_snapshot_reader_close(r);
+    return rc;
+}
+
+int keel__k_snapshot_dir_owned(keel_kernel *k, keel_diag *diag)
+{
+    keel__store_timeline tl;
+    int rc = keel__store_get_timeline(k->store, &tl, diag);
+    DIR *d = rc == KEEL_OK ? opendir(k->snap_dir) : NULL;
+    if (rc == KEEL_OK && d == NULL) {
+        rc = keel_translate_errno(errno);
+        return keel__diag(diag, rc, "snapshot directory %s: %s", k->snap_dir,
+                          keel_strerror(rc));
+    }
+    struct dirent *e;
+    while (rc == KEEL_OK && (e = readdir(d)) != NULL) {
+        int tmp = 0;
+        if (snap_lsn(e->d_name, &tmp) == 0 || tmp) {
+            continue;
+        }
+        char path[4200];
+        keel_snapshot_info info;
+        snprintf(path, sizeof(path), "%s/%s", k->snap_dir, e->d_name);
+        rc = read_manifest(path, &info, diag);
+        if (rc == KEEL_OK && (info.meta.kernel_id != k->kernel_id ||
+                              info.meta.timeline != tl.id)) {
+            rc = keel__diag(diag, KEEL_EEXIST,
+                            "%s: a snapshot of kernel 0x%016" PRIx64
+                            ", timeline "
+                            "%016" PRIx64 "; this state is kernel 0x%016" PRIx64
+                            ", timeline %016" PRIx64 ": the snapshot directory "
+                            "belongs to another state (give this one its own)",
+                            path, info.meta.kernel_id, info.meta.timeline,
+                            k->kernel_id, tl.id);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return rc;
+}
+
+/* KS6: adopt the existing file path as this LSN's snapshot only if it is
+ * this kernel's state there. */
+static int ck_adopt(keel_kernel *k, const char *path, keel_diag *diag)
+{
+    keel__store_timeline tl;
+    keel_snapshot_info info;
+    int rc = keel__store_get_timeline(k->store, &tl, diag);
+    if (rc == KEEL_OK) {
+        rc = read_manifest(path, &info, diag);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    uint64_t lsn = keel__store_checkpoint_lsn(k->store);
+    const keel_snapshot_meta *m = &info.meta;
+    if (m->kernel_id == k->kernel_id && m->timeline == tl.id && m->lsn == lsn &&
+        m->crank == k->crank && m->activity_hash == k->hash) {
+        return KEEL_OK;
+    }
+    return keel__diag(diag, KEEL_EEXIST,
+                      "%s exists and is not this state's snapshot: it holds "
+                      "LSN %" PRIu64 ", crank %" PRIu64 ", activity hash "
+                      "%016" PRIx64 ", timeline %016" PRIx64
+                      "; this state is at LSN %" PRIu64 ", crank %" PRIu64
+                      ", activity hash %016" PRIx64 ", timeline %016" PRIx64
+                      " (the file is left as it is)",
+                      path, m->lsn, m->crank, m->activity_hash, m->timeline,
+                      lsn, k->crank, k->hash, tl.id);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -182,9 +350,8 @@ int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag)
     if (access(tmp, F_OK) == 0 && (rc = io->unlink(io, tmp)) < 0) {
         return keel__diag(diag, rc, "%s: %s", tmp, keel_strerror(rc));
     }
-    if (access(path, F_OK) != 0) {
-        rc = keel_kernel_snapshot(k, path, NULL, diag);
-    }
+    rc = access(path, F_OK) == 0 ? ck_adopt(k, path, diag) /* KS6 */
+                                 : keel_kernel_snapshot(k, path, NULL, diag);
     uint64_t oldest = 0;
     if (rc == KEEL_OK) {
         rc = prune(k, io, &oldest, diag);

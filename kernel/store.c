@@ -64,6 +64,10 @@
  *   ST12 Reader slots of dead processes are cleared (mdb_reader_check) at
  *        every open of a store or a view and at every checkpoint, so a
  *        reader killed mid-snapshot pins no pages for longer than that.
+ *   ST13 A bulk store (a restore's, seen by nobody) is the one exception
+ *        to ST1's flags, and only until load_finish: that syncs the whole
+ *        load and clears MDB_NOSYNC|MDB_NOMETASYNC, so every later commit
+ *        is synced in LMDB's order (keel__store_synced() says so).
  *
  * States (the function behind each transition):
  *
@@ -2329,6 +2333,14 @@ out:
     return rc;
 }
 
+int keel__store_synced(const keel__store *s)
+{
+    unsigned int flags = 0;
+    return mdb_env_get_flags(s->env, &flags) == MDB_SUCCESS &&
+           (flags &
+            (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC | MDB_WRITEMAP)) == 0;
+}
+
 int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
 {
     int rc = check_failed(s, diag);
@@ -2350,6 +2362,18 @@ int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
             rc = lmdb_error(s->env, mrc, "sync", diag);
         }
     }
+    if (rc == KEEL_OK && s->bulk) {
+        /* ST1 from here on: the load is on disk, and every later commit
+         * (a roll-forward's checkpoints) is LMDB's synced one, data pages
+         * before the meta page. LMDB lets these two flags change on an
+         * open environment. */
+        mrc = mdb_env_set_flags(s->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
+        if (mrc != MDB_SUCCESS) {
+            rc = lmdb_error(s->env, mrc, "set flags", diag);
+        } else {
+            s->bulk = 0;
+        }
+    }
     if (rc == KEEL_OK) {
         s->applied_lsn = lsn;
         s->ckpt_lsn = lsn;
@@ -2361,6 +2385,80 @@ int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
     }
 out:
     return rc;
+}
+
+/* Meta value name as a u64, or 0 when absent (*out). */
+static int meta_read_u64_opt(MDB_env *env, MDB_txn *txn, MDB_dbi dbi,
+                             XXH3_state_t *h, const char *name, uint64_t *out,
+                             keel_diag *diag)
+{
+    MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
+    MDB_val d;
+    uint8_t b[8];
+    *out = 0;
+    int mrc = mdb_get(txn, dbi, &k, &d);
+    if (mrc == MDB_NOTFOUND) {
+        return KEEL_OK;
+    }
+    int rc = meta_read(env, txn, dbi, h, name, b, 8, diag);
+    if (rc == KEEL_OK) {
+        *out = keel__get_u64(b);
+    }
+    return rc;
+}
+
+/* The timeline's meta values (store.h), each 0 when absent. */
+static int timeline_read(MDB_env *env, MDB_txn *txn, MDB_dbi dbi,
+                         XXH3_state_t *h, keel__store_timeline *t,
+                         keel_diag *diag)
+{
+    int rc = meta_read_u64_opt(env, txn, dbi, h, "timeline", &t->id, diag);
+    if (rc == KEEL_OK) {
+        rc = meta_read_u64_opt(env, txn, dbi, h, "timeline_parent", &t->parent,
+                               diag);
+    }
+    if (rc == KEEL_OK) {
+        rc = meta_read_u64_opt(env, txn, dbi, h, "timeline_branch_lsn",
+                               &t->branch_lsn, diag);
+    }
+    return rc;
+}
+
+int keel__store_get_timeline(keel__store *s, keel__store_timeline *t,
+                             keel_diag *diag)
+{
+    memset(t, 0, sizeof(*t));
+    int rc = check_failed(s, diag);
+    if (rc == KEEL_OK) {
+        rc = timeline_read(s->env, s->txn, s->meta_dbi, s->hash, t, diag);
+    }
+    return rc;
+}
+
+int keel__store_set_timeline(keel__store *s, const keel__store_timeline *t,
+                             keel_diag *diag)
+{
+    int rc = check_failed(s, diag);
+    KEEL_ASSERT(!s->ws_open && s->applied_lsn == s->ckpt_lsn &&
+                keel__store_synced(s));
+    if (rc < 0) {
+        return rc;
+    }
+    int mrc = meta_put_u64(s, "timeline", t->id);
+    if (mrc == MDB_SUCCESS) {
+        mrc = meta_put_u64(s, "timeline_parent", t->parent);
+    }
+    if (mrc == MDB_SUCCESS) {
+        mrc = meta_put_u64(s, "timeline_branch_lsn", t->branch_lsn);
+    }
+    if (mrc != MDB_SUCCESS) {
+        return set_failed(s, lmdb_error(s->env, mrc, "timeline", diag), diag);
+    }
+    rc = commit_txn(s, diag); /* ST1: synced */
+    if (rc == KEEL_OK) {
+        rc = begin_txn(s, diag);
+    }
+    return rc < 0 ? set_failed(s, rc, diag) : rc;
 }
 
 struct keel__store_view {
@@ -2377,6 +2475,7 @@ struct keel__store_view {
     uint64_t kernel_id;
     uint64_t lsn;
     uint64_t readers_cleared; /* ST12 */
+    keel__store_timeline timeline;
 };
 
 void keel__store_view_close(keel__store_view *v)
@@ -2419,6 +2518,10 @@ static int view_init(keel__store_view *v, keel_diag *diag)
         rc = meta_read(v->env, v->txn, v->meta_dbi, v->hash, "applied_lsn", b,
                        8, diag);
         v->lsn = keel__get_u64(b);
+    }
+    if (rc == KEEL_OK) {
+        rc = timeline_read(v->env, v->txn, v->meta_dbi, v->hash, &v->timeline,
+                           diag);
     }
     if (rc == KEEL_OK) {
         int mrc = mdb_cursor_open(v->txn, v->data_dbi, &v->cur);
@@ -2558,6 +2661,12 @@ uint64_t keel__store_view_lsn(const keel__store_view *v)
 uint64_t keel__store_view_readers_cleared(const keel__store_view *v)
 {
     return v->readers_cleared;
+}
+
+void keel__store_view_timeline(const keel__store_view *v,
+                               keel__store_timeline *out)
+{
+    *out = v->timeline;
 }
 
 int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,

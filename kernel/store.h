@@ -79,6 +79,9 @@
  *             "kernel_id"   -> u64 LE
  *             "applied_lsn" -> u64 LE, the LSN of the last write-set
  *                              applied before the checkpoint
+ *             "timeline", "timeline_parent", "timeline_branch_lsn"
+ *                           -> u64 LE each, only in a restored state
+ *                              (keel__store_set_timeline; absent: 0)
  *             each followed by its u64 LE xxh3_64(name ‖ value).
  *
  * LMDB environment flags, and why
@@ -408,6 +411,38 @@ int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
 int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag);
 
 /*
+ * The timeline of a state (snapshot/state.c SS5): which history it is.
+ * Stored in the meta table as "timeline", "timeline_parent" and
+ * "timeline_branch_lsn" (u64 LE each, checksummed like every meta value);
+ * a store without them (every kernel's first state, and any older store)
+ * is timeline 0 with parent 0 and branch LSN 0.
+ */
+typedef struct keel__store_timeline {
+    uint64_t id;
+    uint64_t parent;
+    uint64_t branch_lsn; /* the last LSN shared with the parent */
+} keel__store_timeline;
+
+/* @return KEEL_OK (*t filled), KEEL_ECORRUPT (a bad meta value),
+ *         KEEL_EFAILED. */
+int keel__store_get_timeline(keel__store *s, keel__store_timeline *t,
+                             keel_diag *diag);
+
+/*
+ * Record t as the store's timeline, in a commit of its own (synced). Only
+ * for a store a restore builds, after load_finish and with nothing
+ * applied since its last checkpoint (asserted).
+ * @return KEEL_OK; LMDB errors (the store is FAILED); KEEL_EFAILED.
+ */
+int keel__store_set_timeline(keel__store *s, const keel__store_timeline *t,
+                             keel_diag *diag);
+
+/* 1 if every commit of s from now on is LMDB's fully synced one (env flags
+ * without NOSYNC, NOMETASYNC, MAPASYNC, WRITEMAP): always for a kernel's
+ * store, and for a bulk one once load_finish returned KEEL_OK. */
+int keel__store_synced(const keel__store *s);
+
+/*
  * A read-only view of a store's last checkpoint, for snapshots: its
  * kernel id, its LSN, point lookups and an in-order walk of every entry
  * (each checksum checked).
@@ -436,6 +471,8 @@ uint64_t keel__store_view_lsn(const keel__store_view *v);
 /* Stale reader slots (of dead processes) view_open cleared (ST12); 0 for
  * a view_of. */
 uint64_t keel__store_view_readers_cleared(const keel__store_view *v);
+void keel__store_view_timeline(const keel__store_view *v,
+                               keel__store_timeline *out);
 int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,
                          keel_bytes *value, keel_diag *diag);
 int keel__store_view_next(keel__store_view *v, keel_bytes *key,

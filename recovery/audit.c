@@ -21,7 +21,8 @@
  *   keyspace). The violation messages name these:
  *   A1  Hash chain (K12): every transaction writes k.hash = xxh3_64(
  *       previous hash LE ‖ kind ‖ crank LE ‖ its write-set encoded without
- *       the k.hash op), kind and crank being the WAL record's.
+ *       the k.hash op), kind and crank being the WAL record's; recomputed
+ *       by kernel/activity.c, the code the kernel's commit hashes with.
  *   A2  Cranks: a crank record carries crank = previous + 1 and writes it
  *       to k.crank; other records carry the current crank and leave it.
  *   A3  Run queue: items rq.<seq> are added only at the tail (k.rq.tail
@@ -90,6 +91,7 @@
 #include "keel/wal.h"
 
 #include "common/diag.h"
+#include "kernel/activity.h"
 #include "kernel/kernel_internal.h"
 #include "recovery/recovery_internal.h"
 
@@ -1204,16 +1206,12 @@ static int check_chain(audit *a)
         return violation(a, "k.hash is \"%s\", not 16 hex digits (A1)",
                          pr(h->val, h->vlen, b));
     }
-    uint8_t head[21];
-    keel__put_u64(head, a->hash);
-    head[8] = (uint8_t)a->kind;
-    keel__put_u64(head + 9, a->rec_crank);
-    keel__put_u32(head + 17, (uint32_t)(a->nops - 1));
-    XXH3_64bits_reset(a->xx);
-    XXH3_64bits_update(a->xx, head, sizeof(head));
-    XXH3_64bits_update(a->xx, a->payload + 4, h->off - 4);
-    XXH3_64bits_update(a->xx, a->payload + h->end, a->plen - h->end);
-    uint64_t want = XXH3_64bits_digest(a->xx);
+    uint64_t want = 0, put = 0; /* the kernel's own hashing code */
+    keel_diag d = {0};
+    if (keel__activity_hash_record(a->xx, a->hash, a->kind, a->rec_crank,
+                                   a->payload, a->plen, &want, &put, &d) < 0) {
+        return violation(a, "activity hash: %s (A1)", d.msg);
+    }
     if (stored != want) {
         return violation(a,
                          "activity hash: k.hash is %016" PRIx64

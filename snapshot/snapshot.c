@@ -744,11 +744,24 @@ int keel_snapshot_writer_open(const char *path,
         goto out;
     }
     if (meta->lsn > INT64_MAX || meta->crank > INT64_MAX ||
-        meta->created_unix_ms > INT64_MAX) {
+        meta->created_unix_ms > INT64_MAX ||
+        meta->timeline_branch_lsn > INT64_MAX) {
         rc = keel__diag(diag, KEEL_EINVAL,
-                        "%s: LSN, crank or creation time over 2^63-1 (the "
-                        "manifest's JSON integers)",
+                        "%s: LSN, crank, branch LSN or creation time over "
+                        "2^63-1 (the manifest's JSON integers)",
                         path);
+        goto out;
+    }
+    if (o.format == 0) {
+        o.format = KEEL_SNAPSHOT_FORMAT;
+    }
+    if (o.format > KEEL_SNAPSHOT_FORMAT ||
+        (o.format == 1 && (meta->timeline != 0 || meta->timeline_parent != 0 ||
+                           meta->timeline_branch_lsn != 0))) {
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "%s: format %" PRIu32 " (expected 1 .. %u; format 1 "
+                        "holds no timeline: timeline fields must be 0)",
+                        path, o.format, KEEL_SNAPSHOT_FORMAT);
         goto out;
     }
     w = calloc(1, sizeof(*w));
@@ -795,7 +808,7 @@ int keel_snapshot_writer_open(const char *path,
     }
     w->created = 1;
     uint8_t hdr[KEEL__SNAPSHOT_HEADER_BYTES];
-    keel__snapshot_header_encode(hdr, KEEL_SNAPSHOT_FORMAT);
+    keel__snapshot_header_encode(hdr, w->o.format);
     rc = w->io->pwrite(w->io, w->fd, hdr, sizeof(hdr), 0);
     if (rc < 0) {
         rc = keel__diag(diag, rc, "%s: offset 0: write header: %s", w->tmp,
@@ -968,15 +981,32 @@ static char *manifest_json(const keel_snapshot_writer *w)
     char kid[19], hash[17];
     snprintf(kid, sizeof(kid), "0x%016" PRIx64, w->meta.kernel_id);
     snprintf(hash, sizeof(hash), "%016" PRIx64, w->meta.activity_hash);
-    /* "o" hands tables over, also when json_pack fails. */
-    m = json_pack(
-        "{s:I, s:s, s:I, s:s, s:I, s:I, s:s, s:i, s:I, s:o}", "format",
-        (json_int_t)KEEL_SNAPSHOT_FORMAT, "keel_version", keel_version(),
-        "created_unix_ms", (json_int_t)w->meta.created_unix_ms, "kernel_id",
-        kid, "lsn", (json_int_t)w->meta.lsn, "crank", (json_int_t)w->meta.crank,
-        "activity_hash", hash, "zstd_level", w->o.level, "frame_bytes",
-        (json_int_t)w->o.frame_bytes, "tables", tables);
-    if (m != NULL) {
+    m = json_pack("{s:I, s:s, s:I, s:s, s:I, s:I, s:s, s:i, s:I}", "format",
+                  (json_int_t)w->o.format, "keel_version", keel_version(),
+                  "created_unix_ms", (json_int_t)w->meta.created_unix_ms,
+                  "kernel_id", kid, "lsn", (json_int_t)w->meta.lsn, "crank",
+                  (json_int_t)w->meta.crank, "activity_hash", hash,
+                  "zstd_level", w->o.level, "frame_bytes",
+                  (json_int_t)w->o.frame_bytes);
+    int bad = m == NULL;
+    if (!bad && w->o.format >= 2) {
+        char tl[17], parent[17];
+        snprintf(tl, sizeof(tl), "%016" PRIx64, w->meta.timeline);
+        snprintf(parent, sizeof(parent), "%016" PRIx64,
+                 w->meta.timeline_parent);
+        bad = json_object_set_new(m, "timeline", json_string(tl)) != 0 ||
+              json_object_set_new(m, "timeline_parent", json_string(parent)) !=
+                  0 ||
+              json_object_set_new(
+                  m, "timeline_branch_lsn",
+                  json_integer((json_int_t)w->meta.timeline_branch_lsn)) != 0;
+    }
+    if (bad) {
+        json_decref(tables);
+        goto out;
+    }
+    /* "tables" comes last; set_new takes it over, also when it fails */
+    if (json_object_set_new(m, "tables", tables) == 0) {
         s = json_dumps(m, JSON_COMPACT);
     }
 out:
@@ -988,7 +1018,7 @@ static void writer_info(const keel_snapshot_writer *w, keel_snapshot_info *i)
 {
     memset(i, 0, sizeof(*i));
     i->meta = w->meta;
-    i->format = KEEL_SNAPSHOT_FORMAT;
+    i->format = w->o.format;
     snprintf(i->keel_version, sizeof(i->keel_version), "%s", keel_version());
     i->level = w->o.level;
     i->frame_bytes = w->o.frame_bytes;
@@ -1287,6 +1317,15 @@ static int parse_manifest(keel_snapshot_reader *r, uint32_t version,
                          &frame_bytes) ||
                frame_bytes == 0) {
         bad = "frame_bytes";
+    } else if (version >= 2 &&
+               !json_hex64(m, "timeline", "", &i->meta.timeline)) {
+        bad = "timeline";
+    } else if (version >= 2 && !json_hex64(m, "timeline_parent", "",
+                                           &i->meta.timeline_parent)) {
+        bad = "timeline_parent";
+    } else if (version >= 2 && !json_u64(m, "timeline_branch_lsn", INT64_MAX,
+                                         &i->meta.timeline_branch_lsn)) {
+        bad = "timeline_branch_lsn";
     }
     if (bad != NULL) {
         rc = rfail(r, diag, KEEL_ECORRUPT, at,

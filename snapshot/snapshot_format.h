@@ -22,7 +22,8 @@
  * Header, 24 bytes, at offset 0. Its layout is frozen for every version, so
  * a newer file is recognised as newer (EVERSION), never as damage:
  *   +0   u32  magic      "KSNP" = 0x504E534B
- *   +4   u32  version    KEEL_SNAPSHOT_FORMAT (1); higher: KEEL_EVERSION
+ *   +4   u32  version    KEEL_SNAPSHOT_FORMAT (2; 1 is still read);
+ *                        higher: KEEL_EVERSION
  *   +8   u64  reserved   0
  *   +16  u64  xxh3-64 of bytes [0, 16)
  *   Checked in order: magic, checksum, version (0 or reserved != 0:
@@ -68,11 +69,16 @@
  *
  * Manifest, manifest_len bytes (2 .. KEEL__SNAPSHOT_MAX_MANIFEST_BYTES) of
  * one JSON object, UTF-8, written compact:
- *   {"format":1,"keel_version":"0.1.0","created_unix_ms":1700000000000,
+ *   {"format":2,"keel_version":"0.1.0","created_unix_ms":1700000000000,
  *    "kernel_id":"0x00000000000000ab","lsn":42,"crank":17,
  *    "activity_hash":"00000000000000cd","zstd_level":3,"frame_bytes":1048576,
+ *    "timeline":"5c0ffee5c0ffee51","timeline_parent":"0000000000000000",
+ *    "timeline_branch_lsn":40,
  *    "tables":[{"name":"data","entries":2,"bytes":57},
  *              {"name":"meta","entries":0,"bytes":0}]}
+ *   timeline and timeline_parent are 16 lowercase hex digits and
+ *   timeline_branch_lsn an integer 0 .. 2^63-1 (keel/snapshot.h's
+ *   keel_snapshot_meta); format 1 has none of the three (read as 0).
  *   format equals the header's version; kernel_id is "0x" and 16
  *   lowercase hex digits, activity_hash 16 lowercase hex digits (the
  *   spellings of `keel status`); lsn, crank, created_unix_ms, entries and

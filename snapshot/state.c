@@ -22,12 +22,29 @@
  *       exists), syncs everything in it, and renames it to NEWSTATE only
  *       after the snapshot was verified to its last byte and every rolled-
  *       forward record was applied; then fsyncs the parent directory.
+ *       "Syncs everything": the bulk load's unsynced commits are synced by
+ *       load_finish, which also switches the environment to LMDB's synced
+ *       commits (keel__store_synced()), so the roll-forward's checkpoints
+ *       and the timeline commit are synced in LMDB's order; the log is
+ *       synced before each checkpoint (K11) and the directory before the
+ *       rename.
  *   SS3 Roll-forward takes records from the given log only if they belong
  *       to the snapshot's kernel and continue it without a gap (first LSN
  *       = snapshot LSN + 1); the restored STATE's own log holds exactly
  *       those records, so an audit from the snapshot can check them.
  *   SS4 The manifest must agree with the entries: a snapshot whose k.crank
  *       or k.hash differs from its manifest is refused (ECORRUPT).
+ *   SS5 Every restored state is a new timeline: a random id (not 0, not
+ *       its parent) recorded with its parent (the snapshot's timeline) and
+ *       branch LSN (the restored LSN) in the store's meta table, in a
+ *       synced commit of its own after the last checkpoint; a snapshot's
+ *       manifest carries the timeline of the state it copies.
+ *   SS6 Roll-forward applies a record only if it continues the history so
+ *       far: its activity hash recomputed from the previous one (the
+ *       manifest's for the first; kernel/activity.c, the kernel's own
+ *       code) equals the k.hash it puts, and its crank is the previous
+ *       one + 1 (a crank) or the same (any other record). A log of another
+ *       timeline is refused naming both hashes and timelines.
  */
 #include "keel/snapshot.h"
 
@@ -41,9 +58,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/random.h>
+
+#include <xxhash.h>
+
 #include "common/diag.h"
 #include "common/io.h"
 #include "keel/wal.h"
+#include "kernel/activity.h"
 #include "kernel/store.h"
 #include "snapshot/state.h"
 
@@ -94,6 +116,11 @@ int keel__snapshot_write_view(keel__store_view *v, const char *path,
     keel_snapshot_writer *w = NULL;
     keel_snapshot_meta m = {.kernel_id = keel__store_view_kernel_id(v),
                             .lsn = keel__store_view_lsn(v)};
+    keel__store_timeline tl;
+    keel__store_view_timeline(v, &tl);
+    m.timeline = tl.id;
+    m.timeline_parent = tl.parent;
+    m.timeline_branch_lsn = tl.branch_lsn;
     int rc = counter_of(v, "k.crank", 10, &m.crank, diag);
     if (rc == KEEL_OK) {
         rc = counter_of(v, "k.hash", 16, &m.activity_hash, diag);
@@ -205,11 +232,104 @@ static int load_entries(keel_snapshot_reader *r, const keel_snapshot_info *si,
     return rc;
 }
 
+/* The timeline of the state whose log wal_dir is (its ../store), if that
+ * store can be read: for messages only. @return 1 and *t, or 0. */
+static int log_timeline(const char *wal_dir, uint64_t kernel_id,
+                        keel__store_timeline *t)
+{
+    char *state = keel__path_dir(wal_dir);
+    char *store = state != NULL ? keel__path_join(state, "store") : NULL;
+    keel__store_view *v = NULL;
+    keel_diag d = {0};
+    int ok = store != NULL && keel__store_view_open(store, &v, &d) == KEEL_OK &&
+             keel__store_view_kernel_id(v) == kernel_id;
+    if (ok) {
+        keel__store_view_timeline(v, t);
+    }
+    keel__store_view_close(v);
+    free(store);
+    free(state);
+    return ok;
+}
+
 /*
- * SS3: copy the records after the snapshot from o->wal_dir into the new
- * log and apply them to the new store, up to o->to_lsn / o->to_crank.
+ * SS6: refuse a record that does not continue the history so far (hash
+ * *h at crank *crank): its crank must follow, its k.hash must chain from
+ * *h. log_h: the log's own hash at the snapshot's LSN when it was read
+ * (have_log_h), for the message. On KEEL_OK *h and *crank move on.
  */
-static int roll_forward(const keel_snapshot_info *si,
+static int ck_continues(XXH3_state_t *st, const char *path,
+                        const keel_snapshot_info *si, const char *wal_dir,
+                        const keel_wal_record *rec, uint64_t *h,
+                        uint64_t *crank, int have_log_h, uint64_t log_h,
+                        keel_diag *diag)
+{
+    keel_diag d = {0};
+    uint64_t want = 0, stored = 0;
+    int first = rec->lsn == si->meta.lsn + 1;
+    int rc = keel__activity_hash_record(st, *h, rec->kind, rec->crank,
+                                        rec->payload.ptr, rec->payload.len,
+                                        &want, &stored, &d);
+    if (rc < 0) {
+        return keel__diag(diag, rc, "%s: %s: LSN %" PRIu64 ": %s", wal_dir,
+                          rec->segment, rec->lsn, d.msg);
+    }
+    /* The crank is hashed too: once the chain holds, it follows (unless
+     * the hash collides); the chain is checked first for its message. */
+    uint64_t next = rec->kind == KEEL_WAL_CRANK ? *crank + 1 : *crank;
+    if (stored == want && rec->crank != next) {
+        return keel__diag(
+            diag, KEEL_ECORRUPT,
+            "%s: %s: LSN %" PRIu64 " is a %s record of crank "
+            "%" PRIu64 " after crank %" PRIu64 ": the log does not continue %s",
+            wal_dir, rec->segment, rec->lsn, keel_wal_kind_name(rec->kind),
+            rec->crank, *crank, first ? path : "its own history");
+    }
+    if (stored == want) {
+        *h = stored;
+        *crank = rec->crank;
+        return KEEL_OK;
+    }
+    if (!first) {
+        return keel__diag(diag, KEEL_ECORRUPT,
+                          "%s: %s: LSN %" PRIu64
+                          " puts activity hash %016" PRIx64
+                          ", the chain before it gives %016" PRIx64
+                          ": the log is spliced from another history",
+                          wal_dir, rec->segment, rec->lsn, stored, want);
+    }
+    char logs[160] = "";
+    keel__store_timeline lt;
+    if (have_log_h) {
+        snprintf(logs, sizeof(logs),
+                 "the log's activity hash at LSN %" PRIu64 " is %016" PRIx64,
+                 si->meta.lsn, log_h);
+    } else {
+        snprintf(logs, sizeof(logs),
+                 "its first record puts activity hash "
+                 "%016" PRIx64 ", chained from the snapshot's it would be "
+                 "%016" PRIx64,
+                 stored, want);
+    }
+    char tls[96] = "";
+    if (log_timeline(wal_dir, si->meta.kernel_id, &lt)) {
+        snprintf(tls, sizeof(tls), " (its state is of timeline %016" PRIx64 ")",
+                 lt.id);
+    }
+    return keel__diag(diag, KEEL_ECORRUPT,
+                      "%s: the log is of another timeline than %s: %s%s; the "
+                      "snapshot's activity hash at LSN %" PRIu64
+                      " is %016" PRIx64 " (timeline %016" PRIx64 ")",
+                      wal_dir, path, logs, tls, si->meta.lsn,
+                      si->meta.activity_hash, si->meta.timeline);
+}
+
+/*
+ * SS3, SS6: copy the records after the snapshot from o->wal_dir into the
+ * new log and apply them to the new store, up to o->to_lsn / o->to_crank,
+ * each checked to continue the snapshot's history.
+ */
+static int roll_forward(const char *path, const keel_snapshot_info *si,
                         const keel_snapshot_restore_options *o, keel__store *s,
                         keel_wal *w, keel_snapshot_restore_report *rep,
                         keel_diag *diag)
@@ -220,16 +340,27 @@ static int roll_forward(const keel_snapshot_info *si,
     ro.io = o->io;
     ro.kernel_id = si->meta.kernel_id;
     uint64_t expect = si->meta.lsn + 1;
+    uint64_t h = si->meta.activity_hash, crank = si->meta.crank, log_h = 0;
+    int have_log_h = 0;
     keel_diag d = {0};
     keel_wal_record rec;
-    int rc = keel_wal_reader_open(o->wal_dir, &ro, expect, &r, &d);
+    XXH3_state_t *st = XXH3_createState();
+    int rc = st != NULL
+                 ? keel_wal_reader_open(o->wal_dir, &ro, si->meta.lsn, &r, &d)
+                 : keel__diag(&d, KEEL_ENOMEM, "out of memory");
     if (rc < 0) {
         keel__diag(diag, rc, "%s: %s", o->wal_dir, d.msg);
         goto out;
     }
     while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
-        if (rec.lsn < expect) {
-            continue; /* the segment holding the snapshot's LSN */
+        if (rec.lsn < expect) { /* the snapshot's own LSN: its hash there */
+            uint64_t ignored;
+            have_log_h =
+                rec.lsn == si->meta.lsn &&
+                keel__activity_hash_record(st, 0, rec.kind, rec.crank,
+                                           rec.payload.ptr, rec.payload.len,
+                                           &ignored, &log_h, NULL) == KEEL_OK;
+            continue;
         }
         if (rec.lsn != expect) {
             rc = keel__diag(diag, KEEL_ECORRUPT,
@@ -242,6 +373,11 @@ static int roll_forward(const keel_snapshot_info *si,
         if ((o->to_lsn != 0 && rec.lsn > o->to_lsn) ||
             (o->to_crank != 0 && rec.crank > o->to_crank)) {
             break;
+        }
+        rc = ck_continues(st, path, si, o->wal_dir, &rec, &h, &crank,
+                          have_log_h, log_h, diag);
+        if (rc < 0) {
+            goto out;
         }
         uint64_t lsn = 0;
         rc = keel_wal_append(w, rec.kind, rec.crank, rec.payload.ptr,
@@ -286,7 +422,21 @@ static int roll_forward(const keel_snapshot_info *si,
     }
 out:
     keel_wal_reader_close(r);
+    XXH3_freeState(st);
     return rc;
+}
+
+/* SS5: a random timeline id, neither 0 (a kernel's first) nor parent. */
+static int new_timeline(uint64_t *id, uint64_t parent, keel_diag *diag)
+{
+    *id = 0;
+    while (*id == 0 || *id == parent) {
+        if (getrandom(id, sizeof(*id), 0) != (ssize_t)sizeof(*id)) {
+            int rc = keel_translate_errno(errno);
+            return keel__diag(diag, rc, "getrandom: %s", keel_strerror(rc));
+        }
+    }
+    return KEEL_OK;
 }
 
 /* Build the STATE in dir (which must not exist) from the open reader. */
@@ -346,12 +496,21 @@ static int build(keel_snapshot_reader *r, const char *path, const char *dir,
     rep->lsn = si->meta.lsn;
     rep->crank = si->meta.crank;
     if (o->wal_dir != NULL) {
-        rc = roll_forward(si, o, s, w, rep, diag);
+        rc = roll_forward(path, si, o, s, w, rep, diag);
     }
     if (rc == KEEL_OK) {
         rc = keel_wal_sync(w, &d);
         if (rc == KEEL_OK) {
             rc = keel__store_checkpoint(s, &d);
+        }
+        if (rc == KEEL_OK) { /* SS5 */
+            keel__store_timeline tl = {.parent = si->meta.timeline,
+                                       .branch_lsn = rep->lsn};
+            rc = new_timeline(&tl.id, tl.parent, &d);
+            if (rc == KEEL_OK) {
+                rc = keel__store_set_timeline(s, &tl, &d);
+            }
+            rep->timeline = tl.id;
         }
         if (rc < 0) {
             keel__diag(diag, rc, "%s: %s", dir, d.msg);

@@ -645,7 +645,8 @@ START_TEST(test_snapshot_round_trip_manifest_reads_back)
     json_error_t je;
     json_t *j = json_loadb(mb.ptr, mb.len, 0, &je);
     ck_assert_msg(j != NULL, "manifest: %s", je.text);
-    ck_assert_int_eq(json_integer_value(json_object_get(j, "format")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "format")),
+                     KEEL_SNAPSHOT_FORMAT);
     ck_assert_str_eq(json_string_value(json_object_get(j, "kernel_id")),
                      "0x6b65656c736e6170");
     ck_assert_str_eq(json_string_value(json_object_get(j, "activity_hash")),
@@ -1109,7 +1110,7 @@ START_TEST(test_snapshot_damage_newer_version_is_refused)
     /* Only the header is ours to know: what follows it may be anything. */
     keel__snapshot_header_encode(x.buf, KEEL_SNAPSHOT_FORMAT + 1);
     expect_refused(x.path, x.buf, x.len, &x.m, KEEL_EVERSION, 4,
-                   "unsupported format version 2, this keel reads up to 1", 0);
+                   "unsupported format version 3, this keel reads up to 2", 0);
     uint8_t hdr[KEEL__SNAPSHOT_HEADER_BYTES];
     keel__snapshot_header_encode(hdr, 7);
     expect_refused(x.path, hdr, sizeof(hdr), &x.m, KEEL_EVERSION, 4,
@@ -1220,8 +1221,15 @@ START_TEST(test_snapshot_damage_manifest_members_are_refused)
         const char *to;
         const char *what;
     } cases[] = {
-        {"\"format\":1", "\"format\":2",
-         "manifest format 2, the header says 1"},
+        {"\"format\":2", "\"format\":1",
+         "manifest format 1, the header says 2"},
+        {"\"timeline\":\"0000000000000000\"", "\"timelin\":\"0\"",
+         "member \"timeline\" missing"},
+        {"\"timeline_parent\":\"0000000000000000\"",
+         "\"timeline_parent\":\"0x0000000000000000\"",
+         "member \"timeline_parent\""},
+        {"\"timeline_branch_lsn\":0", "\"timeline_branch_lsn\":-1",
+         "member \"timeline_branch_lsn\""},
         {"\"lsn\":4242", "\"lsn\":-1", "member \"lsn\" missing or invalid"},
         {"\"crank\":77", "\"crnk\":77", "member \"crank\" missing"},
         {"\"kernel_id\":\"0x6b65656c736e6170\"",

@@ -14,9 +14,11 @@
  *     crank c (in process, and from outside after close) runs on to the
  *     same final hash, results and store as the original and as an
  *     uninterrupted run (chain5 with a thread-pool job pending at c too);
- *   - point in time: restores rolled forward through the original's log to
- *     several LSNs and cranks equal the original's state recorded after
- *     each step there, and one resumed runs on to the original's end;
+ *   - point in time (the mixed workload, deterministic): restores rolled
+ *     forward to just before, at and after its out-of-crank and kernel-op
+ *     records, by LSN and by crank, equal the original there (LSN, crank,
+ *     hash, and the store against the original's snapshot at that point or
+ *     a restore from another base), and one resumed runs on to the end;
  *   - live: snapshots taken while a `keel run` child works on the state
  *     (it holds the lock) verify and restore to their manifest, and the
  *     last one rolled forward reaches the child's final hash;
@@ -38,7 +40,15 @@
  *     unrelated files stay, and the oldest kept snapshot plus the log
  *     rebuild the final state;
  *   - the CLI: exit codes, --json fields, --help, one-line errors, and
- *     `keel run --snapshot-every ... --keep K`.
+ *     `keel run --snapshot-every ... --keep K`; a --snapshot-dir that is a
+ *     file or unwritable fails before anything is committed;
+ *   - durability: once a restore's bulk load is finished its store commits
+ *     synced;
+ *   - timelines: a restore records a new timeline with parent and branch
+ *     LSN (store, status, manifest, CLI); format-1 snapshots read as
+ *     timeline 0; B's snapshot with A's log is refused naming both hashes
+ *     and timelines; a restored kernel refuses the original's snapshot
+ *     directory and never adopts an original's file.
  *
  * In-process kernels run with sync=off: the claims are about contents,
  * not durability. States are compared through read-only views of their
@@ -60,9 +70,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "keel/keel.h"
 #include "keel/recovery.h"
+#include "kernel/activity.h"
 #include "kernel/store.h"
 #include "tests/testutil.h"
 
@@ -753,39 +765,130 @@ END_TEST
 /* point in time                                                            */
 /* ======================================================================== */
 
-#define PIT_INCRS     25
-#define PIT_SNAP_STEP 6
-#define PIT_MAX       256
+/*
+ * The mixed workload (vats/mixed.c) in deterministic mode: cranks,
+ * out-of-crank records (its clock's timers and thread-pool jobs complete
+ * between cranks, one at a time when nothing is queued) and kernel-op
+ * records (boot, the quitter's exit and the crasher's failed delivery
+ * terminate them in transactions of their own).
+ */
+#define PIT_SNAP_CRANK 3
+#define PIT_MAX        2048
+#define PIT_OOC        2 /* out-of-crank records to restore around */
+#define PIT_KOP        1 /* kernel-op records after boot: the one there is */
 
-/* The last recorded point of crank c (a crank's records end there). */
-static point point_of_crank(const point *pts, size_t n, uint64_t c)
+static char *mixed_config(void)
+{
+    size_t len = 0;
+    uint8_t *buf = tu_read_file(KEEL_MIXED_JSON, &len);
+    ck_assert_msg(buf != NULL, "cannot read %s", KEEL_MIXED_JSON);
+    buf[len] = '\0';
+    return (char *)buf;
+}
+
+/* One record of the original's log: the point it leaves the state at. */
+typedef struct logrec {
+    point p;
+    int kind;
+} logrec;
+
+/* Every record of the log in wal, recs[lsn - 1]. @return how many. */
+static size_t read_log(const char *wal, logrec *recs, size_t cap)
+{
+    keel_wal_reader *r = NULL;
+    keel_wal_record rec;
+    keel_diag d = {0};
+    XXH3_state_t *st = XXH3_createState();
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(keel_wal_reader_open(wal, NULL, 0, &r, &d), KEEL_OK);
+    size_t n = 0;
+    int rc;
+    while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
+        ck_assert_uint_lt(n, cap);
+        ck_assert_uint_eq(rec.lsn, n + 1);
+        uint64_t computed = 0, stored = 0;
+        ck_assert_int_eq(
+            keel__activity_hash_record(st, n > 0 ? recs[n - 1].p.hash : 0,
+                                       rec.kind, rec.crank, rec.payload.ptr,
+                                       rec.payload.len, &computed, &stored, &d),
+            KEEL_OK);
+        ck_assert_uint_eq(computed, stored);
+        recs[n].p = (point){rec.lsn, rec.crank, stored};
+        recs[n].kind = rec.kind;
+        n++;
+    }
+    ck_assert_msg(rc == 0, "%s: %s", wal, d.msg);
+    keel_wal_reader_close(r);
+    XXH3_freeState(st);
+    return n;
+}
+
+/* The point --to-crank c stops at: after the last record of crank <= c. */
+static point log_point_of_crank(const logrec *recs, size_t n, uint64_t c)
 {
     point p = {0};
-    int found = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (pts[i].crank == c) {
-            p = pts[i];
-            found = 1;
-        }
+    for (size_t i = 0; i < n && recs[i].p.crank <= c; i++) {
+        p = recs[i].p;
     }
-    ck_assert_msg(found, "no point at crank %" PRIu64, c);
+    ck_assert_uint_ne(p.lsn, 0);
     return p;
 }
 
-/* Restore snap rolled forward through wal to p's LSN: it is p. */
-static void pit_lsn_case(const char *root, const char *snap, const char *wal,
-                         const keel_snapshot_info *info, point p)
+/* Where the test saw the original between its calls, each with a
+ * snapshot taken there. */
+typedef struct seen {
+    point p[PIT_MAX];
+    size_t n;
+} seen;
+
+static char *seen_snap(const char *root, uint64_t lsn)
 {
-    char *dst = pathf(root, "lsn-%" PRIu64, p.lsn);
-    keel_snapshot_restore_report rep = restore_ok(snap, dst, wal, p.lsn, 0);
-    ck_assert_uint_eq(rep.lsn, p.lsn);
-    ck_assert_uint_eq(rep.crank, p.crank);
-    ck_assert_uint_eq(rep.rolled_forward, p.lsn - info->meta.lsn);
+    return pathf(root, "seen-%" PRIu64 ".ksnap", lsn);
+}
+
+/*
+ * Restore the early snapshot rolled forward through the original's log to
+ * to_lsn or to_crank: it is `want` (LSN, crank, hash); and its store
+ * equals the original's at that point: the snapshot the test took there
+ * when it saw that point, else (a point inside one call: after an
+ * out-of-crank record, before the crank it queued) the restore of the
+ * last snapshot seen before it rolled forward to it, from another base.
+ */
+static void pit_case(const char *root, const char *snap, const char *wal,
+                     const seen *sn, uint64_t to_lsn, uint64_t to_crank,
+                     point want, size_t *unseen)
+{
+    char *dst = tu_path(root, "pit");
+    char *ref = tu_path(root, "pit-ref");
+    char what[96];
+    snprintf(what, sizeof(what), "--to-lsn %" PRIu64 " --to-crank %" PRIu64,
+             to_lsn, to_crank);
+    keel_snapshot_restore_report rep =
+        restore_ok(snap, dst, wal, to_lsn, to_crank);
+    ck_assert_uint_eq(rep.lsn, want.lsn);
+    ck_assert_uint_eq(rep.crank, want.crank);
     keel_kernel *k = k_open(dst);
-    ck_point_eq(k_point(k), p, dst);
+    ck_point_eq(k_point(k), want, what);
     k_close(k);
+    size_t i = sn->n;
+    while (i > 0 && sn->p[i - 1].lsn > want.lsn) {
+        i--;
+    }
+    ck_assert_uint_gt(i, 0);
+    char *base = seen_snap(root, sn->p[i - 1].lsn);
+    if (sn->p[i - 1].lsn == want.lsn) {
+        ck_point_eq(sn->p[i - 1], want, "seen");
+        restore_ok(base, ref, NULL, 0, 0);
+    } else {
+        restore_ok(base, ref, wal, want.lsn, 0);
+        (*unseen)++;
+    }
+    ck_stores_equal(dst, ref);
     tu_rmrf(dst);
+    tu_rmrf(ref);
+    free(base);
     free(dst);
+    free(ref);
 }
 
 START_TEST(test_snapshot_state_point_in_time_equals_original)
@@ -794,73 +897,113 @@ START_TEST(test_snapshot_state_point_in_time_equals_original)
     char *state = tu_path(root, "state");
     char *wal = tu_path(state, "wal");
     char *snap = tu_path(root, "early.ksnap");
-    point pts[PIT_MAX];
-    size_t n = 0, snap_at = 0;
-    keel_snapshot_info info;
+    char *config = mixed_config();
+    static seen sn;
+    static logrec recs[PIT_MAX];
+    keel_snapshot_info info = {0};
     keel_diag d = {0};
+    keel_kernel_options o;
+    kopts(&o);
+    o.deterministic = 1;
 
-    keel_kernel *k = k_new(state, fanout_sq, PIT_INCRS);
-    pts[n++] = k_point(k);
+    /* The original, stepped: after every call the test sees where it is
+     * and snapshots it there. */
+    keel_kernel *k = k_open_with(state, &o);
+    k_boot(k, config);
+    sn.n = 0;
     for (;;) {
         int rc = keel_kernel_step(k, &d);
         ck_assert_msg(rc >= 0, "step: %s: %s", keel_err_name(rc), d.msg);
-        if (rc == 0) {
-            break;
+        if (rc == 0) { /* idle: the next async completion and its crank */
+            keel_run_options ro = {.max_cranks = 1,
+                                   .timeout_ms = RUN_TIMEOUT_MS};
+            keel_run_stats rs;
+            rc = keel_kernel_run(k, &ro, &rs, &d);
+            ck_assert_msg(rc == KEEL_OK, "run: %s: %s", keel_err_name(rc),
+                          d.msg);
+            if (rs.cranks == 0) {
+                ck_assert(rs.idle);
+                break;
+            }
         }
-        ck_assert_uint_lt(n, PIT_MAX);
-        pts[n] = k_point(k);
-        ck_assert_uint_gt(pts[n].lsn, pts[n - 1].lsn);
-        n++;
-        if (n == PIT_SNAP_STEP) {
+        point p = k_point(k);
+        ck_assert_uint_lt(sn.n, PIT_MAX);
+        if (p.crank == PIT_SNAP_CRANK && !exists(snap)) {
             info = snap_kernel(k, snap);
-            snap_at = n - 1;
-            ck_assert_uint_eq(info.meta.lsn, pts[snap_at].lsn);
-            ck_assert_uint_eq(info.meta.activity_hash, pts[snap_at].hash);
+            ck_assert_uint_eq(info.meta.lsn, p.lsn);
+        }
+        if (exists(snap)) {
+            char *f = seen_snap(root, p.lsn);
+            snap_kernel(k, f);
+            free(f);
+            sn.p[sn.n++] = p;
         }
     }
-    ck_fanout_done(k, PIT_INCRS);
-    point final = pts[n - 1];
+    point final = k_point(k);
+    ck_vs(k, "driver", "done", "1");
     k_close(k);
-    ck_assert_uint_gt(n, snap_at + 20);
 
-    /* to several LSNs: every fifth point from the snapshot's on, and the
-     * last */
-    for (size_t i = snap_at; i < n; i += 5) {
-        pit_lsn_case(root, snap, wal, &info, pts[i]);
+    /* The log says what each record is. */
+    size_t n = read_log(wal, recs, PIT_MAX);
+    ck_assert_uint_eq(n, final.lsn);
+    ck_point_eq(recs[n - 1].p, final, "the log's last record");
+    uint64_t targets[PIT_OOC + PIT_KOP];
+    size_t nt = 0, ooc = 0, kop = 0;
+    for (size_t i = info.meta.lsn; i < n; i++) {
+        if (recs[i].kind == KEEL_WAL_OUT_OF_CRANK && ooc < PIT_OOC) {
+            targets[nt++] = recs[i].p.lsn;
+            ooc++;
+        } else if (recs[i].kind == KEEL_WAL_KERNEL_OP && kop < PIT_KOP) {
+            targets[nt++] = recs[i].p.lsn;
+            kop++;
+        }
     }
-    if ((n - 1 - snap_at) % 5 != 0) {
-        pit_lsn_case(root, snap, wal, &info, pts[n - 1]);
+    ck_assert_msg(ooc == PIT_OOC && kop == PIT_KOP,
+                  "the workload made %zu out-of-crank and %zu kernel-op "
+                  "records after LSN %" PRIu64,
+                  ooc, kop, info.meta.lsn);
+
+    /* Just before, at and after each such record: by LSN and by crank. */
+    size_t unseen = 0;
+    for (size_t t = 0; t < nt; t++) {
+        uint64_t l = targets[t];
+        point at = recs[l - 1].p;
+        for (uint64_t x = l - 1; x <= l + 1 && x <= n; x++) {
+            if (x >= info.meta.lsn) {
+                pit_case(root, snap, wal, &sn, x, 0, recs[x - 1].p, &unseen);
+            }
+        }
+        for (uint64_t c = at.crank - 1; c <= at.crank + 1; c++) {
+            if (c >= info.meta.crank && c <= final.crank) {
+                pit_case(root, snap, wal, &sn, 0, c,
+                         log_point_of_crank(recs, n, c), &unseen);
+            }
+        }
     }
-    /* to a few cranks */
-    uint64_t cranks[] = {info.meta.crank, info.meta.crank + 1,
-                         (info.meta.crank + final.crank) / 2, final.crank};
-    for (size_t i = 0; i < sizeof(cranks) / sizeof(cranks[0]); i++) {
-        point want = point_of_crank(pts, n, cranks[i]);
-        char *dst = pathf(root, "crank-%" PRIu64, cranks[i]);
-        keel_snapshot_restore_report rep =
-            restore_ok(snap, dst, wal, 0, cranks[i]);
-        ck_assert_uint_eq(rep.lsn, want.lsn);
-        ck_assert_uint_eq(rep.crank, want.crank);
-        k = k_open(dst);
-        ck_point_eq(k_point(k), want, dst);
-        k_close(k);
-        tu_rmrf(dst);
-        free(dst);
+    /* and every 50th record, and the end */
+    for (size_t i = info.meta.lsn; i < n; i += 50) {
+        pit_case(root, snap, wal, &sn, i, 0, recs[i - 1].p, &unseen);
     }
+    pit_case(root, snap, wal, &sn, 0, final.crank, final, &unseen);
+    /* some points lie inside one call (an out-of-crank record, then the
+     * crank it queued): compared through another base */
+    ck_assert_uint_gt(unseen, 0);
+
     /* a point in the middle, resumed, runs on to the original's end */
-    point mid = pts[(snap_at + n) / 2];
+    point mid = recs[(info.meta.lsn + n) / 2].p;
     char *dst = tu_path(root, "resumed");
     restore_ok(snap, dst, wal, mid.lsn, 0);
-    k = k_open(dst);
+    k = k_open_with(dst, &o);
     ck_point_eq(k_point(k), mid, "resumed before its run");
     k_run(k, 0);
     ck_point_eq(k_point(k), final, "resumed after its run");
-    ck_fanout_done(k, PIT_INCRS);
+    ck_vs(k, "driver", "done", "1");
     k_close(k);
     ck_stores_equal(state, dst);
     ck_audit(dst, snap, final);
     ck_audit(state, snap, final);
     free(dst);
+    free(config);
     tu_rmrf(root);
     free(root);
     free(state);
@@ -2119,6 +2262,436 @@ START_TEST(test_snapshot_state_cli_info_hash_spelled_as_status)
 }
 END_TEST
 
+/* ======================================================================== */
+/* durability of a restore                                                  */
+/* ======================================================================== */
+
+/* A restore loads its store with unsynced commits (bulk); once
+ * load_finish returned, every later commit (the roll-forward's
+ * checkpoints, the timeline) must be LMDB's fully synced one, or the
+ * state is published with pages that never reached the disk (SS2). */
+START_TEST(test_snapshot_state_bulk_store_synced_after_load_finish)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *dir = tu_path(root, "store");
+    keel__store_options so;
+    keel__store_options_init(&so);
+    so.bulk = 1;
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    int rc = keel__store_open(dir, &so, 0, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "open: %s: %s", keel_err_name(rc), d.msg);
+    ck_assert_msg(!keel__store_synced(s), "a bulk store loads unsynced");
+    rc = keel__store_load_put(s, "k.crank", 7, "3", 1, &d);
+    ck_assert_msg(rc == KEEL_OK, "load: %s: %s", keel_err_name(rc), d.msg);
+    rc = keel__store_load_finish(s, 9, &d);
+    ck_assert_msg(rc == KEEL_OK, "finish: %s: %s", keel_err_name(rc), d.msg);
+    ck_assert_msg(keel__store_synced(s),
+                  "after load_finish the store still commits without a sync "
+                  "(MDB_NOSYNC/MDB_NOMETASYNC set): a roll-forward's "
+                  "checkpoints would be published unsynced");
+    keel__store_close(s);
+    tu_rmrf(root);
+    free(root);
+    free(dir);
+}
+END_TEST
+
+/* ======================================================================== */
+/* timelines                                                                */
+/* ======================================================================== */
+
+static keel__store_timeline state_timeline(const char *state)
+{
+    keel__store_view *v = view_open(state);
+    keel__store_timeline t;
+    keel__store_view_timeline(v, &t);
+    keel__store_view_close(v);
+    return t;
+}
+
+static void hex16(char out[17], uint64_t v)
+{
+    snprintf(out, 17, "%016" PRIx64, v);
+}
+
+/* SS5: a restore starts a new timeline whose parent is the snapshot's and
+ * whose branch LSN is the restored LSN; the store, `status --json` and the
+ * manifest of a snapshot of it say so; the next restore records the
+ * lineage on; two restores of one snapshot are two timelines. */
+START_TEST(test_snapshot_state_restore_records_parent_timeline_and_branch)
+{
+    fixture fx;
+    fx_init(&fx, 20, 6, 0);
+    ck_assert_uint_eq(fx.info.format, KEEL_SNAPSHOT_FORMAT);
+    ck_assert_uint_eq(fx.info.meta.timeline, 0);
+    ck_assert_uint_eq(fx.info.meta.timeline_parent, 0);
+    ck_assert_uint_eq(fx.info.meta.timeline_branch_lsn, 0);
+
+    keel_snapshot_restore_report rep =
+        restore_ok(fx.snap, fx.dst, fx.wal, 0, 12);
+    ck_assert_uint_eq(rep.crank, 12);
+    ck_assert_uint_ne(rep.timeline, 0);
+    keel__store_timeline t = state_timeline(fx.dst);
+    ck_assert_uint_eq(t.id, rep.timeline);
+    ck_assert_uint_eq(t.parent, 0);
+    ck_assert_uint_eq(t.branch_lsn, rep.lsn);
+    ck_assert_uint_eq(state_timeline(fx.state).id, 0);
+
+    keel_kernel *k = k_open(fx.dst);
+    json_t *st = k_status(k);
+    char want[17];
+    hex16(want, rep.timeline);
+    ck_assert_str_eq(json_string_value(json_object_get(st, "timeline")), want);
+    ck_assert_str_eq(json_string_value(json_object_get(st, "timeline_parent")),
+                     "0000000000000000");
+    ck_assert_uint_eq(
+        json_integer_value(json_object_get(st, "timeline_branch_lsn")),
+        rep.lsn);
+    json_decref(st);
+    k_run(k, 3);
+    char *bsnap = tu_path(fx.root, "b.ksnap");
+    keel_snapshot_info b = snap_kernel(k, bsnap);
+    k_close(k);
+    ck_assert_uint_eq(b.meta.timeline, rep.timeline);
+    ck_assert_uint_eq(b.meta.timeline_parent, 0);
+    ck_assert_uint_eq(b.meta.timeline_branch_lsn, rep.lsn);
+    keel_snapshot_info bi = snap_info(bsnap);
+    ck_assert_uint_eq(bi.meta.timeline, rep.timeline);
+    ck_assert_uint_eq(bi.meta.timeline_branch_lsn, rep.lsn);
+    /* from outside too */
+    char *csnap = tu_path(fx.root, "c.ksnap");
+    ck_assert_uint_eq(snap_create(fx.dst, csnap).meta.timeline, rep.timeline);
+
+    /* the lineage goes on */
+    char *c = tu_path(fx.root, "c");
+    keel_snapshot_restore_report rc2 = restore_ok(bsnap, c, NULL, 0, 0);
+    ck_assert_uint_ne(rc2.timeline, 0);
+    ck_assert_uint_ne(rc2.timeline, rep.timeline);
+    ck_assert_uint_eq(rc2.snapshot.meta.timeline, rep.timeline);
+    t = state_timeline(c);
+    ck_assert_uint_eq(t.id, rc2.timeline);
+    ck_assert_uint_eq(t.parent, rep.timeline);
+    ck_assert_uint_eq(t.branch_lsn, b.meta.lsn);
+
+    /* the CLI shows it */
+    const char *info[] = {"snapshot", "info", bsnap, "--json", NULL};
+    json_t *ij = keel_json(info);
+    ck_assert_str_eq(str_field(ij, "timeline"), want);
+    ck_assert_str_eq(str_field(ij, "timeline_parent"), "0000000000000000");
+    ck_assert_uint_eq(int_field(ij, "timeline_branch_lsn"), rep.lsn);
+    json_decref(ij);
+    const char *status[] = {"status", fx.dst, "--json", NULL};
+    json_t *sj = keel_json(status);
+    ck_assert_str_eq(str_field(sj, "timeline"), want);
+    json_decref(sj);
+
+    /* one snapshot restored twice: two histories */
+    char *d2 = tu_path(fx.root, "d");
+    keel_snapshot_restore_report rd = restore_ok(fx.snap, d2, NULL, 0, 0);
+    ck_assert_uint_ne(rd.timeline, rep.timeline);
+    t = state_timeline(d2);
+    ck_assert_uint_eq(t.parent, 0);
+    ck_assert_uint_eq(t.branch_lsn, fx.info.meta.lsn);
+    free(bsnap);
+    free(csnap);
+    free(c);
+    free(d2);
+    fx_free(&fx);
+}
+END_TEST
+
+/* A format-1 snapshot (no timeline in its manifest; written on request
+ * for an older reader) reads as timeline 0 and restores and rolls forward
+ * as before; a state of another timeline cannot be written as one. */
+START_TEST(test_snapshot_state_format_1_snapshot_is_timeline_0)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *state = tu_path(root, "state");
+    char *wal = tu_path(state, "wal");
+    char *old = tu_path(root, "old.ksnap");
+    char *old2 = tu_path(root, "old2.ksnap");
+    char *dst = tu_path(root, "new");
+    char *dst2 = tu_path(root, "new2");
+    keel_kernel *k = k_new(state, pingpong_sq, 10);
+    k_run(k, 4);
+    k_close(k);
+    keel_snapshot_options so;
+    keel_snapshot_options_init(&so);
+    so.format = 1;
+    keel_snapshot_info info;
+    keel_diag d = {0};
+    int rc = keel_snapshot_create(state, old, &so, &info, &d);
+    ck_assert_msg(rc == KEEL_OK, "%s: %s", keel_err_name(rc), d.msg);
+    k = k_open(state);
+    k_run(k, 0);
+    point final = k_point(k);
+    k_close(k);
+
+    keel_snapshot_info ri = snap_info(old);
+    ck_assert_uint_eq(ri.format, 1);
+    ck_assert_uint_eq(ri.meta.crank, 4);
+    ck_assert_uint_eq(ri.meta.timeline, 0);
+    ck_assert_uint_eq(ri.meta.timeline_branch_lsn, 0);
+    keel_snapshot_reader *r = NULL;
+    ck_assert_int_eq(keel_snapshot_reader_open(old, NULL, &r, &d), KEEL_OK);
+    keel_bytes m = keel_snapshot_reader_manifest(r);
+    ck_assert_msg(memmem(m.ptr, m.len, "timeline", 8) == NULL,
+                  "a format-1 manifest names a timeline");
+    keel_snapshot_reader_close(r);
+
+    keel_snapshot_restore_report rep = restore_ok(old, dst, wal, 0, 0);
+    ck_assert_uint_gt(rep.rolled_forward, 0);
+    ck_assert_uint_ne(rep.timeline, 0);
+    keel__store_timeline t = state_timeline(dst);
+    ck_assert_uint_eq(t.parent, 0);
+    ck_assert_uint_eq(t.branch_lsn, final.lsn);
+    k = k_open(dst);
+    ck_point_eq(k_point(k), final, "a format-1 snapshot rolled forward");
+    k_close(k);
+    /* a state of another timeline has no format-1 spelling */
+    memset(&d, 0, sizeof(d));
+    rc = keel_snapshot_create(dst, old2, &so, &info, &d);
+    ck_assert_msg(rc == KEEL_EINVAL && strstr(d.msg, "format 1") != NULL,
+                  "format 1 of timeline %016" PRIx64 ": %s: %s", rep.timeline,
+                  keel_err_name(rc), d.msg);
+    ck_assert(!exists(old2));
+    restore_ok(old, dst2, NULL, 0, 0);
+    ck_assert_uint_ne(state_timeline(dst2).id, rep.timeline);
+    tu_rmrf(root);
+    free(root);
+    free(state);
+    free(wal);
+    free(old);
+    free(old2);
+    free(dst);
+    free(dst2);
+}
+END_TEST
+
+/* SS6: B, restored from A's snapshot, takes another turn (an outside send)
+ * and is snapshotted; A's log at that LSN continues A's history, not B's:
+ * restoring B's snapshot with A's log is refused naming both activity
+ * hashes and both timelines (API and CLI), and nothing is left; B's own
+ * log is accepted. */
+START_TEST(test_snapshot_state_restore_refuses_log_of_another_timeline)
+{
+    fixture fx;
+    fx_init(&fx, 20, 6, 0);
+    char *b = tu_path(fx.root, "b");
+    char *bwal = tu_path(b, "wal");
+    char *bsnap = tu_path(fx.root, "b.ksnap");
+    char *probe = tu_path(fx.root, "probe");
+    keel_snapshot_restore_report rb = restore_ok(fx.snap, b, NULL, 0, 0);
+    keel_kernel *k = k_open(b);
+    char kref[KEEL_VREF_MAX];
+    keel_diag d = {0};
+    int rc = keel_kernel_send(k, "bob", "ping", "{\"i\":1}", kref, &d);
+    ck_assert_msg(rc == KEEL_OK, "send: %s: %s", keel_err_name(rc), d.msg);
+    keel_snapshot_info bi = snap_kernel(k, bsnap);
+    ck_assert_uint_eq(bi.meta.lsn, fx.info.meta.lsn + 1);
+    ck_assert_uint_eq(bi.meta.timeline, rb.timeline);
+    k_run(k, 0);
+    point bfinal = k_point(k);
+    k_close(k);
+    /* A's own hash at that LSN */
+    restore_ok(fx.snap, probe, fx.wal, bi.meta.lsn, 0);
+    k = k_open(probe);
+    point a_at = k_point(k);
+    k_close(k);
+    ck_assert_uint_ne(a_at.hash, bi.meta.activity_hash);
+
+    char bh[17], ah[17], bt[17];
+    hex16(bh, bi.meta.activity_hash);
+    hex16(ah, a_at.hash);
+    hex16(bt, bi.meta.timeline);
+    const char *const names[] = {
+        fx.wal, bsnap, bh, ah, bt, "0000000000000000", "another timeline",
+        NULL};
+    memset(&d, 0, sizeof(d));
+    rc = restore(bsnap, fx.dst, fx.wal, 0, 0, NULL, &d);
+    ck_refused(rc, KEEL_ECORRUPT, &d, fx.dst, "B's snapshot, A's log", names);
+    const char *cli[] = {"snapshot", "restore", bsnap, fx.dst,
+                         "--wal",    fx.wal,    NULL};
+    free(keel_expect(cli, 1));
+    ck_nothing_left(fx.dst, "keel snapshot restore of B's snapshot, A's log");
+
+    /* B's own log is B's history */
+    restore_ok(bsnap, fx.dst, bwal, 0, 0);
+    k = k_open(fx.dst);
+    ck_point_eq(k_point(k), bfinal, "B's snapshot rolled through B's log");
+    k_close(k);
+    free(b);
+    free(bwal);
+    free(bsnap);
+    free(probe);
+    fx_free(&fx);
+}
+END_TEST
+
+#define ADOPT_EVERY 5
+
+/* KS6: a state restored from the original's periodic snapshot, given the
+ * original's --snapshot-dir, is refused at open (the directory belongs to
+ * the original's timeline) and nothing is committed; given its own, an
+ * original's file of the very name its next periodic snapshot takes is
+ * not adopted: that snapshot fails naming both states, the file is left
+ * as it was, and the run goes on once it is gone. */
+START_TEST(test_snapshot_state_restored_kernel_does_not_adopt_original_snapshot)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *a = tu_path(root, "a");
+    char *adir = tu_path(root, "a-snaps");
+    char *b = tu_path(root, "b");
+    char *bdir = tu_path(root, "b-snaps");
+    ck_assert_int_eq(mkdir(adir, 0755), 0);
+    ck_assert_int_eq(mkdir(bdir, 0755), 0);
+    keel_kernel_options o;
+    kopts(&o);
+    o.snapshot_every = ADOPT_EVERY;
+    o.snapshot_keep = 100;
+    o.snapshot_dir = adir;
+    keel_kernel *k = k_new_with(a, &o, pingpong_sq, 30);
+    k_run(k, 0);
+    k_close(k);
+    uint64_t lsns[64];
+    size_t n = list_numbered(adir, ".ksnap", lsns, 64, NULL);
+    ck_assert_uint_ge(n, 4);
+    char *first = pathf(adir, "%020" PRIu64 ".ksnap", lsns[0]);
+    keel_snapshot_restore_report rep = restore_ok(first, b, NULL, 0, 0);
+
+    keel_kernel *kb = NULL;
+    keel_diag d = {0};
+    int rc = keel_kernel_open(b, &o, &kb, &d);
+    ck_assert_msg(rc == KEEL_EEXIST,
+                  "a restored state opened on the original's snapshot "
+                  "directory: %s: %s",
+                  keel_err_name(rc), d.msg);
+    ck_assert_ptr_null(kb);
+    char bt[17];
+    hex16(bt, rep.timeline);
+    ck_assert_msg(strstr(d.msg, adir) != NULL && strstr(d.msg, bt) != NULL &&
+                      strstr(d.msg, "0000000000000000") != NULL,
+                  "diag '%s' names neither the directory nor both timelines",
+                  d.msg);
+    uint64_t lsns2[64];
+    ck_assert_uint_eq(list_numbered(adir, ".ksnap", lsns2, 64, NULL), n);
+
+    /* its own directory, and the original's file of its next name */
+    o.snapshot_dir = bdir;
+    kb = k_open_with(b, &o);
+    ck_point_eq(k_point(kb),
+                (point){rep.lsn, rep.crank, rep.snapshot.meta.activity_hash},
+                "restored");
+    char *theirs = pathf(adir, "%020" PRIu64 ".ksnap", lsns[1]);
+    char *mine = pathf(bdir, "%020" PRIu64 ".ksnap", lsns[1]);
+    size_t len = 0;
+    uint8_t *bytes = tu_read_file(theirs, &len);
+    tu_write_file(mine, bytes, len);
+    keel_run_options ro = {.timeout_ms = RUN_TIMEOUT_MS};
+    keel_run_stats s;
+    memset(&d, 0, sizeof(d));
+    rc = keel_kernel_run(kb, &ro, &s, &d);
+    ck_assert_msg(rc == KEEL_EEXIST,
+                  "the original's snapshot was adopted: run %s: %s",
+                  keel_err_name(rc), d.msg);
+    ck_assert_msg(strstr(d.msg, mine) != NULL && strstr(d.msg, bt) != NULL,
+                  "diag '%s' names neither the file nor this timeline", d.msg);
+    size_t len2 = 0;
+    uint8_t *after = tu_read_file(mine, &len2);
+    ck_assert_msg(len2 == len && memcmp(after, bytes, len) == 0,
+                  "%s was changed", mine);
+    ck_assert_uint_eq(snap_info(mine).meta.timeline, 0);
+    unlink(mine);
+    k_run(kb, 0);
+    k_close(kb);
+    size_t nb = list_numbered(bdir, ".ksnap", lsns2, 64, NULL);
+    ck_assert_uint_ge(nb, 1);
+    for (size_t i = 0; i < nb; i++) {
+        char *f = pathf(bdir, "%020" PRIu64 ".ksnap", lsns2[i]);
+        ck_assert_uint_eq(snap_info(f).meta.timeline, rep.timeline);
+        free(f);
+    }
+    free(bytes);
+    free(after);
+    free(first);
+    free(theirs);
+    free(mine);
+    tu_rmrf(root);
+    free(root);
+    free(a);
+    free(adir);
+    free(b);
+    free(bdir);
+}
+END_TEST
+
+/* KS5: `keel run --snapshot-dir` naming a file, or a directory nothing can
+ * be created in, fails before anything is committed: exit 1, one line
+ * naming the path; a new STATE is not created, an existing one keeps its
+ * crank. */
+START_TEST(test_snapshot_state_cli_run_bad_snapshot_dir_commits_nothing)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *state = tu_path(root, "state");
+    char *fresh = tu_path(root, "fresh");
+    char *config = tu_path(root, "cluster.json");
+    char *file = tu_path(root, "a-file");
+    char *cfg = cluster(pingpong_sq, 20);
+    tu_write_file(config, cfg, strlen(cfg));
+    tu_write_file(file, "x", 1);
+    const char *boot[] = {"run", state,          "--config", config, "--sync",
+                          "off", "--max-cranks", "3",        NULL};
+    free(keel_expect(boot, 0));
+    /* a directory where creating a file fails even for root */
+    const char *bad_dirs[] = {file, "/proc/1"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *newrun[] = {"run",
+                                fresh,
+                                "--config",
+                                config,
+                                "--sync",
+                                "off",
+                                "--snapshot-every",
+                                "1",
+                                "--snapshot-dir",
+                                bad_dirs[i],
+                                NULL};
+        char *out = NULL, *err = NULL;
+        int rc = tu_run_keel(newrun, &out, &err);
+        ck_assert_msg(rc == 1, "run --snapshot-dir %s: exit %d: %s",
+                      bad_dirs[i], rc, err);
+        tu_assert_one_error_line(err);
+        ck_assert_msg(strstr(err, bad_dirs[i]) != NULL, "'%s' does not name %s",
+                      err, bad_dirs[i]);
+        ck_assert_msg(!exists(fresh), "%s created", fresh);
+        free(out);
+        free(err);
+        const char *again[] = {"run",
+                               state,
+                               "--sync",
+                               "off",
+                               "--snapshot-every",
+                               "1",
+                               "--snapshot-dir",
+                               bad_dirs[i],
+                               NULL};
+        free(keel_expect(again, 1));
+        const char *status[] = {"status", state, "--json", NULL};
+        json_t *st = keel_json(status);
+        ck_assert_int_eq(int_field(st, "crank"), 3);
+        json_decref(st);
+    }
+    tu_rmrf(root);
+    free(root);
+    free(state);
+    free(fresh);
+    free(config);
+    free(file);
+    free(cfg);
+}
+END_TEST
+
 Suite *snapshot_state_suite(void)
 {
     Suite *s = suite_create("snapshot_state");
@@ -2135,6 +2708,7 @@ Suite *snapshot_state_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("point_in_time");
+    tcase_set_timeout(tc, 300); /* ~1,000 snapshots, ~60 restores */
     tcase_add_test(tc, test_snapshot_state_point_in_time_equals_original);
     suite_add_tcase(s, tc);
 
@@ -2178,6 +2752,24 @@ Suite *snapshot_state_suite(void)
     tcase_add_test(tc, test_snapshot_state_cli_help_lists_every_option);
     tcase_add_test(tc, test_snapshot_state_cli_run_periodic_keeps_k);
     tcase_add_test(tc, test_snapshot_state_cli_info_hash_spelled_as_status);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("durability");
+    tcase_add_test(tc, test_snapshot_state_bulk_store_synced_after_load_finish);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("timelines");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(
+        tc, test_snapshot_state_restore_records_parent_timeline_and_branch);
+    tcase_add_test(tc, test_snapshot_state_format_1_snapshot_is_timeline_0);
+    tcase_add_test(tc,
+                   test_snapshot_state_restore_refuses_log_of_another_timeline);
+    tcase_add_test(
+        tc,
+        test_snapshot_state_restored_kernel_does_not_adopt_original_snapshot);
+    tcase_add_test(
+        tc, test_snapshot_state_cli_run_bad_snapshot_dir_commits_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -756,6 +756,9 @@ static void print_status(const json_t *st)
            status_u64(st, "unresolved_promises"));
     printf("activity hash: %s\n", status_str(st, "activity_hash"));
     printf("kernel id: %s\n", status_str(st, "kernel_id"));
+    printf("timeline: %s (parent %s, branched after LSN %" PRIu64 ")\n",
+           status_str(st, "timeline"), status_str(st, "timeline_parent"),
+           status_u64(st, "timeline_branch_lsn"));
     printf("vats: %zu (%zu alive, %zu terminated)\n", json_array_size(vats),
            alive, json_array_size(vats) - alive);
     json_array_foreach(vats, i, v)

@@ -64,13 +64,16 @@ static json_t *hash_json(uint64_t v)
 static json_t *info_json(const keel_snapshot_info *i)
 {
     return json_pack(
-        "{s:i, s:s, s:I, s:o, s:I, s:I, s:o, s:i, s:i, s:I, "
+        "{s:i, s:s, s:I, s:o, s:I, s:I, s:o, s:o, s:o, s:I, s:i, s:i, s:I, "
         "s:I, s:I, s:I}",
         "format", (int)i->format, "keel_version", i->keel_version,
         "created_unix_ms", (json_int_t)i->meta.created_unix_ms, "kernel_id",
         hex64(i->meta.kernel_id), "lsn", (json_int_t)i->meta.lsn, "crank",
         (json_int_t)i->meta.crank, "activity_hash",
-        hash_json(i->meta.activity_hash), "level", i->level, "tables",
+        hash_json(i->meta.activity_hash), "timeline",
+        hash_json(i->meta.timeline), "timeline_parent",
+        hash_json(i->meta.timeline_parent), "timeline_branch_lsn",
+        (json_int_t)i->meta.timeline_branch_lsn, "level", i->level, "tables",
         (int)i->tables, "entries", (json_int_t)i->entries, "bytes",
         (json_int_t)i->bytes, "frames", (json_int_t)i->frames, "file_bytes",
         (json_int_t)i->file_bytes);
@@ -84,6 +87,10 @@ static void print_summary(const keel_snapshot_info *i)
            ", kernel 0x%016" PRIx64 "\n",
            i->meta.lsn, i->meta.crank, i->meta.activity_hash,
            i->meta.kernel_id);
+    printf("timeline %016" PRIx64 " (parent %016" PRIx64
+           ", branched after LSN %" PRIu64 ")\n",
+           i->meta.timeline, i->meta.timeline_parent,
+           i->meta.timeline_branch_lsn);
     printf("%" PRIu64 " entries in %" PRIu32 " tables, %" PRIu64
            " bytes of state in %" PRIu64 " bytes (%.2fx), %" PRIu64
            " frames, zstd level %d\n",
@@ -393,15 +400,19 @@ int keel__cli_snapshot_restore(int argc, char **argv)
     }
     if (a.val[RESTORE_JSON] != NULL) {
         return emit(json_pack(
-            "{s:s, s:I, s:I, s:I, s:I, s:f}", "state", a.pos[1], "snapshot_lsn",
-            (json_int_t)rep.snapshot.meta.lsn, "rolled_forward",
+            "{s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:f}", "state", a.pos[1],
+            "snapshot_lsn", (json_int_t)rep.snapshot.meta.lsn, "rolled_forward",
             (json_int_t)rep.rolled_forward, "lsn", (json_int_t)rep.lsn, "crank",
-            (json_int_t)rep.crank, "seconds", rep.seconds));
+            (json_int_t)rep.crank, "timeline", hash_json(rep.timeline),
+            "timeline_parent", hash_json(rep.snapshot.meta.timeline), "seconds",
+            rep.seconds));
     }
     printf("restored %s from %s: snapshot at LSN %" PRIu64 " (crank %" PRIu64
            "), %" PRIu64 " log records rolled forward, now at LSN %" PRIu64
-           ", crank %" PRIu64 " (%.3f s)\n",
+           ", crank %" PRIu64 ", new timeline %016" PRIx64
+           " branched from %016" PRIx64 " (%.3f s)\n",
            a.pos[1], a.pos[0], rep.snapshot.meta.lsn, rep.snapshot.meta.crank,
-           rep.rolled_forward, rep.lsn, rep.crank, rep.seconds);
+           rep.rolled_forward, rep.lsn, rep.crank, rep.timeline,
+           rep.snapshot.meta.timeline, rep.seconds);
     return KEEL_CLI_OK;
 }

@@ -74,7 +74,13 @@ typedef struct keel_kernel_options {
     /* Periodic snapshots (keel_kernel_run): every snapshot_every cranks
      * (0: never) a checkpoint and a snapshot of it into snapshot_dir
      * (copied; the directory must exist and belong to this kernel), named
-     * `<LSN, 20 digits>.ksnap`. The newest snapshot_keep (default 2, at
+     * `<LSN, 20 digits>.ksnap`. keel_kernel_open checks it first (before
+     * a new STATE is created): a directory files can be created in
+     * (else KEEL_EINVAL, KEEL_ENOENT, KEEL_EACCES), holding no snapshot
+     * of another kernel or timeline (else KEEL_EEXIST naming it); an
+     * existing file of the name about to be written is adopted only if
+     * its manifest is this state at that LSN (else the snapshot fails
+     * with KEEL_EEXIST). The newest snapshot_keep (default 2, at
      * least 1) are kept, older ones deleted, and WAL segments wholly
      * before the oldest kept snapshot's LSN retire: disk stays bounded.
      * Without snapshots the whole log is kept. */

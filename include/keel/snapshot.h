@@ -8,7 +8,8 @@
  *   zstd frames of length-prefixed key/value entries (each frame checked
  *   by xxh3-64 over its compressed and its decompressed bytes), a JSON
  *   manifest (format, keel version, creation time, kernel id, LSN, crank
- *   number, activity hash, and each table's entry and byte counts) and a
+ *   number, activity hash, timeline, and each table's entry and byte
+ *   counts) and a
  *   trailer (entry totals, an xxh3-64 of the whole file). The byte layout
  *   is drawn in snapshot/snapshot_format.h. This layer knows nothing of
  *   LMDB or the kernel: the kernel feeds it the entries of a read
@@ -80,8 +81,10 @@
 extern "C" {
 #endif
 
-/* The format this keel writes and the newest it reads. */
-#define KEEL_SNAPSHOT_FORMAT 1u
+/* The format this keel writes and the newest it reads. Format 2 added the
+ * timeline to the manifest; a format-1 snapshot (still read, and written
+ * on request: keel_snapshot_options.format) is of timeline 0. */
+#define KEEL_SNAPSHOT_FORMAT 2u
 
 #define KEEL_SNAPSHOT_MAX_KEY_BYTES        (64u * 1024)
 #define KEEL_SNAPSHOT_MAX_VALUE_BYTES      (64u * 1024 * 1024)
@@ -107,6 +110,9 @@ typedef struct keel_snapshot_options {
                              one raw frame more); 0: in the caller's
                              thread. Default: 1 when more than one CPU is
                              online */
+    uint32_t format;      /* writer: 0 (default) KEEL_SNAPSHOT_FORMAT; 1
+                             the previous format, for an older reader: no
+                             timeline (meta's timeline fields must be 0) */
 } keel_snapshot_options;
 
 /* Fill o with the defaults above. */
@@ -120,6 +126,13 @@ typedef struct keel_snapshot_meta {
     uint64_t crank;           /* crank number at that LSN; <= INT64_MAX */
     uint64_t activity_hash;   /* the chained activity hash at that LSN */
     uint64_t created_unix_ms; /* writer: 0 = now; <= INT64_MAX */
+    /* The history the state belongs to (format 2; 0 in a format-1 file).
+     * A kernel's first state is timeline 0; every restore starts a new
+     * one, random, whose parent is the snapshot's timeline and whose
+     * branch LSN the restored LSN: the last one it shares with it. */
+    uint64_t timeline;
+    uint64_t timeline_parent;
+    uint64_t timeline_branch_lsn; /* <= INT64_MAX */
 } keel_snapshot_meta;
 
 /* A table as the manifest lists it. */
@@ -325,6 +338,9 @@ typedef struct keel_snapshot_restore_report {
     uint64_t rolled_forward;     /* log records applied after it */
     uint64_t lsn;                /* the restored state's LSN */
     uint64_t crank;              /* and crank number */
+    uint64_t timeline;           /* the restored state's new timeline; its
+                                    parent is snapshot.meta.timeline and its
+                                    branch LSN is lsn */
     double seconds;
 } keel_snapshot_restore_report;
 
@@ -335,14 +351,18 @@ typedef struct keel_snapshot_restore_report {
  * renamed to new_state only when complete and synced; new_state must not
  * exist. Its log continues at the restored LSN + 1 and holds the records
  * rolled forward, so `keel recover --check --base <path>` can audit it. A
- * kernel opened on it resumes where the original was at that point.
+ * kernel opened on it resumes where the original was at that point, on a
+ * timeline of its own (a new random id; parent: the snapshot's timeline;
+ * branch LSN: the restored LSN). Every rolled-forward record must chain
+ * from the snapshot's activity hash and continue its crank numbers.
  * @param[out] rep  optional.
  * @return KEEL_OK; KEEL_EEXIST (new_state or a `.restoring` exists);
  *         KEEL_EINVAL (options; a point past the log's end); KEEL_ECORRUPT
- *         (a damaged snapshot, a log of another kernel, a gap between the
- *         snapshot and the log: the diag names the file, the offset or
- *         LSN); KEEL_EVERSION; I/O errors. Nothing is left behind on
- *         failure (a crash may leave the `.restoring` directory).
+ *         (a damaged snapshot, a log of another kernel or of another
+ *         timeline, a gap between the snapshot and the log: the diag names
+ *         the file, the offset or LSN, and for another timeline both
+ *         activity hashes and timelines); KEEL_EVERSION; I/O errors. Nothing is
+ * left behind on failure (a crash may leave the `.restoring` directory).
  */
 KEEL_API int keel_snapshot_restore(const char *path, const char *new_state,
                                    const keel_snapshot_restore_options *o,
