@@ -157,7 +157,7 @@ int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
 int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
 /* K23 (run.c): KEEL_OK if m is 1..KEEL_METHOD_MAX bytes of valid UTF-8;
  * else KEEL_EINVAL and, when why != NULL, what is wrong ("is not valid
- * UTF-8 (at byte 3)") in why[cap]. */
+ * UTF-8", checked by jansson) in why[cap]. */
 int keel__k_method_check(const char *m, char *why, size_t cap);
 /* Checkpoint now (K11: after the WAL is durable). */
 int keel__k_checkpoint(keel_kernel *k, keel_diag *diag);

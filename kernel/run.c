@@ -56,33 +56,6 @@ static int valid_name(const char *s)
     return 1;
 }
 
-/* Length of the UTF-8 sequence starting at p[0..len), 0 if it is not a
- * valid one (RFC 3629: no overlong forms, no surrogates, <= U+10FFFF). */
-static size_t utf8_seq(const unsigned char *p, size_t len)
-{
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    unsigned c = p[0];
-    size_t n = c < 0x80               ? 1
-               : (c & 0xE0u) == 0xC0u ? 2
-               : (c & 0xF0u) == 0xE0u ? 3
-               : (c & 0xF8u) == 0xF0u ? 4
-                                      : 0;
-    if (n == 0 || n > len) {
-        return 0;
-    }
-    uint32_t cp = n == 1 ? c : c & (0x7Fu >> n);
-    for (size_t j = 1; j < n; j++) {
-        if ((p[j] & 0xC0u) != 0x80u) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[j] & 0x3Fu);
-    }
-    if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-        return 0;
-    }
-    return n;
-}
-
 int keel__k_method_check(const char *m, char *why, size_t cap)
 {
     char none[1];
@@ -100,15 +73,14 @@ int keel__k_method_check(const char *m, char *why, size_t cap)
                  KEEL_METHOD_MAX);
         return KEEL_EINVAL;
     }
-    const unsigned char *p = (const unsigned char *)m;
-    for (size_t i = 0; i < len;) { /* K23 */
-        size_t n = utf8_seq(p + i, len - i);
-        if (n == 0) {
-            snprintf(why, cap, "is not valid UTF-8 (at byte %zu)", i);
-            return KEEL_EINVAL;
-        }
-        i += n;
+    /* K23: jansson's string constructor checks UTF-8 (RFC 3629: no
+     * overlong forms, no surrogates, nothing past U+10FFFF). */
+    json_t *str = json_stringn(m, len);
+    if (str == NULL) {
+        snprintf(why, cap, "is not valid UTF-8");
+        return KEEL_EINVAL;
     }
+    json_decref(str);
     return KEEL_OK;
 }
 

@@ -330,12 +330,12 @@ START_TEST(test_vats_kernel_send_refuses_bad_method_names)
         const char *m, *why;
     } bad[] = {
         {"", "empty"},
-        {"\xff", "not valid UTF-8 (at byte 0)"},
-        {"ping\x80", "not valid UTF-8 (at byte 4)"},
-        {"\xc0\xaf", "not valid UTF-8"},            /* overlong '/' */
-        {"\xed\xa0\x80", "not valid UTF-8"},        /* a surrogate */
-        {"\xf4\x90\x80\x80", "not valid UTF-8"},    /* above U+10FFFF */
-        {"caf\xc3", "not valid UTF-8 (at byte 3)"}, /* cut short */
+        {"\xff", "not valid UTF-8"},
+        {"ping\x80", "not valid UTF-8"},
+        {"\xc0\xaf", "not valid UTF-8"},         /* overlong '/' */
+        {"\xed\xa0\x80", "not valid UTF-8"},     /* a surrogate */
+        {"\xf4\x90\x80\x80", "not valid UTF-8"}, /* above U+10FFFF */
+        {"caf\xc3", "not valid UTF-8"},          /* cut short */
         {over, "longer than 255 bytes"},
         {long_name, "longer than 255 bytes"},
     };
