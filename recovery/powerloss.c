@@ -1059,8 +1059,12 @@ static int traced(session *s, const char *const *argv, keel_diag *diag)
     snprintf(out, sizeof(out), "%s/traced.out", s->dir);
     /* A sanitizer runtime wants to come first; the recorder comes first
      * instead, built with the same flags, and calls on into it. */
-    const char *extra[] = {env_trace, env_root, env_pre,
-                           "ASAN_OPTIONS=verify_asan_link_order=0", NULL};
+    char env_asan[1024];
+    const char *asan = getenv("ASAN_OPTIONS");
+    snprintf(env_asan, sizeof(env_asan),
+             "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+             asan != NULL ? asan : "", asan != NULL && asan[0] ? ":" : "");
+    const char *extra[] = {env_trace, env_root, env_pre, env_asan, NULL};
     double t0 = now_s();
     int rc = run_ok(argv, extra, out, diag);
     s->rep->trace_seconds = now_s() - t0;
