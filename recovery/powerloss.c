@@ -54,6 +54,9 @@ extern char **environ;
  * then the power went): where a published-but-unsynced state shows. */
 #define END_SUBSETS 8
 #define TEAR_BYTES  512
+/* When every crash point has its states and trials are left: at most this
+ * many more subsets of each. */
+#define MAX_EXTRA_SUBSETS 32
 /* The scratch directory's path, so that its own paths fit in PATH_MAX. */
 #define SCRATCH_MAX 1100
 
@@ -87,6 +90,7 @@ struct keel__pl_trace {
     pl_op *ops;
     uint32_t ninodes;
     uint8_t *is_dir; /* [ninodes] */
+    char **path;     /* [ninodes]: its last name in the trace */
     int no_dir_sync;
 };
 
@@ -213,9 +217,15 @@ static int new_inode(loader *l, int dir, uint32_t *ino)
             return KEEL_ENOMEM;
         }
         t->is_dir = nd;
+        char **np = realloc(t->path, cap * sizeof(*np));
+        if (np == NULL) {
+            return KEEL_ENOMEM;
+        }
+        t->path = np;
         l->capinodes = cap;
     }
     t->is_dir[t->ninodes] = (uint8_t)dir;
+    t->path[t->ninodes] = NULL;
     *ino = t->ninodes++;
     return KEEL_OK;
 }
@@ -232,10 +242,15 @@ static int add_name(loader *l, const char *p, size_t len, uint32_t ino)
         l->capnames = cap;
     }
     char *s = strndup(p, len);
-    if (s == NULL) {
+    char *s2 = strndup(p, len);
+    if (s == NULL || s2 == NULL) {
+        free(s);
+        free(s2);
         return KEEL_ENOMEM;
     }
     l->names[l->nnames++] = (pl_name){s, ino};
+    free(l->t->path[ino]);
+    l->t->path[ino] = s2;
     return KEEL_OK;
 }
 
@@ -394,6 +409,13 @@ static int resolve(loader *l, size_t j, const keel__plrec_hdr *h,
                 ns[nl] = '\0';
                 free(l->names[k].path);
                 l->names[k].path = ns;
+                char *ps = strdup(ns);
+                if (ps == NULL) {
+                    rc = KEEL_ENOMEM;
+                    break;
+                }
+                free(l->t->path[l->names[k].ino]);
+                l->t->path[l->names[k].ino] = ps;
             }
         }
         break;
@@ -587,6 +609,10 @@ out:
 void keel__pl_trace_free(keel__pl_trace *t)
 {
     if (t != NULL) {
+        for (uint32_t i = 0; t->path != NULL && i < t->ninodes; i++) {
+            free(t->path[i]);
+        }
+        free(t->path);
         free(t->buf);
         free(t->ops);
         free(t->is_dir);
@@ -1207,7 +1233,8 @@ static size_t find_publish(const keel__pl_trace *t)
 }
 
 /* The trials (PW4): the end of the trace first, then crash points whose
- * unsynced operations include a name, then the others evenly. */
+ * unsynced operations include a name, then the others evenly; then, if
+ * the count allows, more subsets of each. */
 static int make_plans(session *s, plan **out, size_t *nout, keel_diag *diag)
 {
     const keel__pl_trace *t = s->t;
@@ -1289,11 +1316,60 @@ static int make_plans(session *s, plan **out, size_t *nout, keel_diag *diag)
         }
         s->rep->crash_points++;
     }
+    /* budget left (a short trace): more subsets, point by point */
+    size_t tried = (size_t)s->rep->crash_points;
+    for (size_t round = 0; round < MAX_EXTRA_SUBSETS && np < budget; round++) {
+        size_t added = 0;
+        for (size_t i = 0; i < tried && np < budget; i++) {
+            if (keel__pl_unsynced(t, pts[i]) > 0) {
+                p[np++] = (plan){pts[i], KEEL__PL_SUBSET, next_rand(&rng)};
+                added++;
+            }
+        }
+        if (added == 0) {
+            break;
+        }
+    }
     free(is_point);
     free(pts);
     *out = p;
     *nout = np;
     return KEEL_OK;
+}
+
+/* What was not durable at c, by file: "3 writes data.mdb, ...". */
+static void describe_unsynced(const keel__pl_trace *t, size_t c, char *buf,
+                              size_t cap)
+{
+    static const char *what[KEEL__PLREC_NOPS] = {
+        [KEEL__PLREC_OPEN] = "create",       [KEEL__PLREC_WRITE] = "write",
+        [KEEL__PLREC_TRUNCATE] = "truncate", [KEEL__PLREC_RENAME] = "rename",
+        [KEEL__PLREC_UNLINK] = "unlink",     [KEEL__PLREC_MKDIR] = "mkdir",
+        [KEEL__PLREC_RMDIR] = "rmdir"};
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t j = 0; j <= c && j < t->nops && used + 1 < cap; j++) {
+        const pl_op *op = &t->ops[j];
+        if (!unsynced_at(t, j, c)) {
+            continue;
+        }
+        /* a run of the same op on the same file counts once */
+        size_t n = 1;
+        while (j + 1 <= c && j + 1 < t->nops && unsynced_at(t, j + 1, c) &&
+               t->ops[j + 1].op == op->op && t->ops[j + 1].ino == op->ino) {
+            j++;
+            n++;
+        }
+        const char *name = t->path[op->ino] != NULL ? t->path[op->ino] : "?";
+        int k = snprintf(
+            buf + used, cap - used, "%s%zu %s%s %s", used > 0 ? ", " : "", n,
+            what[op->op] != NULL ? what[op->op] : "op", n > 1 ? "s" : "", name);
+        if (k < 0 || (size_t)k >= cap - used) {
+            memcpy(buf + cap - 4, "...", 4);
+            break;
+        }
+        used += (size_t)k;
+    }
 }
 
 static void violation(session *s, uint64_t trial, const plan *p,
@@ -1303,16 +1379,17 @@ static void violation(session *s, uint64_t trial, const plan *p,
 static void violation(session *s, uint64_t trial, const plan *p,
                       const char *fmt, ...)
 {
-    char what[768], repro[512], msg[512];
+    char what[1024], repro[512], msg[512], uns[200];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    describe_unsynced(s->t, p->c, uns, sizeof(uns));
     snprintf(what, sizeof(what),
-             "%s: crash after operation %zu of %zu (%zu unsynced), %s state: "
+             "%s: crash after operation %zu of %zu (unsynced: %s), %s state: "
              "%s",
              keel__pl_scenario_name(s->o.scenario), p->c + 1, s->t->nops,
-             keel__pl_unsynced(s->t, p->c), keel__pl_policy_name(p->policy),
+             uns[0] != '\0' ? uns : "none", keel__pl_policy_name(p->policy),
              msg);
     snprintf(repro, sizeof(repro),
              "keel crashtest --mode powerloss --scenario %s --config %s "
@@ -1360,7 +1437,7 @@ static int acked(session *s, size_t c, uint64_t *ack, keel_diag *diag)
 typedef struct check_out {
     int violated;
     uint8_t recovered, audited;
-    char what[600];
+    char what[512];
 } check_out;
 
 static void fail(check_out *c, const char *fmt, ...)

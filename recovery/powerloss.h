@@ -141,7 +141,7 @@ typedef struct keel__pl_report {
     uint64_t acked;     /* trials with an acknowledged LSN to keep */
     double trace_seconds;
     double seconds;
-    char first[768];
+    char first[1024];
     char repro[512];
 } keel__pl_report;
 

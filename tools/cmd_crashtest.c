@@ -13,6 +13,9 @@
  *       terminal (K5 of cmd_kernel.c), at most ten times a second.
  *   X4  stdout holds only the summary (a table, or with --json one JSON
  *       object), so it can be captured whole.
+ *   X5  --mode powerloss runs recovery/powerloss.h's session alone (it is
+ *       not in all): its recorder is --plrec, else $KEEL_PLREC, else
+ *       libkeel_plrec.so beside this program.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -494,7 +497,7 @@ static int run_powerloss(ct_job *j)
         json_decref(o);
     } else {
         printf("powerloss %s: traced %" PRIu64 " operations (%" PRIu64
-               " crash points at syncs and the end), %" PRIu64
+               " candidate crash points: each sync and the end), %" PRIu64
                " transactions, in %.3f s\n",
                keel__pl_scenario_name(r.scenario), r.ops, r.syncs,
                r.transactions, r.trace_seconds);
