@@ -29,6 +29,8 @@
  *       through a shared writable mapping are not seen (keel and LMDB
  *       without MDB_WRITEMAP make none; lock.mdb's mapping is LMDB's reader
  *       table, not durable state).
+ *   PR5 What is traced is decided once, by a constructor, before main:
+ *       calls made earlier (a sanitizer runtime's own) go straight through.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -144,6 +146,19 @@ static void init(void)
     real_sync_file_range = (sync_file_range_fn)sym("sync_file_range");
     real_sync = (sync_fn)sym("sync");
     real_syncfs = (syncfs_fn)sym("syncfs");
+}
+
+static void ensure(void)
+{
+    pthread_once(&once, init);
+}
+
+/* PR5: the environment is read here, not at the first call: a sanitizer
+ * runtime makes calls before libc has set up the environment, which must
+ * neither see an empty one nor be traced. */
+__attribute__((constructor)) static void start(void)
+{
+    ensure();
     const char *t = getenv(KEEL__PLREC_ENV_TRACE);
     const char *r = getenv(KEEL__PLREC_ENV_ROOT);
     if (t == NULL || r == NULL || t[0] == '\0' || r[0] == '\0') {
@@ -164,11 +179,6 @@ static void init(void)
         die("KEEL_PLREC_TRACE: cannot write the trace");
     }
     enabled = 1;
-}
-
-static void ensure(void)
-{
-    pthread_once(&once, init);
 }
 
 /* Lexically normalise abs (absolute) into out: no ".", "..", "//". */
