@@ -537,7 +537,7 @@ START_TEST(test_powerloss_cli_json_and_usage)
                         KEEL_MIXED_JSON, "--trials", "12",        "--plrec",
                         KEEL_PLREC_SO,   "--json",   NULL};
     int rc = tu_run_keel(ok, &out, &err);
-    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_msg(rc == 0, "exit %d: %.300s", rc, err);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_ptr_nonnull(j);
     ck_assert_str_eq(json_string_value(json_object_get(j, "mode")),
