@@ -270,6 +270,7 @@ static void emit(uint8_t op, uint32_t handle, uint32_t flags, const char *p1,
                  int ndata, uint64_t data_len, uint64_t aux)
 {
     keel__plrec_hdr h;
+    uint8_t enc[KEEL__PLREC_HDR_BYTES];
     struct iovec iov[3 + 64];
     int n = 0;
     memset(&h, 0, sizeof(h));
@@ -281,7 +282,8 @@ static void emit(uint8_t op, uint32_t handle, uint32_t flags, const char *p1,
     h.offset = offset;
     h.data_len = data_len;
     h.aux = aux;
-    iov[n++] = (struct iovec){&h, sizeof(h)};
+    keel__plrec_encode(enc, &h);
+    iov[n++] = (struct iovec){enc, sizeof(enc)};
     if (h.path_len > 0) {
         iov[n++] = (struct iovec){(void *)p1, h.path_len};
     }

@@ -4,11 +4,19 @@
  * reads. Header only, no dependencies: the recorder is its own shared
  * object and links nothing of keel.
  *
- * A trace is the 8-byte magic KEEL__PLREC_MAGIC followed by records, each
- * one keel__plrec_hdr (native byte order: the trace is read on the machine
- * that wrote it) and then path (path_len bytes, no NUL), path2 (path2_len)
- * and data (data_len). Paths are relative to the traced root ("." is the
- * root itself), with no "." or ".." components and no repeated '/'.
+ * A trace is the 8-byte magic KEEL__PLREC_MAGIC followed by records: a
+ * 48-byte header, then path (path_len bytes, no NUL), path2 (path2_len)
+ * and data (data_len). Header (little-endian):
+ *   +0  u8  op (enum keel__plrec_op)   +1  u8[3] 0
+ *   +4  u32 handle                     +8  u32 flags (the open(2) flags,
+ *                                              as this platform spells them)
+ *   +12 u32 path_len                   +16 u32 path2_len
+ *   +20 u32 0                          +24 u64 offset
+ *   +32 u64 data_len                   +40 u64 aux
+ * Paths are relative to the traced root ("." is the root itself), with no
+ * "." or ".." components and no repeated '/'. There is no checksum: a
+ * trace lives as long as one session, on the machine that wrote it; a
+ * record cut short is refused.
  *
  * Invariants:
  *   PF1 A record is written only after its call succeeded, with what the
@@ -58,17 +66,66 @@ enum keel__plrec_op {
     KEEL__PLREC_NOPS = 13,
 };
 
+/* A record's header, decoded. */
 typedef struct keel__plrec_hdr {
     uint8_t op;
-    uint8_t pad[3];
     uint32_t handle;
     uint32_t flags;
     uint32_t path_len;
     uint32_t path2_len;
-    uint32_t pad2;
     uint64_t offset;
     uint64_t data_len;
     uint64_t aux;
 } keel__plrec_hdr;
+
+#define KEEL__PLREC_HDR_BYTES 48
+
+static inline void keel__plrec_put(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static inline uint64_t keel__plrec_get(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) {
+        v |= (uint64_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+static inline void keel__plrec_encode(uint8_t out[KEEL__PLREC_HDR_BYTES],
+                                      const keel__plrec_hdr *h)
+{
+    for (int i = 0; i < KEEL__PLREC_HDR_BYTES; i++) {
+        out[i] = 0;
+    }
+    out[0] = h->op;
+    keel__plrec_put(out + 4, h->handle, 4);
+    keel__plrec_put(out + 8, h->flags, 4);
+    keel__plrec_put(out + 12, h->path_len, 4);
+    keel__plrec_put(out + 16, h->path2_len, 4);
+    keel__plrec_put(out + 24, h->offset, 8);
+    keel__plrec_put(out + 32, h->data_len, 8);
+    keel__plrec_put(out + 40, h->aux, 8);
+}
+
+static inline void keel__plrec_decode(const uint8_t in[KEEL__PLREC_HDR_BYTES],
+                                      keel__plrec_hdr *h)
+{
+    h->op = in[0];
+    h->handle = (uint32_t)keel__plrec_get(in + 4, 4);
+    h->flags = (uint32_t)keel__plrec_get(in + 8, 4);
+    h->path_len = (uint32_t)keel__plrec_get(in + 12, 4);
+    h->path2_len = (uint32_t)keel__plrec_get(in + 16, 4);
+    h->offset = keel__plrec_get(in + 24, 8);
+    h->data_len = keel__plrec_get(in + 32, 8);
+    h->aux = keel__plrec_get(in + 40, 8);
+}
+
+_Static_assert(KEEL__PLREC_MAGIC_BYTES == sizeof(KEEL__PLREC_MAGIC) - 1,
+               "the magic is 8 bytes");
 
 #endif

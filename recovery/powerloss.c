@@ -548,21 +548,21 @@ int keel__pl_trace_load(const char *path, keel__pl_trace **out, keel_diag *diag)
     size_t cap = 0;
     for (size_t off = KEEL__PLREC_MAGIC_BYTES; off < len;) {
         keel__plrec_hdr h;
-        if (len - off < sizeof(h)) {
+        if (len - off < KEEL__PLREC_HDR_BYTES) {
             rc = keel__diag(diag, KEEL_ECORRUPT,
                             "%s: record %zu cut short at byte %zu", path, cap,
                             off);
             goto out;
         }
-        memcpy(&h, t->buf + off, sizeof(h));
+        keel__plrec_decode(t->buf + off, &h);
         uint64_t body = (uint64_t)h.path_len + h.path2_len + h.data_len;
-        if (body > len - off - sizeof(h)) {
+        if (body > len - off - KEEL__PLREC_HDR_BYTES) {
             rc = keel__diag(diag, KEEL_ECORRUPT,
                             "%s: record %zu cut short at byte %zu", path, cap,
                             off);
             goto out;
         }
-        off += sizeof(h) + (size_t)body;
+        off += KEEL__PLREC_HDR_BYTES + (size_t)body;
         cap++;
     }
     t->ops = calloc(cap + 1, sizeof(*t->ops));
@@ -577,15 +577,16 @@ int keel__pl_trace_load(const char *path, keel__pl_trace **out, keel_diag *diag)
     }
     for (size_t off = KEEL__PLREC_MAGIC_BYTES; off < len; t->nops++) {
         keel__plrec_hdr h;
-        memcpy(&h, t->buf + off, sizeof(h));
-        const char *p1 = (const char *)t->buf + off + sizeof(h);
+        keel__plrec_decode(t->buf + off, &h);
+        const char *p1 = (const char *)t->buf + off + KEEL__PLREC_HDR_BYTES;
         const char *p2 = p1 + h.path_len;
         const uint8_t *data = (const uint8_t *)p2 + h.path2_len;
         rc = resolve(&l, t->nops, &h, p1, p2, data);
         if (rc < 0) {
             goto out;
         }
-        off += sizeof(h) + h.path_len + h.path2_len + (size_t)h.data_len;
+        off += KEEL__PLREC_HDR_BYTES + h.path_len + h.path2_len +
+               (size_t)h.data_len;
     }
     rc = durability(t);
     if (rc < 0) {

@@ -57,7 +57,9 @@ static void put(FILE *f, uint8_t op, uint32_t handle, uint32_t flags,
     h.path2_len = p2 != NULL ? (uint32_t)strlen(p2) : 0;
     h.offset = off;
     h.data_len = data != NULL ? strlen(data) : 0;
-    ck_assert_uint_eq(fwrite(&h, sizeof(h), 1, f), 1);
+    uint8_t enc[KEEL__PLREC_HDR_BYTES];
+    keel__plrec_encode(enc, &h);
+    ck_assert_uint_eq(fwrite(enc, sizeof(enc), 1, f), 1);
     if (h.path_len > 0) {
         ck_assert_uint_eq(fwrite(p1, 1, h.path_len, f), h.path_len);
     }
@@ -339,8 +341,9 @@ static size_t records(const char *trace, rec *out, size_t cap)
     for (size_t off = KEEL__PLREC_MAGIC_BYTES; off < len && n < cap; n++) {
         rec *r = &out[n];
         memset(r, 0, sizeof(*r));
-        memcpy(&r->h, b + off, sizeof(r->h));
-        off += sizeof(r->h);
+        ck_assert_uint_ge(len - off, KEEL__PLREC_HDR_BYTES);
+        keel__plrec_decode(b + off, &r->h);
+        off += KEEL__PLREC_HDR_BYTES;
         ck_assert_uint_lt(r->h.path_len, sizeof(r->p1));
         ck_assert_uint_lt(r->h.path2_len, sizeof(r->p2));
         memcpy(r->p1, b + off, r->h.path_len);
