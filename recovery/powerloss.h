@@ -39,7 +39,9 @@
  *       the crash state (a rename of a name whose creation was lost) does
  *       nothing.
  *   PL3 Trials are a function of the trace, the seed and the trial count:
- *       `--trial T` with the same seed and count rebuilds trial T.
+ *       `--trial T` with the same seed and count rebuilds trial T, as long
+ *       as the traced run makes the same calls again (a restore's log is
+ *       written by the group syncer, whose batches depend on timing).
  *   PL4 A crash state passes when: the state is absent only if nothing was
  *       acknowledged; it opens; its log ends at or after the last LSN the
  *       reference had acknowledged at the crash point (run: every record a
