@@ -526,7 +526,7 @@ static int crash_child(const keel__crashtest *ct, const char *state, uint64_t k,
 
 /* The value of the k.hash put in an encoded write-set (kernel/store.h).
  * @return 1 found, 0 absent, KEEL_ECORRUPT malformed. */
-static int payload_hash(const uint8_t *p, size_t len, uint64_t *h)
+int keel__crashtest_payload_hash(const uint8_t *p, size_t len, uint64_t *h)
 {
     size_t off = 4;
     int rc = 0;
@@ -587,7 +587,8 @@ static int read_hashes(keel__crashtest *ct, const char *state, keel_diag *diag)
                             rec.lsn, last);
             break;
         }
-        int found = payload_hash(rec.payload.ptr, rec.payload.len, &h);
+        int found =
+            keel__crashtest_payload_hash(rec.payload.ptr, rec.payload.len, &h);
         if (found < 0) {
             rc = keel__diag(
                 diag, found,

@@ -13,6 +13,9 @@
  *       terminal (K5 of cmd_kernel.c), at most ten times a second.
  *   X4  stdout holds only the summary (a table, or with --json one JSON
  *       object), so it can be captured whole.
+ *   X5  --mode powerloss runs recovery/powerloss.h's session alone (it is
+ *       not in all): its recorder is --plrec, else $KEEL_PLREC, else
+ *       libkeel_plrec.so beside this program.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +29,7 @@
 #include "keel/keel.h"
 
 #include "recovery/crashtest.h"
+#include "recovery/powerloss.h"
 #include "tools/cli.h"
 
 /* Configs are small; a bigger file is a mistake, not a cluster. */
@@ -42,6 +46,8 @@ enum {
     CT_WORK_DIR,
     CT_KEEP_FAILED,
     CT_JSON,
+    CT_SCENARIO,
+    CT_PLREC,
     CT_NOPTS
 };
 
@@ -55,6 +61,8 @@ static const keel_cli_opt ct_opts[CT_NOPTS] = {
     [CT_WORK_DIR] = {"work-dir", "DIR"},
     [CT_KEEP_FAILED] = {"keep-failed", NULL},
     [CT_JSON] = {"json", NULL},
+    [CT_SCENARIO] = {"scenario", "S"},
+    [CT_PLREC] = {"plrec", "FILE"},
 };
 
 static const keel_cli_spec ct_spec = {
@@ -62,6 +70,8 @@ static const keel_cli_spec ct_spec = {
     .help =
         "usage: keel crashtest --config cluster.json\n"
         "                      [--mode enumerate|process|corruption|all]\n"
+        "       keel crashtest --config cluster.json --mode powerloss\n"
+        "                      [--scenario run|restore] [--plrec FILE]\n"
         "                      [--trials N] [--stride N] [--seed S] "
         "[--trial T]\n"
         "                      [--work-dir DIR] [--keep-failed] [--json]\n"
@@ -85,6 +95,25 @@ static const keel_cli_spec ct_spec = {
         "              a WAL segment of a crashed or finished state, or of\n"
         "              a snapshot of one, which is then restored\n"
         "\n"
+        "  powerloss   (not in all) run keel for real with a recorder\n"
+        "              preloaded (libkeel_plrec.so, beside this program;\n"
+        "              --plrec or $KEEL_PLREC names another) that traces\n"
+        "              every write, truncate, rename, unlink, mkdir and\n"
+        "              sync under the state, LMDB's included; then build\n"
+        "              crash states from the trace: what the syncs made\n"
+        "              durable (a file's data by its fsync/fdatasync, a\n"
+        "              name by its directory's fsync) plus none, all, a\n"
+        "              prefix or a random subset of the rest, at crash\n"
+        "              points from every sync and the end. --scenario run\n"
+        "              (default): `keel run` with a checkpoint every 64\n"
+        "              cranks; restore: `keel snapshot restore` of a\n"
+        "              snapshot made part-way, rolled forward (--wal)\n"
+        "              through the rest of the log. --trials N bounds the\n"
+        "              crash states (default 200). Each must open (or be\n"
+        "              absent, if nothing was acknowledged), keep every\n"
+        "              acknowledged LSN, be a reference prefix and pass\n"
+        "              the audit; it is not run on.\n"
+        "\n"
         "After each trial the state is reopened and must: keep every\n"
         "transaction reported durable before the crash; be exactly the\n"
         "reference's state after some prefix of its transactions (same\n"
@@ -101,10 +130,14 @@ static const keel_cli_spec ct_spec = {
         "Options:\n"
         "  --config FILE    the cluster (required; builtin vats and vat\n"
         "                   libraries, as for keel run)\n"
-        "  --mode MODE      enumerate, process, corruption or all (default)\n"
+        "  --mode MODE      enumerate, process, corruption or all (default);\n"
+        "                   or powerloss\n"
+        "  --scenario S     powerloss: run (default) or restore\n"
+        "  --plrec FILE     powerloss: the recorder (libkeel_plrec.so)\n"
         "  --trials N       process and corruption: trials (default 200 and\n"
         "                   1000); enumerate: at most N crash points, spread\n"
-        "                   evenly (default: every one)\n"
+        "                   evenly (default: every one); powerloss: crash\n"
+        "                   states (default 200)\n"
         "  --stride N       enumerate: every N-th crash point\n"
         "  --seed S         seed of the random choices (default 1)\n"
         "  --trial T        run only trial T of the mode (enumerate: crash\n"
@@ -141,6 +174,10 @@ typedef struct ct_job {
     double last_draw;
     uint64_t violations; /* so far, all modes */
     char self[4096];     /* this program, for process mode */
+    int powerloss;       /* --mode powerloss (recovery/powerloss.h) */
+    const char *scenario;
+    const char *plrec;
+    char plrec_buf[4096];
 } ct_job;
 
 static double now_seconds(void)
@@ -247,7 +284,23 @@ static int parse_args(int argc, char **argv, ct_job *j)
         goto out;
     }
     const char *mode = a.val[CT_MODE] != NULL ? a.val[CT_MODE] : "all";
-    if (strcmp(mode, "all") == 0) {
+    j->scenario = a.val[CT_SCENARIO];
+    j->plrec = a.val[CT_PLREC];
+    if (strcmp(mode, "powerloss") == 0) {
+        int sc = 0;
+        j->powerloss = 1;
+        if (j->scenario != NULL &&
+            keel__pl_scenario_parse(j->scenario, &sc) != KEEL_OK) {
+            rc = keel__cli_usage_error("crashtest",
+                                       "--scenario: '%s' is not run or restore",
+                                       j->scenario);
+            goto out;
+        }
+    } else if (j->scenario != NULL || j->plrec != NULL) {
+        rc = keel__cli_usage_error(
+            "crashtest", "--scenario and --plrec go with --mode powerloss");
+        goto out;
+    } else if (strcmp(mode, "all") == 0) {
         for (int m = KEEL__CRASHTEST_ENUMERATE; m <= KEEL__CRASHTEST_CORRUPTION;
              m++) {
             j->modes[j->nmodes++] = m;
@@ -257,7 +310,9 @@ static int parse_args(int argc, char **argv, ct_job *j)
     } else {
         rc = keel__cli_usage_error(
             "crashtest",
-            "--mode: '%s' is not enumerate, process, corruption or all", mode);
+            "--mode: '%s' is not enumerate, process, corruption, powerloss "
+            "or all",
+            mode);
         goto out;
     }
     static const struct {
@@ -291,7 +346,10 @@ static int parse_args(int argc, char **argv, ct_job *j)
             j->o.only_trial = n;
         }
     }
-    if (j->o.only_trial != 0 && j->nmodes != 1) {
+    if (j->powerloss && a.val[CT_STRIDE] != NULL) {
+        rc = keel__cli_usage_error("crashtest",
+                                   "--stride does not go with powerloss");
+    } else if (j->o.only_trial != 0 && j->nmodes != 1 && !j->powerloss) {
         rc = keel__cli_usage_error("crashtest",
                                    "--trial needs one --mode (not all)");
     }
@@ -373,6 +431,97 @@ static int summary(const ct_job *j, const keel__crashtest_reference *ref,
     return rc;
 }
 
+static void on_pl_violation(void *arg, uint64_t trial, const char *what,
+                            const char *repro)
+{
+    ct_job *j = arg;
+    j->violations++;
+    fprintf(stderr,
+            "keel: crashtest: violation: powerloss trial %" PRIu64 ": %s\n"
+            "    reproduce: %s\n",
+            trial, what, repro);
+}
+
+/* --mode powerloss: the recorder is --plrec, $KEEL_PLREC, or beside this
+ * program. */
+static int run_powerloss(ct_job *j)
+{
+    keel__pl_options po;
+    keel__pl_report r;
+    keel_diag d = {0};
+    keel__pl_options_init(&po);
+    po.config_path = j->o.config_path;
+    po.keel_bin = j->o.keel_bin;
+    po.work_dir = j->o.work_dir;
+    po.seed = j->o.seed;
+    po.only_trial = j->o.only_trial;
+    po.keep_failed = j->o.keep_failed;
+    po.trials = j->o.trials;
+    if (j->scenario != NULL) {
+        keel__pl_scenario_parse(j->scenario, &po.scenario);
+    }
+    const char *env = getenv("KEEL_PLREC");
+    if (j->plrec != NULL) {
+        po.plrec = j->plrec;
+    } else if (env != NULL && env[0] != '\0') {
+        po.plrec = env;
+    } else if (j->o.keel_bin != NULL) {
+        const char *slash = strrchr(j->o.keel_bin, '/');
+        int dl = slash != NULL ? (int)(slash - j->o.keel_bin) : 1;
+        snprintf(j->plrec_buf, sizeof(j->plrec_buf), "%.*s/libkeel_plrec.so",
+                 dl, slash != NULL ? j->o.keel_bin : ".");
+        po.plrec = j->plrec_buf;
+    }
+    po.violation = on_pl_violation;
+    po.violation_arg = j;
+    int err = keel__pl_run(&po, &r, &d);
+    if (err < 0) {
+        fprintf(stderr, "keel: crashtest: powerloss: %s\n",
+                d.msg[0] != '\0' ? d.msg : keel_strerror(err));
+        return KEEL_CLI_FAIL;
+    }
+    if (j->json) {
+        json_t *o = json_pack(
+            "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+            "s:I, s:f, s:f, s:s, s:s}",
+            "mode", "powerloss", "scenario", keel__pl_scenario_name(r.scenario),
+            "seed", (json_int_t)po.seed, "ops", (json_int_t)r.ops, "syncs",
+            (json_int_t)r.syncs, "transactions", (json_int_t)r.transactions,
+            "crash_points", (json_int_t)r.crash_points, "trials",
+            (json_int_t)r.trials, "violations", (json_int_t)r.violations,
+            "absent", (json_int_t)r.absent, "recovered",
+            (json_int_t)r.recovered, "audits", (json_int_t)r.audits, "acked",
+            (json_int_t)r.acked, "trace_seconds", r.trace_seconds, "seconds",
+            r.seconds, "first", r.first, "repro", r.repro);
+        char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (s == NULL) {
+            fprintf(stderr, "keel: crashtest: out of memory\n");
+            json_decref(o);
+            return KEEL_CLI_FAIL;
+        }
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    } else {
+        printf("powerloss %s: traced %" PRIu64 " operations (%" PRIu64
+               " candidate crash points: each sync and the end), %" PRIu64
+               " transactions, in %.3f s\n",
+               keel__pl_scenario_name(r.scenario), r.ops, r.syncs,
+               r.transactions, r.trace_seconds);
+        printf("%" PRIu64 " trials at %" PRIu64 " crash points: %" PRIu64
+               " violations, %" PRIu64 " recovered, %" PRIu64
+               " audits passed, %" PRIu64 " with nothing published, %" PRIu64
+               " with an acknowledged LSN (%.1f s)\n",
+               r.trials, r.crash_points, r.violations, r.recovered, r.audits,
+               r.absent, r.acked, r.seconds);
+        if (r.violations > 0) {
+            printf("  first violation: %s\n  reproduce: %s\n", r.first,
+                   r.repro);
+        }
+    }
+    return r.violations > 0 ? KEEL_CLI_FAIL : KEEL_CLI_OK; /* X1 */
+}
+
 int keel__cli_crashtest(int argc, char **argv)
 {
     ct_job j;
@@ -398,6 +547,10 @@ int keel__cli_crashtest(int argc, char **argv)
         j.o.keel_bin = j.self;
     }
     j.o.config_json = config;
+    if (j.powerloss) {
+        rc = run_powerloss(&j);
+        goto out;
+    }
     j.tty = isatty(STDERR_FILENO);
     j.o.progress = on_progress;
     j.o.progress_arg = &j;
