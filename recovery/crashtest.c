@@ -103,15 +103,14 @@ typedef struct trial {
     char state[PATH_MAX];
 } trial;
 
-static double now_s(void)
+double keel__crashtest_now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* splitmix64 */
-static uint64_t next_rand(uint64_t *s)
+uint64_t keel__crashtest_rand(uint64_t *s) /* splitmix64 */
 {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -164,8 +163,7 @@ static void join(char *buf, size_t cap, const char *dir, const char *name)
     KEEL_ASSERT(n > 0 && (size_t)n < cap);
 }
 
-/* rm -rf path. @return KEEL_OK or the first error. */
-static int rmtree(const char *path)
+int keel__crashtest_rmtree(const char *path)
 {
     int rc = KEEL_OK;
     struct stat st;
@@ -181,7 +179,7 @@ static int rmtree(const char *path)
                 continue;
             }
             join(sub, sizeof(sub), path, e->d_name);
-            int r = rmtree(sub);
+            int r = keel__crashtest_rmtree(sub);
             rc = rc == KEEL_OK ? r : rc;
         }
         if (d != NULL) {
@@ -631,9 +629,9 @@ static int make_reference(keel__crashtest *ct, keel_diag *diag)
         keel__diag(diag, rc, "out of memory");
         goto out;
     }
-    double t0 = now_s();
+    double t0 = keel__crashtest_now_s();
     rc = drive(ct, state, keel__io_fault_io(f), 1, 0, &out, diag);
-    ct->ref.seconds = now_s() - t0;
+    ct->ref.seconds = keel__crashtest_now_s() - t0;
     if (rc < 0) {
         goto out;
     }
@@ -660,7 +658,7 @@ out:
     free(out.result);
     free(out2.result);
     keel__io_fault_free(f);
-    rmtree(again);
+    keel__crashtest_rmtree(again);
     return rc;
 }
 
@@ -743,7 +741,7 @@ void keel__crashtest_close(keel__crashtest *ct)
                 continue;
             }
             join(p, sizeof(p), ct->dir, e->d_name);
-            rmtree(p);
+            keel__crashtest_rmtree(p);
         }
         if (d != NULL) {
             closedir(d);
@@ -943,8 +941,8 @@ static int enumerate_one(keel__crashtest *ct, keel__crashtest_report *rep,
     trial tr;
     child_msg msg;
     trial_begin(&tr, ct, rep, KEEL__CRASHTEST_ENUMERATE, k);
-    uint64_t keep = k % 2 == 0 ? 1 + next_rand(&tr.rng) % 1024 : 0;
-    int rc = rmtree(tr.state);
+    uint64_t keep = k % 2 == 0 ? 1 + keel__crashtest_rand(&tr.rng) % 1024 : 0;
+    int rc = keel__crashtest_rmtree(tr.state);
     if (rc < 0) {
         return keel__diag(diag, rc, "%s: cannot remove: %s", tr.state,
                           keel_strerror(rc));
@@ -1074,13 +1072,13 @@ out:
  * it ended by itself, 0 if it had to be killed. */
 static int wait_bounded(pid_t pid, uint64_t ms, int *status)
 {
-    double end = now_s() + (double)ms / 1000.0;
+    double end = keel__crashtest_now_s() + (double)ms / 1000.0;
     for (;;) {
         pid_t r = waitpid(pid, status, WNOHANG);
         if (r == pid || (r < 0 && errno != EINTR)) {
             return 1;
         }
-        if (now_s() > end) {
+        if (keel__crashtest_now_s() > end) {
             kill(pid, SIGKILL);
             while (waitpid(pid, status, 0) < 0 && errno == EINTR) {
             }
@@ -1137,8 +1135,9 @@ static int process_one(keel__crashtest *ct, keel__crashtest_report *rep,
     int st = 0;
     char err[400];
     trial_begin(&tr, ct, rep, KEEL__CRASHTEST_PROCESS, n);
-    uint64_t delay_us = n == 0 ? 0 : next_rand(&tr.rng) % (run_us + 1);
-    int rc = rmtree(tr.state);
+    uint64_t delay_us =
+        n == 0 ? 0 : keel__crashtest_rand(&tr.rng) % (run_us + 1);
+    int rc = keel__crashtest_rmtree(tr.state);
     rc = rc < 0 ? rc : spawn_keel_run(ct, tr.state, &pid, diag);
     if (rc < 0) {
         return rc;
@@ -1182,9 +1181,9 @@ static int run_process(keel__crashtest *ct, keel__crashtest_report *rep,
     }
     /* Trial 0: how long an uninterrupted `keel run` takes, and that it
      * ends as the reference (else every kill would fail the same way). */
-    double t0 = now_s();
+    double t0 = keel__crashtest_now_s();
     int rc = process_one(ct, rep, 0, 0, diag);
-    uint64_t run_us = (uint64_t)((now_s() - t0) * 1e6);
+    uint64_t run_us = (uint64_t)((keel__crashtest_now_s() - t0) * 1e6);
     if (rc < 0 || rep->violations > 0) {
         return rc;
     }
@@ -1249,21 +1248,22 @@ static int damage(trial *tr, const char *path, int near_end, char *what,
     }
     uint64_t size = (uint64_t)st.st_size;
     uint64_t span = near_end && size > 1024 ? 1024 : size;
-    uint64_t off = size - span + next_rand(&tr->rng) % span;
-    int kind = (int)(next_rand(&tr->rng) % 3);
-    size_t len = kind == 2 ? 2 + (size_t)(next_rand(&tr->rng) % 15) : 1;
+    uint64_t off = size - span + keel__crashtest_rand(&tr->rng) % span;
+    int kind = (int)(keel__crashtest_rand(&tr->rng) % 3);
+    size_t len =
+        kind == 2 ? 2 + (size_t)(keel__crashtest_rand(&tr->rng) % 15) : 1;
     len = off + len > size ? (size_t)(size - off) : len;
     if (pread(fd, buf, len, (off_t)off) != (ssize_t)len) {
         rc = KEEL_EIO;
         goto out;
     }
     if (kind == 0) {
-        int bit = (int)(next_rand(&tr->rng) % 8);
+        int bit = (int)(keel__crashtest_rand(&tr->rng) % 8);
         buf[0] ^= (uint8_t)(1u << bit);
         snprintf(what, cap, "bit %d of byte %" PRIu64 " flipped", bit, off);
     } else {
         for (size_t i = 0; i < len; i++) {
-            uint8_t v = (uint8_t)next_rand(&tr->rng);
+            uint8_t v = (uint8_t)keel__crashtest_rand(&tr->rng);
             buf[i] = v == buf[i] ? (uint8_t)~v : v; /* always a change */
         }
         snprintf(what, cap, "%zu byte%s at offset %" PRIu64 " overwritten", len,
@@ -1303,7 +1303,7 @@ static int pick_segment(trial *tr, const char *state, int newest, char *path,
         /* newest: the largest name (names sort by first LSN); else a
          * uniform pick (reservoir sampling) */
         if (newest ? strcmp(e->d_name, best) > 0
-                   : next_rand(&tr->rng) % seen == 0) {
+                   : keel__crashtest_rand(&tr->rng) % seen == 0) {
             snprintf(best, sizeof(best), "%s", e->d_name);
         }
     }
@@ -1322,9 +1322,9 @@ static int corruption_one(keel__crashtest *ct, keel__crashtest_report *rep,
     trial tr;
     char base[PATH_MAX], file[PATH_MAX], snap[PATH_MAX], what[128];
     trial_begin(&tr, ct, rep, KEEL__CRASHTEST_CORRUPTION, n);
-    int b = (int)(next_rand(&tr.rng) % (CRASHED_BASES + 2));
-    int near_end = (int)(next_rand(&tr.rng) % 2);
-    int rc = rmtree(tr.state);
+    int b = (int)(keel__crashtest_rand(&tr.rng) % (CRASHED_BASES + 2));
+    int near_end = (int)(keel__crashtest_rand(&tr.rng) % 2);
+    int rc = keel__crashtest_rmtree(tr.state);
     if (b == CRASHED_BASES + 1) {
         /* the snapshot, restored and rolled forward through base0's log */
         keel_snapshot_restore_options ro;
@@ -1411,7 +1411,7 @@ int keel__crashtest_run(keel__crashtest *ct, int mode,
                         keel__crashtest_report *rep, keel_diag *diag)
 {
     int rc = KEEL_EINVAL;
-    double t0 = now_s();
+    double t0 = keel__crashtest_now_s();
     memset(rep, 0, sizeof(*rep));
     rep->mode = mode;
     switch (mode) {
@@ -1429,7 +1429,7 @@ int keel__crashtest_run(keel__crashtest *ct, int mode,
     }
     char state[PATH_MAX];
     join(state, sizeof(state), ct->dir, "t");
-    rmtree(state);
-    rep->seconds = now_s() - t0;
+    keel__crashtest_rmtree(state);
+    rep->seconds = keel__crashtest_now_s() - t0;
     return rc;
 }

@@ -182,6 +182,12 @@ int keel__crashtest_run(keel__crashtest *ct, int mode,
  * kernel/store.h) writes as k.hash: what the reference's hash after each
  * LSN is read from (here and in recovery/powerloss.c).
  * @return 1 found (*h set), 0 absent, KEEL_ECORRUPT malformed. */
+/* Shared by the crash harnesses (crashtest.c, powerloss.c): a monotonic
+ * clock in seconds; splitmix64 over *s; rm -rf path (KEEL_OK or the
+ * first error). */
+double keel__crashtest_now_s(void);
+uint64_t keel__crashtest_rand(uint64_t *s);
+int keel__crashtest_rmtree(const char *path);
 int keel__crashtest_payload_hash(const uint8_t *p, size_t len, uint64_t *h);
 /* Remove the scratch directory (but the kept failed states) and free.
  * NULL is a no-op. */

@@ -97,52 +97,6 @@ struct keel__pl_trace {
 /* ---- small things ---------------------------------------------------------
  */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* splitmix64 */
-static uint64_t next_rand(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static int rmtree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        return errno == ENOENT ? KEEL_OK : keel_translate_errno(errno);
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        return unlink(path) == 0 ? KEEL_OK : keel_translate_errno(errno);
-    }
-    DIR *d = opendir(path);
-    struct dirent *e;
-    int rc = d != NULL ? KEEL_OK : keel_translate_errno(errno);
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        char sub[PATH_MAX];
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-            continue;
-        }
-        snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-        int r = rmtree(sub);
-        rc = rc == KEEL_OK ? r : rc;
-    }
-    if (d != NULL) {
-        closedir(d);
-    }
-    if (rmdir(path) != 0 && rc == KEEL_OK) {
-        rc = keel_translate_errno(errno);
-    }
-    return rc;
-}
-
 static int read_file(const char *path, uint8_t **out, size_t *len,
                      keel_diag *diag)
 {
@@ -835,7 +789,8 @@ int keel__pl_build(const keel__pl_trace *t, size_t c, int policy, uint64_t seed,
         c = t->nops - 1;
     }
     size_t u = keel__pl_unsynced(t, c), seen = 0;
-    size_t prefix = u >= 2 ? 1 + (size_t)(next_rand(&rng) % (u - 1)) : u;
+    size_t prefix =
+        u >= 2 ? 1 + (size_t)(keel__crashtest_rand(&rng) % (u - 1)) : u;
     for (size_t j = 0; t->nops > 0 && j <= c && rc == KEEL_OK; j++) {
         const pl_op *op = &t->ops[j];
         uint64_t bytes = op->len;
@@ -852,11 +807,11 @@ int keel__pl_build(const keel__pl_trace *t, size_t c, int policy, uint64_t seed,
                 keep = seen < prefix;
                 break;
             case KEEL__PL_SUBSET:
-                keep = next_rand(&rng) % 2 == 0;
+                keep = keel__crashtest_rand(&rng) % 2 == 0;
                 if (keep && op->op == KEEL__PLREC_WRITE && op->len > 0 &&
-                    next_rand(&rng) % 4 == 0) {
-                    bytes = (next_rand(&rng) % (op->len + 1)) / TEAR_BYTES *
-                            TEAR_BYTES;
+                    keel__crashtest_rand(&rng) % 4 == 0) {
+                    bytes = (keel__crashtest_rand(&rng) % (op->len + 1)) /
+                            TEAR_BYTES * TEAR_BYTES;
                 }
                 break;
             case POLICY_ACK_VIEW:
@@ -1092,9 +1047,9 @@ static int traced(session *s, const char *const *argv, keel_diag *diag)
              "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
              asan != NULL ? asan : "", asan != NULL && asan[0] ? ":" : "");
     const char *extra[] = {env_trace, env_root, env_pre, env_asan, NULL};
-    double t0 = now_s();
+    double t0 = keel__crashtest_now_s();
     int rc = run_ok(argv, extra, out, diag);
-    s->rep->trace_seconds = now_s() - t0;
+    s->rep->trace_seconds = keel__crashtest_now_s() - t0;
     return rc;
 }
 
@@ -1313,7 +1268,7 @@ static int make_plans(session *s, plan **out, size_t *nout, keel_diag *diag)
             pol[k++] = KEEL__PL_SUBSET;
         }
         for (size_t x = 0; x < k && np < budget; x++) {
-            p[np++] = (plan){c, pol[x], next_rand(&rng)};
+            p[np++] = (plan){c, pol[x], keel__crashtest_rand(&rng)};
         }
         s->rep->crash_points++;
     }
@@ -1323,7 +1278,8 @@ static int make_plans(session *s, plan **out, size_t *nout, keel_diag *diag)
         size_t added = 0;
         for (size_t i = 0; i < tried && np < budget; i++) {
             if (keel__pl_unsynced(t, pts[i]) > 0) {
-                p[np++] = (plan){pts[i], KEEL__PL_SUBSET, next_rand(&rng)};
+                p[np++] =
+                    (plan){pts[i], KEEL__PL_SUBSET, keel__crashtest_rand(&rng)};
                 added++;
             }
         }
@@ -1425,7 +1381,7 @@ static int acked(session *s, size_t c, uint64_t *ack, keel_diag *diag)
         return KEEL_OK;
     }
     snprintf(dir, sizeof(dir), "%s/a", s->dir);
-    int rc = rmtree(dir);
+    int rc = keel__crashtest_rmtree(dir);
     if (rc == KEEL_OK) {
         rc = keel__pl_build(s->t, c, POLICY_ACK_VIEW, 0, dir, diag);
     }
@@ -1587,7 +1543,7 @@ static int trial(session *s, uint64_t n, const plan *p, keel_diag *diag)
     s->rep->trials++;
     snprintf(dir, sizeof(dir), "%s/t", s->dir);
     snprintf(state, sizeof(state), "%s/%s", dir, s->state);
-    int rc = rmtree(dir);
+    int rc = keel__crashtest_rmtree(dir);
     if (rc == KEEL_OK) {
         rc = keel__pl_build(s->t, p->c, p->policy, p->seed, dir, diag);
     }
@@ -1635,7 +1591,7 @@ int keel__pl_run(const keel__pl_options *o, keel__pl_report *rep,
     session s;
     plan *plans = NULL;
     size_t nplans = 0;
-    double t0 = now_s();
+    double t0 = keel__crashtest_now_s();
     memset(&s, 0, sizeof(s));
     memset(rep, 0, sizeof(*rep));
     s.o = *o;
@@ -1734,7 +1690,7 @@ out:
                     continue;
                 }
                 snprintf(p, sizeof(p), "%s/%s", s.dir, e->d_name);
-                rmtree(p);
+                keel__crashtest_rmtree(p);
             }
             if (d != NULL) {
                 closedir(d);
@@ -1744,6 +1700,6 @@ out:
             }
         }
     }
-    rep->seconds = now_s() - t0;
+    rep->seconds = keel__crashtest_now_s() - t0;
     return rc;
 }

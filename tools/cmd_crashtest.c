@@ -33,8 +33,7 @@
 #include "tools/cli.h"
 
 /* Configs are small; a bigger file is a mistake, not a cluster. */
-#define CONFIG_MAX_BYTES (16u * 1024 * 1024)
-#define NMODES           3
+#define NMODES 3
 
 enum {
     CT_CONFIG,
@@ -230,40 +229,6 @@ static void on_violation(void *arg, int mode, uint64_t trial, const char *what,
             "keel: crashtest: violation: %s trial %" PRIu64 ": %s\n"
             "    reproduce: %s\n",
             keel__crashtest_mode_name(mode), trial, what, repro);
-}
-
-static int read_config(const char *path, char **out)
-{
-    int rc = KEEL_CLI_FAIL;
-    char *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    *out = NULL;
-    if (f == NULL) {
-        fprintf(stderr, "keel: crashtest: cannot read config %s: %s\n", path,
-                strerror(errno));
-        goto out;
-    }
-    buf = malloc(CONFIG_MAX_BYTES + 1);
-    if (buf == NULL) {
-        fprintf(stderr, "keel: crashtest: out of memory\n");
-        goto out;
-    }
-    size_t len = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
-    if (ferror(f) || len > CONFIG_MAX_BYTES) {
-        fprintf(stderr, "keel: crashtest: cannot read config %s: %s\n", path,
-                ferror(f) ? strerror(errno) : "too large");
-        goto out;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    buf = NULL;
-    rc = KEEL_CLI_OK;
-out:
-    free(buf);
-    if (f != NULL) {
-        fclose(f);
-    }
-    return rc;
 }
 
 static int parse_args(int argc, char **argv, ct_job *j)
@@ -537,7 +502,7 @@ int keel__cli_crashtest(int argc, char **argv)
     if (rc != KEEL_CLI_CONTINUE) {
         goto out;
     }
-    rc = read_config(j.o.config_path, &config);
+    rc = keel__cli_read_config("crashtest", j.o.config_path, &config);
     if (rc != KEEL_CLI_OK) {
         goto out;
     }
