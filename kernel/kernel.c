@@ -23,6 +23,17 @@
  *       every vat's state and name index) refuse a state that breaks
  *       them (KEEL_ECORRUPT naming the key); the full audit is
  *       keel_audit.
+ *   K16 The WAL is opened with the store's checkpoint LSN as its floor:
+ *       damage to a record the checkpoint proves acknowledged is refused
+ *       (KEEL_ECORRUPT), never truncated as a torn tail.
+ *   K18 STATE/lock: a writer holds it exclusively and refuses another
+ *       writer at once (KEEL_EBUSY); readers (K17, snapshot create) hold it
+ *       shared, and a writer waits for them, up to 10 s.
+ *   K17 A read-only open (options.read_only: status, recover --check)
+ *       changes no byte under STATE: a shared lock on STATE/lock (not
+ *       created), the store read-only (ST11), the WAL read-only (W11: a
+ *       torn tail reported, not truncated), replay into memory only, no
+ *       checkpoint, no vat started, and every transaction refused.
  */
 #include "kernel/kernel_internal.h"
 
@@ -234,6 +245,11 @@ int keel__k_txn_begin(keel_kernel *k)
     if (k->failed) {
         return KEEL_EFAILED;
     }
+    if (k->o.read_only) { /* K17 */
+        keel__diag(&k->fail_diag, KEEL_EINVAL,
+                   "%s: opened read-only; no transaction may commit", k->dir);
+        return KEEL_EINVAL;
+    }
     int rc = keel__store_ws_begin(k->store, &d);
     if (rc < 0) {
         return fail_with(k, rc, &d);
@@ -271,6 +287,10 @@ static int encode_ws(keel_kernel *k, size_t *len, keel_diag *d)
 int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
 {
     keel_diag d = {0};
+    if (k->o.read_only) { /* K17 */
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s: opened read-only; no checkpoint", k->dir);
+    }
     /* K11: the WAL first, then the store that depends on it. */
     int rc = keel_wal_wait(k->wal, keel__store_applied_lsn(k->store), &d);
     if (rc == KEEL_OK) {
@@ -513,7 +533,7 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
         state[b.len] = '\0';
         v->alive = strcmp(state, "alive") == 0;
     }
-    for (uint32_t id = 1; id <= k->nvats; id++) {
+    for (uint32_t id = 1; id <= k->nvats && !k->o.read_only; id++) { /* K17 */
         kvat *v = k->vats[id - 1];
         if (v->alive) {
             rc = keel__k_vat_start(k, v, diag);
@@ -527,6 +547,10 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
 
 /* ---- open, recovery, close -------------------------------------------- */
 
+/* How long a writer waits for read-only commands (shared holders of
+ * STATE/lock: status, recover --check, snapshot create) to finish. */
+#define READER_WAIT_MS 10000
+
 int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
 {
     char path[4096];
@@ -537,7 +561,55 @@ int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
         return keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
                           keel_strerror(rc));
     }
-    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+    int rc = KEEL_OK;
+    const char *why = NULL;
+    for (int waited = 0;; waited += 10) {
+        if (flock(*fd, LOCK_EX | LOCK_NB) == 0) {
+            return KEEL_OK;
+        }
+        if (errno != EWOULDBLOCK) {
+            rc = keel_translate_errno(errno);
+            break;
+        }
+        /* K18: another writer holds it exclusively (refused at once), or
+         * only readers hold it shared (wait for them, bounded). */
+        if (flock(*fd, LOCK_SH | LOCK_NB) != 0) {
+            rc =
+                errno == EWOULDBLOCK ? KEEL_EBUSY : keel_translate_errno(errno);
+            why = rc == KEEL_EBUSY ? "locked by another keel process" : NULL;
+            break;
+        }
+        flock(*fd, LOCK_UN);
+        if (waited >= READER_WAIT_MS) {
+            rc = KEEL_EBUSY;
+            why = "locked by another keel process (read-only commands held "
+                  "it for 10 s)";
+            break;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    close(*fd);
+    *fd = -1;
+    return keel__diag(diag, rc, "%s: %s", dir,
+                      why != NULL ? why : keel_strerror(rc));
+}
+
+/* K17: a reader's lock: shared, on a lock file that is not created (a
+ * STATE no writer ever opened has none: nothing to exclude then). */
+static int lock_state_shared(const char *dir, int *fd, keel_diag *diag)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        int rc = keel_translate_errno(errno);
+        return rc == KEEL_ENOENT
+                   ? KEEL_OK
+                   : keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
+                                keel_strerror(rc));
+    }
+    if (flock(*fd, LOCK_SH | LOCK_NB) != 0) {
         int busy = errno == EWOULDBLOCK;
         int rc = busy ? KEEL_EBUSY : keel_translate_errno(errno);
         close(*fd);
@@ -547,6 +619,11 @@ int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
                                : keel_strerror(rc));
     }
     return KEEL_OK;
+}
+
+int keel__k_lock_state_shared(const char *dir, int *fd, keel_diag *diag)
+{
+    return lock_state_shared(dir, fd, diag);
 }
 
 int keel__k_replay(keel__store *s, const char *wal_dir, keel_io *io,
@@ -587,7 +664,7 @@ int keel__k_replay(keel__store *s, const char *wal_dir, keel_io *io,
                                        rec.payload.len, &ad);
         /* The records replayed are durable (K11 holds): a small overlay
          * keeps replay fast (its lookups stay in cache). */
-        if (rc == KEEL_OK &&
+        if (rc == KEEL_OK && !keel__store_read_only(s) &&
             keel__store_pending_bytes(s) >= REPLAY_CHECKPOINT_BYTES) {
             rc = keel__store_checkpoint(s, &ad);
         }
@@ -748,6 +825,10 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     if (k->o.checkpoint_cranks == 0) {
         k->o.checkpoint_cranks = 1;
     }
+    if (k->o.read_only) { /* K17 */
+        k->o.create = 0;
+        k->o.snapshot_every = 0;
+    }
     if (k->o.crash_point != NULL &&
         (rc = parse_crash_point(k, k->o.crash_point, diag)) < 0) {
         goto out;
@@ -811,11 +892,13 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         free(dir_store);
         goto out;
     }
-    rc = keel__k_lock_state(k->dir, &k->lock_fd, diag);
+    rc = k->o.read_only ? lock_state_shared(k->dir, &k->lock_fd, diag)
+                        : keel__k_lock_state(k->dir, &k->lock_fd, diag);
     if (rc == KEEL_OK) {
         keel__store_options so;
         keel__store_options_init(&so);
         so.create = k->o.create;
+        so.read_only = k->o.read_only; /* K17 */
         rc = keel__store_open(dir_store, &so, 0, &k->store, diag);
     }
     free(dir_store);
@@ -831,6 +914,9 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     if (k->o.wal_segment_bytes != 0) {
         wo.segment_bytes = k->o.wal_segment_bytes;
     }
+    /* K16: the checkpoint proves every LSN up to it was acknowledged */
+    wo.floor_lsn = keel__store_checkpoint_lsn(k->store);
+    wo.read_only = k->o.read_only; /* K17 */
     keel_wal_open_info wi;
     rc = keel_wal_open(k->dir_wal, &wo, &k->wal, &wi, diag);
     if (rc == KEEL_OK) {
@@ -845,7 +931,7 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         memcpy(r->torn_reason, wi.torn_reason, sizeof(r->torn_reason));
         rc = replay(k, diag);
     }
-    if (rc == KEEL_OK) {
+    if (rc == KEEL_OK && !k->o.read_only) { /* K17: replayed in memory */
         rc = keel__k_checkpoint(k, diag);
     }
     if (rc == KEEL_OK) {
@@ -892,7 +978,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
             v->ops->stop(v->state);
         }
     }
-    if (k->store != NULL && k->wal != NULL && !k->failed) {
+    if (k->store != NULL && k->wal != NULL && !k->failed && !k->o.read_only) {
         rc = keel__k_checkpoint(k, diag);
     }
     if (k->wal != NULL) {

@@ -155,6 +155,9 @@ int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
  * @return KEEL_OK, KEEL_EBUSY ("locked by another keel process"), or the
  *         open error. */
 int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
+/* A reader's lock on STATE/lock: shared, the file not created (none: *fd
+ * is -1 and KEEL_OK). KEEL_EBUSY while a writer holds it. */
+int keel__k_lock_state_shared(const char *dir, int *fd, keel_diag *diag);
 /* Checkpoint now (K11: after the WAL is durable). */
 int keel__k_checkpoint(keel_kernel *k, keel_diag *diag);
 /*

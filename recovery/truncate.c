@@ -55,6 +55,8 @@ typedef struct seg_reader {
     uint8_t *raw; /* decompressed payloads (R7) */
     size_t raw_cap;
     void *dctx;
+    uint64_t salt; /* the log's (RD5), from its first segment */
+    int have_salt;
 } seg_reader;
 
 static void seg_close(seg_reader *s)
@@ -153,7 +155,8 @@ static int record_at(seg_reader *s, uint64_t off, keel_wal_rec_header *h,
     }
     uint64_t stored =
         keel__get_u64(b + KEEL_WAL_REC_HEADER_BYTES + h->stored_len);
-    if (stored != keel__wal_rec_checksum(b, b + KEEL_WAL_REC_HEADER_BYTES,
+    if (stored != keel__wal_rec_checksum(s->salt, b,
+                                         b + KEEL_WAL_REC_HEADER_BYTES,
                                          h->stored_len)) {
         snprintf(why, cap, "checksum mismatch");
         return 0;
@@ -279,6 +282,17 @@ static int walk_segment(planner *p, size_t i, uint64_t *expect, keel_diag *diag)
         damaged_at(p, i, 0, *expect, why);
         return KEEL_OK;
     }
+    if (!s->have_salt) {
+        s->salt = sh.salt;
+        s->have_salt = 1;
+    }
+    if (sh.salt != s->salt) {
+        snprintf(why, sizeof(why),
+                 "salt 0x%016" PRIX64 " differs from the log's 0x%016" PRIX64,
+                 sh.salt, s->salt);
+        damaged_at(p, i, 0, *expect, why);
+        return KEEL_OK;
+    }
     if (sh.first_lsn != *expect || sh.first_lsn != p->segs[i].first_lsn ||
         sh.kernel_id != p->plan->kernel_id) {
         snprintf(why, sizeof(why),
@@ -294,9 +308,19 @@ static int walk_segment(planner *p, size_t i, uint64_t *expect, keel_diag *diag)
         rc = record_at(s, off, &h, &b, why, sizeof(why));
         if (rc == 0 && i + 1 == p->nsegs) {
             /* RD2: the last segment's damage is a torn tail unless a
-             * verifying record at or after the expected LSN follows */
-            uint64_t f = 0, l = 0;
-            int64_t n = readable_in(s, off + 1, *expect, &f, &l);
+             * verifying record at or after the expected LSN follows,
+             * outside the damaged record's plausible length (RD6) */
+            uint64_t f = 0, l = 0, from = off + 1;
+            size_t have = s->fsize - off < KEEL_WAL_REC_HEADER_BYTES
+                              ? (size_t)(s->fsize - off)
+                              : KEEL_WAL_REC_HEADER_BYTES;
+            rc = seg_bytes(s, off, have, &b);
+            if (rc < 0) {
+                return keel__diag(diag, rc, "wal/%s: offset %" PRIu64 ": %s",
+                                  name, off, keel_strerror(rc));
+            }
+            from = keel__wal_rec_span(b, have, off, s->fsize, *expect);
+            int64_t n = readable_in(s, from, *expect, &f, &l);
             if (n <= 0) {
                 rc = n < 0 ? (int)n : KEEL_OK;
                 break; /* TR2 */
