@@ -26,6 +26,11 @@
  *       a suffix of the doomed part, which a new plan salvages at the same
  *       point.
  *   TR4 All I/O goes through keel_io.
+ *   TR5 keel__salvage_apply() holds the log's writer lock (wal_internal.h)
+ *       while it changes the log, so no WAL writer appends meanwhile.
+ *   TR6 The plan follows the reader's rules exactly, the salt (RD5) and
+ *       the declared-length rule of resynchronisation (RD6) included, so
+ *       it calls "damaged" only what the reader refuses.
  */
 #include "recovery/recovery_internal.h"
 
@@ -34,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/diag.h"
 #include "common/io.h"
@@ -449,7 +455,7 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
 {
     keel__wal_seg *segs = NULL;
     size_t nsegs = 0, at = 0;
-    int fd = -1;
+    int fd = -1, lock_fd = -1;
     char *path = NULL;
     io = io != NULL ? io : keel__io_posix();
     char *wal = keel__path_join(state_dir, "wal");
@@ -472,7 +478,10 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
                         plan->offset);
         goto out;
     }
-    rc = keel__wal_list(wal, &segs, &nsegs, diag);
+    rc = keel__wal_lock(wal, &lock_fd, diag); /* TR5 */
+    if (rc == KEEL_OK) {
+        rc = keel__wal_list(wal, &segs, &nsegs, diag);
+    }
     if (rc < 0) {
         goto out;
     }
@@ -522,6 +531,9 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
 out:
     if (fd >= 0) {
         io->close(io, fd);
+    }
+    if (lock_fd >= 0) {
+        close(lock_fd);
     }
     free(path);
     free(segs);
