@@ -215,7 +215,7 @@ out:
 
 /* --------------------------------------------------------------- recovery */
 
-static json_t *recovery_json(const keel_kernel_recovery *r)
+static json_t *recovery_json(const keel_kernel_recovery *r, int read_only)
 {
     json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b, s:f}",
                           "checkpoint_lsn", (json_int_t)r->checkpoint_lsn,
@@ -225,11 +225,12 @@ static json_t *recovery_json(const keel_kernel_recovery *r)
                           (json_int_t)r->replayed_bytes, "torn", r->torn,
                           "seconds", r->seconds);
     if (o != NULL && r->torn) {
-        json_t *t = json_pack(
-            "{s:s, s:I, s:I, s:I, s:s}", "segment", r->torn_segment, "offset",
-            (json_int_t)r->torn_offset, "bytes", (json_int_t)r->torn_bytes,
-            "lost_from_lsn", (json_int_t)(r->wal_last_lsn + 1), "reason",
-            r->torn_reason);
+        json_t *t =
+            json_pack("{s:s, s:I, s:I, s:I, s:s, s:b}", "segment",
+                      r->torn_segment, "offset", (json_int_t)r->torn_offset,
+                      "bytes", (json_int_t)r->torn_bytes, "lost_from_lsn",
+                      (json_int_t)(r->wal_last_lsn + 1), "reason",
+                      r->torn_reason, "truncated", !read_only);
         if (t == NULL || json_object_set_new(o, "tail", t) != 0) {
             json_decref(o);
             o = NULL;
@@ -298,7 +299,7 @@ static int recover(job *j)
         goto out;
     }
     if (j->json) {
-        rc = put(j, "recovery", recovery_json(&r));
+        rc = put(j, "recovery", recovery_json(&r, o.read_only));
     } else {
         print_recovery(&r, o.read_only);
     }
