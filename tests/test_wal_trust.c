@@ -2,7 +2,8 @@
  * tests/test_wal_trust.c — the WAL's trust rules, each against the damage
  * or misuse it exists for:
  *   - a vat-forged record inside a payload never turns a torn tail into
- *     corruption (the salted checksum, RD5; the declared-length rule, RD6);
+ *     corruption (the salted checksum, RD5; the declared-length rule, RD6),
+ *     down to a real vat spraying forged records into its vatstore;
  *   - no truncation at or below the floor LSN (W9), and a kernel whose
  *     last, checkpointed record is damaged is refused as damage to
  *     acknowledged records, changing no byte;
@@ -287,6 +288,145 @@ START_TEST(test_wal_trust_forged_record_inside_declared_length_is_torn_tail)
     free(orig);
     tu_rmrf(dir);
     free(dir);
+}
+END_TEST
+
+/* A vat that sprays forged records (LSNs 1..64, unseeded checksums: all a
+ * vat can compute) into one vatstore value when it is bootstrapped. */
+#define SPRAY_RECORDS 64
+
+static int forger_deliver(void *state, keel_syscall *sys,
+                          const keel_delivery *d)
+{
+    (void)state;
+    (void)d;
+    uint8_t spray[SPRAY_RECORDS * KEEL_WAL_REC_OVERHEAD_BYTES];
+    for (int i = 0; i < SPRAY_RECORDS; i++) {
+        forge(spray + i * KEEL_WAL_REC_OVERHEAD_BYTES, (uint64_t)i + 1, 0);
+    }
+    return keel_syscall_vatstore_set(sys, "forged", spray, sizeof(spray));
+}
+
+static const keel_vat_ops forger_ops = {.abi_version = KEEL_VAT_ABI_VERSION,
+                                        .name = "forger",
+                                        .deliver = forger_deliver};
+
+static const keel_vat_ops *forger_vats(void *arg, const char *name)
+{
+    (void)arg;
+    return strcmp(name, "forger") == 0 ? &forger_ops : NULL;
+}
+
+static void forger_options(keel_kernel_options *o)
+{
+    keel_kernel_options_init(o);
+    o->resolve_vat = forger_vats;
+    o->checkpoint_cranks = 1000000; /* the crank stays above the floor */
+    o->checkpoint_ms = 1000000;
+}
+
+/*
+ * End to end: the forger's crank is committed (sync=full: durable), then
+ * the process dies without closing (no checkpoint), and a power loss tears
+ * that last record: mode 0 cuts it inside the spray's last forged record,
+ * mode 1 also loses the page holding its header (zeros). Opening the kernel
+ * must treat it as a torn tail, truncate it and recover, not refuse it as
+ * corruption.
+ */
+START_TEST(test_wal_trust_vat_spraying_forged_records_cannot_fake_corruption)
+{
+    char *root = tu_tmpdir("trust-forger");
+    char *state = tu_path(root, "s");
+    char *wal = tu_path(state, "wal");
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_kernel_options o;
+        forger_options(&o);
+        keel_kernel *k = NULL;
+        keel_diag d = {0};
+        int ok = keel_kernel_open(state, &o, &k, &d) == KEEL_OK &&
+                 keel_kernel_boot(k,
+                                  "{\"bootstrap\": \"f\", \"vats\": {\"f\": "
+                                  "{\"builtin\": \"forger\"}}}",
+                                  NULL, &d) == KEEL_OK &&
+                 keel_kernel_run(k, NULL, NULL, &d) == KEEL_OK;
+        if (!ok) {
+            fprintf(stderr, "child: %s\n", d.msg);
+        }
+        _exit(ok ? 0 : 1); /* a crash: no close, no checkpoint */
+    }
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    /* The last record is the forger's crank, the spray verbatim inside. */
+    layout l = layout_of(wal);
+    size_t last = l.n - 1;
+    char *segp = tu_path(wal, l.seg);
+    size_t len = 0;
+    uint8_t *b = tu_read_file(segp, &len);
+    ck_assert_uint_eq(len, l.off[last] + KEEL_WAL_REC_OVERHEAD_BYTES +
+                               l.stored[last]);
+    uint8_t first[KEEL_WAL_REC_OVERHEAD_BYTES];
+    forge(first, 1, 0);
+    const uint8_t *at =
+        memmem(b + l.off[last], len - l.off[last], first, sizeof(first));
+    ck_assert_ptr_nonnull(at);
+    uint64_t spray_end =
+        (uint64_t)(at - b) + SPRAY_RECORDS * KEEL_WAL_REC_OVERHEAD_BYTES;
+    /* torn inside the last forged record: 63 complete ones survive */
+    uint64_t cut = spray_end - 20;
+    ck_assert_uint_lt(cut, len);
+    char *copy = tu_path(root, "copy");
+    for (int mode = 0; mode < 2; mode++) {
+        tu_rmrf(copy);
+        ck_assert_int_eq(mkdir(copy, 0755), 0); /* tu_copy_dir is flat */
+        char *cwal = tu_path(copy, "wal");
+        char *cstore = tu_path(copy, "store");
+        char *sstore = tu_path(state, "store");
+        tu_copy_dir(wal, cwal);
+        tu_copy_dir(sstore, cstore);
+        free(sstore);
+        free(cstore);
+        char *cseg = tu_path(cwal, l.seg);
+        uint8_t *c = malloc(len);
+        ck_assert_ptr_nonnull(c);
+        memcpy(c, b, len);
+        if (mode == 1) {
+            memset(c + l.off[last], 0, KEEL_WAL_REC_HEADER_BYTES);
+        }
+        tu_write_file(cseg, c, (size_t)cut);
+        free(c);
+        keel_kernel_options o;
+        forger_options(&o);
+        o.create = 0;
+        keel_kernel *k = NULL;
+        keel_diag d = {0};
+        int rc = keel_kernel_open(copy, &o, &k, &d);
+        ck_assert_msg(rc == KEEL_OK, "mode %d: %s (%s)", mode,
+                      keel_err_name(rc), d.msg);
+        keel_kernel_recovery r;
+        keel_kernel_recovery_info(k, &r);
+        ck_assert_msg(r.torn == 1,
+                      "mode %d: not torn: log %" PRIu64 "..%" PRIu64
+                      ", checkpoint %" PRIu64 ", last record LSN %" PRIu64
+                      " at %" PRIu64 ", cut at %" PRIu64 " of %zu",
+                      mode, r.wal_first_lsn, r.wal_last_lsn, r.checkpoint_lsn,
+                      l.lsn[last], l.off[last], cut, len);
+        ck_assert_uint_eq(r.torn_offset, l.off[last]);
+        ck_assert_uint_eq(r.wal_last_lsn, l.lsn[last] - 1);
+        ck_assert_int_eq(keel_kernel_close(k, &d), KEEL_OK);
+        free(cseg);
+        free(cwal);
+    }
+    free(copy);
+    free(b);
+    free(segp);
+    free(wal);
+    free(state);
+    tu_rmrf(root);
+    free(root);
 }
 END_TEST
 
@@ -729,6 +869,8 @@ Suite *wal_trust_suite(void)
         tc, test_wal_trust_vat_forged_record_behind_a_lost_header_is_torn_tail);
     tcase_add_test(
         tc, test_wal_trust_forged_record_inside_declared_length_is_torn_tail);
+    tcase_add_test(
+        tc, test_wal_trust_vat_spraying_forged_records_cannot_fake_corruption);
     tcase_add_test(tc, test_wal_trust_no_truncation_at_or_below_the_floor);
     tcase_add_test(tc, test_wal_trust_read_only_open_changes_nothing);
     tcase_add_test(tc, test_wal_trust_second_writer_is_refused);
