@@ -20,8 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -625,6 +628,69 @@ START_TEST(test_wal_trust_cli_wal_demo_beside_a_kernel_is_refused)
 }
 END_TEST
 
+/* A writer waits for a reader's shared lock on STATE/lock (a status, a
+ * snapshot create) instead of failing, and is refused at once by a
+ * writer's exclusive one. */
+START_TEST(test_wal_trust_writer_waits_for_readers_not_for_writers)
+{
+    char *root = tu_tmpdir("trust-wait");
+    char *state = tu_path(root, "s");
+    char *lock = tu_path(state, "lock");
+    char *err = NULL;
+    const char *run[] = {"run", state, "--config", KEEL_MIXED_JSON, NULL};
+    ck_assert_int_eq(tu_run_keel(run, NULL, &err), 0);
+    free(err);
+    for (int exclusive = 0; exclusive < 2; exclusive++) {
+        int fd = open(lock, O_RDONLY);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(flock(fd, exclusive ? LOCK_EX : LOCK_SH), 0);
+        int go[2];
+        ck_assert_int_eq(pipe(go), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(go[0]);
+            close(fd); /* the parent's lock stays: same open file */
+            keel_kernel_options o;
+            keel_kernel_options_init(&o);
+            o.create = 0;
+            keel_kernel *k = NULL;
+            keel_diag d = {0};
+            ck_assert_int_eq(write(go[1], "x", 1), 1); /* about to open */
+            int rc = keel_kernel_open(state, &o, &k, &d);
+            keel_kernel_close(k, NULL);
+            _exit(rc == KEEL_OK ? 0 : rc == KEEL_EBUSY ? 3 : 1);
+        }
+        close(go[1]);
+        char c;
+        ck_assert_int_eq(read(go[0], &c, 1), 1);
+        close(go[0]);
+        if (!exclusive) {
+            /* the child is waiting (or about to): release */
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        int st = 0;
+        if (exclusive) {
+            ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+            close(fd);
+            ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 3,
+                          "a writer's lock: expected KEEL_EBUSY at once");
+        } else {
+            close(fd); /* releases the shared lock */
+            ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+            ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                          "a reader's lock: the writer did not wait (%d)",
+                          WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        }
+    }
+    free(lock);
+    free(state);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 /* ---- item: read-only commands -------------------------------------------- */
 
 /* Run one keel command on a state and assert it changed no byte. */
@@ -879,6 +945,7 @@ Suite *wal_trust_suite(void)
     tc = tcase_create("cli");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_wal_trust_cli_wal_demo_beside_a_kernel_is_refused);
+    tcase_add_test(tc, test_wal_trust_writer_waits_for_readers_not_for_writers);
     tcase_add_test(
         tc,
         test_wal_trust_flipped_last_record_read_only_commands_change_nothing);
