@@ -16,8 +16,10 @@
  * not match the name, an undecodable or mis-sized zstd frame.
  *
  * Invariants:
- *   G1  Deterministic: a fixed kernel id and a seeded PRNG, so rerunning it
- *       rewrites the same bytes (no churn in the checked-in corpus).
+ *   G1  Deterministic: a fixed kernel id, a fixed salt (the writer draws a
+ *       random one: each log is re-salted, every checksum recomputed) and a
+ *       seeded PRNG, so rerunning it rewrites the same bytes (no churn in
+ *       the checked-in corpus).
  *   G2  Every seed stays a few KB at most: mutation works best on small
  *       inputs.
  *   G3  It checks what it relies on (the compressed seeds really hold zstd
@@ -36,6 +38,7 @@
 
 #define SEG_NAME  "00000000000000000001.seg"
 #define KERNEL_ID UINT64_C(0x7A7A75662D6C656B) /* "kel-fuzz" */
+#define SALT      UINT64_C(0x746C61732D6C656B) /* "kel-salt" (G1) */
 #define MAX_RECS  16
 
 /* One record to append. */
@@ -75,6 +78,9 @@ static void fill_payload(uint8_t *p, const spec *s, uint64_t seed)
                                : (uint8_t)prng(&st);
     }
 }
+
+static void reseal_record(uint8_t *buf, size_t off);
+static void reseal_header(uint8_t *buf, uint32_t version, uint64_t first_lsn);
 
 /* Write specs[n] with the real writer into a fresh log in tmp and load the
  * segment into img, cut where the reader says the valid data ends. */
@@ -129,6 +135,11 @@ static void write_log(const char *tmp, const spec *specs, size_t n,
     /* A writer may preallocate: the seed is the valid data only. */
     img->len = (size_t)t.offset;
     free(path);
+    /* G1: the fixed salt, and every checksum again under it */
+    reseal_header(img->buf, KEEL_WAL_FORMAT_VERSION, 1);
+    for (size_t i = 0; i < img->n; i++) {
+        reseal_record(img->buf, img->off[i]);
+    }
 }
 
 static size_t count_compressed(const image *img)
@@ -165,14 +176,16 @@ static void reseal_record(uint8_t *buf, size_t off)
     uint32_t stored_len = keel__get_u32(buf + off + 24);
     uint8_t *payload = buf + off + KEEL_WAL_REC_HEADER_BYTES;
     keel__put_u64(payload + stored_len,
-                  keel__wal_rec_checksum(buf + off, payload, stored_len));
+                  keel__wal_rec_checksum(SALT, buf + off, payload, stored_len));
 }
 
 /* Rewrite the segment header with these fields and a good checksum. */
 static void reseal_header(uint8_t *buf, uint32_t version, uint64_t first_lsn)
 {
-    keel_wal_seg_header h = {
-        .version = version, .kernel_id = KERNEL_ID, .first_lsn = first_lsn};
+    keel_wal_seg_header h = {.version = version,
+                             .kernel_id = KERNEL_ID,
+                             .first_lsn = first_lsn,
+                             .salt = SALT};
     keel__wal_seg_encode(buf, &h);
 }
 
@@ -187,6 +200,24 @@ static void emit_torn(const char *out, const image *kinds, const image *many)
 
     uint8_t *b = copy(kinds, 512);
     emit(out, "zero-filled-tail", b, kinds->len + 512);
+    free(b);
+
+    /* A vat's value holding a whole record that verifies (the right salt
+     * even), inside the last record's payload, torn after it: RD6 keeps it
+     * a torn tail. The last record of `many` has a 255-byte payload. */
+    b = copy(many, 0);
+    size_t lo = many->off[last];
+    uint8_t *forged = b + lo + KEEL_WAL_REC_HEADER_BYTES + 16;
+    keel_wal_rec_header fh = {.kind = KEEL_WAL_CRANK,
+                              .lsn = many->n + 1,
+                              .crank = 99,
+                              .stored_len = 0,
+                              .raw_len = 0};
+    keel__wal_rec_encode(forged, &fh);
+    reseal_record(b, (size_t)(forged - b));
+    reseal_record(b, lo); /* the real record verifies, then is torn */
+    emit(out, "torn-after-forged-record", b,
+         lo + KEEL_WAL_REC_HEADER_BYTES + 16 + KEEL_WAL_REC_OVERHEAD_BYTES + 8);
     free(b);
 
     /* A last record claiming more bytes than the file holds (R3). */
@@ -239,7 +270,7 @@ static void emit_resealed(const char *out, const image *kinds,
 {
     uint8_t *b = copy(kinds, 0);
     reseal_header(b, KEEL_WAL_FORMAT_VERSION + 1, 1);
-    emit(out, "header-version-2", b, kinds->len);
+    emit(out, "header-version-next", b, kinds->len);
     free(b);
 
     b = copy(kinds, 0);

@@ -20,8 +20,9 @@
  *       first LSN 1 (the file's name) and the kernel id it reports.
  *   F3  every record returned lies inside the input, right after the one
  *       before it (the first at offset 40): offset + 40 + stored_len <= size.
- *   F4  its checksum verifies: keel__wal_rec_checksum over the input's bytes
- *       equals rec.checksum and the trailer stored in the input.
+ *   F4  its checksum verifies: keel__wal_rec_checksum over the input's bytes,
+ *       seeded with the header's salt, equals rec.checksum and the trailer
+ *       stored in the input.
  *   F5  its fields are the input's and sane (R5): LSNs run on by one from the
  *       header's first LSN; an uncompressed payload is the input's bytes, a
  *       compressed one is raw_len bytes long.
@@ -145,7 +146,9 @@ static void check_record(const uint8_t *data, size_t size,
 
     const uint8_t *hdr = data + rec->offset;
     const uint8_t *payload = hdr + KEEL_WAL_REC_HEADER_BYTES;
-    uint64_t sum = keel__wal_rec_checksum(hdr, payload, rec->stored_len);
+    /* seeded with the salt at +24 of the segment header */
+    uint64_t sum = keel__wal_rec_checksum(keel__get_u64(data + 24), hdr,
+                                          payload, rec->stored_len);
     uint64_t trailer = keel__get_u64(payload + rec->stored_len);
     FUZZ_ASSERTF(sum == rec->checksum && sum == trailer,
                  "record at offset %llu: computed 0x%016llx, rec.checksum "
@@ -413,7 +416,8 @@ static void seal(uint8_t *buf, size_t size)
         }
         uint8_t *payload = buf + off + KEEL_WAL_REC_HEADER_BYTES;
         keel__put_u64(payload + stored_len,
-                      keel__wal_rec_checksum(buf + off, payload, stored_len));
+                      keel__wal_rec_checksum(keel__get_u64(buf + 24), buf + off,
+                                             payload, stored_len));
         off += KEEL_WAL_REC_OVERHEAD_BYTES + stored_len;
     }
 }

@@ -26,9 +26,20 @@
  *       every vat's state and name index) refuse a state that breaks
  *       them (KEEL_ECORRUPT naming the key); the full audit is
  *       keel_audit.
+ *   K16 The WAL is opened with the store's checkpoint LSN as its floor:
+ *       damage to a record the checkpoint proves acknowledged is refused
+ *       (KEEL_ECORRUPT), never truncated as a torn tail.
+ *   K17 A read-only open (options.read_only: status, recover --check)
+ *       changes no byte under STATE: a shared lock on STATE/lock (not
+ *       created), the store read-only (ST14), the WAL read-only (W11: a
+ *       torn tail reported, not truncated), replay into memory only, no
+ *       checkpoint, no vat started, and every transaction refused.
  *   K18 A STATE that is not a directory, or whose lock path is not a
  *       regular file, is refused with a message saying so, before anything
- *       in it is opened or created.
+ *       in it is opened or created. A writer holds STATE/lock exclusively
+ *       and refuses another writer at once (KEEL_EBUSY); readers (K17,
+ *       snapshot create) hold it shared, and a writer waits for them, up
+ *       to 10 s.
  *   K19 A crash point is parsed strictly (EVENT[/KIND]:N, N decimal digits
  *       1..2^64-1, nothing else); anything else is refused naming
  *       KEEL_CRASH_POINT, before STATE is touched.
@@ -285,6 +296,11 @@ int keel__k_txn_begin(keel_kernel *k)
     if (k->failed) {
         return KEEL_EFAILED;
     }
+    if (k->o.read_only) { /* K17 */
+        keel__diag(&k->fail_diag, KEEL_EINVAL,
+                   "%s: opened read-only; no transaction may commit", k->dir);
+        return KEEL_EINVAL;
+    }
     int rc = keel__store_ws_begin(k->store, &d);
     if (rc < 0) {
         return fail_with(k, rc, &d);
@@ -322,6 +338,10 @@ static int encode_ws(keel_kernel *k, size_t *len, keel_diag *d)
 int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
 {
     keel_diag d = {0};
+    if (k->o.read_only) { /* K17 */
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s: opened read-only; no checkpoint", k->dir);
+    }
     /* K11: the WAL first, then the store that depends on it. */
     int rc = keel_wal_wait(k->wal, keel__store_applied_lsn(k->store), &d);
     if (rc == KEEL_OK) {
@@ -560,7 +580,7 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
         state[b.len] = '\0';
         v->alive = strcmp(state, "alive") == 0;
     }
-    for (uint32_t id = 1; id <= k->nvats; id++) {
+    for (uint32_t id = 1; id <= k->nvats && !k->o.read_only; id++) { /* K17 */
         kvat *v = k->vats[id - 1];
         if (v->alive) {
             rc = keel__k_vat_start(k, v, diag);
@@ -574,19 +594,22 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
 
 /* ---- open, recovery, close -------------------------------------------- */
 
-int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
+/* How long a writer waits for read-only commands (shared holders of
+ * STATE/lock: status, recover --check, snapshot create) to finish. */
+#define READER_WAIT_MS 10000
+
+/* K18: say what is wrong with STATE or its lock path, not what open()
+ * then failed; path[4096] receives STATE/lock. */
+static int check_lock_path(const char *dir, char *path, keel_diag *diag)
 {
-    char path[4096];
     struct stat st;
-    *fd = -1;
-    /* K18: say what is wrong with the path, not what open() then failed */
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
         return keel__diag(diag, KEEL_EINVAL,
                           "%s is not a directory (a keel state is a "
                           "directory)",
                           dir);
     }
-    snprintf(path, sizeof(path), "%s/lock", dir);
+    snprintf(path, 4096, "%s/lock", dir);
     if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
         return keel__diag(diag, KEEL_EINVAL,
                           "%s is a %s, expected keel's lock file (a regular "
@@ -596,17 +619,78 @@ int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
                           : S_ISLNK(st.st_mode) ? "symbolic link"
                                                 : "special file");
     }
+    return KEEL_OK;
+}
+
+int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
+{
+    char path[4096];
+    *fd = -1;
+    int rc = check_lock_path(dir, path, diag);
+    if (rc < 0) {
+        return rc;
+    }
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (*fd < 0) {
         int e = errno;
-        int rc = keel_translate_errno(e);
         /* strerror: the mapped code is coarser than the cause */
-        return keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
-                          strerror(e));
+        return keel__diag(diag, keel_translate_errno(e),
+                          "%s: cannot open lock file: %s", path, strerror(e));
     }
-    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+    const char *why = NULL;
+    for (int waited = 0;; waited += 10) {
+        if (flock(*fd, LOCK_EX | LOCK_NB) == 0) {
+            return KEEL_OK;
+        }
+        if (errno != EWOULDBLOCK) {
+            rc = keel_translate_errno(errno);
+            break;
+        }
+        /* K18: another writer holds it exclusively (refused at once), or
+         * only readers hold it shared (wait for them, bounded). */
+        if (flock(*fd, LOCK_SH | LOCK_NB) != 0) {
+            rc =
+                errno == EWOULDBLOCK ? KEEL_EBUSY : keel_translate_errno(errno);
+            why = rc == KEEL_EBUSY ? "locked by another keel process" : NULL;
+            break;
+        }
+        flock(*fd, LOCK_UN);
+        if (waited >= READER_WAIT_MS) {
+            rc = KEEL_EBUSY;
+            why = "locked by another keel process (read-only commands held "
+                  "it for 10 s)";
+            break;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    close(*fd);
+    *fd = -1;
+    return keel__diag(diag, rc, "%s: %s", dir,
+                      why != NULL ? why : keel_strerror(rc));
+}
+
+/* K17: a reader's lock: shared, on a lock file that is not created (a
+ * STATE no writer ever opened has none: nothing to exclude then). */
+static int lock_state_shared(const char *dir, int *fd, keel_diag *diag)
+{
+    char path[4096];
+    *fd = -1;
+    int rc = check_lock_path(dir, path, diag);
+    if (rc < 0) {
+        return rc;
+    }
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (*fd < 0) {
+        rc = keel_translate_errno(errno);
+        return rc == KEEL_ENOENT
+                   ? KEEL_OK
+                   : keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
+                                keel_strerror(rc));
+    }
+    if (flock(*fd, LOCK_SH | LOCK_NB) != 0) {
         int busy = errno == EWOULDBLOCK;
-        int rc = busy ? KEEL_EBUSY : keel_translate_errno(errno);
+        rc = busy ? KEEL_EBUSY : keel_translate_errno(errno);
         close(*fd);
         *fd = -1;
         return keel__diag(diag, rc, "%s: %s", dir,
@@ -614,6 +698,11 @@ int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
                                : keel_strerror(rc));
     }
     return KEEL_OK;
+}
+
+int keel__k_lock_state_shared(const char *dir, int *fd, keel_diag *diag)
+{
+    return lock_state_shared(dir, fd, diag);
 }
 
 int keel__k_replay(keel__store *s, const char *wal_dir, keel_io *io,
@@ -654,7 +743,7 @@ int keel__k_replay(keel__store *s, const char *wal_dir, keel_io *io,
                                        rec.payload.len, &ad);
         /* The records replayed are durable (K11 holds): a small overlay
          * keeps replay fast (its lookups stay in cache). */
-        if (rc == KEEL_OK &&
+        if (rc == KEEL_OK && !keel__store_read_only(s) &&
             keel__store_pending_bytes(s) >= REPLAY_CHECKPOINT_BYTES) {
             rc = keel__store_checkpoint(s, &ad);
             if (rc < 0) { /* the store's fault, not the record's */
@@ -820,6 +909,10 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     if (k->o.checkpoint_cranks == 0) {
         k->o.checkpoint_cranks = 1;
     }
+    if (k->o.read_only) { /* K17 */
+        k->o.create = 0;
+        k->o.snapshot_every = 0;
+    }
     if (k->o.crash_point != NULL &&
         (rc = parse_crash_point(k, k->o.crash_point, diag)) < 0) {
         goto out;
@@ -887,7 +980,8 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         free(dir_store);
         goto out;
     }
-    rc = keel__k_lock_state(k->dir, &k->lock_fd, diag);
+    rc = k->o.read_only ? lock_state_shared(k->dir, &k->lock_fd, diag)
+                        : keel__k_lock_state(k->dir, &k->lock_fd, diag);
     if (rc == KEEL_OK) {
         keel__store_options so;
         keel__store_options_init(&so);
@@ -895,6 +989,7 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         if (k->o.store_max_bytes != 0) {
             so.map_max_bytes = k->o.store_max_bytes;
         }
+        so.read_only = k->o.read_only; /* K17 */
         rc = keel__store_open(dir_store, &so, 0, &k->store, diag);
     }
     free(dir_store);
@@ -910,6 +1005,9 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     if (k->o.wal_segment_bytes != 0) {
         wo.segment_bytes = k->o.wal_segment_bytes;
     }
+    /* K16: the checkpoint proves every LSN up to it was acknowledged */
+    wo.floor_lsn = keel__store_checkpoint_lsn(k->store);
+    wo.read_only = k->o.read_only; /* K17 */
     keel_wal_open_info wi;
     rc = keel_wal_open(k->dir_wal, &wo, &k->wal, &wi, diag);
     if (rc == KEEL_OK) {
@@ -924,7 +1022,7 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         memcpy(r->torn_reason, wi.torn_reason, sizeof(r->torn_reason));
         rc = replay(k, diag);
     }
-    if (rc == KEEL_OK) {
+    if (rc == KEEL_OK && !k->o.read_only) { /* K17: replayed in memory */
         rc = keel__k_checkpoint(k, diag);
     }
     if (rc == KEEL_OK) {
@@ -974,7 +1072,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
             v->ops->stop(v->state);
         }
     }
-    if (k->store != NULL && k->wal != NULL && !k->failed) {
+    if (k->store != NULL && k->wal != NULL && !k->failed && !k->o.read_only) {
         rc = keel__k_checkpoint(k, diag);
     }
     if (k->wal != NULL) {

@@ -159,6 +159,9 @@ int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
  * else KEEL_EINVAL and, when why != NULL, what is wrong ("is not valid
  * UTF-8", checked by jansson) in why[cap]. */
 int keel__k_method_check(const char *m, char *why, size_t cap);
+/* A reader's lock on STATE/lock: shared, the file not created (none: *fd
+ * is -1 and KEEL_OK). KEEL_EBUSY while a writer holds it. */
+int keel__k_lock_state_shared(const char *dir, int *fd, keel_diag *diag);
 /* Checkpoint now (K11: after the WAL is durable). */
 int keel__k_checkpoint(keel_kernel *k, keel_diag *diag);
 /*

@@ -68,6 +68,11 @@
  *        to ST1's flags, and only until load_finish: that syncs the whole
  *        load and clears MDB_NOSYNC|MDB_NOMETASYNC, so every later commit
  *        is synced in LMDB's order (keel__store_synced() says so).
+ *   ST14 A read-only store (options.read_only) changes no file: LMDB is
+ *        opened MDB_RDONLY | MDB_NOLOCK (lock.mdb not even opened) under
+ *        the caller's STATE lock, reads go through a read transaction,
+ *        applied write-sets live only in the overlay, and a checkpoint is
+ *        refused. keel__store_view_open_unshared() is the same for views.
  *
  * States (the function behind each transition):
  *
@@ -202,6 +207,7 @@ struct keel__store {
     uint64_t readers_cleared; /* ST12: stale reader slots cleared */
     uint64_t map_max;         /* ST11: the ceiling, a multiple of pages */
     uint32_t page_bytes;      /* LMDB's page size */
+    int read_only;            /* keel__store_options.read_only (ST14) */
 };
 
 /* ---------------------------------------------------------------------
@@ -1524,7 +1530,8 @@ static int meta_put_u64(keel__store *s, const char *name, uint64_t v)
 static int begin_txn(keel__store *s, keel_diag *diag)
 {
     int rc = KEEL_OK;
-    int mrc = mdb_txn_begin(s->env, NULL, 0, &s->txn);
+    int mrc = mdb_txn_begin(s->env, NULL, s->read_only ? MDB_RDONLY : 0,
+                            &s->txn); /* ST14 */
     if (mrc != MDB_SUCCESS) {
         s->txn = NULL;
         rc = lmdb_error(s->env, mrc, "begin write transaction", diag);
@@ -1728,6 +1735,11 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
     int rc = check_failed(s, diag);
     KEEL_ASSERT(!s->ws_open);
     if (rc < 0 || s->applied_lsn == s->ckpt_lsn) {
+        goto out;
+    }
+    if (s->read_only) { /* ST14 */
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "checkpoint: the store was opened read-only");
         goto out;
     }
 #ifdef KEEL_DEBUG
@@ -1998,9 +2010,13 @@ static int open_env(keel__store *s, const char *dir,
     }
     if (mrc == MDB_SUCCESS) {
         /* Flags 0: fully synced commits; see store.h for why. A bulk
-         * store is invisible until load_finish syncs it all. */
-        mrc = mdb_env_open(s->env, dir,
-                           o->bulk ? MDB_NOSYNC | MDB_NOMETASYNC : 0, 0644);
+         * store is invisible until load_finish syncs it all. A read-only
+         * store (ST14) touches no file, lock.mdb included: its caller
+         * holds STATE's lock, so no writer runs beside it. */
+        unsigned flags = o->read_only ? MDB_RDONLY | MDB_NOLOCK
+                         : o->bulk    ? MDB_NOSYNC | MDB_NOMETASYNC
+                                      : 0;
+        mrc = mdb_env_open(s->env, dir, flags, 0644);
     }
     if (mrc != MDB_SUCCESS) {
         rc = lmdb_error(s->env, mrc, "open environment", diag);
@@ -2142,6 +2158,10 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     map_reset(&s->ov);
     s->io = o.io != NULL ? o.io : keel__io_posix();
     s->bulk = o.bulk;
+    s->read_only = o.read_only;
+    if (o.read_only) {
+        o.create = 0; /* ST14 */
+    }
     s->dir = strdup(dir);
     s->hash = XXH3_createState();
     if (s->dir == NULL || s->hash == NULL ||
@@ -2266,6 +2286,11 @@ int keel__store_readers(keel__store *s, uint32_t *slots, uint64_t *cleared,
     *cleared = s->readers_cleared;
     int mrc = mdb_reader_list(s->env, count_reader, slots);
     return mrc < 0 ? lmdb_error(s->env, mrc, "reader list", diag) : KEEL_OK;
+}
+
+int keel__store_read_only(const keel__store *s)
+{
+    return s->read_only;
 }
 
 /* ---------------------------------------------------------------------
@@ -2547,8 +2572,23 @@ static keel__store_view *view_new(void)
     return v;
 }
 
+static int view_open(const char *dir, unsigned flags, keel__store_view **out,
+                     keel_diag *diag);
+
 int keel__store_view_open(const char *dir, keel__store_view **out,
                           keel_diag *diag)
+{
+    return view_open(dir, MDB_RDONLY, out, diag);
+}
+
+int keel__store_view_open_unshared(const char *dir, keel__store_view **out,
+                                   keel_diag *diag)
+{
+    return view_open(dir, MDB_RDONLY | MDB_NOLOCK, out, diag); /* ST14 */
+}
+
+static int view_open(const char *dir, unsigned flags, keel__store_view **out,
+                     keel_diag *diag)
 {
     int rc = KEEL_OK;
     *out = NULL;
@@ -2577,7 +2617,7 @@ int keel__store_view_open(const char *dir, keel__store_view **out,
     if (mrc == MDB_SUCCESS) {
         /* A reader beside a running kernel: it sees the last committed
          * checkpoint and never blocks the kernel's writer. */
-        mrc = mdb_env_open(v->env, dir, MDB_RDONLY, 0644);
+        mrc = mdb_env_open(v->env, dir, flags, 0644);
     }
     if (mrc == MDB_SUCCESS) {
         v->readers_cleared = reader_check(v->env); /* ST12 */

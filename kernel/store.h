@@ -210,6 +210,14 @@ typedef struct keel__store_options {
                                commits are not synced (MDB_NOSYNC), and
                                load_finish syncs everything. Never for a
                                kernel. */
+    int read_only;          /* 1: read-only commands (status, recover --check,
+                               audit): LMDB opened MDB_RDONLY | MDB_NOLOCK, a
+                               read transaction instead of the write one, no
+                               file created or written (not even lock.mdb);
+                               write-sets still apply to the overlay (memory),
+                               a checkpoint is refused (KEEL_EINVAL). The
+                               caller must hold STATE's lock (shared is
+                               enough), so no writer runs beside it. */
 } keel__store_options;
 
 /* Fill o with the defaults above. */
@@ -269,6 +277,8 @@ uint64_t keel__store_map_bytes(const keel__store *s);
  */
 int keel__store_readers(keel__store *s, uint32_t *slots, uint64_t *cleared,
                         keel_diag *diag);
+/* 1 if opened with options.read_only (ST14). */
+int keel__store_read_only(const keel__store *s);
 
 /*
  * Open a write-set: from here until ws_abort/ws_apply, ws_put/ws_delete
@@ -464,6 +474,11 @@ int keel__store_synced(const keel__store *s);
 typedef struct keel__store_view keel__store_view;
 int keel__store_view_open(const char *dir, keel__store_view **out,
                           keel_diag *diag);
+/* As keel__store_view_open(), for a caller that holds STATE's lock (no
+ * kernel runs on the store): MDB_NOLOCK, so not even lock.mdb's reader
+ * table is written. */
+int keel__store_view_open_unshared(const char *dir, keel__store_view **out,
+                                   keel_diag *diag);
 int keel__store_view_of(keel__store *s, keel__store_view **out,
                         keel_diag *diag);
 uint64_t keel__store_view_kernel_id(const keel__store_view *v);

@@ -65,9 +65,10 @@
  *       its checkpoint applied in memory): every key and value.
  *
  * Invariants of this file:
- *   AU1 The audit changes nothing on disk: the store is opened under
- *       STATE's lock and closed without a checkpoint, which drops the
- *       records applied to it here.
+ *   AU1 The audit changes no byte under STATE: it takes STATE's lock
+ *       shared (never creating the file), opens the store read-only (ST14:
+ *       not even lock.mdb is written) and reads the log with the reader;
+ *       what replay applies stays in memory and is dropped at close.
  *   AU2 A record is checked completely before it is applied to the
  *       shadow; the first violation stops the audit and is the one
  *       reported, with its LSN and crank.
@@ -1891,13 +1892,14 @@ int keel_audit(const char *state_dir, const keel_audit_options *o,
         goto out;
     }
     /* AU1: the lock first, so no kernel runs on the store we open */
-    rc = keel__k_lock_state(state_dir, &r.lock_fd, diag);
+    rc = keel__k_lock_state_shared(state_dir, &r.lock_fd, diag);
     if (rc < 0) {
         goto out;
     }
     keel__store_options so;
     keel__store_options_init(&so);
     so.create = 0;
+    so.read_only = 1; /* AU1 */
     snprintf(path, sizeof(path), "%s/store", state_dir);
     keel_diag sd = {0};
     rc = keel__store_open(path, &so, 0, &r.store, &sd);

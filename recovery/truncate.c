@@ -26,6 +26,11 @@
  *       a suffix of the doomed part, which a new plan salvages at the same
  *       point.
  *   TR4 All I/O goes through keel_io.
+ *   TR5 keel__salvage_apply() holds the log's writer lock (wal_internal.h)
+ *       while it changes the log, so no WAL writer appends meanwhile.
+ *   TR6 The plan follows the reader's rules exactly, the salt (RD5) and
+ *       the declared-length rule of resynchronisation (RD6) included, so
+ *       it calls "damaged" only what the reader refuses.
  */
 #include "recovery/recovery_internal.h"
 
@@ -34,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/diag.h"
 #include "common/io.h"
@@ -55,6 +61,8 @@ typedef struct seg_reader {
     uint8_t *raw; /* decompressed payloads (R7) */
     size_t raw_cap;
     void *dctx;
+    uint64_t salt; /* the log's (RD5), from its first segment */
+    int have_salt;
 } seg_reader;
 
 static void seg_close(seg_reader *s)
@@ -153,7 +161,8 @@ static int record_at(seg_reader *s, uint64_t off, keel_wal_rec_header *h,
     }
     uint64_t stored =
         keel__get_u64(b + KEEL_WAL_REC_HEADER_BYTES + h->stored_len);
-    if (stored != keel__wal_rec_checksum(b, b + KEEL_WAL_REC_HEADER_BYTES,
+    if (stored != keel__wal_rec_checksum(s->salt, b,
+                                         b + KEEL_WAL_REC_HEADER_BYTES,
                                          h->stored_len)) {
         snprintf(why, cap, "checksum mismatch");
         return 0;
@@ -279,6 +288,17 @@ static int walk_segment(planner *p, size_t i, uint64_t *expect, keel_diag *diag)
         damaged_at(p, i, 0, *expect, why);
         return KEEL_OK;
     }
+    if (!s->have_salt) {
+        s->salt = sh.salt;
+        s->have_salt = 1;
+    }
+    if (sh.salt != s->salt) {
+        snprintf(why, sizeof(why),
+                 "salt 0x%016" PRIX64 " differs from the log's 0x%016" PRIX64,
+                 sh.salt, s->salt);
+        damaged_at(p, i, 0, *expect, why);
+        return KEEL_OK;
+    }
     if (sh.first_lsn != *expect || sh.first_lsn != p->segs[i].first_lsn ||
         sh.kernel_id != p->plan->kernel_id) {
         snprintf(why, sizeof(why),
@@ -294,9 +314,19 @@ static int walk_segment(planner *p, size_t i, uint64_t *expect, keel_diag *diag)
         rc = record_at(s, off, &h, &b, why, sizeof(why));
         if (rc == 0 && i + 1 == p->nsegs) {
             /* RD2: the last segment's damage is a torn tail unless a
-             * verifying record at or after the expected LSN follows */
-            uint64_t f = 0, l = 0;
-            int64_t n = readable_in(s, off + 1, *expect, &f, &l);
+             * verifying record at or after the expected LSN follows,
+             * outside the damaged record's plausible length (RD6) */
+            uint64_t f = 0, l = 0, from = off + 1;
+            size_t have = s->fsize - off < KEEL_WAL_REC_HEADER_BYTES
+                              ? (size_t)(s->fsize - off)
+                              : KEEL_WAL_REC_HEADER_BYTES;
+            rc = seg_bytes(s, off, have, &b);
+            if (rc < 0) {
+                return keel__diag(diag, rc, "wal/%s: offset %" PRIu64 ": %s",
+                                  name, off, keel_strerror(rc));
+            }
+            from = keel__wal_rec_span(b, have, off, s->fsize, *expect);
+            int64_t n = readable_in(s, from, *expect, &f, &l);
             if (n <= 0) {
                 rc = n < 0 ? (int)n : KEEL_OK;
                 break; /* TR2 */
@@ -425,7 +455,7 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
 {
     keel__wal_seg *segs = NULL;
     size_t nsegs = 0, at = 0;
-    int fd = -1;
+    int fd = -1, lock_fd = -1;
     char *path = NULL;
     io = io != NULL ? io : keel__io_posix();
     char *wal = keel__path_join(state_dir, "wal");
@@ -448,7 +478,10 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
                         plan->offset);
         goto out;
     }
-    rc = keel__wal_list(wal, &segs, &nsegs, diag);
+    rc = keel__wal_lock(wal, &lock_fd, diag); /* TR5 */
+    if (rc == KEEL_OK) {
+        rc = keel__wal_list(wal, &segs, &nsegs, diag);
+    }
     if (rc < 0) {
         goto out;
     }
@@ -498,6 +531,9 @@ int keel__salvage_apply(const char *state_dir, keel_io *io,
 out:
     if (fd >= 0) {
         io->close(io, fd);
+    }
+    if (lock_fd >= 0) {
+        close(lock_fd);
     }
     free(path);
     free(segs);

@@ -45,15 +45,22 @@
  *       code) equals the k.hash it puts, and its crank is the previous
  *       one + 1 (a crank) or the same (any other record). A log of another
  *       timeline is refused naming both hashes and timelines.
+ *   SS7 keel_snapshot_create() of a STATE no writer has open changes no
+ *       byte under it (DESIGN §2.7): it holds STATE/lock shared for the
+ *       read (a writer starting meanwhile gets KEEL_EBUSY) and opens the
+ *       store without LMDB's lock file. Beside a running kernel it reads
+ *       as an LMDB reader, registered in lock.mdb like any reader.
  */
 #include "keel/snapshot.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,13 +177,32 @@ int keel_snapshot_create(const char *state_dir, const char *path,
     }
     snprintf(store, n, "%s/store", state_dir);
     keel_diag d = {0};
-    int rc = keel__store_view_open(store, &v, &d);
+    /* SS7: no writer holds STATE's lock (a shared lock, the file never
+     * created): read without LMDB's lock file, changing no byte. A running
+     * kernel holds it: read beside it as an LMDB reader (its lock.mdb is
+     * the running kernel's, which writes into the state anyway). */
+    char *lock = malloc(n + sizeof("/lock"));
+    int lfd = -1;
+    if (lock != NULL) {
+        snprintf(lock, n + sizeof("/lock"), "%s/lock", state_dir);
+        lfd = open(lock, O_RDONLY | O_CLOEXEC);
+        if (lfd >= 0 && flock(lfd, LOCK_SH | LOCK_NB) != 0) {
+            close(lfd);
+            lfd = -1;
+        }
+        free(lock);
+    }
+    int rc = lfd >= 0 ? keel__store_view_open_unshared(store, &v, &d)
+                      : keel__store_view_open(store, &v, &d);
     if (rc < 0) {
         keel__diag(diag, rc, "%s: store/%s", state_dir, d.msg);
     } else {
         rc = keel__snapshot_write_view(v, path, o, info, diag);
     }
     keel__store_view_close(v);
+    if (lfd >= 0) {
+        close(lfd);
+    }
     free(store);
     return rc;
 }

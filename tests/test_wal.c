@@ -308,7 +308,7 @@ static size_t check_layout(const char *dir, uint64_t seg_bytes, uint64_t kid)
     char cur[64] = "";
     uint8_t *buf = NULL;
     size_t len = 0, segs = 0, in_seg = 0;
-    uint64_t end = 0;
+    uint64_t end = 0, salt = 0;
     keel_wal_record rec;
     while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
         if (strcmp(rec.segment, cur) != 0) {
@@ -331,6 +331,9 @@ static size_t check_layout(const char *dir, uint64_t seg_bytes, uint64_t kid)
                              KEEL_OK);
             ck_assert_uint_eq(h.first_lsn, rec.lsn);
             ck_assert_uint_eq(h.kernel_id, kid);
+            /* W10: one salt for every segment of the log */
+            ck_assert(segs == 0 || h.salt == salt);
+            salt = h.salt;
             end = KEEL_WAL_SEG_HEADER_BYTES;
             segs++;
             in_seg = 0;
@@ -346,7 +349,8 @@ static size_t check_layout(const char *dir, uint64_t seg_bytes, uint64_t kid)
         ck_assert_uint_eq(get_u64(p + 16), rec.crank);
         ck_assert_uint_eq(get_u32(p + 24), rec.stored_len);
         ck_assert_uint_eq(get_u32(p + 28), rec.payload.len);
-        uint64_t sum = XXH3_64bits(p, 32 + (size_t)rec.stored_len);
+        uint64_t sum =
+            XXH3_64bits_withSeed(p, 32 + (size_t)rec.stored_len, salt);
         ck_assert_uint_eq(get_u64(p + 32 + rec.stored_len), sum);
         ck_assert_uint_eq(rec.checksum, sum);
         end += KEEL_WAL_REC_OVERHEAD_BYTES + rec.stored_len;

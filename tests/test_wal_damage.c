@@ -171,8 +171,8 @@ static void reencode(const fixture *fx, uint8_t *b, size_t i,
 {
     uint8_t *rec = b + fx->off[i];
     keel__wal_rec_encode(rec, h);
-    uint64_t sum = keel__wal_rec_checksum(rec, rec + KEEL_WAL_REC_HEADER_BYTES,
-                                          h->stored_len);
+    uint64_t sum = keel__wal_rec_checksum(
+        get_u64(b + 24), rec, rec + KEEL_WAL_REC_HEADER_BYTES, h->stored_len);
     put_u64(rec + KEEL_WAL_REC_HEADER_BYTES + h->stored_len, sum);
 }
 
@@ -421,19 +421,20 @@ START_TEST(test_wal_damage_unknown_format_version_is_refused)
     build_two_segments(&fx, "dmg-version");
     size_t len = 0;
     uint8_t *b = fx_read(&fx, fx.seg[0], &len);
-    keel_wal_seg_header h = {.version = 2,
+    keel_wal_seg_header h = {.version = KEEL_WAL_FORMAT_VERSION + 1,
                              .kernel_id = get_u64(b + 8),
-                             .first_lsn = get_u64(b + 16)};
+                             .first_lsn = get_u64(b + 16),
+                             .salt = get_u64(b + 24)};
     ck_assert_uint_eq(h.kernel_id, fx.kernel_id);
     ck_assert_uint_eq(h.first_lsn, 1);
     keel__wal_seg_encode(b, &h);
     /* The crafted header is well formed but for its version. */
     ck_assert_uint_eq(get_u32(b), KEEL_WAL_SEG_MAGIC);
-    ck_assert_uint_eq(get_u32(b + 4), 2);
+    ck_assert_uint_eq(get_u32(b + 4), 3);
     ck_assert_uint_eq(get_u64(b + 32), XXH3_64bits(b, 32));
     fx_write(&fx, fx.seg[0], b, len);
     const char *want[] = {"00000000000000000001.seg: offset 0: "
-                          "unsupported format version 2",
+                          "unsupported format version 3",
                           NULL};
     expect_refused(&fx, KEEL_EVERSION, 1, 0, want);
     free(b);
@@ -884,7 +885,7 @@ START_TEST(test_wal_damage_every_bit_flip_is_detected_by_writer)
         free(after);
         dir_image im;
         image_take(fx.dir, &im);
-        ck_assert_uint_eq(im.n, 1);
+        ck_assert_uint_eq(im.n, 2); /* the segment and the writer's lock */
         image_free(&im);
     }
     ck_assert_uint_eq(refused + truncated, 8 * len);

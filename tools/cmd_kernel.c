@@ -126,7 +126,16 @@ static int open_state(const char *command, const char *state,
         /* A truncated torn tail is news: say what was dropped. */
         keel_kernel_recovery r;
         keel_kernel_recovery_info(*k, &r);
-        if (r.torn) {
+        if (r.torn && o->read_only) {
+            fprintf(stderr,
+                    "keel: %s: the log ends in a torn tail of %" PRIu64
+                    " bytes at wal/%s offset %" PRIu64
+                    " (%s), after LSN %" PRIu64
+                    "; left as it is (read-only): the next writer truncates "
+                    "it, and what it held was never acknowledged\n",
+                    command, r.torn_bytes, r.torn_segment, r.torn_offset,
+                    r.torn_reason, r.wal_last_lsn);
+        } else if (r.torn) {
             fprintf(stderr,
                     "keel: %s: recovery: truncated a torn tail of %" PRIu64
                     " bytes at wal/%s offset %" PRIu64
@@ -719,10 +728,12 @@ static const keel_cli_spec status_spec = {
         "and durable LSN, run-queue length, vats (alive or terminated),\n"
         "unresolved promises, activity hash and kernel id.\n"
         "\n"
-        "Opening a STATE runs recovery, as `keel run` does: the log after\n"
-        "the store's applied LSN is replayed and the vats are started\n"
-        "again; no crank runs. STATE must exist, and no other keel process\n"
-        "may be using it (a running `keel run` holds its lock).\n"
+        "Read-only: no byte under STATE changes, damaged or not. The log\n"
+        "after the store's checkpoint is replayed into memory only (no\n"
+        "checkpoint, no vat started, a torn tail reported and left for the\n"
+        "next writer to truncate). Damage to a record the checkpoint proves\n"
+        "acknowledged is reported as such (exit 1). STATE must exist, and no\n"
+        "writer may be using it (a running `keel run` holds its lock).\n"
         "\n"
         "Options:\n"
         "  --json   print the kernel's status object as one line\n"
@@ -781,10 +792,11 @@ int keel__cli_status(int argc, char **argv)
     }
     keel_kernel_options_init(&o);
     o.create = 0;
+    o.read_only = 1; /* DESIGN §2.7: status changes nothing */
     if ((rc = open_state("status", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
         goto out;
     }
-    /* K1: recovery may have committed (vats restarting out of crank) */
+    /* K1: what it shows is on disk (read-only: the WAL was synced) */
     int err = keel_kernel_wait_durable(k, &d);
     if (err < 0) {
         rc = kernel_failed("status", &d, err);

@@ -15,6 +15,10 @@
  *   R3  --json prints one object on stdout once everything ran: the parts
  *       that ran ("salvage", "recovery", "audit") and "ok". Errors still
  *       go to stderr as one line.
+ *   R4  --check without --truncate-at-corruption changes no byte under
+ *       STATE (DESIGN §2.7): recovery runs read-only (a torn tail is
+ *       reported, not truncated; nothing is checkpointed) and so does the
+ *       audit.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -54,6 +58,9 @@ static const keel_cli_spec recover_spec = {
         "interrupted last write) was truncated, where, how many bytes and\n"
         "from which LSN on (none of them was ever reported durable), and\n"
         "the time. Vats are started and stopped again; no crank runs.\n"
+        "With --check (and no --truncate-at-corruption) nothing under STATE\n"
+        "changes: recovery runs read-only (a torn tail is reported and left\n"
+        "for the next writer, nothing is checkpointed, no vat is started).\n"
         "\n"
         "With --check, then audit the whole retained log: replay it from\n"
         "genesis (or from --base) into a model of the keyspace, checking\n"
@@ -208,7 +215,7 @@ out:
 
 /* --------------------------------------------------------------- recovery */
 
-static json_t *recovery_json(const keel_kernel_recovery *r)
+static json_t *recovery_json(const keel_kernel_recovery *r, int read_only)
 {
     json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b, s:f}",
                           "checkpoint_lsn", (json_int_t)r->checkpoint_lsn,
@@ -218,11 +225,12 @@ static json_t *recovery_json(const keel_kernel_recovery *r)
                           (json_int_t)r->replayed_bytes, "torn", r->torn,
                           "seconds", r->seconds);
     if (o != NULL && r->torn) {
-        json_t *t = json_pack(
-            "{s:s, s:I, s:I, s:I, s:s}", "segment", r->torn_segment, "offset",
-            (json_int_t)r->torn_offset, "bytes", (json_int_t)r->torn_bytes,
-            "lost_from_lsn", (json_int_t)(r->wal_last_lsn + 1), "reason",
-            r->torn_reason);
+        json_t *t =
+            json_pack("{s:s, s:I, s:I, s:I, s:s, s:b}", "segment",
+                      r->torn_segment, "offset", (json_int_t)r->torn_offset,
+                      "bytes", (json_int_t)r->torn_bytes, "lost_from_lsn",
+                      (json_int_t)(r->wal_last_lsn + 1), "reason",
+                      r->torn_reason, "truncated", !read_only);
         if (t == NULL || json_object_set_new(o, "tail", t) != 0) {
             json_decref(o);
             o = NULL;
@@ -231,7 +239,7 @@ static json_t *recovery_json(const keel_kernel_recovery *r)
     return o;
 }
 
-static void print_recovery(const keel_kernel_recovery *r)
+static void print_recovery(const keel_kernel_recovery *r, int read_only)
 {
     printf("recovery: store checkpoint at LSN %" PRIu64, r->checkpoint_lsn);
     if (r->wal_last_lsn > 0) {
@@ -242,7 +250,14 @@ static void print_recovery(const keel_kernel_recovery *r)
     }
     printf("; replayed %" PRIu64 " record(s) (%" PRIu64 " bytes) in %.3f s\n",
            r->replayed, r->replayed_bytes, r->seconds);
-    if (r->torn) {
+    if (r->torn && read_only) {
+        printf("tail: torn at wal/%s offset %" PRIu64 ": %" PRIu64
+               " byte(s) (%s), records from LSN %" PRIu64
+               " on, none of them ever reported durable; left as they are "
+               "(--check is read-only): the next writer truncates them\n",
+               r->torn_segment, r->torn_offset, r->torn_bytes, r->torn_reason,
+               r->wal_last_lsn + 1);
+    } else if (r->torn) {
         printf("tail: torn at wal/%s offset %" PRIu64 ": %" PRIu64
                " byte(s) truncated (%s); they held records from LSN %" PRIu64
                " on, none of them ever reported durable\n",
@@ -262,8 +277,11 @@ static int recover(job *j)
     int rc = KEEL_CLI_OK;
     keel_kernel_options_init(&o);
     o.create = 0;
+    /* R4: --check only looks; a salvage has already changed the log */
+    o.read_only = j->check && !j->truncate;
     int err = keel_kernel_open(j->state, &o, &k, &d);
-    if (err == KEEL_ECORRUPT && !j->truncate) {
+    if (err == KEEL_ECORRUPT && !j->truncate &&
+        strstr(d.msg, "damage to acknowledged records") == NULL) {
         rc = failed(&d, err,
                     " (keel recover --truncate-at-corruption drops the log "
                     "from the damage on)");
@@ -281,9 +299,9 @@ static int recover(job *j)
         goto out;
     }
     if (j->json) {
-        rc = put(j, "recovery", recovery_json(&r));
+        rc = put(j, "recovery", recovery_json(&r, o.read_only));
     } else {
-        print_recovery(&r);
+        print_recovery(&r, o.read_only);
     }
 out:
     keel_kernel_close(k, NULL);

@@ -14,11 +14,15 @@
  *   V4  A torn tail is not corruption: dump shows it and exits 0; verify
  *       exits 1 because the log is not clean (its help says so).
  *   V5  --json writes one compact JSON object per line, built with jansson.
+ *   V6  --payload adds each record's payload as the reader returns it
+ *       (decompressed: the encoded write-set the activity hash covers) in
+ *       lower-case hex, two digits per byte.
  *
  * dump output: a column header, one line per record, one for the tail
  * (SEG abbreviates a segment name such as 00000000000000000001.seg):
  *      LSN KIND         CRANK STORED  RAW FLAGS SEGMENT OFFSET CHECKSUM
  *        1 crank            7    256  256 -     SEG         40 ok
+ *              payload: 0300000001...      (with --payload)
  *     tail: clean at SEG offset 936, last LSN 3
  *     tail: torn at SEG offset 936 (17 bytes after it: <reason>)
  */
@@ -101,17 +105,18 @@ static int read_failed(const char *command, int json, int code,
 
 /* ------------------------------------------------------------------ dump */
 
-enum { DUMP_FROM, DUMP_JSON, DUMP_NOPTS };
+enum { DUMP_FROM, DUMP_JSON, DUMP_PAYLOAD, DUMP_NOPTS };
 
 static const keel_cli_opt dump_opts[DUMP_NOPTS] = {
     [DUMP_FROM] = {"from", "LSN"},
     [DUMP_JSON] = {"json", NULL},
+    [DUMP_PAYLOAD] = {"payload", NULL},
 };
 
 static const keel_cli_spec dump_spec = {
     .command = "wal dump",
     .help =
-        "usage: keel wal dump DIR [--from LSN] [--json]\n"
+        "usage: keel wal dump DIR [--from LSN] [--json] [--payload]\n"
         "\n"
         "Print every record of the write-ahead log in directory DIR (the\n"
         "directory holding the *.seg files), one line each: LSN, kind,\n"
@@ -128,6 +133,10 @@ static const keel_cli_spec dump_spec = {
         "  --json       one JSON object per line: one per record, then\n"
         "               {\"tail\": {...}}, or {\"error\": {\"code\", "
         "\"message\"}}\n"
+        "  --payload    also each record's payload, decompressed, in hex\n"
+        "               (JSON: \"payload\"; text: a `payload:` line after\n"
+        "               the record): the write-set the activity hash covers\n"
+        "               (docs/recovery.md, \"The activity hash\")\n"
         "\n"
         "Exit status: 0 the log was read to its end (clean or torn tail);\n"
         "1 it is corrupt or unreadable: the records before the damage are\n"
@@ -145,27 +154,57 @@ static void dump_header(void)
            "STORED", "RAW", "FLAGS", "SEGMENT", "OFFSET", "CHECKSUM");
 }
 
-static int dump_record(const keel_wal_record *rec, int json)
+/* The payload in lower-case hex (V6), malloc'd; NULL: out of memory. */
+static char *payload_hex(const keel_bytes *b)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *p = b->ptr;
+    char *s = malloc(2 * b->len + 1);
+    if (s != NULL) {
+        for (size_t i = 0; i < b->len; i++) {
+            s[2 * i] = digits[p[i] >> 4];
+            s[2 * i + 1] = digits[p[i] & 15];
+        }
+        s[2 * b->len] = '\0';
+    }
+    return s;
+}
+
+static int dump_record(const keel_wal_record *rec, int json, int payload)
 {
     int rc = KEEL_CLI_OK;
     int zstd = (rec->flags & KEEL_WAL_FLAG_ZSTD) != 0;
+    char *hex = payload ? payload_hex(&rec->payload) : NULL;
+    if (payload && hex == NULL) {
+        return KEEL_CLI_FAIL;
+    }
     if (json) {
         /* checksum: the reader returns only records whose xxh3 verified */
-        rc = emit_json(json_pack(
+        json_t *o = json_pack(
             "{s:I, s:s, s:I, s:I, s:I, s:i, s:b, s:s, s:I, s:s, s:o}", "lsn",
             (json_int_t)rec->lsn, "kind", keel_wal_kind_name(rec->kind),
             "crank", (json_int_t)rec->crank, "stored_len",
             (json_int_t)rec->stored_len, "raw_len",
             (json_int_t)rec->payload.len, "flags", (int)rec->flags, "zstd",
             zstd, "segment", rec->segment, "offset", (json_int_t)rec->offset,
-            "checksum", "ok", "xxh3", hex64(rec->checksum)));
+            "checksum", "ok", "xxh3", hex64(rec->checksum));
+        if (o != NULL && hex != NULL &&
+            json_object_set_new(o, "payload", json_string(hex)) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+        rc = emit_json(o);
     } else {
         printf("%8" PRIu64 " %-12s %8" PRIu64 " %7" PRIu32 " %7zu %-5s "
                "%-24s %8" PRIu64 " ok\n",
                rec->lsn, keel_wal_kind_name(rec->kind), rec->crank,
                rec->stored_len, rec->payload.len, zstd ? "zstd" : "-",
                rec->segment, rec->offset);
+        if (hex != NULL) {
+            printf("         payload: %s\n", hex);
+        }
     }
+    free(hex);
     return rc;
 }
 
@@ -218,7 +257,7 @@ int keel__cli_wal_dump(int argc, char **argv)
     rc = KEEL_CLI_OK;
     while (rc == KEEL_CLI_OK &&
            (err = keel_wal_reader_next(r, &rec, &d)) == 1) {
-        rc = dump_record(&rec, json);
+        rc = dump_record(&rec, json, a.val[DUMP_PAYLOAD] != NULL);
     }
     if (rc != KEEL_CLI_OK) {
         fprintf(stderr, "keel: wal dump: out of memory\n");
@@ -259,9 +298,11 @@ static const keel_cli_spec verify_spec = {
         "A torn tail (an interrupted last write) is reported as\n"
         "`torn tail at SEGMENT offset N ...` and exits 1: the log is not\n"
         "clean, though opening it for writing would repair it by truncating\n"
-        "the torn bytes (this command never does). Corruption (damage\n"
-        "followed by valid data, an LSN gap, a bad segment header, ...)\n"
-        "prints the reader's error naming the segment file and offset, and\n"
+        "the torn bytes (this command never does; a kernel refuses to when\n"
+        "its store's checkpoint proves the record acknowledged). Corruption\n"
+        "(damage followed by valid data, an LSN gap, a bad segment header,\n"
+        "...) prints the reader's error naming the segment file and offset, "
+        "and\n"
         "exits 1.\n"
         "\n"
         "Options:\n"
@@ -357,7 +398,8 @@ int keel__cli_wal_verify(int argc, char **argv)
         /* V4: not clean, though keel_wal_open would repair it */
         fprintf(stderr,
                 "keel: wal verify: torn tail at %s offset %" PRIu64 ": %" PRIu64
-                " bytes (%s); keel_wal_open would truncate it\n",
+                " bytes (%s); a writer truncates it unless the store's "
+                "checkpoint proves it acknowledged\n",
                 tail.segment, tail.offset, tail.bytes, tail.reason);
         rc = KEEL_CLI_FAIL;
     } else {

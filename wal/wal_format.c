@@ -24,6 +24,7 @@ void keel__wal_seg_encode(uint8_t *out, const keel_wal_seg_header *h)
     keel__put_u32(out + 4, h->version);
     keel__put_u64(out + 8, h->kernel_id);
     keel__put_u64(out + 16, h->first_lsn);
+    keel__put_u64(out + 24, h->salt);
     keel__put_u64(out + 32, XXH3_64bits(out, 32));
 }
 
@@ -49,18 +50,18 @@ int keel__wal_seg_decode(const uint8_t *in, keel_wal_seg_header *h, char *why,
     h->version = keel__get_u32(in + 4);
     h->kernel_id = keel__get_u64(in + 8);
     h->first_lsn = keel__get_u64(in + 16);
+    h->salt = keel__get_u64(in + 24);
     if (h->version != KEEL_WAL_FORMAT_VERSION) {
         snprintf(why, why_cap,
                  "unsupported format version %" PRIu32 ", expected %u",
                  h->version, KEEL_WAL_FORMAT_VERSION);
         return KEEL_EVERSION;
     }
-    if (h->kernel_id == 0 || h->first_lsn == 0 || keel__get_u64(in + 24) != 0) {
+    if (h->kernel_id == 0 || h->first_lsn == 0) {
         snprintf(why, why_cap,
                  "bad segment header: kernel id 0x%016" PRIX64
-                 ", first LSN %" PRIu64 ", reserved 0x%016" PRIX64
-                 " (expected nonzero, nonzero, zero)",
-                 h->kernel_id, h->first_lsn, keel__get_u64(in + 24));
+                 ", first LSN %" PRIu64 " (expected both nonzero)",
+                 h->kernel_id, h->first_lsn);
         return KEEL_ECORRUPT;
     }
     return KEEL_OK;
@@ -93,13 +94,14 @@ uint32_t keel__wal_rec_magic(const uint8_t *in)
     return keel__get_u32(in);
 }
 
-uint64_t keel__wal_rec_checksum(const uint8_t *header, const void *payload,
-                                size_t len)
+uint64_t keel__wal_rec_checksum(uint64_t salt, const uint8_t *header,
+                                const void *payload, size_t len)
 {
     XXH3_state_t st;
     /* A stack state: the streaming API avoids copying header and payload
      * into one buffer just to hash them. */
-    XXH3_64bits_reset(&st);
+    memset(&st, 0, sizeof(st)); /* quiets GCC about fields reset sets */
+    XXH3_64bits_reset_withSeed(&st, salt);
     XXH3_64bits_update(&st, header, KEEL_WAL_REC_HEADER_BYTES);
     if (len > 0) {
         XXH3_64bits_update(&st, payload, len);
@@ -129,6 +131,25 @@ int keel__wal_rec_sane(const uint8_t *header, const keel_wal_rec_header *h,
         return 0;
     }
     return 1;
+}
+
+uint64_t keel__wal_rec_span(const uint8_t *header, size_t have, uint64_t off,
+                            uint64_t size, uint64_t expect_lsn)
+{
+    keel_wal_rec_header h;
+    char why[200];
+    if (have < KEEL_WAL_REC_HEADER_BYTES ||
+        keel__wal_rec_magic(header) != KEEL_WAL_REC_MAGIC) {
+        return off + 1;
+    }
+    keel__wal_rec_decode(header, &h);
+    uint64_t end = off + KEEL_WAL_REC_OVERHEAD_BYTES + (uint64_t)h.stored_len;
+    if (h.stored_len > KEEL_WAL_MAX_PAYLOAD_BYTES || h.lsn != expect_lsn ||
+        !keel__wal_rec_sane(header, &h, why, sizeof(why)) ||
+        ((h.flags & KEEL_WAL_FLAG_ZSTD) && end != size)) {
+        return off + 1;
+    }
+    return end;
 }
 
 void keel__wal_seg_name(char *out, uint64_t first_lsn)

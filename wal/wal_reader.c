@@ -20,6 +20,13 @@
  *        memory stays bounded by the largest valid record plus the read
  *        window.
  *   RD4  Errors are sticky: after one, every next() returns it again.
+ *   RD5  Every segment carries the salt of the first one; record checksums
+ *        are verified with it. A segment with another salt is corruption
+ *        (a segment of another log), never a torn tail.
+ *   RD6  A resynchronisation candidate (RD2) never starts inside the
+ *        damaged record's declared length when that length is plausible
+ *        (keel__wal_rec_span): a vat-chosen payload cannot pose as the
+ *        record after the damage.
  *
  * State:
  *   OPEN --next()--> READING --end of last segment--> DONE (clean tail)
@@ -49,6 +56,8 @@ struct keel_wal_reader {
     keel_io *io;
     char *dir;
     uint64_t kernel_id;
+    uint64_t salt; /* the log's, from its first segment (RD5) */
+    int have_salt;
     keel__wal_seg *segs;
     size_t nsegs;
     size_t seg;      /* index of the open segment */
@@ -218,6 +227,16 @@ static int read_seg_header(keel_wal_reader *r, size_t i, int fd, uint64_t fsize,
                     ", expected 0x%016" PRIX64,
                     name, h->kernel_id, r->kernel_id);
     }
+    if (!r->have_salt) {
+        r->salt = h->salt;
+        r->have_salt = 1;
+    } else if (h->salt != r->salt) { /* RD5 */
+        return fail(r, KEEL_ECORRUPT, diag,
+                    "%s: offset 24: salt 0x%016" PRIX64
+                    " differs from the log's 0x%016" PRIX64
+                    " (a segment of another log)",
+                    name, h->salt, r->salt);
+    }
     return KEEL_OK;
 }
 
@@ -318,8 +337,8 @@ static int check_record(keel_wal_reader *r, uint64_t off,
     }
     uint64_t stored =
         keel__get_u64(b + KEEL_WAL_REC_HEADER_BYTES + h->stored_len);
-    uint64_t computed =
-        keel__wal_rec_checksum(b, b + KEEL_WAL_REC_HEADER_BYTES, h->stored_len);
+    uint64_t computed = keel__wal_rec_checksum(
+        r->salt, b, b + KEEL_WAL_REC_HEADER_BYTES, h->stored_len);
     if (stored != computed) { /* R4 */
         snprintf(why, why_cap,
                  "checksum mismatch: stored 0x%016" PRIX64
@@ -333,15 +352,16 @@ static int check_record(keel_wal_reader *r, uint64_t off,
 
 /*
  * RD2: after damage at off, is there a record with a good checksum and an
- * LSN >= expect anywhere later in the open segment? Scans the rest of the
- * file for the record magic. @return 1 (*at set), 0, or an I/O error.
+ * LSN >= expect starting at or after `from` in the open segment (RD6: from
+ * is past the damaged record's plausible declared length)? Scans the rest
+ * of the file for the record magic. @return 1 (*at set), 0, or an I/O
+ * error.
  */
-static int valid_record_after(keel_wal_reader *r, uint64_t off, uint64_t *at)
+static int valid_record_after(keel_wal_reader *r, uint64_t from, uint64_t *at)
 {
     uint8_t magic[4];
     keel__put_u32(magic, KEEL_WAL_REC_MAGIC);
-    for (uint64_t pos = off + 1;
-         pos + KEEL_WAL_REC_OVERHEAD_BYTES <= r->fsize;) {
+    for (uint64_t pos = from; pos + KEEL_WAL_REC_OVERHEAD_BYTES <= r->fsize;) {
         const uint8_t *b;
         size_t span = (size_t)(r->fsize - pos < WINDOW_BYTES ? r->fsize - pos
                                                              : WINDOW_BYTES);
@@ -400,7 +420,18 @@ static int damage(keel_wal_reader *r, const char *why, keel_diag *diag)
                     name, r->off, why, r->expect);
     }
     uint64_t at = 0;
-    int rc = valid_record_after(r, r->off, &at);
+    const uint8_t *hb = NULL;
+    size_t have = r->fsize - r->off < KEEL_WAL_REC_HEADER_BYTES
+                      ? (size_t)(r->fsize - r->off)
+                      : KEEL_WAL_REC_HEADER_BYTES;
+    int rc = have > 0 ? window(r, r->off, have, &hb) : KEEL_OK;
+    uint64_t from = r->off + 1;
+    if (rc == KEEL_OK && hb != NULL) {
+        from = keel__wal_rec_span(hb, have, r->off, r->fsize, r->expect);
+    }
+    if (rc == KEEL_OK) {
+        rc = valid_record_after(r, from, &at);
+    }
     if (rc < 0) {
         return fail(r, rc, diag, "%s: reading: %s", name, keel_strerror(rc));
     }
@@ -586,6 +617,11 @@ out:
 void keel_wal_reader_tail(const keel_wal_reader *r, keel_wal_tail *out)
 {
     *out = r->tail;
+}
+
+uint64_t keel__wal_reader_salt(const keel_wal_reader *r)
+{
+    return r->salt;
 }
 
 uint64_t keel_wal_reader_kernel_id(const keel_wal_reader *r)

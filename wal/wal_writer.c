@@ -25,6 +25,21 @@
  *   W7  A new segment is created only after every record of the previous
  *       one is synced, whatever the policy, so a power loss never leaves a
  *       later segment behind a gap (which would make the log unopenable).
+ *   W8  One writer per log: open takes an exclusive, non-blocking flock on
+ *       `<dir>/lock` before it changes anything (stale files, a torn tail,
+ *       a new segment) and holds it until close; a second writer, in this
+ *       process or another, gets KEEL_EBUSY and changes nothing.
+ *   W9  Never truncate at or below opts->floor_lsn (the LSN the caller's
+ *       store proves was acknowledged): damage to a record with LSN <=
+ *       floor is KEEL_ECORRUPT (acknowledged records damaged), however
+ *       torn it looks, and nothing is changed.
+ *   W10 Every segment of a log carries the salt of its first (drawn with
+ *       getrandom(2) when the log is created) and every record checksum is
+ *       seeded with it (wal_format.h).
+ *   W11 A read-only open (opts->read_only) takes no lock and creates,
+ *       removes, truncates and writes nothing: it finds where the valid
+ *       log ends (a torn tail is reported, not truncated) and refuses
+ *       appends and retirement.
  *
  * Threads (GROUP only): the caller's thread appends into `pend` under `mu`;
  * the syncer thread swaps `pend` with `spare` under `mu`, then writes and
@@ -49,9 +64,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/diag.h"
 #include "common/io.h"
@@ -66,6 +83,8 @@ struct keel_wal {
     char *dir;
     keel_wal_options o;
     uint64_t kernel_id;
+    uint64_t salt;       /* W10 */
+    int lock_fd;         /* W8; -1 when read-only */
     keel__wal_seg *segs; /* caller's thread only */
     size_t nsegs;
     size_t segs_cap;
@@ -385,7 +404,8 @@ static int new_segment(keel_wal *w, uint64_t first_lsn, keel_diag *diag)
     uint8_t hdr[KEEL_WAL_SEG_HEADER_BYTES];
     keel_wal_seg_header h = {.version = KEEL_WAL_FORMAT_VERSION,
                              .kernel_id = w->kernel_id,
-                             .first_lsn = first_lsn};
+                             .first_lsn = first_lsn,
+                             .salt = w->salt}; /* W10 */
     keel__wal_seg_encode(hdr, &h);
     rc = w->io->open(w->io, tmp, O_RDWR | O_CREAT | O_EXCL, 0644, &fd);
     if (rc == KEEL_OK) {
@@ -453,6 +473,11 @@ int keel_wal_append(keel_wal *w, int kind, uint64_t crank, const void *payload,
     if (rc < 0) {
         return rc;
     }
+    if (w->o.read_only) { /* W11 */
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s: the log was opened read-only; not appending",
+                          w->dir);
+    }
     if (kind < KEEL_WAL_CRANK || kind > KEEL_WAL_CHECKPOINT) {
         return keel__diag(diag, KEEL_EINVAL, "unknown record kind %d", kind);
     }
@@ -498,7 +523,8 @@ int keel_wal_append(keel_wal *w, int kind, uint64_t crank, const void *payload,
                              .raw_len = (uint32_t)len};
     keel__wal_rec_encode(hdr, &h);
     uint8_t trailer[KEEL_WAL_REC_TRAILER_BYTES];
-    keel__put_u64(trailer, keel__wal_rec_checksum(hdr, stored, stored_len));
+    keel__put_u64(trailer,
+                  keel__wal_rec_checksum(w->salt, hdr, stored, stored_len));
 
     int group = w->o.sync == KEEL_SYNC_GROUP;
     if (group) {
@@ -606,6 +632,11 @@ int keel_wal_retire(keel_wal *w, uint64_t before_lsn, uint64_t *removed,
 {
     int rc = check_failed(w, diag);
     size_t n = 0;
+    if (rc == KEEL_OK && w->o.read_only) { /* W11 */
+        rc = keel__diag(diag, KEEL_EINVAL,
+                        "%s: the log was opened read-only; not retiring",
+                        w->dir);
+    }
     if (rc < 0) {
         goto out;
     }
@@ -699,21 +730,77 @@ static int scan(keel_wal *w, keel_wal_tail *tail, keel_diag *diag)
     if (rc == 0) {
         keel_wal_reader_tail(r, tail);
         w->kernel_id = keel_wal_reader_kernel_id(r);
+        w->salt = keel__wal_reader_salt(r);
     }
     keel_wal_reader_close(r);
     return rc;
 }
 
-static int random_kernel_id(uint64_t *id)
+/* A random u64, nonzero when nonzero is set. */
+static int random_u64(uint64_t *out, int nonzero)
 {
     uint64_t v = 0;
-    while (v == 0) {
+    do {
         if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
             return keel_translate_errno(errno);
         }
-    }
-    *id = v;
+    } while (nonzero && v == 0);
+    *out = v;
     return KEEL_OK;
+}
+
+int keel__wal_lock(const char *dir, int *fd, keel_diag *diag)
+{
+    char *path = keel__path_join(dir, "lock");
+    *fd = -1;
+    if (path == NULL) {
+        return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+    }
+    int rc = KEEL_OK;
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) {
+        rc = keel_translate_errno(errno);
+        keel__diag(diag, rc, "%s: cannot open the WAL's lock file: %s", path,
+                   keel_strerror(rc));
+    } else if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int busy = errno == EWOULDBLOCK;
+        rc = busy ? KEEL_EBUSY : keel_translate_errno(errno);
+        if (busy) {
+            keel__diag(diag, rc,
+                       "%s: the write-ahead log is open for writing by "
+                       "another process or handle (it holds %s); a log has "
+                       "one writer at a time",
+                       dir, path);
+        } else {
+            keel__diag(diag, rc, "%s: flock: %s", path, keel_strerror(rc));
+        }
+        close(f);
+    } else {
+        *fd = f;
+    }
+    free(path);
+    return rc;
+}
+
+/* W9: a torn tail that would drop a record the store proves acknowledged
+ * is damage to acknowledged records. */
+static int check_floor(const keel_wal *w, const keel_wal_tail *tail,
+                       keel_diag *diag)
+{
+    if (!tail->torn || tail->last_lsn >= w->o.floor_lsn) {
+        return KEEL_OK;
+    }
+    return keel__diag(
+        diag, KEEL_ECORRUPT,
+        "%s: offset %" PRIu64 ": record LSN %" PRIu64
+        " is damaged (%s); the store's checkpoint at LSN %" PRIu64
+        " proves it was acknowledged, so this is damage to acknowledged "
+        "records, not a torn tail, and nothing was truncated; the store "
+        "holds its effects: `keel snapshot create` of this state and "
+        "`keel snapshot restore` of that file continue from it (or restore "
+        "an older snapshot)",
+        tail->segment, tail->offset, tail->last_lsn + 1, tail->reason,
+        w->o.floor_lsn);
 }
 
 /* Open the last segment for appending at the end of its valid data (W4). */
@@ -725,13 +812,22 @@ static int resume(keel_wal *w, const keel_wal_tail *tail,
     if (path == NULL) {
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
-    int rc = w->io->open(w->io, path, O_RDWR, 0, &w->fd);
+    int rc =
+        w->io->open(w->io, path, w->o.read_only ? O_RDONLY : O_RDWR, 0, &w->fd);
     free(path);
     if (rc < 0) {
         w->fd = -1;
         return keel__diag(diag, rc, "%s: open: %s", name, keel_strerror(rc));
     }
-    if (tail->torn) {
+    if (tail->torn && info != NULL) {
+        info->torn = 1;
+        snprintf(info->torn_segment, sizeof(info->torn_segment), "%s", name);
+        info->torn_offset = tail->offset;
+        info->torn_bytes = tail->bytes;
+        snprintf(info->torn_reason, sizeof(info->torn_reason), "%s",
+                 tail->reason);
+    }
+    if (tail->torn && !w->o.read_only) { /* W11: read-only keeps it */
         rc = w->io->truncate(w->io, w->fd, tail->offset);
         if (rc < 0) {
             return keel__diag(diag, rc,
@@ -739,18 +835,10 @@ static int resume(keel_wal *w, const keel_wal_tail *tail,
                               "tail: %s",
                               name, tail->offset, keel_strerror(rc));
         }
-        if (info != NULL) {
-            info->torn = 1;
-            snprintf(info->torn_segment, sizeof(info->torn_segment), "%s",
-                     name);
-            info->torn_offset = tail->offset;
-            info->torn_bytes = tail->bytes;
-            snprintf(info->torn_reason, sizeof(info->torn_reason), "%s",
-                     tail->reason);
-        }
     }
     /* The valid records may still sit only in the page cache (a process
-     * crash, not a power loss): sync them before calling them durable. */
+     * crash, not a power loss): sync them before calling them durable
+     * (read-only too: a sync changes no byte). */
     rc = w->io->fsync(w->io, w->fd);
     if (rc < 0) {
         return keel__diag(diag, rc, "%s: fdatasync: %s", name,
@@ -776,6 +864,7 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
     w->fd = -1;
+    w->lock_fd = -1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -787,6 +876,10 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
         w->o = *opts;
     } else {
         keel_wal_options_init(&w->o);
+    }
+    if (w->o.read_only) { /* W11: nothing created, no syncer */
+        w->o.create = 0;
+        w->o.sync = KEEL_SYNC_FULL;
     }
     if (w->o.sync < KEEL_SYNC_FULL || w->o.sync > KEEL_SYNC_OFF ||
         w->o.segment_bytes <
@@ -809,14 +902,26 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
         keel__diag(diag, rc, "%s: mkdir: %s", dir, keel_strerror(rc));
         goto out;
     }
-    rc = remove_stale(w, diag);
-    if (rc < 0) {
-        goto out;
+    if (!w->o.read_only) {
+        rc = keel__wal_lock(dir, &w->lock_fd, diag); /* W8: before changes */
+        if (rc == KEEL_ENOENT) {
+            keel__diag(diag, rc, "%s: cannot open WAL directory: %s", dir,
+                       keel_strerror(rc));
+        }
+        if (rc == KEEL_OK) {
+            rc = remove_stale(w, diag);
+        }
+        if (rc < 0) {
+            goto out;
+        }
     }
     keel_wal_tail tail;
     memset(&tail, 0, sizeof(tail));
     rc = scan(w, &tail, diag);
-    if (rc == KEEL_OK && tail.torn) {
+    if (rc == KEEL_OK) {
+        rc = check_floor(w, &tail, diag); /* W9 */
+    }
+    if (rc == KEEL_OK && tail.torn && !w->o.read_only) {
         /* Truncation destroys bytes: make sure a torn tail is what the disk
          * holds, not a transient bad read of a durable record. */
         keel_wal_tail again;
@@ -846,12 +951,13 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
             goto out;
         }
         w->kernel_id = w->o.kernel_id;
-        if (w->kernel_id == 0) {
-            rc = random_kernel_id(&w->kernel_id);
-            if (rc < 0) {
-                keel__diag(diag, rc, "getrandom: %s", keel_strerror(rc));
-                goto out;
-            }
+        rc = w->kernel_id == 0 ? random_u64(&w->kernel_id, 1) : KEEL_OK;
+        if (rc == KEEL_OK) {
+            rc = random_u64(&w->salt, 0); /* W10 */
+        }
+        if (rc < 0) {
+            keel__diag(diag, rc, "getrandom: %s", keel_strerror(rc));
+            goto out;
         }
         uint64_t first = w->o.first_lsn > 0 ? w->o.first_lsn : 1;
         rc = new_segment(w, first, diag);
@@ -918,6 +1024,9 @@ int keel_wal_close(keel_wal *w, keel_diag *diag)
     }
     if (w->fd >= 0) {
         w->io->close(w->io, w->fd);
+    }
+    if (w->lock_fd >= 0) {
+        close(w->lock_fd); /* W8: releases the flock */
     }
     keel__wal_zstd_free(w->cctx, NULL);
     pthread_cond_destroy(&w->cv_work);

@@ -30,9 +30,10 @@
  *   - State directories must be on a local filesystem: no NFS, no SMB. keel
  *     relies on fdatasync() and on rename() plus a directory fsync being
  *     durable, which network filesystems do not reliably provide.
- *   - One process per state directory (the kernel takes a lock; the WAL
- *     writer by itself does not: callers of keel_wal_open() must not open the
- *     same directory for writing twice).
+ *   - One writer per state directory (the kernel takes STATE/lock) and per
+ *     log (keel_wal_open() takes `<dir>/lock`: a second writer gets
+ *     KEEL_EBUSY). Read-only commands take STATE/lock shared and change no
+ *     byte.
  *   - Sync policies: `full` loses nothing acknowledged; `group` may lose the
  *     records appended in the last window (bounded by time and count) on
  *     power failure, but never returns them as durable and never leaves a

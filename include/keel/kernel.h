@@ -95,12 +95,22 @@ typedef struct keel_kernel_options {
      * the kernel (KEEL_ENOSPC, "store full"), losing nothing: open again
      * with a larger one and the log replays. `keel run --store-max`. */
     uint64_t store_max_bytes;
+    /* 1: open only to look (`keel status`, `keel recover --check`): no
+     * byte under STATE changes, damaged or not. A shared lock on
+     * STATE/lock (a writer holding it: KEEL_EBUSY), the store and the WAL
+     * opened read-only, the log after the checkpoint replayed into memory,
+     * a torn tail reported (recovery info) but not truncated, no vat
+     * started, no checkpoint; step, run, send, boot and snapshot fail.
+     * Implies create = 0. Default 0. */
+    int read_only;
 } keel_kernel_options;
 
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
 
 /*
- * Open STATE (created if absent and o->create), lock it, recover.
+ * Open STATE (created if absent and o->create), lock it, recover. The WAL
+ * is never truncated at or below the store's checkpoint LSN: damage there
+ * is KEEL_ECORRUPT (acknowledged records damaged), not a torn tail.
  * @return KEEL_OK, KEEL_EBUSY (locked by another process), KEEL_ECORRUPT,
  *         KEEL_EVERSION (a newer format), KEEL_ENOENT, KEEL_EIO, KEEL_ENOMEM,
  *         KEEL_ENOSPC (replay filled the store: store_max_bytes, or the
@@ -117,7 +127,8 @@ typedef struct keel_kernel_recovery {
     uint64_t wal_last_lsn;   /* last valid LSN after tail truncation */
     uint64_t replayed;       /* records replayed (checkpoint_lsn+1 ..) */
     uint64_t replayed_bytes; /* their payload bytes */
-    int torn;                /* 1: a torn tail was truncated */
+    int torn;                /* 1: a torn tail was truncated (read-only:
+                                found and left in place) */
     char torn_segment[64];   /* where (relative to STATE/wal) */
     uint64_t torn_offset;    /* end of the valid data in it */
     uint64_t torn_bytes;     /* bytes dropped; they held LSNs from

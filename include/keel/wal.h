@@ -5,10 +5,11 @@
  *   The WAL is a directory of append-only segment files named
  *   `<first-lsn>.seg` (20 decimal digits, so names sort by LSN). Each
  *   segment starts with a header (magic, format version, kernel id, first
- *   LSN) and holds records: magic, LSN, kind, crank number, flags, payload
- *   length, payload (zstd-compressed above a threshold), and an xxh3-64 over
- *   header and payload. LSNs start at 1 and rise by exactly one. The byte
- *   layout is drawn in wal/wal_format.h.
+ *   LSN, the log's random salt) and holds records: magic, LSN, kind, crank
+ *   number, flags, payload length, payload (zstd-compressed above a
+ *   threshold), and an xxh3-64 seeded with the salt over header and
+ *   payload. The directory also holds `lock`, the writer's flock. LSNs start at
+ * 1 and rise by exactly one. The byte layout is drawn in wal/wal_format.h.
  *
  * Calling sequence (writer)
  *     keel_wal_options o; keel_wal_options_init(&o); o.sync = KEEL_SYNC_GROUP;
@@ -31,7 +32,8 @@
  *   - torn tail: the last record(s) of the last segment incomplete or failing
  *     their checksum with no valid record after them (a zero-filled or
  *     preallocated tail included). The reader stops before it and reports its
- *     position; the writer truncates it on open.
+ *     position; the writer truncates it on open, unless it reaches down to
+ *     opts->floor_lsn: then it is damage to acknowledged records.
  *   - corruption: a bad record followed by a valid one, damage in a segment
  *     that is not the last, an LSN gap (also a missing middle segment), a
  *     bad segment header, a segment of another kernel: KEEL_ECORRUPT (an
@@ -105,6 +107,20 @@ typedef struct keel_wal_options {
                                     state restored from a snapshot at LSN s
                                     continues its log at s + 1. Ignored
                                     when the log exists. */
+    uint64_t floor_lsn;          /* never truncate at or below this LSN
+                                    (default 0): the LSN the caller's store
+                                    proves was acknowledged (a kernel passes
+                                    its store's checkpoint). A damaged
+                                    record at or below it is KEEL_ECORRUPT
+                                    (damage to acknowledged records), never
+                                    a torn tail, and nothing is changed. */
+    int read_only;               /* 1: open only to find where the valid
+                                    log ends and read its LSNs: no lock, no
+                                    directory, segment or stale file created
+                                    or removed, a torn tail reported in
+                                    keel_wal_open_info but not truncated;
+                                    append and retire return KEEL_EINVAL.
+                                    Default 0. */
 } keel_wal_options;
 
 /* Fill o with the defaults above. */
@@ -116,7 +132,8 @@ typedef struct keel_wal_open_info {
     uint64_t first_lsn;    /* first retained LSN (0: empty log) */
     uint64_t last_lsn;     /* last valid LSN (0: empty log) */
     uint64_t segments;     /* segment files after open */
-    int torn;              /* 1 if a torn tail was truncated */
+    int torn;              /* 1 if a torn tail was truncated (read-only:
+                              found, and left as it is) */
     char torn_segment[64]; /* its file name, relative to the WAL dir */
     uint64_t torn_offset;  /* where the valid data ended in it */
     uint64_t torn_bytes;   /* bytes dropped */
@@ -128,6 +145,11 @@ typedef struct keel_wal keel_wal;
 /*
  * Open (or create) the WAL in directory dir for appending, validating every
  * retained record and truncating a torn tail (then fsyncing the file).
+ * First takes the log's writer lock, an exclusive flock(2) on `<dir>/lock`
+ * (non-blocking: a second writer gets KEEL_EBUSY, in this process or
+ * another). A torn tail that would drop LSN opts->floor_lsn or below is
+ * refused (KEEL_ECORRUPT, nothing changed). With opts->read_only nothing
+ * is locked or changed at all.
  * Stale `*.tmp` files left by an interrupted segment creation are removed.
  * @param[in]  opts  NULL for defaults; copied, not retained (opts->io must
  *                   outlive the writer).
@@ -135,9 +157,9 @@ typedef struct keel_wal keel_wal;
  *                   keel_wal_close(). Nothing to free on failure.
  * @param[out] info  optional; what was found (see keel_wal_open_info).
  * @param[out] diag  optional; on failure names file, offset, expectation.
- * @return KEEL_OK, KEEL_ENOENT (no log and opts->create == 0), KEEL_ECORRUPT,
- *         KEEL_EVERSION, KEEL_EIO, KEEL_ENOSPC, KEEL_ENOMEM, KEEL_EINVAL.
- *         Blocks; fsyncs.
+ * @return KEEL_OK, KEEL_ENOENT (no log and opts->create == 0), KEEL_EBUSY
+ *         (another writer has the log open), KEEL_ECORRUPT, KEEL_EVERSION,
+ *         KEEL_EIO, KEEL_ENOSPC, KEEL_ENOMEM, KEEL_EINVAL. Blocks; fsyncs.
  */
 KEEL_API int keel_wal_open(const char *dir, const keel_wal_options *opts,
                            keel_wal **out, keel_wal_open_info *info,
