@@ -26,20 +26,29 @@ typedef struct keel_host keel_host;
 /* deterministic: 1 for the deterministic mode above, 0 for libuv.
  * @return KEEL_OK or KEEL_ENOMEM / KEEL_EIO. */
 int keel__host_new(keel_host **out, int deterministic);
-/* Cancels nothing: callers must let pending work finish first (free waits
- * for thread-pool jobs to complete, then drops their `done` callbacks and
+/* Cancels nothing itself: callers must let pending work finish first (free
+ * waits for thread-pool jobs to complete, then drops their `done` callbacks and
  * any timers unrun; in deterministic mode it runs each queued job's `work`
  * on the calling thread, so a job's `work` always runs). NULL is a
  * no-op. */
 void keel__host_free(keel_host *h);
 
 /* Run cb(arg) on the kernel's thread after delay_ms (deterministic: virtual
- * milliseconds). */
+ * milliseconds). *id (id may be NULL): what keel__host_cancel takes. */
 int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
-                     void *arg);
-/* Run work(arg) on the thread pool, then done(arg) on the kernel's thread. */
+                     void *arg, uint64_t *id);
+/* Run work(arg) on the thread pool, then done(arg) on the kernel's thread.
+ * *id (id may be NULL): what keel__host_cancel takes. */
 int keel__host_work(keel_host *h, void (*work)(void *arg),
-                    void (*done)(void *arg), void *arg);
+                    void (*done)(void *arg), void *arg, uint64_t *id);
+/*
+ * Cancel the timer or job id if it has not started: a timer never fires, a
+ * job's work and done never run, and neither counts as pending any more.
+ * Only for an id whose callback has not run (the caller tracks that).
+ * @return 1 cancelled, 0 too late (a job whose work is running or ran: its
+ *         done still comes).
+ */
+int keel__host_cancel(keel_host *h, uint64_t id);
 /* Timers and jobs scheduled whose callback has not run yet. */
 uint64_t keel__host_pending(const keel_host *h);
 /*

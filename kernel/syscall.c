@@ -392,7 +392,7 @@ int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
     }
     a->done = cb;
     a->arg = arg;
-    int rc = keel__host_timer(sys->k->host, delay_ms, async_done, a);
+    int rc = keel__host_timer(sys->k->host, delay_ms, async_done, a, NULL);
     if (rc < 0) {
         async_unlink(a);
     }
@@ -409,7 +409,7 @@ int keel_vat_work(keel_syscall *sys, void (*work)(void *arg),
     a->work = work;
     a->done = done;
     a->arg = arg;
-    int rc = keel__host_work(sys->k->host, async_work, async_done, a);
+    int rc = keel__host_work(sys->k->host, async_work, async_done, a, NULL);
     if (rc < 0) {
         async_unlink(a);
     }
