@@ -6,10 +6,16 @@
  * Invariants:
  *   K20 boot is one kernel-op transaction: every vat, its root object and
  *       the bootstrap message appear together or not at all.
- *   K21 The run loop is idle only when the run queue is empty and the host
- *       has no pending async work; out-of-crank syscalls commit and enqueue
+ *   K21 The run loop is idle only when the run queue is empty, no async
+ *       work is held (K34) or pending in the host, and no terminated vat's
+ *       cleanup is pending (K6); out-of-crank syscalls commit and enqueue
  *       at once, so an answer from a timer or thread-pool job is run without
  *       further input (SPEC §5).
+ *   K23 Cleanup batches (K6) interleave with cranks deterministically, by
+ *       durable state alone: before a crank, one batch if none ran since
+ *       the last crank committed; with the run queue empty, one batch per
+ *       iteration until none is pending. The stop flag is checked between
+ *       any two transactions, so a stop is honoured within one batch.
  *   K22 keel_kernel_run returns KEEL_OK only once everything it committed
  *       is durable under the sync policy.
  */
@@ -410,6 +416,13 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if ((s.cranks & 63) == 0 && keel__host_pending(k->host) > 0) {
             keel__host_poll(k->host);
         }
+        rc = keel__k_start_async(k, 0, diag); /* K34: what is durable */
+        if (rc == KEEL_OK) {
+            rc = keel__k_cleanup(k, 0, diag); /* K23 */
+        }
+        if (rc < 0) {
+            break;
+        }
         rc = keel_kernel_step(k, diag);
         if (rc < 0) {
             break;
@@ -422,7 +435,19 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
             }
             continue; /* K22: a limit stopping the loop still waits */
         }
-        rc = KEEL_OK;
+        if (keel__k_cleanup_pending(k)) {
+            rc = keel__k_cleanup(k, 1, diag); /* K23: queue empty */
+            if (rc < 0) {
+                break;
+            }
+            continue;
+        }
+        /* K34: the run queue is empty; wait for the held work's records
+         * to be durable and start it. */
+        rc = keel__k_start_async(k, 1, diag);
+        if (rc < 0) {
+            break;
+        }
         if (keel__host_pending(k->host) == 0) {
             if (!o->forever) {
                 s.idle = 1;
@@ -451,6 +476,12 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
     if (rc == KEEL_OK) {
         rc = keel_kernel_wait_durable(k, diag); /* K22 */
     }
+    if (rc == KEEL_OK && k->failed) {
+        rc = KEEL_EFAILED; /* K16: a checkpoint after the last commit */
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+    }
     s.transactions = k->stat_txns;
     s.deliveries = k->stat_deliveries;
     s.seconds = (double)(now_ms() - t0) / 1000.0;
@@ -474,6 +505,10 @@ int keel_kernel_vatstore_get(keel_kernel *k, const char *vat, const char *key,
     int rc = keel__k_get_u64(k, full, &vid);
     if (rc == 0) {
         return keel__diag(diag, KEEL_ENOENT, "no vat named \"%s\"", vat);
+    }
+    kvat *v = rc > 0 ? keel__k_vat(k, (uint32_t)vid) : NULL;
+    if (rc > 0 && (v == NULL || !v->alive)) {
+        return 0; /* K6: a terminated vat holds nothing, cleaned up or not */
     }
     if (rc > 0) {
         snprintf(full, sizeof(full), "vs.%" PRIu64 ".%s", vid, key);

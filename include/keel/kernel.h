@@ -161,7 +161,10 @@ KEEL_API int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
  * Queue method(args) to the root object of vat `vat` from outside, as its
  * own kernel-op transaction, with a fresh result promise (its kref into
  * result_kref[KEEL_VREF_MAX]).
- * @return KEEL_OK, KEEL_ENOENT (no such vat), KEEL_EINVAL.
+ * @return KEEL_OK once the message is committed (durable after
+ *         keel_kernel_wait_durable), even if a checkpoint right after it
+ *         failed the kernel (the next call or close reports that);
+ *         KEEL_ENOENT (no such vat), KEEL_EINVAL.
  */
 KEEL_API int keel_kernel_send(keel_kernel *k, const char *vat,
                               const char *method, const char *args_json,
@@ -182,7 +185,9 @@ KEEL_API int keel_kernel_vatstore_get(keel_kernel *k, const char *vat,
                                       const char *key, char **val, size_t *len,
                                       keel_diag *diag);
 
-/* Block until every committed transaction is durable. */
+/* Block until every committed transaction is durable. The answer is the
+ * WAL's alone: a kernel failed by its store (a checkpoint after a commit)
+ * still answers KEEL_OK for what it committed; a failed WAL fails it. */
 KEEL_API int keel_kernel_wait_durable(keel_kernel *k, keel_diag *diag);
 
 /* Status as a JSON object (malloc'd string; free()): crank, applied and
@@ -193,6 +198,10 @@ KEEL_API int keel_kernel_status_json(keel_kernel *k, char **json,
 
 KEEL_API uint64_t keel_kernel_activity_hash(const keel_kernel *k);
 KEEL_API uint64_t keel_kernel_crank_number(const keel_kernel *k);
+/* The WAL's durable LSN: every record up to it survives a power loss. The
+ * one call that may be made from any thread (a vat's keel_vat_work job
+ * included). */
+KEEL_API uint64_t keel_kernel_durable_lsn(keel_kernel *k);
 
 struct keel_snapshot_info;
 /*
@@ -207,7 +216,9 @@ KEEL_API int keel_kernel_snapshot(keel_kernel *k, const char *path,
                                   struct keel_snapshot_info *info,
                                   keel_diag *diag);
 
-/* Checkpoint, stop vats, close. NULL is a no-op. */
+/* Checkpoint, stop vats, close. NULL is a no-op. A kernel that failed
+ * returns that failure (with its diag) here, so a failure no call reported
+ * yet (a checkpoint after the last commit) is never silent. */
 KEEL_API int keel_kernel_close(keel_kernel *k, keel_diag *diag);
 
 #ifdef __cplusplus
