@@ -11,10 +11,10 @@
  * kernel's WAL with a correctly chained k.hash, so that the one invariant
  * under test fires and not the hash check; a sound crafted twin passes,
  * which shows the scaffolding is right. A terminated vat's cleanup in
- * batches is crafted the same way: sound, and with each flaw A10 names. The
- * salvage is checked on one
- * segment and on many, refused past a checkpoint, left alone on a torn
- * tail, and cut short at every I/O operation (then finished the same).
+ * batches is crafted the same way: sound, and with each flaw A10 names.
+ * The salvage is checked on one segment and on many, refused past a
+ * checkpoint, left alone on a torn tail, and cut short at every I/O
+ * operation (then finished the same).
  */
 #include <check.h>
 #include <inttypes.h>
