@@ -31,10 +31,14 @@
  *   t_many       scenario 14: sender, peer and watcher of 10,000 promises.
  *   t_badstart   a vat whose start() fails.
  *   t_restart    a t_actor whose start() writes to its vatstore.
+ *   t_job        async work the test watches through its context: whether
+ *                a job ran, and the WAL's durable LSN when it started; an
+ *                hour-long timer; exit. (t_actor's "fill" op gives a vat
+ *                many keys, for termination.)
  *
- * The test's context reaches t_cross_* through their params (its address as
- * text): an ops table carries no user data, and keel (tests included) keeps
- * no mutable globals.
+ * The test's context reaches t_cross_* and t_job through their params (its
+ * address as text): an ops table carries no user data, and keel (tests
+ * included) keeps no mutable globals.
  *
  * Vat ids follow config order (the first vat is v1), so the store key of
  * vat 2's vatstore entry "x" is "vs.2.x" (kernel/kernel_internal.h).
@@ -2889,6 +2893,31 @@ START_TEST(test_kernel_cleanup_resumes_after_crash)
 }
 END_TEST
 
+/* K23: the stop flag is read between any two transactions, so a run
+ * asked to stop with a cleanup pending stops before the next batch (as
+ * `keel run` on SIGTERM), and a later run finishes the cleanup. */
+START_TEST(test_kernel_stop_flag_between_cleanup_batches)
+{
+    tk t;
+    keel_diag d = {0};
+    keel_run_stats s;
+    volatile int stop = 1;
+    big_bob(&t);
+    tk_do(&t, "bob", "[{'op':'exit'}]", NULL);
+    tk_drain(&t);
+    keel_run_options ro = {.timeout_ms = RUN_TIMEOUT_MS, .stop_flag = &stop};
+    int rc = keel_kernel_run(t.k, &ro, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "run: %s", d.msg);
+    ck_assert(!s.idle);
+    ck_assert_uint_eq(s.transactions, 0);
+    ck_assert_uint_eq(wal_scan(&t, 0, "v.2.cleanup", NULL), 1);
+    stop = 0;
+    tk_run(&t);
+    ck_assert_uint_ge(wal_scan(&t, 0, "v.2.cleanup", NULL), 3);
+    tk_free(&t);
+}
+END_TEST
+
 static void job_boot(tk *t, int sync, int deterministic)
 {
     char cfg[512];
@@ -3102,6 +3131,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_terminate_big_vat_in_bounded_batches);
     tcase_add_test(tc, test_kernel_message_to_vat_pending_cleanup_rejects);
     tcase_add_test(tc, test_kernel_cleanup_resumes_after_crash);
+    tcase_add_test(tc, test_kernel_stop_flag_between_cleanup_batches);
     tcase_add_test(tc, test_kernel_aborted_crank_starts_no_job);
     tcase_add_test(tc, test_kernel_job_starts_after_its_crank_is_durable);
     tcase_add_test(tc, test_kernel_exited_vat_job_never_runs);
