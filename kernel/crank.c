@@ -927,7 +927,10 @@ int keel__k_cleanup(keel_kernel *k, int force, keel_diag *diag)
     keel_bytes b;
     int rc = keel__k_txn_begin(k);
     if (rc < 0) {
-        return keel__diag(diag, rc, "begin transaction");
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
     }
     snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", v->id);
     rc = keel__k_get(k, key, &b);

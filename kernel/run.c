@@ -11,13 +11,13 @@
  *       cleanup is pending (K6); out-of-crank syscalls commit and enqueue
  *       at once, so an answer from a timer or thread-pool job is run without
  *       further input (SPEC §5).
+ *   K22 keel_kernel_run returns KEEL_OK only once everything it committed
+ *       is durable under the sync policy.
  *   K23 Cleanup batches (K6) interleave with cranks deterministically, by
  *       durable state alone: before a crank, one batch if none ran since
  *       the last crank committed; with the run queue empty, one batch per
  *       iteration until none is pending. The stop flag is checked between
  *       any two transactions, so a stop is honoured within one batch.
- *   K22 keel_kernel_run returns KEEL_OK only once everything it committed
- *       is durable under the sync policy.
  */
 #include "kernel/kernel_internal.h"
 
