@@ -19,7 +19,8 @@
  * Durability
  *   Every crank is one WAL record (kind crank), every syscall made between
  *   cranks one record (out-of-crank), every kernel operation (boot,
- *   external send, vat termination) one record (kernel-op). Under sync=full
+ *   external send, vat termination, one cleanup batch of a terminated vat)
+ *   one record (kernel-op). Under sync=full
  *   a record is fdatasync'd before its effects are used; under group the
  *   caller must keel_kernel_wait_durable() before reporting a result
  *   outside. The store is checkpointed (LMDB commit with full sync, after
