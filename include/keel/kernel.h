@@ -20,10 +20,11 @@
  *   Every crank is one WAL record (kind crank), every syscall made between
  *   cranks one record (out-of-crank), every kernel operation (boot,
  *   external send, vat termination, one cleanup batch of a terminated vat)
- *   one record (kernel-op). Under sync=full
- *   a record is fdatasync'd before its effects are used; under group the
- *   caller must keel_kernel_wait_durable() before reporting a result
- *   outside. The store is checkpointed (LMDB commit with full sync, after
+ *   one record (kernel-op). Under sync=full a record is fdatasync'd
+ *   before its effects are used; under group the caller must
+ *   keel_kernel_wait_durable() before reporting a result outside (the
+ *   kernel does so itself before it starts a vat's async work: vat.h).
+ *   The store is checkpointed (LMDB commit with full sync, after
  *   the WAL is durable up to the checkpoint) every checkpoint_cranks
  *   transactions or checkpoint_ms.
  *
