@@ -17,8 +17,9 @@
  *   kernel-op transaction.
  *
  * Durability
- *   Every crank is one WAL record (kind crank), every syscall made between
- *   cranks one record (out-of-crank), every kernel operation (boot,
+ *   Every crank is one WAL record (kind crank), the syscalls of one async
+ *   callback (or one syscall made outside any crank and callback) one
+ *   record (out-of-crank), every kernel operation (boot,
  *   external send, vat termination, one cleanup batch of a terminated vat)
  *   one record (kernel-op). Under sync=full a record is fdatasync'd
  *   before its effects are used; under group the caller must
