@@ -19,9 +19,9 @@
  *   K5  Counters (ko, kp, vat ids, exported o+N/p+N maxima) only grow.
  *   K6  A terminated vat decides nothing: termination, one transaction,
  *       marks it terminated and rejects every promise it decides ("vat
- *       terminated"); from then on nothing reaches it (messages to its
- *       objects reject their results, notifies to it are dropped, its
- *       syscalls and vatstore fail, its async work is cancelled). Its
+ *       terminated"), retiring its c-list pair for each; from then on nothing
+ * reaches it (messages to its objects reject their results, notifies to it are
+ * dropped, its syscalls and vatstore fail, its async work is cancelled). Its
  *       c-list and vatstore keys are deleted in key order, continuing from
  *       the last key deleted (linear), in batches of at most
  *       CLEANUP_BATCH_KEYS keys that stop once the write-set encodes to
@@ -832,6 +832,26 @@ static int put_cleanup(keel_kernel *k, uint32_t vid, const char *cursor)
     return keel__k_put_str(k, key, val);
 }
 
+/* The dead vat's c-list pair for kp goes with kp's rejection, as a
+ * decider's does when it resolves (the rest of the c-list may wait for a
+ * later batch), but no retired-vref marker: nothing of a dead vat is
+ * written. */
+static int retire_dead_entry(keel_kernel *k, uint32_t vid, const char *kp)
+{
+    char key[KEY_MAX], vref[KEEL_VREF_MAX];
+    snprintf(key, sizeof(key), "c.%" PRIu32 ".k.%s", vid, kp);
+    int rc = get_str(k, key, vref, sizeof(vref));
+    if (rc != 1) {
+        return rc < 0 ? rc : KEEL_OK;
+    }
+    rc = keel__k_del(k, key);
+    if (rc == KEEL_OK) { /* K2 */
+        snprintf(key, sizeof(key), "c.%" PRIu32 ".v.%s", vid, vref);
+        rc = keel__k_del(k, key);
+    }
+    return rc;
+}
+
 /* K6 in the open transaction: vid is terminated and every promise it
  * decides rejected; its c-list and vatstore go now as far as one batch's
  * budget allows, the rest in later cleanup batches (v.<vid>.cleanup).
@@ -853,6 +873,9 @@ static int terminate_in_txn(keel_kernel *k, uint32_t vid)
             rc = keel__k_settle(k, kpc, 1, TERMINATED_BODY,
                                 sizeof(TERMINATED_BODY) - 1, NULL, 0);
             rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
+        }
+        if (rc == KEEL_OK) {
+            rc = retire_dead_entry(k, vid, kpc);
         }
     }
     if (rc < 0) {

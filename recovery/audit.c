@@ -58,7 +58,8 @@
  *       terminates it leaves no decider-index key of it, and no c-list or
  *       vatstore key unless it writes v.<vid>.cleanup (cleanup pending).
  *       While the cleanup is pending those keys may stay (the c-list need
- *       not pair up), but none is written; each later write of
+ *       not pair up; the terminating transaction's own writes of them
+ *       included), but none is written later; each later write of
  *       v.<vid>.cleanup is a cleanup batch: a kernel op that deletes only
  *       that vat's c-list and vatstore keys; the one that deletes
  *       v.<vid>.cleanup leaves none. Only a terminated vat has a cleanup,
@@ -1058,10 +1059,13 @@ static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
     uint32_t vid;
     size_t rest;
     /* A10: a dead vat's c-list and vatstore keys may stay while its
-     * cleanup is pending, never written again (op != NULL: a put). */
-    if (op == NULL && (has_prefix(k, n, "c.") || has_prefix(k, n, "vs.")) &&
+     * cleanup is pending: those it had, and those its last transaction
+     * (the one that terminates it) wrote; none written later (op != NULL:
+     * a put, by a record after the termination). */
+    if ((has_prefix(k, n, "c.") || has_prefix(k, n, "vs.")) &&
         key_vid(k, n, has_prefix(k, n, "c.") ? 2 : 3, &vid, &rest) &&
-        vat_after(a, vid) == VAT_DEAD && cleanup_after(a, vid)) {
+        vat_after(a, vid) == VAT_DEAD && cleanup_after(a, vid) &&
+        (op == NULL || vat_before(a, vid) == VAT_ALIVE)) {
         return KEEL_OK;
     }
     if (has_prefix(k, n, "c.")) {

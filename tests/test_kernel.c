@@ -2893,6 +2893,32 @@ START_TEST(test_kernel_cleanup_resumes_after_crash)
 }
 END_TEST
 
+/* K6, A6: a vat that exits in a crank whose own writes already fill a
+ * cleanup batch (so no c-list key goes in that transaction) still retires
+ * its c-list entry of each promise it decides as it rejects it, and the
+ * audit passes. */
+START_TEST(test_kernel_exit_in_full_crank_retires_decided_promises)
+{
+    char kref[KEEL_VREF_MAX], script[96];
+    tk t;
+    TK_ACTORS(&t, "alice", "bob");
+    tk_send(&t, "bob", "m", "{}", kref); /* logged, never answered */
+    tk_run(&t);
+    ck_promise(&t, kref, 0, NULL);
+    snprintf(script, sizeof(script), "[{'op':'fill','n':%d},{'op':'exit'}]",
+             BIG_VAT_KEYS);
+    tk_do(&t, "bob", script, NULL);
+    tk_run(&t);
+    ck_vat(&t, "bob", "terminated");
+    ck_promise(&t, kref, 2, "{'error':'vat terminated'}");
+    tk_close(&t);
+    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
+    ck_audit_clean(&t);
+    tk_free(&t);
+}
+END_TEST
+
 /* K23: the stop flag is read between any two transactions, so a run
  * asked to stop with a cleanup pending stops before the next batch (as
  * `keel run` on SIGTERM), and a later run finishes the cleanup. */
@@ -3132,6 +3158,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_message_to_vat_pending_cleanup_rejects);
     tcase_add_test(tc, test_kernel_cleanup_resumes_after_crash);
     tcase_add_test(tc, test_kernel_stop_flag_between_cleanup_batches);
+    tcase_add_test(tc, test_kernel_exit_in_full_crank_retires_decided_promises);
     tcase_add_test(tc, test_kernel_aborted_crank_starts_no_job);
     tcase_add_test(tc, test_kernel_job_starts_after_its_crank_is_durable);
     tcase_add_test(tc, test_kernel_exited_vat_job_never_runs);
