@@ -23,8 +23,9 @@
  *       the vat is terminated at once, in its own transaction.
  *   K32 Async work of a vat that has terminated is dropped: work not yet
  *       started is cancelled (a timer never fires, a queued job never
- *       runs), and the done callback of a job already running is never
- *       called. So a dead vat's pending work never keeps `keel run` busy.
+ *       runs), the done callback of a job already running is never
+ *       called, and a request it makes later is accepted and never runs.
+ *       So a dead vat's pending work never keeps `keel run` busy.
  *   K33 (below) The syscalls of one async callback form one transaction.
  *   K34 Output commit for async work (DESIGN §2.6): keel_vat_timer and
  *       keel_vat_work only hold the request. It is handed to the host once
@@ -512,7 +513,7 @@ int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
         return KEEL_EINVAL;
     }
     if (!sys->v->alive || sys->k->failed) {
-        return KEEL_EFAILED;
+        return KEEL_OK; /* K32: accepted, never run */
     }
     kasync *a = async_new(sys);
     if (a == NULL) {
@@ -531,7 +532,7 @@ int keel_vat_work(keel_syscall *sys, void (*work)(void *arg),
         return KEEL_EINVAL;
     }
     if (!sys->v->alive || sys->k->failed) {
-        return KEEL_EFAILED;
+        return KEEL_OK; /* K32: accepted, never run */
     }
     kasync *a = async_new(sys);
     if (a == NULL) {

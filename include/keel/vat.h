@@ -159,7 +159,8 @@ KEEL_API const char *keel_syscall_vat_name(const keel_syscall *sys);
  *
  * When a vat terminates, its work that has not started is cancelled (a
  * timer never fires, a queued job never runs); a job already running
- * finishes, but its done is not called. Pending work of live vats (held or
+ * finishes, but its done is not called; a request made with its handle
+ * afterwards returns KEEL_OK and never runs. Pending work of live vats (held or
  * started) keeps `keel run` from deciding it is idle; a terminated vat's
  * never does.
  */
