@@ -18,19 +18,20 @@
  *       settlement and d.<vid>.<kp> mirrors it exactly.
  *   K5  Counters (ko, kp, vat ids, exported o+N/p+N maxima) only grow.
  *   K6  A terminated vat decides nothing: termination, one transaction,
- *       marks it terminated and rejects every promise it decides ("vat
- *       terminated"), retiring its c-list pair for each; from then on nothing
- * reaches it (messages to its objects reject their results, notifies to it are
- * dropped, its syscalls and vatstore fail, its async work is cancelled). Its
- *       c-list and vatstore keys are deleted in key order, continuing from
- *       the last key deleted (linear), in batches of at most
- *       CLEANUP_BATCH_KEYS keys that stop once the write-set encodes to
- *       CLEANUP_BATCH_BYTES: the first in the termination transaction
- *       itself, the rest, if any, in kernel-op transactions of their own
- *       (keel__k_cleanup), with the durable cursor v.<vid>.cleanup saying
- *       where to go on after a crash; the batch that deletes the last key
- *       deletes the cursor. So no cleanup record exceeds the batch bound,
- *       whatever the vat holds.
+ *       marks it terminated; from then on nothing reaches it (messages to
+ *       its objects reject their results, notifies to it are dropped, its
+ *       syscalls and vatstore fail, its async work is cancelled). Then,
+ *       in batches of at most CLEANUP_BATCH_KEYS units that stop once the
+ *       write-set encodes to CLEANUP_BATCH_BYTES, each in key order and
+ *       continuing from the last key done (linear): every promise it
+ *       decides is rejected ("vat terminated", retiring its c-list pair),
+ *       then its c-list and vatstore keys are deleted. The first batch is
+ *       part of the termination transaction, the rest, if any, kernel-op
+ *       transactions of their own (keel__k_cleanup), with the durable
+ *       cursor v.<vid>.cleanup saying where to go on after a crash; the
+ *       batch that finishes deletes the cursor. So no termination or
+ *       cleanup record exceeds the batch bound (plus one unit), whatever
+ *       the vat holds or decides.
  *       A vat's exit is terminated in the transaction that made the exit
  *       syscall (keel__k_txn_commit_exits): durable with it, or lost with
  *       it; never a committed exit whose termination a crash could lose.
@@ -784,54 +785,6 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
     return rc < 0 ? rc : 1;
 }
 
-/* Delete the dead vat's c-list, then vatstore, keys after cursor ("" for
- * the first) in key order while the open transaction's write-set is within
- * one batch's budget (K6). Continuing from the last key deleted keeps the
- * whole cleanup linear: a search from the prefix would walk past every
- * key already deleted (still tombstones in the write-set or overlay).
- * cursor[KEY_MAX] is left at the last key deleted.
- * @return 1 nothing of the vat is left, 0 the budget ran out, < 0. */
-static int cleanup_keys(keel_kernel *k, uint32_t vid, char *cursor)
-{
-    static const char *const drop[] = {"c.%" PRIu32 ".", "vs.%" PRIu32 "."};
-    char prefix[64], found[KEY_MAX];
-    size_t start = 0, keys = 0;
-    int rc = KEEL_OK;
-    snprintf(prefix, sizeof(prefix), drop[1], vid);
-    if (strncmp(cursor, prefix, strlen(prefix)) == 0) {
-        start = 1; /* the c-list is gone already */
-    }
-    for (size_t i = start; i < 2; i++) {
-        snprintf(prefix, sizeof(prefix), drop[i], vid);
-        const char *after = i == start ? cursor : "";
-        while ((rc = keel__k_next(k, prefix, after, found)) == 1) {
-            if (keys >= CLEANUP_BATCH_KEYS ||
-                keel__store_ws_encode_bound(k->store) >= CLEANUP_BATCH_BYTES) {
-                return 0;
-            }
-            rc = keel__k_del(k, found);
-            if (rc < 0) {
-                return rc;
-            }
-            keys++;
-            snprintf(cursor, KEY_MAX, "%s", found);
-            after = cursor;
-        }
-        if (rc < 0) {
-            return rc;
-        }
-    }
-    return 1;
-}
-
-static int put_cleanup(keel_kernel *k, uint32_t vid, const char *cursor)
-{
-    char key[KEY_MAX], val[KEY_MAX + 24];
-    snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", vid);
-    snprintf(val, sizeof(val), "%" PRIu64 " %s", k->crank, cursor);
-    return keel__k_put_str(k, key, val);
-}
-
 /* The dead vat's c-list pair for kp goes with kp's rejection, as a
  * decider's does when it resolves (the rest of the c-list may wait for a
  * later batch), but no retired-vref marker: nothing of a dead vat is
@@ -852,37 +805,89 @@ static int retire_dead_entry(keel_kernel *k, uint32_t vid, const char *kp)
     return rc;
 }
 
-/* K6 in the open transaction: vid is terminated and every promise it
- * decides rejected; its c-list and vatstore go now as far as one batch's
+/* One unit of a dead vat's cleanup: a decider-index key d.<vid>.<kp>
+ * (reject kp, retiring the vat's c-list pair for it; phase 0), or a
+ * c-list or vatstore key (delete it). */
+static int cleanup_one(keel_kernel *k, uint32_t vid, size_t phase,
+                       const char *found, size_t plen)
+{
+    char kp[KEEL_VREF_MAX];
+    int rc = keel__k_del(k, found);
+    if (rc < 0 || phase != 0) {
+        return rc;
+    }
+    snprintf(kp, sizeof(kp), "%s", found + plen);
+    rc = keel__k_settle(k, kp, 1, TERMINATED_BODY, sizeof(TERMINATED_BODY) - 1,
+                        NULL, 0);
+    rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
+    return rc == KEEL_OK ? retire_dead_entry(k, vid, kp) : rc;
+}
+
+/* The dead vat's cleanup (K6) in the open transaction, from cursor ("" for
+ * the start) on, while the write-set is within one batch's budget: first
+ * every promise it decides is rejected (its d.<vid>.* keys), then its
+ * c-list and vatstore keys are deleted, each in key order. Continuing from
+ * the last key done keeps the whole cleanup linear: a search from the
+ * prefix would walk past every key already deleted (still tombstones in
+ * the write-set or overlay). cursor[KEY_MAX] is left at the last key done.
+ * @return 1 nothing of the vat is left, 0 the budget ran out, < 0. */
+static int cleanup_keys(keel_kernel *k, uint32_t vid, char *cursor)
+{
+    static const char *const phases[] = {"d.%" PRIu32 ".", "c.%" PRIu32 ".",
+                                         "vs.%" PRIu32 "."};
+    char prefix[64], found[KEY_MAX];
+    size_t start = 0, units = 0;
+    int rc = KEEL_OK;
+    for (size_t i = 1; i < 3; i++) {
+        snprintf(prefix, sizeof(prefix), phases[i], vid);
+        if (strncmp(cursor, prefix, strlen(prefix)) == 0) {
+            start = i; /* the phases before it are done */
+        }
+    }
+    for (size_t i = start; i < 3; i++) {
+        size_t plen = (size_t)snprintf(prefix, sizeof(prefix), phases[i], vid);
+        const char *after = i == start ? cursor : "";
+        while ((rc = keel__k_next(k, prefix, after, found)) == 1) {
+            if (units >= CLEANUP_BATCH_KEYS ||
+                keel__store_ws_encode_bound(k->store) >= CLEANUP_BATCH_BYTES) {
+                return 0;
+            }
+            rc = cleanup_one(k, vid, i, found, plen);
+            if (rc < 0) {
+                return rc;
+            }
+            units++;
+            snprintf(cursor, KEY_MAX, "%s", found);
+            after = cursor;
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 1;
+}
+
+static int put_cleanup(keel_kernel *k, uint32_t vid, const char *cursor)
+{
+    char key[KEY_MAX], val[KEY_MAX + 24];
+    snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", vid);
+    snprintf(val, sizeof(val), "%" PRIu64 " %s", k->crank, cursor);
+    return keel__k_put_str(k, key, val);
+}
+
+/* K6 in the open transaction: vid is terminated; the promises it decides
+ * are rejected and its c-list and vatstore deleted as far as one batch's
  * budget allows, the rest in later cleanup batches (v.<vid>.cleanup).
  * Memory follows only once the transaction commits (terminated()).
  * @return 1 cleanup pending, 0 nothing of the vat left, < 0. */
 static int terminate_in_txn(keel_kernel *k, uint32_t vid)
 {
-    char key[KEY_MAX], prefix[64], found[KEY_MAX], after[KEY_MAX] = "";
+    char key[KEY_MAX], cursor[KEY_MAX] = "";
     snprintf(key, sizeof(key), "v.%" PRIu32 ".state", vid);
     int rc = keel__k_put_str(k, key, "terminated");
-    snprintf(prefix, sizeof(prefix), "d.%" PRIu32 ".", vid);
-    while (rc == KEEL_OK && (rc = keel__k_next(k, prefix, after, found)) == 1) {
-        const char *kp = found + strlen(prefix);
-        char kpc[KEEL_VREF_MAX];
-        snprintf(kpc, sizeof(kpc), "%s", kp);
-        snprintf(after, sizeof(after), "%s", found); /* linear (K6) */
-        rc = keel__k_del(k, found);
-        if (rc == KEEL_OK) {
-            rc = keel__k_settle(k, kpc, 1, TERMINATED_BODY,
-                                sizeof(TERMINATED_BODY) - 1, NULL, 0);
-            rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
-        }
-        if (rc == KEEL_OK) {
-            rc = retire_dead_entry(k, vid, kpc);
-        }
+    if (rc == KEEL_OK) {
+        rc = cleanup_keys(k, vid, cursor);
     }
-    if (rc < 0) {
-        return rc;
-    }
-    char cursor[KEY_MAX] = "";
-    rc = cleanup_keys(k, vid, cursor);
     if (rc == 0) {
         rc = put_cleanup(k, vid, cursor);
         return rc < 0 ? rc : 1;

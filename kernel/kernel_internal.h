@@ -18,10 +18,12 @@
  *                        vat name, "alive"/"terminated", its config entry
  *                        (JSON), root kref, highest o+N / p+N exported
  *   v.<vid>.cleanup      "<crank> <key>": the vat is terminated and its
- *                        c.<vid>.* and vs.<vid>.* keys are still being
- *                        deleted in batches (K6); <crank> is the crank of
- *                        the last batch, <key> the last key deleted ("" for
- *                        none yet). Absent once nothing of the vat is left
+ *                        cleanup goes on in batches (K6): the promises it
+ *                        decides rejected (its d.<vid>.* keys), then its
+ *                        c.<vid>.* and vs.<vid>.* keys deleted; <crank> is
+ *                        the crank of the last batch, <key> the last key
+ *                        done ("" for none yet). Absent once nothing of the
+ *                        vat is left
  *   vn.<name>            vat id by name
  *   c.<vid>.k.<kref>     c-list: kref -> vref
  *   c.<vid>.v.<vref>     c-list: vref -> kref

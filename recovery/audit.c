@@ -45,25 +45,26 @@
  *       decider, and an out-of-crank transaction must be the decider's,
  *       each retiring the decider's c-list entry for it (c.<D>.k.<kp>
  *       deleted); a kernel operation may settle it only by terminating the
- *       decider (rejected); a promise without a decider only by the crank
- *       whose message it is the result of, rejecting it undelivered.
- *   A7  Each c-list is a bijection (K2): c.<v>.k.<kref> = vref exactly
- *       when c.<v>.v.<vref> = kref.
- *   A8  Every kref named by a c-list, a promise record, a run-queue item
- *       or a vat's root exists (ko.<n> / kp.<n>), and objects and promises
- *       are never deleted; an object's owner never changes.
+ *       decider or in a cleanup batch of it (rejected); a promise without a
+ * decider only by the crank whose message it is the result of, rejecting it
+ * undelivered. A7  Each c-list is a bijection (K2): c.<v>.k.<kref> = vref
+ * exactly when c.<v>.v.<vref> = kref. A8  Every kref named by a c-list, a
+ * promise record, a run-queue item or a vat's root exists (ko.<n> / kp.<n>),
+ * and objects and promises are never deleted; an object's owner never changes.
  *   A9  d.<v>.<kp> mirrors the decider exactly (K4), and the decider of an
  *       unresolved promise is a live vat.
  *   A10 A terminated vat holds nothing (K6): the transaction that
- *       terminates it leaves no decider-index key of it, and no c-list or
- *       vatstore key unless it writes v.<vid>.cleanup (cleanup pending).
- *       While the cleanup is pending those keys may stay (the c-list need
- *       not pair up; the terminating transaction's own writes of them
- *       included), but none is written later; each later write of
- *       v.<vid>.cleanup is a cleanup batch: a kernel op that deletes only
- *       that vat's c-list and vatstore keys; the one that deletes
- *       v.<vid>.cleanup leaves none. Only a terminated vat has a cleanup,
- *       and a vat never comes back alive.
+ *       terminates it leaves no decider-index, c-list or vatstore key of it
+ *       unless it writes v.<vid>.cleanup (cleanup pending). While the
+ *       cleanup is pending those keys may stay (the c-list need not pair
+ *       up; the terminating transaction's own writes of them included),
+ *       and the promises the vat decides may stay unresolved, but none of
+ *       its keys is written later; each later write of v.<vid>.cleanup is
+ *       a cleanup batch: a kernel op that deletes only that vat's keys and
+ *       writes only what rejecting its promises writes (promise records,
+ *       queued notifies and messages, k.rq.tail, k.unresolved); the one
+ *       that deletes v.<vid>.cleanup leaves none. Only a terminated vat
+ *       has a cleanup, and a vat never comes back alive.
  *   A11 k.unresolved counts the unresolved promises; k.next.vat, .ko and
  *       .kp never decrease, and no object or promise is created at or
  *       beyond them (K5).
@@ -141,7 +142,6 @@ typedef struct vinfo {
     uint8_t state;   /* VAT_* */
     uint8_t cleanup; /* v.<v>.cleanup present: its keys still going (K6) */
     uint64_t refs;   /* its c.<v>.*, d.<v>.* and vs.<v>.* keys */
-    uint64_t drefs;  /* of which d.<v>.* */
 } vinfo;
 
 typedef struct audit {
@@ -615,7 +615,10 @@ static int check_prom_shape(audit *a, const char *kp, const kprom *p)
     }
     if (p->decider != 0) {
         keel_bytes v;
-        if (vat_after(a, p->decider) != VAT_ALIVE) {
+        /* A10: a dead vat's promises wait for its cleanup to reject them */
+        if (vat_after(a, p->decider) != VAT_ALIVE &&
+            !(vat_after(a, p->decider) == VAT_DEAD &&
+              cleanup_after(a, p->decider))) {
             return violation(
                 a, "%s is decided by vat %" PRIu32 ", which is not alive", kp,
                 p->decider);
@@ -685,13 +688,17 @@ static int check_resolver(audit *a, const char *kp, uint32_t d,
     }
     if (a->kind == KEEL_WAL_KERNEL_OP) {
         const txop *op = find_op(a, key, vkey(key, "v.", d, ".state", NULL, 0));
-        if (op == NULL || op->kind != KEEL__STORE_PUT ||
-            state_of((keel_bytes){op->val, op->vlen}) != VAT_DEAD ||
-            now->state != KP_REJECTED) {
+        /* the termination, or a later batch of its cleanup */
+        int terminating = op != NULL && op->kind == KEEL__STORE_PUT &&
+                          state_of((keel_bytes){op->val, op->vlen}) == VAT_DEAD;
+        int cleaning =
+            vat_before(a, d) == VAT_DEAD &&
+            find_op(a, key, vkey(key, "v.", d, ".cleanup", NULL, 0)) != NULL;
+        if ((!terminating && !cleaning) || now->state != KP_REJECTED) {
             return violation(a,
                              "%s, decided by vat %" PRIu32
-                             ", was settled by a kernel operation that did "
-                             "not terminate that vat",
+                             ", was settled by a kernel operation that "
+                             "neither terminated nor cleaned up that vat",
                              kp, d);
         }
         return KEEL_OK;
@@ -1068,6 +1075,10 @@ static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
         (op == NULL || vat_before(a, vid) == VAT_ALIVE)) {
         return KEEL_OK;
     }
+    if (op == NULL && has_prefix(k, n, "d.") && key_vid(k, n, 2, &vid, &rest) &&
+        vat_after(a, vid) == VAT_DEAD && cleanup_after(a, vid)) {
+        return KEEL_OK; /* a promise its cleanup has yet to reject */
+    }
     if (has_prefix(k, n, "c.")) {
         return check_clist(a, k, n, val, 1);
     }
@@ -1138,12 +1149,22 @@ static int check_cleanup(audit *a)
             const txop *o = &a->ops[j];
             uint32_t ov = 0;
             size_t orest;
-            int own = (has_prefix(o->key, o->klen, "c.") &&
+            int own = ((has_prefix(o->key, o->klen, "c.") ||
+                        has_prefix(o->key, o->klen, "d.")) &&
                        key_vid(o->key, o->klen, 2, &ov, &orest)) ||
                       (has_prefix(o->key, o->klen, "vs.") &&
                        key_vid(o->key, o->klen, 3, &ov, &orest));
+            /* what rejecting its promises writes, checked as any
+             * settlement is (A3, A4, A6, A11) */
+            int settling =
+                o->kind == KEEL__STORE_PUT &&
+                (has_prefix(o->key, o->klen, "kp.") ||
+                 has_prefix(o->key, o->klen, "rq.") ||
+                 (o->klen == 9 && memcmp(o->key, "k.rq.tail", 9) == 0) ||
+                 (o->klen == 12 && memcmp(o->key, "k.unresolved", 12) == 0));
             if (j == i || (o->klen == 6 && memcmp(o->key, "k.hash", 6) == 0) ||
-                (own && ov == vid && o->kind == KEEL__STORE_DELETE)) {
+                (own && ov == vid && o->kind == KEEL__STORE_DELETE) ||
+                settling) {
                 continue;
             }
             return violation(a,
@@ -1496,9 +1517,6 @@ static int apply_op(audit *a, uint8_t kind, const uint8_t *k, size_t n,
     }
     if (vi != NULL) {
         vi->refs += kind == KEEL__STORE_PUT ? 1 : (uint64_t)-1;
-        if (has_prefix(k, n, "d.")) {
-            vi->drefs += kind == KEEL__STORE_PUT ? 1 : (uint64_t)-1;
-        }
     }
     return note_state(a, kind, k, n, val, vlen);
 }
@@ -1545,16 +1563,13 @@ static int check_applied(audit *a)
         int done = op->kind == KEEL__STORE_DELETE && op->klen - rest == 7 &&
                    memcmp(op->key + rest, "cleanup", 7) == 0;
         const vinfo *vi = &a->vats[vid];
-        /* The termination leaves no decider-index key and, unless its
-         * cleanup is pending, nothing; a finished cleanup nothing. */
-        uint64_t left = term && vi->cleanup ? vi->drefs : vi->refs;
-        if ((term || done) && left != 0) {
-            return violation(
-                a,
-                "vat %" PRIu32 " was %s but keeps %" PRIu64 " %s key(s) (A10)",
-                vid, term ? "terminated" : "cleaned up", left,
-                term && vi->cleanup ? "decider-index"
-                                    : "c-list, decider-index or vatstore");
+        /* The termination leaves nothing unless its cleanup is pending;
+         * a finished cleanup nothing. */
+        if (((term && !vi->cleanup) || done) && vi->refs != 0) {
+            return violation(a,
+                             "vat %" PRIu32 " was %s but keeps %" PRIu64
+                             " c-list, decider-index or vatstore key(s) (A10)",
+                             vid, term ? "terminated" : "cleaned up", vi->refs);
         }
     }
     if (a->unres_delta != 0 || find_op(a, "k.unresolved", 12) != NULL) {

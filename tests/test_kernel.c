@@ -34,7 +34,8 @@
  *   t_job        async work the test watches through its context: whether
  *                a job ran, and the WAL's durable LSN when it started; an
  *                hour-long timer; exit. (t_actor's "fill" op gives a vat
- *                many keys, for termination.)
+ *                many keys, and "exportp" many promises it decides, for
+ *                termination.)
  *
  * The test's context reaches t_cross_* and t_job through their params (its
  * address as text): an ops table carries no user data, and keel (tests
@@ -440,6 +441,28 @@ static int run_op(keel_syscall *sys, const keel_delivery *d, const json_t *op)
     }
     if (strcmp(name, "copy") == 0) {
         return op_copy(sys, op);
+    }
+    if (strcmp(name, "exportp") == 0) {
+        /* one message to its own root carrying n fresh p+N: n promises
+         * this vat decides */
+        json_int_t n = json_integer_value(json_object_get(op, "n"));
+        char **slots = calloc((size_t)n, sizeof(*slots));
+        int rc = slots == NULL ? KEEL_ENOMEM : KEEL_OK;
+        for (json_int_t i = 0; rc == KEEL_OK && i < n; i++) {
+            slots[i] = malloc(KEEL_VREF_MAX);
+            rc = slots[i] == NULL ? KEEL_ENOMEM
+                                  : keel_syscall_alloc_promise(sys, slots[i]);
+        }
+        if (rc == KEEL_OK) {
+            keel_capdata cd = {
+                {"{}", 2}, (const char *const *)slots, (size_t)n};
+            rc = keel_syscall_send(sys, "o+0", "hold", &cd, NULL);
+        }
+        for (json_int_t i = 0; slots != NULL && i < n; i++) {
+            free(slots[i]);
+        }
+        free(slots);
+        return rc;
     }
     if (strcmp(name, "fill") == 0) {
         /* n keys f<i, 8 digits> = "x": a vat that holds a lot. */
@@ -2919,6 +2942,43 @@ START_TEST(test_kernel_exit_in_full_crank_retires_decided_promises)
 }
 END_TEST
 
+/* K6: a vat deciding 20,000 unresolved promises exits: they are rejected
+ * in bounded batches too (once, all in the termination transaction, which
+ * grows with them until it exceeds the record limit), every one ends
+ * rejected, and the audit passes. */
+START_TEST(test_kernel_terminate_many_decided_promises_in_batches)
+{
+    char script[64];
+    size_t n = 0;
+    walhit hit;
+    tk t;
+    TK_ACTORS(&t, "alice", "bob");
+    snprintf(script, sizeof(script), "[{'op':'exportp','n':%d}]",
+             MANY_PROMISES * 2);
+    tk_do(&t, "bob", script, NULL);
+    tk_run(&t);
+    ck_assert_int_eq(tk_status_int(&t, "unresolved_promises"),
+                     MANY_PROMISES * 2);
+    tk_do(&t, "bob", "[{'op':'exit'}]", NULL);
+    tk_run(&t);
+    ck_vat(&t, "bob", "terminated");
+    ck_assert_int_eq(tk_status_int(&t, "unresolved_promises"), 0);
+    /* from the send of the exit on */
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_KERNEL_OP, "\"exit\"", &hit), 1);
+    size_t max = wal_max_after(&t, hit.lsn, &n);
+    ck_assert_msg(max < CLEANUP_RECORD_MAX,
+                  "largest record after the exit was sent: %zu bytes (bound "
+                  "%u)",
+                  max, CLEANUP_RECORD_MAX);
+    ck_assert_uint_ge(n, 3); /* the exit's crank and at least two batches */
+    tk_close(&t);
+    ck_assert_uint_eq(store_count(&t, "d.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
+    ck_audit_clean(&t);
+    tk_free(&t);
+}
+END_TEST
+
 /* K23: the stop flag is read between any two transactions, so a run
  * asked to stop with a cleanup pending stops before the next batch (as
  * `keel run` on SIGTERM), and a later run finishes the cleanup. */
@@ -3158,6 +3218,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_message_to_vat_pending_cleanup_rejects);
     tcase_add_test(tc, test_kernel_cleanup_resumes_after_crash);
     tcase_add_test(tc, test_kernel_stop_flag_between_cleanup_batches);
+    tcase_add_test(tc, test_kernel_terminate_many_decided_promises_in_batches);
     tcase_add_test(tc, test_kernel_exit_in_full_crank_retires_decided_promises);
     tcase_add_test(tc, test_kernel_aborted_crank_starts_no_job);
     tcase_add_test(tc, test_kernel_job_starts_after_its_crank_is_durable);
