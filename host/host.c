@@ -34,18 +34,18 @@
  *       deadlines.
  *   H7  Not reentrant: a callback must not call run_once/poll/free on its
  *       own host (asserted via `running`).
- *   H10 Every timer and job has an id (keel__host_cancel); a libuv timer or
- *       job is on `recs` from its scheduling until its callback runs or it
- *       is cancelled. A cancelled timer never fires and a cancelled job's
- *       work never runs: both leave the pending count at the cancel.
+ *   H10 Every timer has an id (keel__host_cancel); a libuv timer is on
+ *       `recs` from its scheduling until it fires or is cancelled. A
+ *       cancelled timer never fires and leaves the pending count at the
+ *       cancel. Jobs cannot be cancelled: a job's work always runs (H4).
  *
  * Deterministic mode (host.h) uses no libuv at all: the loop is never
  * initialized, and timers and jobs are entries of a binary min-heap `q`
  * ordered by (due_ms, seq). H1, H2 (free runs no user callback), H3 (the
  * heap holds entries by value: nothing to free one by one), H4 (free runs
- * each queued job's `work` unless it was cancelled), H7 and H10 (a
- * cancelled entry stays in the heap, marked, and is skipped when it comes
- * up) hold as above; in place of H5 and H6:
+ * each queued job's `work`), H7 and H10 (a cancelled timer stays in the
+ * heap, marked, and is skipped when it comes up) hold as above; in place
+ * of H5 and H6:
  *   H8  due_ms = now_ms at scheduling + delay_ms (saturating), where now_ms
  *       is the virtual clock: it starts at 0 and only run_once advances it,
  *       to the due time of the entry it runs. seq numbers entries in
@@ -91,15 +91,14 @@ struct keel_host {
     int timed_out;         /* wait_timer fired in the current run_once */
     int running;           /* inside run_once/poll (H7) */
     int freeing;           /* inside free: drop user callbacks (H2) */
-    struct host_rec *recs; /* libuv: timers and jobs not yet done (H10) */
+    struct host_rec *recs; /* libuv: timers not yet fired (H10) */
 };
 
-/* What a libuv timer and job have in common: the list keel__host_cancel
- * looks ids up in (H10). */
+/* A libuv timer's place on the list keel__host_cancel looks ids up in
+ * (H10). */
 typedef struct host_rec {
     struct host_rec *prev, *next;
     uint64_t id;
-    int is_job;
 } host_rec;
 
 typedef struct host_timer {
@@ -112,8 +111,6 @@ typedef struct host_timer {
 
 typedef struct host_job {
     uv_work_t req;
-    host_rec rec;
-    int cancelled; /* keel__host_cancel took it off pending */
     keel_host *host;
     void (*work)(void *arg);
     void (*done)(void *arg);
@@ -126,10 +123,9 @@ static int from_uv(int uv)
     return keel_translate_errno(-uv);
 }
 
-static void rec_link(keel_host *h, host_rec *r, int is_job)
+static void rec_link(keel_host *h, host_rec *r)
 {
     r->id = h->next_seq++;
-    r->is_job = is_job;
     r->prev = NULL;
     r->next = h->recs;
     if (r->next != NULL) {
@@ -328,7 +324,7 @@ int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
     uv_update_time(&h->loop); /* H6 */
     uv = uv_timer_start(&t->handle, timer_fired, delay_ms, 0);
     KEEL_ASSERT(uv == 0); /* only fails for a closing handle */
-    rec_link(h, &t->rec, 0);
+    rec_link(h, &t->rec);
     if (id != NULL) {
         *id = t->rec.id;
     }
@@ -350,14 +346,8 @@ static void job_after(uv_work_t *req, int status)
 {
     host_job *j = req->data;
     keel_host *h = j->host;
-    /* Only keel__host_cancel cancels a job, and it took the job off the
-     * pending count and the list already (H1, H10). */
-    KEEL_ASSERT(status == 0 || (status == UV_ECANCELED && j->cancelled));
-    if (j->cancelled) {
-        free(j); /* H3 */
-        return;
-    }
-    rec_unlink(h, &j->rec);
+    /* Nothing cancels jobs (H10), so status is always 0. */
+    KEEL_ASSERT(status == 0);
     h->pending--; /* H1 */
     if (!h->freeing) {
         h->ran++;
@@ -367,7 +357,7 @@ static void job_after(uv_work_t *req, int status)
 }
 
 int keel__host_work(keel_host *h, void (*work)(void *arg),
-                    void (*done)(void *arg), void *arg, uint64_t *id)
+                    void (*done)(void *arg), void *arg)
 {
     int rc = KEEL_OK;
     int uv;
@@ -377,7 +367,7 @@ int keel__host_work(keel_host *h, void (*work)(void *arg),
         goto out;
     }
     if (h->deterministic) {
-        rc = det_push(h, 0, work, done, arg, id);
+        rc = det_push(h, 0, work, done, arg, NULL);
         goto out;
     }
     j = calloc(1, sizeof(*j));
@@ -396,10 +386,6 @@ int keel__host_work(keel_host *h, void (*work)(void *arg),
         free(j);
         goto out;
     }
-    rec_link(h, &j->rec, 1);
-    if (id != NULL) {
-        *id = j->rec.id;
-    }
     h->pending++;
 out:
     return rc;
@@ -413,7 +399,8 @@ int keel__host_cancel(keel_host *h, uint64_t id)
     KEEL_ASSERT(!h->freeing);
     if (h->deterministic) {
         for (size_t i = 0; i < h->nq; i++) {
-            if (h->q[i].seq == id && !h->q[i].cancelled) {
+            if (h->q[i].seq == id && h->q[i].work == NULL &&
+                !h->q[i].cancelled) {
                 h->q[i].cancelled = 1; /* popped and skipped later */
                 h->pending--;          /* H1 */
                 return 1;
@@ -426,23 +413,13 @@ int keel__host_cancel(keel_host *h, uint64_t id)
         r = r->next;
     }
     if (r == NULL) {
-        return 0;
+        return 0; /* fired already, or a job (H10) */
     }
-    if (!r->is_job) {
-        host_timer *t = (host_timer *)((char *)r - offsetof(host_timer, rec));
-        uv_timer_stop(&t->handle);
-        rec_unlink(h, r);
-        h->pending--;                                      /* H1 */
-        uv_close((uv_handle_t *)&t->handle, timer_closed); /* H3 */
-        return 1;
-    }
-    host_job *j = (host_job *)((char *)r - offsetof(host_job, rec));
-    if (uv_cancel((uv_req_t *)&j->req) != 0) {
-        return 0; /* its work is running or has run: done will follow */
-    }
-    j->cancelled = 1;
+    host_timer *t = (host_timer *)((char *)r - offsetof(host_timer, rec));
+    uv_timer_stop(&t->handle);
     rec_unlink(h, r);
-    h->pending--; /* H1: job_after frees it, running nothing */
+    h->pending--;                                      /* H1 */
+    uv_close((uv_handle_t *)&t->handle, timer_closed); /* H3 */
     return 1;
 }
 
@@ -535,7 +512,7 @@ void keel__host_free(keel_host *h)
         /* H4: a job's `work` always runs (a vat may count on it to free
          * what it shares with the job), its `done` never does here. */
         for (size_t i = 0; i < h->nq; i++) {
-            if (h->q[i].work != NULL && !h->q[i].cancelled) {
+            if (h->q[i].work != NULL) {
                 h->q[i].work(h->q[i].arg);
             }
         }

@@ -38,15 +38,13 @@ void keel__host_free(keel_host *h);
 int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
                      void *arg, uint64_t *id);
 /* Run work(arg) on the thread pool, then done(arg) on the kernel's thread.
- * *id (id may be NULL): what keel__host_cancel takes. */
+ * A job cannot be cancelled: its work always runs (free waits for it). */
 int keel__host_work(keel_host *h, void (*work)(void *arg),
-                    void (*done)(void *arg), void *arg, uint64_t *id);
+                    void (*done)(void *arg), void *arg);
 /*
- * Cancel the timer or job id if it has not started: a timer never fires, a
- * job's work and done never run, and neither counts as pending any more.
- * Only for an id whose callback has not run (the caller tracks that).
- * @return 1 cancelled, 0 too late (a job whose work is running or ran: its
- *         done still comes).
+ * Cancel timer id if it has not fired: it never will, and it no longer
+ * counts as pending. @return 1 cancelled, 0 no such timer waiting (it
+ * fired, or id is not a timer's).
  */
 int keel__host_cancel(keel_host *h, uint64_t id);
 /* Timers and jobs scheduled whose callback has not run yet. */

@@ -899,9 +899,13 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     if (k == NULL) {
         return KEEL_OK;
     }
-    /* Async work first: free waits for thread-pool jobs to return (their
-     * `done` callbacks are dropped), so no vat is stopped under a running
-     * job and no vat code is unloaded while it runs. */
+    /* Async work first: what is held starts now its log is durable (K35;
+     * not on a failed kernel), then free waits for thread-pool jobs to
+     * return (their `done` callbacks are dropped), so no vat is stopped
+     * under a running job and no vat code is unloaded while it runs. */
+    if (k->host != NULL && k->wal != NULL && !k->failed) {
+        keel__k_start_async(k, 1, NULL);
+    }
     keel__host_free(k->host);
     keel__k_free_async(k);
     keel__k_reap(k);

@@ -104,7 +104,7 @@ typedef struct kasync {
     uint64_t lsn;     /* held: starts once the WAL is durable up to it */
     int in_txn;       /* held with the open transaction (lsn not known) */
     int held;         /* not yet handed to the host */
-    uint64_t host_id; /* started: its id for keel__host_cancel */
+    uint64_t host_id; /* a started timer: its id for keel__host_cancel */
 } kasync;
 
 struct keel_kernel {

@@ -21,11 +21,11 @@
  *       (or, held, before keel_kernel_step returns).
  *   K31 An illegal syscall dooms the transaction it is in; out of crank,
  *       the vat is terminated at once, in its own transaction.
- *   K32 Async work of a vat that has terminated is dropped: work not yet
- *       started is cancelled (a timer never fires, a queued job never
- *       runs), the done callback of a job already running is never
- *       called, and a request it makes later is accepted and never runs.
- *       So a dead vat's pending work never keeps `keel run` busy.
+ *   K32 Async work of a vat that has terminated is dropped: its timers
+ *       are cancelled (they never fire, and never keep `keel run` busy),
+ *       the done callback of its jobs is never called (their work still
+ *       runs, once: K35), and a request it makes later is accepted and
+ *       never runs.
  *   K33 (below) The syscalls of one async callback form one transaction.
  *   K34 Output commit for async work (DESIGN §2.6): keel_vat_timer and
  *       keel_vat_work only hold the request. It is handed to the host once
@@ -35,6 +35,12 @@
  *       outside the vat's own transaction (in start(), or during another
  *       vat's crank) waits for everything appended so far. Held requests
  *       start in the order they were made.
+ *   K35 A job whose transaction committed has its work run exactly once,
+ *       even if its vat terminates or the kernel closes first (close waits
+ *       for the log to be durable, then starts what is held, and the host
+ *       runs every queued job's work): a vat may free what it shares with
+ *       a job in the job's work. A job whose transaction aborted never
+ *       runs at all.
  */
 #include "kernel/kernel_internal.h"
 
@@ -411,9 +417,10 @@ void keel__k_cancel_async(keel_kernel *k, uint32_t vid)
     kasync *a = k->async_head;
     while (a != NULL) {
         kasync *next = a->next;
-        /* A job whose work already runs cannot be stopped: its done is
-         * dropped when it comes (K32). */
-        if (a->vid == vid &&
+        /* Only timers: a job's work always runs once its transaction
+         * committed (a vat may count on it to free what it shares with
+         * the job); its done is dropped when it comes (K32). */
+        if (a->vid == vid && a->work == NULL &&
             (a->held || keel__host_cancel(k->host, a->host_id) == 1)) {
             async_unlink(a);
         }
@@ -487,10 +494,10 @@ int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag)
             }
         }
         held_remove(k, a);
-        int rc = a->work != NULL ? keel__host_work(k->host, async_work,
-                                                   async_done, a, &a->host_id)
-                                 : keel__host_timer(k->host, a->delay_ms,
-                                                    async_done, a, &a->host_id);
+        int rc = a->work != NULL
+                     ? keel__host_work(k->host, async_work, async_done, a)
+                     : keel__host_timer(k->host, a->delay_ms, async_done, a,
+                                        &a->host_id);
         if (rc < 0) {
             async_unlink(a);
             keel__k_fail(k, rc, "starting a vat's async work");

@@ -157,12 +157,14 @@ KEEL_API const char *keel_syscall_vat_name(const keel_syscall *sys);
  * everything committed so far is durable. Requests start in the order they
  * were made. So nothing the work does outside can precede its cause.
  *
- * When a vat terminates, its work that has not started is cancelled (a
- * timer never fires, a queued job never runs); a job already running
- * finishes, but its done is not called; a request made with its handle
- * afterwards returns KEEL_OK and never runs. Pending work of live vats (held or
- * started) keeps `keel run` from deciding it is idle; a terminated vat's
- * never does.
+ * A job whose transaction committed has its work run exactly once, even if
+ * the vat terminates or the kernel closes before it started (the vat may
+ * free what it shares with the job there); then its done is not called.
+ * When a vat terminates, its timers are cancelled (they never fire), and a
+ * request made with its handle afterwards returns KEEL_OK and never runs.
+ * Pending work of live vats (held or started) keeps `keel run` from
+ * deciding it is idle; a terminated vat's timers never do (its jobs only
+ * until their work returns).
  */
 KEEL_API int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
                             void (*cb)(void *arg, keel_syscall *sys),
