@@ -159,7 +159,8 @@ KEEL_API const char *keel_syscall_vat_name(const keel_syscall *sys);
  *
  * A job whose transaction committed has its work run exactly once, even if
  * the vat terminates or the kernel closes before it started (the vat may
- * free what it shares with the job there); then its done is not called.
+ * free what it shares with the job there); in those two cases its done is
+ * not called.
  * When a vat terminates, its timers are cancelled (they never fire), and a
  * request made with its handle afterwards returns KEEL_OK and never runs.
  * Pending work of live vats (held or started) keeps `keel run` from
