@@ -53,6 +53,8 @@ static const bench_workload workloads[] = {
      keel__bench_recover},
     {"snapshot", "snapshot create and restore vs raw zstd, in MB/s",
      keel__bench_snapshot},
+    {"terminate", "kernel: a vat with N vatstore keys exits and is cleaned up",
+     keel__bench_terminate},
 };
 
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))

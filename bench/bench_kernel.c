@@ -1,8 +1,10 @@
 /*
  * bench/bench_kernel.c — the kernel workloads of WORKLOADS.md: `pingpong`,
  * `fanout` and `chain5` under each sync policy, against the storage
- * baselines measured in the same run and directory; and `pingpong-rss`,
- * resident memory along one long pingpong run.
+ * baselines measured in the same run and directory; `pingpong-rss`,
+ * resident memory along one long pingpong run; and `terminate`, a vat
+ * holding many keys exiting (its cleanup: the records it takes, the
+ * largest one, the time).
  *
  * A kernel run:
  *   untimed  keel_kernel_open of a fresh STATE (which it creates), and
@@ -888,4 +890,279 @@ out:
     free(state);
     free(dir);
     return finish(&rss_spec, rc, err, &d);
+}
+
+/* ------------------------------------------------------------ terminate */
+
+/*
+ * `terminate`: a vat holding N vatstore keys exits, and the run goes on
+ * until its cleanup is done (kernel/crank.c K6). The vat is bench-local
+ * (keel_kernel_options.resolve_vat):
+ *   fill({"from":i,"n":m})  writes keys k<from..from+m-1, 10 digits, = "v"
+ *   leave()                 exits
+ *
+ * untimed  open a fresh STATE, boot, fill in cranks of TERM_FILL_CRANK
+ *          keys, close (so the keys are in LMDB, as in a long-lived
+ *          state) and reopen
+ *   timed  keel_kernel_send(leave) and keel_kernel_run until idle, durable
+ *  untimed KB1: the vat is terminated and the run idle; then read the WAL
+ *          records after the fill: how many, the largest payload
+ */
+#define TERM_DEFAULT_KEYS 1000000ull
+#define TERM_FILL_CRANK   100000ull
+
+static int filler_deliver(void *state, keel_syscall *sys,
+                          const keel_delivery *d)
+{
+    keel_capdata none = {{"{}", 2}, NULL, 0};
+    (void)state;
+    if (d->kind != KEEL_DELIVER_MESSAGE) {
+        return 0;
+    }
+    if (strcmp(d->method, "leave") == 0) {
+        return keel_syscall_exit(sys, 0, &none);
+    }
+    if (strcmp(d->method, "fill") != 0) {
+        return 0; /* bootstrap */
+    }
+    json_t *b = json_loadb(d->args.body.ptr, d->args.body.len, 0, NULL);
+    json_int_t from = json_integer_value(json_object_get(b, "from"));
+    json_int_t n = json_integer_value(json_object_get(b, "n"));
+    json_decref(b);
+    int rc = KEEL_OK;
+    for (json_int_t i = from; rc == KEEL_OK && i < from + n; i++) {
+        char key[24];
+        snprintf(key, sizeof(key), "k%010lld", (long long)i);
+        rc = keel_syscall_vatstore_set(sys, key, "v", 1);
+    }
+    return rc;
+}
+
+static const keel_vat_ops filler_vat = {
+    .abi_version = KEEL_VAT_ABI_VERSION,
+    .name = "bench_filler",
+    .deliver = filler_deliver,
+};
+
+static const keel_vat_ops *filler_resolve(void *arg, const char *name)
+{
+    (void)arg;
+    return strcmp(name, "bench_filler") == 0 ? &filler_vat : NULL;
+}
+
+enum { TERM_OPT_N, TERM_OPT_SYNC, TERM_OPT_DIR, TERM_OPT_JSON, TERM_NOPTS };
+
+static const keel_cli_opt term_opts[] = {
+    [TERM_OPT_N] = {"n", "KEYS"},
+    [TERM_OPT_SYNC] = {"sync", "POLICY"},
+    [TERM_OPT_DIR] = {"dir", "DIR"},
+    [TERM_OPT_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec term_spec = {
+    .command = "bench terminate",
+    .help =
+        "usage: keel bench terminate [--n KEYS] [--sync full|group|off]\n"
+        "                            [--dir DIR] [--json]\n"
+        "\n"
+        "Fill one vat's vatstore with KEYS keys on a fresh state directory,\n"
+        "checkpoint, then time its exit and the run until its cleanup is\n"
+        "done (the termination transaction and every cleanup batch, until\n"
+        "durable). Prints the time, keys deleted per second, the records\n"
+        "written and the largest record's payload: the termination must\n"
+        "stay in records of about 1 MiB, however much the vat holds. One\n"
+        "run, no baseline.\n"
+        "\n"
+        "Options:\n"
+        "  --n KEYS       vatstore keys, at least 1 (default 1000000)\n"
+        "  --sync POLICY  full, group or off (default full)\n"
+        "  --dir DIR      where to work (default $TMPDIR, else the\n"
+        "                 current directory)\n"
+        "  --json         one JSON object: workload, sync, n, seconds,\n"
+        "                 keys_per_s, records, max_record_bytes\n"
+        "\n"
+        "Exit status: 0 success; 1 the run failed; 2 usage error.\n",
+    .opts = term_opts,
+    .nopts = TERM_NOPTS,
+};
+
+typedef struct term_result {
+    double seconds;
+    uint64_t records;
+    uint64_t max_payload;
+} term_result;
+
+/* The records after lsn in wal_dir: how many, the largest payload. */
+static int term_scan(const char *state_dir, uint64_t lsn, term_result *r,
+                     keel_diag *diag)
+{
+    char path[4096];
+    keel_wal_reader *rd = NULL;
+    keel_wal_record rec;
+    snprintf(path, sizeof(path), "%s/wal", state_dir);
+    int rc = keel_wal_reader_open(path, NULL, lsn + 1, &rd, diag);
+    while (rc >= 0 && (rc = keel_wal_reader_next(rd, &rec, diag)) == 1) {
+        if (rec.lsn > lsn) {
+            r->records++;
+            if (rec.payload.len > r->max_payload) {
+                r->max_payload = rec.payload.len;
+            }
+        }
+    }
+    keel_wal_reader_close(rd);
+    return rc < 0 ? rc : KEEL_OK;
+}
+
+static int term_open(const char *state_dir, int sync, keel_kernel **k,
+                     keel_diag *diag)
+{
+    keel_kernel_options o;
+    keel_kernel_options_init(&o);
+    o.sync = sync;
+    o.resolve_vat = filler_resolve;
+    return keel_kernel_open(state_dir, &o, k, diag);
+}
+
+static int term_run(const char *state_dir, uint64_t n, int sync, term_result *r,
+                    keel_diag *diag)
+{
+    keel_kernel *k = NULL;
+    char kp[KEEL_VREF_MAX], args[64];
+    keel_run_stats st = {0};
+    uint64_t fill_lsn = 0;
+    int rc = term_open(state_dir, sync, &k, diag);
+    if (rc == KEEL_OK) {
+        rc = keel_kernel_boot(k,
+                              "{\"bootstrap\":\"filler\",\"vats\":{\"filler\":"
+                              "{\"builtin\":\"bench_filler\"}}}",
+                              NULL, diag);
+    }
+    for (uint64_t i = 0; rc == KEEL_OK && i < n; i += TERM_FILL_CRANK) {
+        uint64_t m = n - i < TERM_FILL_CRANK ? n - i : TERM_FILL_CRANK;
+        snprintf(args, sizeof(args), "{\"from\":%" PRIu64 ",\"n\":%" PRIu64 "}",
+                 i, m);
+        rc = keel_kernel_send(k, "filler", "fill", args, kp, diag);
+        if (rc == KEEL_OK) {
+            rc = keel_kernel_run(k, NULL, NULL, diag);
+        }
+    }
+    if (rc == KEEL_OK) {
+        rc = keel_kernel_close(k, diag);
+        k = NULL;
+    }
+    if (rc == KEEL_OK) {
+        rc = term_open(state_dir, sync, &k, diag);
+    }
+    if (rc == KEEL_OK) {
+        char *s = NULL;
+        rc = keel_kernel_status_json(k, &s, diag);
+        json_t *j = rc == KEEL_OK ? json_loads(s, 0, NULL) : NULL;
+        fill_lsn = (uint64_t)json_integer_value(json_object_get(j, "last_lsn"));
+        json_decref(j);
+        free(s);
+    }
+    if (rc == KEEL_OK) {
+        double t0 = keel__bench_now();
+        rc = keel_kernel_send(k, "filler", "leave", "{}", kp, diag);
+        if (rc == KEEL_OK) {
+            rc = keel_kernel_run(k, NULL, &st, diag);
+        }
+        r->seconds = keel__bench_now() - t0;
+    }
+    if (rc == KEEL_OK) {
+        char *val = NULL;
+        size_t len = 0;
+        char *s = NULL;
+        /* KB1: idle, the vat terminated and nothing of it readable */
+        rc = keel_kernel_status_json(k, &s, diag);
+        if (rc == KEEL_OK &&
+            (!st.idle || strstr(s, "\"terminated\"") == NULL ||
+             keel_kernel_vatstore_get(k, "filler", "k0000000000", &val, &len,
+                                      diag) != 0)) {
+            rc = keel__diag(diag, KEEL_EINVAL,
+                            "terminate: the run ended without the vat "
+                            "terminated and idle: %s",
+                            s);
+        }
+        free(val);
+        free(s);
+    }
+    int crc = keel_kernel_close(k, rc == KEEL_OK ? diag : NULL);
+    rc = rc == KEEL_OK ? crc : rc;
+    if (rc == KEEL_OK) {
+        rc = term_scan(state_dir, fill_lsn, r, diag);
+    }
+    return rc;
+}
+
+int keel__bench_terminate(int argc, char **argv)
+{
+    keel_cli_args ca;
+    keel_bench_env env;
+    keel_diag d = {0};
+    term_result r = {0};
+    char *dir = NULL;
+    char *state = NULL;
+    const char *parent = default_parent();
+    uint64_t n = TERM_DEFAULT_KEYS;
+    int sync = KEEL_SYNC_FULL;
+    size_t npolicies = 0;
+    int err = KEEL_OK;
+    int rc = keel__cli_parse(&term_spec, argc, argv, &ca);
+    if (rc == KEEL_CLI_CONTINUE && ca.val[TERM_OPT_N] != NULL) {
+        rc = keel__cli_parse_u64(term_spec.command, "n", ca.val[TERM_OPT_N], 1,
+                                 MAX_N, &n);
+    }
+    if (rc == KEEL_CLI_CONTINUE && ca.val[TERM_OPT_SYNC] != NULL) {
+        rc =
+            parse_sync(&term_spec, ca.val[TERM_OPT_SYNC], 0, &sync, &npolicies);
+    }
+    if (rc != KEEL_CLI_CONTINUE) {
+        goto out;
+    }
+    parent = ca.val[TERM_OPT_DIR] != NULL ? ca.val[TERM_OPT_DIR] : parent;
+    err = keel__bench_workdir(parent, &dir, &d);
+    if (err < 0) {
+        goto out;
+    }
+    state = malloc(strlen(dir) + sizeof("/state"));
+    if (state == NULL) {
+        err = keel__diag(&d, KEEL_ENOMEM, "out of memory");
+        goto out;
+    }
+    sprintf(state, "%s/state", dir);
+    keel__bench_env(dir, &env);
+    err = term_run(state, n, sync, &r, &d);
+    if (err == KEEL_OK && ca.val[TERM_OPT_JSON] != NULL) {
+        json_t *o =
+            json_pack("{s:s, s:s, s:I, s:f, s:f, s:I, s:I}", "workload",
+                      "terminate", "sync", keel_sync_name(sync), "n",
+                      (json_int_t)n, "seconds", r.seconds, "keys_per_s",
+                      (double)n / r.seconds, "records", (json_int_t)r.records,
+                      "max_record_bytes", (json_int_t)r.max_payload);
+        char *line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+        err = line != NULL ? KEEL_OK
+                           : keel__diag(&d, KEEL_ENOMEM, "out of memory");
+        if (line != NULL) {
+            printf("%s\n", line);
+        }
+        free(line);
+        json_decref(o);
+    } else if (err == KEEL_OK) {
+        printf("terminate: cpu %s; fs %s (%s); build %s; sync %s; one run\n",
+               env.cpu, env.fs, dir, env.build, keel_sync_name(sync));
+        printf("%" PRIu64 " vatstore keys: exit and cleanup in %.3f s "
+               "(%.0f keys/s); %" PRIu64 " records, the largest %" PRIu64
+               " payload bytes\n",
+               n, r.seconds, (double)n / r.seconds, r.records, r.max_payload);
+    }
+    fflush(stdout);
+out:
+    if (dir != NULL) {
+        int rm = keel__bench_rmtree(dir, err == KEEL_OK ? &d : NULL);
+        err = err == KEEL_OK ? rm : err;
+    }
+    free(state);
+    free(dir);
+    return finish(&term_spec, rc, err, &d);
 }

@@ -34,12 +34,18 @@
  *       deadlines.
  *   H7  Not reentrant: a callback must not call run_once/poll/free on its
  *       own host (asserted via `running`).
+ *   H10 Every timer has an id (keel__host_cancel); a libuv timer is on
+ *       `recs` from its scheduling until it fires or is cancelled. A
+ *       cancelled timer never fires and leaves the pending count at the
+ *       cancel. Jobs cannot be cancelled: a job's work always runs (H4).
  *
  * Deterministic mode (host.h) uses no libuv at all: the loop is never
  * initialized, and timers and jobs are entries of a binary min-heap `q`
  * ordered by (due_ms, seq). H1, H2 (free runs no user callback), H3 (the
  * heap holds entries by value: nothing to free one by one), H4 (free runs
- * each queued job's `work`) and H7 hold as above; in place of H5 and H6:
+ * each queued job's `work`), H7 and H10 (a cancelled timer stays in the
+ * heap, marked, and is skipped when it comes up) hold as above; in place
+ * of H5 and H6:
  *   H8  due_ms = now_ms at scheduling + delay_ms (saturating), where now_ms
  *       is the virtual clock: it starts at 0 and only run_once advances it,
  *       to the due time of the entry it runs. seq numbers entries in
@@ -51,6 +57,7 @@
  */
 #include "host/host.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #include <uv.h>
@@ -61,7 +68,8 @@
 /* A deterministic-mode timer (work == NULL) or job. */
 typedef struct det_entry {
     uint64_t due_ms; /* H8 */
-    uint64_t seq;
+    uint64_t seq;    /* also its id (keel__host_cancel) */
+    int cancelled;
     void (*work)(void *arg);
     void (*cb)(void *arg); /* the timer's callback, or the job's done */
     void *arg;
@@ -83,10 +91,19 @@ struct keel_host {
     int timed_out;         /* wait_timer fired in the current run_once */
     int running;           /* inside run_once/poll (H7) */
     int freeing;           /* inside free: drop user callbacks (H2) */
+    struct host_rec *recs; /* libuv: timers not yet fired (H10) */
 };
+
+/* A libuv timer's place on the list keel__host_cancel looks ids up in
+ * (H10). */
+typedef struct host_rec {
+    struct host_rec *prev, *next;
+    uint64_t id;
+} host_rec;
 
 typedef struct host_timer {
     uv_timer_t handle; /* first: the close callback gets &handle */
+    host_rec rec;
     keel_host *host;
     void (*cb)(void *arg);
     void *arg;
@@ -104,6 +121,30 @@ typedef struct host_job {
 static int from_uv(int uv)
 {
     return keel_translate_errno(-uv);
+}
+
+static void rec_link(keel_host *h, host_rec *r)
+{
+    r->id = h->next_seq++;
+    r->prev = NULL;
+    r->next = h->recs;
+    if (r->next != NULL) {
+        r->next->prev = r;
+    }
+    h->recs = r;
+}
+
+static void rec_unlink(keel_host *h, host_rec *r)
+{
+    if (r->prev != NULL) {
+        r->prev->next = r->next;
+    } else if (h->recs == r) {
+        h->recs = r->next;
+    }
+    if (r->next != NULL) {
+        r->next->prev = r->prev;
+    }
+    r->prev = r->next = NULL;
 }
 
 int keel__host_new(keel_host **out, int deterministic)
@@ -151,9 +192,10 @@ static void det_swap(det_entry *a, det_entry *b)
     *b = t;
 }
 
-/* Queue cb(arg) (after work(arg) for a job) delay_ms virtual ms from now. */
+/* Queue cb(arg) (after work(arg) for a job) delay_ms virtual ms from now;
+ * its id into *id. */
 static int det_push(keel_host *h, uint64_t delay_ms, void (*work)(void *arg),
-                    void (*cb)(void *arg), void *arg)
+                    void (*cb)(void *arg), void *arg, uint64_t *id)
 {
     int rc = KEEL_OK;
     if (h->nq == h->capq) {
@@ -173,6 +215,9 @@ static int det_push(keel_host *h, uint64_t delay_ms, void (*work)(void *arg),
                    .work = work,
                    .cb = cb,
                    .arg = arg};
+    if (id != NULL) {
+        *id = e.seq;
+    }
     size_t i = h->nq++;
     h->q[i] = e;
     while (i > 0 && det_less(&h->q[i], &h->q[(i - 1) / 2])) {
@@ -204,16 +249,21 @@ static void det_pop(keel_host *h, det_entry *e)
         det_swap(&h->q[i], &h->q[m]);
         i = m;
     }
-    h->pending--; /* H1: before the callbacks, which may schedule more */
+    if (!e->cancelled) {
+        h->pending--; /* H1: before the callbacks, which may schedule more */
+    }
 }
 
-/* H9: run the least entry, if any. @return callbacks run (0 or 1). */
+/* H9: run the least entry that is not cancelled, if any. @return
+ * callbacks run (0 or 1). */
 static int det_run_next(keel_host *h)
 {
-    det_entry e;
-    int ran = h->nq > 0;
-    if (ran) {
+    det_entry e = {.cancelled = 1};
+    while (h->nq > 0 && e.cancelled) {
         det_pop(h, &e);
+    }
+    int ran = !e.cancelled;
+    if (ran) {
         if (e.due_ms > h->now_ms) {
             h->now_ms = e.due_ms; /* H8 */
         }
@@ -237,6 +287,7 @@ static void timer_fired(uv_timer_t *handle)
 {
     host_timer *t = handle->data;
     keel_host *h = t->host;
+    rec_unlink(h, &t->rec);
     h->pending--; /* H1: before cb, which may schedule more */
     if (!h->freeing) {
         h->ran++;
@@ -246,7 +297,7 @@ static void timer_fired(uv_timer_t *handle)
 }
 
 int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
-                     void *arg)
+                     void *arg, uint64_t *id)
 {
     int rc = KEEL_OK;
     int uv;
@@ -256,7 +307,7 @@ int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
         goto out;
     }
     if (h->deterministic) {
-        rc = det_push(h, delay_ms, NULL, cb, arg);
+        rc = det_push(h, delay_ms, NULL, cb, arg, id);
         goto out;
     }
     t = calloc(1, sizeof(*t));
@@ -273,6 +324,10 @@ int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
     uv_update_time(&h->loop); /* H6 */
     uv = uv_timer_start(&t->handle, timer_fired, delay_ms, 0);
     KEEL_ASSERT(uv == 0); /* only fails for a closing handle */
+    rec_link(h, &t->rec);
+    if (id != NULL) {
+        *id = t->rec.id;
+    }
     h->pending++;
 out:
     return rc;
@@ -291,7 +346,7 @@ static void job_after(uv_work_t *req, int status)
 {
     host_job *j = req->data;
     keel_host *h = j->host;
-    /* Nothing cancels jobs (see host.h), so status is always 0. */
+    /* Nothing cancels jobs (H10), so status is always 0. */
     KEEL_ASSERT(status == 0);
     h->pending--; /* H1 */
     if (!h->freeing) {
@@ -312,7 +367,7 @@ int keel__host_work(keel_host *h, void (*work)(void *arg),
         goto out;
     }
     if (h->deterministic) {
-        rc = det_push(h, 0, work, done, arg);
+        rc = det_push(h, 0, work, done, arg, NULL);
         goto out;
     }
     j = calloc(1, sizeof(*j));
@@ -334,6 +389,38 @@ int keel__host_work(keel_host *h, void (*work)(void *arg),
     h->pending++;
 out:
     return rc;
+}
+
+/* ---- cancelling -----------------------------------------------------------
+ */
+
+int keel__host_cancel(keel_host *h, uint64_t id)
+{
+    KEEL_ASSERT(!h->freeing);
+    if (h->deterministic) {
+        for (size_t i = 0; i < h->nq; i++) {
+            if (h->q[i].seq == id && h->q[i].work == NULL &&
+                !h->q[i].cancelled) {
+                h->q[i].cancelled = 1; /* popped and skipped later */
+                h->pending--;          /* H1 */
+                return 1;
+            }
+        }
+        return 0;
+    }
+    host_rec *r = h->recs;
+    while (r != NULL && r->id != id) {
+        r = r->next;
+    }
+    if (r == NULL) {
+        return 0; /* fired already, or a job (H10) */
+    }
+    host_timer *t = (host_timer *)((char *)r - offsetof(host_timer, rec));
+    uv_timer_stop(&t->handle);
+    rec_unlink(h, r);
+    h->pending--;                                      /* H1 */
+    uv_close((uv_handle_t *)&t->handle, timer_closed); /* H3 */
+    return 1;
 }
 
 /* ---- running callbacks ----------------------------------------------------

@@ -26,20 +26,27 @@ typedef struct keel_host keel_host;
 /* deterministic: 1 for the deterministic mode above, 0 for libuv.
  * @return KEEL_OK or KEEL_ENOMEM / KEEL_EIO. */
 int keel__host_new(keel_host **out, int deterministic);
-/* Cancels nothing: callers must let pending work finish first (free waits
- * for thread-pool jobs to complete, then drops their `done` callbacks and
+/* Cancels nothing itself: callers must let pending work finish first (free
+ * waits for thread-pool jobs to complete, then drops their `done` callbacks and
  * any timers unrun; in deterministic mode it runs each queued job's `work`
  * on the calling thread, so a job's `work` always runs). NULL is a
  * no-op. */
 void keel__host_free(keel_host *h);
 
 /* Run cb(arg) on the kernel's thread after delay_ms (deterministic: virtual
- * milliseconds). */
+ * milliseconds). *id (id may be NULL): what keel__host_cancel takes. */
 int keel__host_timer(keel_host *h, uint64_t delay_ms, void (*cb)(void *arg),
-                     void *arg);
-/* Run work(arg) on the thread pool, then done(arg) on the kernel's thread. */
+                     void *arg, uint64_t *id);
+/* Run work(arg) on the thread pool, then done(arg) on the kernel's thread.
+ * A job cannot be cancelled: its work always runs (free waits for it). */
 int keel__host_work(keel_host *h, void (*work)(void *arg),
                     void (*done)(void *arg), void *arg);
+/*
+ * Cancel timer id if it has not fired: it never will, and it no longer
+ * counts as pending. @return 1 cancelled, 0 no such timer waiting (it
+ * fired, or id is not a timer's).
+ */
+int keel__host_cancel(keel_host *h, uint64_t id);
 /* Timers and jobs scheduled whose callback has not run yet. */
 uint64_t keel__host_pending(const keel_host *h);
 /*

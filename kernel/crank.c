@@ -17,9 +17,21 @@
  *   K4  Only the decider resolves a promise; the decider is cleared on
  *       settlement and d.<vid>.<kp> mirrors it exactly.
  *   K5  Counters (ko, kp, vat ids, exported o+N/p+N maxima) only grow.
- *   K6  A terminated vat decides nothing: termination rejects every
- *       promise it decides ("vat terminated"), drops its c-list and
- *       vatstore; later messages to its objects reject their results.
+ *   K6  A terminated vat decides nothing: termination, one transaction,
+ *       marks it terminated; from then on nothing reaches it (messages to
+ *       its objects reject their results, notifies to it are dropped, its
+ *       syscalls and vatstore fail, its async work is cancelled). Then,
+ *       in batches of at most CLEANUP_BATCH_KEYS units that stop once the
+ *       write-set encodes to CLEANUP_BATCH_BYTES, each in key order and
+ *       continuing from the last key done (linear): every promise it
+ *       decides is rejected ("vat terminated", retiring its c-list pair),
+ *       then its c-list and vatstore keys are deleted. The first batch is
+ *       part of the termination transaction, the rest, if any, kernel-op
+ *       transactions of their own (keel__k_cleanup), with the durable
+ *       cursor v.<vid>.cleanup saying where to go on after a crash; the
+ *       batch that finishes deletes the cursor. So no termination or
+ *       cleanup record exceeds the batch bound (plus one unit), whatever
+ *       the vat holds or decides.
  *       A vat's exit is terminated in the transaction that made the exit
  *       syscall (keel__k_txn_commit_exits): durable with it, or lost with
  *       it; never a committed exit whose termination a crash could lose.
@@ -42,6 +54,11 @@
 /* Forwarding through fulfilled promises stops here (a cycle of promises
  * fulfilled to each other cannot be built, but a long chain can). */
 #define MAX_FORWARD 64
+/* K6: one cleanup batch of a terminated vat deletes at most this many keys,
+ * and stops once its write-set encodes to this many bytes (so its WAL
+ * record holds at most about CLEANUP_BATCH_BYTES plus one key). */
+#define CLEANUP_BATCH_KEYS  16384
+#define CLEANUP_BATCH_BYTES (1024u * 1024)
 
 int keel__k_illegal(keel_kernel *k, const char *fmt, ...)
 {
@@ -732,6 +749,10 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
         if (diag != NULL) {
             *diag = k->fail_diag;
         }
+        /* K30 holds on this path too: syscalls held during the crank run
+         * as their own transactions now (a FAILED kernel drops them). */
+        keel__k_run_deferred(k, NULL);
+        keel__k_reap(k);
         return k->failed ? KEEL_EFAILED : rc;
     }
     keel__kitem_free(&it);
@@ -758,50 +779,133 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
         rc = keel__k_run_deferred(k, diag);
     }
     keel__k_reap(k);
+    if (rc == KEEL_OK) {
+        rc = keel__k_start_async(k, 0, diag); /* K34 */
+    }
     return rc < 0 ? rc : 1;
 }
 
-/* K6 in the open transaction: vid is terminated, every promise it decides
- * rejected, its c-list and vatstore dropped. Memory follows only once the
- * transaction commits (terminated()). */
+/* The dead vat's c-list pair for kp goes with kp's rejection, as a
+ * decider's does when it resolves (the rest of the c-list may wait for a
+ * later batch), but no retired-vref marker: nothing of a dead vat is
+ * written. */
+static int retire_dead_entry(keel_kernel *k, uint32_t vid, const char *kp)
+{
+    char key[KEY_MAX], vref[KEEL_VREF_MAX];
+    snprintf(key, sizeof(key), "c.%" PRIu32 ".k.%s", vid, kp);
+    int rc = get_str(k, key, vref, sizeof(vref));
+    if (rc != 1) {
+        return rc < 0 ? rc : KEEL_OK;
+    }
+    rc = keel__k_del(k, key);
+    if (rc == KEEL_OK) { /* K2 */
+        snprintf(key, sizeof(key), "c.%" PRIu32 ".v.%s", vid, vref);
+        rc = keel__k_del(k, key);
+    }
+    return rc;
+}
+
+/* One unit of a dead vat's cleanup: a decider-index key d.<vid>.<kp>
+ * (reject kp, retiring the vat's c-list pair for it; phase 0), or a
+ * c-list or vatstore key (delete it). */
+static int cleanup_one(keel_kernel *k, uint32_t vid, size_t phase,
+                       const char *found, size_t plen)
+{
+    char kp[KEEL_VREF_MAX];
+    int rc = keel__k_del(k, found);
+    if (rc < 0 || phase != 0) {
+        return rc;
+    }
+    snprintf(kp, sizeof(kp), "%s", found + plen);
+    rc = keel__k_settle(k, kp, 1, TERMINATED_BODY, sizeof(TERMINATED_BODY) - 1,
+                        NULL, 0);
+    rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
+    return rc == KEEL_OK ? retire_dead_entry(k, vid, kp) : rc;
+}
+
+/* The dead vat's cleanup (K6) in the open transaction, from cursor ("" for
+ * the start) on, while the write-set is within one batch's budget: first
+ * every promise it decides is rejected (its d.<vid>.* keys), then its
+ * c-list and vatstore keys are deleted, each in key order. Continuing from
+ * the last key done keeps the whole cleanup linear: a search from the
+ * prefix would walk past every key already deleted (still tombstones in
+ * the write-set or overlay). cursor[KEY_MAX] is left at the last key done.
+ * @return 1 nothing of the vat is left, 0 the budget ran out, < 0. */
+static int cleanup_keys(keel_kernel *k, uint32_t vid, char *cursor)
+{
+    static const char *const phases[] = {"d.%" PRIu32 ".", "c.%" PRIu32 ".",
+                                         "vs.%" PRIu32 "."};
+    char prefix[64], found[KEY_MAX];
+    size_t start = 0, units = 0;
+    int rc = KEEL_OK;
+    for (size_t i = 1; i < 3; i++) {
+        snprintf(prefix, sizeof(prefix), phases[i], vid);
+        if (strncmp(cursor, prefix, strlen(prefix)) == 0) {
+            start = i; /* the phases before it are done */
+        }
+    }
+    for (size_t i = start; i < 3; i++) {
+        size_t plen = (size_t)snprintf(prefix, sizeof(prefix), phases[i], vid);
+        const char *after = i == start ? cursor : "";
+        while ((rc = keel__k_next(k, prefix, after, found)) == 1) {
+            if (units >= CLEANUP_BATCH_KEYS ||
+                keel__store_ws_encode_bound(k->store) >= CLEANUP_BATCH_BYTES) {
+                return 0;
+            }
+            rc = cleanup_one(k, vid, i, found, plen);
+            if (rc < 0) {
+                return rc;
+            }
+            units++;
+            snprintf(cursor, KEY_MAX, "%s", found);
+            after = cursor;
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 1;
+}
+
+static int put_cleanup(keel_kernel *k, uint32_t vid, const char *cursor)
+{
+    char key[KEY_MAX], val[KEY_MAX + 24];
+    snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", vid);
+    snprintf(val, sizeof(val), "%" PRIu64 " %s", k->crank, cursor);
+    return keel__k_put_str(k, key, val);
+}
+
+/* K6 in the open transaction: vid is terminated; the promises it decides
+ * are rejected and its c-list and vatstore deleted as far as one batch's
+ * budget allows, the rest in later cleanup batches (v.<vid>.cleanup).
+ * Memory follows only once the transaction commits (terminated()).
+ * @return 1 cleanup pending, 0 nothing of the vat left, < 0. */
 static int terminate_in_txn(keel_kernel *k, uint32_t vid)
 {
-    char key[KEY_MAX], prefix[64], found[KEY_MAX];
+    char key[KEY_MAX], cursor[KEY_MAX] = "";
     snprintf(key, sizeof(key), "v.%" PRIu32 ".state", vid);
     int rc = keel__k_put_str(k, key, "terminated");
-    snprintf(prefix, sizeof(prefix), "d.%" PRIu32 ".", vid);
-    while (rc == KEEL_OK && (rc = keel__k_next(k, prefix, "", found)) == 1) {
-        const char *kp = found + strlen(prefix);
-        char kpc[KEEL_VREF_MAX];
-        snprintf(kpc, sizeof(kpc), "%s", kp);
-        rc = keel__k_del(k, found);
-        if (rc == KEEL_OK) {
-            rc = keel__k_settle(k, kpc, 1, TERMINATED_BODY,
-                                sizeof(TERMINATED_BODY) - 1, NULL, 0);
-            rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
-        }
+    if (rc == KEEL_OK) {
+        rc = cleanup_keys(k, vid, cursor);
     }
-    const char *drop[] = {"c.%" PRIu32 ".", "vs.%" PRIu32 "."};
-    for (size_t i = 0; rc >= 0 && i < 2; i++) {
-        snprintf(prefix, sizeof(prefix), drop[i], vid);
-        while ((rc = keel__k_next(k, prefix, "", found)) == 1) {
-            rc = keel__k_del(k, found);
-            if (rc < 0) {
-                break;
-            }
-        }
+    if (rc == 0) {
+        rc = put_cleanup(k, vid, cursor);
+        return rc < 0 ? rc : 1;
     }
-    return rc < 0 ? rc : KEEL_OK;
+    return rc < 0 ? rc : 0;
 }
 
 /* The transaction that terminated vid committed. The vat's own code may
  * still be on the stack (it made the illegal syscall, or exited): stop()
- * runs later, at a safe point (keel__k_reap). */
-static void terminated(keel_kernel *k, uint32_t vid)
+ * runs later, at a safe point (keel__k_reap). Its async work that has not
+ * started never will (K32). */
+static void terminated(keel_kernel *k, uint32_t vid, int cleanup)
 {
     kvat *v = keel__k_vat(k, vid);
     v->alive = 0;
     v->stop_pending = 1;
+    v->cleanup = cleanup;
+    keel__k_cancel_async(k, vid);
 }
 
 int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
@@ -814,25 +918,107 @@ int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
     if (rc < 0) {
         return rc;
     }
-    rc = terminate_in_txn(k, vid);
-    if (rc < 0) {
+    int pending = terminate_in_txn(k, vid);
+    if (pending < 0) {
         keel__k_txn_abort(k);
-        return rc;
+        return pending;
     }
     rc = keel__k_txn_commit(k, KEEL_WAL_KERNEL_OP, diag);
     if (rc == KEEL_OK) {
-        terminated(k, vid);
+        terminated(k, vid, pending);
     }
     return rc;
+}
+
+int keel__k_cleanup_pending(const keel_kernel *k)
+{
+    for (size_t i = 0; i < k->nvats; i++) {
+        if (k->vats[i] != NULL && k->vats[i]->cleanup) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int keel__k_cleanup(keel_kernel *k, int force, keel_diag *diag)
+{
+    kvat *v = NULL;
+    for (size_t i = 0; v == NULL && i < k->nvats; i++) {
+        if (k->vats[i] != NULL && k->vats[i]->cleanup) {
+            v = k->vats[i]; /* the lowest id first: deterministic */
+        }
+    }
+    if (v == NULL) {
+        return 0;
+    }
+    char key[KEY_MAX], cursor[KEY_MAX];
+    keel_bytes b;
+    int rc = keel__k_txn_begin(k);
+    if (rc < 0) {
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", v->id);
+    rc = keel__k_get(k, key, &b);
+    /* "<crank> <cursor>": the crank of the last batch, the last key. */
+    uint64_t crank = 0;
+    size_t i = 0;
+    const char *p = b.ptr;
+    while (rc == 1 && i < b.len && p[i] >= '0' && p[i] <= '9') {
+        crank = crank * 10 + (uint64_t)(p[i++] - '0');
+    }
+    if (rc == 1 && (i == 0 || i >= b.len || p[i] != ' ' ||
+                    b.len - i - 1 >= sizeof(cursor))) {
+        rc = keel__k_fail(k, KEEL_ECORRUPT, key);
+    } else if (rc == 0) {
+        rc = keel__k_fail(k, KEEL_ECORRUPT, key); /* memory says pending */
+    }
+    if (rc < 0) {
+        keel__k_txn_abort(k);
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    if (!force && crank >= k->crank) {
+        keel__k_txn_abort(k); /* one batch per crank at most */
+        return 0;
+    }
+    memcpy(cursor, p + i + 1, b.len - i - 1);
+    cursor[b.len - i - 1] = '\0';
+    int done = cleanup_keys(k, v->id, cursor);
+    rc = done;
+    if (done == 1) {
+        rc = keel__k_del(k, key);
+    } else if (done == 0) {
+        rc = put_cleanup(k, v->id, cursor);
+    }
+    if (rc < 0) {
+        keel__k_txn_abort(k);
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return rc;
+    }
+    rc = keel__k_txn_commit(k, KEEL_WAL_KERNEL_OP, diag);
+    if (rc < 0) {
+        return rc;
+    }
+    if (done == 1) {
+        v->cleanup = 0;
+    }
+    return 1;
 }
 
 int keel__k_txn_commit_exits(keel_kernel *k, int kind, keel_diag *diag)
 {
     uint32_t vid = k->exit_vid;
     kvat *v = vid != 0 ? keel__k_vat(k, vid) : NULL;
-    int rc = KEEL_OK;
+    int rc = KEEL_OK, pending = 0;
     if (v != NULL && v->alive) {
-        rc = terminate_in_txn(k, vid);
+        rc = pending = terminate_in_txn(k, vid);
     }
     if (rc < 0) {
         keel__k_txn_abort(k);
@@ -843,7 +1029,7 @@ int keel__k_txn_commit_exits(keel_kernel *k, int kind, keel_diag *diag)
     }
     rc = keel__k_txn_commit(k, kind, diag);
     if (rc == KEEL_OK && v != NULL && v->alive) {
-        terminated(k, vid);
+        terminated(k, vid, pending);
     }
     return rc;
 }

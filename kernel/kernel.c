@@ -43,6 +43,11 @@
  *   K19 A crash point is parsed strictly (EVENT[/KIND]:N, N decimal digits
  *       1..2^64-1, nothing else); anything else is refused naming
  *       KEEL_CRASH_POINT, before STATE is touched.
+ *   K25 A transaction whose record was appended and applied is committed:
+ *       a checkpoint failing after it fails the kernel (K13) but not the
+ *       commit, so a caller reports the committed result (once durable:
+ *       keel_kernel_wait_durable asks the WAL alone) and the failure comes
+ *       from the next call or from close.
  */
 #include "kernel/kernel_internal.h"
 
@@ -318,6 +323,7 @@ void keel__k_txn_abort(keel_kernel *k)
     if (k->in_txn) {
         keel__store_ws_abort(k->store);
         k->in_txn = 0;
+        keel__k_async_aborted(k); /* K34 */
     }
 }
 
@@ -404,6 +410,7 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     }
     if (rc == KEEL_OK) {
         keel__k_crash_point(k, CRASH_COMMIT_AFTER, kind);
+        keel__k_async_committed(k, lsn); /* K34 */
         k->in_txn = 0;
         rc = keel__store_ws_apply(k->store, lsn, &d);
         keel__k_crash_point(k, CRASH_APPLY_AFTER, kind);
@@ -421,9 +428,12 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     if (k->txns_since_ckpt >= k->o.checkpoint_cranks ||
         keel__store_pending_bytes(k->store) >= CHECKPOINT_PENDING_BYTES ||
         now_ns() - k->ckpt_ns >= (uint64_t)k->o.checkpoint_ms * 1000000u) {
-        rc = keel__k_checkpoint(k, diag);
+        /* K25: the transaction is committed (logged and applied); a
+         * checkpoint failing now fails the kernel, not the transaction.
+         * The next call, or close, reports it. */
+        keel__k_checkpoint(k, NULL);
     }
-    return rc;
+    return KEEL_OK;
 }
 
 /* ---- vats ------------------------------------------------------------- */
@@ -579,6 +589,15 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
         memcpy(state, b.ptr, b.len);
         state[b.len] = '\0';
         v->alive = strcmp(state, "alive") == 0;
+        snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", id);
+        rc = keel__k_get(k, key, &b);
+        if (rc < 0) {
+            if (diag != NULL) {
+                *diag = k->fail_diag;
+            }
+            return rc;
+        }
+        v->cleanup = !v->alive && rc == 1; /* K6: resumes after a restart */
     }
     for (uint32_t id = 1; id <= k->nvats && !k->o.read_only; id++) { /* K17 */
         kvat *v = k->vats[id - 1];
@@ -1060,9 +1079,13 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     if (k == NULL) {
         return KEEL_OK;
     }
-    /* Async work first: free waits for thread-pool jobs to return (their
-     * `done` callbacks are dropped), so no vat is stopped under a running
-     * job and no vat code is unloaded while it runs. */
+    /* Async work first: what is held starts now its log is durable (K35;
+     * not on a failed kernel), then free waits for thread-pool jobs to
+     * return (their `done` callbacks are dropped), so no vat is stopped
+     * under a running job and no vat code is unloaded while it runs. */
+    if (k->host != NULL && k->wal != NULL && !k->failed) {
+        keel__k_start_async(k, 1, NULL);
+    }
     keel__host_free(k->host);
     keel__k_free_async(k);
     keel__k_reap(k);
@@ -1072,7 +1095,12 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
             v->ops->stop(v->state);
         }
     }
-    if (k->store != NULL && k->wal != NULL && !k->failed && !k->o.read_only) {
+    if (k->failed) {
+        rc = k->failed; /* K25: a failure nothing has reported yet */
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+    } else if (k->store != NULL && k->wal != NULL && !k->o.read_only) {
         rc = keel__k_checkpoint(k, diag);
     }
     if (k->wal != NULL) {
@@ -1124,13 +1152,14 @@ uint64_t keel_kernel_crank_number(const keel_kernel *k)
     return k->crank;
 }
 
+uint64_t keel_kernel_durable_lsn(keel_kernel *k)
+{
+    return keel_wal_durable_lsn(k->wal);
+}
+
 int keel_kernel_wait_durable(keel_kernel *k, keel_diag *diag)
 {
-    if (k->failed) {
-        if (diag != NULL) {
-            *diag = k->fail_diag;
-        }
-        return KEEL_EFAILED;
-    }
+    /* K25: durability is the log's alone. A kernel a checkpoint failed
+     * still has its committed records; a failed log says so itself. */
     return keel_wal_sync(k->wal, diag);
 }

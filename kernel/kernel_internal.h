@@ -17,6 +17,13 @@
  *   v.<vid>.name|state|src|root|maxo|maxp
  *                        vat name, "alive"/"terminated", its config entry
  *                        (JSON), root kref, highest o+N / p+N exported
+ *   v.<vid>.cleanup      "<crank> <key>": the vat is terminated and its
+ *                        cleanup goes on in batches (K6): the promises it
+ *                        decides rejected (its d.<vid>.* keys), then its
+ *                        c.<vid>.* and vs.<vid>.* keys deleted; <crank> is
+ *                        the crank of the last batch, <key> the last key
+ *                        done ("" for none yet). Absent once nothing of the
+ *                        vat is left
  *   vn.<name>            vat id by name
  *   c.<vid>.k.<kref>     c-list: kref -> vref
  *   c.<vid>.v.<vref>     c-list: vref -> kref
@@ -48,6 +55,7 @@ typedef struct kvat {
     char name[64];
     int alive;
     int stop_pending; /* terminated; stop() not yet called */
+    int cleanup;      /* terminated; v.<id>.cleanup pending (K6) */
     const keel_vat_ops *ops;
     void *state;
     void *dl; /* dlopen handle, or NULL for a built-in */
@@ -81,14 +89,22 @@ typedef struct kdeferred {
     size_t nslots;
 } kdeferred;
 
-/* A vat's pending timer or thread-pool job. */
+/* A vat's pending timer (work == NULL) or thread-pool job. It is held by
+ * the kernel until the transaction that asked for it is durable (K34),
+ * then handed to the host. */
 typedef struct kasync {
-    struct kasync *prev, *next;
+    struct kasync *prev, *next; /* k->async_head: every one not yet done */
+    struct kasync *hnext;       /* k->held_head: those not yet started */
     keel_kernel *k;
     uint32_t vid;
     void (*work)(void *arg);
     void (*done)(void *arg, keel_syscall *sys);
     void *arg;
+    uint64_t delay_ms;
+    uint64_t lsn;     /* held: starts once the WAL is durable up to it */
+    int in_txn;       /* held with the open transaction (lsn not known) */
+    int held;         /* not yet handed to the host */
+    uint64_t host_id; /* a started timer: its id for keel__host_cancel */
 } kasync;
 
 struct keel_kernel {
@@ -114,6 +130,8 @@ struct keel_kernel {
     uint32_t exit_vid; /* exit requested in this transaction */
     kdeferred *defer_head, *defer_tail;
     kasync *async_head;
+    kasync *held_head, *held_tail; /* K34: in order of request */
+    uint64_t nheld;
     /* checkpoint policy */
     uint64_t txns_since_ckpt;
     uint64_t ckpt_ns;
@@ -210,6 +228,13 @@ int keel__k_illegal(keel_kernel *k, const char *fmt, ...)
 /* Run one syscall of vat v in the open transaction. */
 int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc);
 int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag);
+/* 1 if a terminated vat's cleanup is pending (K6). */
+int keel__k_cleanup_pending(const keel_kernel *k);
+/* K6: one cleanup batch of the lowest-numbered vat with a cleanup pending,
+ * as its own kernel-op transaction: only if no batch ran since the last
+ * crank committed, unless force. @return 1 a batch committed, 0 none due,
+ * < 0. */
+int keel__k_cleanup(keel_kernel *k, int force, keel_diag *diag);
 /* Commit the open transaction as keel__k_txn_commit() does; a vat that
  * asked to exit in it is terminated in the same transaction (K6), so its
  * exit is durable with the syscalls that made it, or lost with them. */
@@ -243,6 +268,16 @@ int keel__k_run_deferred(keel_kernel *k, keel_diag *diag);
 void keel__k_free_deferred(kdeferred *d);
 /* Free the closures of async work the host dropped unrun. */
 void keel__k_free_async(keel_kernel *k);
+/* K34: the open transaction committed as the record at lsn: the async
+ * work it asked for starts once lsn is durable. */
+void keel__k_async_committed(keel_kernel *k, uint64_t lsn);
+/* K34: the open transaction aborted: the work it asked for never starts. */
+void keel__k_async_aborted(keel_kernel *k);
+/* K34: hand the held work whose transaction is durable to the host, in
+ * order of request; with wait, first wait until all of it is durable. */
+int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag);
+/* K32: drop vid's async work that has not started (held or in the host). */
+void keel__k_cancel_async(keel_kernel *k, uint32_t vid);
 
 /* --- codec.c ------------------------------------------------------------ */
 typedef struct kbuf {

@@ -6,8 +6,9 @@
  * Invariants:
  *   K20 boot is one kernel-op transaction: every vat, its root object and
  *       the bootstrap message appear together or not at all.
- *   K21 The run loop is idle only when the run queue is empty and the host
- *       has no pending async work; out-of-crank syscalls commit and enqueue
+ *   K21 The run loop is idle only when the run queue is empty, no async
+ *       work is held (K34) or pending in the host, and no terminated vat's
+ *       cleanup is pending (K6); out-of-crank syscalls commit and enqueue
  *       at once, so an answer from a timer or thread-pool job is run without
  *       further input (SPEC §5).
  *   K22 keel_kernel_run returns KEEL_OK only once everything it committed
@@ -20,6 +21,11 @@
  *   K24 keel_kernel_run counts committed cranks (the crank number's
  *       advance) apart from aborted ones (a delivery failed: the crank was
  *       undone and the vat terminated in a kernel-op transaction).
+ *   K26 Cleanup batches (K6) interleave with cranks deterministically, by
+ *       durable state alone: before a crank, one batch if none ran since
+ *       the last crank committed; with the run queue empty, one batch per
+ *       iteration until none is pending. The stop flag is checked between
+ *       any two transactions, so a stop is honoured within one batch.
  */
 #include "kernel/kernel_internal.h"
 
@@ -433,6 +439,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         o = &none;
     }
     uint64_t t0 = now_ms(), last_progress = t0;
+    int failed_before = k->failed != 0;
     k->stat_txns = 0;
     k->stat_deliveries = 0;
     for (;;) {
@@ -457,6 +464,13 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
             keel__host_poll(k->host);
         }
         uint64_t crank_before = k->crank;
+        rc = keel__k_start_async(k, 0, diag); /* K34: what is durable */
+        if (rc == KEEL_OK) {
+            rc = keel__k_cleanup(k, 0, diag); /* K26 */
+        }
+        if (rc < 0) {
+            break;
+        }
         rc = keel_kernel_step(k, diag);
         if (rc < 0) {
             break;
@@ -470,7 +484,19 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
             }
             continue; /* K22: a limit stopping the loop still waits */
         }
-        rc = KEEL_OK;
+        if (keel__k_cleanup_pending(k)) {
+            rc = keel__k_cleanup(k, 1, diag); /* K26: queue empty */
+            if (rc < 0) {
+                break;
+            }
+            continue;
+        }
+        /* K34: the run queue is empty; wait for the held work's records
+         * to be durable and start it. */
+        rc = keel__k_start_async(k, 1, diag);
+        if (rc < 0) {
+            break;
+        }
         if (keel__host_pending(k->host) == 0) {
             if (!o->forever) {
                 s.idle = 1;
@@ -499,6 +525,14 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
     if (rc == KEEL_OK) {
         rc = keel_kernel_wait_durable(k, diag); /* K22 */
     }
+    if (k->failed && !failed_before && (rc == KEEL_OK || rc == KEEL_EFAILED)) {
+        /* K25: a checkpoint after a commit failed the kernel in this call:
+         * its cause is this call's error (later calls: KEEL_EFAILED). */
+        rc = k->failed;
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+    }
     s.transactions = k->stat_txns;
     s.deliveries = k->stat_deliveries;
     s.seconds = (double)(now_ms() - t0) / 1000.0;
@@ -522,6 +556,10 @@ int keel_kernel_vatstore_get(keel_kernel *k, const char *vat, const char *key,
     int rc = keel__k_get_u64(k, full, &vid);
     if (rc == 0) {
         return keel__diag(diag, KEEL_ENOENT, "no vat named \"%s\"", vat);
+    }
+    kvat *v = rc > 0 ? keel__k_vat(k, (uint32_t)vid) : NULL;
+    if (rc > 0 && (v == NULL || !v->alive)) {
+        return 0; /* K6: a terminated vat holds nothing, cleaned up or not */
     }
     if (rc > 0) {
         snprintf(full, sizeof(full), "vs.%" PRIu64 ".%s", vid, key);

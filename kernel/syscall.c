@@ -21,8 +21,26 @@
  *       (or, held, before keel_kernel_step returns).
  *   K31 An illegal syscall dooms the transaction it is in; out of crank,
  *       the vat is terminated at once, in its own transaction.
- *   K32 Async callbacks of a vat that has terminated are dropped.
+ *   K32 Async work of a vat that has terminated is dropped: its timers
+ *       are cancelled (they never fire, and never keep `keel run` busy),
+ *       the done callback of its jobs is never called (their work still
+ *       runs, once: K35), and a request it makes later is accepted and
+ *       never runs.
  *   K33 (below) The syscalls of one async callback form one transaction.
+ *   K34 Output commit for async work (DESIGN §2.6): keel_vat_timer and
+ *       keel_vat_work only hold the request. It is handed to the host once
+ *       the transaction that asked for it committed and the WAL is durable
+ *       up to that transaction's record, under every sync policy; if that
+ *       transaction aborts, it is dropped and never starts. A request made
+ *       outside the vat's own transaction (in start(), or during another
+ *       vat's crank) waits for everything appended so far. Held requests
+ *       start in the order they were made.
+ *   K35 A job whose transaction committed has its work run exactly once,
+ *       even if its vat terminates or the kernel closes first (close waits
+ *       for the log to be durable, then starts what is held, and the host
+ *       runs every queued job's work): a vat may free what it shares with
+ *       a job in the job's work. A job whose transaction aborted never
+ *       runs at all.
  */
 #include "kernel/kernel_internal.h"
 
@@ -308,24 +326,58 @@ const char *keel_syscall_vat_name(const keel_syscall *sys)
 /* ---- async work -------------------------------------------------------- */
 
 /* Closures live on the kernel's list until their callback ran, so the
- * ones the host drops unrun at close are freed too (keel__k_free_async). */
+ * ones the host drops unrun at close are freed too (keel__k_free_async).
+ * A new one is held (K34): with the open transaction if the vat asking is
+ * the one that transaction is for, else behind everything committed so far
+ * (the state it was asked from). */
 static kasync *async_new(keel_syscall *sys)
 {
+    keel_kernel *k = sys->k;
     kasync *a = calloc(1, sizeof(*a));
     if (a != NULL) {
-        a->k = sys->k;
+        a->k = k;
         a->vid = sys->v->id;
-        a->next = sys->k->async_head;
+        a->next = k->async_head;
         if (a->next != NULL) {
             a->next->prev = a;
         }
-        sys->k->async_head = a;
+        k->async_head = a;
+        a->held = 1;
+        a->in_txn = k->in_txn && k->delivering == sys->v;
+        a->lsn = a->in_txn ? 0 : keel_wal_last_lsn(k->wal);
+        if (k->held_tail != NULL) {
+            k->held_tail->hnext = a;
+        } else {
+            k->held_head = a;
+        }
+        k->held_tail = a;
+        k->nheld++;
     }
     return a;
 }
 
+/* Take a off the held list (it is there). */
+static void held_remove(keel_kernel *k, kasync *a)
+{
+    kasync **pp = &k->held_head, *prev = NULL;
+    while (*pp != a) {
+        prev = *pp;
+        pp = &(*pp)->hnext;
+    }
+    *pp = a->hnext;
+    if (k->held_tail == a) {
+        k->held_tail = prev;
+    }
+    a->hnext = NULL;
+    a->held = 0;
+    k->nheld--;
+}
+
 static void async_unlink(kasync *a)
 {
+    if (a->held) {
+        held_remove(a->k, a);
+    }
     if (a->prev != NULL) {
         a->prev->next = a->next;
     } else {
@@ -341,6 +393,44 @@ void keel__k_free_async(keel_kernel *k)
 {
     while (k->async_head != NULL) {
         async_unlink(k->async_head);
+    }
+}
+
+void keel__k_async_committed(keel_kernel *k, uint64_t lsn)
+{
+    for (kasync *a = k->held_head; a != NULL; a = a->hnext) {
+        if (a->in_txn) {
+            a->in_txn = 0;
+            a->lsn = lsn;
+        }
+    }
+}
+
+void keel__k_async_aborted(keel_kernel *k)
+{
+    kasync *a = k->held_head;
+    while (a != NULL) {
+        kasync *next = a->hnext;
+        if (a->in_txn) {
+            async_unlink(a); /* K34: an aborted transaction starts nothing */
+        }
+        a = next;
+    }
+}
+
+void keel__k_cancel_async(keel_kernel *k, uint32_t vid)
+{
+    kasync *a = k->async_head;
+    while (a != NULL) {
+        kasync *next = a->next;
+        /* Only timers: a job's work always runs once its transaction
+         * committed (a vat may count on it to free what it shares with
+         * the job); its done is dropped when it comes (K32). */
+        if (a->vid == vid && a->work == NULL &&
+            (a->held || keel__host_cancel(k->host, a->host_id) == 1)) {
+            async_unlink(a);
+        }
+        a = next;
     }
 }
 
@@ -372,7 +462,10 @@ static void async_done(void *p)
         keel__k_txn_abort(k);
         keel__k_terminate(k, v->id, NULL);
     } else if (keel__store_ws_count(k->store) == 0 && k->exit_vid == 0) {
-        keel__k_txn_abort(k); /* nothing to commit */
+        /* Nothing to commit: work it asked for follows what is committed
+         * (K34). */
+        keel__k_async_committed(k, keel_wal_last_lsn(k->wal));
+        keel__k_txn_abort(k);
     } else {
         int rc = keel__k_txn_commit_exits(k, KEEL_WAL_OUT_OF_CRANK, NULL);
         if (rc == KEEL_ETOOBIG) {
@@ -381,6 +474,7 @@ static void async_done(void *p)
     }
     keel__k_run_deferred(k, NULL);
     keel__k_reap(k);
+    keel__k_start_async(k, 0, NULL);
 }
 
 static void async_work(void *p)
@@ -389,25 +483,70 @@ static void async_work(void *p)
     a->work(a->arg);
 }
 
+int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag)
+{
+    while (k->held_head != NULL && !k->held_head->in_txn && !k->failed) {
+        kasync *a = k->held_head;
+        if (a->lsn > keel_wal_durable_lsn(k->wal)) {
+            if (!wait) {
+                break;
+            }
+            keel_diag d = {0};
+            int rc = keel_wal_wait(k->wal, a->lsn, &d);
+            if (rc < 0) {
+                /* The log failed: nothing after it may be relied on. */
+                keel__k_fail(k, rc, d.msg);
+                break;
+            }
+        }
+        held_remove(k, a);
+        int rc = a->work != NULL
+                     ? keel__host_work(k->host, async_work, async_done, a)
+                     : keel__host_timer(k->host, a->delay_ms, async_done, a,
+                                        &a->host_id);
+        if (rc < 0) {
+            async_unlink(a);
+            keel__k_fail(k, rc, "starting a vat's async work");
+            break;
+        }
+    }
+    if (k->failed) {
+        if (diag != NULL) {
+            *diag = k->fail_diag;
+        }
+        return KEEL_EFAILED;
+    }
+    return KEEL_OK;
+}
+
 int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
                    void (*cb)(void *arg, keel_syscall *sys), void *arg)
 {
+    if (cb == NULL) {
+        return KEEL_EINVAL;
+    }
+    if (!sys->v->alive || sys->k->failed) {
+        return KEEL_OK; /* K32: accepted, never run */
+    }
     kasync *a = async_new(sys);
     if (a == NULL) {
         return KEEL_ENOMEM;
     }
     a->done = cb;
     a->arg = arg;
-    int rc = keel__host_timer(sys->k->host, delay_ms, async_done, a);
-    if (rc < 0) {
-        async_unlink(a);
-    }
-    return rc;
+    a->delay_ms = delay_ms;
+    return KEEL_OK;
 }
 
 int keel_vat_work(keel_syscall *sys, void (*work)(void *arg),
                   void (*done)(void *arg, keel_syscall *sys), void *arg)
 {
+    if (work == NULL || done == NULL) {
+        return KEEL_EINVAL;
+    }
+    if (!sys->v->alive || sys->k->failed) {
+        return KEEL_OK; /* K32: accepted, never run */
+    }
     kasync *a = async_new(sys);
     if (a == NULL) {
         return KEEL_ENOMEM;
@@ -415,9 +554,5 @@ int keel_vat_work(keel_syscall *sys, void (*work)(void *arg),
     a->work = work;
     a->done = done;
     a->arg = arg;
-    int rc = keel__host_work(sys->k->host, async_work, async_done, a);
-    if (rc < 0) {
-        async_unlink(a);
-    }
-    return rc;
+    return KEEL_OK;
 }

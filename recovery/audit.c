@@ -46,18 +46,26 @@
  *       decider, and an out-of-crank transaction must be the decider's,
  *       each retiring the decider's c-list entry for it (c.<D>.k.<kp>
  *       deleted); a kernel operation may settle it only by terminating the
- *       decider (rejected); a promise without a decider only by the crank
- *       whose message it is the result of, rejecting it undelivered.
- *   A7  Each c-list is a bijection (K2): c.<v>.k.<kref> = vref exactly
- *       when c.<v>.v.<vref> = kref.
- *   A8  Every kref named by a c-list, a promise record, a run-queue item
- *       or a vat's root exists (ko.<n> / kp.<n>), and objects and promises
- *       are never deleted; an object's owner never changes.
+ *       decider or in a cleanup batch of it (rejected); a promise without a
+ * decider only by the crank whose message it is the result of, rejecting it
+ * undelivered. A7  Each c-list is a bijection (K2): c.<v>.k.<kref> = vref
+ * exactly when c.<v>.v.<vref> = kref. A8  Every kref named by a c-list, a
+ * promise record, a run-queue item or a vat's root exists (ko.<n> / kp.<n>),
+ * and objects and promises are never deleted; an object's owner never changes.
  *   A9  d.<v>.<kp> mirrors the decider exactly (K4), and the decider of an
  *       unresolved promise is a live vat.
  *   A10 A terminated vat holds nothing (K6): the transaction that
- *       terminates it leaves no c-list, decider-index or vatstore key of
- *       it, none appears later, and it never comes back alive.
+ *       terminates it leaves no decider-index, c-list or vatstore key of it
+ *       unless it writes v.<vid>.cleanup (cleanup pending). While the
+ *       cleanup is pending those keys may stay (the c-list need not pair
+ *       up; the terminating transaction's own writes of them included),
+ *       and the promises the vat decides may stay unresolved, but none of
+ *       its keys is written later; each later write of v.<vid>.cleanup is
+ *       a cleanup batch: a kernel op that deletes only that vat's keys and
+ *       writes only what rejecting its promises writes (promise records,
+ *       queued notifies and messages, k.rq.tail, k.unresolved); the one
+ *       that deletes v.<vid>.cleanup leaves none. Only a terminated vat
+ *       has a cleanup, and a vat never comes back alive.
  *   A11 k.unresolved counts the unresolved promises; k.next.vat, .ko and
  *       .kp never decrease, and no object or promise is created at or
  *       beyond them (K5).
@@ -134,8 +142,9 @@ typedef struct newitem {
 } newitem;
 
 typedef struct vinfo {
-    uint8_t state; /* VAT_* */
-    uint64_t refs; /* its c.<v>.*, d.<v>.* and vs.<v>.* keys */
+    uint8_t state;   /* VAT_* */
+    uint8_t cleanup; /* v.<v>.cleanup present: its keys still going (K6) */
+    uint64_t refs;   /* its c.<v>.*, d.<v>.* and vs.<v>.* keys */
 } vinfo;
 
 typedef struct audit {
@@ -450,6 +459,18 @@ static int vat_before(const audit *a, uint32_t vid)
     return vid < a->nvats ? a->vats[vid].state : VAT_NONE;
 }
 
+/* Is vid's cleanup (v.<vid>.cleanup) pending after the record? */
+static int cleanup_after(const audit *a, uint32_t vid)
+{
+    char key[KEY_MAX];
+    size_t n = vkey(key, "v.", vid, ".cleanup", NULL, 0);
+    const txop *op = find_op(a, key, n);
+    if (op == NULL) {
+        return vid < a->nvats && a->vats[vid].cleanup;
+    }
+    return op->kind == KEEL__STORE_PUT;
+}
+
 static int vat_after(const audit *a, uint32_t vid)
 {
     char key[KEY_MAX];
@@ -597,7 +618,10 @@ static int check_prom_shape(audit *a, const char *kp, const kprom *p)
     }
     if (p->decider != 0) {
         keel_bytes v;
-        if (vat_after(a, p->decider) != VAT_ALIVE) {
+        /* A10: a dead vat's promises wait for its cleanup to reject them */
+        if (vat_after(a, p->decider) != VAT_ALIVE &&
+            !(vat_after(a, p->decider) == VAT_DEAD &&
+              cleanup_after(a, p->decider))) {
             return violation(
                 a, "%s is decided by vat %" PRIu32 ", which is not alive", kp,
                 p->decider);
@@ -667,13 +691,17 @@ static int check_resolver(audit *a, const char *kp, uint32_t d,
     }
     if (a->kind == KEEL_WAL_KERNEL_OP) {
         const txop *op = find_op(a, key, vkey(key, "v.", d, ".state", NULL, 0));
-        if (op == NULL || op->kind != KEEL__STORE_PUT ||
-            state_of((keel_bytes){op->val, op->vlen}) != VAT_DEAD ||
-            now->state != KP_REJECTED) {
+        /* the termination, or a later batch of its cleanup */
+        int terminating = op != NULL && op->kind == KEEL__STORE_PUT &&
+                          state_of((keel_bytes){op->val, op->vlen}) == VAT_DEAD;
+        int cleaning =
+            vat_before(a, d) == VAT_DEAD &&
+            find_op(a, key, vkey(key, "v.", d, ".cleanup", NULL, 0)) != NULL;
+        if ((!terminating && !cleaning) || now->state != KP_REJECTED) {
             return violation(a,
                              "%s, decided by vat %" PRIu32
-                             ", was settled by a kernel operation that did "
-                             "not terminate that vat",
+                             ", was settled by a kernel operation that "
+                             "neither terminated nor cleaned up that vat",
                              kp, d);
         }
         return KEEL_OK;
@@ -1040,6 +1068,20 @@ static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
     char b[PRINT_BYTES];
     uint32_t vid;
     size_t rest;
+    /* A10: a dead vat's c-list and vatstore keys may stay while its
+     * cleanup is pending: those it had, and those its last transaction
+     * (the one that terminates it) wrote; none written later (op != NULL:
+     * a put, by a record after the termination). */
+    if ((has_prefix(k, n, "c.") || has_prefix(k, n, "vs.")) &&
+        key_vid(k, n, has_prefix(k, n, "c.") ? 2 : 3, &vid, &rest) &&
+        vat_after(a, vid) == VAT_DEAD && cleanup_after(a, vid) &&
+        (op == NULL || vat_before(a, vid) == VAT_ALIVE)) {
+        return KEEL_OK;
+    }
+    if (op == NULL && has_prefix(k, n, "d.") && key_vid(k, n, 2, &vid, &rest) &&
+        vat_after(a, vid) == VAT_DEAD && cleanup_after(a, vid)) {
+        return KEEL_OK; /* a promise its cleanup has yet to reject */
+    }
     if (has_prefix(k, n, "c.")) {
         return check_clist(a, k, n, val, 1);
     }
@@ -1066,6 +1108,78 @@ static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
 
 /* ---- one record ------------------------------------------------------------
  */
+
+/* A c.<v>.* key of a vat that is terminated after the record: the two
+ * halves of a pair may go in different cleanup batches (K6). */
+static int dead_vat_key(const audit *a, const uint8_t *k, size_t n)
+{
+    uint32_t vid;
+    size_t rest;
+    return key_vid(k, n, 2, &vid, &rest) && vat_after(a, vid) == VAT_DEAD;
+}
+
+/* A10 on a record that writes v.<vid>.cleanup: only a terminated vat has
+ * a cleanup; a batch of it (the vat was dead before) is a kernel op that
+ * deletes that vat's c-list and vatstore keys and does nothing else. */
+static int check_cleanup(audit *a)
+{
+    char b[PRINT_BYTES];
+    for (size_t i = 0; i < a->nops; i++) {
+        const txop *op = &a->ops[i];
+        uint32_t vid;
+        size_t rest;
+        if (!has_prefix(op->key, op->klen, "v.") ||
+            !key_vid(op->key, op->klen, 2, &vid, &rest) ||
+            op->klen - rest != 7 || memcmp(op->key + rest, "cleanup", 7) != 0) {
+            continue;
+        }
+        if (op->kind == KEEL__STORE_PUT && vat_after(a, vid) != VAT_DEAD) {
+            return violation(a,
+                             "cleanup of vat %" PRIu32 ", which is not "
+                             "terminated (A10)",
+                             vid);
+        }
+        if (vat_before(a, vid) != VAT_DEAD) {
+            continue; /* the termination itself: check_applied() */
+        }
+        if (a->kind != KEEL_WAL_KERNEL_OP) {
+            return violation(a,
+                             "cleanup of vat %" PRIu32 " in a %s record "
+                             "(A10)",
+                             vid, keel_wal_kind_name(a->kind));
+        }
+        for (size_t j = 0; j < a->nops; j++) {
+            const txop *o = &a->ops[j];
+            uint32_t ov = 0;
+            size_t orest;
+            int own = ((has_prefix(o->key, o->klen, "c.") ||
+                        has_prefix(o->key, o->klen, "d.")) &&
+                       key_vid(o->key, o->klen, 2, &ov, &orest)) ||
+                      (has_prefix(o->key, o->klen, "vs.") &&
+                       key_vid(o->key, o->klen, 3, &ov, &orest));
+            /* what rejecting its promises writes, checked as any
+             * settlement is (A3, A4, A6, A11) */
+            int settling =
+                o->kind == KEEL__STORE_PUT &&
+                (has_prefix(o->key, o->klen, "kp.") ||
+                 has_prefix(o->key, o->klen, "rq.") ||
+                 (o->klen == 9 && memcmp(o->key, "k.rq.tail", 9) == 0) ||
+                 (o->klen == 12 && memcmp(o->key, "k.unresolved", 12) == 0));
+            if (j == i || (o->klen == 6 && memcmp(o->key, "k.hash", 6) == 0) ||
+                (own && ov == vid && o->kind == KEEL__STORE_DELETE) ||
+                settling) {
+                continue;
+            }
+            return violation(a,
+                             "cleanup batch of vat %" PRIu32 " also "
+                             "%s %s (A10)",
+                             vid,
+                             o->kind == KEEL__STORE_PUT ? "writes" : "deletes",
+                             pr(o->key, o->klen, b));
+        }
+    }
+    return KEEL_OK;
+}
 
 static void clear_txn(audit *a)
 {
@@ -1359,19 +1473,28 @@ static void route(audit *a)
     }
 }
 
-/* v.<vid>.state written: keep the vat's state. */
-static int note_state(audit *a, const uint8_t *k, size_t n, const uint8_t *val,
-                      size_t vlen)
+/* v.<vid>.state written, v.<vid>.cleanup written or deleted: keep the
+ * vat's state and whether its cleanup is pending. */
+static int note_state(audit *a, uint8_t kind, const uint8_t *k, size_t n,
+                      const uint8_t *val, size_t vlen)
 {
     uint32_t vid;
     size_t rest;
-    if (has_prefix(k, n, "v.") && key_vid(k, n, 2, &vid, &rest) &&
-        n - rest == 5 && memcmp(k + rest, "state", 5) == 0) {
+    if (!has_prefix(k, n, "v.") || !key_vid(k, n, 2, &vid, &rest)) {
+        return KEEL_OK;
+    }
+    int state = n - rest == 5 && memcmp(k + rest, "state", 5) == 0;
+    int cleanup = n - rest == 7 && memcmp(k + rest, "cleanup", 7) == 0;
+    if ((state && kind == KEEL__STORE_PUT) || cleanup) {
         vinfo *vi = vat(a, vid);
         if (vi == NULL) {
             return KEEL_ENOMEM;
         }
-        vi->state = (uint8_t)state_of((keel_bytes){val, vlen});
+        if (state) {
+            vi->state = (uint8_t)state_of((keel_bytes){val, vlen});
+        } else {
+            vi->cleanup = kind == KEEL__STORE_PUT;
+        }
     }
     return KEEL_OK;
 }
@@ -1394,7 +1517,7 @@ static int apply_op(audit *a, uint8_t kind, const uint8_t *k, size_t n,
     if (vi != NULL) {
         vi->refs += kind == KEEL__STORE_PUT ? 1 : (uint64_t)-1;
     }
-    return kind == KEEL__STORE_PUT ? note_state(a, k, n, val, vlen) : KEEL_OK;
+    return note_state(a, kind, k, n, val, vlen);
 }
 
 /* A11: the allocation counters never decrease. */
@@ -1429,16 +1552,23 @@ static int check_applied(audit *a)
         const txop *op = &a->ops[i];
         uint32_t vid;
         size_t rest;
-        if (op->kind == KEEL__STORE_PUT &&
-            has_prefix(op->key, op->klen, "v.") &&
-            key_vid(op->key, op->klen, 2, &vid, &rest) &&
-            op->klen - rest == 5 && memcmp(op->key + rest, "state", 5) == 0 &&
-            a->vats[vid].state == VAT_DEAD && a->vats[vid].refs != 0) {
+        if (!has_prefix(op->key, op->klen, "v.") ||
+            !key_vid(op->key, op->klen, 2, &vid, &rest)) {
+            continue;
+        }
+        int term = op->kind == KEEL__STORE_PUT && op->klen - rest == 5 &&
+                   memcmp(op->key + rest, "state", 5) == 0 &&
+                   a->vats[vid].state == VAT_DEAD;
+        int done = op->kind == KEEL__STORE_DELETE && op->klen - rest == 7 &&
+                   memcmp(op->key + rest, "cleanup", 7) == 0;
+        const vinfo *vi = &a->vats[vid];
+        /* The termination leaves nothing unless its cleanup is pending;
+         * a finished cleanup nothing. */
+        if (((term && !vi->cleanup) || done) && vi->refs != 0) {
             return violation(a,
-                             "vat %" PRIu32 " was terminated but keeps %" PRIu64
-                             " c-list, decider-index or vatstore "
-                             "key(s) (A10)",
-                             vid, a->vats[vid].refs);
+                             "vat %" PRIu32 " was %s but keeps %" PRIu64
+                             " c-list, decider-index or vatstore key(s) (A10)",
+                             vid, term ? "terminated" : "cleaned up", vi->refs);
         }
     }
     if (a->unres_delta != 0 || find_op(a, "k.unresolved", 12) != NULL) {
@@ -1482,7 +1612,8 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
             rc = check_key(a, op, op->key, op->klen, val);
         } else if (has_prefix(op->key, op->klen, "ko.")) {
             rc = check_object(a, op, op->key, op->klen, val);
-        } else if (has_prefix(op->key, op->klen, "c.") && op->before != NULL) {
+        } else if (has_prefix(op->key, op->klen, "c.") && op->before != NULL &&
+                   !dead_vat_key(a, op->key, op->klen)) {
             keel_bytes old = {op->old.ptr, op->old.len};
             rc = check_clist(a, op->key, op->klen, old, 0);
         } else if (has_prefix(op->key, op->klen, "d.")) {
@@ -1495,6 +1626,9 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
     if (rc == KEEL_OK) {
         rc = check_counters(a);
     }
+    if (rc == KEEL_OK) {
+        rc = check_cleanup(a);
+    }
     /* Values replaced in place first, through the entries parse_ws()
      * found (no probe); then deletes and new keys, which move entries. */
     for (size_t i = 0; rc == KEEL_OK && i < a->nops; i++) {
@@ -1502,7 +1636,7 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
         if (op->kind == KEEL__STORE_PUT && op->before != NULL) {
             rc = keel__shadow_set(op->before, op->val, op->vlen);
             if (rc == KEEL_OK) {
-                note_state(a, op->key, op->klen, op->val, op->vlen);
+                note_state(a, op->kind, op->key, op->klen, op->val, op->vlen);
             }
         }
     }

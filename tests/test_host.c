@@ -4,7 +4,8 @@
  * on it, pending counts, run_once's timeout and empty case, poll, and free
  * (waits for running work, drops unrun callbacks, leak-free); and the
  * deterministic mode: one callback per run_once in (virtual due time,
- * scheduling order), poll running nothing, free running queued work.
+ * scheduling order), poll running nothing, free running queued work; and
+ * cancelling a timer, in both modes.
  *
  * No test asserts on elapsed time; the delays only set deadlines apart.
  */
@@ -75,7 +76,8 @@ START_TEST(test_host_timers_fire_in_deadline_order)
     timer_arg a[3] = {{&log, 300}, {&log, 100}, {&log, 200}};
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(
-            keel__host_timer(h, (uint64_t)a[i].id, log_timer, &a[i]), KEEL_OK);
+            keel__host_timer(h, (uint64_t)a[i].id, log_timer, &a[i], NULL),
+            KEEL_OK);
     }
     ck_assert_int_eq(drain(h), 3);
     ck_assert_int_eq(log.n, 3);
@@ -93,7 +95,8 @@ START_TEST(test_host_timers_equal_delay_fire_in_schedule_order)
     timer_arg a[8];
     for (int i = 0; i < 8; i++) {
         a[i] = (timer_arg){&log, i};
-        ck_assert_int_eq(keel__host_timer(h, 0, log_timer, &a[i]), KEEL_OK);
+        ck_assert_int_eq(keel__host_timer(h, 0, log_timer, &a[i], NULL),
+                         KEEL_OK);
     }
     ck_assert_int_eq(drain(h), 8);
     ck_assert_int_eq(log.n, 8);
@@ -118,7 +121,8 @@ static void chain_timer(void *arg)
 {
     chain_arg *c = arg;
     c->pending_seen = keel__host_pending(c->h);
-    ck_assert_int_eq(keel__host_timer(c->h, 1, log_timer, &c->next), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(c->h, 1, log_timer, &c->next, NULL),
+                     KEEL_OK);
     ck_assert_uint_eq(keel__host_pending(c->h), c->pending_seen + 1);
 }
 
@@ -127,7 +131,7 @@ START_TEST(test_host_timer_callback_schedules_another_counted_exactly)
     keel_host *h = host_new();
     cblog log = {0};
     chain_arg c = {h, &log, {&log, 7}, 99};
-    ck_assert_int_eq(keel__host_timer(h, 0, chain_timer, &c), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 0, chain_timer, &c, NULL), KEEL_OK);
     ck_assert_uint_eq(keel__host_pending(h), 1);
     /* run_once runs at least one callback; on a slow machine (sanitizers)
      * the 1 ms timer the first one schedules may already be due before
@@ -147,7 +151,7 @@ END_TEST
 START_TEST(test_host_timer_null_callback_is_einval)
 {
     keel_host *h = host_new();
-    ck_assert_int_eq(keel__host_timer(h, 0, NULL, NULL), KEEL_EINVAL);
+    ck_assert_int_eq(keel__host_timer(h, 0, NULL, NULL, NULL), KEEL_EINVAL);
     ck_assert_uint_eq(keel__host_pending(h), 0);
     keel__host_free(h);
 }
@@ -248,8 +252,8 @@ START_TEST(test_host_pending_counts_timers_and_jobs)
     int fired = 0;
     job_arg j[3] = {{0}};
     ck_assert_uint_eq(keel__host_pending(h), 0);
-    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired), KEEL_OK);
-    ck_assert_int_eq(keel__host_timer(h, 5, count_cb, &fired), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired, NULL), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 5, count_cb, &fired, NULL), KEEL_OK);
     for (int i = 0; i < 3; i++) {
         j[i].caller = pthread_self();
         ck_assert_int_eq(keel__host_work(h, job_work, job_done, &j[i]),
@@ -275,7 +279,7 @@ START_TEST(test_host_run_once_timeout_returns_zero_without_callback)
 {
     keel_host *h = host_new();
     int fired = 0;
-    ck_assert_int_eq(keel__host_timer(h, 3600 * 1000, count_cb, &fired),
+    ck_assert_int_eq(keel__host_timer(h, 3600 * 1000, count_cb, &fired, NULL),
                      KEEL_OK);
     ck_assert_int_eq(keel__host_run_once(h, 10), 0);
     ck_assert_int_eq(fired, 0);
@@ -303,9 +307,9 @@ START_TEST(test_host_poll_runs_only_ready_callbacks)
     keel_host *h = host_new();
     int now = 0;
     int later = 0;
-    ck_assert_int_eq(keel__host_timer(h, 3600 * 1000, count_cb, &later),
+    ck_assert_int_eq(keel__host_timer(h, 3600 * 1000, count_cb, &later, NULL),
                      KEEL_OK);
-    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &now), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &now, NULL), KEEL_OK);
     ck_assert_int_eq(keel__host_poll(h), 1);
     ck_assert_int_eq(now, 1);
     ck_assert_int_eq(later, 0);
@@ -324,7 +328,7 @@ static void reenter_cb(void *arg)
 START_TEST(test_host_run_once_from_callback_aborts)
 {
     keel_host *h = host_new();
-    ck_assert_int_eq(keel__host_timer(h, 0, reenter_cb, h), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 0, reenter_cb, h, NULL), KEEL_OK);
     keel__host_run_once(h, 0);
     ck_abort_msg("reentrant run_once returned");
 }
@@ -398,11 +402,88 @@ START_TEST(test_host_free_drops_unrun_timers)
 {
     keel_host *h = host_new();
     int fired = 0;
-    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired), KEEL_OK);
-    ck_assert_int_eq(keel__host_timer(h, 3600 * 1000, count_cb, &fired),
+    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired, NULL), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 3600 * 1000, count_cb, &fired, NULL),
                      KEEL_OK);
     keel__host_free(h);
     ck_assert_int_eq(fired, 0);
+}
+END_TEST
+
+/* ---- cancel ---------------------------------------------------------------
+ */
+
+/* H10: a cancelled timer never fires and stops counting at once; the
+ * other one still fires. */
+START_TEST(test_host_cancel_timer_never_fires)
+{
+    keel_host *h = host_new();
+    int gone = 0, kept = 0;
+    uint64_t id = 0, other = 0;
+    ck_assert_int_eq(keel__host_timer(h, 3600 * 1000, count_cb, &gone, &id),
+                     KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &kept, &other), KEEL_OK);
+    ck_assert_int_eq(keel__host_cancel(h, id), 1);
+    ck_assert_uint_eq(keel__host_pending(h), 1);
+    ck_assert_int_eq(keel__host_cancel(h, id), 0); /* once */
+    drain(h);
+    ck_assert_int_eq(kept, 1);
+    ck_assert_int_eq(gone, 0);
+    ck_assert_int_eq(keel__host_cancel(h, other), 0); /* already ran */
+    keel__host_free(h);
+}
+END_TEST
+
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+    atomic_int entered;
+    int done_ran;
+} gate;
+
+static void gate_work(void *arg)
+{
+    gate *g = arg;
+    atomic_fetch_add(&g->entered, 1);
+    pthread_mutex_lock(&g->mu);
+    while (!g->open) {
+        pthread_cond_wait(&g->cv, &g->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_done(void *arg)
+{
+    ((gate *)arg)->done_ran++;
+}
+
+/* Deterministic mode: a cancelled timer is skipped by run_once; a job
+ * is never cancelled (H10: its work always runs). */
+START_TEST(test_host_deterministic_cancel_skips_timer_only)
+{
+    keel_host *h = NULL;
+    int fired = 0, later = 0;
+    gate j = {.mu = PTHREAD_MUTEX_INITIALIZER,
+              .cv = PTHREAD_COND_INITIALIZER,
+              .open = 1};
+    uint64_t t = 0, t2 = 0;
+    ck_assert_int_eq(keel__host_new(&h, 1), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired, &t), KEEL_OK);
+    ck_assert_int_eq(keel__host_work(h, gate_work, gate_done, &j), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 5, count_cb, &later, &t2), KEEL_OK);
+    ck_assert_int_eq(keel__host_cancel(h, t), 1);
+    ck_assert_int_eq(keel__host_cancel(h, t), 0); /* once */
+    ck_assert_uint_eq(keel__host_pending(h), 2);
+    ck_assert_int_eq(keel__host_run_once(h, 0), 1); /* the job */
+    ck_assert_int_eq(fired, 0);
+    ck_assert_int_eq(atomic_load(&j.entered), 1);
+    ck_assert_int_eq(j.done_ran, 1);
+    ck_assert_int_eq(keel__host_run_once(h, 0), 1); /* the later timer */
+    ck_assert_int_eq(later, 1);
+    ck_assert_int_eq(keel__host_run_once(h, 0), 0);
+    ck_assert_int_eq(keel__host_cancel(h, t2), 0); /* fired */
+    keel__host_free(h);
 }
 END_TEST
 
@@ -453,7 +534,7 @@ START_TEST(test_host_deterministic_runs_one_callback_in_due_order)
     const uint64_t delays[4] = {30, 10, 20, 10};
     det_job j = {.log = &log, .id = 0, .caller = pthread_self()};
     for (int i = 0; i < 4; i++) {
-        ck_assert_int_eq(keel__host_timer(h, delays[i], log_timer, &t[i]),
+        ck_assert_int_eq(keel__host_timer(h, delays[i], log_timer, &t[i], NULL),
                          KEEL_OK);
     }
     ck_assert_int_eq(keel__host_work(h, det_job_work, det_job_done, &j),
@@ -487,7 +568,8 @@ typedef struct det_chain {
 static void det_chain_timer(void *arg)
 {
     det_chain *c = arg;
-    ck_assert_int_eq(keel__host_timer(c->h, 5, log_timer, &c->next), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(c->h, 5, log_timer, &c->next, NULL),
+                     KEEL_OK);
 }
 
 START_TEST(test_host_deterministic_clock_advances_to_due_time)
@@ -496,9 +578,10 @@ START_TEST(test_host_deterministic_clock_advances_to_due_time)
     cblog log = {0};
     det_chain c = {h, {&log, 15}};
     timer_arg a = {&log, 14}, b = {&log, 16};
-    ck_assert_int_eq(keel__host_timer(h, 10, det_chain_timer, &c), KEEL_OK);
-    ck_assert_int_eq(keel__host_timer(h, 14, log_timer, &a), KEEL_OK);
-    ck_assert_int_eq(keel__host_timer(h, 16, log_timer, &b), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 10, det_chain_timer, &c, NULL),
+                     KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 14, log_timer, &a, NULL), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 16, log_timer, &b, NULL), KEEL_OK);
     ck_assert_int_eq(drain(h), 4);
     ck_assert_int_eq(log.n, 3);
     ck_assert_int_eq(log.ids[0], 14);
@@ -513,7 +596,7 @@ START_TEST(test_host_deterministic_poll_runs_nothing)
     keel_host *h = det_host_new();
     int fired = 0;
     det_job j = {.caller = pthread_self()};
-    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 0, count_cb, &fired, NULL), KEEL_OK);
     ck_assert_int_eq(keel__host_work(h, det_job_work, det_job_done, &j),
                      KEEL_OK);
     ck_assert_int_eq(keel__host_poll(h), 0);
@@ -530,7 +613,7 @@ START_TEST(test_host_deterministic_free_runs_work_drops_callbacks)
     int fired = 0;
     cblog log = {0};
     det_job j[3];
-    ck_assert_int_eq(keel__host_timer(h, 1, count_cb, &fired), KEEL_OK);
+    ck_assert_int_eq(keel__host_timer(h, 1, count_cb, &fired, NULL), KEEL_OK);
     for (int i = 0; i < 3; i++) {
         j[i] = (det_job){.log = &log, .id = i, .caller = pthread_self()};
         ck_assert_int_eq(keel__host_work(h, det_job_work, det_job_done, &j[i]),
@@ -567,7 +650,7 @@ static void det_tree_spawn(det_tree *t, int n)
         nd->t = t;
         nd->id = t->next_id++;
         uint64_t delay = tu_rand(&t->rng) % 50;
-        ck_assert_int_eq(keel__host_timer(t->h, delay, det_tree_cb, nd),
+        ck_assert_int_eq(keel__host_timer(t->h, delay, det_tree_cb, nd, NULL),
                          KEEL_OK);
     }
 }
@@ -647,6 +730,8 @@ Suite *host_suite(void)
     tcase_add_test(tc, test_host_deterministic_poll_runs_nothing);
     tcase_add_test(tc, test_host_deterministic_free_runs_work_drops_callbacks);
     tcase_add_test(tc, test_host_deterministic_same_schedule_same_order);
+    tcase_add_test(tc, test_host_cancel_timer_never_fires);
+    tcase_add_test(tc, test_host_deterministic_cancel_skips_timer_only);
     suite_add_tcase(s, tc);
     return s;
 }

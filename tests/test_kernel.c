@@ -31,10 +31,15 @@
  *   t_many       scenario 14: sender, peer and watcher of 10,000 promises.
  *   t_badstart   a vat whose start() fails.
  *   t_restart    a t_actor whose start() writes to its vatstore.
+ *   t_job        async work the test watches through its context: whether
+ *                a job ran, and the WAL's durable LSN when it started; an
+ *                hour-long timer; exit. (t_actor's "fill" op gives a vat
+ *                many keys, and "exportp" many promises it decides, for
+ *                termination.)
  *
- * The test's context reaches t_cross_* through their params (its address as
- * text): an ops table carries no user data, and keel (tests included) keeps
- * no mutable globals.
+ * The test's context reaches t_cross_* and t_job through their params (its
+ * address as text): an ops table carries no user data, and keel (tests
+ * included) keeps no mutable globals.
  *
  * Vat ids follow config order (the first vat is v1), so the store key of
  * vat 2's vatstore entry "x" is "vs.2.x" (kernel/kernel_internal.h).
@@ -43,14 +48,19 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "keel/keel.h"
+#include "keel/recovery.h"
 #include "kernel/store.h"
 #include "tests/testutil.h"
 
@@ -64,9 +74,20 @@
 /* test vats                                                                */
 /* ======================================================================== */
 
-/* What a test shares with its vats (scenario 13). */
+/* One t_job job's closure. */
+typedef struct tjob {
+    struct tctx *ctx;
+} tjob;
+
+/* What a test shares with its vats (scenario 13, t_job). */
 typedef struct tctx {
     keel_syscall *a_sys; /* t_cross_a's handle, saved by its start() */
+    keel_kernel *k;      /* t_job's jobs read its durable LSN */
+    _Atomic int jobs_run;
+    _Atomic uint64_t job_durable_lsn; /* what the last job saw at its start */
+    _Atomic int dones;                /* t_job's job done callbacks run */
+    tjob jobs[4]; /* t_job's closures: a job the kernel drops leaks none */
+    unsigned njobs;
 } tctx;
 
 static int ctx_from_params(const char *params_json, tctx **out)
@@ -428,6 +449,39 @@ static int run_op(keel_syscall *sys, const keel_delivery *d, const json_t *op)
     }
     if (strcmp(name, "copy") == 0) {
         return op_copy(sys, op);
+    }
+    if (strcmp(name, "exportp") == 0) {
+        /* one message to its own root carrying n fresh p+N: n promises
+         * this vat decides */
+        json_int_t n = json_integer_value(json_object_get(op, "n"));
+        char **slots = calloc((size_t)n, sizeof(*slots));
+        int rc = slots == NULL ? KEEL_ENOMEM : KEEL_OK;
+        for (json_int_t i = 0; rc == KEEL_OK && i < n; i++) {
+            slots[i] = malloc(KEEL_VREF_MAX);
+            rc = slots[i] == NULL ? KEEL_ENOMEM
+                                  : keel_syscall_alloc_promise(sys, slots[i]);
+        }
+        if (rc == KEEL_OK) {
+            keel_capdata cd = {
+                {"{}", 2}, (const char *const *)slots, (size_t)n};
+            rc = keel_syscall_send(sys, "o+0", "hold", &cd, NULL);
+        }
+        for (json_int_t i = 0; slots != NULL && i < n; i++) {
+            free(slots[i]);
+        }
+        free(slots);
+        return rc;
+    }
+    if (strcmp(name, "fill") == 0) {
+        /* n keys f<i, 8 digits> = "x": a vat that holds a lot. */
+        json_int_t n = json_integer_value(json_object_get(op, "n"));
+        int rc = KEEL_OK;
+        for (json_int_t i = 0; rc == KEEL_OK && i < n; i++) {
+            char key[24];
+            snprintf(key, sizeof(key), "f%08lld", (long long)i);
+            rc = keel_syscall_vatstore_set(sys, key, "x", 1);
+        }
+        return rc;
     }
     if (strcmp(name, "fail") == 0) {
         return T_FAIL; /* deliver() fails: the crank aborts */
@@ -918,11 +972,93 @@ static const keel_vat_ops t_restart = {
     .stop = actor_stop,
 };
 
+/* ---- t_job --------------------------------------------------------------- */
+
+/*
+ * Async work the test watches through its context (params {"ctx":...}).
+ *   go({"fail":b})  asks for a thread-pool job and writes asked = 1; with
+ *                   fail it then makes an illegal syscall (the crank
+ *                   aborts), else it resolves the result. The job's work
+ *                   counts itself in ctx->jobs_run and records the WAL's
+ *                   durable LSN as it starts; its done writes done = 1.
+ *   go_exit()       asks for a job and exits in the same crank.
+ *   arm()           asks for a timer an hour away.
+ *   leave()         exits.
+ */
+static void tjob_work(void *arg)
+{
+    tjob *j = arg;
+    atomic_store(&j->ctx->job_durable_lsn, keel_kernel_durable_lsn(j->ctx->k));
+    atomic_fetch_add(&j->ctx->jobs_run, 1);
+}
+
+static void tjob_done(void *arg, keel_syscall *sys)
+{
+    tjob *j = arg;
+    if (j != NULL) {
+        atomic_fetch_add(&j->ctx->dones, 1);
+    }
+    vs_setf(sys, "1", "done");
+}
+
+static int tjob_start(keel_syscall *sys, const char *params_json, void **state)
+{
+    tctx *ctx = NULL;
+    int rc = ctx_from_params(params_json, &ctx);
+    *state = ctx;
+    return rc;
+}
+
+static int tjob_deliver(void *state, keel_syscall *sys, const keel_delivery *d)
+{
+    keel_capdata cd = {{"null", 4}, NULL, 0};
+    if (d->kind != KEEL_DELIVER_MESSAGE) {
+        return KEEL_EINVAL;
+    }
+    if (strcmp(d->method, "bootstrap") == 0) {
+        return KEEL_OK;
+    }
+    if (strcmp(d->method, "leave") == 0) {
+        return keel_syscall_exit(sys, 0, &cd);
+    }
+    if (strcmp(d->method, "arm") == 0) {
+        return keel_vat_timer(sys, 3600u * 1000, tjob_done, NULL);
+    }
+    tctx *ctx = state;
+    tjob *j = &ctx->jobs[ctx->njobs++ % 4];
+    j->ctx = ctx;
+    int rc = keel_vat_work(sys, tjob_work, tjob_done, j);
+    if (rc == KEEL_OK) {
+        rc = vs_setf(sys, "1", "asked");
+    }
+    if (rc == KEEL_OK && strcmp(d->method, "go_exit") == 0) {
+        return keel_syscall_exit(sys, 0, &cd);
+    }
+    json_t *body = json_loadb(d->args.body.ptr, d->args.body.len, 0, NULL);
+    int fail = json_is_true(json_object_get(body, "fail"));
+    json_decref(body);
+    if (rc == KEEL_OK && fail) {
+        return keel_syscall_send(sys, "o-99", "forged", &cd, NULL);
+    }
+    if (rc == KEEL_OK && d->result != NULL) {
+        rc = keel_syscall_resolve(sys, d->result, 0, &cd);
+    }
+    return rc;
+}
+
+static const keel_vat_ops t_job = {
+    .abi_version = KEEL_VAT_ABI_VERSION,
+    .name = "t_job",
+    .start = tjob_start,
+    .deliver = tjob_deliver,
+    .stop = actor_stop,
+};
+
 static const keel_vat_ops *resolve_vat(void *arg, const char *name)
 {
     static const keel_vat_ops *const vats[] = {
         &t_actor, &t_async,    &t_cross_a, &t_cross_b,
-        &t_many,  &t_badstart, &t_restart,
+        &t_many,  &t_badstart, &t_restart, &t_job,
     };
     for (size_t i = 0; i < sizeof(vats) / sizeof(vats[0]); i++) {
         if (strcmp(vats[i]->name, name) == 0) {
@@ -1236,6 +1372,8 @@ static size_t wal_scan(tk *t, int kind, const char *needle, walhit *first)
     free(dir);
     return n;
 }
+
+static uint64_t store_count(tk *t, const char *prefix);
 
 /* Run keel_kernel_step until the run queue is empty (no host polling, so
  * async completions wait). */
@@ -1998,7 +2136,17 @@ START_TEST(test_kernel_many_promises_each_notified_once)
              "'n':%d}}}}",
              MANY_PROMISES, MANY_PROMISES, MANY_PROMISES);
     tk_boot(&t, cfg);
-    tk_run(&t);
+    keel_run_stats st = tk_run(&t);
+    /* Every delivery counted: bootstrap, N work, N watch, and exactly one
+     * notify per promise to each of its two subscribers. */
+    ck_assert_uint_eq(st.deliveries, 1 + 4 * (uint64_t)MANY_PROMISES);
+    for (int i = 1; i <= MANY_PROMISES; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "seen.p+%d", i);
+        ck_vs(&t, "sender", key, "1");
+        snprintf(key, sizeof(key), "seen.p-%d", i);
+        ck_vs(&t, "watcher", key, "1");
+    }
     snprintf(n, sizeof(n), "%d", MANY_PROMISES);
     ck_vs(&t, "peer", "works", n);
     ck_vs(&t, "sender", "notes", n);
@@ -2011,6 +2159,17 @@ START_TEST(test_kernel_many_promises_each_notified_once)
     ck_vat(&t, "peer", "alive");
     ck_vat(&t, "watcher", "alive");
     ck_quiet(&t);
+    tk_close(&t);
+    /* Nothing of the promises is left in the c-lists or decider index:
+     * every subscriber's entry and the decider's retired. */
+    for (int v = 1; v <= 3; v++) {
+        char prefix[32];
+        snprintf(prefix, sizeof(prefix), "c.%d.k.kp", v);
+        ck_assert_uint_eq(store_count(&t, prefix), 0);
+        snprintf(prefix, sizeof(prefix), "c.%d.v.p", v);
+        ck_assert_uint_eq(store_count(&t, prefix), 0);
+    }
+    ck_assert_uint_eq(store_count(&t, "d."), 0);
     tk_free(&t);
 }
 END_TEST
@@ -2235,7 +2394,9 @@ END_TEST
 
 /* A crank whose write-set cannot fit one WAL record (65 values of 1 MiB
  * against the 64 MiB record limit) aborts like a failed crank: the vat is
- * terminated, nothing it wrote stays, and the kernel goes on. */
+ * terminated, nothing it wrote stays (no record anywhere in the log holds
+ * one of its keys: bob had none before, so even its termination names
+ * none), and the next crank runs. */
 START_TEST(test_kernel_oversized_crank_terminates_vat)
 {
     char kref[KEEL_VREF_MAX];
@@ -2255,8 +2416,13 @@ START_TEST(test_kernel_oversized_crank_terminates_vat)
     ck_vat(&t, "bob", "terminated");
     ck_vat(&t, "alice", "alive");
     ck_promise(&t, kref, 2, "{'error':'vat terminated'}");
-    char *v = tk_vs(&t, "bob", "k00");
-    ck_assert_ptr_null(v);
+    ck_assert_uint_eq(wal_scan(&t, 0, "vs.2.k", NULL), 0);
+    /* bootstrap, and the item delivered again to the terminated bob */
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_CRANK, NULL, NULL), 2);
+    tk_do(&t, "alice", "[{'op':'set','key':'after','value':'1'}]", NULL);
+    tk_run(&t);
+    ck_vs(&t, "alice", "after", "1");
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_CRANK, NULL, NULL), 3);
     tk_free(&t);
 }
 END_TEST
@@ -2631,6 +2797,431 @@ START_TEST(test_kernel_state_locked_refused)
 }
 END_TEST
 
+/* ======================================================================== */
+/* terminating a vat that holds a lot (K6); async work (K32, K34)           */
+/* ======================================================================== */
+
+#define BIG_VAT_KEYS 50000
+/* What a cleanup record stays under: kernel/crank.c's CLEANUP_BATCH_BYTES
+ * (1 MiB) plus one key and the batch's own bookkeeping. */
+#define CLEANUP_RECORD_MAX (1024u * 1024 + 4096)
+
+/* The largest payload among the records after lsn; *count of them. */
+static size_t wal_max_after(tk *t, uint64_t lsn, size_t *count)
+{
+    char *dir = tu_path(t->state, "wal");
+    keel_wal_reader *r = NULL;
+    keel_wal_record rec;
+    keel_diag d = {0};
+    size_t max = 0;
+    int rc = keel_wal_reader_open(dir, NULL, 0, &r, &d);
+    ck_assert_msg(rc == KEEL_OK, "wal reader: %s", d.msg);
+    *count = 0;
+    while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
+        if (rec.lsn > lsn) {
+            (*count)++;
+            max = rec.payload.len > max ? rec.payload.len : max;
+        }
+    }
+    ck_assert_msg(rc == 0, "wal read: %s", d.msg);
+    keel_wal_reader_close(r);
+    free(dir);
+    return max;
+}
+
+/* The number of keys with prefix in STATE's store (the kernel closed). */
+static uint64_t store_count(tk *t, const char *prefix)
+{
+    char *dir = tu_path(t->state, "store");
+    keel__store_options so;
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    uint64_t n = 0;
+    keel__store_options_init(&so);
+    so.create = 0;
+    int rc = keel__store_open(dir, &so, 0, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "store open: %s", d.msg);
+    rc = keel__store_count_prefix(s, prefix, strlen(prefix), &n, &d);
+    ck_assert_msg(rc == KEEL_OK, "count %s: %s", prefix, d.msg);
+    keel__store_close(s);
+    free(dir);
+    return n;
+}
+
+/* keel_audit over STATE (the kernel closed) finds nothing wrong. */
+static void ck_audit_clean(tk *t)
+{
+    keel_audit_report rep;
+    keel_diag d = {0};
+    int rc = keel_audit(t->state, NULL, &rep, &d);
+    ck_assert_msg(rc == KEEL_OK, "audit: %s: %s", keel_err_name(rc), d.msg);
+    ck_assert_msg(rep.violations == 0, "audit: LSN %llu: %s",
+                  (unsigned long long)rep.violation_lsn, rep.violation);
+}
+
+/* alice and bob (t_actor); bob holds BIG_VAT_KEYS vatstore keys. @return
+ * the LSN of the crank that wrote them. */
+static uint64_t big_bob(tk *t)
+{
+    char script[64];
+    walhit hit;
+    TK_ACTORS(t, "alice", "bob");
+    snprintf(script, sizeof(script), "[{'op':'fill','n':%d}]", BIG_VAT_KEYS);
+    tk_do(t, "bob", script, NULL);
+    tk_run(t);
+    ck_assert_uint_eq(wal_scan(t, KEEL_WAL_CRANK, "vs.2.f00049999", &hit), 1);
+    return hit.lsn;
+}
+
+/* K6: a vat with 50,000 keys terminates at once and its keys go in
+ * bounded batches: every record stays under the bound (once, the whole
+ * vatstore was deleted in one transaction, restarting the search from the
+ * prefix for every key: quadratic), and nothing of it is left. */
+START_TEST(test_kernel_terminate_big_vat_in_bounded_batches)
+{
+    tk t;
+    size_t n = 0;
+    uint64_t fill = big_bob(&t);
+    tk_do(&t, "bob", "[{'op':'exit'}]", NULL);
+    tk_run(&t);
+    ck_vat(&t, "bob", "terminated");
+    ck_vs(&t, "bob", "f00000000", NULL);
+    size_t max = wal_max_after(&t, fill, &n);
+    ck_assert_msg(max < CLEANUP_RECORD_MAX,
+                  "largest record after the fill: %zu bytes (bound %u)", max,
+                  CLEANUP_RECORD_MAX);
+    /* send, exit crank (which deletes the first batch), then at least two
+     * more batches: 50,000 keys do not fit in 16,384-key batches. */
+    ck_assert_uint_ge(n, 4);
+    ck_assert_uint_ge(wal_scan(&t, KEEL_WAL_KERNEL_OP, "v.2.cleanup", NULL), 3);
+    tk_close(&t);
+    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "v.2.cleanup"), 0);
+    ck_audit_clean(&t);
+    tk_free(&t);
+}
+END_TEST
+
+/* K6: while bob's cleanup is pending (only keel_kernel_step ran, which
+ * runs no cleanup batch), a message to bob's object rejects its result,
+ * and the cleanup then finishes. */
+START_TEST(test_kernel_message_to_vat_pending_cleanup_rejects)
+{
+    tk t;
+    big_bob(&t);
+    tk_do(&t, "bob", "[{'op':'exit'}]", NULL);
+    tk_drain(&t);
+    ck_vat(&t, "bob", "terminated");
+    ck_assert_uint_eq(wal_scan(&t, 0, "v.2.cleanup", NULL), 1);
+    tk_do(&t, "alice", "[{'op':'send','to':'$bob','method':'m','result':'r'}]",
+          NULL);
+    tk_drain(&t);
+    ck_vs_sq(&t, "alice", "notify.r", "rejected {'error':'vat terminated'}");
+    /* still pending: no batch ran yet */
+    ck_assert_uint_eq(wal_scan(&t, 0, "v.2.cleanup", NULL), 1);
+    tk_run(&t);
+    ck_assert_uint_ge(wal_scan(&t, 0, "v.2.cleanup", NULL), 3);
+    tk_close(&t);
+    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
+    ck_audit_clean(&t);
+    tk_free(&t);
+}
+END_TEST
+
+/* K6: SIGKILL in the middle of the cleanup (after the second batch's
+ * record is applied); the reopened kernel resumes where it stopped and
+ * finishes, and the log passes the audit. */
+START_TEST(test_kernel_cleanup_resumes_after_crash)
+{
+    tk t;
+    big_bob(&t);
+    tk_close(&t);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keel_kernel *k = NULL;
+        keel_kernel_options o = t.o;
+        char kref[KEEL_VREF_MAX];
+        char *args = sq("{'ops':[{'op':'exit'}]}");
+        /* kernel-ops: the send (1), then batches 1 (2) and 2 (3). */
+        o.crash_point = "apply-after/kernel-op:3";
+        if (keel_kernel_open(t.state, &o, &k, NULL) != KEEL_OK ||
+            keel_kernel_send(k, "bob", "do", args, kref, NULL) != KEEL_OK) {
+            _exit(3);
+        }
+        keel_kernel_run(k, NULL, NULL, NULL);
+        _exit(4); /* the crash point was never reached */
+    }
+    int st = 0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+                  "child: status %d, expected SIGKILL", st);
+    /* batches 1 and 2 committed, the cleanup pending */
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_KERNEL_OP, "v.2.cleanup", NULL), 2);
+    tk_open(&t);
+    ck_vat(&t, "bob", "terminated");
+    tk_run(&t);
+    tk_close(&t);
+    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "v.2.cleanup"), 0);
+    ck_audit_clean(&t);
+    tk_free(&t);
+}
+END_TEST
+
+/* K6, A6: a vat that exits in a crank whose own writes already fill a
+ * cleanup batch (so no c-list key goes in that transaction) still retires
+ * its c-list entry of each promise it decides as it rejects it, and the
+ * audit passes. */
+START_TEST(test_kernel_exit_in_full_crank_retires_decided_promises)
+{
+    char kref[KEEL_VREF_MAX], script[96];
+    tk t;
+    TK_ACTORS(&t, "alice", "bob");
+    tk_send(&t, "bob", "m", "{}", kref); /* logged, never answered */
+    tk_run(&t);
+    ck_promise(&t, kref, 0, NULL);
+    snprintf(script, sizeof(script), "[{'op':'fill','n':%d},{'op':'exit'}]",
+             BIG_VAT_KEYS);
+    tk_do(&t, "bob", script, NULL);
+    tk_run(&t);
+    ck_vat(&t, "bob", "terminated");
+    ck_promise(&t, kref, 2, "{'error':'vat terminated'}");
+    tk_close(&t);
+    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
+    ck_audit_clean(&t);
+    tk_free(&t);
+}
+END_TEST
+
+/* K6: a vat deciding 20,000 unresolved promises exits: they are rejected
+ * in bounded batches too (once, all in the termination transaction, which
+ * grows with them until it exceeds the record limit), every one ends
+ * rejected, and the audit passes. */
+START_TEST(test_kernel_terminate_many_decided_promises_in_batches)
+{
+    char script[64];
+    size_t n = 0;
+    walhit hit;
+    tk t;
+    TK_ACTORS(&t, "alice", "bob");
+    snprintf(script, sizeof(script), "[{'op':'exportp','n':%d}]",
+             MANY_PROMISES * 2);
+    tk_do(&t, "bob", script, NULL);
+    tk_run(&t);
+    ck_assert_int_eq(tk_status_int(&t, "unresolved_promises"),
+                     MANY_PROMISES * 2);
+    tk_do(&t, "bob", "[{'op':'exit'}]", NULL);
+    tk_run(&t);
+    ck_vat(&t, "bob", "terminated");
+    ck_assert_int_eq(tk_status_int(&t, "unresolved_promises"), 0);
+    /* from the send of the exit on */
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_KERNEL_OP, "\"exit\"", &hit), 1);
+    size_t max = wal_max_after(&t, hit.lsn, &n);
+    ck_assert_msg(max < CLEANUP_RECORD_MAX,
+                  "largest record after the exit was sent: %zu bytes (bound "
+                  "%u)",
+                  max, CLEANUP_RECORD_MAX);
+    ck_assert_uint_ge(n, 3); /* the exit's crank and at least two batches */
+    tk_close(&t);
+    ck_assert_uint_eq(store_count(&t, "d.2."), 0);
+    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
+    ck_audit_clean(&t);
+    tk_free(&t);
+}
+END_TEST
+
+/* K26: the stop flag is read between any two transactions, so a run
+ * asked to stop with a cleanup pending stops before the next batch (as
+ * `keel run` on SIGTERM), and a later run finishes the cleanup. */
+START_TEST(test_kernel_stop_flag_between_cleanup_batches)
+{
+    tk t;
+    keel_diag d = {0};
+    keel_run_stats s;
+    volatile int stop = 1;
+    big_bob(&t);
+    tk_do(&t, "bob", "[{'op':'exit'}]", NULL);
+    tk_drain(&t);
+    keel_run_options ro = {.timeout_ms = RUN_TIMEOUT_MS, .stop_flag = &stop};
+    int rc = keel_kernel_run(t.k, &ro, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "run: %s", d.msg);
+    ck_assert(!s.idle);
+    ck_assert_uint_eq(s.transactions, 0);
+    ck_assert_uint_eq(wal_scan(&t, 0, "v.2.cleanup", NULL), 1);
+    stop = 0;
+    tk_run(&t);
+    ck_assert_uint_ge(wal_scan(&t, 0, "v.2.cleanup", NULL), 3);
+    tk_free(&t);
+}
+END_TEST
+
+static void job_boot(tk *t, int sync, int deterministic)
+{
+    char cfg[512];
+    tk_init(t);
+    t->o.sync = sync;
+    t->o.deterministic = deterministic;
+    snprintf(cfg, sizeof(cfg),
+             "{'bootstrap':'alice','vats':{"
+             "'alice':{'builtin':'t_actor'},"
+             "'jobber':{'builtin':'t_job','params':{'ctx':'%p'}}}}",
+             (void *)&t->ctx);
+    tk_open(t);
+    t->ctx.k = t->k;
+    tk_boot(t, cfg);
+    tk_run(t);
+}
+
+/* K34: a job asked for by a crank that then aborts (an illegal syscall
+ * after the request) never starts. */
+START_TEST(test_kernel_aborted_crank_starts_no_job)
+{
+    tk t;
+    char kref[KEEL_VREF_MAX];
+    job_boot(&t, KEEL_SYNC_FULL, 0);
+    tk_send(&t, "jobber", "go", "{'fail':true}", kref);
+    tk_run(&t);
+    ck_vat(&t, "jobber", "terminated");
+    ck_promise(&t, kref, 2, "{'error':'vat terminated'}");
+    int ran = atomic_load(&t.ctx.jobs_run);
+    ck_assert_msg(ran == 0, "the job ran %d time(s)", ran);
+    tk_free(&t);
+}
+END_TEST
+
+/* K34 under group commit: the job starts only once the WAL is durable up
+ * to the record of the crank that asked for it (as the job itself sees
+ * at its start). */
+START_TEST(test_kernel_job_starts_after_its_crank_is_durable)
+{
+    tk t;
+    char kref[KEEL_VREF_MAX];
+    walhit hit;
+    job_boot(&t, KEEL_SYNC_GROUP, 0);
+    tk_send(&t, "jobber", "go", "{'fail':false}", kref);
+    tk_run(&t);
+    ck_promise(&t, kref, 1, "null");
+    ck_vs(&t, "jobber", "done", "1");
+    int ran = atomic_load(&t.ctx.jobs_run);
+    ck_assert_msg(ran == 1, "the job ran %d time(s)", ran);
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_CRANK, "vs.2.asked", &hit), 1);
+    uint64_t seen = atomic_load(&t.ctx.job_durable_lsn);
+    ck_assert_msg(seen >= hit.lsn,
+                  "the job started when LSN %llu was durable; its crank is "
+                  "LSN %llu",
+                  (unsigned long long)seen, (unsigned long long)hit.lsn);
+    tk_free(&t);
+}
+END_TEST
+
+/* K32, K35: a job asked for in the crank in which the vat exits (that
+ * crank committed) has its work run once, but its done never runs, and
+ * the run goes idle (deterministic host). */
+START_TEST(test_kernel_exited_vat_job_runs_work_not_done)
+{
+    tk t;
+    job_boot(&t, KEEL_SYNC_FULL, 1);
+    tk_send(&t, "jobber", "go_exit", "{}", NULL);
+    tk_run(&t);
+    ck_vat(&t, "jobber", "terminated");
+    int ran = atomic_load(&t.ctx.jobs_run);
+    ck_assert_msg(ran == 1, "the job ran %d time(s)", ran);
+    ck_assert_int_eq(atomic_load(&t.ctx.dones), 0);
+    tk_free(&t);
+}
+END_TEST
+
+/* K35: a job held at close (its crank committed under group and only
+ * keel_kernel_step ran, so nothing started it) still has its work run
+ * once, as close starts it: vats free what they share with a job there
+ * (vats/chain5.c). */
+START_TEST(test_kernel_close_runs_held_job_work)
+{
+    tk t;
+    job_boot(&t, KEEL_SYNC_GROUP, 1);
+    tk_send(&t, "jobber", "go", "{'fail':false}", NULL);
+    tk_drain(&t); /* the crank committed; nothing started it */
+    tk_close(&t);
+    int ran = atomic_load(&t.ctx.jobs_run);
+    ck_assert_msg(ran == 1, "the job ran %d time(s)", ran);
+    ck_assert_int_eq(atomic_load(&t.ctx.dones), 0);
+    tk_free(&t);
+}
+END_TEST
+
+/* K32, K21: a terminated vat's timer an hour away does not keep the run
+ * from going idle. */
+START_TEST(test_kernel_dead_vat_timer_lets_run_go_idle)
+{
+    tk t;
+    keel_diag d = {0};
+    keel_run_stats s;
+    job_boot(&t, KEEL_SYNC_FULL, 0);
+    tk_send(&t, "jobber", "arm", "{}", NULL);
+    tk_send(&t, "jobber", "leave", "{}", NULL);
+    keel_run_options ro = {.timeout_ms = 10000};
+    int rc = keel_kernel_run(t.k, &ro, &s, &d);
+    ck_assert_msg(rc == KEEL_OK, "run: %s", d.msg);
+    ck_vat(&t, "jobber", "terminated");
+    ck_assert_msg(s.idle && !s.timed_out,
+                  "run not idle (timed out: %d) with only a dead vat's timer",
+                  s.timed_out);
+    tk_free(&t);
+}
+END_TEST
+
+/* A checkpoint that fails after a durable commit (a real EFBIG: the file
+ * size limit stops LMDB's data file from growing, while the WAL's small
+ * compressed record fits) fails the kernel, but the send that committed
+ * reports success with its result promise, the failure comes from close,
+ * and after a reopen the message is delivered. */
+START_TEST(test_kernel_send_durable_despite_checkpoint_failure)
+{
+    tk t;
+    char kref[KEEL_VREF_MAX];
+    keel_diag d = {0};
+    struct rlimit was, lim;
+    TK_ACTORS(&t, "alice");
+    tk_run(&t);
+    tk_close(&t);
+    t.o.checkpoint_cranks = 1; /* checkpoint after every transaction */
+    tk_open(&t);
+    /* 4 MiB of one byte: a few hundred bytes compressed in the WAL, 4 MiB
+     * of new pages in LMDB's file. */
+    size_t big = 4u << 20;
+    char *args = malloc(big + 64);
+    ck_assert_ptr_nonnull(args);
+    int n = sprintf(args, "{\"ops\":[],\"pad\":\"");
+    memset(args + n, 'a', big);
+    strcpy(args + n + big, "\"}");
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    lim = was;
+    lim.rlim_cur = 1u << 20;
+    signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = keel_kernel_send(t.k, "alice", "do", args, kref, &d);
+    ck_assert_msg(rc == KEEL_OK, "send after a durable commit: %s: %s",
+                  keel_err_name(rc), d.msg);
+    rc = keel_kernel_wait_durable(t.k, &d);
+    ck_assert_msg(rc == KEEL_OK, "wait_durable: %s", d.msg);
+    memset(&d, 0, sizeof(d));
+    rc = keel_kernel_close(t.k, &d);
+    t.k = NULL;
+    ck_assert_msg(rc < 0, "close reports the checkpoint failure");
+    ck_assert_msg(strstr(d.msg, "data.mdb") != NULL, "close: %s", d.msg);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    free(args);
+    tk_open(&t);
+    tk_run(&t);
+    ck_promise(&t, kref, 1, "null");
+    tk_free(&t);
+}
+END_TEST
+
 Suite *kernel_suite(void);
 
 Suite *kernel_suite(void)
@@ -2698,6 +3289,18 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_state_store_ahead_of_wal_refused);
     tcase_add_test(tc, test_kernel_state_of_other_kernel_refused);
     tcase_add_test(tc, test_kernel_state_locked_refused);
+    tcase_add_test(tc, test_kernel_terminate_big_vat_in_bounded_batches);
+    tcase_add_test(tc, test_kernel_message_to_vat_pending_cleanup_rejects);
+    tcase_add_test(tc, test_kernel_cleanup_resumes_after_crash);
+    tcase_add_test(tc, test_kernel_stop_flag_between_cleanup_batches);
+    tcase_add_test(tc, test_kernel_terminate_many_decided_promises_in_batches);
+    tcase_add_test(tc, test_kernel_exit_in_full_crank_retires_decided_promises);
+    tcase_add_test(tc, test_kernel_aborted_crank_starts_no_job);
+    tcase_add_test(tc, test_kernel_job_starts_after_its_crank_is_durable);
+    tcase_add_test(tc, test_kernel_exited_vat_job_runs_work_not_done);
+    tcase_add_test(tc, test_kernel_close_runs_held_job_work);
+    tcase_add_test(tc, test_kernel_dead_vat_timer_lets_run_go_idle);
+    tcase_add_test(tc, test_kernel_send_durable_despite_checkpoint_failure);
     suite_add_tcase(s, tc);
     return s;
 }

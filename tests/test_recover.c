@@ -10,9 +10,11 @@
  * after a real pingpong, write-sets are built by hand and appended to the
  * kernel's WAL with a correctly chained k.hash, so that the one invariant
  * under test fires and not the hash check; a sound crafted twin passes,
- * which shows the scaffolding is right. The salvage is checked on one
- * segment and on many, refused past a checkpoint, left alone on a torn
- * tail, and cut short at every I/O operation (then finished the same).
+ * which shows the scaffolding is right. A terminated vat's cleanup in
+ * batches is crafted the same way: sound, and with each flaw A10 names.
+ * The salvage is checked on one segment and on many, refused past a
+ * checkpoint, left alone on a torn tail, and cut short at every I/O
+ * operation (then finished the same).
  */
 #include <check.h>
 #include <inttypes.h>
@@ -1122,6 +1124,120 @@ START_TEST(test_recover_clist_not_bijection_detected)
 }
 END_TEST
 
+/* ---- a terminated vat's cleanup (K6, A10) -------------------------------- */
+
+enum { BOB_KEYS_MAX = 256 };
+
+/* bob's (vat 2) c-list and vatstore keys in the store, in key order. */
+static size_t bob_keys(const craft *c, char keys[][64])
+{
+    static const char *const prefixes[] = {"c.2.", "vs.2."};
+    keel__store *s = store_open(c->state);
+    keel_diag d = {0};
+    size_t n = 0;
+    for (size_t p = 0; p < 2; p++) {
+        char after[64] = "";
+        keel_bytes k;
+        while (keel__store_next_key(s, after, strlen(after), prefixes[p],
+                                    strlen(prefixes[p]), &k, &d) == 1) {
+            ck_assert_uint_lt(n, BOB_KEYS_MAX);
+            ck_assert_uint_lt(k.len, 64);
+            memcpy(keys[n], k.ptr, k.len);
+            keys[n][k.len] = '\0';
+            snprintf(after, sizeof(after), "%s", keys[n]);
+            n++;
+        }
+    }
+    keel__store_close(s);
+    ck_assert_uint_ge(n, 2); /* at least its root's c-list pair */
+    return n;
+}
+
+/* Which flaw crafted_cleanup() builds in (CLEAN_SOUND: none). */
+enum {
+    CLEAN_SOUND,
+    CLEAN_NO_CURSOR,   /* terminated keeping keys, no cleanup pending */
+    CLEAN_BATCH_WRITE, /* a batch also writes another vat's key */
+    CLEAN_WRITE_DEAD,  /* a put to the dead vat's vatstore meanwhile */
+    CLEAN_LEFT_OVER,   /* the last batch leaves a key behind */
+};
+
+/*
+ * bob terminated with its cleanup pending (kernel op: state and cursor),
+ * then batch 1 (the first half of its keys: half of its root's c-list
+ * pair, which the audit must accept mid-cleanup) and batch 2 (the rest,
+ * and the cursor), with flaw built in. @return the LSN the flaw is in.
+ */
+static uint64_t crafted_cleanup(craft *c, int flaw)
+{
+    char keys[BOB_KEYS_MAX][64], val[96];
+    size_t n = bob_keys(c, keys), half = n / 2;
+    uint64_t bad = 0;
+    put_str(c, "v.2.state", "terminated");
+    if (flaw != CLEAN_NO_CURSOR) {
+        put_str(c, "v.2.cleanup", "0 ");
+    }
+    bad = craft_commit(c, KEEL_WAL_KERNEL_OP, 0);
+    if (flaw == CLEAN_NO_CURSOR) {
+        return bad;
+    }
+    if (flaw == CLEAN_WRITE_DEAD) {
+        put_str(c, "vs.2.late", "1");
+        return craft_commit(c, KEEL_WAL_KERNEL_OP, 0);
+    }
+    for (size_t i = 0; i < half; i++) {
+        del(c, keys[i]);
+    }
+    snprintf(val, sizeof(val), "0 %s", keys[half - 1]);
+    put_str(c, "v.2.cleanup", val);
+    if (flaw == CLEAN_BATCH_WRITE) {
+        put_str(c, "vs.1.extra", "1");
+    }
+    bad = craft_commit(c, KEEL_WAL_KERNEL_OP, 0);
+    if (flaw == CLEAN_BATCH_WRITE) {
+        return bad;
+    }
+    for (size_t i = half; i < n - (flaw == CLEAN_LEFT_OVER); i++) {
+        del(c, keys[i]);
+    }
+    del(c, "v.2.cleanup");
+    return craft_commit(c, KEEL_WAL_KERNEL_OP, 0);
+}
+
+START_TEST(test_recover_cleanup_in_batches_passes)
+{
+    craft c;
+    craft_init(&c);
+    crafted_cleanup(&c, CLEAN_SOUND);
+    craft_close(&c);
+    keel_audit_report rep = audit_sound(c.state, NULL);
+    ck_assert_uint_eq(rep.last_lsn, c.lsn);
+    craft_free(&c);
+}
+END_TEST
+
+START_TEST(test_recover_cleanup_flaws_detected)
+{
+    static const struct {
+        int flaw;
+        const char *what;
+    } cases[] = {
+        {CLEAN_NO_CURSOR, "was terminated but keeps"},
+        {CLEAN_BATCH_WRITE, "cleanup batch of vat 2 also writes vs.1.extra"},
+        {CLEAN_WRITE_DEAD, "vs.2.late: vat 2 is not alive"},
+        {CLEAN_LEFT_OVER, "was cleaned up but keeps 1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        craft c;
+        craft_init(&c);
+        uint64_t bad = crafted_cleanup(&c, cases[i].flaw);
+        craft_close(&c);
+        ck_violation(c.state, bad, cases[i].what);
+        craft_free(&c);
+    }
+}
+END_TEST
+
 /* K15: opening runs the cheap checks after replay: a vat state that is
  * neither alive nor terminated, an inverted run queue, a name index that
  * points elsewhere are refused naming the key (the audit names more). */
@@ -1785,6 +1901,8 @@ Suite *recover_suite(void)
     tcase_add_test(tc, test_recover_store_differs_from_log_detected);
     tcase_add_test(tc, test_recover_notify_of_unresolved_detected);
     tcase_add_test(tc, test_recover_crank_numbering_detected);
+    tcase_add_test(tc, test_recover_cleanup_in_batches_passes);
+    tcase_add_test(tc, test_recover_cleanup_flaws_detected);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("salvage");

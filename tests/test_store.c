@@ -2816,7 +2816,7 @@ static int fill_run(const char *state, uint64_t store_max, uint64_t *crank,
         memset(&ro, 0, sizeof(ro));
         rc = keel_kernel_run(k, &ro, &stats, d);
         keel_diag fd = {0};
-        if (rc < 0 && keel_kernel_wait_durable(k, &fd) != KEEL_EFAILED) {
+        if (rc < 0 && keel_kernel_step(k, &fd) != KEEL_EFAILED) {
             /* K13: a storage failure leaves the kernel FAILED */
             keel_diag was = *d;
             rc = keel__diag(d, KEEL_EINVAL, "not FAILED after: %s", was.msg);

@@ -17,12 +17,15 @@
  *   kernel-op transaction.
  *
  * Durability
- *   Every crank is one WAL record (kind crank), every syscall made between
- *   cranks one record (out-of-crank), every kernel operation (boot,
- *   external send, vat termination) one record (kernel-op). Under sync=full
- *   a record is fdatasync'd before its effects are used; under group the
- *   caller must keel_kernel_wait_durable() before reporting a result
- *   outside. The store is checkpointed (LMDB commit with full sync, after
+ *   Every crank is one WAL record (kind crank), the syscalls of one async
+ *   callback (or one syscall made outside any crank and callback) one
+ *   record (out-of-crank), every kernel operation (boot,
+ *   external send, vat termination, one cleanup batch of a terminated vat)
+ *   one record (kernel-op). Under sync=full a record is fdatasync'd
+ *   before its effects are used; under group the caller must
+ *   keel_kernel_wait_durable() before reporting a result outside (the
+ *   kernel does so itself before it starts a vat's async work: vat.h).
+ *   The store is checkpointed (LMDB commit with full sync, after
  *   the WAL is durable up to the checkpoint) every checkpoint_cranks
  *   transactions or checkpoint_ms.
  *
@@ -189,7 +192,10 @@ KEEL_API int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
  * Queue method(args) to the root object of vat `vat` from outside, as its
  * own kernel-op transaction, with a fresh result promise (its kref into
  * result_kref[KEEL_VREF_MAX]).
- * @return KEEL_OK, KEEL_ENOENT (no such vat), KEEL_EINVAL.
+ * @return KEEL_OK once the message is committed (durable after
+ *         keel_kernel_wait_durable), even if a checkpoint right after it
+ *         failed the kernel (the next call or close reports that);
+ *         KEEL_ENOENT (no such vat), KEEL_EINVAL.
  */
 KEEL_API int keel_kernel_send(keel_kernel *k, const char *vat,
                               const char *method, const char *args_json,
@@ -210,7 +216,9 @@ KEEL_API int keel_kernel_vatstore_get(keel_kernel *k, const char *vat,
                                       const char *key, char **val, size_t *len,
                                       keel_diag *diag);
 
-/* Block until every committed transaction is durable. */
+/* Block until every committed transaction is durable. The answer is the
+ * WAL's alone: a kernel failed by its store (a checkpoint after a commit)
+ * still answers KEEL_OK for what it committed; a failed WAL fails it. */
 KEEL_API int keel_kernel_wait_durable(keel_kernel *k, keel_diag *diag);
 
 /* Status as a JSON object (malloc'd string; free()): crank, applied and
@@ -221,6 +229,10 @@ KEEL_API int keel_kernel_status_json(keel_kernel *k, char **json,
 
 KEEL_API uint64_t keel_kernel_activity_hash(const keel_kernel *k);
 KEEL_API uint64_t keel_kernel_crank_number(const keel_kernel *k);
+/* The WAL's durable LSN: every record up to it survives a power loss. The
+ * one call that may be made from any thread (a vat's keel_vat_work job
+ * included). */
+KEEL_API uint64_t keel_kernel_durable_lsn(keel_kernel *k);
 
 struct keel_snapshot_info;
 /*
@@ -235,7 +247,9 @@ KEEL_API int keel_kernel_snapshot(keel_kernel *k, const char *path,
                                   struct keel_snapshot_info *info,
                                   keel_diag *diag);
 
-/* Checkpoint, stop vats, close. NULL is a no-op. */
+/* Checkpoint, stop vats, close. NULL is a no-op. A kernel that failed
+ * returns that failure (with its diag) here, so a failure no call reported
+ * yet (a checkpoint after the last commit) is never silent. */
 KEEL_API int keel_kernel_close(keel_kernel *k, keel_diag *diag);
 
 #ifdef __cplusplus

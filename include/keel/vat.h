@@ -27,9 +27,12 @@
  * In and out of a crank
  *   Syscalls a vat makes inside deliver() belong to that crank: buffered,
  *   committed together at crank end, or discarded if the crank aborts
- *   (deliver returned nonzero or any syscall was illegal). Syscalls made
- *   from an async completion (keel_vat_timer, keel_vat_work) run between
- *   cranks: each is its own transaction, committed and enqueued at once.
+ *   (deliver returned nonzero or any syscall was illegal). The syscalls one
+ *   async completion (a keel_vat_timer or keel_vat_work callback) makes run
+ *   between cranks and together form one out-of-crank transaction,
+ *   committed and enqueued the moment the callback returns (an illegal one
+ *   discards them all and terminates the vat). A syscall made outside any
+ *   crank and any callback (in start) is its own transaction.
  *
  * Threading
  *   Every function here must be called on the kernel's thread (deliver,
@@ -137,8 +140,11 @@ KEEL_API int keel_syscall_vatstore_delete(keel_syscall *sys, const char *key);
 KEEL_API int keel_syscall_vatstore_next_key(keel_syscall *sys,
                                             const char *after, char *buf,
                                             size_t cap);
-/* Allocate a fresh o+N / p+N (durable per-vat counters, part of the
- * current transaction) into buf[KEEL_VREF_MAX]. */
+/* Allocate a fresh o+N / p+N into buf[KEEL_VREF_MAX]. The counters are in
+ * memory: nothing is written until the vref is used in a syscall, which
+ * records the highest number used (durable with that syscall's
+ * transaction). So a number used is never handed out again, even after a
+ * restart; one allocated but never used may be. */
 KEEL_API int keel_syscall_alloc_object(keel_syscall *sys, char *buf);
 KEEL_API int keel_syscall_alloc_promise(keel_syscall *sys, char *buf);
 /* The vat's name in the cluster config. Static while the vat lives. */
@@ -146,8 +152,29 @@ KEEL_API const char *keel_syscall_vat_name(const keel_syscall *sys);
 
 /*
  * Async work, run by the host loop. Callbacks run on the kernel's thread
- * between cranks; syscalls they make are out of crank. Pending async work
- * keeps `keel run` from deciding it is idle.
+ * between cranks; syscalls they make are out of crank (one transaction per
+ * callback, above).
+ *
+ * Output commit: a request only asks. The timer is started, or the job
+ * handed to the thread pool, after the transaction the request was made in
+ * (the crank, or the callback's transaction) has committed and its WAL
+ * record is durable, under every sync policy (under `group` that may be a
+ * few milliseconds later). If that transaction aborts (deliver failed, a
+ * syscall was illegal, the crank was too big), the request is dropped:
+ * neither work nor done ever runs, and freeing arg is up to the vat. A
+ * request made outside the vat's own transaction (in start) waits until
+ * everything committed so far is durable. Requests start in the order they
+ * were made. So nothing the work does outside can precede its cause.
+ *
+ * A job whose transaction committed has its work run exactly once, even if
+ * the vat terminates or the kernel closes before it started (the vat may
+ * free what it shares with the job there); in those two cases its done is
+ * not called.
+ * When a vat terminates, its timers are cancelled (they never fire), and a
+ * request made with its handle afterwards returns KEEL_OK and never runs.
+ * Pending work of live vats (held or started) keeps `keel run` from
+ * deciding it is idle; a terminated vat's timers never do (its jobs only
+ * until their work returns).
  */
 KEEL_API int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
                             void (*cb)(void *arg, keel_syscall *sys),
