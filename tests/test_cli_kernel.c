@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -663,6 +664,57 @@ START_TEST(test_cli_kernel_send_queues_then_run_delivers)
 }
 END_TEST
 
+/* A checkpoint failing after a durable send (a real EFBIG: the file size
+ * limit stops data.mdb from growing by the message's 100 KB, while its
+ * compressed WAL record fits) must not make `keel send` report failure
+ * for a message that is durable and will be delivered: exit 0, the
+ * answer on stdout, a warning on stderr; after the limit is lifted the
+ * message is in the run queue. */
+START_TEST(test_cli_kernel_send_durable_despite_checkpoint_failure)
+{
+    fixture fx;
+    fx_init(&fx, pingpong_json);
+    json_decref(run_to_idle(&fx));
+    char *data = tu_path(fx.state, "store/data.mdb");
+    char *seg = tu_path(fx.state, "wal/00000000000000000001.seg");
+    struct stat sd, sw;
+    ck_assert_int_eq(stat(data, &sd), 0);
+    ck_assert_int_eq(stat(seg, &sw), 0);
+    size_t big = 100 * 1000;
+    char *args = malloc(big + 64);
+    ck_assert_ptr_nonnull(args);
+    int n = sprintf(args, "{\"pad\":\"");
+    memset(args + n, 'a', big);
+    strcpy(args + n + big, "\"}");
+    struct rlimit was, lim;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    lim = was;
+    off_t most = sd.st_size > sw.st_size ? sd.st_size : sw.st_size;
+    lim.rlim_cur = (rlim_t)most + 16 * 1024;
+    signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    const char *send[] = {"send", fx.state, "bob", "ping", args, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = tu_run_keel(send, &out, &err);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    ck_assert_msg(rc == 0, "keel send of a durable message: exit %d: %s", rc,
+                  err);
+    ck_assert_msg(strncmp(out, "queued: kp", 10) == 0, "stdout: %s", out);
+    ck_assert_msg(strstr(err, "durable") != NULL &&
+                      strstr(err, "data.mdb") != NULL,
+                  "stderr names the checkpoint failure: %s", err);
+    json_t *st = status_json(fx.state);
+    ck_assert_int_eq(int_field(st, "run_queue"), 1);
+    json_decref(st);
+    free(out);
+    free(err);
+    free(args);
+    free(data);
+    free(seg);
+    fx_free(&fx);
+}
+END_TEST
+
 START_TEST(test_cli_kernel_send_unknown_vat_exits_one)
 {
     fixture fx;
@@ -930,6 +982,7 @@ Suite *cli_kernel_suite(void)
     tcase_add_test(tc, test_cli_kernel_send_wait_json_counter);
     tcase_add_test(tc, test_cli_kernel_send_queues_then_run_delivers);
     tcase_add_test(tc, test_cli_kernel_send_unknown_vat_exits_one);
+    tcase_add_test(tc, test_cli_kernel_send_durable_despite_checkpoint_failure);
     tcase_add_test(tc, test_cli_kernel_send_missing_state_exits_one);
     suite_add_tcase(s, tc);
 

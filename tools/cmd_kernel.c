@@ -1009,6 +1009,21 @@ int keel__cli_send(int argc, char **argv)
         goto out;
     }
     rc = print_settled(kpref, state, body, a.val[SEND_JSON] != NULL);
+    if (rc == KEEL_CLI_OK) {
+        /* The answer above is durable (K1): a checkpoint failing at close
+         * (a full store or disk) does not undo it, and the next open
+         * replays the log. Say so, and do not report the send failed. */
+        keel_diag cd = {0};
+        int cerr = keel_kernel_close(k, &cd);
+        k = NULL;
+        if (cerr < 0) {
+            fprintf(stderr,
+                    "keel: send: warning: %s is durable in the log, but the "
+                    "store could not checkpoint afterwards: %s (the next "
+                    "open replays the log)\n",
+                    kpref, cd.msg[0] != '\0' ? cd.msg : keel_strerror(cerr));
+        }
+    }
 out:
     rc = close_kernel("send", k, rc);
     free(body);
