@@ -1608,6 +1608,53 @@ START_TEST(test_recover_truncate_deletes_later_segments)
 }
 END_TEST
 
+/* TR6: the first damage in log order is the one salvaged: a damaged record
+ * in the second segment comes before a bad header of the fourth, although
+ * a reader validating every header at open would name the header first. */
+START_TEST(test_recover_truncate_cuts_at_first_damage_in_log_order)
+{
+    char *root = tu_tmpdir("recover-salvage");
+    char *state = tu_path(root, "state");
+    wrec recs[256];
+    keel_diag d = {0};
+    pingpong_no_checkpoint(state, 12);
+    resegment(state, 2048);
+    size_t n = wal_records(state, recs, 256);
+    size_t seg = 0, rec_at = 0, hdr_at = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(recs[i].segment, recs[i - 1].segment) != 0) {
+            seg++;
+            if (seg == 3) {
+                hdr_at = i;
+            }
+        } else if (seg == 1 && rec_at == 0) {
+            rec_at = i;
+        }
+    }
+    ck_assert_uint_gt(rec_at, 0);
+    ck_assert_uint_gt(hdr_at, rec_at);
+    flip_byte(state, recs[rec_at].segment, recs[rec_at].offset + 40);
+    flip_byte(state, recs[hdr_at].segment, 1); /* segment magic */
+    keel__salvage p = plan_of(state);
+    ck_assert(p.damaged);
+    ck_assert_str_eq(p.segment, recs[rec_at].segment);
+    ck_assert_uint_eq(p.offset, recs[rec_at].offset);
+    ck_assert_uint_eq(p.first_lsn, recs[rec_at].lsn);
+    ck_assert_msg(strstr(p.reason, "checksum") != NULL, "%s", p.reason);
+    ck_assert_int_eq(keel__salvage_apply(state, NULL, &p, &d), KEEL_OK);
+    wrec after[256];
+    size_t m = wal_records(state, after, 256);
+    ck_assert_uint_eq(m, rec_at);
+    keel_kernel_options o;
+    kopts(&o);
+    kclose(kopen(state, &o));
+    audit_sound(state, NULL);
+    tu_rmrf(root);
+    free(state);
+    free(root);
+}
+END_TEST
+
 /* A copy of state's store and log at to. */
 static void copy_state(const char *from, const char *to)
 {
@@ -1912,6 +1959,7 @@ Suite *recover_suite(void)
                    test_recover_truncate_refused_when_checkpoint_past_damage);
     tcase_add_test(tc, test_recover_truncate_torn_tail_is_not_damage);
     tcase_add_test(tc, test_recover_truncate_deletes_later_segments);
+    tcase_add_test(tc, test_recover_truncate_cuts_at_first_damage_in_log_order);
     tcase_add_test(tc, test_recover_truncate_interrupted_finishes_the_same);
     suite_add_tcase(s, tc);
 

@@ -27,6 +27,7 @@
 #include "keel/keel.h"
 #include "tests/testutil.h"
 #include "wal/wal_format.h"
+#include "wal/wal_internal.h"
 
 Suite *wal_damage_suite(void);
 
@@ -330,6 +331,52 @@ static void expect_refused(const fixture *fx, int code, int at_open,
     image_free(&before);
 }
 
+/*
+ * Read fx->dir with a reader that checks segment headers as it reaches them
+ * (keel__wal_reader_open_lazy) and assert where it stops: the damage kind,
+ * segment, offset (0: its header), the LSN expected there and the code
+ * next() returned (0: a torn tail). Every record before it must report its
+ * own position.
+ */
+static keel_wal_pos expect_pos(const fixture *fx, int damage, const char *seg,
+                               uint64_t off, uint64_t lsn, int code)
+{
+    keel_wal_reader *r = NULL;
+    keel_diag d = {0};
+    keel_wal_pos p;
+    ck_assert_int_eq(keel__wal_reader_open_lazy(fx->dir, NULL, 0, &r, &d),
+                     KEEL_OK);
+    keel_wal_record rec;
+    int rc;
+    while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
+        keel_wal_reader_pos(r, &p);
+        ck_assert_int_eq(p.damage, KEEL_WAL_DAMAGE_NONE);
+        ck_assert_int_eq(p.code, 0);
+        ck_assert_str_eq(p.segment, rec.segment);
+        ck_assert_uint_eq(p.offset, rec.offset);
+        ck_assert_uint_eq(p.lsn, rec.lsn);
+        ck_assert(p.have_len);
+        ck_assert_uint_eq(p.declared_len, rec.stored_len);
+    }
+    keel_wal_reader_pos(r, &p);
+    keel_wal_reader_close(r);
+    ck_assert_msg(p.damage == damage, "damage %s, expected %s (%s)",
+                  keel_wal_damage_name(p.damage), keel_wal_damage_name(damage),
+                  p.reason);
+    ck_assert_int_eq(rc, code);
+    ck_assert_int_eq(p.code, code);
+    ck_assert_str_eq(p.segment, seg);
+    ck_assert_uint_eq(p.offset, off);
+    ck_assert_uint_eq(p.lsn, lsn);
+    ck_assert(p.reason[0] != '\0');
+    /* the diag of an error names the same place and reason */
+    if (code < 0) {
+        ck_assert_msg(strstr(d.msg, p.segment) && strstr(d.msg, p.reason),
+                      "diag \"%s\" vs reason \"%s\"", d.msg, p.reason);
+    }
+    return p;
+}
+
 /* Two segments of three 1000-byte records each (4 KiB rollover). */
 static void build_two_segments(fixture *fx, const char *tag)
 {
@@ -360,6 +407,7 @@ START_TEST(test_wal_damage_empty_segment_is_refused)
                           "bad segment header",
                           NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 1, 0, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_HEADER, fx.seg[3], 0, 4, KEEL_ECORRUPT);
     fx_free(&fx);
 }
 END_TEST
@@ -375,6 +423,7 @@ START_TEST(test_wal_damage_short_segment_header_is_refused)
                           "bad segment header",
                           "file has 39 bytes", NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 1, 0, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_HEADER, fx.seg[3], 0, 4, KEEL_ECORRUPT);
     free(b);
     fx_free(&fx);
 }
@@ -393,6 +442,7 @@ START_TEST(test_wal_damage_bad_segment_magic_is_refused)
                           "expected 0x4745534B",
                           NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 1, 0, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_HEADER, fx.seg[0], 0, 1, KEEL_ECORRUPT);
     free(b);
     fx_free(&fx);
 }
@@ -410,6 +460,7 @@ START_TEST(test_wal_damage_segment_header_checksum_is_refused)
                           "bad segment header: checksum",
                           NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 1, 0, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_HEADER, fx.seg[3], 0, 4, KEEL_ECORRUPT);
     free(b);
     fx_free(&fx);
 }
@@ -437,6 +488,7 @@ START_TEST(test_wal_damage_unknown_format_version_is_refused)
                           "unsupported format version 3",
                           NULL};
     expect_refused(&fx, KEEL_EVERSION, 1, 0, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_HEADER, fx.seg[0], 0, 1, KEEL_EVERSION);
     free(b);
     fx_free(&fx);
 }
@@ -460,6 +512,7 @@ START_TEST(test_wal_damage_wrong_kernel_id_in_later_segment_is_refused)
              other, fx.kernel_id);
     const char *want[] = {exact, NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 1, 0, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_KERNEL, fx.seg[3], 0, 4, KEEL_ECORRUPT);
     free(b);
     fx_free(&fx);
 }
@@ -481,6 +534,7 @@ START_TEST(test_wal_damage_missing_middle_segment_is_refused)
                           "segment starts at LSN 7 (expected LSN 4)",
                           NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 0, 3, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_GAP, fx.seg[6], 0, 4, KEEL_ECORRUPT);
     fx_free(&fx);
 }
 END_TEST
@@ -496,6 +550,8 @@ START_TEST(test_wal_damage_segment_name_mismatch_is_refused)
                           "segment name does not match first LSN 4",
                           NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 1, 0, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_SEG_NAME, "00000000000000000005.seg", 0, 4,
+               KEEL_ECORRUPT);
     free(from);
     free(to);
     fx_free(&fx);
@@ -509,7 +565,7 @@ END_TEST
  * record named as valid. */
 static void damage_middle(const char *tag,
                           void (*fn)(const fixture *, uint8_t *),
-                          const char *reason)
+                          const char *reason, int damage)
 {
     fixture fx;
     build_one_segment(&fx, tag);
@@ -525,6 +581,12 @@ static void damage_middle(const char *tag,
              fx.off[3]);
     const char *want[] = {at, follows, NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 0, 2, want);
+    keel_wal_pos p =
+        expect_pos(&fx, damage, fx.seg[2], fx.off[2], 3, KEEL_ECORRUPT);
+    ck_assert_uint_eq(p.valid_after, fx.off[3]);
+    ck_assert_uint_eq(p.seg_index, 0);
+    ck_assert_uint_eq(p.segs, 1);
+    ck_assert_uint_eq(p.seg_bytes, len);
     free(b);
     fx_free(&fx);
 }
@@ -552,27 +614,31 @@ static void flip_payload_byte(const fixture *fx, uint8_t *b)
 START_TEST(test_wal_damage_bad_record_magic_in_middle_is_refused)
 {
     damage_middle("dmg-rmagic", set_bad_magic,
-                  "bad record magic 0x12345678, expected 0x4345524B");
+                  "bad record magic 0x12345678, expected 0x4345524B",
+                  KEEL_WAL_DAMAGE_REC_MAGIC);
 }
 END_TEST
 
 START_TEST(test_wal_damage_length_past_end_in_middle_is_refused)
 {
     damage_middle("dmg-len", set_long_length,
-                  "record length 1000000 past end of file");
+                  "record length 1000000 past end of file",
+                  KEEL_WAL_DAMAGE_REC_LENGTH);
 }
 END_TEST
 
 START_TEST(test_wal_damage_length_over_maximum_in_middle_is_refused)
 {
     damage_middle("dmg-max", set_huge_length,
-                  "record length 67108865 exceeds the maximum 67108864");
+                  "record length 67108865 exceeds the maximum 67108864",
+                  KEEL_WAL_DAMAGE_REC_LENGTH);
 }
 END_TEST
 
 START_TEST(test_wal_damage_checksum_mismatch_in_middle_is_refused)
 {
-    damage_middle("dmg-csum", flip_payload_byte, "checksum mismatch");
+    damage_middle("dmg-csum", flip_payload_byte, "checksum mismatch",
+                  KEEL_WAL_DAMAGE_REC_CHECKSUM);
 }
 END_TEST
 
@@ -581,7 +647,8 @@ END_TEST
 /* Re-encode record i of a one-segment log with a good checksum after fn
  * changed its header, and expect it refused after i records. */
 static void damage_sealed(const char *tag, size_t i,
-                          void (*fn)(keel_wal_rec_header *), const char *what)
+                          void (*fn)(keel_wal_rec_header *), const char *what,
+                          int damage)
 {
     fixture fx;
     build_one_segment(&fx, tag);
@@ -599,6 +666,10 @@ static void damage_sealed(const char *tag, size_t i,
     snprintf(expect, sizeof(expect), "(expected LSN %zu)", i + 1);
     const char *want[] = {at, expect, NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 0, i, want);
+    keel_wal_pos p =
+        expect_pos(&fx, damage, fx.seg[i], fx.off[i], i + 1, KEEL_ECORRUPT);
+    ck_assert(p.have_len);
+    ck_assert_uint_eq(p.declared_len, fx.stored[i]);
     free(b);
     fx_free(&fx);
 }
@@ -615,7 +686,8 @@ static void kind_to_9(keel_wal_rec_header *h)
 
 START_TEST(test_wal_damage_lsn_gap_in_middle_is_refused)
 {
-    damage_sealed("dmg-gap", 2, lsn_to_7, "LSN gap: record has LSN 7");
+    damage_sealed("dmg-gap", 2, lsn_to_7, "LSN gap: record has LSN 7",
+                  KEEL_WAL_DAMAGE_REC_GAP);
 }
 END_TEST
 
@@ -623,13 +695,15 @@ END_TEST
  * mistaken for a torn tail. */
 START_TEST(test_wal_damage_lsn_gap_in_last_record_is_refused)
 {
-    damage_sealed("dmg-gap-last", 4, lsn_to_7, "LSN gap: record has LSN 7");
+    damage_sealed("dmg-gap-last", 4, lsn_to_7, "LSN gap: record has LSN 7",
+                  KEEL_WAL_DAMAGE_REC_GAP);
 }
 END_TEST
 
 START_TEST(test_wal_damage_unknown_kind_with_good_checksum_is_refused)
 {
-    damage_sealed("dmg-kind", 4, kind_to_9, "unknown record kind 9");
+    damage_sealed("dmg-kind", 4, kind_to_9, "unknown record kind 9",
+                  KEEL_WAL_DAMAGE_REC_FIELDS);
 }
 END_TEST
 
@@ -656,6 +730,8 @@ START_TEST(test_wal_damage_zstd_length_mismatch_is_refused)
              fx.off[2]);
     const char *want[] = {at, "(expected LSN 3)", NULL};
     expect_refused(&fx, KEEL_ECORRUPT, 0, 2, want);
+    expect_pos(&fx, KEEL_WAL_DAMAGE_REC_PAYLOAD, fx.seg[2], fx.off[2], 3,
+               KEEL_ECORRUPT);
     free(b);
     fx_free(&fx);
 }
@@ -669,12 +745,13 @@ START_TEST(test_wal_damage_torn_end_of_non_final_segment_is_refused)
     static const struct {
         uint64_t keep; /* bytes of record 3 (LSN 3) kept */
         const char *reason;
+        int damage;
     } cuts[] = {
-        {20, "short record header"},
-        {KEEL_WAL_REC_HEADER_BYTES + 500,
-         "record length 1000 past end of file"},
+        {20, "short record header", KEEL_WAL_DAMAGE_REC_SHORT},
+        {KEEL_WAL_REC_HEADER_BYTES + 500, "record length 1000 past end of file",
+         KEEL_WAL_DAMAGE_REC_LENGTH},
         {KEEL_WAL_REC_OVERHEAD_BYTES + 1000 - 1,
-         "record length 1000 past end of file"},
+         "record length 1000 past end of file", KEEL_WAL_DAMAGE_REC_LENGTH},
     };
     for (size_t c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
         fixture fx;
@@ -692,6 +769,7 @@ START_TEST(test_wal_damage_torn_end_of_non_final_segment_is_refused)
                               "is not the last",
                               NULL};
         expect_refused(&fx, KEEL_ECORRUPT, 0, 2, want);
+        expect_pos(&fx, cuts[c].damage, fx.seg[2], fx.off[2], 3, KEEL_ECORRUPT);
         free(b);
         fx_free(&fx);
     }
@@ -719,6 +797,13 @@ START_TEST(test_wal_damage_torn_last_record_is_not_an_error)
     ck_assert_uint_eq(oc.tail.last_lsn, 4);
     ck_assert_msg(strstr(oc.tail.reason, "record length 90 past end of file"),
                   "%s", oc.tail.reason);
+    /* the position of a torn tail: its damage, no error */
+    keel_wal_pos p =
+        expect_pos(&fx, KEEL_WAL_DAMAGE_REC_LENGTH, fx.seg[4], fx.off[4], 5, 0);
+    ck_assert(p.have_len);
+    ck_assert_uint_eq(p.declared_len, 90);
+    ck_assert_uint_eq(p.valid_after, 0);
+    ck_assert_str_eq(p.reason, oc.tail.reason);
 
     keel_wal *w = NULL;
     keel_wal_open_info info;

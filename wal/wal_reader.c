@@ -27,6 +27,15 @@
  *        damaged record's declared length when that length is plausible
  *        (keel__wal_rec_span): a vat-chosen payload cannot pose as the
  *        record after the damage.
+ *   RD7  keel_wal_reader_pos() always describes the last thing next() said:
+ *        the record returned, or the end, or the damage or error it stopped
+ *        at, with the same segment, offset and reason text as the diag
+ *        (the diag adds the position and the expected LSN). Recovery
+ *        (recovery/truncate.c) locates damage through it and
+ *        keel__wal_reader_scan(), never by walking records itself.
+ *   RD8  Opened lazily (keel__wal_reader_open_lazy), segment headers are
+ *        checked when the reader reaches them, so the first damage in log
+ *        order is the one reported; otherwise all are checked at open.
  *
  * State:
  *   OPEN --next()--> READING --end of last segment--> DONE (clean tail)
@@ -76,7 +85,9 @@ struct keel_wal_reader {
     int err; /* RD4 */
     keel_diag err_diag;
     int done;
+    int lazy; /* RD8: headers checked as reached, not all at open */
     keel_wal_tail tail;
+    keel_wal_pos pos; /* RD7 */
 };
 
 static int seg_cmp(const void *a, const void *b)
@@ -154,6 +165,49 @@ static int fail(keel_wal_reader *r, int code, keel_diag *diag, const char *fmt,
     return code;
 }
 
+/*
+ * Stop at damage (or, with damage KEEL_WAL_DAMAGE_IO, an error) in segment
+ * seg at offset off (0: its header), where LSN lsn was expected: record the
+ * position and reason (RD7), then fail with "<segment>: offset <at>:
+ * <why><tail>" (at: the offset of the bad field). code 0: a torn tail, no
+ * failure.
+ */
+static int stop(keel_wal_reader *r, int code, int damage, size_t seg,
+                uint64_t off, uint64_t at, uint64_t lsn, const char *why,
+                const char *tail, keel_diag *diag)
+{
+    keel_wal_pos *p = &r->pos;
+    int have_len = p->have_len && p->seg_index == seg && p->offset == off;
+    uint32_t len = p->declared_len;
+    memset(p, 0, sizeof(*p));
+    p->damage = damage;
+    p->code = code;
+    p->seg_index = seg;
+    p->segs = r->nsegs;
+    snprintf(p->segment, sizeof(p->segment), "%s", r->segs[seg].name);
+    p->seg_bytes = r->seg == seg ? r->fsize : 0;
+    p->offset = off;
+    p->lsn = lsn != 0 ? lsn : r->segs[seg].first_lsn;
+    p->have_len = have_len;
+    p->declared_len = have_len ? len : 0;
+    snprintf(p->reason, sizeof(p->reason), "%s", why);
+    if (code == 0) {
+        return 0;
+    }
+    return fail(r, code, diag, "%s: offset %" PRIu64 ": %s%s",
+                r->segs[seg].name, at, why, tail);
+}
+
+/* Note the declared length of the record at off of the open segment, read
+ * from a header with the record magic (before stop() reports it). */
+static void note_len(keel_wal_reader *r, uint64_t off, uint32_t len)
+{
+    r->pos.seg_index = r->seg;
+    r->pos.offset = off;
+    r->pos.have_len = 1;
+    r->pos.declared_len = len;
+}
+
 /* Make bytes [off, off + len) of the open segment available in the window.
  * The caller has checked off + len <= fsize (RD3). */
 static int window(keel_wal_reader *r, uint64_t off, size_t len,
@@ -193,49 +247,56 @@ static int window(keel_wal_reader *r, uint64_t off, size_t len,
 static int read_seg_header(keel_wal_reader *r, size_t i, int fd, uint64_t fsize,
                            keel_wal_seg_header *h, keel_diag *diag)
 {
-    const char *name = r->segs[i].name;
     uint8_t buf[KEEL_WAL_SEG_HEADER_BYTES];
     size_t got = 0;
     char why[200];
     if (fsize < KEEL_WAL_SEG_HEADER_BYTES) {
-        return fail(r, KEEL_ECORRUPT, diag,
-                    "%s: offset 0: bad segment header: file has %" PRIu64
-                    " bytes, a header needs %u",
-                    name, fsize, KEEL_WAL_SEG_HEADER_BYTES);
+        snprintf(why, sizeof(why),
+                 "bad segment header: file has %" PRIu64
+                 " bytes, a header needs %u",
+                 fsize, KEEL_WAL_SEG_HEADER_BYTES);
+        return stop(r, KEEL_ECORRUPT, KEEL_WAL_DAMAGE_SEG_HEADER, i, 0, 0,
+                    r->expect, why, "", diag);
     }
     int rc = r->io->pread(r->io, fd, buf, sizeof(buf), 0, &got);
     if (rc < 0 || got < sizeof(buf)) {
         rc = rc < 0 ? rc : KEEL_EIO;
-        return fail(r, rc, diag, "%s: offset 0: reading segment header: %s",
-                    name, keel_strerror(rc));
+        snprintf(why, sizeof(why), "reading segment header: %s",
+                 keel_strerror(rc));
+        return stop(r, rc, KEEL_WAL_DAMAGE_IO, i, 0, 0, r->expect, why, "",
+                    diag);
     }
     rc = keel__wal_seg_decode(buf, h, why, sizeof(why));
     if (rc < 0) {
-        return fail(r, rc, diag, "%s: offset 0: %s", name, why);
+        return stop(r, rc, KEEL_WAL_DAMAGE_SEG_HEADER, i, 0, 0, r->expect, why,
+                    "", diag);
     }
     if (h->first_lsn != r->segs[i].first_lsn) {
-        return fail(r, KEEL_ECORRUPT, diag,
-                    "%s: offset 16: segment name does not match first LSN "
-                    "%" PRIu64,
-                    name, h->first_lsn);
+        snprintf(why, sizeof(why),
+                 "segment name does not match first LSN %" PRIu64,
+                 h->first_lsn);
+        return stop(r, KEEL_ECORRUPT, KEEL_WAL_DAMAGE_SEG_NAME, i, 0, 16,
+                    r->expect, why, "", diag);
     }
     if (r->kernel_id == 0) {
         r->kernel_id = h->kernel_id;
     } else if (h->kernel_id != r->kernel_id) {
-        return fail(r, KEEL_ECORRUPT, diag,
-                    "%s: offset 8: wrong kernel id 0x%016" PRIX64
-                    ", expected 0x%016" PRIX64,
-                    name, h->kernel_id, r->kernel_id);
+        snprintf(why, sizeof(why),
+                 "wrong kernel id 0x%016" PRIX64 ", expected 0x%016" PRIX64,
+                 h->kernel_id, r->kernel_id);
+        return stop(r, KEEL_ECORRUPT, KEEL_WAL_DAMAGE_SEG_KERNEL, i, 0, 8,
+                    r->expect, why, "", diag);
     }
     if (!r->have_salt) {
         r->salt = h->salt;
         r->have_salt = 1;
     } else if (h->salt != r->salt) { /* RD5 */
-        return fail(r, KEEL_ECORRUPT, diag,
-                    "%s: offset 24: salt 0x%016" PRIX64
-                    " differs from the log's 0x%016" PRIX64
-                    " (a segment of another log)",
-                    name, h->salt, r->salt);
+        snprintf(why, sizeof(why),
+                 "salt 0x%016" PRIX64 " differs from the log's 0x%016" PRIX64
+                 " (a segment of another log)",
+                 h->salt, r->salt);
+        return stop(r, KEEL_ECORRUPT, KEEL_WAL_DAMAGE_SEG_SALT, i, 0, 24,
+                    r->expect, why, "", diag);
     }
     return KEEL_OK;
 }
@@ -249,7 +310,8 @@ static void close_seg(keel_wal_reader *r)
     r->win_len = 0;
 }
 
-static int open_seg(keel_wal_reader *r, size_t i, keel_diag *diag)
+/* Open segment i for reading its bytes, without reading its header. */
+static int open_raw(keel_wal_reader *r, size_t i, keel_diag *diag)
 {
     const char *name = r->segs[i].name;
     char *path = keel__path_join(r->dir, name);
@@ -259,27 +321,44 @@ static int open_seg(keel_wal_reader *r, size_t i, keel_diag *diag)
     int fd = -1;
     int rc = r->io->open(r->io, path, O_RDONLY, 0, &fd);
     free(path);
+    r->seg = i;
+    r->fsize = 0;
+    r->win_len = 0;
     if (rc < 0) {
         return fail(r, rc, diag, "%s: cannot open: %s", name,
                     keel_strerror(rc));
     }
     r->fd = fd;
-    r->seg = i;
     rc = r->io->size(r->io, fd, &r->fsize);
     if (rc < 0) {
         return fail(r, rc, diag, "%s: cannot stat: %s", name,
                     keel_strerror(rc));
     }
+    return KEEL_OK;
+}
+
+static int open_seg(keel_wal_reader *r, size_t i, keel_diag *diag)
+{
+    char why[200];
+    int rc = open_raw(r, i, diag);
+    if (rc < 0) {
+        snprintf(why, sizeof(why), "%s", keel_strerror(rc));
+        stop(r, 0, KEEL_WAL_DAMAGE_IO, i, 0, 0, r->expect, why, "", NULL);
+        r->pos.code = rc;
+        return rc;
+    }
     keel_wal_seg_header h;
-    rc = read_seg_header(r, i, fd, r->fsize, &h, diag);
+    rc = read_seg_header(r, i, r->fd, r->fsize, &h, diag);
     if (rc < 0) {
         return rc;
     }
     if (r->expect != 0 && h.first_lsn != r->expect) {
-        return fail(r, KEEL_ECORRUPT, diag,
-                    "%s: offset 16: LSN gap: segment starts at LSN %" PRIu64
-                    " (expected LSN %" PRIu64 ")",
-                    name, h.first_lsn, r->expect);
+        snprintf(why, sizeof(why), "LSN gap: segment starts at LSN %" PRIu64,
+                 h.first_lsn);
+        char tail[64];
+        snprintf(tail, sizeof(tail), " (expected LSN %" PRIu64 ")", r->expect);
+        return stop(r, KEEL_ECORRUPT, KEEL_WAL_DAMAGE_SEG_GAP, i, 0, 16,
+                    r->expect, why, tail, diag);
     }
     r->expect = h.first_lsn;
     r->off = KEEL_WAL_SEG_HEADER_BYTES;
@@ -289,12 +368,13 @@ static int open_seg(keel_wal_reader *r, size_t i, keel_diag *diag)
 
 /*
  * Check the record at off of the open segment (R1–R4). Returns 1 when it is
- * intact (header decoded into h, bytes via *p), 0 when damaged (why
- * filled), or a negative I/O error.
+ * intact (header decoded into h, bytes via *p), 0 when damaged (why filled,
+ * *kind the damage; h decoded when the magic was good), or a negative I/O
+ * error.
  */
 static int check_record(keel_wal_reader *r, uint64_t off,
-                        keel_wal_rec_header *h, const uint8_t **p, char *why,
-                        size_t why_cap)
+                        keel_wal_rec_header *h, const uint8_t **p, int *kind,
+                        char *why, size_t why_cap)
 {
     const uint8_t *b;
     uint64_t left = r->fsize - off;
@@ -303,6 +383,7 @@ static int check_record(keel_wal_reader *r, uint64_t off,
                  "short record header: %" PRIu64 " bytes left, a record "
                  "needs at least %u",
                  left, KEEL_WAL_REC_OVERHEAD_BYTES);
+        *kind = KEEL_WAL_DAMAGE_REC_SHORT;
         return 0;
     }
     int rc = window(r, off, KEEL_WAL_REC_HEADER_BYTES, &b);
@@ -314,9 +395,11 @@ static int check_record(keel_wal_reader *r, uint64_t off,
         snprintf(why, why_cap,
                  "bad record magic 0x%08" PRIX32 ", expected 0x%08X", magic,
                  KEEL_WAL_REC_MAGIC);
+        *kind = KEEL_WAL_DAMAGE_REC_MAGIC;
         return 0;
     }
     keel__wal_rec_decode(b, h);
+    *kind = KEEL_WAL_DAMAGE_REC_LENGTH;
     if (h->stored_len > KEEL_WAL_MAX_PAYLOAD_BYTES) { /* R3 */
         snprintf(why, why_cap,
                  "record length %" PRIu32 " exceeds the maximum %u",
@@ -344,20 +427,23 @@ static int check_record(keel_wal_reader *r, uint64_t off,
                  "checksum mismatch: stored 0x%016" PRIX64
                  ", computed 0x%016" PRIX64,
                  stored, computed);
+        *kind = KEEL_WAL_DAMAGE_REC_CHECKSUM;
         return 0;
     }
+    *kind = KEEL_WAL_DAMAGE_NONE;
     *p = b;
     return 1;
 }
 
 /*
- * RD2: after damage at off, is there a record with a good checksum and an
- * LSN >= expect starting at or after `from` in the open segment (RD6: from
- * is past the damaged record's plausible declared length)? Scans the rest
- * of the file for the record magic. @return 1 (*at set), 0, or an I/O
- * error.
+ * RD2: records with a good checksum, a sane header and an LSN >= min_lsn
+ * starting at or after `from` in the open segment, found by scanning the
+ * rest of the file for the record magic; each one found is skipped whole.
+ * first_only: stop at the first (its offset in *at). Counts into f.
+ * @return KEEL_OK or an I/O error.
  */
-static int valid_record_after(keel_wal_reader *r, uint64_t from, uint64_t *at)
+static int scan(keel_wal_reader *r, uint64_t from, uint64_t min_lsn,
+                int first_only, uint64_t *at, keel__wal_found *f)
 {
     uint8_t magic[4];
     keel__put_u32(magic, KEEL_WAL_REC_MAGIC);
@@ -380,6 +466,7 @@ static int valid_record_after(keel_wal_reader *r, uint64_t from, uint64_t *at)
         keel_wal_rec_header h;
         const uint8_t *rec;
         char why[200];
+        int kind;
         /* Cheap header checks first: hashing every magic-led candidate
          * would make crafted input (a payload full of record magics)
          * quadratic in the segment size. */
@@ -391,35 +478,50 @@ static int valid_record_after(keel_wal_reader *r, uint64_t from, uint64_t *at)
             return rc;
         }
         keel__wal_rec_decode(rec, &h);
-        if (h.lsn < r->expect ||
-            !keel__wal_rec_sane(rec, &h, why, sizeof(why))) {
+        if (h.lsn < min_lsn || !keel__wal_rec_sane(rec, &h, why, sizeof(why))) {
             pos = cand + 1;
             continue;
         }
-        rc = check_record(r, cand, &h, &rec, why, sizeof(why));
+        rc = check_record(r, cand, &h, &rec, &kind, why, sizeof(why));
         if (rc < 0) {
             return rc;
         }
-        if (rc == 1 && h.lsn >= r->expect) {
-            *at = cand;
-            return 1;
+        if (rc == 0) {
+            pos = cand + 1;
+            continue;
         }
-        pos = cand + 1;
+        f->first_lsn =
+            f->count == 0 || h.lsn < f->first_lsn ? h.lsn : f->first_lsn;
+        f->last_lsn = h.lsn > f->last_lsn ? h.lsn : f->last_lsn;
+        f->count++;
+        if (first_only) {
+            *at = cand;
+            return KEEL_OK;
+        }
+        /* past it: a payload full of magics stays linear */
+        pos = cand + KEEL_WAL_REC_OVERHEAD_BYTES + h.stored_len;
     }
-    return 0;
+    return KEEL_OK;
 }
 
-/* Decide what damage at r->off is: torn tail (0) or corruption (< 0). */
-static int damage(keel_wal_reader *r, const char *why, keel_diag *diag)
+/* Decide what damage of kind `kind` at r->off is: torn tail (0) or
+ * corruption (< 0). */
+static int damage(keel_wal_reader *r, int kind, const char *why,
+                  keel_diag *diag)
 {
     const char *name = r->segs[r->seg].name;
+    char tail[160];
+    snprintf(tail, sizeof(tail), " (expected LSN %" PRIu64 ")", r->expect);
     if (r->seg + 1 < r->nsegs) {
-        return fail(r, KEEL_ECORRUPT, diag,
-                    "%s: offset %" PRIu64 ": %s (expected LSN %" PRIu64
-                    "); damage in a segment that is not the last",
-                    name, r->off, why, r->expect);
+        snprintf(tail, sizeof(tail),
+                 " (expected LSN %" PRIu64
+                 "); damage in a segment that is not the last",
+                 r->expect);
+        return stop(r, KEEL_ECORRUPT, kind, r->seg, r->off, r->off, r->expect,
+                    why, tail, diag);
     }
     uint64_t at = 0;
+    keel__wal_found f = {0};
     const uint8_t *hb = NULL;
     size_t have = r->fsize - r->off < KEEL_WAL_REC_HEADER_BYTES
                       ? (size_t)(r->fsize - r->off)
@@ -430,17 +532,25 @@ static int damage(keel_wal_reader *r, const char *why, keel_diag *diag)
         from = keel__wal_rec_span(hb, have, r->off, r->fsize, r->expect);
     }
     if (rc == KEEL_OK) {
-        rc = valid_record_after(r, from, &at);
+        rc = scan(r, from, r->expect, 1, &at, &f);
     }
     if (rc < 0) {
+        stop(r, 0, KEEL_WAL_DAMAGE_IO, r->seg, r->off, r->off, r->expect,
+             keel_strerror(rc), "", NULL);
+        r->pos.code = rc;
         return fail(r, rc, diag, "%s: reading: %s", name, keel_strerror(rc));
     }
-    if (rc == 1) {
-        return fail(r, KEEL_ECORRUPT, diag,
-                    "%s: offset %" PRIu64 ": %s (expected LSN %" PRIu64
-                    "); a valid record follows at offset %" PRIu64,
-                    name, r->off, why, r->expect, at);
+    if (f.count > 0) {
+        snprintf(tail, sizeof(tail),
+                 " (expected LSN %" PRIu64
+                 "); a valid record follows at offset %" PRIu64,
+                 r->expect, at);
+        rc = stop(r, KEEL_ECORRUPT, kind, r->seg, r->off, r->off, r->expect,
+                  why, tail, diag);
+        r->pos.valid_after = at;
+        return rc;
     }
+    stop(r, 0, kind, r->seg, r->off, r->off, r->expect, why, "", NULL);
     r->done = 1;
     r->tail.torn = 1;
     snprintf(r->tail.segment, sizeof(r->tail.segment), "%s", name);
@@ -455,14 +565,22 @@ static void finish_clean(keel_wal_reader *r)
 {
     r->done = 1;
     r->tail.torn = 0;
+    memset(&r->pos, 0, sizeof(r->pos));
+    r->pos.segs = r->nsegs;
     if (r->nsegs > 0) {
         snprintf(r->tail.segment, sizeof(r->tail.segment), "%s",
                  r->segs[r->seg].name);
         r->tail.offset = r->off;
+        r->pos.seg_index = r->seg;
+        snprintf(r->pos.segment, sizeof(r->pos.segment), "%s",
+                 r->segs[r->seg].name);
+        r->pos.seg_bytes = r->fsize;
+        r->pos.offset = r->off;
     }
     r->tail.bytes = 0;
     r->tail.last_lsn = r->expect > 0 ? r->expect - 1 : 0;
     r->tail.reason[0] = '\0';
+    r->pos.lsn = r->expect > 0 ? r->expect : 1;
 }
 
 int keel_wal_reader_next(keel_wal_reader *r, keel_wal_record *rec,
@@ -500,25 +618,31 @@ int keel_wal_reader_next(keel_wal_reader *r, keel_wal_record *rec,
         const char *name = r->segs[r->seg].name;
         keel_wal_rec_header h;
         const uint8_t *b = NULL;
-        char why[200];
-        int rc = check_record(r, r->off, &h, &b, why, sizeof(why));
+        char why[200], tail[64];
+        int kind = KEEL_WAL_DAMAGE_NONE;
+        int rc = check_record(r, r->off, &h, &b, &kind, why, sizeof(why));
         if (rc < 0) {
-            return fail(r, rc, diag, "%s: offset %" PRIu64 ": reading: %s",
-                        name, r->off, keel_strerror(rc));
+            snprintf(why, sizeof(why), "reading: %s", keel_strerror(rc));
+            return stop(r, rc, KEEL_WAL_DAMAGE_IO, r->seg, r->off, r->off,
+                        r->expect, why, "", diag);
+        }
+        if (kind != KEEL_WAL_DAMAGE_REC_SHORT &&
+            kind != KEEL_WAL_DAMAGE_REC_MAGIC) {
+            note_len(r, r->off, h.stored_len);
         }
         if (rc == 0) {
-            return damage(r, why, diag);
+            return damage(r, kind, why, diag);
         }
+        snprintf(tail, sizeof(tail), " (expected LSN %" PRIu64 ")", r->expect);
         if (!keel__wal_rec_sane(b, &h, why, sizeof(why))) { /* R5 */
-            return fail(r, KEEL_ECORRUPT, diag,
-                        "%s: offset %" PRIu64 ": %s (expected LSN %" PRIu64 ")",
-                        name, r->off, why, r->expect);
+            return stop(r, KEEL_ECORRUPT, KEEL_WAL_DAMAGE_REC_FIELDS, r->seg,
+                        r->off, r->off, r->expect, why, tail, diag);
         }
         if (h.lsn != r->expect) { /* R6 */
-            return fail(r, KEEL_ECORRUPT, diag,
-                        "%s: offset %" PRIu64 ": LSN gap: record has LSN "
-                        "%" PRIu64 " (expected LSN %" PRIu64 ")",
-                        name, r->off, h.lsn, r->expect);
+            snprintf(why, sizeof(why), "LSN gap: record has LSN %" PRIu64,
+                     h.lsn);
+            return stop(r, KEEL_ECORRUPT, KEEL_WAL_DAMAGE_REC_GAP, r->seg,
+                        r->off, r->off, r->expect, why, tail, diag);
         }
         uint64_t rec_off = r->off;
         const uint8_t *payload = b + KEEL_WAL_REC_HEADER_BYTES;
@@ -534,8 +658,9 @@ int keel_wal_reader_next(keel_wal_reader *r, keel_wal_record *rec,
                 size_t ncap = h.raw_len > 0 ? h.raw_len : 1;
                 uint8_t *nr = realloc(r->raw, ncap);
                 if (nr == NULL) {
-                    return fail(r, KEEL_ENOMEM, diag, "%s: out of memory",
-                                name);
+                    return stop(r, KEEL_ENOMEM, KEEL_WAL_DAMAGE_IO, r->seg,
+                                rec_off, rec_off, h.lsn, "out of memory", "",
+                                diag);
                 }
                 r->raw = nr;
                 r->raw_cap = ncap;
@@ -543,10 +668,10 @@ int keel_wal_reader_next(keel_wal_reader *r, keel_wal_record *rec,
             rc = keel__wal_decompress(&r->dctx, payload, h.stored_len, r->raw,
                                       h.raw_len, why, sizeof(why));
             if (rc < 0) {
-                return fail(r, rc, diag,
-                            "%s: offset %" PRIu64 ": %s (expected LSN "
-                            "%" PRIu64 ")",
-                            name, rec_off, why, h.lsn);
+                return stop(r, rc,
+                            rc == KEEL_ECORRUPT ? KEEL_WAL_DAMAGE_REC_PAYLOAD
+                                                : KEEL_WAL_DAMAGE_IO,
+                            r->seg, rec_off, rec_off, h.lsn, why, tail, diag);
             }
             payload = r->raw;
             plen = h.raw_len;
@@ -561,13 +686,26 @@ int keel_wal_reader_next(keel_wal_reader *r, keel_wal_record *rec,
         rec->offset = rec_off;
         rec->payload.ptr = payload;
         rec->payload.len = plen;
+        keel_wal_pos *p = &r->pos;
+        p->damage = KEEL_WAL_DAMAGE_NONE;
+        p->code = 0;
+        p->seg_index = r->seg;
+        p->segs = r->nsegs;
+        memcpy(p->segment, rec->segment, sizeof(p->segment));
+        p->seg_bytes = r->fsize;
+        p->offset = rec_off;
+        p->lsn = h.lsn;
+        p->have_len = 1;
+        p->declared_len = h.stored_len;
+        p->valid_after = 0;
+        p->reason[0] = '\0';
         return 1;
     }
 }
 
-int keel_wal_reader_open(const char *dir, const keel_wal_options *opts,
-                         uint64_t from_lsn, keel_wal_reader **out,
-                         keel_diag *diag)
+static int reader_open(const char *dir, const keel_wal_options *opts,
+                       uint64_t from_lsn, int lazy, keel_wal_reader **out,
+                       keel_diag *diag)
 {
     int rc = KEEL_OK;
     keel_wal_reader *r = calloc(1, sizeof(*r));
@@ -588,9 +726,12 @@ int keel_wal_reader_open(const char *dir, const keel_wal_options *opts,
     if (rc < 0) {
         goto out;
     }
+    r->lazy = lazy;
+    r->pos.segs = r->nsegs;
     /* Validate every segment header now (cheap: 40 bytes each), so a
-     * foreign or newer segment is refused before any record is used. */
-    for (size_t i = 0; i < r->nsegs; i++) {
+     * foreign or newer segment is refused before any record is used
+     * (unless lazy: RD8). */
+    for (size_t i = 0; !lazy && i < r->nsegs; i++) {
         rc = open_seg(r, i, diag);
         close_seg(r);
         if (rc < 0) {
@@ -605,6 +746,8 @@ int keel_wal_reader_open(const char *dir, const keel_wal_options *opts,
         }
     }
     r->err = 0;
+    memset(&r->pos, 0, sizeof(r->pos));
+    r->pos.segs = r->nsegs;
 out:
     if (rc < 0) {
         keel_wal_reader_close(r);
@@ -614,9 +757,91 @@ out:
     return KEEL_OK;
 }
 
+int keel_wal_reader_open(const char *dir, const keel_wal_options *opts,
+                         uint64_t from_lsn, keel_wal_reader **out,
+                         keel_diag *diag)
+{
+    return reader_open(dir, opts, from_lsn, 0, out, diag);
+}
+
+int keel__wal_reader_open_lazy(const char *dir, const keel_wal_options *opts,
+                               uint64_t from_lsn, keel_wal_reader **out,
+                               keel_diag *diag)
+{
+    return reader_open(dir, opts, from_lsn, 1, out, diag);
+}
+
 void keel_wal_reader_tail(const keel_wal_reader *r, keel_wal_tail *out)
 {
     *out = r->tail;
+}
+
+void keel_wal_reader_pos(const keel_wal_reader *r, keel_wal_pos *out)
+{
+    *out = r->pos;
+}
+
+const char *keel_wal_damage_name(int damage)
+{
+    static const char *const names[] = {
+        [KEEL_WAL_DAMAGE_NONE] = "none",
+        [KEEL_WAL_DAMAGE_SEG_HEADER] = "segment-header",
+        [KEEL_WAL_DAMAGE_SEG_NAME] = "segment-name",
+        [KEEL_WAL_DAMAGE_SEG_KERNEL] = "segment-kernel",
+        [KEEL_WAL_DAMAGE_SEG_SALT] = "segment-salt",
+        [KEEL_WAL_DAMAGE_SEG_GAP] = "segment-gap",
+        [KEEL_WAL_DAMAGE_REC_SHORT] = "short",
+        [KEEL_WAL_DAMAGE_REC_MAGIC] = "magic",
+        [KEEL_WAL_DAMAGE_REC_LENGTH] = "length",
+        [KEEL_WAL_DAMAGE_REC_CHECKSUM] = "checksum",
+        [KEEL_WAL_DAMAGE_REC_FIELDS] = "fields",
+        [KEEL_WAL_DAMAGE_REC_GAP] = "gap",
+        [KEEL_WAL_DAMAGE_REC_PAYLOAD] = "payload",
+        [KEEL_WAL_DAMAGE_IO] = "io",
+    };
+    if (damage < 0 || (size_t)damage >= sizeof(names) / sizeof(names[0])) {
+        return "unknown";
+    }
+    return names[damage];
+}
+
+int keel__wal_reader_scan(keel_wal_reader *r, size_t seg, uint64_t from,
+                          uint64_t min_lsn, keel__wal_found *out,
+                          keel_diag *diag)
+{
+    memset(out, 0, sizeof(*out));
+    if ((!r->done && r->err == 0) || seg >= r->nsegs) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s: scanning segment %zu of %zu: %s", r->dir, seg,
+                          r->nsegs,
+                          seg >= r->nsegs ? "no such segment"
+                                          : "the reader is still reading");
+    }
+    const char *name = r->segs[seg].name;
+    snprintf(out->segment, sizeof(out->segment), "%s", name);
+    int rc = KEEL_OK;
+    if (r->fd < 0 || r->seg != seg) {
+        close_seg(r);
+        char *path = keel__path_join(r->dir, name);
+        rc = path != NULL ? r->io->open(r->io, path, O_RDONLY, 0, &r->fd)
+                          : KEEL_ENOMEM;
+        free(path);
+        r->seg = seg;
+        r->fsize = 0;
+        if (rc == KEEL_OK) {
+            rc = r->io->size(r->io, r->fd, &r->fsize);
+        }
+    }
+    out->seg_bytes = r->fsize;
+    uint64_t at = 0;
+    if (rc == KEEL_OK) {
+        rc = scan(r, from, min_lsn, 0, &at, out);
+    }
+    if (rc < 0) {
+        close_seg(r);
+        return keel__diag(diag, rc, "%s: reading: %s", name, keel_strerror(rc));
+    }
+    return KEEL_OK;
 }
 
 uint64_t keel__wal_reader_salt(const keel_wal_reader *r)

@@ -267,6 +267,60 @@ KEEL_API int keel_wal_reader_open(const char *dir, const keel_wal_options *opts,
  */
 KEEL_API int keel_wal_reader_next(keel_wal_reader *r, keel_wal_record *rec,
                                   keel_diag *diag);
+/* What stopped a reader (keel_wal_pos.damage); R1..R7 are the rules of
+ * wal/wal_format.h. */
+enum keel_wal_damage {
+    KEEL_WAL_DAMAGE_NONE = 0,     /* a record, or a clean end */
+    KEEL_WAL_DAMAGE_SEG_HEADER,   /* a segment header short, or failing its
+                                     magic, checksum, version or fields */
+    KEEL_WAL_DAMAGE_SEG_NAME,     /* its first LSN is not its file name's */
+    KEEL_WAL_DAMAGE_SEG_KERNEL,   /* a segment of another kernel */
+    KEEL_WAL_DAMAGE_SEG_SALT,     /* a segment of another log (RD5) */
+    KEEL_WAL_DAMAGE_SEG_GAP,      /* a segment starting at another LSN than
+                                     expected (a missing segment) */
+    KEEL_WAL_DAMAGE_REC_SHORT,    /* R1: fewer than 40 bytes left */
+    KEEL_WAL_DAMAGE_REC_MAGIC,    /* R2 */
+    KEEL_WAL_DAMAGE_REC_LENGTH,   /* R3: over the maximum or past the end */
+    KEEL_WAL_DAMAGE_REC_CHECKSUM, /* R4 */
+    KEEL_WAL_DAMAGE_REC_FIELDS,   /* R5 with a good checksum */
+    KEEL_WAL_DAMAGE_REC_GAP,      /* R6: a good checksum, a wrong LSN */
+    KEEL_WAL_DAMAGE_REC_PAYLOAD,  /* R7: a zstd payload that does not decode */
+    KEEL_WAL_DAMAGE_IO,           /* no damage: an I/O error or no memory */
+};
+
+/* The name of a damage kind ("checksum", "segment-gap", ...). Static. */
+KEEL_API const char *keel_wal_damage_name(int damage);
+
+/* Where a reader is (keel_wal_reader_pos). */
+typedef struct keel_wal_pos {
+    int damage;            /* enum keel_wal_damage */
+    int code;              /* what next() returned for it: 0 with damage
+                              set is a torn tail; else KEEL_ECORRUPT,
+                              KEEL_EVERSION, KEEL_EIO, ... (0: none) */
+    size_t seg_index;      /* the segment's index, in LSN order */
+    size_t segs;           /* segment files in the log */
+    char segment[64];      /* its file name ("" when the log has none) */
+    uint64_t seg_bytes;    /* its size */
+    uint64_t offset;       /* the record's offset in it; 0 for damage to the
+                              segment's header; at a clean end: the end */
+    uint64_t lsn;          /* the record's LSN; at damage or an end: the LSN
+                              expected there */
+    int have_len;          /* 1: declared_len was read from a header that
+                              carries the record magic */
+    uint32_t declared_len; /* the record's stored_len as its header says */
+    uint64_t valid_after;  /* corruption by RD2 (damage with a verifying
+                              record after it): that record's offset; else 0 */
+    char reason[200];      /* damage: what is wrong, without the position */
+} keel_wal_pos;
+
+/*
+ * Where r is: after next() returned 1, the record it returned (damage
+ * NONE); after it returned 0, the end (a torn tail: its damage, code 0);
+ * after an error, where and why the reader stopped. Before the first
+ * next(): all zero but segs.
+ */
+KEEL_API void keel_wal_reader_pos(const keel_wal_reader *r, keel_wal_pos *out);
+
 /* After next() returned 0: the state of the tail. */
 KEEL_API void keel_wal_reader_tail(const keel_wal_reader *r,
                                    keel_wal_tail *out);
