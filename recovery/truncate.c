@@ -4,14 +4,15 @@
  * keel_kernel_open) refuses with KEEL_ECORRUPT. Declared in
  * recovery_internal.h.
  *
- * Plan: walk STATE/wal as the reader does (wal/wal_format.h, rules R1..R7
- * and the reader's RD2) and stop at the first place it would refuse: a bad
- * segment header, a segment of another kernel, an LSN gap, a record that
- * fails its checks in a segment that is not the last, or in the last one
- * with a verifying record after it. Everything before that place is kept;
- * that record and everything after it are dropped. The plan also scans
- * the dropped bytes for records that still verify, so the user is told
- * which LSNs are lost although readable.
+ * Plan: read STATE/wal with the WAL reader (wal/wal_reader.c), its
+ * segment headers checked as it reaches them (keel__wal_reader_open_lazy),
+ * and stop where it refuses: a bad segment header, a segment of another
+ * kernel, an LSN gap, a record that fails its checks in a segment that is
+ * not the last, or in the last one with a verifying record after it. The
+ * reader's position (keel_wal_reader_pos) says where. Everything before
+ * that place is kept; that record and everything after it are dropped.
+ * keel__wal_reader_scan() then counts the dropped records that still
+ * verify, so the user is told which LSNs are lost although readable.
  *
  * Invariants:
  *   TR1 Nothing is changed unless keel__salvage_apply() is called, and it
@@ -28,9 +29,10 @@
  *   TR4 All I/O goes through keel_io.
  *   TR5 keel__salvage_apply() holds the log's writer lock (wal_internal.h)
  *       while it changes the log, so no WAL writer appends meanwhile.
- *   TR6 The plan follows the reader's rules exactly, the salt (RD5) and
- *       the declared-length rule of resynchronisation (RD6) included, so
- *       it calls "damaged" only what the reader refuses.
+ *   TR6 The plan is the reader's verdict, not a copy of its rules: it
+ *       calls "damaged" exactly what the reader refuses (the salt, RD5, and
+ *       the declared-length rule, RD6, included), at the first damage in
+ *       log order (RD8).
  */
 #include "recovery/recovery_internal.h"
 
@@ -47,351 +49,37 @@
 #include "wal/wal_format.h"
 #include "wal/wal_internal.h"
 
-#define WINDOW_BYTES (1u << 20)
-
-/* One segment open for reading, through a window of its bytes. */
-typedef struct seg_reader {
-    keel_io *io;
-    int fd;
-    uint64_t fsize;
-    uint8_t *win;
-    size_t win_cap;
-    uint64_t win_off;
-    size_t win_len;
-    uint8_t *raw; /* decompressed payloads (R7) */
-    size_t raw_cap;
-    void *dctx;
-    uint64_t salt; /* the log's (RD5), from its first segment */
-    int have_salt;
-} seg_reader;
-
-static void seg_close(seg_reader *s)
+/* What is dropped beyond the damage (pos): the rest of the damaged
+ * segment past the bad record's first byte (all of it when its header is
+ * bad), every later segment, and the records among them that verify. */
+static int count_dropped(keel_wal_reader *r, const keel_wal_pos *pos,
+                         keel__salvage *pl, keel_diag *diag)
 {
-    if (s->fd >= 0) {
-        s->io->close(s->io, s->fd);
-        s->fd = -1;
-    }
-    s->win_len = 0;
-}
-
-static int seg_open(seg_reader *s, const char *dir, const char *name,
-                    keel_diag *diag)
-{
-    char *path = keel__path_join(dir, name);
-    int rc = path != NULL ? s->io->open(s->io, path, O_RDONLY, 0, &s->fd)
-                          : KEEL_ENOMEM;
-    free(path);
-    if (rc == KEEL_OK) {
-        rc = s->io->size(s->io, s->fd, &s->fsize);
-    }
-    if (rc < 0) {
-        seg_close(s);
-        return keel__diag(diag, rc, "wal/%s: cannot read: %s", name,
-                          keel_strerror(rc));
-    }
-    s->win_len = 0;
-    return KEEL_OK;
-}
-
-/* Bytes [off, off + len) of the segment (the caller checked they exist). */
-static int seg_bytes(seg_reader *s, uint64_t off, size_t len, const uint8_t **p)
-{
-    if (off >= s->win_off && off + len <= s->win_off + s->win_len) {
-        *p = s->win + (off - s->win_off);
-        return KEEL_OK;
-    }
-    size_t want = len > WINDOW_BYTES ? len : WINDOW_BYTES;
-    if (want > s->fsize - off) {
-        want = (size_t)(s->fsize - off);
-    }
-    if (want > s->win_cap) {
-        uint8_t *nw = realloc(s->win, want);
-        if (nw == NULL) {
-            return KEEL_ENOMEM;
-        }
-        s->win = nw;
-        s->win_cap = want;
-    }
-    size_t got = 0;
-    int rc = s->io->pread(s->io, s->fd, s->win, want, off, &got);
-    if (rc < 0) {
-        return rc;
-    }
-    s->win_off = off;
-    s->win_len = got;
-    if (got < len) {
-        return KEEL_EIO; /* the file shrank under us */
-    }
-    *p = s->win;
-    return KEEL_OK;
-}
-
-/*
- * R1..R4 for the record at off: 1 intact (header in *h, bytes at *p), 0
- * damaged (why), or an I/O error.
- */
-static int record_at(seg_reader *s, uint64_t off, keel_wal_rec_header *h,
-                     const uint8_t **p, char *why, size_t cap)
-{
-    const uint8_t *b;
-    uint64_t left = s->fsize - off;
-    if (left < KEEL_WAL_REC_OVERHEAD_BYTES) {
-        snprintf(why, cap, "short record header: %" PRIu64 " bytes left", left);
-        return 0;
-    }
-    int rc = seg_bytes(s, off, KEEL_WAL_REC_HEADER_BYTES, &b);
-    if (rc < 0) {
-        return rc;
-    }
-    if (keel__wal_rec_magic(b) != KEEL_WAL_REC_MAGIC) {
-        snprintf(why, cap, "bad record magic 0x%08" PRIX32,
-                 keel__wal_rec_magic(b));
-        return 0;
-    }
-    keel__wal_rec_decode(b, h);
-    uint64_t total = KEEL_WAL_REC_OVERHEAD_BYTES + (uint64_t)h->stored_len;
-    if (h->stored_len > KEEL_WAL_MAX_PAYLOAD_BYTES || total > left) {
-        snprintf(why, cap, "record length %" PRIu32 " past end of file",
-                 h->stored_len);
-        return 0;
-    }
-    rc = seg_bytes(s, off, (size_t)total, &b);
-    if (rc < 0) {
-        return rc;
-    }
-    uint64_t stored =
-        keel__get_u64(b + KEEL_WAL_REC_HEADER_BYTES + h->stored_len);
-    if (stored != keel__wal_rec_checksum(s->salt, b,
-                                         b + KEEL_WAL_REC_HEADER_BYTES,
-                                         h->stored_len)) {
-        snprintf(why, cap, "checksum mismatch");
-        return 0;
-    }
-    *p = b;
-    return 1;
-}
-
-/* R7: a compressed payload decodes to exactly raw_len bytes. */
-static int payload_ok(seg_reader *s, const uint8_t *b,
-                      const keel_wal_rec_header *h, char *why, size_t cap)
-{
-    if (!(h->flags & KEEL_WAL_FLAG_ZSTD)) {
-        return 1;
-    }
-    if (h->raw_len > s->raw_cap || s->raw == NULL) {
-        uint8_t *nr = realloc(s->raw, h->raw_len > 0 ? h->raw_len : 1);
-        if (nr == NULL) {
-            return KEEL_ENOMEM;
-        }
-        s->raw = nr;
-        s->raw_cap = h->raw_len > 0 ? h->raw_len : 1;
-    }
-    int rc = keel__wal_decompress(&s->dctx, b + KEEL_WAL_REC_HEADER_BYTES,
-                                  h->stored_len, s->raw, h->raw_len, why, cap);
-    return rc == KEEL_ECORRUPT ? 0 : rc < 0 ? rc : 1;
-}
-
-/*
- * Records with a verifying checksum and a sane header at or after from in
- * the open segment, scanning for the record magic (RD2's rule, and the
- * "readable after the damage" figures). min_lsn: only those with LSN >=
- * it. @return the count (first and last LSN seen), or an I/O error.
- */
-static int64_t readable_in(seg_reader *s, uint64_t from, uint64_t min_lsn,
-                           uint64_t *first, uint64_t *last)
-{
-    uint8_t magic[4];
-    int64_t n = 0;
-    keel__put_u32(magic, KEEL_WAL_REC_MAGIC);
-    for (uint64_t pos = from; pos + KEEL_WAL_REC_OVERHEAD_BYTES <= s->fsize;) {
-        const uint8_t *b, *rec;
-        size_t span = (size_t)(s->fsize - pos < WINDOW_BYTES ? s->fsize - pos
-                                                             : WINDOW_BYTES);
-        int rc = seg_bytes(s, pos, span, &b);
+    uint64_t n = 0, first = 0, last = 0;
+    for (size_t j = pos->seg_index; j < pos->segs; j++) {
+        keel__wal_found f;
+        uint64_t from =
+            j == pos->seg_index && pos->offset > 0 ? pos->offset + 1 : 0;
+        keel_diag sd = {0};
+        int rc = keel__wal_reader_scan(r, j, from, 0, &f, &sd);
         if (rc < 0) {
-            return rc;
+            return keel__diag(diag, rc, "wal/%s", sd.msg);
         }
-        const uint8_t *hit = memmem(b, span, magic, sizeof(magic));
-        if (hit == NULL) {
-            pos += span > 3 ? span - 3 : 1; /* a magic across windows */
-            continue;
-        }
-        uint64_t cand = pos + (uint64_t)(hit - b);
-        keel_wal_rec_header h;
-        char why[200];
-        rc = record_at(s, cand, &h, &rec, why, sizeof(why));
-        if (rc < 0) {
-            return rc;
-        }
-        if (rc == 1 && h.lsn >= min_lsn &&
-            keel__wal_rec_sane(rec, &h, why, sizeof(why))) {
-            *first = n == 0 || h.lsn < *first ? h.lsn : *first;
-            *last = h.lsn > *last ? h.lsn : *last;
-            n++;
-            /* past it: a payload full of magics stays linear */
-            pos = cand + KEEL_WAL_REC_OVERHEAD_BYTES + h.stored_len;
-        } else {
-            pos = cand + 1;
-        }
-    }
-    return n;
-}
-
-typedef struct planner {
-    seg_reader s;
-    const char *dir; /* STATE/wal */
-    keel__wal_seg *segs;
-    size_t nsegs;
-    keel__salvage *plan;
-} planner;
-
-/* Record that the log is damaged at segment i, offset off. */
-static void damaged_at(planner *p, size_t i, uint64_t off, uint64_t lsn,
-                       const char *why)
-{
-    keel__salvage *pl = p->plan;
-    pl->damaged = 1;
-    snprintf(pl->segment, sizeof(pl->segment), "%s", p->segs[i].name);
-    pl->offset = off;
-    pl->first_lsn = lsn;
-    snprintf(pl->reason, sizeof(pl->reason), "%s", why);
-    pl->cut_bytes = p->s.fsize - off;
-}
-
-/* Walk segment i from its header (expect: the LSN it must start at, 0 for
- * the first). @return KEEL_OK (damage recorded in the plan, or *expect
- * advanced past its last record), or an I/O error. */
-static int walk_segment(planner *p, size_t i, uint64_t *expect, keel_diag *diag)
-{
-    seg_reader *s = &p->s;
-    const char *name = p->segs[i].name;
-    char why[240];
-    const uint8_t *b;
-    keel_wal_seg_header sh;
-    int rc = seg_open(s, p->dir, name, diag);
-    if (rc < 0) {
-        return rc;
-    }
-    if (*expect == 0) {
-        *expect = p->segs[i].first_lsn;
-    }
-    if (s->fsize < KEEL_WAL_SEG_HEADER_BYTES) {
-        damaged_at(p, i, 0, *expect, "segment header cut short");
-        return KEEL_OK;
-    }
-    rc = seg_bytes(s, 0, KEEL_WAL_SEG_HEADER_BYTES, &b);
-    if (rc < 0) {
-        return keel__diag(diag, rc, "wal/%s: offset 0: %s", name,
-                          keel_strerror(rc));
-    }
-    if (keel__wal_seg_decode(b, &sh, why, sizeof(why)) < 0) {
-        damaged_at(p, i, 0, *expect, why);
-        return KEEL_OK;
-    }
-    if (!s->have_salt) {
-        s->salt = sh.salt;
-        s->have_salt = 1;
-    }
-    if (sh.salt != s->salt) {
-        snprintf(why, sizeof(why),
-                 "salt 0x%016" PRIX64 " differs from the log's 0x%016" PRIX64,
-                 sh.salt, s->salt);
-        damaged_at(p, i, 0, *expect, why);
-        return KEEL_OK;
-    }
-    if (sh.first_lsn != *expect || sh.first_lsn != p->segs[i].first_lsn ||
-        sh.kernel_id != p->plan->kernel_id) {
-        snprintf(why, sizeof(why),
-                 "segment of kernel 0x%016" PRIX64 " starting at LSN %" PRIu64
-                 " (expected kernel 0x%016" PRIX64 ", LSN %" PRIu64 ")",
-                 sh.kernel_id, sh.first_lsn, p->plan->kernel_id, *expect);
-        damaged_at(p, i, 0, *expect, why);
-        return KEEL_OK;
-    }
-    uint64_t off = KEEL_WAL_SEG_HEADER_BYTES;
-    while (off < s->fsize) {
-        keel_wal_rec_header h;
-        rc = record_at(s, off, &h, &b, why, sizeof(why));
-        if (rc == 0 && i + 1 == p->nsegs) {
-            /* RD2: the last segment's damage is a torn tail unless a
-             * verifying record at or after the expected LSN follows,
-             * outside the damaged record's plausible length (RD6) */
-            uint64_t f = 0, l = 0, from = off + 1;
-            size_t have = s->fsize - off < KEEL_WAL_REC_HEADER_BYTES
-                              ? (size_t)(s->fsize - off)
-                              : KEEL_WAL_REC_HEADER_BYTES;
-            rc = seg_bytes(s, off, have, &b);
-            if (rc < 0) {
-                return keel__diag(diag, rc, "wal/%s: offset %" PRIu64 ": %s",
-                                  name, off, keel_strerror(rc));
+        if (j > pos->seg_index) {
+            if (pl->seg_deleted == 0) {
+                snprintf(pl->first_deleted, sizeof(pl->first_deleted), "%s",
+                         f.segment);
             }
-            from = keel__wal_rec_span(b, have, off, s->fsize, *expect);
-            int64_t n = readable_in(s, from, *expect, &f, &l);
-            if (n <= 0) {
-                rc = n < 0 ? (int)n : KEEL_OK;
-                break; /* TR2 */
-            }
+            pl->seg_deleted++;
+            pl->seg_bytes += f.seg_bytes;
         }
-        if (rc == 1 && !keel__wal_rec_sane(b, &h, why, sizeof(why))) {
-            rc = 0;
+        if (f.count > 0) {
+            first = n == 0 || f.first_lsn < first ? f.first_lsn : first;
+            last = f.last_lsn > last ? f.last_lsn : last;
+            n += f.count;
         }
-        if (rc == 1 && h.lsn != *expect) {
-            snprintf(why, sizeof(why), "LSN gap: record has LSN %" PRIu64,
-                     h.lsn);
-            rc = 0;
-        }
-        if (rc == 1) {
-            rc = payload_ok(s, b, &h, why, sizeof(why));
-        }
-        if (rc < 0) {
-            return keel__diag(diag, rc, "wal/%s: offset %" PRIu64 ": %s", name,
-                              off, keel_strerror(rc));
-        }
-        if (rc == 0) {
-            damaged_at(p, i, off, *expect, why);
-            return KEEL_OK;
-        }
-        off += KEEL_WAL_REC_OVERHEAD_BYTES + (uint64_t)h.stored_len;
-        (*expect)++;
     }
-    return rc < 0 ? rc : KEEL_OK;
-}
-
-/* What is dropped beyond the damage: later segments, readable records. */
-static int count_dropped(planner *p, size_t i, keel_diag *diag)
-{
-    keel__salvage *pl = p->plan;
-    uint64_t first = 0, last = 0;
-    /* the damaged segment past the bad record's first byte (all of it
-     * when its header is bad), then every later one */
-    int64_t n = readable_in(&p->s, pl->offset > 0 ? pl->offset + 1 : 0, 0,
-                            &first, &last);
-    seg_close(&p->s);
-    for (size_t j = i + 1; n >= 0 && j < p->nsegs; j++) {
-        uint64_t f = 0, l = 0;
-        int rc = seg_open(&p->s, p->dir, p->segs[j].name, diag);
-        if (rc < 0) {
-            return rc;
-        }
-        if (j == i + 1) {
-            snprintf(pl->first_deleted, sizeof(pl->first_deleted), "%s",
-                     p->segs[j].name);
-        }
-        pl->seg_deleted++;
-        pl->seg_bytes += p->s.fsize;
-        int64_t m = readable_in(&p->s, 0, 0, &f, &l);
-        seg_close(&p->s);
-        if (m > 0) {
-            first = n == 0 || f < first ? f : first;
-            last = l > last ? l : last;
-        }
-        n = m < 0 ? m : n + m;
-    }
-    if (n < 0) {
-        return keel__diag(diag, (int)n, "wal/: reading: %s",
-                          keel_strerror((int)n));
-    }
-    pl->readable = (uint64_t)n;
+    pl->readable = n;
     pl->readable_first_lsn = first;
     pl->readable_last_lsn = last;
     return KEEL_OK;
@@ -400,15 +88,11 @@ static int count_dropped(planner *p, size_t i, keel_diag *diag)
 int keel__salvage_plan(const char *state_dir, keel_io *io, keel__salvage *plan,
                        keel_diag *diag)
 {
-    planner p;
     keel__store *st = NULL;
     keel__store_options so;
+    keel_wal_reader *r = NULL;
     keel_diag sd = {0};
-    memset(&p, 0, sizeof(p));
     memset(plan, 0, sizeof(*plan));
-    p.s.io = io != NULL ? io : keel__io_posix();
-    p.s.fd = -1;
-    p.plan = plan;
     char *store = keel__path_join(state_dir, "store");
     char *wal = keel__path_join(state_dir, "wal");
     int rc = store != NULL && wal != NULL ? KEEL_OK : KEEL_ENOMEM;
@@ -416,7 +100,6 @@ int keel__salvage_plan(const char *state_dir, keel_io *io, keel__salvage *plan,
         keel__diag(diag, rc, "out of memory");
         goto out;
     }
-    p.dir = wal;
     /* the store says which kernel the log must belong to, and how far its
      * checkpoint reached (TR1) */
     keel__store_options_init(&so);
@@ -429,22 +112,37 @@ int keel__salvage_plan(const char *state_dir, keel_io *io, keel__salvage *plan,
     plan->kernel_id = keel__store_kernel_id(st);
     plan->checkpoint_lsn = keel__store_checkpoint_lsn(st);
     keel__store_close(st);
-    rc = keel__wal_list(wal, &p.segs, &p.nsegs, diag);
-    uint64_t expect = 0;
-    for (size_t i = 0; rc == KEEL_OK && i < p.nsegs; i++) {
-        rc = walk_segment(&p, i, &expect, diag);
-        if (rc == KEEL_OK && plan->damaged) {
-            rc = count_dropped(&p, i, diag);
-            break;
-        }
-        seg_close(&p.s);
+    /* TR6: the reader itself finds the first damage in log order */
+    keel_wal_options wo;
+    keel_wal_options_init(&wo);
+    wo.io = io;
+    wo.kernel_id = plan->kernel_id;
+    rc = keel__wal_reader_open_lazy(wal, &wo, 0, &r, diag);
+    if (rc < 0) {
+        goto out;
     }
+    keel_wal_record rec;
+    while ((rc = keel_wal_reader_next(r, &rec, &sd)) == 1) {
+    }
+    keel_wal_pos pos;
+    keel_wal_reader_pos(r, &pos);
+    if (rc == 0) { /* TR2: clean, or a torn tail */
+        goto out;
+    }
+    if (pos.damage == KEEL_WAL_DAMAGE_IO ||
+        pos.damage == KEEL_WAL_DAMAGE_NONE) {
+        keel__diag(diag, rc, "wal/%s", sd.msg);
+        goto out;
+    }
+    plan->damaged = 1;
+    snprintf(plan->segment, sizeof(plan->segment), "%s", pos.segment);
+    plan->offset = pos.offset;
+    plan->first_lsn = pos.lsn;
+    snprintf(plan->reason, sizeof(plan->reason), "%s", pos.reason);
+    plan->cut_bytes = pos.seg_bytes - pos.offset;
+    rc = count_dropped(r, &pos, plan, diag);
 out:
-    seg_close(&p.s);
-    free(p.s.win);
-    free(p.s.raw);
-    keel__wal_zstd_free(NULL, p.s.dctx);
-    free(p.segs);
+    keel_wal_reader_close(r);
     free(store);
     free(wal);
     return rc;
