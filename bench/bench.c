@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/diag.h"
 #include "tools/cli.h"
 
@@ -133,9 +134,7 @@ out:
 
 double keel__bench_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return keel__now_s();
 }
 
 int keel__bench_interleave(keel_bench_series *s, size_t ns, size_t runs,

@@ -51,9 +51,6 @@
 
 #define TERMINATED_BODY "{\"error\":\"vat terminated\"}"
 #define NON_OBJECT_BODY "{\"error\":\"cannot send to a non-object\"}"
-/* Forwarding through fulfilled promises stops here (a cycle of promises
- * fulfilled to each other cannot be built, but a long chain can). */
-#define MAX_FORWARD 64
 /* K6: one cleanup batch of a terminated vat deletes at most this many keys,
  * and stops once its write-set encodes to this many bytes (so its WAL
  * record holds at most about CLEANUP_BATCH_BYTES plus one key). */

@@ -67,6 +67,7 @@
 #include <jansson.h>
 #include <xxhash.h>
 
+#include "common/clock.h"
 #include "common/diag.h"
 #include "common/io.h"
 #include "kernel/activity.h"
@@ -78,13 +79,6 @@
  * is large (a 300,000-crank log replayed 1.7x faster with 8 MiB than with
  * one checkpoint at the end), and replayed records are durable already. */
 #define REPLAY_CHECKPOINT_BYTES (8u * 1024 * 1024)
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void keel_kernel_options_init(keel_kernel_options *o)
 {
@@ -366,7 +360,7 @@ int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
         return rc;
     }
     k->txns_since_ckpt = 0;
-    k->ckpt_ns = now_ns();
+    k->ckpt_ns = keel__now_ns();
     return KEEL_OK;
 }
 
@@ -427,7 +421,8 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     k->txns_since_ckpt++;
     if (k->txns_since_ckpt >= k->o.checkpoint_cranks ||
         keel__store_pending_bytes(k->store) >= CHECKPOINT_PENDING_BYTES ||
-        now_ns() - k->ckpt_ns >= (uint64_t)k->o.checkpoint_ms * 1000000u) {
+        keel__now_ns() - k->ckpt_ns >=
+            (uint64_t)k->o.checkpoint_ms * 1000000u) {
         /* K25: the transaction is committed (logged and applied); a
          * checkpoint failing now fails the kernel, not the transaction.
          * The next call, or close, reports it. */
@@ -908,7 +903,7 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
                      keel_kernel **out, keel_diag *diag)
 {
     int rc = KEEL_OK;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = keel__now_ns();
     *out = NULL;
     keel_kernel *k = calloc(1, sizeof(*k));
     if (k == NULL) {
@@ -1068,7 +1063,7 @@ out:
         keel_kernel_close(k, NULL);
         return rc;
     }
-    k->recovery.seconds = (double)(now_ns() - t0) / 1e9;
+    k->recovery.seconds = (double)(keel__now_ns() - t0) / 1e9;
     *out = k;
     return KEEL_OK;
 }

@@ -44,6 +44,11 @@
 #include "keel/vat.h"
 
 #define KEY_MAX 1200
+/* Forwarding through fulfilled promises stops after this many hops (a
+ * cycle of promises fulfilled to each other cannot be built, but a long
+ * chain can): the kernel's routing (crank.c) and the audit's model of it
+ * (recovery/audit.c) stop at the same hop. */
+#define MAX_FORWARD 64
 
 struct keel_syscall {
     keel_kernel *k;

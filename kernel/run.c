@@ -38,14 +38,8 @@
 
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "common/diag.h"
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static int valid_name(const char *s)
 {
@@ -438,7 +432,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
     if (o == NULL) {
         o = &none;
     }
-    uint64_t t0 = now_ms(), last_progress = t0;
+    uint64_t t0 = keel__now_ms(), last_progress = t0;
     int failed_before = k->failed != 0;
     k->stat_txns = 0;
     k->stat_deliveries = 0;
@@ -449,7 +443,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if (o->max_cranks != 0 && s.cranks + s.aborted >= o->max_cranks) {
             break;
         }
-        uint64_t now = now_ms();
+        uint64_t now = keel__now_ms();
         if (o->timeout_ms != 0 && now - t0 >= o->timeout_ms) {
             s.timed_out = 1;
             break;
@@ -507,7 +501,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
          * stop request), in short slices so stop and timeout are seen. */
         uint64_t slice = 100;
         if (o->timeout_ms != 0) {
-            uint64_t spent = now_ms() - t0;
+            uint64_t spent = keel__now_ms() - t0;
             uint64_t left = spent < o->timeout_ms ? o->timeout_ms - spent : 1;
             slice = left < slice ? left : slice;
         }
@@ -535,7 +529,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
     }
     s.transactions = k->stat_txns;
     s.deliveries = k->stat_deliveries;
-    s.seconds = (double)(now_ms() - t0) / 1000.0;
+    s.seconds = (double)(keel__now_ms() - t0) / 1000.0;
     if (stats != NULL) {
         *stats = s;
     }

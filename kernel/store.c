@@ -129,6 +129,7 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
+#include "common/keys.h"
 #include "common/io.h"
 
 #define DATA_FILE "data.mdb"
@@ -290,23 +291,6 @@ static int check_failed(const keel__store *s, keel_diag *diag)
     return rc;
 }
 
-/* Bytewise order, a proper prefix first: LMDB's default key order. */
-static int keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
-{
-    size_t n = alen < blen ? alen : blen;
-    int c = n > 0 ? memcmp(a, b, n) : 0;
-    if (c == 0) {
-        c = (alen > blen) - (alen < blen);
-    }
-    return c;
-}
-
-static int has_prefix(const uint8_t *k, size_t klen, const uint8_t *p,
-                      size_t plen)
-{
-    return plen == 0 || (klen >= plen && memcmp(k, p, plen) == 0);
-}
-
 /* The key in printable form for messages (keel__printable), at most
  * KEY_PRINT_BYTES of it. */
 static const char *printable(const uint8_t *k, size_t klen, char *buf,
@@ -396,7 +380,7 @@ static const uint8_t *map_key(const kv_map *m, uint32_t n)
 
 static int map_cmp(const kv_map *m, const uint8_t *k, size_t klen, uint32_t n)
 {
-    return keycmp(k, klen, map_key(m, n), m->nodes[n].key_len);
+    return keel__keycmp(k, klen, map_key(m, n), m->nodes[n].key_len);
 }
 
 static uint32_t key_hash(const kv_map *m, const void *k, size_t klen)
@@ -1192,7 +1176,8 @@ static int validate_encoded(const uint8_t *p, size_t len, uint32_t *count,
         if (rc < 0) {
             goto out;
         }
-        if (i > 0 && keycmp(prev.key, prev.key_len, op.key, op.key_len) >= 0) {
+        if (i > 0 &&
+            keel__keycmp(prev.key, prev.key_len, op.key, op.key_len) >= 0) {
             rc = keel__diag(diag, KEEL_ECORRUPT,
                             "payload offset %zu: key not after the previous "
                             "key (expected strictly ascending keys)",
@@ -1315,7 +1300,7 @@ static int cursor_seek(MDB_cursor *cur, const uint8_t *t, size_t tlen,
         k->mv_data = (void *)t;
         mrc = mdb_cursor_get(cur, k, d, MDB_SET_RANGE);
         if (mrc == MDB_SUCCESS && strict &&
-            keycmp(k->mv_data, k->mv_size, t, tlen) == 0) {
+            keel__keycmp(k->mv_data, k->mv_size, t, tlen) == 0) {
             mrc = mdb_cursor_get(cur, k, d, MDB_NEXT);
         }
     }
@@ -1375,7 +1360,7 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
         }
         /* Keys with the prefix are contiguous from the first one >= t that
          * has it, so the first key without it ends the search. */
-        if (mk == NULL || !has_prefix(mk, mlen, prefix, plen)) {
+        if (mk == NULL || !keel__key_has_prefix(mk, mlen, prefix, plen)) {
             break;
         }
         if (top == NULL) {
@@ -1397,7 +1382,7 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
         /* A tombstone: step every layer past it (mk stays valid: it is in
          * a map's arena, and nothing writes during the loop). */
         if (mrc == MDB_SUCCESS &&
-            keycmp(lk.mv_data, lk.mv_size, mk, mlen) == 0) {
+            keel__keycmp(lk.mv_data, lk.mv_size, mk, mlen) == 0) {
             mrc = mdb_cursor_get(cur, &lk, &ld, MDB_NEXT);
         }
         for (int i = 0; i < 2; i++) {
@@ -1424,7 +1409,8 @@ int keel__store_next_key(keel__store *s, const void *after, size_t after_len,
     }
     /* Keys with the prefix are a contiguous range starting at the prefix
      * itself: if after sorts before it, start there instead. */
-    if (prefix_len > 0 && keycmp(after, after_len, prefix, prefix_len) < 0) {
+    if (prefix_len > 0 &&
+        keel__keycmp(after, after_len, prefix, prefix_len) < 0) {
         rc = merged_next(s, cur, prefix, prefix_len, 0, prefix, prefix_len, key,
                          diag);
     } else {

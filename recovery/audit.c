@@ -99,14 +99,14 @@
 #include "keel/snapshot.h"
 #include "keel/wal.h"
 
+#include "common/clock.h"
 #include "common/diag.h"
+#include "common/keys.h"
 #include "kernel/activity.h"
 #include "kernel/kernel_internal.h"
 #include "recovery/recovery_internal.h"
 
 #define VIOLATED 1
-/* As kernel/crank.c: forwarding through fulfilled promises stops here. */
-#define MAX_FORWARD 64
 /* Vat ids above this are not a kernel's (it numbers them from 1). */
 #define MAX_VID     (1u << 20)
 #define PRINT_BYTES 96
@@ -175,13 +175,6 @@ typedef struct audit {
     XXH3_state_t *xx;
 } audit;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void keel_audit_options_init(keel_audit_options *o)
 {
     memset(o, 0, sizeof(*o));
@@ -208,16 +201,10 @@ static int violation(audit *a, const char *fmt, ...)
 
 /* ---- keys and values ---------------------------------------------------- */
 
-static int keycmp(const uint8_t *x, size_t xn, const uint8_t *y, size_t yn)
-{
-    int c = memcmp(x, y, xn < yn ? xn : yn);
-    return c != 0 ? c : (xn > yn) - (xn < yn);
-}
-
+/* A key's table prefix, given as a C string (common/keys.h). */
 static int has_prefix(const uint8_t *k, size_t n, const char *p)
 {
-    size_t pn = strlen(p);
-    return n >= pn && memcmp(k, p, pn) == 0;
+    return keel__key_has_prefix(k, n, (const uint8_t *)p, strlen(p));
 }
 
 /*
@@ -354,7 +341,7 @@ static size_t lower_bound(const audit *a, const void *key, size_t klen)
     size_t lo = 0, hi = a->nops;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (keycmp(a->ops[mid].key, a->ops[mid].klen, key, klen) < 0) {
+        if (keel__keycmp(a->ops[mid].key, a->ops[mid].klen, key, klen) < 0) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -366,7 +353,8 @@ static size_t lower_bound(const audit *a, const void *key, size_t klen)
 static const txop *find_op(const audit *a, const void *key, size_t klen)
 {
     size_t i = lower_bound(a, key, klen);
-    return i < a->nops && keycmp(a->ops[i].key, a->ops[i].klen, key, klen) == 0
+    return i < a->nops &&
+                   keel__keycmp(a->ops[i].key, a->ops[i].klen, key, klen) == 0
                ? &a->ops[i]
                : NULL;
 }
@@ -1241,7 +1229,8 @@ static int parse_ws(audit *a, const keel_wal_record *rec, keel_diag *diag)
         }
         op->key = p + off + 5;
         off += 5 + op->klen;
-        if (i > 0 && keycmp(op[-1].key, op[-1].klen, op->key, op->klen) >= 0) {
+        if (i > 0 &&
+            keel__keycmp(op[-1].key, op[-1].klen, op->key, op->klen) >= 0) {
             why = "keys not strictly ascending";
             goto bad;
         }
@@ -1839,9 +1828,10 @@ static int compare_store(audit *a, keel__store *s, keel_diag *diag)
             vk = keel__shadow_key(v[i]);
             vv = keel__shadow_value(v[i]);
         }
-        int c = have == 0          ? -1
-                : i == a->sh.count ? 1
-                                   : keycmp(vk.ptr, vk.len, sk.ptr, sk.len);
+        int c = have == 0 ? -1
+                : i == a->sh.count
+                    ? 1
+                    : keel__keycmp(vk.ptr, vk.len, sk.ptr, sk.len);
         if (c < 0) {
             rc = violation(a, "store/ lacks \"%s\", which the log holds (A12)",
                            pr(vk.ptr, vk.len, b1));
@@ -2004,7 +1994,7 @@ int keel_audit(const char *state_dir, const keel_audit_options *o,
                keel_audit_report *rep, keel_diag *diag)
 {
     keel_audit_options defaults;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = keel__now_ns();
     uint64_t base = 0;
     char path[4096];
     run r;
@@ -2067,7 +2057,7 @@ int keel_audit(const char *state_dir, const keel_audit_options *o,
     }
 out:
     rep->final_hash = r.a.hash;
-    rep->seconds = (double)(now_ns() - t0) / 1e9;
+    rep->seconds = (double)(keel__now_ns() - t0) / 1e9;
     clear_txn(&r.a);
     keel_wal_reader_close(r.reader);
     keel__store_close(r.store); /* AU1: drops what replay applied */

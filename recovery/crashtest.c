@@ -58,6 +58,7 @@
 
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "common/diag.h"
 #include "common/io_fault.h"
 #include "keel/kernel.h"
@@ -105,9 +106,7 @@ typedef struct trial {
 
 double keel__crashtest_now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return keel__now_s();
 }
 
 uint64_t keel__crashtest_rand(uint64_t *s) /* splitmix64 */

@@ -69,6 +69,7 @@
 
 #include <xxhash.h>
 
+#include "common/clock.h"
 #include "common/diag.h"
 #include "common/io.h"
 #include "keel/wal.h"
@@ -78,13 +79,6 @@
 
 /* Checkpoint a roll-forward's store when this much is pending. */
 #define ROLL_CHECKPOINT_BYTES (64u * 1024 * 1024)
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* The table of key: the bytes before its first '.' (0 when none, or too
  * long for a table name: not a key of a kernel's keyspace). */
@@ -598,7 +592,7 @@ int keel_snapshot_restore(const char *path, const char *new_state,
     char *tmp = NULL;
     char *parent = NULL;
     int built = 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = keel__now_ns();
     if (opts != NULL) {
         o = *opts;
     } else {
@@ -683,6 +677,6 @@ out:
     keel_snapshot_reader_close(r);
     free(tmp);
     free(parent);
-    rep->seconds = (double)(now_ns() - t0) / 1e9;
+    rep->seconds = (double)(keel__now_ns() - t0) / 1e9;
     return rc;
 }

@@ -28,6 +28,7 @@
 
 #include "keel/keel.h"
 
+#include "common/clock.h"
 #include "recovery/crashtest.h"
 #include "recovery/powerloss.h"
 #include "tools/cli.h"
@@ -179,13 +180,6 @@ typedef struct ct_job {
     char plrec_buf[4096];
 } ct_job;
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static void clear_bar(ct_job *j)
 {
     if (j->drew) {
@@ -200,7 +194,7 @@ static void on_progress(void *arg, int mode, uint64_t done, uint64_t total)
     ct_job *j = arg;
     enum { WIDTH = 30 };
     char bar[WIDTH + 1];
-    double now = now_seconds();
+    double now = keel__now_s();
     if (!j->tty || (done != total && now - j->last_draw < 0.1)) {
         return;
     }

@@ -44,6 +44,7 @@
 #include "keel/keel.h"
 #include "keel/kernel.h"
 
+#include "common/clock.h"
 #include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
 
@@ -69,13 +70,6 @@ static void install_stop_handlers(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-}
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 /* The kernel's message, or the code's message when it left none (K4). */
@@ -379,7 +373,7 @@ typedef struct run_job {
 static void draw_progress(void *arg, uint64_t cranks)
 {
     run_job *j = arg;
-    double secs = now_seconds() - j->started;
+    double secs = keel__now_s() - j->started;
     fprintf(stderr, "\rkeel: run: %" PRIu64 " cranks, %.0f cranks/s\033[K",
             cranks, secs > 0 ? (double)cranks / secs : 0.0);
     j->drew = 1;
@@ -690,7 +684,7 @@ int keel__cli_run(int argc, char **argv)
         j.ro.progress = draw_progress;
         j.ro.progress_arg = &j;
     }
-    j.started = now_seconds();
+    j.started = keel__now_s();
     int err = keel_kernel_run(k, &j.ro, &j.stats, &d);
     if (j.drew) {
         fputs("\r\033[K", stderr);
@@ -886,7 +880,7 @@ static int run_until_settled(keel_kernel *k, const char *kpref,
 {
     keel_run_options ro;
     keel_run_stats stats;
-    double deadline = now_seconds() + (double)timeout_ms / 1000.0;
+    double deadline = keel__now_s() + (double)timeout_ms / 1000.0;
     int state = keel_kernel_promise(k, kpref, body, d);
     memset(&stats, 0, sizeof(stats));
     *why = "nothing was left to run";
@@ -894,7 +888,7 @@ static int run_until_settled(keel_kernel *k, const char *kpref,
         memset(&ro, 0, sizeof(ro));
         ro.max_cranks = 1;
         ro.stop_flag = &stop_signal;
-        double left_ms = (deadline - now_seconds()) * 1000.0;
+        double left_ms = (deadline - keel__now_s()) * 1000.0;
         if (stop_signal != 0) {
             *why = "stopped by a signal";
             break;

@@ -25,6 +25,7 @@
 
 #include "keel/keel.h"
 
+#include "common/clock.h"
 #include "tools/cli.h"
 
 enum { DEMO_N, DEMO_SIZE, DEMO_SYNC, DEMO_NOPTS };
@@ -164,8 +165,7 @@ int keel__cli_wal_demo(int argc, char **argv)
                info.torn_segment, info.torn_offset, info.torn_bytes,
                info.torn_reason);
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = keel__now_s();
     uint64_t first = keel_wal_last_lsn(w) + 1;
     for (uint64_t i = 0; i < n && err == KEEL_OK; i++) {
         uint64_t lsn = first + i;
@@ -175,13 +175,11 @@ int keel__cli_wal_demo(int argc, char **argv)
     if (err == KEEL_OK && sync != KEEL_SYNC_OFF) {
         err = keel_wal_sync(w, &d);
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = keel__now_s() - t0;
     if (err < 0) {
         fprintf(stderr, "keel: wal demo: %s\n", d.msg);
         goto out;
     }
-    double secs = (double)(t1.tv_sec - t0.tv_sec) +
-                  (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("wrote %" PRIu64 " records (LSN %" PRIu64 "..%" PRIu64
            ") to %s in %.3f s, sync=%s; durable LSN %" PRIu64
            ", kernel 0x%016" PRIx64 "\n",

@@ -70,6 +70,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/diag.h"
 #include "common/io.h"
 #include "wal/wal_format.h"
@@ -171,13 +172,6 @@ void keel_wal_options_init(keel_wal_options *o)
     o->compress_level = 1;
     o->create = 1;
     o->first_lsn = 1;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* W3: enter FAILED. Called with mu held when the syncer runs. */
@@ -286,7 +280,7 @@ static void *syncer(void *arg)
             uint64_t deadline =
                 w->pend_since_ns + (uint64_t)w->o.group_window_us * 1000u;
             if (w->flush_req || w->pend_count >= w->o.group_max_records / 2 ||
-                now_ns() >= deadline) {
+                keel__now_ns() >= deadline) {
                 break;
             }
             struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
@@ -557,7 +551,7 @@ int keel_wal_append(keel_wal *w, int kind, uint64_t crank, const void *payload,
     memcpy(p + sizeof(hdr) + stored_len, trailer, sizeof(trailer));
     w->pend_len += (size_t)total;
     if (w->pend_count++ == 0) {
-        w->pend_since_ns = group ? now_ns() : 0;
+        w->pend_since_ns = group ? keel__now_ns() : 0;
     }
     w->pend_last_lsn = lsn;
     w->last_lsn = lsn;
