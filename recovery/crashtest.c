@@ -264,7 +264,7 @@ static int copy_tree(const char *from, const char *to)
 }
 
 /* /dev/shm when usable (see work_dir in crashtest.h), else $TMPDIR, /tmp. */
-static const char *default_work_dir(void)
+const char *keel__crashtest_default_work_dir(void)
 {
     const char *tmp = getenv("TMPDIR");
     if (access("/dev/shm", W_OK | X_OK) == 0) {
@@ -688,7 +688,8 @@ int keel__crashtest_open(const keel__crashtest_options *o,
     } else {
         ct->config_dir = strdup(".");
     }
-    const char *work = o->work_dir != NULL ? o->work_dir : default_work_dir();
+    const char *work =
+        o->work_dir != NULL ? o->work_dir : keel__crashtest_default_work_dir();
     if (strlen(work) > WORK_DIR_MAX) {
         rc = keel__diag(diag, KEEL_EINVAL, "work directory path over %d bytes",
                         WORK_DIR_MAX);

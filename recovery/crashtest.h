@@ -183,9 +183,11 @@ int keel__crashtest_run(keel__crashtest *ct, int mode,
  * LSN is read from (here and in recovery/powerloss.c).
  * @return 1 found (*h set), 0 absent, KEEL_ECORRUPT malformed. */
 /* Shared by the crash harnesses (crashtest.c, powerloss.c): a monotonic
- * clock in seconds; splitmix64 over *s; rm -rf path (KEEL_OK or the
- * first error). */
+ * clock in seconds (common/clock.h); splitmix64 over *s; rm -rf path
+ * (KEEL_OK or the first error); the scratch directory when none is given
+ * (/dev/shm when usable, else $TMPDIR, else /tmp). */
 double keel__crashtest_now_s(void);
+const char *keel__crashtest_default_work_dir(void);
 uint64_t keel__crashtest_rand(uint64_t *s);
 int keel__crashtest_rmtree(const char *path);
 int keel__crashtest_payload_hash(const uint8_t *p, size_t len, uint64_t *h);

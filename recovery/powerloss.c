@@ -1576,15 +1576,6 @@ static int trial(session *s, uint64_t n, const plan *p, keel_diag *diag)
     return KEEL_OK;
 }
 
-static const char *default_work_dir(void)
-{
-    const char *tmp = getenv("TMPDIR");
-    if (access("/dev/shm", W_OK | X_OK) == 0) {
-        return "/dev/shm";
-    }
-    return tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp";
-}
-
 int keel__pl_run(const keel__pl_options *o, keel__pl_report *rep,
                  keel_diag *diag)
 {
@@ -1615,7 +1606,8 @@ int keel__pl_run(const keel__pl_options *o, keel__pl_report *rep,
         return keel__diag(diag, KEEL_EINVAL, "%s: cannot read the recorder: %s",
                           o->plrec, strerror(errno));
     }
-    const char *work = o->work_dir != NULL ? o->work_dir : default_work_dir();
+    const char *work =
+        o->work_dir != NULL ? o->work_dir : keel__crashtest_default_work_dir();
     char tmpl[PATH_MAX];
     snprintf(tmpl, sizeof(tmpl), "%s/keel-powerloss-XXXXXX", work);
     char real[PATH_MAX];

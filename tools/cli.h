@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keel/base.h"
+
 /* C1 */
 enum keel_cli_exit {
     KEEL_CLI_OK = 0,
@@ -95,6 +97,14 @@ int keel__cli_parse_u64(const char *command, const char *opt, const char *s,
  */
 int keel__cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* A call's diag message, or the code's message when it left none (every
+ * error line names what failed, never an empty message). */
+const char *keel__cli_diag_msg(const keel_diag *d, int code);
+
+/* A 64-bit id (kernel id, checksum) as JSON: "0x" and 16 hex digits.
+ * NULL when out of memory (jansson's json_pack then fails). */
+struct json_t *keel__cli_hex64(uint64_t v);
 
 /* Configs are small; a bigger file is a mistake, not a cluster. */
 #define KEEL_CLI_CONFIG_MAX (16u * 1024 * 1024)

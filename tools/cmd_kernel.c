@@ -72,16 +72,10 @@ static void install_stop_handlers(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
-/* The kernel's message, or the code's message when it left none (K4). */
-static const char *diag_msg(const keel_diag *d, int code)
-{
-    return d->msg[0] != '\0' ? d->msg : keel_strerror(code);
-}
-
 static int kernel_failed(const char *command, const keel_diag *d, int code)
 {
     fflush(stdout);
-    fprintf(stderr, "keel: %s: %s\n", command, diag_msg(d, code));
+    fprintf(stderr, "keel: %s: %s\n", command, keel__cli_diag_msg(d, code));
     return KEEL_CLI_FAIL;
 }
 
@@ -546,7 +540,7 @@ static int boot_or_resume(keel_kernel *k, run_job *j)
     if (err == KEEL_EINVAL) {
         /* a config error names its JSON path; say which file it is in */
         fprintf(stderr, "keel: run: %s: %s\n", j->config_path,
-                diag_msg(&d, err));
+                keel__cli_diag_msg(&d, err));
         rc = KEEL_CLI_FAIL;
     } else if (err < 0) {
         rc = kernel_failed("run", &d, err);

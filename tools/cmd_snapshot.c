@@ -45,13 +45,6 @@ static int emit(json_t *o)
     return KEEL_CLI_OK;
 }
 
-static json_t *hex64(uint64_t v)
-{
-    char buf[19];
-    snprintf(buf, sizeof(buf), "0x%016" PRIx64, v);
-    return json_string(buf);
-}
-
 /* The activity hash as the manifest, `keel status` and `keel run` spell
  * it: 16 hex digits. */
 static json_t *hash_json(uint64_t v)
@@ -68,8 +61,8 @@ static json_t *info_json(const keel_snapshot_info *i)
         "s:I, s:I, s:I}",
         "format", (int)i->format, "keel_version", i->keel_version,
         "created_unix_ms", (json_int_t)i->meta.created_unix_ms, "kernel_id",
-        hex64(i->meta.kernel_id), "lsn", (json_int_t)i->meta.lsn, "crank",
-        (json_int_t)i->meta.crank, "activity_hash",
+        keel__cli_hex64(i->meta.kernel_id), "lsn", (json_int_t)i->meta.lsn,
+        "crank", (json_int_t)i->meta.crank, "activity_hash",
         hash_json(i->meta.activity_hash), "timeline",
         hash_json(i->meta.timeline), "timeline_parent",
         hash_json(i->meta.timeline_parent), "timeline_branch_lsn",

@@ -58,20 +58,13 @@ out:
     return rc;
 }
 
-static json_t *hex64(uint64_t v)
-{
-    char buf[19];
-    snprintf(buf, sizeof(buf), "0x%016" PRIx64, v);
-    return json_string(buf);
-}
-
 static json_t *tail_json(const keel_wal_tail *t, uint64_t kernel_id)
 {
     json_t *o =
         json_pack("{s:b, s:s, s:I, s:I, s:I, s:o}", "torn", t->torn, "segment",
                   t->segment, "offset", (json_int_t)t->offset, "bytes",
                   (json_int_t)t->bytes, "last_lsn", (json_int_t)t->last_lsn,
-                  "kernel_id", hex64(kernel_id));
+                  "kernel_id", keel__cli_hex64(kernel_id));
     if (o != NULL && t->torn) {
         json_object_set_new(o, "reason", json_string(t->reason));
     }
@@ -84,22 +77,16 @@ static json_t *error_json(int code, const char *message)
                      "message", message);
 }
 
-/* The reader's message, or the code's message when it left none (V3). */
-static const char *diag_msg(const keel_diag *d, int code)
-{
-    return d->msg[0] != '\0' ? d->msg : keel_strerror(code);
-}
-
 /* Report a failed read: the JSON error object, then the stderr line. */
 static int read_failed(const char *command, int json, int code,
                        const keel_diag *d)
 {
     if (json) {
-        emit_json(error_json(code, diag_msg(d, code)));
+        emit_json(error_json(code, keel__cli_diag_msg(d, code)));
     }
     /* V2: what was read reaches the terminal before the error */
     fflush(stdout);
-    fprintf(stderr, "keel: %s: %s\n", command, diag_msg(d, code));
+    fprintf(stderr, "keel: %s: %s\n", command, keel__cli_diag_msg(d, code));
     return KEEL_CLI_FAIL;
 }
 
@@ -187,7 +174,7 @@ static int dump_record(const keel_wal_record *rec, int json, int payload)
             (json_int_t)rec->stored_len, "raw_len",
             (json_int_t)rec->payload.len, "flags", (int)rec->flags, "zstd",
             zstd, "segment", rec->segment, "offset", (json_int_t)rec->offset,
-            "checksum", "ok", "xxh3", hex64(rec->checksum));
+            "checksum", "ok", "xxh3", keel__cli_hex64(rec->checksum));
         if (o != NULL && hex != NULL &&
             json_object_set_new(o, "payload", json_string(hex)) != 0) {
             json_decref(o);
@@ -340,7 +327,7 @@ static int verify_json(const verify_sum *s, const keel_wal_tail *t, int err,
     if (o != NULL && err < 0) {
         json_object_set_new(o, "error",
                             json_pack("{s:s, s:s}", "code", keel_err_name(err),
-                                      "message", diag_msg(d, err)));
+                                      "message", keel__cli_diag_msg(d, err)));
     }
     return emit_json(o);
 }
@@ -392,7 +379,7 @@ int keel__cli_wal_verify(int argc, char **argv)
     }
     fflush(stdout);
     if (err < 0) {
-        fprintf(stderr, "keel: wal verify: %s\n", diag_msg(&d, err));
+        fprintf(stderr, "keel: wal verify: %s\n", keel__cli_diag_msg(&d, err));
         rc = KEEL_CLI_FAIL;
     } else if (tail.torn) {
         /* V4: not clean, though keel_wal_open would repair it */

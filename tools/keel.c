@@ -21,10 +21,13 @@
  *     anything else                  `keel: unknown command ...`, 2
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "keel/keel.h"
 
@@ -384,6 +387,18 @@ out:
 }
 
 /* C6 */
+const char *keel__cli_diag_msg(const keel_diag *d, int code)
+{
+    return d->msg[0] != '\0' ? d->msg : keel_strerror(code);
+}
+
+struct json_t *keel__cli_hex64(uint64_t v)
+{
+    char buf[19];
+    snprintf(buf, sizeof(buf), "0x%016" PRIx64, v);
+    return json_string(buf);
+}
+
 int keel__cli_read_config(const char *command, const char *path, char **out)
 {
     int rc = KEEL_CLI_FAIL;
