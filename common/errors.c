@@ -1,7 +1,14 @@
 /*
  * common/errors.c — names and messages of keel's error codes, all generated
- * from the one table KEEL_ERRNO_MAP in keel/keel.h, and the errno
- * translation used by the I/O tables.
+ * from the one table KEEL_ERRNO_MAP in keel/base.h (where these functions
+ * are declared), the errno translation used by the I/O tables, and
+ * keel_version().
+ *
+ * Invariants:
+ *   E1  Names and messages come from KEEL_ERRNO_MAP alone: a code added
+ *       there is named and described here without touching this file.
+ *   E2  keel_translate_errno() maps every errno to a KEEL_E* code (one it
+ *       does not know: KEEL_EIO), so no errno leaves keel.
  */
 #include "keel/keel.h"
 

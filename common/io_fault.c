@@ -686,6 +686,31 @@ out:
     return rc;
 }
 
+/* Directories hold no bytes: nothing to track, only the plan to follow. */
+static int fa_mkdir(keel_io *io, const char *path, unsigned mode)
+{
+    keel_io_fault *f = from_io(io);
+    lock(f);
+    int rc = refusal(f, step(f, KEEL_IO_OP_MKDIR));
+    if (rc == KEEL_OK) {
+        rc = f->posix->mkdir(f->posix, path, mode);
+    }
+    unlock(f);
+    return rc;
+}
+
+static int fa_rmdir(keel_io *io, const char *path)
+{
+    keel_io_fault *f = from_io(io);
+    lock(f);
+    int rc = refusal(f, step(f, KEEL_IO_OP_RMDIR));
+    if (rc == KEEL_OK) {
+        rc = f->posix->rmdir(f->posix, path);
+    }
+    unlock(f);
+    return rc;
+}
+
 /* ---- the harness side --------------------------------------------------- */
 
 /* Close every descriptor still in the table (F7); @return the first error. */
@@ -747,6 +772,8 @@ int keel__io_fault_new(keel_io_fault **out)
         .rename = fa_rename,
         .unlink = fa_unlink,
         .fsync_dir = fa_fsync_dir,
+        .mkdir = fa_mkdir,
+        .rmdir = fa_rmdir,
         .close = fa_close,
     };
     f->posix = keel__io_posix();

@@ -16,7 +16,8 @@
  *     issued (a torn prefix: the last kept write lands only in part);
  *   - flip one chosen bit of the buffer the N-th pread returns.
  *
- * Every op is counted (total and per kind) so a test can first run a
+ * Every op is counted (total and per kind), mkdir and rmdir included, so a
+ * test can first run a
  * workload clean to learn how many ops it makes, then sweep N over them.
  * Renames, unlinks and creations are applied to the real directory at once
  * and considered durable once fsync_dir of their directory returned (a file
@@ -44,6 +45,8 @@ enum keel_io_op {
     KEEL_IO_OP_UNLINK,
     KEEL_IO_OP_FSYNC_DIR,
     KEEL_IO_OP_CLOSE,
+    KEEL_IO_OP_MKDIR,
+    KEEL_IO_OP_RMDIR,
     KEEL_IO_OP_COUNT_
 };
 

@@ -117,6 +117,22 @@ static int px_unlink(keel_io *io, const char *path)
     return KEEL_OK;
 }
 
+static int px_mkdir(keel_io *io, const char *path, unsigned mode)
+{
+    if (mkdir(path, (mode_t)mode) != 0) {
+        return keel_translate_errno(errno);
+    }
+    return KEEL_OK;
+}
+
+static int px_rmdir(keel_io *io, const char *path)
+{
+    if (rmdir(path) != 0) {
+        return keel_translate_errno(errno);
+    }
+    return KEEL_OK;
+}
+
 static int px_fsync_dir(keel_io *io, const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -152,6 +168,8 @@ static const keel_io posix_io = {
     .unlink = px_unlink,
     .fsync_dir = px_fsync_dir,
     .close = px_close,
+    .mkdir = px_mkdir,
+    .rmdir = px_rmdir,
 };
 
 keel_io *keel__io_posix(void)

@@ -963,7 +963,9 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     }
     snprintf(k->dir_wal, n + 5, "%s/wal", state_dir);
     snprintf(dir_store, n + 7, "%s/store", state_dir);
-    if (k->o.create && mkdir(state_dir, 0755) == 0) {
+    keel_io *io = k->o.io != NULL ? k->o.io : keel__io_posix();
+    int made = k->o.create ? io->mkdir(io, state_dir, 0755) : KEEL_EEXIST;
+    if (made == KEEL_OK) {
         /* A new STATE: its name must survive a power loss with the data
          * that will be acknowledged inside it. */
         char *parent = malloc(n + 4);
@@ -973,7 +975,6 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
             goto out;
         }
         snprintf(parent, n + 4, "%s/..", state_dir);
-        keel_io *io = k->o.io != NULL ? k->o.io : keel__io_posix();
         rc = io->fsync_dir(io, parent);
         free(parent);
         if (rc < 0) {
@@ -982,8 +983,8 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
             free(dir_store);
             goto out;
         }
-    } else if (k->o.create && errno != EEXIST) {
-        rc = keel_translate_errno(errno);
+    } else if (made != KEEL_EEXIST) {
+        rc = made;
         keel__diag(diag, rc, "%s: %s", state_dir, keel_strerror(rc));
         free(dir_store);
         goto out;

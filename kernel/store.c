@@ -1955,7 +1955,7 @@ static int prepare_dir(keel__store *s, int create, keel_diag *diag)
     int rc = KEEL_OK;
     char *parent = NULL;
     char *file = NULL;
-    if (create && mkdir(s->dir, 0755) == 0) {
+    if (create && s->io->mkdir(s->io, s->dir, 0755) == KEEL_OK) {
         parent = keel__path_join(s->dir, "..");
         rc = parent != NULL ? s->io->fsync_dir(s->io, parent) : KEEL_ENOMEM;
         if (rc < 0) {
@@ -2028,8 +2028,9 @@ static int remove_unborn(keel__store *s, const char *dir, keel_diag *diag)
         rc = rc == KEEL_ENOENT ? KEEL_OK : rc;
         free(f);
     }
-    if (rc == KEEL_OK && rmdir(dir) != 0 && errno != ENOENT) {
-        rc = keel_translate_errno(errno);
+    if (rc == KEEL_OK) {
+        rc = s->io->rmdir(s->io, dir);
+        rc = rc == KEEL_ENOENT ? KEEL_OK : rc;
     }
     if (rc < 0) {
         keel__diag(diag, rc, "%s: cannot remove an unfinished store: %s", dir,
@@ -2064,8 +2065,7 @@ static int create_if_new(keel__store *s, const keel__store_options *o,
     }
     snprintf(tmp, n, "%s.new", s->dir);
     rc = remove_unborn(s, tmp, diag);
-    if (rc == KEEL_OK && mkdir(tmp, 0755) != 0) {
-        rc = keel_translate_errno(errno);
+    if (rc == KEEL_OK && (rc = s->io->mkdir(s->io, tmp, 0755)) < 0) {
         keel__diag(diag, rc, "%s: %s", tmp, keel_strerror(rc));
     }
     if (rc < 0) {

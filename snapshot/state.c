@@ -476,8 +476,7 @@ static int build(keel_snapshot_reader *r, const char *path, const char *dir,
         keel__diag(diag, rc, "out of memory");
         goto out;
     }
-    if (mkdir(dir, 0755) != 0) {
-        rc = keel_translate_errno(errno);
+    if ((rc = io->mkdir(io, dir, 0755)) < 0) {
         keel__diag(diag, rc, "%s: %s", dir, keel_strerror(rc));
         goto out;
     }
@@ -557,7 +556,7 @@ out:
 
 /* Remove what a failed restore built (best effort: it was never visible;
  * it holds only store/ and wal/, each a flat directory of files). */
-static void remove_tree(const char *dir)
+static void remove_tree(keel_io *io, const char *dir)
 {
     const char *subs[] = {"store", "wal"};
     for (size_t i = 0; i < 2; i++) {
@@ -567,7 +566,7 @@ static void remove_tree(const char *dir)
         while (dh != NULL && (e = readdir(dh)) != NULL) {
             char *f = keel__path_join(sub, e->d_name);
             if (f != NULL && e->d_name[0] != '.') {
-                unlink(f);
+                io->unlink(io, f);
             }
             free(f);
         }
@@ -575,11 +574,11 @@ static void remove_tree(const char *dir)
             closedir(dh);
         }
         if (sub != NULL) {
-            rmdir(sub);
+            io->rmdir(io, sub);
         }
         free(sub);
     }
-    rmdir(dir);
+    io->rmdir(io, dir);
 }
 
 int keel_snapshot_restore(const char *path, const char *new_state,
@@ -672,7 +671,7 @@ int keel_snapshot_restore(const char *path, const char *new_state,
     }
 out:
     if (built && rc < 0) {
-        remove_tree(tmp);
+        remove_tree(io, tmp);
     }
     keel_snapshot_reader_close(r);
     free(tmp);

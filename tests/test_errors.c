@@ -1,5 +1,5 @@
 /*
- * tests/test_errors.c — the error table (KEEL_ERRNO_MAP in keel/keel.h,
+ * tests/test_errors.c — the error table (KEEL_ERRNO_MAP in keel/base.h,
  * common/errors.c): names, messages, the caller-buffer variant and the
  * errno translation used by the I/O tables.
  */

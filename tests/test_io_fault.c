@@ -156,6 +156,46 @@ START_TEST(test_io_fault_refused_ops_are_counted)
 }
 END_TEST
 
+/* Directories are made and removed through the table too: counted, failed
+ * and crashed like every other op (F1-F3). */
+START_TEST(test_io_fault_mkdir_rmdir_counted_failed_crashed)
+{
+    struct env e;
+    env_init(&e);
+    char *d = tu_path(e.dir, "d");
+    ck_assert_int_eq(e.io->mkdir(e.io, d, 0755), KEEL_OK);
+    ck_assert(exists(&e, "d"));
+    ck_assert_int_eq(e.io->mkdir(e.io, d, 0755), KEEL_EEXIST);
+    ck_assert_int_eq(e.io->rmdir(e.io, d), KEEL_OK);
+    ck_assert(!exists(&e, "d"));
+    ck_assert_int_eq(e.io->rmdir(e.io, d), KEEL_ENOENT);
+    ck_assert_uint_eq(keel__io_fault_count(e.f, KEEL_IO_OP_MKDIR), 2);
+    ck_assert_uint_eq(keel__io_fault_count(e.f, KEEL_IO_OP_RMDIR), 2);
+    ck_assert_uint_eq(keel__io_fault_count(e.f, KEEL_IO_OP_ANY), 4);
+
+    /* FAIL: the op does nothing and returns the planned error */
+    set_plan(&e, KEEL_IO_FAULT_FAIL, KEEL_IO_OP_MKDIR, 3, KEEL_ENOSPC);
+    ck_assert_int_eq(e.io->mkdir(e.io, d, 0755), KEEL_ENOSPC);
+    ck_assert(!exists(&e, "d"));
+    ck_assert_int_eq(e.io->mkdir(e.io, d, 0755), KEEL_OK);
+    set_plan(&e, KEEL_IO_FAULT_FAIL, KEEL_IO_OP_RMDIR, 3, KEEL_EIO);
+    ck_assert_int_eq(e.io->rmdir(e.io, d), KEEL_EIO);
+    ck_assert(exists(&e, "d"));
+
+    /* CRASH: neither reaches the file system any more */
+    set_plan(&e, KEEL_IO_FAULT_CRASH_BEFORE, KEEL_IO_OP_ANY,
+             keel__io_fault_count(e.f, KEEL_IO_OP_ANY) + 1, 0);
+    ck_assert_int_eq(e.io->rmdir(e.io, d), KEEL_EIO);
+    ck_assert(exists(&e, "d"));
+    char *d2 = tu_path(e.dir, "d2");
+    ck_assert_int_eq(e.io->mkdir(e.io, d2, 0755), KEEL_EIO);
+    ck_assert(!exists(&e, "d2"));
+    free(d2);
+    free(d);
+    env_fini(&e);
+}
+END_TEST
+
 /* ---- FAIL ---------------------------------------------------------------- */
 
 START_TEST(test_io_fault_fail_nth_fsync_returns_error_then_ops_work)
@@ -829,6 +869,7 @@ Suite *io_fault_suite(void)
     TCase *tc = tcase_create("counting");
     tcase_add_test(tc, test_io_fault_counts_ops_per_kind);
     tcase_add_test(tc, test_io_fault_refused_ops_are_counted);
+    tcase_add_test(tc, test_io_fault_mkdir_rmdir_counted_failed_crashed);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("fail");

@@ -511,6 +511,10 @@ static const char *op_name(enum keel_io_op op)
         return "FSYNC_DIR";
     case KEEL_IO_OP_CLOSE:
         return "CLOSE";
+    case KEEL_IO_OP_MKDIR:
+        return "MKDIR";
+    case KEEL_IO_OP_RMDIR:
+        return "RMDIR";
     default:
         return "?";
     }
@@ -810,6 +814,41 @@ static uint64_t records_before_rollover(void)
  * restart or a power loss) finds exactly the records before it, no stale
  * `.tmp`, and rolls over correctly when appends continue.
  */
+/* Creating the log's directory goes through the I/O table: a failed mkdir
+ * refuses the open, naming the directory, and nothing is left behind. */
+START_TEST(test_wal_faults_mkdir_failure_refuses_open)
+{
+    char *root = tu_tmpdir("walf-mkdir");
+    char *dir = tu_path(root, "wal");
+    keel_io_fault *f = NULL;
+    ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
+    keel_io_fault_plan plan = {.kind = KEEL_IO_FAULT_FAIL,
+                               .op = KEEL_IO_OP_MKDIR,
+                               .nth = 1,
+                               .err = KEEL_ENOSPC};
+    keel__io_fault_set_plan(f, &plan);
+    keel_wal_options o;
+    keel_wal_options_init(&o);
+    o.io = keel__io_fault_io(f);
+    keel_wal *w = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel_wal_open(dir, &o, &w, NULL, &d), KEEL_ENOSPC);
+    ck_assert_ptr_null(w);
+    ck_assert_msg(strstr(d.msg, dir) != NULL && strstr(d.msg, "mkdir"), "%s",
+                  d.msg);
+    ck_assert_uint_eq(keel__io_fault_count(f, KEEL_IO_OP_MKDIR), 1);
+    ck_assert_int_ne(access(dir, F_OK), 0);
+    /* the next try makes it */
+    ck_assert_int_eq(keel_wal_open(dir, &o, &w, NULL, &d), KEEL_OK);
+    ck_assert_int_eq(keel_wal_close(w, &d), KEEL_OK);
+    ck_assert_uint_eq(keel__io_fault_count(f, KEEL_IO_OP_MKDIR), 2);
+    keel__io_fault_free(f);
+    tu_rmrf(root);
+    free(dir);
+    free(root);
+}
+END_TEST
+
 START_TEST(test_wal_faults_rollover_failure_fails_sticky)
 {
     /* FSYNC 1 is the sync of the full segment before it is left, FSYNC 2
@@ -1333,6 +1372,7 @@ Suite *wal_faults_suite(void)
     tcase_add_test(tc, test_wal_faults_fsync_eio_group_fails_sticky);
     tcase_add_test(tc, test_wal_faults_pwrite_enospc_full_leaves_torn_tail);
     tcase_add_test(tc, test_wal_faults_pwrite_enospc_group_fails_sticky);
+    tcase_add_test(tc, test_wal_faults_mkdir_failure_refuses_open);
     tcase_add_test(tc, test_wal_faults_rollover_failure_fails_sticky);
     suite_add_tcase(s, tc);
 

@@ -891,10 +891,13 @@ int keel_wal_open(const char *dir, const keel_wal_options *opts, keel_wal **out,
         rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
         goto out;
     }
-    if (w->o.create && mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        rc = keel_translate_errno(errno);
-        keel__diag(diag, rc, "%s: mkdir: %s", dir, keel_strerror(rc));
-        goto out;
+    if (w->o.create) {
+        rc = w->io->mkdir(w->io, dir, 0755);
+        rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
+        if (rc < 0) {
+            keel__diag(diag, rc, "%s: mkdir: %s", dir, keel_strerror(rc));
+            goto out;
+        }
     }
     if (!w->o.read_only) {
         rc = keel__wal_lock(dir, &w->lock_fd, diag); /* W8: before changes */

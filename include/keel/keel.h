@@ -18,7 +18,8 @@
  *
  * Errors
  *   Every call returns int: KEEL_OK (0) or a negative KEEL_E* code from the
- *   single table KEEL_ERRNO_MAP below. keel_err_name() and keel_strerror()
+ *   single table KEEL_ERRNO_MAP (keel/base.h). keel_err_name() and
+ *   keel_strerror()
  *   name them. errno, zstd and LMDB codes are translated where they arise and
  *   never leave keel. Where a call takes a keel_diag *, it may be NULL; when
  *   given, a failure fills it with one line naming the file (relative to the
