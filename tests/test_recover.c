@@ -1562,15 +1562,36 @@ static void resegment(const char *state, uint64_t seg_bytes)
     free(wal);
 }
 
+/* An uncheckpointed pingpong in segments of about 2 KiB; its records. */
+static size_t segmented_log(const char *state, wrec *recs)
+{
+    pingpong_no_checkpoint(state, 12);
+    resegment(state, 2048);
+    return wal_records(state, recs, 256);
+}
+
+/* Apply plan p to state and check that exactly `kept` records remain, that
+ * the kernel opens on them and that the audit finds them sound. */
+static void salvage_and_reopen(const char *state, const keel__salvage *p,
+                               size_t kept)
+{
+    keel_diag d = {0};
+    ck_assert_msg(keel__salvage_apply(state, NULL, p, &d) == KEEL_OK, "%s",
+                  d.msg);
+    wrec after[256];
+    ck_assert_uint_eq(wal_records(state, after, 256), kept);
+    keel_kernel_options o;
+    kopts(&o);
+    kclose(kopen(state, &o));
+    audit_sound(state, NULL);
+}
+
 START_TEST(test_recover_truncate_deletes_later_segments)
 {
     char *root = tu_tmpdir("recover-salvage");
     char *state = tu_path(root, "state");
     wrec recs[256];
-    keel_diag d = {0};
-    pingpong_no_checkpoint(state, 12);
-    resegment(state, 2048);
-    size_t n = wal_records(state, recs, 256);
+    size_t n = segmented_log(state, recs);
     /* the second record of the third segment */
     size_t seg = 0, at = 0;
     for (size_t i = 1; i < n && at == 0; i++) {
@@ -1593,15 +1614,10 @@ START_TEST(test_recover_truncate_deletes_later_segments)
     ck_assert_uint_eq(p.first_lsn, recs[at].lsn);
     ck_assert_uint_eq(p.seg_deleted, nsegs - 3);
     ck_assert_uint_eq(p.readable, n - at - 1);
-    ck_assert_int_eq(keel__salvage_apply(state, NULL, &p, &d), KEEL_OK);
+    salvage_and_reopen(state, &p, at);
     wrec after[256];
-    size_t m = wal_records(state, after, 256);
-    ck_assert_uint_eq(m, at);
-    ck_assert_str_eq(after[m - 1].segment, recs[at].segment);
-    keel_kernel_options o;
-    kopts(&o);
-    kclose(kopen(state, &o));
-    audit_sound(state, NULL);
+    ck_assert_uint_eq(wal_records(state, after, 256), at);
+    ck_assert_str_eq(after[at - 1].segment, recs[at].segment);
     tu_rmrf(root);
     free(state);
     free(root);
@@ -1616,10 +1632,7 @@ START_TEST(test_recover_truncate_cuts_at_first_damage_in_log_order)
     char *root = tu_tmpdir("recover-salvage");
     char *state = tu_path(root, "state");
     wrec recs[256];
-    keel_diag d = {0};
-    pingpong_no_checkpoint(state, 12);
-    resegment(state, 2048);
-    size_t n = wal_records(state, recs, 256);
+    size_t n = segmented_log(state, recs);
     size_t seg = 0, rec_at = 0, hdr_at = 0;
     for (size_t i = 1; i < n; i++) {
         if (strcmp(recs[i].segment, recs[i - 1].segment) != 0) {
@@ -1641,14 +1654,7 @@ START_TEST(test_recover_truncate_cuts_at_first_damage_in_log_order)
     ck_assert_uint_eq(p.offset, recs[rec_at].offset);
     ck_assert_uint_eq(p.first_lsn, recs[rec_at].lsn);
     ck_assert_msg(strstr(p.reason, "checksum") != NULL, "%s", p.reason);
-    ck_assert_int_eq(keel__salvage_apply(state, NULL, &p, &d), KEEL_OK);
-    wrec after[256];
-    size_t m = wal_records(state, after, 256);
-    ck_assert_uint_eq(m, rec_at);
-    keel_kernel_options o;
-    kopts(&o);
-    kclose(kopen(state, &o));
-    audit_sound(state, NULL);
+    salvage_and_reopen(state, &p, rec_at);
     tu_rmrf(root);
     free(state);
     free(root);
