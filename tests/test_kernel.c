@@ -47,6 +47,7 @@
 #include <check.h>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -59,6 +60,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/io_fault.h"
 #include "keel/keel.h"
 #include "keel/recovery.h"
 #include "kernel/store.h"
@@ -2776,6 +2778,60 @@ START_TEST(test_kernel_state_of_other_kernel_refused)
 }
 END_TEST
 
+/* A new STATE's directories are made through the kernel's I/O table
+ * (STATE and wal/; store/ through the store's own, see test_store): each
+ * mkdir failing refuses the open with its error and the path, and a later
+ * open without the fault makes the state. */
+START_TEST(test_kernel_new_state_mkdir_failure_refused)
+{
+    char *root = tu_tmpdir("kernel-mkdir");
+    keel_io_fault *f = NULL;
+    keel_kernel_options o;
+    keel_kernel *k = NULL;
+    keel_diag d = {0};
+    char state[4096];
+    snprintf(state, sizeof(state), "%s/clean", root);
+    ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
+    keel_kernel_options_init(&o);
+    o.io = keel__io_fault_io(f);
+    ck_assert_msg(keel_kernel_open(state, &o, &k, &d) == KEEL_OK, "%s", d.msg);
+    keel_kernel_close(k, &d);
+    uint64_t mkdirs = keel__io_fault_count(f, KEEL_IO_OP_MKDIR);
+    keel__io_fault_free(f);
+    ck_assert_uint_eq(mkdirs, 2);
+    uint64_t refused = 0;
+    for (uint64_t nth = 1; nth <= mkdirs; nth++) {
+        snprintf(state, sizeof(state), "%s/s%" PRIu64, root, nth);
+        ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
+        keel_io_fault_plan plan = {.kind = KEEL_IO_FAULT_FAIL,
+                                   .op = KEEL_IO_OP_MKDIR,
+                                   .nth = nth,
+                                   .err = KEEL_ENOSPC};
+        keel__io_fault_set_plan(f, &plan);
+        o.io = keel__io_fault_io(f);
+        k = NULL;
+        int rc = keel_kernel_open(state, &o, &k, &d);
+        if (rc == KEEL_OK) { /* a mkdir whose failure is not needed */
+            keel_kernel_close(k, &d);
+        } else {
+            ck_assert_msg(rc == KEEL_ENOSPC, "mkdir %" PRIu64 ": %s: %s", nth,
+                          keel_err_name(rc), d.msg);
+            ck_assert_ptr_null(k);
+            ck_assert_msg(strstr(d.msg, state) != NULL, "%s", d.msg);
+            refused++;
+        }
+        keel__io_fault_free(f);
+        o.io = NULL;
+        ck_assert_msg(keel_kernel_open(state, &o, &k, &d) == KEEL_OK,
+                      "mkdir %" PRIu64 ", then: %s", nth, d.msg);
+        keel_kernel_close(k, &d);
+    }
+    ck_assert_uint_eq(refused, 2);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 START_TEST(test_kernel_state_locked_refused)
 {
     tk t;
@@ -3289,6 +3345,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_state_store_ahead_of_wal_refused);
     tcase_add_test(tc, test_kernel_state_of_other_kernel_refused);
     tcase_add_test(tc, test_kernel_state_locked_refused);
+    tcase_add_test(tc, test_kernel_new_state_mkdir_failure_refused);
     tcase_add_test(tc, test_kernel_terminate_big_vat_in_bounded_batches);
     tcase_add_test(tc, test_kernel_message_to_vat_pending_cleanup_rejects);
     tcase_add_test(tc, test_kernel_cleanup_resumes_after_crash);

@@ -34,6 +34,7 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
+#include "common/io_fault.h"
 #include "kernel/store.h"
 #include "keel/kernel.h"
 #include "tests/testutil.h"
@@ -3037,6 +3038,42 @@ END_TEST
  * Programmer errors assert.
  */
 
+/* A new store's directories (`<dir>.new`, built and renamed; dir itself
+ * when absent) and the removal of an unfinished one go through the store's
+ * I/O table: a failing mkdir refuses the open with the path, and the next
+ * open makes the store. */
+START_TEST(test_store_create_mkdir_goes_through_io_table)
+{
+    char *dir = store_dir("store-mkdir");
+    keel_io_fault *f = NULL;
+    ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
+    keel_io_fault_plan plan = {.kind = KEEL_IO_FAULT_FAIL,
+                               .op = KEEL_IO_OP_MKDIR,
+                               .nth = 1,
+                               .err = KEEL_ENOSPC};
+    keel__io_fault_set_plan(f, &plan);
+    keel__store_options o;
+    keel__store_options_init(&o);
+    o.io = keel__io_fault_io(f);
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel__store_open(dir, &o, KID, &s, &d), KEEL_ENOSPC);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(d.msg, dir) != NULL, "%s", d.msg);
+    ck_assert_uint_eq(keel__io_fault_count(f, KEEL_IO_OP_MKDIR), 1);
+    /* the failed open left nothing that stops the next one */
+    ck_assert_msg(keel__store_open(dir, &o, KID, &s, &d) == KEEL_OK, "%s",
+                  d.msg);
+    keel__store_close(s);
+    /* `<dir>.new` made, then dir found existing: two mkdirs; the unborn
+     * `<dir>.new` and dir looked for with rmdir before the rename */
+    ck_assert_uint_ge(keel__io_fault_count(f, KEEL_IO_OP_MKDIR), 3);
+    ck_assert_uint_ge(keel__io_fault_count(f, KEEL_IO_OP_RMDIR), 2);
+    keel__io_fault_free(f);
+    rm_store(dir);
+}
+END_TEST
+
 START_TEST(test_store_apply_lsn_not_increasing_aborts)
 {
     char *dir = store_dir("store-lsn");
@@ -3157,6 +3194,7 @@ Suite *store_suite(void)
     tcase_add_test(
         tc, test_store_kernel_file_size_limit_fails_cleanly_then_recovers);
     tcase_add_test(tc, test_store_cli_store_max_fails_cleanly_then_resumes);
+    tcase_add_test(tc, test_store_create_mkdir_goes_through_io_table);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("asserts");
