@@ -72,6 +72,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/io_fault.h"
 #include "keel/keel.h"
 #include "keel/recovery.h"
 #include "kernel/activity.h"
@@ -1356,6 +1357,49 @@ START_TEST(test_snapshot_state_restore_refuses_stale_restoring)
     ck_assert(got != NULL && len == 4 && memcmp(got, "half", 4) == 0);
     free(got);
     free(marker);
+    fx_free(&fx);
+}
+END_TEST
+
+/* A restore makes its directories (STATE.restoring, its store/ and wal/)
+ * through the I/O table: each mkdir failing refuses the restore with its
+ * error, and what was built is removed through the table too. */
+START_TEST(test_snapshot_state_restore_mkdir_failure_leaves_nothing)
+{
+    fixture fx;
+    fx_init(&fx, 5, 4, 0);
+    char dst[4200];
+    keel_diag d = {0};
+    keel_io_fault *f = NULL;
+    keel_snapshot_restore_options o;
+    keel_snapshot_restore_options_init(&o);
+    snprintf(dst, sizeof(dst), "%s-clean", fx.dst);
+    ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
+    o.io = keel__io_fault_io(f);
+    ck_assert_msg(keel_snapshot_restore(fx.snap, dst, &o, NULL, &d) == KEEL_OK,
+                  "%s", d.msg);
+    uint64_t mkdirs = keel__io_fault_count(f, KEEL_IO_OP_MKDIR);
+    keel__io_fault_free(f);
+    uint64_t refused = 0;
+    for (uint64_t nth = 1; nth <= mkdirs; nth++) {
+        snprintf(dst, sizeof(dst), "%s-%" PRIu64, fx.dst, nth);
+        ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
+        keel_io_fault_plan p = {.kind = KEEL_IO_FAULT_FAIL,
+                                .op = KEEL_IO_OP_MKDIR,
+                                .nth = nth,
+                                .err = KEEL_ENOSPC};
+        keel__io_fault_set_plan(f, &p);
+        o.io = keel__io_fault_io(f);
+        int rc = keel_snapshot_restore(fx.snap, dst, &o, NULL, &d);
+        keel__io_fault_free(f);
+        if (rc != KEEL_OK) { /* else: a mkdir whose failure is not needed */
+            const char *const needles[] = {dst, NULL};
+            ck_refused(rc, KEEL_ENOSPC, &d, dst, "restore", needles);
+            refused++;
+        }
+    }
+    /* STATE.restoring, store/ (built as store.new) and wal/ */
+    ck_assert_uint_ge(refused, 3);
     fx_free(&fx);
 }
 END_TEST
@@ -2724,6 +2768,8 @@ Suite *snapshot_state_suite(void)
     tc = tcase_create("refusals");
     tcase_add_test(tc, test_snapshot_state_restore_refuses_existing_newstate);
     tcase_add_test(tc, test_snapshot_state_restore_refuses_stale_restoring);
+    tcase_add_test(tc,
+                   test_snapshot_state_restore_mkdir_failure_leaves_nothing);
     tcase_add_test(tc, test_snapshot_state_restore_refuses_wal_of_other_kernel);
     tcase_add_test(tc, test_snapshot_state_restore_refuses_gap_naming_lsns);
     tcase_add_test(tc,
