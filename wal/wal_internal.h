@@ -1,7 +1,10 @@
 /*
  * wal/wal_internal.h — what the WAL writer, the reader and the salvage of
  * recovery/truncate.c share: the sorted list of segment files in a WAL
- * directory, the log's salt, and the writer's lock.
+ * directory, the log's salt, the writer's lock, and the two reader entry
+ * points the salvage uses instead of walking records itself (a reader that
+ * checks segment headers as it reaches them, and the scan for records that
+ * still verify after damage).
  */
 #ifndef KEEL_WAL_INTERNAL_H
 #define KEEL_WAL_INTERNAL_H
