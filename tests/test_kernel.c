@@ -2802,12 +2802,7 @@ START_TEST(test_kernel_new_state_mkdir_failure_refused)
     uint64_t refused = 0;
     for (uint64_t nth = 1; nth <= mkdirs; nth++) {
         snprintf(state, sizeof(state), "%s/s%" PRIu64, root, nth);
-        ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
-        keel_io_fault_plan plan = {.kind = KEEL_IO_FAULT_FAIL,
-                                   .op = KEEL_IO_OP_MKDIR,
-                                   .nth = nth,
-                                   .err = KEEL_ENOSPC};
-        keel__io_fault_set_plan(f, &plan);
+        f = tu_fault_failing(KEEL_IO_OP_MKDIR, nth, KEEL_ENOSPC);
         o.io = keel__io_fault_io(f);
         k = NULL;
         int rc = keel_kernel_open(state, &o, &k, &d);

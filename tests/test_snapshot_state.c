@@ -1383,12 +1383,7 @@ START_TEST(test_snapshot_state_restore_mkdir_failure_leaves_nothing)
     uint64_t refused = 0;
     for (uint64_t nth = 1; nth <= mkdirs; nth++) {
         snprintf(dst, sizeof(dst), "%s-%" PRIu64, fx.dst, nth);
-        ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
-        keel_io_fault_plan p = {.kind = KEEL_IO_FAULT_FAIL,
-                                .op = KEEL_IO_OP_MKDIR,
-                                .nth = nth,
-                                .err = KEEL_ENOSPC};
-        keel__io_fault_set_plan(f, &p);
+        f = tu_fault_failing(KEEL_IO_OP_MKDIR, nth, KEEL_ENOSPC);
         o.io = keel__io_fault_io(f);
         int rc = keel_snapshot_restore(fx.snap, dst, &o, NULL, &d);
         keel__io_fault_free(f);

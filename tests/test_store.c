@@ -3045,13 +3045,7 @@ END_TEST
 START_TEST(test_store_create_mkdir_goes_through_io_table)
 {
     char *dir = store_dir("store-mkdir");
-    keel_io_fault *f = NULL;
-    ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
-    keel_io_fault_plan plan = {.kind = KEEL_IO_FAULT_FAIL,
-                               .op = KEEL_IO_OP_MKDIR,
-                               .nth = 1,
-                               .err = KEEL_ENOSPC};
-    keel__io_fault_set_plan(f, &plan);
+    keel_io_fault *f = tu_fault_failing(KEEL_IO_OP_MKDIR, 1, KEEL_ENOSPC);
     keel__store_options o;
     keel__store_options_init(&o);
     o.io = keel__io_fault_io(f);

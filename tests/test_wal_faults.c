@@ -820,13 +820,7 @@ START_TEST(test_wal_faults_mkdir_failure_refuses_open)
 {
     char *root = tu_tmpdir("walf-mkdir");
     char *dir = tu_path(root, "wal");
-    keel_io_fault *f = NULL;
-    ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
-    keel_io_fault_plan plan = {.kind = KEEL_IO_FAULT_FAIL,
-                               .op = KEEL_IO_OP_MKDIR,
-                               .nth = 1,
-                               .err = KEEL_ENOSPC};
-    keel__io_fault_set_plan(f, &plan);
+    keel_io_fault *f = tu_fault_failing(KEEL_IO_OP_MKDIR, 1, KEEL_ENOSPC);
     keel_wal_options o;
     keel_wal_options_init(&o);
     o.io = keel__io_fault_io(f);

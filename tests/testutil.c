@@ -13,6 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/io_fault.h"
+#include "keel/keel.h"
+
 char *tu_tmpdir(const char *tag)
 {
     const char *base = getenv("TMPDIR");
@@ -190,4 +193,16 @@ void tu_assert_one_error_line(const char *err)
 {
     ck_assert_msg(strncmp(err, "keel: ", 6) == 0, "stderr: %s", err);
     ck_assert_msg(tu_count_lines(err) == 1, "stderr not one line: %s", err);
+}
+
+struct keel_io_fault *tu_fault_failing(int op, uint64_t nth, int err)
+{
+    keel_io_fault *f = NULL;
+    ck_assert_int_eq(keel__io_fault_new(&f), KEEL_OK);
+    keel_io_fault_plan plan = {.kind = KEEL_IO_FAULT_FAIL,
+                               .op = (enum keel_io_op)op,
+                               .nth = nth,
+                               .err = err};
+    keel__io_fault_set_plan(f, &plan);
+    return f;
 }

@@ -38,4 +38,9 @@ uint64_t tu_rand(uint64_t *state);
  */
 int tu_run_keel(const char *const *args, char **out, char **err);
 
+struct keel_io_fault;
+/* A fault layer (common/io_fault.h) whose plan fails the nth op of kind op
+ * (enum keel_io_op) with err; free it with keel__io_fault_free(). */
+struct keel_io_fault *tu_fault_failing(int op, uint64_t nth, int err);
+
 #endif
