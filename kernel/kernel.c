@@ -13,7 +13,7 @@
  *       h_n = xxh3_64(h_{n-1} LE ‖ kind ‖ crank LE ‖ ops), where ops is the
  *       canonical encoding of the write-set without the k.hash entry; the
  *       new hash is then written in the same transaction. The one code
- *       that hashes is kernel/activity.c (a restore checks a log with it).
+ *       that hashes is store/activity.c (a restore checks a log with it).
  *   K13 After a storage error (WAL append, store apply, a checkpoint: a
  *       store full at its ceiling, store_max_bytes, or a disk out of room
  *       included) the kernel is FAILED: every later call returns
@@ -69,7 +69,7 @@
 
 #include "common/diag.h"
 #include "common/io.h"
-#include "kernel/activity.h"
+#include "store/activity.h"
 
 /* Checkpoint once this much is applied but not yet in LMDB's files: it is
  * held in memory until then. */

@@ -39,7 +39,7 @@
 #include <stdint.h>
 
 #include "host/host.h"
-#include "kernel/store.h"
+#include "store/store.h"
 #include "keel/kernel.h"
 #include "keel/vat.h"
 

@@ -6,7 +6,7 @@
  *
  * How a transaction is checked
  *   The shadow (recovery/shadow.c) holds the keyspace before the record.
- *   The record's payload is the transaction's write-set (kernel/store.h),
+ *   The record's payload is the transaction's write-set (store/store.h),
  *   whose ops are sorted by key, so "the value after the transaction" of
  *   any key is its op if the write-set has one (binary search), else the
  *   shadow's. Every check reads the before and after states that way, on
@@ -22,7 +22,7 @@
  *   A1  Hash chain (K12): every transaction writes k.hash = xxh3_64(
  *       previous hash LE ‖ kind ‖ crank LE ‖ its write-set encoded without
  *       the k.hash op), kind and crank being the WAL record's; recomputed
- *       by kernel/activity.c, the code the kernel's commit hashes with.
+ *       by store/activity.c, the code the kernel's commit hashes with.
  *   A2  Cranks: a crank record carries crank = previous + 1 and writes it
  *       to k.crank; other records carry the current crank and leave it.
  *   A3  Run queue: items rq.<seq> are added only at the tail (k.rq.tail
@@ -100,7 +100,7 @@
 #include "keel/wal.h"
 
 #include "common/diag.h"
-#include "kernel/activity.h"
+#include "store/activity.h"
 #include "kernel/kernel_internal.h"
 #include "recovery/recovery_internal.h"
 

@@ -41,7 +41,7 @@
  *       manifest carries the timeline of the state it copies.
  *   SS6 Roll-forward applies a record only if it continues the history so
  *       far: its activity hash recomputed from the previous one (the
- *       manifest's for the first; kernel/activity.c, the kernel's own
+ *       manifest's for the first; store/activity.c, the kernel's own
  *       code) equals the k.hash it puts, and its crank is the previous
  *       one + 1 (a crank) or the same (any other record). A log of another
  *       timeline is refused naming both hashes and timelines.
@@ -72,8 +72,8 @@
 #include "common/diag.h"
 #include "common/io.h"
 #include "keel/wal.h"
-#include "kernel/activity.h"
-#include "kernel/store.h"
+#include "store/activity.h"
+#include "store/store.h"
 #include "snapshot/state.h"
 
 /* Checkpoint a roll-forward's store when this much is pending. */

@@ -1,5 +1,5 @@
 /*
- * tests/test_store.c — the kernel's LMDB store (kernel/store.h): the
+ * tests/test_store.c — the kernel's LMDB store (store/store.h): the
  * write-set in front of the overlay in front of the write transaction,
  * the overlay's coalescing (a key put, deleted and put again across
  * cranks; tombstones over checkpointed keys; hot keys; a burst; its hash
@@ -34,7 +34,7 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
-#include "kernel/store.h"
+#include "store/store.h"
 #include "keel/kernel.h"
 #include "tests/testutil.h"
 

@@ -1,9 +1,9 @@
 /*
- * kernel/store.c — the kernel's LMDB store: a write-set (the open crank)
+ * store/store.c — the kernel's LMDB store: a write-set (the open crank)
  * over an in-memory overlay (every change since the last checkpoint,
  * coalesced by key) over one long-lived LMDB write transaction that only a
  * checkpoint writes to and commits; a checksum on every stored value.
- * Contract and byte layouts: kernel/store.h. This is the only file that
+ * Contract and byte layouts: store/store.h. This is the only file that
  * includes <lmdb.h>; MDB_* codes are translated to KEEL_E* here (xlate())
  * and go no further.
  *
@@ -110,7 +110,7 @@
  * wrong answer. Its seed, like the treaps' PRNG, is random for each open,
  * so that a vat cannot choose keys offline that pile into one probe run.
  */
-#include "kernel/store.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,5 +1,5 @@
 /*
- * kernel/store.h — the kernel's materialized state: one LMDB environment
+ * store/store.h — the kernel's materialized state: one LMDB environment
  * (the directory STATE/store) holding one keyspace of byte-string keys, an
  * in-memory overlay of the changes since the last checkpoint over it, a
  * write-set (the crank buffer) over that, and checkpoints.
@@ -164,8 +164,8 @@
  *   - Borrowed bytes (values from get, keys from next_key) stay valid until
  *     the next call on the store that reads or writes.
  */
-#ifndef KEEL_KERNEL_STORE_H
-#define KEEL_KERNEL_STORE_H
+#ifndef KEEL_STORE_STORE_H
+#define KEEL_STORE_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * kernel/activity.c — the activity hash chain (kernel/activity.h).
+ * store/activity.c — the activity hash chain (store/activity.h).
  *
  * Invariants:
  *   AH1 keel__activity_hash() and keel__activity_hash_record() hash the
@@ -9,7 +9,7 @@
  *   AH2 A payload is read only within its length: every op's lengths are
  *       checked before its bytes are; a bad payload is KEEL_ECORRUPT.
  */
-#include "kernel/activity.h"
+#include "store/activity.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -17,7 +17,7 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
-#include "kernel/store.h"
+#include "store/store.h"
 
 #define HASH_KEY     "k.hash"
 #define HASH_KEY_LEN 6
