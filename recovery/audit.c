@@ -6,15 +6,15 @@
  *
  * How a transaction is checked
  *   The shadow (recovery/shadow.c) holds the keyspace before the record.
- *   The record's payload is the transaction's write-set (store/store.h),
- *   whose ops are sorted by key, so "the value after the transaction" of
- *   any key is its op if the write-set has one (binary search), else the
- *   shadow's. Every check reads the before and after states that way, on
- *   the keys the transaction wrote and the few they name, and only then
- *   is the write-set applied to the shadow: the audit is linear in the
- *   size of the log. After the last record every check runs once more
- *   over the whole keyspace (and over the base snapshot's, before the
- *   first), then the shadow is compared with the store key by key.
+ *   The record's payload is the transaction's write-set
+ * (store/writeset_format.h), whose ops are sorted by key, so "the value after
+ * the transaction" of any key is its op if the write-set has one (binary
+ * search), else the shadow's. Every check reads the before and after states
+ * that way, on the keys the transaction wrote and the few they name, and only
+ * then is the write-set applied to the shadow: the audit is linear in the size
+ * of the log. After the last record every check runs once more over the whole
+ * keyspace (and over the base snapshot's, before the first), then the shadow is
+ * compared with the store key by key.
  *
  * What the kernel's code says, and how it shows in a write-set
  *   (kernel/crank.c K1..K7, kernel/kernel.c K10..K14, kernel_internal.h's
@@ -82,7 +82,9 @@
  *       reported, with its LSN and crank.
  *   AU3 Bad bytes (an undecodable write-set, a log gap) are errors
  *       (KEEL_ECORRUPT naming the file, offset and LSN), not violations:
- *       the kernel could not have replayed them either.
+ *       the kernel could not have replayed them either. A write-set is
+ *       decoded by the store's one decoder (store/writeset.c), so its
+ *       damage is named in the words the kernel's replay uses.
  */
 #include "keel/recovery.h"
 
@@ -1197,88 +1199,43 @@ static void clear_txn(audit *a)
     a->unres_delta = 0;
 }
 
-/* Split the payload into ops, validating it as the store would (AU3). */
+/* Split the payload into ops with the store's decoder (AU3). */
 static int parse_ws(audit *a, const keel_wal_record *rec, keel_diag *diag)
 {
-    const uint8_t *p = a->payload;
-    size_t len = a->plen, off = 4;
-    const char *why = NULL;
-    if (len < 4) {
-        why = "shorter than its 4-byte op count";
-        goto bad;
-    }
-    uint32_t count = keel__get_u32(p);
-    if (count > (len - 4) / 5) {
-        why = "op count larger than the payload can hold";
-        off = 0;
-        goto bad;
-    }
-    if (count > a->ops_cap) {
-        txop *no = realloc(a->ops, count * sizeof(*no));
+    keel__ws_decoder dec;
+    keel__ws_op wo;
+    keel_diag d = {0};
+    a->nops = 0;
+    int rc = keel__ws_decode_begin(&dec, a->payload, a->plen, &d);
+    if (rc == KEEL_OK && dec.count > a->ops_cap) {
+        txop *no = realloc(a->ops, dec.count * sizeof(*no));
         if (no == NULL) {
             return keel__diag(diag, KEEL_ENOMEM, "out of memory");
         }
         a->ops = no;
-        a->ops_cap = count;
+        a->ops_cap = dec.count;
     }
-    for (uint32_t i = 0; i < count; i++) {
-        txop *op = &a->ops[i];
-        op->off = off;
-        if (len - off < 5) {
-            why = "op header cut short";
-            goto bad;
-        }
-        op->kind = p[off];
-        op->klen = keel__get_u32(p + off + 1);
-        if (op->kind != KEEL__STORE_PUT && op->kind != KEEL__STORE_DELETE) {
-            why = "op kind is not 1 (put) or 2 (delete)";
-            goto bad;
-        }
-        if (op->klen == 0 || op->klen > KEEL__STORE_MAX_KEY_BYTES ||
-            op->klen > len - off - 5) {
-            why = "bad key length";
-            goto bad;
-        }
-        op->key = p + off + 5;
-        off += 5 + op->klen;
-        if (i > 0 && keycmp(op[-1].key, op[-1].klen, op->key, op->klen) >= 0) {
-            why = "keys not strictly ascending";
-            goto bad;
-        }
-        op->val = NULL;
-        op->vlen = 0;
-        if (op->kind == KEEL__STORE_PUT) {
-            if (len - off < 4) {
-                why = "value length cut short";
-                goto bad;
-            }
-            op->vlen = keel__get_u32(p + off);
-            if (op->vlen > KEEL__STORE_MAX_VALUE_BYTES ||
-                op->vlen > len - off - 4) {
-                why = "bad value length";
-                goto bad;
-            }
-            op->val = p + off + 4;
-            off += 4 + op->vlen;
-        }
-        op->end = off;
+    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &wo, &d)) == 1) {
+        txop *op = &a->ops[a->nops++];
+        op->off = wo.off;
+        op->end = wo.end;
+        op->kind = wo.kind;
+        op->key = wo.key;
+        op->klen = wo.key_len;
+        op->val = wo.val;
+        op->vlen = wo.val_len;
         op->hash = keel__shadow_hash(op->key, op->klen);
         op->before = keel__shadow_find(&a->sh, op->key, op->klen, op->hash);
         op->old = op->before != NULL ? keel__shadow_value(op->before)
                                      : (keel_bytes){NULL, 0};
-        a->nops = i + 1;
     }
-    if (off != len) {
-        why = "bytes after the last op";
-        goto bad;
+    if (rc < 0) {
+        a->nops = 0;
+        return keel__diag(diag, rc,
+                          "wal/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
+                          rec->segment, rec->offset, rec->lsn, d.msg);
     }
     return KEEL_OK;
-bad:
-    a->nops = 0;
-    return keel__diag(diag, KEEL_ECORRUPT,
-                      "wal/%s: offset %" PRIu64 ": LSN %" PRIu64
-                      ": write-set offset %zu: %s",
-                      rec->segment, rec->offset, rec->lsn, off, why);
 }
 
 /* A1, A2. */
@@ -1628,6 +1585,10 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
     }
     if (rc == KEEL_OK) {
         rc = check_cleanup(a);
+    }
+    if (rc < 0) { /* the check's own diag (AU3: a bad payload) */
+        clear_txn(a);
+        return rc;
     }
     /* Values replaced in place first, through the entries parse_ws()
      * found (no probe); then deletes and new keys, which move entries. */

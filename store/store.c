@@ -130,11 +130,9 @@
 
 #include "common/diag.h"
 #include "common/io.h"
+#include "store/writeset_format.h"
 
 #define DATA_FILE "data.mdb"
-/* Bytes of an encoded op before its key; and the smallest op (1-byte key). */
-#define OP_HEAD_BYTES 5u
-#define OP_MIN_BYTES  (OP_HEAD_BYTES + 1u)
 /* Keys longer than this are shortened ("...") in messages. */
 #define KEY_PRINT_BYTES 96u
 /* A checkpoint keeps the overlay's buffers for the next round up to this
@@ -290,17 +288,6 @@ static int check_failed(const keel__store *s, keel_diag *diag)
     return rc;
 }
 
-/* Bytewise order, a proper prefix first: LMDB's default key order. */
-static int keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
-{
-    size_t n = alen < blen ? alen : blen;
-    int c = n > 0 ? memcmp(a, b, n) : 0;
-    if (c == 0) {
-        c = (alen > blen) - (alen < blen);
-    }
-    return c;
-}
-
 static int has_prefix(const uint8_t *k, size_t klen, const uint8_t *p,
                       size_t plen)
 {
@@ -396,7 +383,7 @@ static const uint8_t *map_key(const kv_map *m, uint32_t n)
 
 static int map_cmp(const kv_map *m, const uint8_t *k, size_t klen, uint32_t n)
 {
-    return keycmp(k, klen, map_key(m, n), m->nodes[n].key_len);
+    return keel__ws_keycmp(k, klen, map_key(m, n), m->nodes[n].key_len);
 }
 
 static uint32_t key_hash(const kv_map *m, const void *k, size_t klen)
@@ -747,11 +734,6 @@ static void map_free(kv_map *m)
     free(m->slots);
 }
 
-static size_t op_bytes(uint8_t kind, size_t klen, size_t vlen)
-{
-    return OP_HEAD_BYTES + klen + (kind == KEEL__STORE_PUT ? 4 + vlen : 0);
-}
-
 #ifdef KEEL_DEBUG
 /* KEEL_DEBUG checker for a kv_map's structure: keys in strictly ascending
  * in-order sequence, heap order of priorities, every key and value inside
@@ -775,7 +757,7 @@ static int map_walk_ok(const kv_map *m, uint32_t t, uint32_t *prev,
                                           m->nodes[*prev].key_len, t) < 0);
         *prev = t;
         *count += 1;
-        *bytes += op_bytes(n->kind, n->key_len, n->val_len);
+        *bytes += keel__ws_op_bytes(n->kind, n->key_len, n->val_len);
         ok = ok && map_walk_ok(m, n->right, prev, count, bytes);
     }
     return ok;
@@ -888,14 +870,15 @@ static int ws_set(keel__store *s, uint8_t kind, const void *key, size_t klen,
         goto out;
     }
     uint32_t n = map_find(&s->ws, key, klen);
-    size_t old =
-        n != 0 ? op_bytes(s->ws.nodes[n].kind, klen, s->ws.nodes[n].val_len)
-               : 0;
+    size_t old = n != 0 ? keel__ws_op_bytes(s->ws.nodes[n].kind, klen,
+                                            s->ws.nodes[n].val_len)
+                        : 0;
     rc = map_set(&s->ws, n, kind, key, klen, val, vlen, NULL, diag);
     if (rc < 0) {
         goto out;
     }
-    s->ws_enc_bytes = s->ws_enc_bytes - old + op_bytes(kind, klen, vlen);
+    s->ws_enc_bytes =
+        s->ws_enc_bytes - old + keel__ws_op_bytes(kind, klen, vlen);
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(ws_invariants_ok(s));
 #endif
@@ -956,17 +939,8 @@ static uint8_t *encode_walk(const kv_map *m, uint32_t t, uint8_t *p)
     if (t != 0) {
         const kv_node *n = &m->nodes[t];
         p = encode_walk(m, n->left, p);
-        *p++ = n->kind;
-        keel__put_u32(p, n->key_len);
-        memcpy(p + 4, m->arena + n->key_off, n->key_len);
-        p += 4 + n->key_len;
-        if (n->kind == KEEL__STORE_PUT) {
-            keel__put_u32(p, n->val_len);
-            if (n->val_len > 0) {
-                memcpy(p + 4, m->arena + n->val_off, n->val_len);
-            }
-            p += 4 + n->val_len;
-        }
+        p = keel__ws_encode_op(p, n->kind, m->arena + n->key_off, n->key_len,
+                               m->arena + n->val_off, n->val_len);
         p = encode_walk(m, n->right, p);
     }
     return p;
@@ -987,7 +961,7 @@ int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
                         s->ws_enc_bytes, cap);
         goto out;
     }
-    keel__put_u32(buf, s->ws.nnodes - 1);
+    keel__ws_encode_count(buf, s->ws.nnodes - 1);
     uint8_t *end = encode_walk(&s->ws, s->ws.root, buf + 4);
     KEEL_ASSERT((size_t)(end - buf) == s->ws_enc_bytes);
 out:
@@ -1082,135 +1056,6 @@ out:
     return rc;
 }
 
-typedef struct enc_op {
-    uint8_t kind;
-    const uint8_t *key;
-    uint32_t key_len;
-    const uint8_t *val;
-    uint32_t val_len;
-} enc_op;
-
-/* Decode the op at *off of an encoded write-set, checking every length
- * against the bytes left before reading through it (ST5, ST8). */
-static int decode_op(const uint8_t *p, size_t len, size_t *off, enc_op *op,
-                     keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    size_t o = *off;
-    if (len - o < OP_HEAD_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: op header cut short (%zu bytes "
-                        "left, expected at least %u)",
-                        o, len - o, OP_HEAD_BYTES);
-        goto out;
-    }
-    op->kind = p[o];
-    if (op->kind != KEEL__STORE_PUT && op->kind != KEEL__STORE_DELETE) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: bad op kind %u, expected 1 "
-                        "(put) or 2 (delete)",
-                        o, op->kind);
-        goto out;
-    }
-    op->key_len = keel__get_u32(p + o + 1);
-    if (op->key_len == 0 || op->key_len > KEEL__STORE_MAX_KEY_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: key length %" PRIu32
-                        " outside 1..%u",
-                        o + 1, op->key_len, KEEL__STORE_MAX_KEY_BYTES);
-        goto out;
-    }
-    if (op->key_len > len - o - OP_HEAD_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: key length %" PRIu32
-                        " past end of payload (%zu bytes)",
-                        o + 1, op->key_len, len);
-        goto out;
-    }
-    op->key = p + o + OP_HEAD_BYTES;
-    o += OP_HEAD_BYTES + op->key_len;
-    op->val = NULL;
-    op->val_len = 0;
-    if (op->kind == KEEL__STORE_PUT) {
-        if (len - o < 4) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: value length cut short "
-                            "(%zu bytes left, expected 4)",
-                            o, len - o);
-            goto out;
-        }
-        op->val_len = keel__get_u32(p + o);
-        if (op->val_len > KEEL__STORE_MAX_VALUE_BYTES) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: value length %" PRIu32
-                            " over the limit of %u",
-                            o, op->val_len, KEEL__STORE_MAX_VALUE_BYTES);
-            goto out;
-        }
-        if (op->val_len > len - o - 4) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: value length %" PRIu32
-                            " past end of payload (%zu bytes)",
-                            o, op->val_len, len);
-            goto out;
-        }
-        op->val = p + o + 4;
-        o += 4 + op->val_len;
-    }
-    *off = o;
-out:
-    return rc;
-}
-
-/* ST5: the whole payload, before anything is applied. */
-static int validate_encoded(const uint8_t *p, size_t len, uint32_t *count,
-                            keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    if (len < 4) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset 0: op count cut short (payload is "
-                        "%zu bytes, expected at least 4)",
-                        len);
-        goto out;
-    }
-    *count = keel__get_u32(p);
-    /* A lying count cannot make us loop past what the bytes can hold. */
-    if (*count > (len - 4) / OP_MIN_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset 0: op count %" PRIu32
-                        " cannot fit in %zu bytes",
-                        *count, len);
-        goto out;
-    }
-    size_t off = 4;
-    enc_op prev = {0};
-    for (uint32_t i = 0; i < *count; i++) {
-        size_t at = off;
-        enc_op op = {0};
-        rc = decode_op(p, len, &off, &op, diag);
-        if (rc < 0) {
-            goto out;
-        }
-        if (i > 0 && keycmp(prev.key, prev.key_len, op.key, op.key_len) >= 0) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: key not after the previous "
-                            "key (expected strictly ascending keys)",
-                            at);
-            goto out;
-        }
-        prev = op;
-    }
-    if (off != len) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: %zu bytes after the last op, "
-                        "expected none",
-                        off, len - off);
-    }
-out:
-    return rc;
-}
-
 int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
                               size_t len, keel_diag *diag)
 {
@@ -1220,9 +1065,8 @@ int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
         goto out;
     }
     KEEL_ASSERT(!s->ws_open);
-    KEEL_ASSERT(lsn > s->applied_lsn); /* ST7 */
-    const uint8_t *p = payload;
-    rc = validate_encoded(p, len, &count, diag);
+    KEEL_ASSERT(lsn > s->applied_lsn);                  /* ST7 */
+    rc = keel__ws_validate(payload, len, &count, diag); /* ST5 */
     if (rc < 0) {
         goto out;
     }
@@ -1231,13 +1075,13 @@ int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
     if (rc < 0) {
         goto out;
     }
-    size_t off = 4;
-    for (uint32_t i = 0; i < count; i++) {
-        enc_op op = {0};
-        rc = decode_op(p, len, &off, &op, diag);
-        KEEL_ASSERT(rc == KEEL_OK); /* validated above */
+    keel__ws_decoder dec;
+    keel__ws_op op;
+    rc = keel__ws_decode_begin(&dec, payload, len, NULL);
+    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, NULL)) == 1) {
         ov_merge(s, op.kind, op.key, op.key_len, op.val, op.val_len);
     }
+    KEEL_ASSERT(rc == 0); /* validated above */
     s->applied_lsn = lsn;
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(s->ov.nnodes > OV_CHECK_ON_APPLY_NODES || ov_invariants_ok(s));
@@ -1315,7 +1159,7 @@ static int cursor_seek(MDB_cursor *cur, const uint8_t *t, size_t tlen,
         k->mv_data = (void *)t;
         mrc = mdb_cursor_get(cur, k, d, MDB_SET_RANGE);
         if (mrc == MDB_SUCCESS && strict &&
-            keycmp(k->mv_data, k->mv_size, t, tlen) == 0) {
+            keel__ws_keycmp(k->mv_data, k->mv_size, t, tlen) == 0) {
             mrc = mdb_cursor_get(cur, k, d, MDB_NEXT);
         }
     }
@@ -1397,7 +1241,7 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
         /* A tombstone: step every layer past it (mk stays valid: it is in
          * a map's arena, and nothing writes during the loop). */
         if (mrc == MDB_SUCCESS &&
-            keycmp(lk.mv_data, lk.mv_size, mk, mlen) == 0) {
+            keel__ws_keycmp(lk.mv_data, lk.mv_size, mk, mlen) == 0) {
             mrc = mdb_cursor_get(cur, &lk, &ld, MDB_NEXT);
         }
         for (int i = 0; i < 2; i++) {
@@ -1424,7 +1268,8 @@ int keel__store_next_key(keel__store *s, const void *after, size_t after_len,
     }
     /* Keys with the prefix are a contiguous range starting at the prefix
      * itself: if after sorts before it, start there instead. */
-    if (prefix_len > 0 && keycmp(after, after_len, prefix, prefix_len) < 0) {
+    if (prefix_len > 0 &&
+        keel__ws_keycmp(after, after_len, prefix, prefix_len) < 0) {
         rc = merged_next(s, cur, prefix, prefix_len, 0, prefix, prefix_len, key,
                          diag);
     } else {
