@@ -105,6 +105,8 @@
 #include "store/activity.h"
 #include "kernel/kernel_internal.h"
 #include "recovery/recovery_internal.h"
+#include "store/replay.h"
+#include "store/writeset_format.h"
 
 #define VIOLATED 1
 /* As kernel/crank.c: forwarding through fulfilled promises stops here. */
@@ -1880,82 +1882,85 @@ typedef struct run {
     keel_audit_report *rep;
     int lock_fd;
     keel__store *store;
-    keel_wal_reader *reader;
+    uint64_t base;
+    int violated; /* a record's check found a violation (AU2) */
     audit a;
 } run;
 
+/* keel__store_replay's record callback: check a record after base. */
+static int replay_record(void *arg, const keel_wal_record *rec,
+                         keel_diag *diag)
+{
+    run *r = arg;
+    if (rec->lsn <= r->base) {
+        return KEEL__REPLAY_APPLY; /* only the store lacks it */
+    }
+    if (r->rep->first_lsn == 0) {
+        r->rep->first_lsn = rec->lsn;
+    }
+    int rc = audit_record(&r->a, rec, diag);
+    if (rc == VIOLATED) { /* AU2: the first one stops the audit */
+        r->violated = 1;
+        return KEEL__REPLAY_STOP;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    r->rep->last_lsn = rec->lsn;
+    r->rep->transactions++;
+    r->rep->cranks += rec->kind == KEEL_WAL_CRANK;
+    r->rep->bytes += rec->payload.len;
+    return KEEL__REPLAY_APPLY;
+}
+
+static int replay_gap(void *arg, const keel_wal_record *rec, uint64_t expect,
+                      keel_diag *diag)
+{
+    const run *r = arg;
+    uint64_t applied = keel__store_applied_lsn(r->store), base = r->base;
+    return keel__diag(
+        diag, KEEL_EINVAL,
+        "wal/%s: offset %" PRIu64 ": the log %s at LSN "
+        "%" PRIu64 ", but %s needs LSN %" PRIu64 "%s",
+        rec->segment, rec->offset, expect == 1 ? "starts" : "goes on",
+        rec->lsn,
+        applied < base ? "the store's checkpoint"
+        : base == 0    ? "an audit from genesis"
+                       : "the base snapshot",
+        expect, base == 0 ? " (start from a snapshot: --base)" : "");
+}
+
 /* Read the log from base (or the store's checkpoint, if earlier): check
- * the records after base, apply to the store those after its LSN. */
+ * the records after base, apply to the store those after its LSN (the
+ * store's one replay loop, keel__store_replay). */
 static int replay(run *r, uint64_t base, keel_diag *diag)
 {
-    audit *a = &r->a;
     char wal[4096];
-    keel_wal_options wo;
-    keel_wal_record rec;
-    keel_wal_tail tail;
+    keel__store_replay_options o;
+    keel__store_replay_report rr;
     uint64_t applied = keel__store_applied_lsn(r->store);
-    uint64_t expect = (applied < base ? applied : base) + 1;
-    keel_diag d = {0};
-    keel_wal_options_init(&wo);
-    wo.io = r->o->io;
-    wo.kernel_id = keel__store_kernel_id(r->store);
     snprintf(wal, sizeof(wal), "%s/wal", r->dir);
-    int rc = keel_wal_reader_open(wal, &wo, expect, &r->reader, diag);
-    if (rc < 0) {
+    keel__store_replay_options_init(&o);
+    o.io = r->o->io;
+    o.from_lsn = (applied < base ? applied : base) + 1;
+    o.record = replay_record;
+    o.gap = replay_gap;
+    o.arg = r;
+    r->base = base;
+    int rc = keel__store_replay(r->store, wal, &o, &rr, diag);
+    if (rc == KEEL_OK && r->violated) {
+        rc = VIOLATED;
+    }
+    if (rc != KEEL_OK) {
         goto out;
     }
-    while ((rc = keel_wal_reader_next(r->reader, &rec, &d)) == 1) {
-        if (rec.lsn != expect) {
-            rc = keel__diag(
-                diag, KEEL_EINVAL,
-                "wal/%s: offset %" PRIu64 ": the log %s at LSN "
-                "%" PRIu64 ", but %s needs LSN %" PRIu64 "%s",
-                rec.segment, rec.offset, expect == 1 ? "starts" : "goes on",
-                rec.lsn,
-                applied < base ? "the store's checkpoint"
-                : base == 0    ? "an audit from genesis"
-                               : "the base snapshot",
-                expect, base == 0 ? " (start from a snapshot: --base)" : "");
-            goto out;
-        }
-        if (rec.lsn > base) {
-            if (r->rep->first_lsn == 0) {
-                r->rep->first_lsn = rec.lsn;
-            }
-            rc = audit_record(a, &rec, diag);
-            if (rc != KEEL_OK) {
-                goto out;
-            }
-            r->rep->last_lsn = rec.lsn;
-            r->rep->transactions++;
-            r->rep->cranks += rec.kind == KEEL_WAL_CRANK;
-            r->rep->bytes += rec.payload.len;
-        }
-        if (rec.lsn > applied) {
-            keel_diag ad = {0};
-            rc = keel__store_apply_encoded(r->store, rec.lsn, rec.payload.ptr,
-                                           rec.payload.len, &ad);
-            if (rc < 0) {
-                keel__diag(diag, rc,
-                           "wal/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
-                           rec.segment, rec.offset, rec.lsn, ad.msg);
-                goto out;
-            }
-        }
-        expect++;
-    }
-    if (rc < 0) {
-        keel__diag(diag, rc, "wal/%s", d.msg);
-        goto out;
-    }
-    keel_wal_reader_tail(r->reader, &tail);
-    if (tail.last_lsn < base || tail.last_lsn < applied) {
+    if (rr.tail.last_lsn < base || rr.tail.last_lsn < applied) {
         rc = keel__diag(
-            diag, applied > tail.last_lsn ? KEEL_ECORRUPT : KEEL_EINVAL,
+            diag, applied > rr.tail.last_lsn ? KEEL_ECORRUPT : KEEL_EINVAL,
             "wal/: the log ends at LSN %" PRIu64
             ", before the %s's LSN %" PRIu64,
-            tail.last_lsn, applied > tail.last_lsn ? "store" : "base",
-            applied > tail.last_lsn ? applied : base);
+            rr.tail.last_lsn, applied > rr.tail.last_lsn ? "store" : "base",
+            applied > rr.tail.last_lsn ? applied : base);
     }
 out:
     return rc;
@@ -2030,7 +2035,6 @@ out:
     rep->final_hash = r.a.hash;
     rep->seconds = (double)(now_ns() - t0) / 1e9;
     clear_txn(&r.a);
-    keel_wal_reader_close(r.reader);
     keel__store_close(r.store); /* AU1: drops what replay applied */
     if (r.lock_fd >= 0) {
         close(r.lock_fd);
