@@ -103,9 +103,12 @@
 
 #include "common/diag.h"
 #include "store/activity.h"
-#include "kernel/kernel_internal.h"
+#include "kernel/state_lock.h"
 #include "recovery/recovery_internal.h"
+#include "store/codec.h"
+#include "store/keyspace.h"
 #include "store/replay.h"
+#include "store/store.h"
 #include "store/writeset_format.h"
 
 #define VIOLATED 1
@@ -1888,8 +1891,7 @@ typedef struct run {
 } run;
 
 /* keel__store_replay's record callback: check a record after base. */
-static int replay_record(void *arg, const keel_wal_record *rec,
-                         keel_diag *diag)
+static int replay_record(void *arg, const keel_wal_record *rec, keel_diag *diag)
 {
     run *r = arg;
     if (rec->lsn <= r->base) {
@@ -1922,8 +1924,7 @@ static int replay_gap(void *arg, const keel_wal_record *rec, uint64_t expect,
         diag, KEEL_EINVAL,
         "wal/%s: offset %" PRIu64 ": the log %s at LSN "
         "%" PRIu64 ", but %s needs LSN %" PRIu64 "%s",
-        rec->segment, rec->offset, expect == 1 ? "starts" : "goes on",
-        rec->lsn,
+        rec->segment, rec->offset, expect == 1 ? "starts" : "goes on", rec->lsn,
         applied < base ? "the store's checkpoint"
         : base == 0    ? "an audit from genesis"
                        : "the base snapshot",

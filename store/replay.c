@@ -112,10 +112,9 @@ int keel__store_replay(keel__store *s, const char *wal_dir,
             rc = keel__store_apply_encoded(s, rec.lsn, rec.payload.ptr,
                                            rec.payload.len, &ad);
             if (rc < 0) {
-                keel__diag(diag, rc,
-                           "%s/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
-                           o->wal_name, rec.segment, rec.offset, rec.lsn,
-                           ad.msg);
+                keel__diag(
+                    diag, rc, "%s/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
+                    o->wal_name, rec.segment, rec.offset, rec.lsn, ad.msg);
                 goto out;
             }
             rep->replayed++;
