@@ -20,8 +20,8 @@
  *       KEEL_EFAILED until close + reopen, which recovers from the WAL;
  *       the store's messages name store/data.mdb.
  *   K14 On open, every WAL record after the store's applied LSN is
- *       replayed, in order, with no gap; a store ahead of its WAL is
- *       refused (KEEL_ECORRUPT).
+ *       replayed, in order, with no gap (keel__store_replay, RP1..RP4); a
+ *       store ahead of its WAL is refused (KEEL_ECORRUPT).
  *   K15 Then cheap checks (check_state: the run queue's bounds and ends,
  *       every vat's state and name index) refuse a state that breaks
  *       them (KEEL_ECORRUPT naming the key); the full audit is

@@ -156,7 +156,8 @@ int keel__k_checkpoint(keel_kernel *k, keel_diag *diag);
 /*
  * K14: apply the durable records of the log in wal_dir after s's applied
  * LSN up to last, in order with no gap, checkpointing s on the way (every
- * 8 MiB pending). Kernel open and `keel bench recover` use it.
+ * 8 MiB pending), with the store's one loop (keel__store_replay). Kernel
+ * open and `keel bench recover` use it.
  * @param[out] replayed, bytes  records and payload bytes applied.
  * @return KEEL_OK; KEEL_ECORRUPT (a gap, a store ahead of the log, a bad
  *         payload: the diag names segment, offset, LSN); reader or store

@@ -17,7 +17,7 @@
  * compared with the store key by key.
  *
  * What the kernel's code says, and how it shows in a write-set
- *   (kernel/crank.c K1..K7, kernel/kernel.c K10..K14, kernel_internal.h's
+ *   (kernel/crank.c K1..K7, kernel/kernel.c K10..K14, store/keyspace.h's
  *   keyspace). The violation messages name these:
  *   A1  Hash chain (K12): every transaction writes k.hash = xxh3_64(
  *       previous hash LE ‖ kind ‖ crank LE ‖ its write-set encoded without
