@@ -523,7 +523,8 @@ static int crash_child(const keel__crashtest *ct, const char *state, uint64_t k,
 /* ---- the reference --------------------------------------------------------
  */
 
-/* The value of the k.hash put in an encoded write-set (store/store.h).
+/* The value of the k.hash put in an encoded write-set
+ * (store/writeset_format.h, read with its one decoder).
  * @return 1 found, 0 absent, KEEL_ECORRUPT malformed. */
 int keel__crashtest_payload_hash(const uint8_t *p, size_t len, uint64_t *h)
 {

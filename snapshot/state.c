@@ -28,19 +28,19 @@
  *       and the timeline commit are synced in LMDB's order; the log is
  *       synced before each checkpoint (K11) and the directory before the
  *       rename.
- *   SS3 Roll-forward takes records from the given log only if they belong
- *       to the snapshot's kernel and continue it without a gap (first LSN
- *       = snapshot LSN + 1); the restored STATE's own log holds exactly
- *       those records, so an audit from the snapshot can check them.
- *   SS4 The manifest must agree with the entries: a snapshot whose k.crank
- *       or k.hash differs from its manifest is refused (ECORRUPT).
- *   SS5 Every restored state is a new timeline: a random id (not 0, not
- *       its parent) recorded with its parent (the snapshot's timeline) and
- *       branch LSN (the restored LSN) in the store's meta table, in a
- *       synced commit of its own after the last checkpoint; a snapshot's
- *       manifest carries the timeline of the state it copies.
- *   SS6 Roll-forward applies a record only if it continues the history so
- *       far: its activity hash recomputed from the previous one (the
+ *   SS3 Roll-forward (the store's one replay loop, keel__store_replay,
+ *       with the checks below as its per-record callback) takes records
+ *       from the given log only if they belong to the snapshot's kernel
+ *       and continue it without a gap (first LSN = snapshot LSN + 1); the
+ * restored STATE's own log holds exactly those records, so an audit from the
+ * snapshot can check them. SS4 The manifest must agree with the entries: a
+ * snapshot whose k.crank or k.hash differs from its manifest is refused
+ * (ECORRUPT). SS5 Every restored state is a new timeline: a random id (not 0,
+ * not its parent) recorded with its parent (the snapshot's timeline) and branch
+ * LSN (the restored LSN) in the store's meta table, in a synced commit of its
+ * own after the last checkpoint; a snapshot's manifest carries the timeline of
+ * the state it copies. SS6 Roll-forward applies a record only if it continues
+ * the history so far: its activity hash recomputed from the previous one (the
  *       manifest's for the first; store/activity.c, the kernel's own
  *       code) equals the k.hash it puts, and its crank is the previous
  *       one + 1 (a crank) or the same (any other record). A log of another

@@ -41,6 +41,8 @@
  *     keel__store *s; rc = keel__store_open("STATE/store", &o, kid, &s, &d);
  *     replay: for each WAL record with lsn > keel__store_applied_lsn(s):
  *             rc = keel__store_apply_encoded(s, lsn, payload, len, &d);
+ *             (the loop is keel__store_replay(), store/replay.h: every
+ *             replay of a log into a store uses it)
  *     crank:  keel__store_ws_begin(s);
  *             keel__store_ws_put / _ws_delete / _get / _next_key ...;
  *             failed crank: keel__store_ws_abort(s);
