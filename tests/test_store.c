@@ -3065,16 +3065,21 @@ END_TEST
  * The one replay loop (store/replay.c RP1..RP4).
  */
 
-/* A log in root/wal of kernel KID starting at first_lsn whose record i
- * (0-based) puts "r.<i>" = "v"; with bad_at != 0 that record's payload is
- * instead one op of kind 3 (a damaged write-set). */
-static char *replay_log(const char *root, uint64_t first_lsn, int n, int bad_at)
+/* A log "wal" beside the store directory dir, of kernel KID, starting at
+ * first_lsn, whose record i (0-based) puts "r.<i>" = "v"; with bad_at != 0
+ * record bad_at (1-based) is instead one op of kind 3 (a damaged
+ * write-set). rm_store(dir) removes it. */
+static char *replay_log(const char *dir, uint64_t first_lsn, int n, int bad_at)
 {
+    char *root = strdup(dir);
+    ck_assert_ptr_nonnull(root);
+    *strrchr(root, '/') = '\0';
     keel_wal_options wo;
     keel_wal_options_init(&wo);
     wo.kernel_id = KID;
     wo.first_lsn = first_lsn;
     char *wal = tu_path(root, "wal");
+    free(root);
     keel_wal *w = NULL;
     keel_diag d = {0};
     int rc = keel_wal_open(wal, &wo, &w, NULL, &d);
@@ -3110,9 +3115,7 @@ static int stop_at(void *arg, const keel_wal_record *rec, keel_diag *diag)
 START_TEST(test_store_replay_stops_resumes_and_refuses_damage)
 {
     char *dir = store_dir("store-replay");
-    char *root = strdup(dir);
-    *strrchr(root, '/') = '\0';
-    char *wal = replay_log(root, 1, 6, 6);
+    char *wal = replay_log(dir, 1, 6, 6);
     keel__store *s = open_ok(dir);
     keel__store_replay_options o;
     keel__store_replay_report rep;
@@ -3168,7 +3171,6 @@ START_TEST(test_store_replay_stops_resumes_and_refuses_damage)
                   d.msg);
     keel__store_close(s);
     free(wal);
-    free(root);
     rm_store(dir);
 }
 END_TEST
@@ -3176,9 +3178,7 @@ END_TEST
 START_TEST(test_store_replay_gap_is_refused)
 {
     char *dir = store_dir("store-replay-gap");
-    char *root = strdup(dir);
-    *strrchr(root, '/') = '\0';
-    char *wal = replay_log(root, 10, 2, 0);
+    char *wal = replay_log(dir, 10, 2, 0);
     keel__store *s = open_ok(dir);
     keel__store_replay_options o;
     keel__store_replay_report rep;
@@ -3193,7 +3193,6 @@ START_TEST(test_store_replay_gap_is_refused)
     ck_assert_uint_eq(keel__store_applied_lsn(s), 0);
     keel__store_close(s);
     free(wal);
-    free(root);
     rm_store(dir);
 }
 END_TEST
