@@ -45,7 +45,7 @@
 #include "bench/bench.h"
 #include "common/diag.h"
 #include "kernel/kernel_internal.h"
-#include "kernel/store.h"
+#include "store/store.h"
 #include "tools/cli.h"
 
 #define DEFAULT_N    1000000ull

@@ -33,7 +33,7 @@
 
 #include "bench/bench.h"
 #include "common/diag.h"
-#include "kernel/store.h"
+#include "store/store.h"
 #include "tools/cli.h"
 
 #define VALUE_BYTES 200u

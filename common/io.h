@@ -20,7 +20,7 @@
  *     process would find the state busy.
  *   - LMDB's own files (store/data.mdb, lock.mdb): LMDB does its I/O
  *     itself; the table sees only the store's directory and the names
- *     keel itself removes (kernel/store.c).
+ *     keel itself makes and removes (store/store.c).
  *   - The probe that a snapshot directory is writable (kernel/snapshots.c:
  *     an O_TMPFILE, or a named file made and removed at once): it asks the
  *     file system a question and leaves nothing of a state behind.

@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "common/diag.h"
+#include "kernel/routing.h"
 
 #define TERMINATED_BODY "{\"error\":\"vat terminated\"}"
 #define NON_OBJECT_BODY "{\"error\":\"cannot send to a non-object\"}"

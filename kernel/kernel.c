@@ -13,15 +13,15 @@
  *       h_n = xxh3_64(h_{n-1} LE ‖ kind ‖ crank LE ‖ ops), where ops is the
  *       canonical encoding of the write-set without the k.hash entry; the
  *       new hash is then written in the same transaction. The one code
- *       that hashes is kernel/activity.c (a restore checks a log with it).
+ *       that hashes is store/activity.c (a restore checks a log with it).
  *   K13 After a storage error (WAL append, store apply, a checkpoint: a
  *       store full at its ceiling, store_max_bytes, or a disk out of room
  *       included) the kernel is FAILED: every later call returns
  *       KEEL_EFAILED until close + reopen, which recovers from the WAL;
  *       the store's messages name store/data.mdb.
  *   K14 On open, every WAL record after the store's applied LSN is
- *       replayed, in order, with no gap; a store ahead of its WAL is
- *       refused (KEEL_ECORRUPT).
+ *       replayed, in order, with no gap (keel__store_replay, RP1..RP4); a
+ *       store ahead of its WAL is refused (KEEL_ECORRUPT).
  *   K15 Then cheap checks (check_state: the run queue's bounds and ends,
  *       every vat's state and name index) refuse a state that breaks
  *       them (KEEL_ECORRUPT naming the key); the full audit is
@@ -70,7 +70,8 @@
 #include "common/clock.h"
 #include "common/diag.h"
 #include "common/io.h"
-#include "kernel/activity.h"
+#include "store/activity.h"
+#include "store/replay.h"
 
 /* Checkpoint once this much is applied but not yet in LMDB's files: it is
  * held in memory until then. */
@@ -723,72 +724,17 @@ int keel__k_replay(keel__store *s, const char *wal_dir, keel_io *io,
                    uint64_t last, uint64_t *replayed, uint64_t *bytes,
                    keel_diag *diag)
 {
-    uint64_t applied = keel__store_applied_lsn(s);
-    *replayed = 0;
-    *bytes = 0;
-    if (last < applied) {
-        return keel__diag(diag, KEEL_ECORRUPT,
-                          "store/: applied LSN %" PRIu64
-                          " is ahead of the WAL, which ends at LSN %" PRIu64,
-                          applied, last);
-    }
-    if (last == applied) {
-        return KEEL_OK;
-    }
-    keel_wal_reader *r = NULL;
-    keel_wal_options ro;
-    keel_wal_options_init(&ro);
-    ro.io = io;
-    ro.kernel_id = keel__store_kernel_id(s);
-    keel_wal_record rec;
-    uint64_t expect = applied + 1;
-    int rc = keel_wal_reader_open(wal_dir, &ro, expect, &r, diag);
-    while (rc >= 0 && (rc = keel_wal_reader_next(r, &rec, diag)) == 1) {
-        if (rec.lsn != expect) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "wal/%s: offset %" PRIu64 ": LSN %" PRIu64
-                            ", expected LSN %" PRIu64 " after the store's "
-                            "applied LSN %" PRIu64,
-                            rec.segment, rec.offset, rec.lsn, expect, applied);
-            break;
-        }
-        keel_diag ad = {0};
-        rc = keel__store_apply_encoded(s, rec.lsn, rec.payload.ptr,
-                                       rec.payload.len, &ad);
-        /* The records replayed are durable (K11 holds): a small overlay
-         * keeps replay fast (its lookups stay in cache). */
-        if (rc == KEEL_OK && !keel__store_read_only(s) &&
-            keel__store_pending_bytes(s) >= REPLAY_CHECKPOINT_BYTES) {
-            rc = keel__store_checkpoint(s, &ad);
-            if (rc < 0) { /* the store's fault, not the record's */
-                *diag = ad;
-                store_diag(diag);
-                break;
-            }
-        }
-        if (rc < 0) {
-            keel__diag(diag, rc,
-                       "wal/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
-                       rec.segment, rec.offset, rec.lsn, ad.msg);
-            break;
-        }
-        (*replayed)++;
-        *bytes += rec.payload.len;
-        if (rec.lsn == last) {
-            rc = 0;
-            expect++;
-            break;
-        }
-        expect++;
-    }
-    keel_wal_reader_close(r);
-    if (rc == 0 && expect != last + 1) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "wal/: replay stopped at LSN %" PRIu64
-                        ", the log ends at %" PRIu64,
-                        expect - 1, last);
-    }
-    return rc < 0 ? rc : KEEL_OK;
+    keel__store_replay_options o;
+    keel__store_replay_report rep;
+    keel__store_replay_options_init(&o);
+    o.io = io;
+    o.last_lsn = last;
+    /* The records replayed are durable (K11 holds). */
+    o.checkpoint_bytes = REPLAY_CHECKPOINT_BYTES;
+    int rc = keel__store_replay(s, wal_dir, &o, &rep, diag);
+    *replayed = rep.replayed;
+    *bytes = rep.bytes;
+    return rc;
 }
 
 /* K14: replay the WAL after the store's applied LSN. */

@@ -1,36 +1,9 @@
 /*
  * kernel/kernel_internal.h — what the kernel's files share: the kernel and
- * vat structures, the transaction helpers over the store, and the binary
- * codec of run-queue items and promise records.
+ * vat structures and the transaction helpers over the store (the binary
+ * codec of run-queue items and promise records is store/codec.h).
  *
- * Keyspace (one LMDB keyspace, string keys; values are decimal strings
- * unless said otherwise):
- *   k.version            state format version (KEEL_STATE_FORMAT_VERSION)
- *   k.booted             "1" once boot committed
- *   k.crank              cranks committed
- *   k.hash               activity hash, 16 hex digits
- *   k.next.vat|ko|kp     next id to allocate (never reused)
- *   k.rq.head|tail       run queue: items rq.<head> .. rq.<tail - 1>
- *   k.unresolved         promises not yet settled
- *   k.bootstrap          the bootstrap vat's id
- *   rq.<seq, 20 digits>  a run-queue item (binary, see codec)
- *   v.<vid>.name|state|src|root|maxo|maxp
- *                        vat name, "alive"/"terminated", its config entry
- *                        (JSON), root kref, highest o+N / p+N exported
- *   v.<vid>.cleanup      "<crank> <key>": the vat is terminated and its
- *                        cleanup goes on in batches (K6): the promises it
- *                        decides rejected (its d.<vid>.* keys), then its
- *                        c.<vid>.* and vs.<vid>.* keys deleted; <crank> is
- *                        the crank of the last batch, <key> the last key
- *                        done ("" for none yet). Absent once nothing of the
- *                        vat is left
- *   vn.<name>            vat id by name
- *   c.<vid>.k.<kref>     c-list: kref -> vref
- *   c.<vid>.v.<vref>     c-list: vref -> kref
- *   ko.<n>               owner vat id of object ko<n>
- *   kp.<n>               promise record (binary, see codec)
- *   d.<vid>.<kpref>      index: promises vat <vid> decides
- *   vs.<vid>.<key>       the vat's vatstore
+ * Keyspace: the keys and what they hold are listed in store/keyspace.h.
  */
 #ifndef KEEL_KERNEL_INTERNAL_H
 #define KEEL_KERNEL_INTERNAL_H
@@ -39,16 +12,12 @@
 #include <stdint.h>
 
 #include "host/host.h"
-#include "kernel/store.h"
+#include "kernel/state_lock.h"
+#include "store/codec.h"
+#include "store/keyspace.h"
+#include "store/store.h"
 #include "keel/kernel.h"
 #include "keel/vat.h"
-
-#define KEY_MAX 1200
-/* Forwarding through fulfilled promises stops after this many hops (a
- * cycle of promises fulfilled to each other cannot be built, but a long
- * chain can): the kernel's routing (crank.c) and the audit's model of it
- * (recovery/audit.c) stop at the same hop. */
-#define MAX_FORWARD 64
 
 struct keel_syscall {
     keel_kernel *k;
@@ -182,15 +151,13 @@ int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
  * else KEEL_EINVAL and, when why != NULL, what is wrong ("is not valid
  * UTF-8", checked by jansson) in why[cap]. */
 int keel__k_method_check(const char *m, char *why, size_t cap);
-/* A reader's lock on STATE/lock: shared, the file not created (none: *fd
- * is -1 and KEEL_OK). KEEL_EBUSY while a writer holds it. */
-int keel__k_lock_state_shared(const char *dir, int *fd, keel_diag *diag);
 /* Checkpoint now (K11: after the WAL is durable). */
 int keel__k_checkpoint(keel_kernel *k, keel_diag *diag);
 /*
  * K14: apply the durable records of the log in wal_dir after s's applied
  * LSN up to last, in order with no gap, checkpointing s on the way (every
- * 8 MiB pending). Kernel open and `keel bench recover` use it.
+ * 8 MiB pending), with the store's one loop (keel__store_replay). Kernel
+ * open and `keel bench recover` use it.
  * @param[out] replayed, bytes  records and payload bytes applied.
  * @return KEEL_OK; KEEL_ECORRUPT (a gap, a store ahead of the log, a bad
  *         payload: the diag names segment, offset, LSN); reader or store
@@ -283,69 +250,5 @@ void keel__k_async_aborted(keel_kernel *k);
 int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag);
 /* K32: drop vid's async work that has not started (held or in the host). */
 void keel__k_cancel_async(keel_kernel *k, uint32_t vid);
-
-/* --- codec.c ------------------------------------------------------------ */
-typedef struct kbuf {
-    uint8_t *p;
-    size_t len;
-    size_t cap;
-    int oom;
-} kbuf;
-void keel__kb_u8(kbuf *b, uint8_t v);
-void keel__kb_u32(kbuf *b, uint32_t v);
-void keel__kb_bytes(kbuf *b, const void *p, size_t n); /* u32 len + bytes */
-void keel__kb_str(kbuf *b, const char *s);
-void keel__kb_free(kbuf *b);
-
-typedef struct krd {
-    const uint8_t *p;
-    size_t len;
-    size_t off;
-    int bad;
-} krd;
-uint8_t keel__kr_u8(krd *r);
-uint32_t keel__kr_u32(krd *r);
-/* Borrowed bytes (not NUL-terminated). */
-const uint8_t *keel__kr_bytes(krd *r, size_t *n);
-/* A malloc'd NUL-terminated copy, or NULL (r->bad set) on error. */
-char *keel__kr_str(krd *r);
-
-/* A message as stored in the run queue and promise queues. */
-typedef struct kmsg {
-    char *method;
-    uint8_t *body;
-    size_t body_len;
-    char **slots;
-    size_t nslots;
-    char *result; /* "" for none */
-} kmsg;
-void keel__kmsg_encode(kbuf *b, const kmsg *m);
-int keel__kmsg_decode(krd *r, kmsg *m);
-void keel__kmsg_free(kmsg *m);
-
-enum { KITEM_SEND = 1, KITEM_NOTIFY = 2 };
-typedef struct kitem {
-    int kind;
-    char *target; /* SEND */
-    kmsg msg;
-    uint32_t vid; /* NOTIFY */
-    char *kp;
-} kitem;
-int keel__kitem_decode(const void *p, size_t n, kitem *it);
-void keel__kitem_free(kitem *it);
-
-enum { KP_UNRESOLVED = 0, KP_FULFILLED = 1, KP_REJECTED = 2 };
-typedef struct kprom {
-    int state;
-    uint32_t decider; /* 0: none */
-    uint32_t *subs;
-    size_t nsubs;
-    kmsg *queue;
-    size_t nqueue;
-    kmsg res; /* resolution: body + slots (method, result unused) */
-} kprom;
-void keel__kprom_encode(kbuf *b, const kprom *p);
-int keel__kprom_decode(const void *p, size_t n, kprom *out);
-void keel__kprom_free(kprom *p);
 
 #endif

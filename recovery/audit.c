@@ -6,23 +6,23 @@
  *
  * How a transaction is checked
  *   The shadow (recovery/shadow.c) holds the keyspace before the record.
- *   The record's payload is the transaction's write-set (kernel/store.h),
- *   whose ops are sorted by key, so "the value after the transaction" of
- *   any key is its op if the write-set has one (binary search), else the
- *   shadow's. Every check reads the before and after states that way, on
- *   the keys the transaction wrote and the few they name, and only then
- *   is the write-set applied to the shadow: the audit is linear in the
- *   size of the log. After the last record every check runs once more
- *   over the whole keyspace (and over the base snapshot's, before the
- *   first), then the shadow is compared with the store key by key.
+ *   The record's payload is the transaction's write-set
+ * (store/writeset_format.h), whose ops are sorted by key, so "the value after
+ * the transaction" of any key is its op if the write-set has one (binary
+ * search), else the shadow's. Every check reads the before and after states
+ * that way, on the keys the transaction wrote and the few they name, and only
+ * then is the write-set applied to the shadow: the audit is linear in the size
+ * of the log. After the last record every check runs once more over the whole
+ * keyspace (and over the base snapshot's, before the first), then the shadow is
+ * compared with the store key by key.
  *
  * What the kernel's code says, and how it shows in a write-set
- *   (kernel/crank.c K1..K7, kernel/kernel.c K10..K14, kernel_internal.h's
+ *   (kernel/crank.c K1..K7, kernel/kernel.c K10..K14, store/keyspace.h's
  *   keyspace). The violation messages name these:
  *   A1  Hash chain (K12): every transaction writes k.hash = xxh3_64(
  *       previous hash LE ‖ kind ‖ crank LE ‖ its write-set encoded without
  *       the k.hash op), kind and crank being the WAL record's; recomputed
- *       by kernel/activity.c, the code the kernel's commit hashes with.
+ *       by store/activity.c, the code the kernel's commit hashes with.
  *   A2  Cranks: a crank record carries crank = previous + 1 and writes it
  *       to k.crank; other records carry the current crank and leave it.
  *   A3  Run queue: items rq.<seq> are added only at the tail (k.rq.tail
@@ -82,7 +82,9 @@
  *       reported, with its LSN and crank.
  *   AU3 Bad bytes (an undecodable write-set, a log gap) are errors
  *       (KEEL_ECORRUPT naming the file, offset and LSN), not violations:
- *       the kernel could not have replayed them either.
+ *       the kernel could not have replayed them either. A write-set is
+ *       decoded by the store's one decoder (store/writeset.c), so its
+ *       damage is named in the words the kernel's replay uses.
  */
 #include "keel/recovery.h"
 
@@ -102,9 +104,15 @@
 #include "common/clock.h"
 #include "common/diag.h"
 #include "common/keys.h"
-#include "kernel/activity.h"
-#include "kernel/kernel_internal.h"
+#include "kernel/routing.h"
+#include "kernel/state_lock.h"
 #include "recovery/recovery_internal.h"
+#include "store/activity.h"
+#include "store/codec.h"
+#include "store/keyspace.h"
+#include "store/replay.h"
+#include "store/store.h"
+#include "store/writeset_format.h"
 
 #define VIOLATED 1
 /* Vat ids above this are not a kernel's (it numbers them from 1). */
@@ -1185,89 +1193,43 @@ static void clear_txn(audit *a)
     a->unres_delta = 0;
 }
 
-/* Split the payload into ops, validating it as the store would (AU3). */
+/* Split the payload into ops with the store's decoder (AU3). */
 static int parse_ws(audit *a, const keel_wal_record *rec, keel_diag *diag)
 {
-    const uint8_t *p = a->payload;
-    size_t len = a->plen, off = 4;
-    const char *why = NULL;
-    if (len < 4) {
-        why = "shorter than its 4-byte op count";
-        goto bad;
-    }
-    uint32_t count = keel__get_u32(p);
-    if (count > (len - 4) / 5) {
-        why = "op count larger than the payload can hold";
-        off = 0;
-        goto bad;
-    }
-    if (count > a->ops_cap) {
-        txop *no = realloc(a->ops, count * sizeof(*no));
+    keel__ws_decoder dec;
+    keel__ws_op wo;
+    keel_diag d = {0};
+    a->nops = 0;
+    int rc = keel__ws_decode_begin(&dec, a->payload, a->plen, &d);
+    if (rc == KEEL_OK && dec.count > a->ops_cap) {
+        txop *no = realloc(a->ops, dec.count * sizeof(*no));
         if (no == NULL) {
             return keel__diag(diag, KEEL_ENOMEM, "out of memory");
         }
         a->ops = no;
-        a->ops_cap = count;
+        a->ops_cap = dec.count;
     }
-    for (uint32_t i = 0; i < count; i++) {
-        txop *op = &a->ops[i];
-        op->off = off;
-        if (len - off < 5) {
-            why = "op header cut short";
-            goto bad;
-        }
-        op->kind = p[off];
-        op->klen = keel__get_u32(p + off + 1);
-        if (op->kind != KEEL__STORE_PUT && op->kind != KEEL__STORE_DELETE) {
-            why = "op kind is not 1 (put) or 2 (delete)";
-            goto bad;
-        }
-        if (op->klen == 0 || op->klen > KEEL__STORE_MAX_KEY_BYTES ||
-            op->klen > len - off - 5) {
-            why = "bad key length";
-            goto bad;
-        }
-        op->key = p + off + 5;
-        off += 5 + op->klen;
-        if (i > 0 &&
-            keel__keycmp(op[-1].key, op[-1].klen, op->key, op->klen) >= 0) {
-            why = "keys not strictly ascending";
-            goto bad;
-        }
-        op->val = NULL;
-        op->vlen = 0;
-        if (op->kind == KEEL__STORE_PUT) {
-            if (len - off < 4) {
-                why = "value length cut short";
-                goto bad;
-            }
-            op->vlen = keel__get_u32(p + off);
-            if (op->vlen > KEEL__STORE_MAX_VALUE_BYTES ||
-                op->vlen > len - off - 4) {
-                why = "bad value length";
-                goto bad;
-            }
-            op->val = p + off + 4;
-            off += 4 + op->vlen;
-        }
-        op->end = off;
+    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &wo, &d)) == 1) {
+        txop *op = &a->ops[a->nops++];
+        op->off = wo.off;
+        op->end = wo.end;
+        op->kind = wo.kind;
+        op->key = wo.key;
+        op->klen = wo.key_len;
+        op->val = wo.val;
+        op->vlen = wo.val_len;
         op->hash = keel__shadow_hash(op->key, op->klen);
         op->before = keel__shadow_find(&a->sh, op->key, op->klen, op->hash);
         op->old = op->before != NULL ? keel__shadow_value(op->before)
                                      : (keel_bytes){NULL, 0};
-        a->nops = i + 1;
     }
-    if (off != len) {
-        why = "bytes after the last op";
-        goto bad;
+    if (rc < 0) {
+        a->nops = 0;
+        return keel__diag(diag, rc,
+                          "wal/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
+                          rec->segment, rec->offset, rec->lsn, d.msg);
     }
     return KEEL_OK;
-bad:
-    a->nops = 0;
-    return keel__diag(diag, KEEL_ECORRUPT,
-                      "wal/%s: offset %" PRIu64 ": LSN %" PRIu64
-                      ": write-set offset %zu: %s",
-                      rec->segment, rec->offset, rec->lsn, off, why);
 }
 
 /* A1, A2. */
@@ -1618,6 +1580,10 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
     if (rc == KEEL_OK) {
         rc = check_cleanup(a);
     }
+    if (rc < 0) { /* the check's own diag (AU3: a bad payload) */
+        clear_txn(a);
+        return rc;
+    }
     /* Values replaced in place first, through the entries parse_ws()
      * found (no probe); then deletes and new keys, which move entries. */
     for (size_t i = 0; rc == KEEL_OK && i < a->nops; i++) {
@@ -1909,82 +1875,83 @@ typedef struct run {
     keel_audit_report *rep;
     int lock_fd;
     keel__store *store;
-    keel_wal_reader *reader;
+    uint64_t base;
+    int violated; /* a record's check found a violation (AU2) */
     audit a;
 } run;
 
+/* keel__store_replay's record callback: check a record after base. */
+static int replay_record(void *arg, const keel_wal_record *rec, keel_diag *diag)
+{
+    run *r = arg;
+    if (rec->lsn <= r->base) {
+        return KEEL__REPLAY_APPLY; /* only the store lacks it */
+    }
+    if (r->rep->first_lsn == 0) {
+        r->rep->first_lsn = rec->lsn;
+    }
+    int rc = audit_record(&r->a, rec, diag);
+    if (rc == VIOLATED) { /* AU2: the first one stops the audit */
+        r->violated = 1;
+        return KEEL__REPLAY_STOP;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    r->rep->last_lsn = rec->lsn;
+    r->rep->transactions++;
+    r->rep->cranks += rec->kind == KEEL_WAL_CRANK;
+    r->rep->bytes += rec->payload.len;
+    return KEEL__REPLAY_APPLY;
+}
+
+static int replay_gap(void *arg, const keel_wal_record *rec, uint64_t expect,
+                      keel_diag *diag)
+{
+    const run *r = arg;
+    uint64_t applied = keel__store_applied_lsn(r->store), base = r->base;
+    return keel__diag(
+        diag, KEEL_EINVAL,
+        "wal/%s: offset %" PRIu64 ": the log %s at LSN "
+        "%" PRIu64 ", but %s needs LSN %" PRIu64 "%s",
+        rec->segment, rec->offset, expect == 1 ? "starts" : "goes on", rec->lsn,
+        applied < base ? "the store's checkpoint"
+        : base == 0    ? "an audit from genesis"
+                       : "the base snapshot",
+        expect, base == 0 ? " (start from a snapshot: --base)" : "");
+}
+
 /* Read the log from base (or the store's checkpoint, if earlier): check
- * the records after base, apply to the store those after its LSN. */
+ * the records after base, apply to the store those after its LSN (the
+ * store's one replay loop, keel__store_replay). */
 static int replay(run *r, uint64_t base, keel_diag *diag)
 {
-    audit *a = &r->a;
     char wal[4096];
-    keel_wal_options wo;
-    keel_wal_record rec;
-    keel_wal_tail tail;
+    keel__store_replay_options o;
+    keel__store_replay_report rr;
     uint64_t applied = keel__store_applied_lsn(r->store);
-    uint64_t expect = (applied < base ? applied : base) + 1;
-    keel_diag d = {0};
-    keel_wal_options_init(&wo);
-    wo.io = r->o->io;
-    wo.kernel_id = keel__store_kernel_id(r->store);
     snprintf(wal, sizeof(wal), "%s/wal", r->dir);
-    int rc = keel_wal_reader_open(wal, &wo, expect, &r->reader, diag);
-    if (rc < 0) {
+    keel__store_replay_options_init(&o);
+    o.io = r->o->io;
+    o.from_lsn = (applied < base ? applied : base) + 1;
+    o.record = replay_record;
+    o.gap = replay_gap;
+    o.arg = r;
+    r->base = base;
+    int rc = keel__store_replay(r->store, wal, &o, &rr, diag);
+    if (rc == KEEL_OK && r->violated) {
+        rc = VIOLATED;
+    }
+    if (rc != KEEL_OK) {
         goto out;
     }
-    while ((rc = keel_wal_reader_next(r->reader, &rec, &d)) == 1) {
-        if (rec.lsn != expect) {
-            rc = keel__diag(
-                diag, KEEL_EINVAL,
-                "wal/%s: offset %" PRIu64 ": the log %s at LSN "
-                "%" PRIu64 ", but %s needs LSN %" PRIu64 "%s",
-                rec.segment, rec.offset, expect == 1 ? "starts" : "goes on",
-                rec.lsn,
-                applied < base ? "the store's checkpoint"
-                : base == 0    ? "an audit from genesis"
-                               : "the base snapshot",
-                expect, base == 0 ? " (start from a snapshot: --base)" : "");
-            goto out;
-        }
-        if (rec.lsn > base) {
-            if (r->rep->first_lsn == 0) {
-                r->rep->first_lsn = rec.lsn;
-            }
-            rc = audit_record(a, &rec, diag);
-            if (rc != KEEL_OK) {
-                goto out;
-            }
-            r->rep->last_lsn = rec.lsn;
-            r->rep->transactions++;
-            r->rep->cranks += rec.kind == KEEL_WAL_CRANK;
-            r->rep->bytes += rec.payload.len;
-        }
-        if (rec.lsn > applied) {
-            keel_diag ad = {0};
-            rc = keel__store_apply_encoded(r->store, rec.lsn, rec.payload.ptr,
-                                           rec.payload.len, &ad);
-            if (rc < 0) {
-                keel__diag(diag, rc,
-                           "wal/%s: offset %" PRIu64 ": LSN %" PRIu64 ": %s",
-                           rec.segment, rec.offset, rec.lsn, ad.msg);
-                goto out;
-            }
-        }
-        expect++;
-    }
-    if (rc < 0) {
-        keel__diag(diag, rc, "wal/%s", d.msg);
-        goto out;
-    }
-    keel_wal_reader_tail(r->reader, &tail);
-    if (tail.last_lsn < base || tail.last_lsn < applied) {
+    if (rr.tail.last_lsn < base || rr.tail.last_lsn < applied) {
         rc = keel__diag(
-            diag, applied > tail.last_lsn ? KEEL_ECORRUPT : KEEL_EINVAL,
+            diag, applied > rr.tail.last_lsn ? KEEL_ECORRUPT : KEEL_EINVAL,
             "wal/: the log ends at LSN %" PRIu64
             ", before the %s's LSN %" PRIu64,
-            tail.last_lsn, applied > tail.last_lsn ? "store" : "base",
-            applied > tail.last_lsn ? applied : base);
+            rr.tail.last_lsn, applied > rr.tail.last_lsn ? "store" : "base",
+            applied > rr.tail.last_lsn ? applied : base);
     }
 out:
     return rc;
@@ -2059,7 +2026,6 @@ out:
     rep->final_hash = r.a.hash;
     rep->seconds = (double)(keel__now_ns() - t0) / 1e9;
     clear_txn(&r.a);
-    keel_wal_reader_close(r.reader);
     keel__store_close(r.store); /* AU1: drops what replay applied */
     if (r.lock_fd >= 0) {
         close(r.lock_fd);

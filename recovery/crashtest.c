@@ -65,6 +65,7 @@
 #include "keel/recovery.h"
 #include "keel/snapshot.h"
 #include "keel/wal.h"
+#include "store/writeset_format.h"
 
 extern char **environ;
 
@@ -521,49 +522,26 @@ static int crash_child(const keel__crashtest *ct, const char *state, uint64_t k,
 /* ---- the reference --------------------------------------------------------
  */
 
-/* The value of the k.hash put in an encoded write-set (kernel/store.h).
+/* The value of the k.hash put in an encoded write-set
+ * (store/writeset_format.h, read with its one decoder).
  * @return 1 found, 0 absent, KEEL_ECORRUPT malformed. */
 int keel__crashtest_payload_hash(const uint8_t *p, size_t len, uint64_t *h)
 {
-    size_t off = 4;
-    int rc = 0;
-    if (len < 4) {
-        return KEEL_ECORRUPT;
-    }
-    uint32_t n = keel__get_u32(p);
-    for (uint32_t i = 0; i < n; i++) {
-        if (len - off < 5) {
-            return KEEL_ECORRUPT;
-        }
-        uint8_t kind = p[off];
-        uint32_t klen = keel__get_u32(p + off + 1);
-        off += 5;
-        if (klen > len - off) {
-            return KEEL_ECORRUPT;
-        }
-        const uint8_t *key = p + off;
-        off += klen;
-        if (kind == 2) {
-            continue;
-        }
-        if (kind != 1 || len - off < 4) {
-            return KEEL_ECORRUPT;
-        }
-        uint32_t vlen = keel__get_u32(p + off);
-        off += 4;
-        if (vlen > len - off) {
-            return KEEL_ECORRUPT;
-        }
-        if (klen == 6 && memcmp(key, "k.hash", 6) == 0 && vlen == 16) {
+    keel__ws_decoder dec;
+    keel__ws_op op;
+    int found = 0;
+    int rc = keel__ws_decode_begin(&dec, p, len, NULL);
+    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, NULL)) == 1) {
+        if (op.kind == KEEL__STORE_PUT && op.key_len == 6 &&
+            memcmp(op.key, "k.hash", 6) == 0 && op.val_len == 16) {
             char hex[17];
-            memcpy(hex, p + off, 16);
+            memcpy(hex, op.val, 16);
             hex[16] = '\0';
             *h = strtoull(hex, NULL, 16);
-            rc = 1;
+            found = 1;
         }
-        off += vlen;
     }
-    return rc;
+    return rc < 0 ? rc : found;
 }
 
 /* T5: hash[L] for every L of the reference's log. */

@@ -179,8 +179,8 @@ keel__crashtest_reference_of(const keel__crashtest *ct);
 int keel__crashtest_run(keel__crashtest *ct, int mode,
                         keel__crashtest_report *rep, keel_diag *diag);
 /* The activity hash a WAL record's payload (an encoded write-set,
- * kernel/store.h) writes as k.hash: what the reference's hash after each
- * LSN is read from (here and in recovery/powerloss.c).
+ * store/writeset_format.h) writes as k.hash: what the reference's hash after
+ * each LSN is read from (here and in recovery/powerloss.c).
  * @return 1 found (*h set), 0 absent, KEEL_ECORRUPT malformed. */
 /* Shared by the crash harnesses (crashtest.c, powerloss.c): a monotonic
  * clock in seconds (common/clock.h); splitmix64 over *s; rm -rf path

@@ -45,7 +45,7 @@
 
 #include "common/diag.h"
 #include "common/io.h"
-#include "kernel/store.h"
+#include "store/store.h"
 #include "wal/wal_format.h"
 #include "wal/wal_internal.h"
 

@@ -28,20 +28,20 @@
  *       and the timeline commit are synced in LMDB's order; the log is
  *       synced before each checkpoint (K11) and the directory before the
  *       rename.
- *   SS3 Roll-forward takes records from the given log only if they belong
- *       to the snapshot's kernel and continue it without a gap (first LSN
- *       = snapshot LSN + 1); the restored STATE's own log holds exactly
- *       those records, so an audit from the snapshot can check them.
- *   SS4 The manifest must agree with the entries: a snapshot whose k.crank
- *       or k.hash differs from its manifest is refused (ECORRUPT).
- *   SS5 Every restored state is a new timeline: a random id (not 0, not
- *       its parent) recorded with its parent (the snapshot's timeline) and
- *       branch LSN (the restored LSN) in the store's meta table, in a
- *       synced commit of its own after the last checkpoint; a snapshot's
- *       manifest carries the timeline of the state it copies.
- *   SS6 Roll-forward applies a record only if it continues the history so
- *       far: its activity hash recomputed from the previous one (the
- *       manifest's for the first; kernel/activity.c, the kernel's own
+ *   SS3 Roll-forward (the store's one replay loop, keel__store_replay,
+ *       with the checks below as its per-record callback) takes records
+ *       from the given log only if they belong to the snapshot's kernel
+ *       and continue it without a gap (first LSN = snapshot LSN + 1); the
+ * restored STATE's own log holds exactly those records, so an audit from the
+ * snapshot can check them. SS4 The manifest must agree with the entries: a
+ * snapshot whose k.crank or k.hash differs from its manifest is refused
+ * (ECORRUPT). SS5 Every restored state is a new timeline: a random id (not 0,
+ * not its parent) recorded with its parent (the snapshot's timeline) and branch
+ * LSN (the restored LSN) in the store's meta table, in a synced commit of its
+ * own after the last checkpoint; a snapshot's manifest carries the timeline of
+ * the state it copies. SS6 Roll-forward applies a record only if it continues
+ * the history so far: its activity hash recomputed from the previous one (the
+ *       manifest's for the first; store/activity.c, the kernel's own
  *       code) equals the k.hash it puts, and its crank is the previous
  *       one + 1 (a crank) or the same (any other record). A log of another
  *       timeline is refused naming both hashes and timelines.
@@ -73,8 +73,9 @@
 #include "common/diag.h"
 #include "common/io.h"
 #include "keel/wal.h"
-#include "kernel/activity.h"
-#include "kernel/store.h"
+#include "store/activity.h"
+#include "store/replay.h"
+#include "store/store.h"
 #include "snapshot/state.h"
 
 /* Checkpoint a roll-forward's store when this much is pending. */
@@ -344,105 +345,126 @@ static int ck_continues(XXH3_state_t *st, const char *path,
                       si->meta.activity_hash, si->meta.timeline);
 }
 
+/* What the roll-forward's per-record check needs (SS3, SS6). */
+typedef struct roll {
+    const char *path;
+    const keel_snapshot_info *si;
+    const keel_snapshot_restore_options *o;
+    keel_wal *w;
+    keel_snapshot_restore_report *rep;
+    XXH3_state_t *st;
+    uint64_t h, crank, log_h;
+    int have_log_h;
+} roll;
+
+/* keel__store_replay's record callback: check that rec continues the
+ * history (SS6), then copy it into the new log (SS3). */
+static int roll_record(void *arg, const keel_wal_record *rec, keel_diag *diag)
+{
+    roll *r = arg;
+    const keel_snapshot_restore_options *o = r->o;
+    keel_diag d = {0};
+    if (rec->lsn <= r->si->meta.lsn) { /* the snapshot's own: its hash */
+        uint64_t ignored;
+        r->have_log_h =
+            rec->lsn == r->si->meta.lsn &&
+            keel__activity_hash_record(r->st, 0, rec->kind, rec->crank,
+                                       rec->payload.ptr, rec->payload.len,
+                                       &ignored, &r->log_h, NULL) == KEEL_OK;
+        return KEEL__REPLAY_APPLY; /* read only: the store has it */
+    }
+    if ((o->to_lsn != 0 && rec->lsn > o->to_lsn) ||
+        (o->to_crank != 0 && rec->crank > o->to_crank)) {
+        return KEEL__REPLAY_STOP;
+    }
+    int rc = ck_continues(r->st, r->path, r->si, o->wal_dir, rec, &r->h,
+                          &r->crank, r->have_log_h, r->log_h, diag);
+    if (rc < 0) {
+        return rc;
+    }
+    uint64_t lsn = 0;
+    rc = keel_wal_append(r->w, rec->kind, rec->crank, rec->payload.ptr,
+                         rec->payload.len, &lsn, &d);
+    if (rc < 0) {
+        return keel__diag(diag, rc, "%s: %s: LSN %" PRIu64 ": %s", o->wal_dir,
+                          rec->segment, rec->lsn, d.msg);
+    }
+    KEEL_ASSERT(lsn == rec->lsn);
+    r->rep->lsn = rec->lsn;
+    r->rep->crank = rec->crank;
+    return KEEL__REPLAY_APPLY;
+}
+
+static int roll_gap(void *arg, const keel_wal_record *rec, uint64_t expect,
+                    keel_diag *diag)
+{
+    const roll *r = arg;
+    return keel__diag(diag, KEEL_ECORRUPT,
+                      "%s: the log continues at LSN %" PRIu64
+                      ", the snapshot ends at LSN %" PRIu64
+                      ": records are missing",
+                      r->o->wal_dir, rec->lsn, r->si->meta.lsn);
+}
+
+/* K11 for the new log: what a checkpoint commits is durable in it. */
+static int roll_sync(void *arg, keel_diag *diag)
+{
+    const roll *r = arg;
+    keel_diag d = {0};
+    int rc = keel_wal_sync(r->w, &d);
+    return rc < 0 ? keel__diag(diag, rc, "%s: %s", r->o->wal_dir, d.msg)
+                  : KEEL_OK;
+}
+
 /*
  * SS3, SS6: copy the records after the snapshot from o->wal_dir into the
- * new log and apply them to the new store, up to o->to_lsn / o->to_crank,
- * each checked to continue the snapshot's history.
+ * new log and apply them to the new store (keel__store_replay), up to
+ * o->to_lsn / o->to_crank, each checked to continue the snapshot's
+ * history.
  */
 static int roll_forward(const char *path, const keel_snapshot_info *si,
                         const keel_snapshot_restore_options *o, keel__store *s,
                         keel_wal *w, keel_snapshot_restore_report *rep,
                         keel_diag *diag)
 {
-    keel_wal_reader *r = NULL;
-    keel_wal_options ro;
-    keel_wal_options_init(&ro);
+    roll r = {.path = path,
+              .si = si,
+              .o = o,
+              .w = w,
+              .rep = rep,
+              .h = si->meta.activity_hash,
+              .crank = si->meta.crank};
+    keel__store_replay_options ro;
+    keel__store_replay_report rr;
+    keel__store_replay_options_init(&ro);
     ro.io = o->io;
-    ro.kernel_id = si->meta.kernel_id;
-    uint64_t expect = si->meta.lsn + 1;
-    uint64_t h = si->meta.activity_hash, crank = si->meta.crank, log_h = 0;
-    int have_log_h = 0;
-    keel_diag d = {0};
-    keel_wal_record rec;
-    XXH3_state_t *st = XXH3_createState();
-    int rc = st != NULL
-                 ? keel_wal_reader_open(o->wal_dir, &ro, si->meta.lsn, &r, &d)
-                 : keel__diag(&d, KEEL_ENOMEM, "out of memory");
+    ro.wal_name = o->wal_dir;
+    ro.open_lsn = si->meta.lsn; /* the snapshot's own record, if kept */
+    ro.from_lsn = si->meta.lsn + 1;
+    ro.checkpoint_bytes = ROLL_CHECKPOINT_BYTES;
+    ro.record = roll_record;
+    ro.gap = roll_gap;
+    ro.before_checkpoint = roll_sync;
+    ro.arg = &r;
+    r.st = XXH3_createState();
+    int rc = r.st != NULL ? keel__store_replay(s, o->wal_dir, &ro, &rr, diag)
+                          : keel__diag(diag, KEEL_ENOMEM, "out of memory");
+    XXH3_freeState(r.st);
     if (rc < 0) {
-        keel__diag(diag, rc, "%s: %s", o->wal_dir, d.msg);
-        goto out;
+        return rc;
     }
-    while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
-        if (rec.lsn < expect) { /* the snapshot's own LSN: its hash there */
-            uint64_t ignored;
-            have_log_h =
-                rec.lsn == si->meta.lsn &&
-                keel__activity_hash_record(st, 0, rec.kind, rec.crank,
-                                           rec.payload.ptr, rec.payload.len,
-                                           &ignored, &log_h, NULL) == KEEL_OK;
-            continue;
-        }
-        if (rec.lsn != expect) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "%s: the log continues at LSN %" PRIu64
-                            ", the snapshot ends at LSN %" PRIu64
-                            ": records are missing",
-                            o->wal_dir, rec.lsn, si->meta.lsn);
-            goto out;
-        }
-        if ((o->to_lsn != 0 && rec.lsn > o->to_lsn) ||
-            (o->to_crank != 0 && rec.crank > o->to_crank)) {
-            break;
-        }
-        rc = ck_continues(st, path, si, o->wal_dir, &rec, &h, &crank,
-                          have_log_h, log_h, diag);
-        if (rc < 0) {
-            goto out;
-        }
-        uint64_t lsn = 0;
-        rc = keel_wal_append(w, rec.kind, rec.crank, rec.payload.ptr,
-                             rec.payload.len, &lsn, &d);
-        if (rc == KEEL_OK) {
-            KEEL_ASSERT(lsn == rec.lsn);
-            rc = keel__store_apply_encoded(s, rec.lsn, rec.payload.ptr,
-                                           rec.payload.len, &d);
-        }
-        if (rc == KEEL_OK &&
-            keel__store_pending_bytes(s) >= ROLL_CHECKPOINT_BYTES) {
-            rc = keel_wal_sync(w, &d);
-            if (rc == KEEL_OK) {
-                rc = keel__store_checkpoint(s, &d);
-            }
-        }
-        if (rc < 0) {
-            keel__diag(diag, rc, "%s: %s: LSN %" PRIu64 ": %s", o->wal_dir,
-                       rec.segment, rec.lsn, d.msg);
-            goto out;
-        }
-        rep->rolled_forward++;
-        rep->lsn = rec.lsn;
-        rep->crank = rec.crank;
-        expect++;
-    }
-    if (rc < 0) {
-        keel__diag(diag, rc, "%s: %s", o->wal_dir, d.msg);
-        goto out;
-    }
-    rc = KEEL_OK;
+    rep->rolled_forward = rr.replayed;
     if (o->to_lsn != 0 && rep->lsn < o->to_lsn) {
         rc = keel__diag(diag, KEEL_EINVAL,
                         "%s: the log ends at LSN %" PRIu64
                         ", before --to-lsn %" PRIu64,
-                        o->wal_dir, expect - 1, o->to_lsn);
+                        o->wal_dir, rr.last_lsn, o->to_lsn);
     } else if (o->to_crank != 0 && rep->crank < o->to_crank) {
         rc = keel__diag(diag, KEEL_EINVAL,
                         "%s: the log ends at crank %" PRIu64
                         ", before --to-crank %" PRIu64,
                         o->wal_dir, rep->crank, o->to_crank);
     }
-out:
-    keel_wal_reader_close(r);
-    XXH3_freeState(st);
     return rc;
 }
 

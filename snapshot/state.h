@@ -6,7 +6,7 @@
 #define KEEL_SNAPSHOT_STATE_H
 
 #include "keel/snapshot.h"
-#include "kernel/store.h"
+#include "store/store.h"
 
 /*
  * Write the state snapshot of view v (its checkpoint: SS1) to path, as

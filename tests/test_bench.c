@@ -289,10 +289,53 @@ START_TEST(test_bench_pingpong_rss_json_has_samples)
 }
 END_TEST
 
+/* `terminate`: a vat with more keys than one cleanup batch holds goes in
+ * several records, none over the batch bound (1 MiB of write-set plus one
+ * unit), timed in keys/s against lmdb-put of as many keys. */
+START_TEST(test_bench_terminate_json_bounds_records)
+{
+    char *root = tu_tmpdir("bench");
+    const char *args[] = {"bench", "terminate", "--n",   "40000", "--runs",
+                          "3",     "--json",    "--dir", root,    NULL};
+    char *out = NULL, *err = NULL;
+    int rc = tu_run_keel(args, &out, &err);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_msg(tu_count_lines(out) == 2, "not two lines: %s", out);
+    char *nl = strchr(out, '\n');
+    *nl = '\0';
+    json_t *r = json_loads(out, 0, NULL);
+    json_t *recs = json_loads(nl + 1, 0, NULL);
+    ck_assert_msg(json_is_object(r) && json_is_object(recs), "%s", out);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "workload")),
+                     "terminate");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "baseline")),
+                     "lmdb-put");
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "n")), 40000);
+    ck_assert(real_at(r, "median_per_s") > 0 && real_at(r, "ratio") > 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(r, "runs")), 3);
+    json_int_t n = json_integer_value(json_object_get(recs, "records"));
+    json_int_t most =
+        json_integer_value(json_object_get(recs, "max_record_bytes"));
+    ck_assert_msg(n >= 3, "40,000 keys in %lld record(s): more than a batch",
+                  (long long)n);
+    ck_assert_msg(most > 0 && most <= (1 << 20) + 4096,
+                  "largest record %lld bytes, over the batch bound",
+                  (long long)most);
+    ck_assert_uint_eq(dir_entries(root), 0); /* B5 */
+    json_decref(r);
+    json_decref(recs);
+    free(out);
+    free(err);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 START_TEST(test_bench_help_lists_kernel_workloads)
 {
     static const char *const names[] = {"\n  pingpong ", "\n  fanout ",
-                                        "\n  chain5 ", "\n  pingpong-rss "};
+                                        "\n  chain5 ", "\n  pingpong-rss ",
+                                        "\n  terminate "};
     char *out = NULL;
     const char *args[] = {"bench", "--help", NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, NULL), 0);
@@ -315,6 +358,8 @@ START_TEST(test_bench_kernel_usage_errors_exit_two)
         {{"bench", "chain5", "--runs", "2", NULL}, "--runs"},
         {{"bench", "pingpong-rss", "--sync", "all", NULL}, "--sync"},
         {{"bench", "pingpong-rss", "--n", "99", NULL}, "--n"},
+        {{"bench", "terminate", "--runs", "1", NULL}, "--runs"},
+        {{"bench", "terminate", "--n", "0", NULL}, "--n"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = NULL, *err = NULL;
@@ -342,6 +387,7 @@ Suite *bench_suite(void)
     tcase_add_test(tc, test_bench_fanout_json_has_kernel_rates);
     tcase_add_test(tc, test_bench_chain5_json_has_kernel_rates);
     tcase_add_test(tc, test_bench_pingpong_rss_json_has_samples);
+    tcase_add_test(tc, test_bench_terminate_json_bounds_records);
     tcase_add_test(tc, test_bench_help_lists_kernel_workloads);
     tcase_add_test(tc, test_bench_kernel_usage_errors_exit_two);
     suite_add_tcase(s, tc);

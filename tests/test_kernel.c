@@ -63,7 +63,7 @@
 #include "common/io_fault.h"
 #include "keel/keel.h"
 #include "keel/recovery.h"
-#include "kernel/store.h"
+#include "store/store.h"
 #include "tests/testutil.h"
 
 /* A bounded wait for keel_kernel_run: a regression that loses an answer

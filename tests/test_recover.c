@@ -38,6 +38,7 @@
 #include "common/io_fault.h"
 #include "kernel/kernel_internal.h"
 #include "recovery/recovery_internal.h"
+#include "store/activity.h"
 #include "tests/testutil.h"
 #include "vats/vutil.h"
 
@@ -1328,6 +1329,44 @@ START_TEST(test_recover_wrong_activity_hash_detected)
 }
 END_TEST
 
+/*
+ * AU3 with the store's one write-set decoder (store/writeset.c WC2): a
+ * record whose payload is damaged is refused by the audit with the same
+ * words as by the store's replay and the activity hash, which name the
+ * payload offset and what was expected there.
+ */
+START_TEST(test_recover_bad_payload_same_message_as_store)
+{
+    craft c;
+    craft_init(&c);
+    /* One op of kind 3 at payload offset 4. */
+    const uint8_t bad[] = {1, 0, 0, 0, 3, 1, 0, 0, 0, 'x'};
+    const char *want = "payload offset 4: bad op kind 3, expected 1 (put) or "
+                       "2 (delete)";
+    uint64_t lsn = 0;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel_wal_append(c.w, KEEL_WAL_KERNEL_OP, c.crank, bad,
+                                     sizeof(bad), &lsn, &d),
+                     KEEL_OK);
+    craft_close(&c);
+    keel_audit_report rep;
+    ck_assert_int_eq(keel_audit(c.state, NULL, &rep, &d), KEEL_ECORRUPT);
+    ck_assert_msg(strstr(d.msg, want) != NULL, "audit said: %s", d.msg);
+    char lsn_s[64];
+    snprintf(lsn_s, sizeof(lsn_s), "LSN %" PRIu64 ":", lsn);
+    ck_assert_msg(strstr(d.msg, lsn_s) != NULL, "audit said: %s", d.msg);
+    uint64_t computed, stored;
+    XXH3_state_t *st = XXH3_createState();
+    ck_assert_int_eq(keel__activity_hash_record(st, 0, KEEL_WAL_KERNEL_OP, 0,
+                                                bad, sizeof(bad), &computed,
+                                                &stored, &d),
+                     KEEL_ECORRUPT);
+    XXH3_freeState(st);
+    ck_assert_msg(strcmp(d.msg, want) == 0, "activity hash said: %s", d.msg);
+    craft_free(&c);
+}
+END_TEST
+
 START_TEST(test_recover_store_differs_from_log_detected)
 {
     craft c;
@@ -1951,6 +1990,7 @@ Suite *recover_suite(void)
     tcase_add_test(tc, test_recover_non_decider_resolution_detected);
     tcase_add_test(tc, test_recover_double_resolution_detected);
     tcase_add_test(tc, test_recover_wrong_activity_hash_detected);
+    tcase_add_test(tc, test_recover_bad_payload_same_message_as_store);
     tcase_add_test(tc, test_recover_store_differs_from_log_detected);
     tcase_add_test(tc, test_recover_notify_of_unresolved_detected);
     tcase_add_test(tc, test_recover_crank_numbering_detected);

@@ -52,7 +52,7 @@
  *
  * In-process kernels run with sync=off: the claims are about contents,
  * not durability. States are compared through read-only views of their
- * stores (kernel/store.h). No assertion depends on timing: the waits for
+ * stores (store/store.h). No assertion depends on timing: the waits for
  * the child process are bounded only so that a regression fails instead
  * of hanging.
  */
@@ -75,8 +75,8 @@
 #include "common/io_fault.h"
 #include "keel/keel.h"
 #include "keel/recovery.h"
-#include "kernel/activity.h"
-#include "kernel/store.h"
+#include "store/activity.h"
+#include "store/store.h"
 #include "tests/testutil.h"
 
 Suite *snapshot_state_suite(void);

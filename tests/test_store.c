@@ -1,5 +1,5 @@
 /*
- * tests/test_store.c — the kernel's LMDB store (kernel/store.h): the
+ * tests/test_store.c — the kernel's LMDB store (store/store.h): the
  * write-set in front of the overlay in front of the write transaction,
  * the overlay's coalescing (a key put, deleted and put again across
  * cranks; tombstones over checkpointed keys; hot keys; a burst; its hash
@@ -35,7 +35,10 @@
 
 #include "common/diag.h"
 #include "common/io_fault.h"
-#include "kernel/store.h"
+#include "keel/wal.h"
+#include "store/replay.h"
+#include "store/store.h"
+#include "store/writeset_format.h"
 #include "keel/kernel.h"
 #include "tests/testutil.h"
 
@@ -3089,6 +3092,142 @@ START_TEST(test_store_put_without_write_set_aborts)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------
+ * The one replay loop (store/replay.c RP1..RP4).
+ */
+
+/* A log "wal" beside the store directory dir, of kernel KID, starting at
+ * first_lsn, whose record i (0-based) puts "r.<i>" = "v"; with bad_at != 0
+ * record bad_at (1-based) is instead one op of kind 3 (a damaged
+ * write-set). rm_store(dir) removes it. */
+static char *replay_log(const char *dir, uint64_t first_lsn, int n, int bad_at)
+{
+    char *root = strdup(dir);
+    ck_assert_ptr_nonnull(root);
+    *strrchr(root, '/') = '\0';
+    keel_wal_options wo;
+    keel_wal_options_init(&wo);
+    wo.kernel_id = KID;
+    wo.first_lsn = first_lsn;
+    char *wal = tu_path(root, "wal");
+    free(root);
+    keel_wal *w = NULL;
+    keel_diag d = {0};
+    int rc = keel_wal_open(wal, &wo, &w, NULL, &d);
+    ck_assert_msg(rc == KEEL_OK, "wal: %s", d.msg);
+    for (int i = 0; i < n; i++) {
+        uint8_t buf[64];
+        char key[16];
+        int kl = snprintf(key, sizeof(key), "r.%d", i);
+        keel__ws_encode_count(buf, 1);
+        uint8_t *end = keel__ws_encode_op(buf + 4, KEEL__STORE_PUT, key,
+                                          (uint32_t)kl, "v", 1);
+        if (i + 1 == bad_at) {
+            buf[4] = 3;
+        }
+        uint64_t lsn = 0;
+        rc = keel_wal_append(w, KEEL_WAL_KERNEL_OP, 0, buf, (size_t)(end - buf),
+                             &lsn, &d);
+        ck_assert_msg(rc == KEEL_OK, "append: %s", d.msg);
+    }
+    ck_assert_int_eq(keel_wal_close(w, &d), KEEL_OK);
+    return wal;
+}
+
+/* Stop before the record whose LSN is *arg; count the records seen. */
+static int replay_seen;
+static int stop_at(void *arg, const keel_wal_record *rec, keel_diag *diag)
+{
+    replay_seen++;
+    return rec->lsn == *(uint64_t *)arg ? KEEL__REPLAY_STOP
+                                        : KEEL__REPLAY_APPLY;
+}
+
+START_TEST(test_store_replay_stops_resumes_and_refuses_damage)
+{
+    char *dir = store_dir("store-replay");
+    char *wal = replay_log(dir, 1, 6, 6);
+    keel__store *s = open_ok(dir);
+    keel__store_replay_options o;
+    keel__store_replay_report rep;
+    keel_diag d = {0};
+    keel_bytes v;
+    /* A callback's STOP ends the replay before the record (RP2). */
+    uint64_t stop = 4;
+    keel__store_replay_options_init(&o);
+    o.record = stop_at;
+    o.arg = &stop;
+    replay_seen = 0;
+    int rc = keel__store_replay(s, wal, &o, &rep, &d);
+    ck_assert_msg(rc == KEEL_OK, "replay: %s", d.msg);
+    ck_assert_int_eq(replay_seen, 4);
+    ck_assert_uint_eq(rep.replayed, 3);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 3);
+    ck_assert_int_eq(keel__store_get(s, "r.2", 3, &v, &d), 1);
+    ck_assert_int_eq(keel__store_get(s, "r.3", 3, &v, &d), 0);
+    /* Resumed after the applied LSN, bounded (RP4): the log must reach
+     * LSN 5, and the replay stops after it. */
+    keel__store_replay_options_init(&o);
+    o.last_lsn = 5;
+    rc = keel__store_replay(s, wal, &o, &rep, &d);
+    ck_assert_msg(rc == KEEL_OK, "replay: %s", d.msg);
+    ck_assert_uint_eq(rep.replayed, 2);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 5);
+    /* The damaged record 6 is refused with the decoder's words, naming
+     * the record; nothing is applied. */
+    keel__store_replay_options_init(&o);
+    rc = keel__store_replay(s, wal, &o, &rep, &d);
+    ck_assert_int_eq(rc, KEEL_ECORRUPT);
+    ck_assert_msg(strstr(d.msg, "LSN 6: payload offset 4: bad op kind 3, "
+                                "expected 1 (put) or 2 (delete)") != NULL,
+                  "%s", d.msg);
+    ck_assert_msg(strncmp(d.msg, "wal/", 4) == 0, "%s", d.msg);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 5);
+    /* A log that ends before a bounded last LSN (RP4). */
+    keel__store_replay_options_init(&o);
+    o.last_lsn = 9;
+    o.record = stop_at; /* before the damaged record */
+    o.arg = &stop;
+    stop = 6;
+    rc = keel__store_replay(s, wal, &o, &rep, &d);
+    ck_assert_int_eq(rc, KEEL_ECORRUPT);
+    ck_assert_msg(strstr(d.msg, "replay stopped at LSN 5, the log ends at 9"),
+                  "%s", d.msg);
+    /* A store ahead of the bounded last LSN (RP4). */
+    keel__store_replay_options_init(&o);
+    o.last_lsn = 2;
+    rc = keel__store_replay(s, wal, &o, &rep, &d);
+    ck_assert_int_eq(rc, KEEL_ECORRUPT);
+    ck_assert_msg(strstr(d.msg, "applied LSN 5 is ahead of the WAL"), "%s",
+                  d.msg);
+    keel__store_close(s);
+    free(wal);
+    rm_store(dir);
+}
+END_TEST
+
+START_TEST(test_store_replay_gap_is_refused)
+{
+    char *dir = store_dir("store-replay-gap");
+    char *wal = replay_log(dir, 10, 2, 0);
+    keel__store *s = open_ok(dir);
+    keel__store_replay_options o;
+    keel__store_replay_report rep;
+    keel_diag d = {0};
+    keel__store_replay_options_init(&o);
+    int rc = keel__store_replay(s, wal, &o, &rep, &d);
+    ck_assert_int_eq(rc, KEEL_ECORRUPT); /* RP1 */
+    ck_assert_msg(strstr(d.msg, ": LSN 10, expected LSN 1 after the store's "
+                                "applied LSN 0") != NULL,
+                  "%s", d.msg);
+    ck_assert_uint_eq(rep.replayed, 0);
+    ck_assert_uint_eq(keel__store_applied_lsn(s), 0);
+    keel__store_close(s);
+    free(wal);
+    rm_store(dir);
+}
+END_TEST
+
 Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -3141,6 +3280,8 @@ Suite *store_suite(void)
     tcase_add_test(tc,
                    test_store_payload_truncated_at_every_length_is_ecorrupt);
     tcase_add_test(tc, test_store_payload_every_byte_flipped_never_crashes);
+    tcase_add_test(tc, test_store_replay_stops_resumes_and_refuses_damage);
+    tcase_add_test(tc, test_store_replay_gap_is_refused);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("durability");

@@ -1,19 +1,19 @@
 /*
- * kernel/activity.h — the activity hash chain (kernel.c K12) in one place:
+ * store/activity.h — the activity hash chain (kernel.c K12) in one place:
  * the kernel's commit computes it, a restore's roll-forward checks that a
  * log continues a snapshot's history with it. It knows only the encoded
- * write-set of kernel/store.h and the k.hash key, never vats, so kernel/
- * and snapshot/ both use it.
+ * write-set of store/writeset_format.h and the k.hash key, never vats, so
+ * kernel/ and snapshot/ both use it.
  *
  * The hashed bytes of transaction n, chained from h_{n-1}:
  *     h_n = xxh3_64(h_{n-1} u64 LE ‖ kind u8 ‖ crank u64 LE ‖ ops)
  * where kind and crank are the WAL record's and ops is the canonical
- * encoding (u32 LE op count, then the ops: kernel/store.h) of the
+ * encoding (u32 LE op count, then the ops: store/writeset_format.h) of the
  * transaction's write-set without its k.hash op. The record then puts
  * k.hash = h_n as 16 lowercase hex digits.
  */
-#ifndef KEEL_KERNEL_ACTIVITY_H
-#define KEEL_KERNEL_ACTIVITY_H
+#ifndef KEEL_STORE_ACTIVITY_H
+#define KEEL_STORE_ACTIVITY_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,15 +1,16 @@
 /*
- * kernel/activity.c — the activity hash chain (kernel/activity.h).
+ * store/activity.c — the activity hash chain (store/activity.h).
  *
  * Invariants:
  *   AH1 keel__activity_hash() and keel__activity_hash_record() hash the
  *       same bytes for one transaction: the record's k.hash op is left out
  *       and its op count is one less, exactly as the kernel encoded the
  *       write-set before it added k.hash (K12).
- *   AH2 A payload is read only within its length: every op's lengths are
- *       checked before its bytes are; a bad payload is KEEL_ECORRUPT.
+ *   AH2 A payload is read with the one write-set decoder
+ *       (store/writeset.c), so it is read only within its length and a bad
+ *       payload is KEEL_ECORRUPT with the decoder's message.
  */
-#include "kernel/activity.h"
+#include "store/activity.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -17,7 +18,7 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
-#include "kernel/store.h"
+#include "store/writeset_format.h"
 
 #define HASH_KEY     "k.hash"
 #define HASH_KEY_LEN 6
@@ -67,68 +68,32 @@ int keel__activity_hash_record(struct XXH3_state_s *st, uint64_t prev, int kind,
                                keel_diag *diag)
 {
     const uint8_t *p = payload;
-    size_t off = 4, hash_off = 0, hash_end = 0;
+    size_t hash_off = 0, hash_end = 0;
+    keel__ws_decoder dec;
+    keel__ws_op op;
     *computed = 0;
     *stored = 0;
-    if (len < 4) { /* AH2 */
-        return keel__diag(diag, KEEL_ECORRUPT,
-                          "write-set of %zu bytes has no op count", len);
-    }
-    uint32_t nops = keel__get_u32(p);
     int found = 0;
-    for (uint32_t i = 0; i < nops; i++) {
-        size_t start = off;
-        if (len - off < 5) {
-            return keel__diag(diag, KEEL_ECORRUPT,
-                              "write-set op %" PRIu32 " is cut short", i);
-        }
-        uint8_t k = p[off];
-        uint32_t klen = keel__get_u32(p + off + 1);
-        off += 5;
-        if (k != KEEL__STORE_PUT && k != KEEL__STORE_DELETE) {
-            return keel__diag(diag, KEEL_ECORRUPT,
-                              "write-set op %" PRIu32 " has kind %u", i, k);
-        }
-        if (len - off < klen) {
-            return keel__diag(diag, KEEL_ECORRUPT,
-                              "write-set op %" PRIu32 "'s key is cut short", i);
-        }
-        const uint8_t *key = p + off;
-        off += klen;
-        const uint8_t *val = NULL;
-        uint32_t vlen = 0;
-        if (k == KEEL__STORE_PUT) {
-            if (len - off < 4) {
-                return keel__diag(diag, KEEL_ECORRUPT,
-                                  "write-set op %" PRIu32 " is cut short", i);
-            }
-            vlen = keel__get_u32(p + off);
-            off += 4;
-            if (len - off < vlen) {
-                return keel__diag(
-                    diag, KEEL_ECORRUPT,
-                    "write-set op %" PRIu32 "'s value is cut short", i);
-            }
-            val = p + off;
-            off += vlen;
-        }
-        if (klen == HASH_KEY_LEN && memcmp(key, HASH_KEY, HASH_KEY_LEN) == 0) {
-            if (k != KEEL__STORE_PUT || !hex16(val, vlen, stored)) {
+    int rc = keel__ws_decode_begin(&dec, payload, len, diag); /* AH2 */
+    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, diag)) == 1) {
+        if (op.key_len == HASH_KEY_LEN &&
+            memcmp(op.key, HASH_KEY, HASH_KEY_LEN) == 0) {
+            if (op.kind != KEEL__STORE_PUT ||
+                !hex16(op.val, op.val_len, stored)) {
                 return keel__diag(diag, KEEL_ECORRUPT,
                                   HASH_KEY " is not put as %d lowercase hex "
                                            "digits",
                                   HASH_HEX);
             }
             found = 1;
-            hash_off = start;
-            hash_end = off;
+            hash_off = op.off;
+            hash_end = op.end;
         }
     }
-    if (off != len) {
-        return keel__diag(diag, KEEL_ECORRUPT,
-                          "write-set has %zu bytes after its last op",
-                          len - off);
+    if (rc < 0) {
+        return rc;
     }
+    uint32_t nops = dec.count;
     if (!found) {
         return keel__diag(diag, KEEL_ECORRUPT, "write-set puts no " HASH_KEY);
     }

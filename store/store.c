@@ -1,11 +1,18 @@
 /*
- * kernel/store.c — the kernel's LMDB store: a write-set (the open crank)
+ * store/store.c — the kernel's LMDB store: a write-set (the open crank)
  * over an in-memory overlay (every change since the last checkpoint,
  * coalesced by key) over one long-lived LMDB write transaction that only a
  * checkpoint writes to and commits; a checksum on every stored value.
- * Contract and byte layouts: kernel/store.h. This is the only file that
- * includes <lmdb.h>; MDB_* codes are translated to KEEL_E* here (xlate())
- * and go no further.
+ * Contract and byte layouts: store/store.h; the write-set's bytes:
+ * store/writeset_format.h. Only store/ includes <lmdb.h> (this file,
+ * store/view.c and store/store_internal.h); MDB_* codes are translated to
+ * KEEL_E* here (xlate(), keel__st_lmdb_error()) and go no further.
+ *
+ * The store's files: the write-set and the overlay are each a kv_map
+ * (store/map.c); their ops are encoded and decoded by store/writeset.c;
+ * this file holds the write-set, the overlay, reads, checkpoints, open
+ * and close; store/view.c bulk load, the timeline and read-only views;
+ * store/replay.c the one WAL replay loop.
  *
  * Invariants:
  *   ST1  Between checkpoints the files on disk hold exactly the last
@@ -92,25 +99,8 @@
  *   |  checkpoint, a full map at its ceiling included
  *   +--------------------------------------------------------> FAILED
  *                       (every call: KEEL_EFAILED; close() from any state)
- *
- * The write-set and the overlay are the same structure, a kv_map: a treap
- * over an index-addressed node array, keys and values copied into one byte
- * arena. A rewrite of a key reuses its value's bytes when the new value
- * fits the space it had; otherwise the old bytes stay unused in the arena
- * until the map is reset (the write-set at every crank, the overlay at
- * every checkpoint), which keel__store_pending_bytes() counts. Priorities
- * come from a PRNG, not from the keys, so keys chosen by a vat cannot
- * unbalance either treap. The overlay, which holds tens of thousands of
- * keys between checkpoints, adds two things: a hash index (open
- * addressing) for the point lookups of every get and every merged op,
- * leaving the treap to ordered scans and the checkpoint; and a free list
- * of dropped nodes, whose key and value space a new key reuses where it
- * fits. The hash (XXH3 of the key) only places keys in the index; keys
- * are always compared in full, so colliding keys cost probes, never a
- * wrong answer. Its seed, like the treaps' PRNG, is random for each open,
- * so that a vat cannot choose keys offline that pile into one probe run.
  */
-#include "kernel/store.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -131,13 +121,10 @@
 #include "common/diag.h"
 #include "common/keys.h"
 #include "common/io.h"
+#include "store/map.h"
+#include "store/store_internal.h"
+#include "store/writeset_format.h"
 
-#define DATA_FILE "data.mdb"
-/* Bytes of an encoded op before its key; and the smallest op (1-byte key). */
-#define OP_HEAD_BYTES 5u
-#define OP_MIN_BYTES  (OP_HEAD_BYTES + 1u)
-/* Keys longer than this are shortened ("...") in messages. */
-#define KEY_PRINT_BYTES 96u
 /* A checkpoint keeps the overlay's buffers for the next round up to this
  * size each, and frees larger ones: a burst must not pin its memory. */
 #define OVERLAY_KEEP_BYTES (16u * 1024 * 1024)
@@ -145,71 +132,6 @@
 _Static_assert(KEEL__STORE_MAX_VALUE_BYTES <= UINT32_MAX - 8u,
                "a stored value with its checksum fits LMDB's u32 sizes");
 _Static_assert(KEEL__STORE_CHECKSUM_BYTES == 8u, "u64 xxh3 checksum");
-
-typedef struct kv_node {
-    size_t key_off; /* into the map's arena */
-    size_t val_off;
-    uint32_t key_len;
-    uint32_t val_len;
-    uint32_t key_cap; /* arena bytes at key_off / val_off this node may */
-    uint32_t val_cap; /* reuse, for a new value or, once freed, a new key */
-    uint32_t left;    /* node indices; 0 is "none" (nodes[0] is unused); */
-    uint32_t right;   /* a free node's left is the next free node */
-    uint32_t prio;    /* treap heap order: a parent's is >= its children's */
-    uint32_t hash;    /* indexed maps: key_hash(m, key) */
-    uint8_t kind;     /* KEEL__STORE_PUT or KEEL__STORE_DELETE; 0: free */
-    uint8_t on_disk;  /* overlay: 1 once the key is known to be in the
-                         transaction, which holds until the checkpoint */
-} kv_node;
-
-/* A key-ordered map of puts and tombstones: the write-set or the overlay. */
-typedef struct kv_map {
-    const char *name; /* "write-set" or "overlay", for messages */
-    kv_node *nodes;   /* nodes[1 .. nnodes-1]: in the tree, or free */
-    uint32_t nnodes;
-    uint32_t nodes_cap;
-    uint32_t root;
-    uint32_t free_head; /* removed nodes, for reuse (the overlay only) */
-    uint32_t nfree;
-    /* The overlay only (indexed): a hash index of the tree's nodes, open
-     * addressing with linear probing, at most half full; 0 is empty. The
-     * treap gives key order (scans, the checkpoint); the index makes the
-     * point lookups of every op and get O(1) in an overlay of many keys. */
-    int indexed;
-    uint32_t *slots;
-    size_t slots_cap; /* 0 or a power of two */
-    uint8_t *arena;
-    size_t arena_len;
-    size_t arena_cap;
-    uint64_t prio_state; /* PRNG of treap priorities; random at open */
-    uint64_t hash_seed;  /* of the index; random at open */
-} kv_map;
-
-struct keel__store {
-    keel_io *io;
-    char *dir;
-    MDB_env *env;
-    MDB_txn *txn; /* the long-lived write transaction (ST1) */
-    MDB_dbi data_dbi;
-    MDB_dbi meta_dbi;
-    XXH3_state_t *hash;
-    uint64_t kernel_id;
-    uint64_t applied_lsn;
-    uint64_t ckpt_lsn;
-    int failed; /* ST6: 0 or the original error */
-    keel_diag fail_diag;
-
-    int ws_open;
-    kv_map ws;                /* the open write-set (ST4) */
-    size_t ws_enc_bytes;      /* exact encoded length of the open write-set */
-    kv_map ov;                /* the overlay (ST9) */
-    uint64_t load_bytes;      /* bulk load: bytes since the last commit */
-    int bulk;                 /* keel__store_options.bulk */
-    uint64_t readers_cleared; /* ST12: stale reader slots cleared */
-    uint64_t map_max;         /* ST11: the ceiling, a multiple of pages */
-    uint32_t page_bytes;      /* LMDB's page size */
-    int read_only;            /* keel__store_options.read_only (ST14) */
-};
 
 /* ---------------------------------------------------------------------
  * Helpers: errors, key printing, checksums.
@@ -245,7 +167,8 @@ static int xlate(int mrc)
 }
 
 /* Fill diag for a failed LMDB call `what` and return the KEEL_E* code. */
-static int lmdb_error(MDB_env *env, int mrc, const char *what, keel_diag *diag)
+int keel__st_lmdb_error(MDB_env *env, int mrc, const char *what,
+                        keel_diag *diag)
 {
     int rc = xlate(mrc);
     if (mrc == MDB_MAP_FULL) {
@@ -266,7 +189,7 @@ static int lmdb_error(MDB_env *env, int mrc, const char *what, keel_diag *diag)
 }
 
 /* ST6: the store is FAILED from now on; the caller returns rc. */
-static int set_failed(keel__store *s, int rc, keel_diag *diag)
+int keel__st_set_failed(keel__store *s, int rc, keel_diag *diag)
 {
     if (s->failed == 0) {
         s->failed = rc;
@@ -280,7 +203,7 @@ static int set_failed(keel__store *s, int rc, keel_diag *diag)
 }
 
 /* ST6: what every call returns once FAILED. */
-static int check_failed(const keel__store *s, keel_diag *diag)
+int keel__st_check_failed(const keel__store *s, keel_diag *diag)
 {
     int rc = KEEL_OK;
     if (s->failed != 0) {
@@ -293,8 +216,8 @@ static int check_failed(const keel__store *s, keel_diag *diag)
 
 /* The key in printable form for messages (keel__printable), at most
  * KEY_PRINT_BYTES of it. */
-static const char *printable(const uint8_t *k, size_t klen, char *buf,
-                             size_t cap)
+const char *keel__st_printable(const uint8_t *k, size_t klen, char *buf,
+                               size_t cap)
 {
     return keel__printable(k, klen < KEY_PRINT_BYTES ? klen : KEY_PRINT_BYTES,
                            klen > KEY_PRINT_BYTES, buf, cap);
@@ -316,9 +239,9 @@ static uint64_t kv_hash(XXH3_state_t *h, const void *key, size_t klen,
  * ST3: check a stored value d read under key (what: "key" or "meta") and
  * give the value without its checksum.
  */
-static int verify(XXH3_state_t *h, const char *what, const uint8_t *key,
-                  size_t klen, const MDB_val *d, keel_bytes *out,
-                  keel_diag *diag)
+int keel__st_verify(XXH3_state_t *h, const char *what, const uint8_t *key,
+                    size_t klen, const MDB_val *d, keel_bytes *out,
+                    keel_diag *diag)
 {
     int rc = KEEL_OK;
     char kbuf[4 * KEY_PRINT_BYTES + 8];
@@ -326,7 +249,7 @@ static int verify(XXH3_state_t *h, const char *what, const uint8_t *key,
         rc = keel__diag(diag, KEEL_ECORRUPT,
                         DATA_FILE ": %s \"%s\": stored value is %zu bytes, "
                                   "shorter than its 8-byte checksum",
-                        what, printable(key, klen, kbuf, sizeof(kbuf)),
+                        what, keel__st_printable(key, klen, kbuf, sizeof(kbuf)),
                         d->mv_size);
         goto out;
     }
@@ -335,11 +258,12 @@ static int verify(XXH3_state_t *h, const char *what, const uint8_t *key,
     uint64_t stored = keel__get_u64(v + vlen);
     uint64_t computed = kv_hash(h, key, klen, v, vlen);
     if (stored != computed) {
-        rc = keel__diag(
-            diag, KEEL_ECORRUPT,
-            DATA_FILE ": %s \"%s\": checksum mismatch (stored "
-                      "0x%016" PRIx64 ", computed 0x%016" PRIx64 ")",
-            what, printable(key, klen, kbuf, sizeof(kbuf)), stored, computed);
+        rc =
+            keel__diag(diag, KEEL_ECORRUPT,
+                       DATA_FILE ": %s \"%s\": checksum mismatch (stored "
+                                 "0x%016" PRIx64 ", computed 0x%016" PRIx64 ")",
+                       what, keel__st_printable(key, klen, kbuf, sizeof(kbuf)),
+                       stored, computed);
         goto out;
     }
     out->ptr = v;
@@ -349,9 +273,9 @@ out:
 }
 
 /* Store value ‖ checksum under key (ST3). @return an LMDB code. */
-static int put_checked(keel__store *s, MDB_dbi dbi, const uint8_t *key,
-                       size_t klen, const uint8_t *val, size_t vlen,
-                       unsigned flags)
+int keel__st_put_checked(keel__store *s, MDB_dbi dbi, const uint8_t *key,
+                         size_t klen, const uint8_t *val, size_t vlen,
+                         unsigned flags)
 {
     MDB_val k = {.mv_size = klen, .mv_data = (void *)key};
     MDB_val d = {.mv_size = vlen + KEEL__STORE_CHECKSUM_BYTES, .mv_data = NULL};
@@ -368,419 +292,7 @@ static int put_checked(keel__store *s, MDB_dbi dbi, const uint8_t *key,
     return mrc;
 }
 
-/* ---------------------------------------------------------------------
- * kv_map: a treap keyed by bytes, holding puts and tombstones. The
- * write-set and the overlay are both one.
- */
-
-static const uint8_t *map_key(const kv_map *m, uint32_t n)
-{
-    return m->arena + m->nodes[n].key_off;
-}
-
-static int map_cmp(const kv_map *m, const uint8_t *k, size_t klen, uint32_t n)
-{
-    return keel__keycmp(k, klen, map_key(m, n), m->nodes[n].key_len);
-}
-
-static uint32_t key_hash(const kv_map *m, const void *k, size_t klen)
-{
-    return (uint32_t)XXH3_64bits_withSeed(k, klen, m->hash_seed);
-}
-
-/* The index slot that holds node n, or for a key of hash h not in the
- * index, the empty slot where probing for it stops (n == 0). */
-static size_t slot_of(const kv_map *m, const uint8_t *k, size_t klen,
-                      uint32_t h)
-{
-    size_t mask = m->slots_cap - 1;
-    size_t i = h & mask;
-    for (;;) {
-        uint32_t n = m->slots[i];
-        if (n == 0 || (m->nodes[n].hash == h && m->nodes[n].key_len == klen &&
-                       memcmp(map_key(m, n), k, klen) == 0)) {
-            break;
-        }
-        i = (i + 1) & mask;
-    }
-    return i;
-}
-
-static uint32_t map_find(const kv_map *m, const uint8_t *k, size_t klen)
-{
-    uint32_t t = m->root;
-    if (m->indexed) {
-        t = t != 0 ? m->slots[slot_of(m, k, klen, key_hash(m, k, klen))] : 0;
-    } else {
-        while (t != 0) {
-            int c = map_cmp(m, k, klen, t);
-            if (c == 0) {
-                break;
-            }
-            t = c < 0 ? m->nodes[t].left : m->nodes[t].right;
-        }
-    }
-    return t;
-}
-
-/* Index node n (its hash set, its key absent from the index). */
-static void index_add(kv_map *m, uint32_t n)
-{
-    size_t mask = m->slots_cap - 1;
-    size_t i = m->nodes[n].hash & mask;
-    while (m->slots[i] != 0) {
-        i = (i + 1) & mask;
-    }
-    m->slots[i] = n;
-}
-
-/* Take node n out of the index, shifting back the entries after it that
- * would otherwise no longer be found (no deletion markers). */
-static void index_remove(kv_map *m, uint32_t n)
-{
-    size_t mask = m->slots_cap - 1;
-    size_t i = slot_of(m, map_key(m, n), m->nodes[n].key_len, m->nodes[n].hash);
-    KEEL_ASSERT(m->slots[i] == n);
-    m->slots[i] = 0;
-    for (size_t j = (i + 1) & mask; m->slots[j] != 0; j = (j + 1) & mask) {
-        size_t home = m->nodes[m->slots[j]].hash & mask;
-        /* The entry at j stays if its home lies cyclically in (i, j]. */
-        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!stays) {
-            m->slots[i] = m->slots[j];
-            m->slots[j] = 0;
-            i = j;
-        }
-    }
-}
-
-/* Make the index hold live + new_nodes keys at most half full. */
-static int index_reserve(kv_map *m, size_t new_nodes, keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    uint64_t want = 2 * ((uint64_t)m->nnodes - 1 - m->nfree + new_nodes);
-    if (want > m->slots_cap) {
-        uint64_t cap = m->slots_cap > 0 ? m->slots_cap : 64;
-        while (cap < want) {
-            cap *= 2;
-        }
-        uint32_t *slots = cap <= SIZE_MAX / sizeof(*slots)
-                              ? calloc(cap, sizeof(*slots))
-                              : NULL;
-        if (slots == NULL) {
-            rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", m->name);
-            goto out;
-        }
-        free(m->slots);
-        m->slots = slots;
-        m->slots_cap = (size_t)cap;
-        for (uint32_t n = 1; n < m->nnodes; n++) {
-            if (m->nodes[n].kind != 0) {
-                index_add(m, n);
-            }
-        }
-    }
-out:
-    return rc;
-}
-
-/* The node with the smallest key > k (strict) or >= k; 0 if none. */
-static uint32_t map_lower(const kv_map *m, const uint8_t *k, size_t klen,
-                          int strict)
-{
-    uint32_t best = 0;
-    uint32_t t = m->root;
-    while (t != 0) {
-        int c = map_cmp(m, k, klen, t);
-        if (c < 0 || (c == 0 && !strict)) {
-            best = t;
-            t = m->nodes[t].left;
-        } else {
-            t = m->nodes[t].right;
-        }
-    }
-    return best;
-}
-
-/* Insert node n (not yet linked) under t; @return the new subtree root. */
-static uint32_t map_insert(kv_map *m, uint32_t t, uint32_t n)
-{
-    uint32_t r = n;
-    if (t != 0) {
-        kv_node *nodes = m->nodes;
-        r = t;
-        if (map_cmp(m, map_key(m, n), nodes[n].key_len, t) < 0) {
-            uint32_t l = map_insert(m, nodes[t].left, n);
-            nodes[t].left = l;
-            if (nodes[l].prio > nodes[t].prio) {
-                nodes[t].left = nodes[l].right;
-                nodes[l].right = t;
-                r = l;
-            }
-        } else {
-            uint32_t rt = map_insert(m, nodes[t].right, n);
-            nodes[t].right = rt;
-            if (nodes[rt].prio > nodes[t].prio) {
-                nodes[t].right = nodes[rt].left;
-                nodes[rt].left = t;
-                r = rt;
-            }
-        }
-    }
-    return r;
-}
-
-/* If p points into m's arena, its offset there (so it survives a realloc);
- * else SIZE_MAX. Callers may pass bytes the store lent them. */
-static size_t arena_offset(const kv_map *m, const void *p)
-{
-    uintptr_t a = (uintptr_t)m->arena;
-    uintptr_t x = (uintptr_t)p;
-    return (m->arena != NULL && x >= a && x < a + m->arena_len)
-               ? (size_t)(x - a)
-               : SIZE_MAX;
-}
-
-/* Make room for need more arena bytes and new_nodes more nodes. */
-static int map_reserve(kv_map *m, size_t need, size_t new_nodes,
-                       keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    if (m->arena_cap - m->arena_len < need) {
-        size_t cap = m->arena_cap > 0 ? m->arena_cap : 4096;
-        while (cap - m->arena_len < need) {
-            cap *= 2;
-        }
-        uint8_t *a = realloc(m->arena, cap);
-        if (a == NULL) {
-            rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", m->name);
-            goto out;
-        }
-        m->arena = a;
-        m->arena_cap = cap;
-    }
-    /* nodes_cap may be 0 (nothing allocated yet) while nnodes is 1. */
-    if ((uint64_t)m->nnodes + new_nodes > m->nodes_cap) {
-        if (new_nodes > UINT32_MAX - m->nnodes) {
-            rc = keel__diag(diag, KEEL_ETOOBIG, "%s: too many ops", m->name);
-            goto out;
-        }
-        uint64_t cap = m->nodes_cap > 0 ? m->nodes_cap : 16;
-        while (cap < (uint64_t)m->nnodes + new_nodes) {
-            cap *= 2;
-        }
-        if (cap > UINT32_MAX) {
-            cap = UINT32_MAX;
-        }
-        kv_node *n = realloc(m->nodes, (size_t)cap * sizeof(*n));
-        if (n == NULL) {
-            rc = keel__diag(diag, KEEL_ENOMEM, "%s: out of memory", m->name);
-            goto out;
-        }
-        m->nodes = n;
-        m->nodes_cap = (uint32_t)cap;
-    }
-    if (m->indexed && new_nodes > 0) {
-        rc = index_reserve(m, new_nodes, diag);
-    }
-out:
-    return rc;
-}
-
-/* Copy len bytes from p (possibly inside m's arena, at offset poff) to the
- * arena at offset dst. */
-static void arena_copy(kv_map *m, size_t dst, const void *p, size_t poff,
-                       size_t len)
-{
-    if (len > 0) {
-        memmove(m->arena + dst, poff != SIZE_MAX ? m->arena + poff : p, len);
-    }
-}
-
-/*
- * Set key to a put of val or (kind DELETE, vlen 0) a tombstone. n is
- * map_find(m, key) (0: a new key). key and val may point into m's arena.
- * @param[out] node_out  optional: the key's node on success.
- * @return KEEL_OK, or KEEL_ENOMEM / KEEL_ETOOBIG with m unchanged.
- */
-static int map_set(kv_map *m, uint32_t n, uint8_t kind, const void *key,
-                   size_t klen, const void *val, size_t vlen,
-                   uint32_t *node_out, keel_diag *diag)
-{
-    size_t koff = arena_offset(m, key);
-    size_t voff = vlen > 0 ? arena_offset(m, val) : SIZE_MAX;
-    /* A new key takes a free node if there is one. Bytes that fit the
-     * node's old space reuse it, so a key rewritten many times (within a
-     * crank, or across the cranks between checkpoints), or a short-lived
-     * key replaced by one of its size, does not grow the arena. */
-    uint32_t slot = n != 0 ? n : m->free_head;
-    int key_fits = n != 0 || (slot != 0 && klen <= m->nodes[slot].key_cap);
-    int val_fits = slot != 0 && vlen <= m->nodes[slot].val_cap;
-    int rc = map_reserve(m, (key_fits ? 0 : klen) + (val_fits ? 0 : vlen),
-                         n == 0, diag);
-    if (rc < 0) {
-        goto out;
-    }
-    if (slot == 0) {
-        slot = m->nnodes++;
-        memset(&m->nodes[slot], 0, sizeof(m->nodes[slot]));
-    } else if (n == 0) {
-        m->free_head = m->nodes[slot].left;
-        m->nfree--;
-    }
-    kv_node *node = &m->nodes[slot];
-    if (!key_fits) {
-        node->key_off = m->arena_len;
-        node->key_cap = (uint32_t)klen;
-        m->arena_len += klen;
-    }
-    if (!val_fits) {
-        node->val_off = m->arena_len;
-        node->val_cap = (uint32_t)vlen;
-        m->arena_len += vlen;
-    }
-    if (n == 0) {
-        arena_copy(m, node->key_off, key, koff, klen);
-        node->key_len = (uint32_t)klen;
-    }
-    arena_copy(m, node->val_off, val, voff, vlen);
-    node->val_len = (uint32_t)vlen;
-    node->kind = kind;
-    if (n == 0) {
-        node->left = 0;
-        node->right = 0;
-        node->on_disk = 0;
-        if (m->indexed) {
-            node->hash = key_hash(m, map_key(m, slot), klen);
-            index_add(m, slot);
-        }
-        m->prio_state += 0x9e3779b97f4a7c15ull; /* splitmix64 */
-        uint64_t z = m->prio_state;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        node->prio = (uint32_t)(z ^ (z >> 31));
-        m->root = map_insert(m, m->root, slot);
-    }
-    if (node_out != NULL) {
-        *node_out = slot;
-    }
-out:
-    return rc;
-}
-
-/* Join treaps a and b, every key in a below every key in b. */
-static uint32_t map_join(kv_map *m, uint32_t a, uint32_t b)
-{
-    uint32_t r = a != 0 ? a : b;
-    if (a != 0 && b != 0) {
-        if (m->nodes[a].prio >= m->nodes[b].prio) {
-            m->nodes[a].right = map_join(m, m->nodes[a].right, b);
-        } else {
-            m->nodes[b].left = map_join(m, a, m->nodes[b].left);
-            r = b;
-        }
-    }
-    return r;
-}
-
-/* Unlink node n from the subtree t that holds it; @return the new root. */
-static uint32_t map_unlink(kv_map *m, uint32_t t, uint32_t n)
-{
-    uint32_t r = t;
-    KEEL_ASSERT(t != 0);
-    if (t == n) {
-        r = map_join(m, m->nodes[n].left, m->nodes[n].right);
-    } else if (map_cmp(m, map_key(m, n), m->nodes[n].key_len, t) < 0) {
-        m->nodes[t].left = map_unlink(m, m->nodes[t].left, n);
-    } else {
-        m->nodes[t].right = map_unlink(m, m->nodes[t].right, n);
-    }
-    return r;
-}
-
-/* Take node n out of m, onto the free list with its arena space. */
-static void map_remove(kv_map *m, uint32_t n)
-{
-    if (m->indexed) {
-        index_remove(m, n);
-    }
-    m->nodes[n].kind = 0;
-    m->root = map_unlink(m, m->root, n);
-    m->nodes[n].left = m->free_head;
-    m->free_head = n;
-    m->nfree++;
-}
-
-/* Empty m, keeping its buffers for reuse. */
-static void map_reset(kv_map *m)
-{
-    m->root = 0;
-    m->nnodes = 1;
-    m->free_head = 0;
-    m->nfree = 0;
-    m->arena_len = 0;
-    if (m->slots_cap > 0) {
-        memset(m->slots, 0, m->slots_cap * sizeof(*m->slots));
-    }
-}
-
-static void map_free(kv_map *m)
-{
-    free(m->nodes);
-    free(m->arena);
-    free(m->slots);
-}
-
-static size_t op_bytes(uint8_t kind, size_t klen, size_t vlen)
-{
-    return OP_HEAD_BYTES + klen + (kind == KEEL__STORE_PUT ? 4 + vlen : 0);
-}
-
 #ifdef KEEL_DEBUG
-/* KEEL_DEBUG checker for a kv_map's structure: keys in strictly ascending
- * in-order sequence, heap order of priorities, every key and value inside
- * the arena; counts the nodes and the encoded length of the ops. */
-static int map_walk_ok(const kv_map *m, uint32_t t, uint32_t *prev,
-                       size_t *count, size_t *bytes)
-{
-    int ok = 1;
-    if (t != 0) {
-        const kv_node *n = &m->nodes[t];
-        ok = (n->left == 0 || m->nodes[n->left].prio <= n->prio) &&
-             (n->right == 0 || m->nodes[n->right].prio <= n->prio) &&
-             n->val_len <= n->val_cap &&
-             n->key_off + n->key_len <= m->arena_len &&
-             n->val_off + n->val_cap <= m->arena_len &&
-             (n->kind == KEEL__STORE_PUT || n->val_len == 0) &&
-             map_walk_ok(m, n->left, prev, count, bytes);
-        ok = ok && n->key_off + n->key_cap <= m->arena_len &&
-             n->key_len <= n->key_cap;
-        ok = ok && (*prev == 0 || map_cmp(m, map_key(m, *prev),
-                                          m->nodes[*prev].key_len, t) < 0);
-        *prev = t;
-        *count += 1;
-        *bytes += op_bytes(n->kind, n->key_len, n->val_len);
-        ok = ok && map_walk_ok(m, n->right, prev, count, bytes);
-    }
-    return ok;
-}
-
-/* The whole map checks out: every node is either in the tree or on the
- * free list; *enc_bytes is set to the encoded length of the tree's ops. */
-static int map_ok(const kv_map *m, size_t *enc_bytes)
-{
-    uint32_t prev = 0;
-    size_t count = 0;
-    *enc_bytes = 4;
-    uint32_t nfree = 0;
-    for (uint32_t f = m->free_head; f != 0 && nfree < m->nnodes;
-         f = m->nodes[f].left) {
-        nfree++;
-    }
-    return map_walk_ok(m, m->root, &prev, &count, enc_bytes) &&
-           nfree == m->nfree && count + 1 + nfree == m->nnodes;
-}
-
 /* ST4/ST5/ST7 on the write-set's structure and the length it claims. */
 static int ws_invariants_ok(const keel__store *s)
 {
@@ -788,7 +300,7 @@ static int ws_invariants_ok(const keel__store *s)
     int ok =
         s->ckpt_lsn <= s->applied_lsn && (s->failed != 0 || s->txn != NULL);
     if (s->ws_open) {
-        ok = ok && map_ok(&s->ws, &bytes) && bytes == s->ws_enc_bytes &&
+        ok = ok && keel__map_ok(&s->ws, &bytes) && bytes == s->ws_enc_bytes &&
              s->ws.nfree == 0;
     }
     return ok;
@@ -813,35 +325,14 @@ static int ov_disk_ok(const keel__store *s, uint32_t t)
     return ok;
 }
 
-/* An indexed map's index holds exactly its tree's nodes, each where a
- * lookup of its key finds it, and is at most half full. */
-static int index_ok(const kv_map *m)
-{
-    size_t live = 0;
-    size_t used = 0;
-    int ok = 1;
-    for (uint32_t n = 1; n < m->nnodes && ok; n++) {
-        if (m->nodes[n].kind != 0) {
-            live++;
-            ok = m->nodes[n].hash ==
-                     key_hash(m, map_key(m, n), m->nodes[n].key_len) &&
-                 map_find(m, map_key(m, n), m->nodes[n].key_len) == n;
-        }
-    }
-    for (size_t i = 0; i < m->slots_cap; i++) {
-        used += m->slots[i] != 0;
-    }
-    return ok && used == live && 2 * live <= m->slots_cap;
-}
-
 /* ST7/ST9 on the overlay: O(overlay), so apply runs it only while the
  * overlay is small (tests), and checkpoint before and after every flush. */
 #define OV_CHECK_ON_APPLY_NODES 1024u
 static int ov_invariants_ok(const keel__store *s)
 {
     size_t bytes = 0;
-    return s->ckpt_lsn <= s->applied_lsn && map_ok(&s->ov, &bytes) &&
-           index_ok(&s->ov) &&
+    return s->ckpt_lsn <= s->applied_lsn && keel__map_ok(&s->ov, &bytes) &&
+           keel__map_index_ok(&s->ov) &&
            (s->applied_lsn != s->ckpt_lsn || s->ov.nnodes == 1) &&
            (s->failed != 0 || ov_disk_ok(s, s->ov.root));
 }
@@ -854,7 +345,7 @@ static int ov_invariants_ok(const keel__store *s)
 static int ws_set(keel__store *s, uint8_t kind, const void *key, size_t klen,
                   const void *val, size_t vlen, keel_diag *diag)
 {
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
@@ -871,15 +362,16 @@ static int ws_set(keel__store *s, uint8_t kind, const void *key, size_t klen,
                         vlen, KEEL__STORE_MAX_VALUE_BYTES);
         goto out;
     }
-    uint32_t n = map_find(&s->ws, key, klen);
-    size_t old =
-        n != 0 ? op_bytes(s->ws.nodes[n].kind, klen, s->ws.nodes[n].val_len)
-               : 0;
-    rc = map_set(&s->ws, n, kind, key, klen, val, vlen, NULL, diag);
+    uint32_t n = keel__map_find(&s->ws, key, klen);
+    size_t old = n != 0 ? keel__ws_op_bytes(s->ws.nodes[n].kind, klen,
+                                            s->ws.nodes[n].val_len)
+                        : 0;
+    rc = keel__map_set(&s->ws, n, kind, key, klen, val, vlen, NULL, diag);
     if (rc < 0) {
         goto out;
     }
-    s->ws_enc_bytes = s->ws_enc_bytes - old + op_bytes(kind, klen, vlen);
+    s->ws_enc_bytes =
+        s->ws_enc_bytes - old + keel__ws_op_bytes(kind, klen, vlen);
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(ws_invariants_ok(s));
 #endif
@@ -890,13 +382,13 @@ out:
 static void ws_reset(keel__store *s)
 {
     s->ws_open = 0;
-    map_reset(&s->ws);
+    keel__map_reset(&s->ws);
     s->ws_enc_bytes = 4;
 }
 
 int keel__store_ws_begin(keel__store *s, keel_diag *diag)
 {
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     if (rc == KEEL_OK) {
         KEEL_ASSERT(!s->ws_open);
         ws_reset(s);
@@ -940,17 +432,8 @@ static uint8_t *encode_walk(const kv_map *m, uint32_t t, uint8_t *p)
     if (t != 0) {
         const kv_node *n = &m->nodes[t];
         p = encode_walk(m, n->left, p);
-        *p++ = n->kind;
-        keel__put_u32(p, n->key_len);
-        memcpy(p + 4, m->arena + n->key_off, n->key_len);
-        p += 4 + n->key_len;
-        if (n->kind == KEEL__STORE_PUT) {
-            keel__put_u32(p, n->val_len);
-            if (n->val_len > 0) {
-                memcpy(p + 4, m->arena + n->val_off, n->val_len);
-            }
-            p += 4 + n->val_len;
-        }
+        p = keel__ws_encode_op(p, n->kind, m->arena + n->key_off, n->key_len,
+                               m->arena + n->val_off, n->val_len);
         p = encode_walk(m, n->right, p);
     }
     return p;
@@ -959,7 +442,7 @@ static uint8_t *encode_walk(const kv_map *m, uint32_t t, uint8_t *p)
 int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
                           size_t *len, keel_diag *diag)
 {
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
@@ -971,7 +454,7 @@ int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
                         s->ws_enc_bytes, cap);
         goto out;
     }
-    keel__put_u32(buf, s->ws.nnodes - 1);
+    keel__ws_encode_count(buf, s->ws.nnodes - 1);
     uint8_t *end = encode_walk(&s->ws, s->ws.root, buf + 4);
     KEEL_ASSERT((size_t)(end - buf) == s->ws_enc_bytes);
 out:
@@ -990,9 +473,9 @@ out:
  */
 static int ov_reserve(keel__store *s, size_t bytes, size_t ops, keel_diag *diag)
 {
-    int rc = map_reserve(&s->ov, bytes, ops, diag);
+    int rc = keel__map_reserve(&s->ov, bytes, ops, diag);
     if (rc < 0) {
-        rc = set_failed(s, rc, diag);
+        rc = keel__st_set_failed(s, rc, diag);
     }
     return rc;
 }
@@ -1021,7 +504,7 @@ static void ov_merge(keel__store *s, uint8_t kind, const uint8_t *key,
                      size_t klen, const uint8_t *val, size_t vlen)
 {
     kv_map *m = &s->ov;
-    uint32_t n = map_find(m, key, klen);
+    uint32_t n = keel__map_find(m, key, klen);
     int disk = n != 0 &&
                (m->nodes[n].on_disk || m->nodes[n].kind == KEEL__STORE_DELETE);
     if (kind == KEEL__STORE_DELETE && !disk) {
@@ -1029,10 +512,10 @@ static void ov_merge(keel__store *s, uint8_t kind, const uint8_t *key,
     }
     if (kind == KEEL__STORE_DELETE && !disk) {
         if (n != 0) {
-            map_remove(m, n);
+            keel__map_remove(m, n);
         }
     } else {
-        int rc = map_set(m, n, kind, key, klen, val, vlen, &n, NULL);
+        int rc = keel__map_set(m, n, kind, key, klen, val, vlen, &n, NULL);
         KEEL_ASSERT(rc == KEEL_OK);
         m->nodes[n].on_disk = (uint8_t)disk;
     }
@@ -1040,7 +523,7 @@ static void ov_merge(keel__store *s, uint8_t kind, const uint8_t *key,
 
 int keel__store_ws_apply(keel__store *s, uint64_t lsn, keel_diag *diag)
 {
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     KEEL_ASSERT(s->ws_open);
     if (rc < 0) {
         goto out;
@@ -1066,148 +549,17 @@ out:
     return rc;
 }
 
-typedef struct enc_op {
-    uint8_t kind;
-    const uint8_t *key;
-    uint32_t key_len;
-    const uint8_t *val;
-    uint32_t val_len;
-} enc_op;
-
-/* Decode the op at *off of an encoded write-set, checking every length
- * against the bytes left before reading through it (ST5, ST8). */
-static int decode_op(const uint8_t *p, size_t len, size_t *off, enc_op *op,
-                     keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    size_t o = *off;
-    if (len - o < OP_HEAD_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: op header cut short (%zu bytes "
-                        "left, expected at least %u)",
-                        o, len - o, OP_HEAD_BYTES);
-        goto out;
-    }
-    op->kind = p[o];
-    if (op->kind != KEEL__STORE_PUT && op->kind != KEEL__STORE_DELETE) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: bad op kind %u, expected 1 "
-                        "(put) or 2 (delete)",
-                        o, op->kind);
-        goto out;
-    }
-    op->key_len = keel__get_u32(p + o + 1);
-    if (op->key_len == 0 || op->key_len > KEEL__STORE_MAX_KEY_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: key length %" PRIu32
-                        " outside 1..%u",
-                        o + 1, op->key_len, KEEL__STORE_MAX_KEY_BYTES);
-        goto out;
-    }
-    if (op->key_len > len - o - OP_HEAD_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: key length %" PRIu32
-                        " past end of payload (%zu bytes)",
-                        o + 1, op->key_len, len);
-        goto out;
-    }
-    op->key = p + o + OP_HEAD_BYTES;
-    o += OP_HEAD_BYTES + op->key_len;
-    op->val = NULL;
-    op->val_len = 0;
-    if (op->kind == KEEL__STORE_PUT) {
-        if (len - o < 4) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: value length cut short "
-                            "(%zu bytes left, expected 4)",
-                            o, len - o);
-            goto out;
-        }
-        op->val_len = keel__get_u32(p + o);
-        if (op->val_len > KEEL__STORE_MAX_VALUE_BYTES) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: value length %" PRIu32
-                            " over the limit of %u",
-                            o, op->val_len, KEEL__STORE_MAX_VALUE_BYTES);
-            goto out;
-        }
-        if (op->val_len > len - o - 4) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: value length %" PRIu32
-                            " past end of payload (%zu bytes)",
-                            o, op->val_len, len);
-            goto out;
-        }
-        op->val = p + o + 4;
-        o += 4 + op->val_len;
-    }
-    *off = o;
-out:
-    return rc;
-}
-
-/* ST5: the whole payload, before anything is applied. */
-static int validate_encoded(const uint8_t *p, size_t len, uint32_t *count,
-                            keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    if (len < 4) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset 0: op count cut short (payload is "
-                        "%zu bytes, expected at least 4)",
-                        len);
-        goto out;
-    }
-    *count = keel__get_u32(p);
-    /* A lying count cannot make us loop past what the bytes can hold. */
-    if (*count > (len - 4) / OP_MIN_BYTES) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset 0: op count %" PRIu32
-                        " cannot fit in %zu bytes",
-                        *count, len);
-        goto out;
-    }
-    size_t off = 4;
-    enc_op prev = {0};
-    for (uint32_t i = 0; i < *count; i++) {
-        size_t at = off;
-        enc_op op = {0};
-        rc = decode_op(p, len, &off, &op, diag);
-        if (rc < 0) {
-            goto out;
-        }
-        if (i > 0 &&
-            keel__keycmp(prev.key, prev.key_len, op.key, op.key_len) >= 0) {
-            rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "payload offset %zu: key not after the previous "
-                            "key (expected strictly ascending keys)",
-                            at);
-            goto out;
-        }
-        prev = op;
-    }
-    if (off != len) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "payload offset %zu: %zu bytes after the last op, "
-                        "expected none",
-                        off, len - off);
-    }
-out:
-    return rc;
-}
-
 int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
                               size_t len, keel_diag *diag)
 {
     uint32_t count = 0;
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
     KEEL_ASSERT(!s->ws_open);
-    KEEL_ASSERT(lsn > s->applied_lsn); /* ST7 */
-    const uint8_t *p = payload;
-    rc = validate_encoded(p, len, &count, diag);
+    KEEL_ASSERT(lsn > s->applied_lsn);                  /* ST7 */
+    rc = keel__ws_validate(payload, len, &count, diag); /* ST5 */
     if (rc < 0) {
         goto out;
     }
@@ -1216,13 +568,13 @@ int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
     if (rc < 0) {
         goto out;
     }
-    size_t off = 4;
-    for (uint32_t i = 0; i < count; i++) {
-        enc_op op = {0};
-        rc = decode_op(p, len, &off, &op, diag);
-        KEEL_ASSERT(rc == KEEL_OK); /* validated above */
+    keel__ws_decoder dec;
+    keel__ws_op op;
+    rc = keel__ws_decode_begin(&dec, payload, len, NULL);
+    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, NULL)) == 1) {
         ov_merge(s, op.kind, op.key, op.key_len, op.val, op.val_len);
     }
+    KEEL_ASSERT(rc == 0); /* validated above */
     s->applied_lsn = lsn;
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(s->ov.nnodes > OV_CHECK_ON_APPLY_NODES || ov_invariants_ok(s));
@@ -1237,9 +589,9 @@ out:
 
 /* Look key up in dbi of txn and check its checksum (ST3).
  * @return 1 found (*value borrowed), 0 absent, or < 0. */
-static int lmdb_get(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
-                    const void *key, size_t key_len, keel_bytes *value,
-                    keel_diag *diag)
+int keel__st_lmdb_get(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
+                      const void *key, size_t key_len, keel_bytes *value,
+                      keel_diag *diag)
 {
     MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
     MDB_val d;
@@ -1248,16 +600,16 @@ static int lmdb_get(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
         return 0;
     }
     if (mrc != MDB_SUCCESS) {
-        return lmdb_error(env, mrc, "get", diag);
+        return keel__st_lmdb_error(env, mrc, "get", diag);
     }
-    int rc = verify(h, "key", key, key_len, &d, value, diag);
+    int rc = keel__st_verify(h, "key", key, key_len, &d, value, diag);
     return rc == KEEL_OK ? 1 : rc;
 }
 
 int keel__store_get(keel__store *s, const void *key, size_t key_len,
                     keel_bytes *value, keel_diag *diag)
 {
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
@@ -1267,10 +619,10 @@ int keel__store_get(keel__store *s, const void *key, size_t key_len,
         goto out;
     }
     const kv_map *m = &s->ws;
-    uint32_t n = s->ws_open ? map_find(m, key, key_len) : 0;
+    uint32_t n = s->ws_open ? keel__map_find(m, key, key_len) : 0;
     if (n == 0) {
         m = &s->ov;
-        n = map_find(m, key, key_len);
+        n = keel__map_find(m, key, key_len);
     }
     if (n != 0) { /* ST4 */
         if (m->nodes[n].kind == KEEL__STORE_PUT) {
@@ -1280,8 +632,8 @@ int keel__store_get(keel__store *s, const void *key, size_t key_len,
         }
         goto out;
     }
-    rc = lmdb_get(s->env, s->txn, s->data_dbi, s->hash, key, key_len, value,
-                  diag);
+    rc = keel__st_lmdb_get(s->env, s->txn, s->data_dbi, s->hash, key, key_len,
+                           value, diag);
 out:
     return rc;
 }
@@ -1316,8 +668,8 @@ typedef struct map_cursor {
 /* If c's candidate is the key k, step it to the next key after k. */
 static void map_cursor_skip(map_cursor *c, const uint8_t *k, size_t klen)
 {
-    if (c->n != 0 && map_cmp(c->m, k, klen, c->n) == 0) {
-        c->n = map_lower(c->m, k, klen, 1);
+    if (c->n != 0 && keel__map_cmp(c->m, k, klen, c->n) == 0) {
+        c->n = keel__map_lower(c->m, k, klen, 1);
     }
 }
 
@@ -1338,12 +690,13 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
     int mrc = cursor_seek(cur, t, tlen, strict, &lk, &ld);
     /* Highest layer last, so that it wins a tie below. */
     map_cursor layers[2] = {
-        {.m = &s->ov, .n = map_lower(&s->ov, t, tlen, strict)},
-        {.m = &s->ws, .n = s->ws_open ? map_lower(&s->ws, t, tlen, strict) : 0},
+        {.m = &s->ov, .n = keel__map_lower(&s->ov, t, tlen, strict)},
+        {.m = &s->ws,
+         .n = s->ws_open ? keel__map_lower(&s->ws, t, tlen, strict) : 0},
     };
     for (;;) {
         if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND) {
-            rc = lmdb_error(s->env, mrc, "next key", diag);
+            rc = keel__st_lmdb_error(s->env, mrc, "next key", diag);
             break;
         }
         const uint8_t *mk = mrc == MDB_SUCCESS ? lk.mv_data : NULL;
@@ -1352,9 +705,9 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
         for (int i = 0; i < 2; i++) {
             const map_cursor *c = &layers[i];
             if (c->n != 0 &&
-                (mk == NULL || map_cmp(c->m, mk, mlen, c->n) >= 0)) {
+                (mk == NULL || keel__map_cmp(c->m, mk, mlen, c->n) >= 0)) {
                 top = c;
-                mk = map_key(c->m, c->n);
+                mk = keel__map_key(c->m, c->n);
                 mlen = c->m->nodes[c->n].key_len;
             }
         }
@@ -1365,7 +718,7 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
         }
         if (top == NULL) {
             keel_bytes v;
-            rc = verify(s->hash, "key", mk, mlen, &ld, &v, diag);
+            rc = keel__st_verify(s->hash, "key", mk, mlen, &ld, &v, diag);
             if (rc == KEEL_OK) {
                 key->ptr = mk;
                 key->len = mlen;
@@ -1397,14 +750,14 @@ int keel__store_next_key(keel__store *s, const void *after, size_t after_len,
                          keel_diag *diag)
 {
     MDB_cursor *cur = NULL;
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
     int mrc = mdb_cursor_open(s->txn, s->data_dbi, &cur);
     if (mrc != MDB_SUCCESS) {
         cur = NULL;
-        rc = lmdb_error(s->env, mrc, "cursor open", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "cursor open", diag);
         goto out;
     }
     /* Keys with the prefix are a contiguous range starting at the prefix
@@ -1430,14 +783,14 @@ int keel__store_count_prefix(keel__store *s, const void *prefix,
 {
     MDB_cursor *cur = NULL;
     uint64_t n = 0;
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
     int mrc = mdb_cursor_open(s->txn, s->data_dbi, &cur);
     if (mrc != MDB_SUCCESS) {
         cur = NULL;
-        rc = lmdb_error(s->env, mrc, "cursor open", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "cursor open", diag);
         goto out;
     }
     keel_bytes k = {.ptr = prefix, .len = prefix_len};
@@ -1465,9 +818,9 @@ out:
 
 /* Read meta value name, exactly want bytes, checksum checked (ST3). */
 /* Read meta value `name` of exactly want bytes from txn's meta table. */
-static int meta_read(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
-                     const char *name, uint8_t *out, size_t want,
-                     keel_diag *diag)
+int keel__st_meta_read(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
+                       const char *name, uint8_t *out, size_t want,
+                       keel_diag *diag)
 {
     int rc = KEEL_OK;
     MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
@@ -1479,11 +832,12 @@ static int meta_read(MDB_env *env, MDB_txn *txn, MDB_dbi dbi, XXH3_state_t *h,
         goto out;
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(env, mrc, "reading meta", diag);
+        rc = keel__st_lmdb_error(env, mrc, "reading meta", diag);
         goto out;
     }
     keel_bytes v;
-    rc = verify(h, "meta", (const uint8_t *)name, k.mv_size, &d, &v, diag);
+    rc = keel__st_verify(h, "meta", (const uint8_t *)name, k.mv_size, &d, &v,
+                         diag);
     if (rc < 0) {
         goto out;
     }
@@ -1501,38 +855,38 @@ out:
 static int meta_get(keel__store *s, const char *name, uint8_t *out, size_t want,
                     keel_diag *diag)
 {
-    return meta_read(s->env, s->txn, s->meta_dbi, s->hash, name, out, want,
-                     diag);
+    return keel__st_meta_read(s->env, s->txn, s->meta_dbi, s->hash, name, out,
+                              want, diag);
 }
 
-static int meta_put_u64(keel__store *s, const char *name, uint64_t v)
+int keel__st_meta_put_u64(keel__store *s, const char *name, uint64_t v)
 {
     uint8_t b[8];
     keel__put_u64(b, v);
-    return put_checked(s, s->meta_dbi, (const uint8_t *)name, strlen(name), b,
-                       sizeof(b), 0);
+    return keel__st_put_checked(s, s->meta_dbi, (const uint8_t *)name,
+                                strlen(name), b, sizeof(b), 0);
 }
 
-static int begin_txn(keel__store *s, keel_diag *diag)
+int keel__st_begin_txn(keel__store *s, keel_diag *diag)
 {
     int rc = KEEL_OK;
     int mrc = mdb_txn_begin(s->env, NULL, s->read_only ? MDB_RDONLY : 0,
                             &s->txn); /* ST14 */
     if (mrc != MDB_SUCCESS) {
         s->txn = NULL;
-        rc = lmdb_error(s->env, mrc, "begin write transaction", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "begin write transaction", diag);
     }
     return rc;
 }
 
 /* Commit txn with LMDB's full sync (ST1); the handle is gone either way. */
-static int commit_txn(keel__store *s, keel_diag *diag)
+int keel__st_commit_txn(keel__store *s, keel_diag *diag)
 {
     int rc = KEEL_OK;
     int mrc = mdb_txn_commit(s->txn);
     s->txn = NULL;
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s->env, mrc, "commit", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "commit", diag);
     }
     return rc;
 }
@@ -1547,8 +901,8 @@ static int flush_walk(keel__store *s, uint32_t t)
         const uint8_t *key = s->ov.arena + n->key_off;
         mrc = flush_walk(s, n->left);
         if (mrc == MDB_SUCCESS && n->kind == KEEL__STORE_PUT) {
-            mrc = put_checked(s, s->data_dbi, key, n->key_len,
-                              s->ov.arena + n->val_off, n->val_len, 0);
+            mrc = keel__st_put_checked(s, s->data_dbi, key, n->key_len,
+                                       s->ov.arena + n->val_off, n->val_len, 0);
         } else if (mrc == MDB_SUCCESS) {
             /* A tombstone: the key may or may not be in the last
              * checkpoint; absent is what we want either way. */
@@ -1584,7 +938,7 @@ static void ov_clear(keel__store *s)
         m->slots = NULL;
         m->slots_cap = 0;
     }
-    map_reset(m);
+    keel__map_reset(m);
 }
 
 /* Bytes for messages: "64 MiB", "1.5 GiB", "300 KiB", "100 bytes". */
@@ -1610,7 +964,7 @@ static const char *human_bytes(uint64_t n, char *buf, size_t cap)
  * killed mid-read), which would otherwise pin the pages of their snapshot
  * for good: LMDB never reuses a page a reader may see, so data.mdb would
  * only grow. Best effort: a failure leaves the slots, no more. */
-static uint64_t reader_check(MDB_env *env)
+uint64_t keel__st_reader_check(MDB_env *env)
 {
     int dead = 0;
     return mdb_reader_check(env, &dead) == MDB_SUCCESS && dead > 0
@@ -1713,12 +1067,12 @@ static int write_error(keel__store *s, int mrc, const char *what,
                                           : "short write",
                           after);
     }
-    return lmdb_error(s->env, mrc, what, diag);
+    return keel__st_lmdb_error(s->env, mrc, what, diag);
 }
 
 int keel__store_checkpoint(keel__store *s, keel_diag *diag)
 {
-    int rc = check_failed(s, diag);
+    int rc = keel__st_check_failed(s, diag);
     KEEL_ASSERT(!s->ws_open);
     if (rc < 0 || s->applied_lsn == s->ckpt_lsn) {
         goto out;
@@ -1731,14 +1085,15 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(ov_invariants_ok(s));
 #endif
-    s->readers_cleared += reader_check(s->env); /* ST12 */
+    s->readers_cleared += keel__st_reader_check(s->env); /* ST12 */
     const char *what = "checkpoint";
     int mrc;
     for (;;) {
         /* ST1: the first writes into the transaction since it began. */
         mrc = flush_walk(s, s->ov.root);
         if (mrc == MDB_SUCCESS) {
-            mrc = meta_put_u64(s, "applied_lsn", s->applied_lsn); /* ST2 */
+            mrc = keel__st_meta_put_u64(s, "applied_lsn",
+                                        s->applied_lsn); /* ST2 */
         }
         if (mrc == MDB_SUCCESS) {
             what = "commit";
@@ -1755,10 +1110,10 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
             mdb_txn_abort(s->txn);
             s->txn = NULL;
         }
-        s->readers_cleared += reader_check(s->env);
+        s->readers_cleared += keel__st_reader_check(s->env);
         rc = grow_map(s, what, diag);
         if (rc == KEEL_OK) {
-            rc = begin_txn(s, diag);
+            rc = keel__st_begin_txn(s, diag);
         }
         if (rc == KEEL_OK) {
             /* Table handles opened in a transaction that never committed
@@ -1769,24 +1124,25 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
                       : mrc;
             rc = mrc == MDB_SUCCESS
                      ? KEEL_OK
-                     : lmdb_error(s->env, mrc, "open tables", diag);
+                     : keel__st_lmdb_error(s->env, mrc, "open tables", diag);
         }
         if (rc < 0) {
-            rc = set_failed(s, rc, diag); /* ST6 */
+            rc = keel__st_set_failed(s, rc, diag); /* ST6 */
             goto out;
         }
         what = "checkpoint";
     }
     if (mrc != MDB_SUCCESS) {
         /* ST6: the transaction holds part of the overlay, or is gone. */
-        rc = set_failed(s, write_error(s, mrc, what, diag), diag);
+        rc = keel__st_set_failed(s, write_error(s, mrc, what, diag), diag);
         goto out;
     }
     s->ckpt_lsn = s->applied_lsn;
     ov_clear(s);
-    rc = begin_txn(s, diag);
+    rc = keel__st_begin_txn(s, diag);
     if (rc < 0) {
-        rc = set_failed(s, rc, diag); /* ST6: no transaction to write to */
+        rc = keel__st_set_failed(s, rc,
+                                 diag); /* ST6: no transaction to write to */
     }
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(ov_invariants_ok(s));
@@ -1808,8 +1164,8 @@ static int create_tables(keel__store *s, uint64_t kernel_id, keel_diag *diag)
         uint8_t b[4];
         keel__put_u32(b, KEEL__STORE_FORMAT);
         what = "write meta";
-        mrc =
-            put_checked(s, s->meta_dbi, (const uint8_t *)"format", 6, b, 4, 0);
+        mrc = keel__st_put_checked(s, s->meta_dbi, (const uint8_t *)"format", 6,
+                                   b, 4, 0);
     }
     s->kernel_id = kernel_id;
     if (mrc == MDB_SUCCESS && s->kernel_id == 0) {
@@ -1823,16 +1179,16 @@ static int create_tables(keel__store *s, uint64_t kernel_id, keel_diag *diag)
         }
     }
     if (mrc == MDB_SUCCESS) {
-        mrc = meta_put_u64(s, "kernel_id", s->kernel_id);
+        mrc = keel__st_meta_put_u64(s, "kernel_id", s->kernel_id);
     }
     if (mrc == MDB_SUCCESS) {
-        mrc = meta_put_u64(s, "applied_lsn", 0);
+        mrc = keel__st_meta_put_u64(s, "applied_lsn", 0);
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s->env, mrc, what, diag);
+        rc = keel__st_lmdb_error(s->env, mrc, what, diag);
         goto out;
     }
-    rc = commit_txn(s, diag);
+    rc = keel__st_commit_txn(s, diag);
     if (rc < 0) {
         goto out;
     }
@@ -1843,7 +1199,7 @@ static int create_tables(keel__store *s, uint64_t kernel_id, keel_diag *diag)
         keel__diag(diag, rc, "fsync store directory: %s", keel_strerror(rc));
         goto out;
     }
-    rc = begin_txn(s, diag);
+    rc = keel__st_begin_txn(s, diag);
 out:
     return rc;
 }
@@ -1859,7 +1215,7 @@ static int check_tables(keel__store *s, uint64_t kernel_id, keel_diag *diag)
         goto out;
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s->env, mrc, "open table \"data\"", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "open table \"data\"", diag);
         goto out;
     }
     uint8_t b[8];
@@ -1912,7 +1268,7 @@ static int open_tables(keel__store *s, int create, uint64_t kernel_id,
         goto out;
     }
     if (mrc != MDB_NOTFOUND) {
-        rc = lmdb_error(s->env, mrc, "open table \"meta\"", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "open table \"meta\"", diag);
         goto out;
     }
     MDB_dbi main_dbi;
@@ -1922,7 +1278,7 @@ static int open_tables(keel__store *s, int create, uint64_t kernel_id,
         mrc = mdb_stat(s->txn, main_dbi, &st);
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s->env, mrc, "stat", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "stat", diag);
         goto out;
     }
     if (st.ms_entries != 0) {
@@ -1988,7 +1344,7 @@ static int open_env(keel__store *s, const char *dir,
     int mrc = mdb_env_create(&s->env);
     if (mrc != MDB_SUCCESS) {
         s->env = NULL;
-        return lmdb_error(NULL, mrc, "create environment", diag);
+        return keel__st_lmdb_error(NULL, mrc, "create environment", diag);
     }
     mrc = mdb_env_set_mapsize(s->env, (size_t)o->map_bytes);
     if (mrc == MDB_SUCCESS) {
@@ -2005,7 +1361,7 @@ static int open_env(keel__store *s, const char *dir,
         mrc = mdb_env_open(s->env, dir, flags, 0644);
     }
     if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(s->env, mrc, "open environment", diag);
+        rc = keel__st_lmdb_error(s->env, mrc, "open environment", diag);
     } else if (mdb_env_get_maxkeysize(s->env) <
                (int)KEEL__STORE_MAX_KEY_BYTES) {
         rc = keel__diag(diag, KEEL_EINVAL,
@@ -2074,7 +1430,7 @@ static int create_if_new(keel__store *s, const keel__store_options *o,
     s->dir = tmp; /* create_tables fsyncs s->dir */
     rc = open_env(s, tmp, o, diag);
     if (rc == KEEL_OK) {
-        rc = begin_txn(s, diag);
+        rc = keel__st_begin_txn(s, diag);
     }
     if (rc == KEEL_OK) {
         rc = create_tables(s, kernel_id, diag);
@@ -2141,7 +1497,7 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
         s->ov.hash_seed = seeds[2];
     }
     ws_reset(s);
-    map_reset(&s->ov);
+    keel__map_reset(&s->ov);
     s->io = o.io != NULL ? o.io : keel__io_posix();
     s->bulk = o.bulk;
     s->read_only = o.read_only;
@@ -2151,8 +1507,8 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     s->dir = strdup(dir);
     s->hash = XXH3_createState();
     if (s->dir == NULL || s->hash == NULL ||
-        map_reserve(&s->ws, 0, 16, NULL) < 0 ||
-        map_reserve(&s->ov, 0, 16, NULL) < 0) {
+        keel__map_reserve(&s->ws, 0, 16, NULL) < 0 ||
+        keel__map_reserve(&s->ov, 0, 16, NULL) < 0) {
         rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
         goto out;
     }
@@ -2187,8 +1543,8 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     MDB_stat est;
     s->page_bytes = mdb_env_stat(s->env, &est) == MDB_SUCCESS ? est.ms_psize
                                                               : (uint32_t)page;
-    s->readers_cleared = reader_check(s->env); /* ST12 */
-    rc = begin_txn(s, diag);
+    s->readers_cleared = keel__st_reader_check(s->env); /* ST12 */
+    rc = keel__st_begin_txn(s, diag);
     if (rc == KEEL_OK) {
         rc = open_tables(s, o.create, kernel_id, diag);
     }
@@ -2213,8 +1569,8 @@ void keel__store_close(keel__store *s)
             mdb_env_close(s->env);
         }
         XXH3_freeState(s->hash);
-        map_free(&s->ws);
-        map_free(&s->ov);
+        keel__map_free(&s->ws);
+        keel__map_free(&s->ov);
         free(s->dir);
         free(s);
     }
@@ -2271,494 +1627,11 @@ int keel__store_readers(keel__store *s, uint32_t *slots, uint64_t *cleared,
     *slots = 0;
     *cleared = s->readers_cleared;
     int mrc = mdb_reader_list(s->env, count_reader, slots);
-    return mrc < 0 ? lmdb_error(s->env, mrc, "reader list", diag) : KEEL_OK;
+    return mrc < 0 ? keel__st_lmdb_error(s->env, mrc, "reader list", diag)
+                   : KEEL_OK;
 }
 
 int keel__store_read_only(const keel__store *s)
 {
     return s->read_only;
-}
-
-/* ---------------------------------------------------------------------
- * Bulk load (restore) and read-only views (snapshots).
- */
-
-/* Commit a bulk load's transaction once it holds this much, so a restore's
- * memory stays bounded whatever the state's size. Small, because LMDB
- * mallocs every dirty page and frees them at commit: 8 MiB of them are
- * reused from the heap commit after commit, where 64 MiB were handed back
- * to the system and faulted in again (a restore ran 1.7x slower). */
-#define LOAD_COMMIT_BYTES (8u * 1024 * 1024)
-
-int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
-                         const void *value, size_t value_len, keel_diag *diag)
-{
-    int rc = check_failed(s, diag);
-    KEEL_ASSERT(!s->ws_open && s->ov.root == 0 && s->applied_lsn == 0);
-    if (rc < 0) {
-        goto out;
-    }
-    if (key_len == 0 || key_len > KEEL__STORE_MAX_KEY_BYTES ||
-        value_len > KEEL__STORE_MAX_VALUE_BYTES) {
-        rc = keel__diag(diag, KEEL_EINVAL,
-                        "load: key of %zu bytes or value of %zu bytes out "
-                        "of range",
-                        key_len, value_len);
-        goto out;
-    }
-    /* Keys arrive in ascending order: MDB_APPEND fills pages front to back
-     * and refuses a key that does not sort after the last. */
-    int mrc =
-        put_checked(s, s->data_dbi, key, key_len, value, value_len, MDB_APPEND);
-    if (mrc == MDB_KEYEXIST) {
-        char kbuf[4 * KEY_PRINT_BYTES + 8];
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        "load: key \"%s\" does not sort after the previous "
-                        "one",
-                        printable(key, key_len, kbuf, sizeof(kbuf)));
-        goto out;
-    }
-    if (mrc != MDB_SUCCESS) {
-        rc = set_failed(s, lmdb_error(s->env, mrc, "load", diag), diag);
-        goto out;
-    }
-    s->load_bytes += key_len + value_len;
-    if (s->load_bytes >= LOAD_COMMIT_BYTES) {
-        s->load_bytes = 0;
-        rc = commit_txn(s, diag);
-        int fd = -1;
-        if (rc == KEEL_OK && s->bulk && mdb_env_get_fd(s->env, &fd) == 0) {
-            /* Start writing back what this commit wrote (it is not synced)
-             * while the load goes on, so the final sync waits for little:
-             * a hint, its failure changes nothing. */
-            sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-        }
-        if (rc == KEEL_OK) {
-            rc = begin_txn(s, diag);
-        }
-        if (rc < 0) {
-            rc = set_failed(s, rc, diag);
-        }
-    }
-out:
-    return rc;
-}
-
-int keel__store_synced(const keel__store *s)
-{
-    unsigned int flags = 0;
-    return mdb_env_get_flags(s->env, &flags) == MDB_SUCCESS &&
-           (flags &
-            (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC | MDB_WRITEMAP)) == 0;
-}
-
-int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
-{
-    int rc = check_failed(s, diag);
-    KEEL_ASSERT(!s->ws_open && s->ov.root == 0 && s->applied_lsn == 0);
-    if (rc < 0) {
-        goto out;
-    }
-    int mrc = meta_put_u64(s, "applied_lsn", lsn);
-    if (mrc != MDB_SUCCESS) {
-        rc = set_failed(s, lmdb_error(s->env, mrc, "load", diag), diag);
-        goto out;
-    }
-    rc = commit_txn(s, diag);
-    if (rc == KEEL_OK) {
-        /* A no-op for a normal store, whose commit synced; everything of a
-         * bulk one (keel__store_options.bulk). */
-        mrc = mdb_env_sync(s->env, 1);
-        if (mrc != MDB_SUCCESS) {
-            rc = lmdb_error(s->env, mrc, "sync", diag);
-        }
-    }
-    if (rc == KEEL_OK && s->bulk) {
-        /* ST1 from here on: the load is on disk, and every later commit
-         * (a roll-forward's checkpoints) is LMDB's synced one, data pages
-         * before the meta page. LMDB lets these two flags change on an
-         * open environment. */
-        mrc = mdb_env_set_flags(s->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
-        if (mrc != MDB_SUCCESS) {
-            rc = lmdb_error(s->env, mrc, "set flags", diag);
-        } else {
-            s->bulk = 0;
-        }
-    }
-    if (rc == KEEL_OK) {
-        s->applied_lsn = lsn;
-        s->ckpt_lsn = lsn;
-        s->load_bytes = 0;
-        rc = begin_txn(s, diag);
-    }
-    if (rc < 0) {
-        rc = set_failed(s, rc, diag);
-    }
-out:
-    return rc;
-}
-
-/* Meta value name as a u64, or 0 when absent (*out). */
-static int meta_read_u64_opt(MDB_env *env, MDB_txn *txn, MDB_dbi dbi,
-                             XXH3_state_t *h, const char *name, uint64_t *out,
-                             keel_diag *diag)
-{
-    MDB_val k = {.mv_size = strlen(name), .mv_data = (void *)name};
-    MDB_val d;
-    uint8_t b[8];
-    *out = 0;
-    int mrc = mdb_get(txn, dbi, &k, &d);
-    if (mrc == MDB_NOTFOUND) {
-        return KEEL_OK;
-    }
-    int rc = meta_read(env, txn, dbi, h, name, b, 8, diag);
-    if (rc == KEEL_OK) {
-        *out = keel__get_u64(b);
-    }
-    return rc;
-}
-
-/* The timeline's meta values (store.h), each 0 when absent. */
-static int timeline_read(MDB_env *env, MDB_txn *txn, MDB_dbi dbi,
-                         XXH3_state_t *h, keel__store_timeline *t,
-                         keel_diag *diag)
-{
-    int rc = meta_read_u64_opt(env, txn, dbi, h, "timeline", &t->id, diag);
-    if (rc == KEEL_OK) {
-        rc = meta_read_u64_opt(env, txn, dbi, h, "timeline_parent", &t->parent,
-                               diag);
-    }
-    if (rc == KEEL_OK) {
-        rc = meta_read_u64_opt(env, txn, dbi, h, "timeline_branch_lsn",
-                               &t->branch_lsn, diag);
-    }
-    return rc;
-}
-
-int keel__store_get_timeline(keel__store *s, keel__store_timeline *t,
-                             keel_diag *diag)
-{
-    memset(t, 0, sizeof(*t));
-    int rc = check_failed(s, diag);
-    if (rc == KEEL_OK) {
-        rc = timeline_read(s->env, s->txn, s->meta_dbi, s->hash, t, diag);
-    }
-    return rc;
-}
-
-int keel__store_set_timeline(keel__store *s, const keel__store_timeline *t,
-                             keel_diag *diag)
-{
-    int rc = check_failed(s, diag);
-    KEEL_ASSERT(!s->ws_open && s->applied_lsn == s->ckpt_lsn &&
-                keel__store_synced(s));
-    if (rc < 0) {
-        return rc;
-    }
-    int mrc = meta_put_u64(s, "timeline", t->id);
-    if (mrc == MDB_SUCCESS) {
-        mrc = meta_put_u64(s, "timeline_parent", t->parent);
-    }
-    if (mrc == MDB_SUCCESS) {
-        mrc = meta_put_u64(s, "timeline_branch_lsn", t->branch_lsn);
-    }
-    if (mrc != MDB_SUCCESS) {
-        return set_failed(s, lmdb_error(s->env, mrc, "timeline", diag), diag);
-    }
-    rc = commit_txn(s, diag); /* ST1: synced */
-    if (rc == KEEL_OK) {
-        rc = begin_txn(s, diag);
-    }
-    return rc < 0 ? set_failed(s, rc, diag) : rc;
-}
-
-struct keel__store_view {
-    MDB_env *env; /* own environment (view_open), or the store's */
-    MDB_txn *txn; /* own read transaction, or the store's write one */
-    int own;      /* 1: env and txn are this view's to close */
-    MDB_dbi data_dbi;
-    MDB_dbi meta_dbi;
-    MDB_cursor *cur;
-    int started;      /* the cursor has returned an entry */
-    uint64_t walked;  /* own view: bytes walked since pages were dropped */
-    uintptr_t lo, hi; /* ... and where in the map they were */
-    XXH3_state_t *hash;
-    uint64_t kernel_id;
-    uint64_t lsn;
-    uint64_t readers_cleared; /* ST12 */
-    keel__store_timeline timeline;
-};
-
-void keel__store_view_close(keel__store_view *v)
-{
-    if (v != NULL) {
-        if (v->cur != NULL) {
-            mdb_cursor_close(v->cur);
-        }
-        if (v->own) {
-            if (v->txn != NULL) {
-                mdb_txn_abort(v->txn);
-            }
-            if (v->env != NULL) {
-                mdb_env_close(v->env);
-            }
-        }
-        XXH3_freeState(v->hash);
-        free(v);
-    }
-}
-
-/* Read the view's meta values and open its cursor. */
-static int view_init(keel__store_view *v, keel_diag *diag)
-{
-    uint8_t b[8];
-    int rc =
-        meta_read(v->env, v->txn, v->meta_dbi, v->hash, "format", b, 4, diag);
-    if (rc == KEEL_OK && keel__get_u32(b) != KEEL__STORE_FORMAT) {
-        rc = keel__diag(diag, KEEL_EVERSION,
-                        DATA_FILE ": unsupported store format version %" PRIu32
-                                  " (this keel reads version %u)",
-                        keel__get_u32(b), KEEL__STORE_FORMAT);
-    }
-    if (rc == KEEL_OK) {
-        rc = meta_read(v->env, v->txn, v->meta_dbi, v->hash, "kernel_id", b, 8,
-                       diag);
-        v->kernel_id = keel__get_u64(b);
-    }
-    if (rc == KEEL_OK) {
-        rc = meta_read(v->env, v->txn, v->meta_dbi, v->hash, "applied_lsn", b,
-                       8, diag);
-        v->lsn = keel__get_u64(b);
-    }
-    if (rc == KEEL_OK) {
-        rc = timeline_read(v->env, v->txn, v->meta_dbi, v->hash, &v->timeline,
-                           diag);
-    }
-    if (rc == KEEL_OK) {
-        int mrc = mdb_cursor_open(v->txn, v->data_dbi, &v->cur);
-        if (mrc != MDB_SUCCESS) {
-            v->cur = NULL;
-            rc = lmdb_error(v->env, mrc, "cursor open", diag);
-        }
-    }
-    return rc;
-}
-
-static keel__store_view *view_new(void)
-{
-    keel__store_view *v = calloc(1, sizeof(*v));
-    if (v != NULL) {
-        v->lo = UINTPTR_MAX;
-        v->hash = XXH3_createState();
-        if (v->hash == NULL) {
-            free(v);
-            v = NULL;
-        }
-    }
-    return v;
-}
-
-static int view_open(const char *dir, unsigned flags, keel__store_view **out,
-                     keel_diag *diag);
-
-int keel__store_view_open(const char *dir, keel__store_view **out,
-                          keel_diag *diag)
-{
-    return view_open(dir, MDB_RDONLY, out, diag);
-}
-
-int keel__store_view_open_unshared(const char *dir, keel__store_view **out,
-                                   keel_diag *diag)
-{
-    return view_open(dir, MDB_RDONLY | MDB_NOLOCK, out, diag); /* ST14 */
-}
-
-static int view_open(const char *dir, unsigned flags, keel__store_view **out,
-                     keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    *out = NULL;
-    keel__store_view *v = view_new();
-    if (v == NULL) {
-        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
-        goto out;
-    }
-    v->own = 1;
-    char *data = keel__path_join(dir, DATA_FILE);
-    struct stat st;
-    int have = data != NULL && stat(data, &st) == 0;
-    free(data);
-    if (!have) {
-        rc = keel__diag(diag, KEEL_ENOENT, DATA_FILE ": no store");
-        goto out;
-    }
-    int mrc = mdb_env_create(&v->env);
-    if (mrc != MDB_SUCCESS) {
-        v->env = NULL;
-        rc = lmdb_error(NULL, mrc, "create environment", diag);
-        goto out;
-    }
-    /* No map size: LMDB maps what the writer last committed (ST11). */
-    mrc = mdb_env_set_maxdbs(v->env, 2);
-    if (mrc == MDB_SUCCESS) {
-        /* A reader beside a running kernel: it sees the last committed
-         * checkpoint and never blocks the kernel's writer. */
-        mrc = mdb_env_open(v->env, dir, flags, 0644);
-    }
-    if (mrc == MDB_SUCCESS) {
-        v->readers_cleared = reader_check(v->env); /* ST12 */
-    }
-    /* A kernel that grew the map after our open makes the first try
-     * MDB_MAP_RESIZED: adopt its size (0) and begin again. */
-    for (int tries = 0; mrc == MDB_SUCCESS || mrc == MDB_MAP_RESIZED; tries++) {
-        mrc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &v->txn);
-        if (mrc != MDB_SUCCESS) {
-            v->txn = NULL;
-        }
-        if (mrc != MDB_MAP_RESIZED || tries == 8) {
-            break;
-        }
-        mrc = mdb_env_set_mapsize(v->env, 0);
-        mrc = mrc == MDB_SUCCESS ? MDB_MAP_RESIZED : mrc;
-    }
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_dbi_open(v->txn, "meta", 0, &v->meta_dbi);
-    }
-    if (mrc == MDB_SUCCESS) {
-        mrc = mdb_dbi_open(v->txn, "data", 0, &v->data_dbi);
-    }
-    if (mrc == MDB_NOTFOUND) {
-        rc = keel__diag(diag, KEEL_ECORRUPT,
-                        DATA_FILE ": not a keel store (no tables)");
-        goto out;
-    }
-    if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(v->env, mrc, "open read-only", diag);
-        goto out;
-    }
-    rc = view_init(v, diag);
-out:
-    if (rc < 0) {
-        keel__store_view_close(v);
-    } else {
-        *out = v;
-    }
-    return rc;
-}
-
-int keel__store_view_of(keel__store *s, keel__store_view **out, keel_diag *diag)
-{
-    int rc = check_failed(s, diag);
-    *out = NULL;
-    KEEL_ASSERT(!s->ws_open && s->applied_lsn == s->ckpt_lsn);
-    keel__store_view *v = NULL;
-    if (rc < 0) {
-        goto out;
-    }
-    v = view_new();
-    if (v == NULL) {
-        rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
-        goto out;
-    }
-    v->env = s->env;
-    v->txn = s->txn;
-    v->data_dbi = s->data_dbi;
-    v->meta_dbi = s->meta_dbi;
-    rc = view_init(v, diag);
-out:
-    if (rc < 0) {
-        keel__store_view_close(v);
-    } else {
-        *out = v;
-    }
-    return rc;
-}
-
-uint64_t keel__store_view_kernel_id(const keel__store_view *v)
-{
-    return v->kernel_id;
-}
-
-uint64_t keel__store_view_lsn(const keel__store_view *v)
-{
-    return v->lsn;
-}
-
-uint64_t keel__store_view_readers_cleared(const keel__store_view *v)
-{
-    return v->readers_cleared;
-}
-
-void keel__store_view_timeline(const keel__store_view *v,
-                               keel__store_timeline *out)
-{
-    *out = v->timeline;
-}
-
-int keel__store_view_get(keel__store_view *v, const void *key, size_t key_len,
-                         keel_bytes *value, keel_diag *diag)
-{
-    return lmdb_get(v->env, v->txn, v->data_dbi, v->hash, key, key_len, value,
-                    diag);
-}
-
-/*
- * An own view walks the whole map once: without help every page it reads
- * stays mapped into this process, and its resident memory grows with the
- * state. Dropping the mapping's pages (they stay in the page cache, and
- * any still in use fault back in unchanged: the map is a read-only shared
- * file mapping, so pointers into it stay valid) every VIEW_DROP_BYTES
- * keeps it bounded.
- */
-#define VIEW_DROP_BYTES (8u * 1024 * 1024)
-
-static void drop_pages(keel__store_view *v)
-{
-    /* LMDB does not tell where its map is; the entries walked since the
-     * last drop lie in it, between lo and hi. */
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = v->lo & ~(page - 1);
-    uintptr_t hi = (v->hi + page - 1) & ~(page - 1);
-    madvise((void *)lo, hi - lo, MADV_DONTNEED);
-    v->walked = 0;
-    v->lo = UINTPTR_MAX;
-    v->hi = 0;
-}
-
-/* Widen the walked range [lo, hi) over p[0, n). */
-static void walked_over(keel__store_view *v, const void *p, size_t n)
-{
-    uintptr_t a = (uintptr_t)p;
-    v->lo = a < v->lo ? a : v->lo;
-    v->hi = a + n > v->hi ? a + n : v->hi;
-    v->walked += n;
-}
-
-int keel__store_view_next(keel__store_view *v, keel_bytes *key,
-                          keel_bytes *value, keel_diag *diag)
-{
-    int rc = KEEL_OK;
-    MDB_val k, d;
-    int mrc = mdb_cursor_get(v->cur, &k, &d, v->started ? MDB_NEXT : MDB_FIRST);
-    v->started = 1;
-    if (mrc == MDB_NOTFOUND) {
-        goto out;
-    }
-    if (mrc != MDB_SUCCESS) {
-        rc = lmdb_error(v->env, mrc, "next", diag);
-        goto out;
-    }
-    rc = verify(v->hash, "key", k.mv_data, k.mv_size, &d, value, diag);
-    if (rc == KEEL_OK) {
-        key->ptr = k.mv_data;
-        key->len = k.mv_size;
-        rc = 1;
-        walked_over(v, k.mv_data, k.mv_size);
-        walked_over(v, d.mv_data, d.mv_size);
-    }
-    if (v->own && v->walked >= VIEW_DROP_BYTES) {
-        drop_pages(v);
-    }
-out:
-    return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * kernel/store.h — the kernel's materialized state: one LMDB environment
+ * store/store.h — the kernel's materialized state: one LMDB environment
  * (the directory STATE/store) holding one keyspace of byte-string keys, an
  * in-memory overlay of the changes since the last checkpoint over it, a
  * write-set (the crank buffer) over that, and checkpoints.
@@ -41,6 +41,8 @@
  *     keel__store *s; rc = keel__store_open("STATE/store", &o, kid, &s, &d);
  *     replay: for each WAL record with lsn > keel__store_applied_lsn(s):
  *             rc = keel__store_apply_encoded(s, lsn, payload, len, &d);
+ *             (the loop is keel__store_replay(), store/replay.h: every
+ *             replay of a log into a store uses it)
  *     crank:  keel__store_ws_begin(s);
  *             keel__store_ws_put / _ws_delete / _get / _next_key ...;
  *             failed crank: keel__store_ws_abort(s);
@@ -57,21 +59,9 @@
  *              may retire
  *     keel__store_close(s);      (drops the overlay: all not checkpointed)
  *
- * Encoded write-set (little-endian, no padding; what ws_encode writes and
- * apply_encoded accepts, nothing else):
- *     +0  u32 op_count
- *     then op_count ops, keys in strictly ascending order (bytewise memcmp,
- *     a proper prefix sorts first: LMDB's default order), each
- *         u8  kind        1 = put, 2 = delete
- *         u32 key_len     1 .. KEEL__STORE_MAX_KEY_BYTES
- *         key_len bytes   the key
- *         put only:
- *         u32 value_len   0 .. KEEL__STORE_MAX_VALUE_BYTES
- *         value_len bytes the value
- *     and no byte after the last op. An empty write-set is the 4 bytes
- *     00 00 00 00. Being canonical (one op per key, sorted), the same
- *     effects always encode to the same bytes, which the activity hash
- *     relies on.
+ * Encoded write-set: drawn byte by byte in store/writeset_format.h, with
+ *   the one encoder (ws_encode uses it) and the one decoder
+ *   (apply_encoded, the activity hash and the audit use it).
  *
  * Stored layout (LMDB, env flags 0, two named databases):
  *     "data"  key -> value ‖ u64 LE xxh3_64(key ‖ value)
@@ -164,19 +154,18 @@
  *   - Borrowed bytes (values from get, keys from next_key) stay valid until
  *     the next call on the store that reads or writes.
  */
-#ifndef KEEL_KERNEL_STORE_H
-#define KEEL_KERNEL_STORE_H
+#ifndef KEEL_STORE_STORE_H
+#define KEEL_STORE_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "keel/keel.h"
+#include "store/keyspace.h"
+#include "store/writeset_format.h"
 
 /* The store format this code writes and the newest it reads. */
 #define KEEL__STORE_FORMAT 1u
-/* LMDB's compile-time key limit (checked against the library on open). */
-#define KEEL__STORE_MAX_KEY_BYTES   511u
-#define KEEL__STORE_MAX_VALUE_BYTES (16u * 1024 * 1024)
 /* The LMDB map a store opens with, and the ceiling it may grow to (see
  * "Map size" above). */
 #define KEEL__STORE_DEFAULT_MAP_BYTES (1ull << 30)
@@ -185,11 +174,6 @@
 #define KEEL__STORE_MAP_GROWTH 2u
 /* The bytes a checksum adds to every stored value. */
 #define KEEL__STORE_CHECKSUM_BYTES 8u
-
-enum keel__store_op {
-    KEEL__STORE_PUT = 1,
-    KEEL__STORE_DELETE = 2,
-};
 
 typedef struct keel__store keel__store;
 

@@ -1,5 +1,5 @@
 /*
- * kernel/codec.c — the compact binary encoding of run-queue items, messages
+ * store/codec.c — the compact binary encoding of run-queue items, messages
  * and promise records stored as values in the kernel's keyspace.
  *
  * The kernel never parses message bodies: a body is opaque bytes here.
@@ -18,7 +18,7 @@
  * checked against what is left) and rejects trailing bytes; a bad value is
  * reported, never trusted.
  */
-#include "kernel/kernel_internal.h"
+#include "store/codec.h"
 
 #include <stdlib.h>
 #include <string.h>
