@@ -40,9 +40,11 @@
  *       and refuses another writer at once (KEEL_EBUSY); readers (K17,
  *       snapshot create) hold it shared, and a writer waits for them, up
  *       to 10 s.
- *   K19 A crash point is parsed strictly (EVENT[/KIND]:N, N decimal digits
- *       1..2^64-1, nothing else); anything else is refused naming
- *       KEEL_CRASH_POINT, before STATE is touched.
+ *   K19 The crash hook (options.crash_hook) is called at exactly five
+ *       places: before the WAL append, after it, after the apply (with the
+ *       transaction's kind), before and after the store checkpoint (kind
+ *       0). The kernel neither parses crash points nor kills itself: that
+ *       is the caller's (tools/crash_point.c).
  *   K25 A transaction whose record was appended and applied is committed:
  *       a checkpoint failing after it fails the kernel (K13) but not the
  *       commit, so a caller reports the committed result (once durable:
@@ -60,7 +62,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -110,87 +111,9 @@ int keel__k_fail(keel_kernel *k, int rc, const char *what)
 
 void keel__k_crash_point(keel_kernel *k, int event, int kind)
 {
-    if (k->crash_event != event ||
-        (k->crash_kind != 0 && k->crash_kind != kind)) {
-        return;
+    if (k->o.crash_hook != NULL) { /* K19 */
+        k->o.crash_hook(k->o.crash_arg, event, kind);
     }
-    if (++k->crash_seen == k->crash_nth) {
-        raise(SIGKILL); /* a real crash: no atexit, no flush, no close */
-    }
-}
-
-/* K19: N of a crash point: decimal digits only, 1 .. 2^64-1. */
-static int parse_crash_nth(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    if (s[0] < '0' || s[0] > '9') {
-        return KEEL_EINVAL; /* strtoull would take "-1", "+1", " 1" */
-    }
-    errno = 0;
-    unsigned long long n = strtoull(s, &end, 10);
-    if (*end != '\0' || errno == ERANGE || n == 0) {
-        return KEEL_EINVAL;
-    }
-    *out = (uint64_t)n;
-    return KEEL_OK;
-}
-
-static int parse_crash_point(keel_kernel *k, const char *s, keel_diag *diag)
-{
-    static const char *const events[] = {"commit-before", "commit-after",
-                                         "apply-after", "checkpoint-before",
-                                         "checkpoint-after"};
-    static const char *const kinds[] = {"crank", "out-of-crank", "kernel-op"};
-    char ev[32] = "", kind[32] = "";
-    uint64_t n = 0;
-    const char *colon = strrchr(s, ':');
-    const char *slash = strchr(s, '/');
-    if (colon == NULL) {
-        goto bad;
-    }
-    size_t evlen = (size_t)((slash != NULL ? slash : colon) - s);
-    if (evlen == 0 || evlen >= sizeof(ev)) {
-        goto bad;
-    }
-    if (parse_crash_nth(colon + 1, &n) != KEEL_OK) {
-        return keel__diag(diag, KEEL_EINVAL,
-                          "KEEL_CRASH_POINT \"%s\": N must be decimal digits "
-                          "from 1 to 18446744073709551615",
-                          s);
-    }
-    memcpy(ev, s, evlen);
-    if (slash != NULL) {
-        if (slash > colon) {
-            goto bad;
-        }
-        size_t kl = (size_t)(colon - slash - 1);
-        if (kl == 0 || kl >= sizeof(kind)) {
-            goto bad;
-        }
-        memcpy(kind, slash + 1, kl);
-    }
-    for (int i = 0; i < 5; i++) {
-        if (strcmp(ev, events[i]) == 0) {
-            k->crash_event = i + 1;
-        }
-    }
-    for (int i = 0; kind[0] != '\0' && i < 3; i++) {
-        if (strcmp(kind, kinds[i]) == 0) {
-            k->crash_kind = i + 1; /* = KEEL_WAL_CRANK .. KERNEL_OP */
-        }
-    }
-    if (k->crash_event == 0 || (kind[0] != '\0' && k->crash_kind == 0)) {
-        goto bad;
-    }
-    k->crash_nth = n;
-    return KEEL_OK;
-bad:
-    return keel__diag(diag, KEEL_EINVAL,
-                      "KEEL_CRASH_POINT \"%s\": expected EVENT[/KIND]:N "
-                      "(EVENT commit-before, commit-after, apply-after, "
-                      "checkpoint-before or checkpoint-after; KIND crank, "
-                      "out-of-crank or kernel-op)",
-                      s);
 }
 
 /* Name the store's file in a diag from the store ("data.mdb: ..." becomes
@@ -351,9 +274,9 @@ int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
     /* K11: the WAL first, then the store that depends on it. */
     int rc = keel_wal_wait(k->wal, keel__store_applied_lsn(k->store), &d);
     if (rc == KEEL_OK) {
-        keel__k_crash_point(k, CRASH_CKPT_BEFORE, 0);
+        keel__k_crash_point(k, KEEL_CRASH_CKPT_BEFORE, 0);
         rc = keel__store_checkpoint(k->store, &d);
-        keel__k_crash_point(k, CRASH_CKPT_AFTER, 0);
+        keel__k_crash_point(k, KEEL_CRASH_CKPT_AFTER, 0);
         if (rc < 0) {
             store_diag(&d); /* K13: a store full or out of disk */
         }
@@ -405,15 +328,15 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
         rc = encode_ws(k, &len, &d);
     }
     if (rc == KEEL_OK) { /* K10: log, then apply */
-        keel__k_crash_point(k, CRASH_COMMIT_BEFORE, kind);
+        keel__k_crash_point(k, KEEL_CRASH_COMMIT_BEFORE, kind);
         rc = keel_wal_append(k->wal, kind, k->crank, k->enc, len, &lsn, &d);
     }
     if (rc == KEEL_OK) {
-        keel__k_crash_point(k, CRASH_COMMIT_AFTER, kind);
+        keel__k_crash_point(k, KEEL_CRASH_COMMIT_AFTER, kind);
         keel__k_async_committed(k, lsn); /* K34 */
         k->in_txn = 0;
         rc = keel__store_ws_apply(k->store, lsn, &d);
-        keel__k_crash_point(k, CRASH_APPLY_AFTER, kind);
+        keel__k_crash_point(k, KEEL_CRASH_APPLY_AFTER, kind);
     }
     if (rc < 0) {
         keel__k_txn_abort(k);
@@ -932,11 +855,6 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
         k->o.create = 0;
         k->o.snapshot_every = 0;
     }
-    if (k->o.crash_point != NULL &&
-        (rc = parse_crash_point(k, k->o.crash_point, diag)) < 0) {
-        goto out;
-    }
-    k->o.crash_point = NULL; /* not retained */
     if (k->o.snapshot_every != 0) {
         if (k->o.snapshot_dir == NULL) {
             rc = keel__diag(diag, KEEL_EINVAL,

@@ -140,11 +140,6 @@ struct keel_kernel {
     uint64_t stat_deliveries;
     int failed; /* sticky: a storage error broke the kernel */
     keel_diag fail_diag;
-    /* crash injection (keel_kernel_options.crash_point) */
-    int crash_event; /* 0: none */
-    int crash_kind;  /* 0: any */
-    uint64_t crash_nth;
-    uint64_t crash_seen;
     keel_kernel_recovery recovery; /* what open found and did */
     char *snap_dir;                /* periodic snapshots: copy of the option */
     uint64_t snap_crank;           /* crank of the last periodic snapshot */
@@ -205,14 +200,8 @@ int keel__k_check_library(const char *name, const char *path, keel_diag *diag);
 /* The options' resolver, then keel's built-ins. */
 const keel_vat_ops *keel__k_builtin(const keel_kernel *k, const char *name);
 
-enum {
-    CRASH_COMMIT_BEFORE = 1,
-    CRASH_COMMIT_AFTER,
-    CRASH_APPLY_AFTER,
-    CRASH_CKPT_BEFORE,
-    CRASH_CKPT_AFTER
-};
-/* SIGKILL the process if this is the planned crash point. */
+/* K19: call the options' crash hook, if any, at event (enum
+ * keel_crash_event) of a transaction of kind (0: a checkpoint). */
 void keel__k_crash_point(keel_kernel *k, int event, int kind);
 
 /* --- crank.c: routing, promises, translation, termination -------------- */
