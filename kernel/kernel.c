@@ -1,7 +1,11 @@
 /*
  * kernel/kernel.c — the kernel's lifecycle and transactions: open (lock,
- * store, WAL, replay), boot, commit (one WAL record per transaction, then
- * apply), checkpoints, the run loop, external sends, status.
+ * store, WAL, replay, the cheap state checks, loading and starting vats)
+ * and close, the state lock, store access inside a transaction, commit
+ * (one WAL record per transaction, then apply), checkpoints, and the
+ * crash hook's call sites. Boot, the run loop, external sends and status
+ * are in run.c; the host the kernel runs on is injected (kernel_host.h:
+ * host/compose.c builds it and defines keel_kernel_open).
  *
  * Invariants:
  *   K10 Every transaction is one WAL record; its write-set is applied to
@@ -827,20 +831,71 @@ static int check_state(keel_kernel *k, keel_diag *diag)
     return rc;
 }
 
-int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
-                     keel_kernel **out, keel_diag *diag)
+/* KH2: the host of a kernel opened without one: nothing is ever pending
+ * (keel_vat_timer and keel_vat_work refuse before anything is held). */
+static int no_timer(void *ctx, uint64_t delay_ms, void (*cb)(void *arg),
+                    void *arg, uint64_t *id)
+{
+    return KEEL_EINVAL;
+}
+
+static int no_work(void *ctx, void (*work)(void *arg), void (*done)(void *arg),
+                   void *arg)
+{
+    return KEEL_EINVAL;
+}
+
+static int no_cancel(void *ctx, uint64_t id)
+{
+    return 0;
+}
+
+static uint64_t no_pending(void *ctx)
+{
+    return 0;
+}
+
+static int no_run(void *ctx, uint64_t timeout_ms)
+{
+    return 0;
+}
+
+static int no_poll(void *ctx)
+{
+    return 0;
+}
+
+static void no_close(void *ctx)
+{
+}
+
+static const keel__khost no_host = {.timer = no_timer,
+                                    .work = no_work,
+                                    .cancel = no_cancel,
+                                    .pending = no_pending,
+                                    .run_once = no_run,
+                                    .poll = no_poll,
+                                    .close = no_close};
+
+int keel__k_open(const char *state_dir, const keel_kernel_options *o,
+                 const keel__khost *host, keel_kernel **out, keel_diag *diag)
 {
     int rc = KEEL_OK;
     uint64_t t0 = now_ns();
     *out = NULL;
     keel_kernel *k = calloc(1, sizeof(*k));
     if (k == NULL) {
+        if (host != NULL) {
+            host->close(host->ctx); /* KH1 */
+        }
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
+    k->host = host != NULL ? *host : no_host; /* KH1: closed by close */
+    k->hostless = host == NULL;               /* KH2 */
     k->lock_fd = -1;
     k->hash_state = XXH3_createState();
     if (k->hash_state == NULL) {
-        free(k);
+        keel_kernel_close(k, NULL);
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
     if (o != NULL) {
@@ -853,28 +908,8 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     }
     if (k->o.read_only) { /* K17 */
         k->o.create = 0;
-        k->o.snapshot_every = 0;
     }
-    if (k->o.snapshot_every != 0) {
-        if (k->o.snapshot_dir == NULL) {
-            rc = keel__diag(diag, KEEL_EINVAL,
-                            "periodic snapshots need a snapshot directory");
-            goto out;
-        }
-        k->snap_dir = strdup(k->o.snapshot_dir);
-        if (k->snap_dir == NULL) {
-            rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
-            goto out;
-        }
-        if (k->o.snapshot_keep == 0) {
-            k->o.snapshot_keep = 1;
-        }
-        rc = keel__k_snapshot_dir_check(k->snap_dir, state_dir, diag); /* KS5 */
-        if (rc < 0) {
-            goto out;
-        }
-    }
-    k->o.snapshot_dir = NULL; /* not retained */
+    k->o.snapshot_dir = NULL; /* not retained: the host's (host/compose.c) */
     size_t n = strlen(state_dir);
     k->dir = strdup(state_dir);
     k->dir_wal = malloc(n + 5);
@@ -964,19 +999,12 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     }
     if (rc == KEEL_OK) {
         rc = load_meta(k, diag);
-        k->snap_crank = k->crank;
     }
-    if (rc == KEEL_OK && k->snap_dir != NULL) {
-        rc = keel__k_snapshot_dir_owned(k, diag); /* KS6 */
+    if (rc == KEEL_OK && k->host.attached != NULL) {
+        rc = k->host.attached(k->host.ctx, k, diag); /* e.g. KS6 */
     }
     if (rc == KEEL_OK) {
         rc = check_state(k, diag);
-    }
-    if (rc == KEEL_OK) {
-        rc = keel__host_new(&k->host, k->o.deterministic);
-        if (rc < 0) {
-            keel__diag(diag, rc, "cannot start the host loop");
-        }
     }
     if (rc == KEEL_OK) {
         rc = keel__k_load_vats(k, diag);
@@ -1001,10 +1029,10 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
      * not on a failed kernel), then free waits for thread-pool jobs to
      * return (their `done` callbacks are dropped), so no vat is stopped
      * under a running job and no vat code is unloaded while it runs. */
-    if (k->host != NULL && k->wal != NULL && !k->failed) {
+    if (k->wal != NULL && !k->failed) {
         keel__k_start_async(k, 1, NULL);
     }
-    keel__host_free(k->host);
+    k->host.close(k->host.ctx); /* KH1 */
     keel__k_free_async(k);
     keel__k_reap(k);
     for (size_t i = 0; i < k->nvats; i++) {
@@ -1045,7 +1073,6 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     XXH3_freeState(k->hash_state);
     free(k->dir_wal);
     free(k->dir);
-    free(k->snap_dir);
     free(k);
     return rc;
 }

@@ -38,7 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "host/host.h"
+#include "kernel/kernel_host.h"
 #include "kernel/store.h"
 #include "keel/kernel.h"
 #include "keel/vat.h"
@@ -104,7 +104,7 @@ typedef struct kasync {
     uint64_t lsn;     /* held: starts once the WAL is durable up to it */
     int in_txn;       /* held with the open transaction (lsn not known) */
     int held;         /* not yet handed to the host */
-    uint64_t host_id; /* a started timer: its id for keel__host_cancel */
+    uint64_t host_id; /* a started timer: its id for the host's cancel */
 } kasync;
 
 struct keel_kernel {
@@ -114,7 +114,8 @@ struct keel_kernel {
     keel_kernel_options o;
     keel__store *store;
     keel_wal *wal;
-    keel_host *host;
+    keel__khost host; /* KH1, KH2: the table the kernel was opened with */
+    int hostless;     /* KH2: opened without a host */
     uint64_t kernel_id;
     kvat **vats; /* by id - 1; NULL for ids never created */
     size_t nvats;
@@ -141,8 +142,6 @@ struct keel_kernel {
     int failed; /* sticky: a storage error broke the kernel */
     keel_diag fail_diag;
     keel_kernel_recovery recovery; /* what open found and did */
-    char *snap_dir;                /* periodic snapshots: copy of the option */
-    uint64_t snap_crank;           /* crank of the last periodic snapshot */
     void *hash_state;              /* XXH3_state_t, reused by every commit */
     uint8_t *enc;                  /* scratch for encodings */
     size_t enc_cap;
@@ -239,17 +238,6 @@ int keel__k_settle(keel_kernel *k, const char *kp, int rejected,
 /* Decode a promise's state (0/1/2) and body. */
 int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
                           char **body);
-
-/* --- snapshots.c: periodic snapshots ----------------------------------- */
-/* Take the periodic snapshot if snapshot_every cranks passed since the
- * last one; prune old ones and retire the log before the oldest kept. */
-int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag);
-/* KS5: dir is a directory files can be created in; if state_dir has no
- * store yet, dir holds no snapshot. Before anything is created. */
-int keel__k_snapshot_dir_check(const char *dir, const char *state_dir,
-                               keel_diag *diag);
-/* KS6: every snapshot in k->snap_dir is of k's kernel id and timeline. */
-int keel__k_snapshot_dir_owned(keel_kernel *k, keel_diag *diag);
 
 /* --- syscall.c ---------------------------------------------------------- */
 /* Run the syscalls held during another vat's crank. */

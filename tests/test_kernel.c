@@ -61,6 +61,7 @@
 
 #include "keel/keel.h"
 #include "keel/recovery.h"
+#include "kernel/kernel_host.h"
 #include "kernel/store.h"
 #include "tests/testutil.h"
 #include "tools/crash_point.h"
@@ -1822,6 +1823,35 @@ START_TEST(test_kernel_out_of_crank_timer_answer_delivered_without_input)
 }
 END_TEST
 
+/* KH2: a kernel opened without a host (keel__k_open with none) runs
+ * cranks and refuses async work: the worker's keel_vat_work returns
+ * KEEL_EINVAL, so its delivery fails and it is terminated, and the run
+ * goes idle at once (nothing is ever pending). */
+START_TEST(test_kernel_without_host_refuses_async_work)
+{
+    tk t;
+    keel_diag d = {0};
+    tk_init(&t);
+    int rc = keel__k_open(t.state, &t.o, NULL, &t.k, &d);
+    ck_assert_msg(rc == KEEL_OK, "open: %s", d.msg);
+    tk_boot(&t, "{'bootstrap':'alice','vats':{"
+                "'alice':{'builtin':'t_actor'},"
+                "'worker':{'builtin':'t_async'}}}");
+    tk_do(&t, "alice",
+          "[{'op':'send','to':'$worker','method':'work','body':{'i':6},"
+          "  'result':'w'}]",
+          NULL);
+    keel_run_stats s = tk_run(&t);
+    ck_assert_int_eq(s.idle, 1);
+    ck_assert_uint_eq(s.aborted, 1);
+    ck_vat(&t, "worker", "terminated");
+    ck_vat(&t, "alice", "alive");
+    ck_vs_sq(&t, "alice", "notify.w", "rejected {'error':'vat terminated'}");
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_OUT_OF_CRANK, NULL, NULL), 0);
+    tk_free(&t);
+}
+END_TEST
+
 /* SPEC §5: an illegal out-of-crank syscall terminates the vat. */
 START_TEST(test_kernel_out_of_crank_illegal_syscall_terminates_vat)
 {
@@ -3369,6 +3399,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_message_to_vat_pending_cleanup_rejects);
     tcase_add_test(tc, test_kernel_cleanup_resumes_after_crash);
     tcase_add_test(tc, test_kernel_crash_hook_sees_every_event);
+    tcase_add_test(tc, test_kernel_without_host_refuses_async_work);
     tcase_add_test(tc, test_kernel_stop_flag_between_cleanup_batches);
     tcase_add_test(tc, test_kernel_terminate_many_decided_promises_in_batches);
     tcase_add_test(tc, test_kernel_exit_in_full_crank_retires_decided_promises);
