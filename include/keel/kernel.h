@@ -122,7 +122,9 @@ typedef struct keel_kernel_options {
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
 
 /*
- * Open STATE (created if absent and o->create), lock it, recover. The WAL
+ * Open STATE (created if absent and o->create), lock it, recover, on keel's
+ * own host (host/compose.c: the libuv loop, or the deterministic queue,
+ * and the periodic snapshots of the options). The WAL
  * is never truncated at or below the store's checkpoint LSN: damage there
  * is KEEL_ECORRUPT (acknowledged records damaged), not a torn tail.
  * @return KEEL_OK, KEEL_EBUSY (locked by another process), KEEL_ECORRUPT,
