@@ -4,9 +4,9 @@
  * store and its log (created with mkdir, removed with rmdir), and the
  * names it renames and unlinks.
  *
- * wal/, kernel/, snapshot/ and recovery/ never call pwrite, fsync, rename,
- * unlink, mkdir or rmdir directly on a state's files: they call through a
- * keel_io, so that tests (and `keel crashtest`) can swap in the
+ * wal/, store/, kernel/, snapshot/ and recovery/ never call pwrite, fsync,
+ * rename, unlink, mkdir or rmdir directly on a state's files: they call
+ * through a keel_io, so that tests (and `keel crashtest`) can swap in the
  * fault-injecting table of common/io_fault.h and make every write, sync,
  * rename and directory operation fail, tear or vanish on demand.
  *
@@ -21,7 +21,7 @@
  *   - LMDB's own files (store/data.mdb, lock.mdb): LMDB does its I/O
  *     itself; the table sees only the store's directory and the names
  *     keel itself makes and removes (store/store.c).
- *   - The probe that a snapshot directory is writable (kernel/snapshots.c:
+ *   - The probe that a snapshot directory is writable (host/snapshots.c:
  *     an O_TMPFILE, or a named file made and removed at once): it asks the
  *     file system a question and leaves nothing of a state behind.
  *   - Directory listing: it changes nothing and keel reads directories

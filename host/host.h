@@ -1,8 +1,9 @@
 /*
  * host/host.h — the host loop: timers and thread-pool jobs for vats' async
- * work, on libuv. The kernel core stays synchronous and deterministic; it
- * asks the host to run callbacks only between cranks (keel__host_run_once
- * and keel__host_poll), so a callback never runs inside a crank.
+ * work, on libuv. The kernel core stays synchronous and deterministic and
+ * never calls this directly: host/compose.c hands it to the kernel as the
+ * table of kernel/kernel_host.h, and the kernel runs callbacks only between
+ * cranks (run_once and poll), so a callback never runs inside a crank.
  *
  * Every callback runs on the thread that calls run_once/poll (the kernel's
  * thread). `work` functions run on libuv's thread pool.

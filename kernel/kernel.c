@@ -1,7 +1,11 @@
 /*
  * kernel/kernel.c — the kernel's lifecycle and transactions: open (lock,
- * store, WAL, replay), boot, commit (one WAL record per transaction, then
- * apply), checkpoints, the run loop, external sends, status.
+ * store, WAL, replay, the cheap state checks, loading and starting vats)
+ * and close, the state lock, store access inside a transaction, commit
+ * (one WAL record per transaction, then apply), checkpoints, and the
+ * crash hook's call sites. Boot, the run loop, external sends and status
+ * are in run.c; the host the kernel runs on is injected (kernel_host.h:
+ * host/compose.c builds it and defines keel_kernel_open).
  *
  * Invariants:
  *   K10 Every transaction is one WAL record; its write-set is applied to
@@ -40,9 +44,11 @@
  *       and refuses another writer at once (KEEL_EBUSY); readers (K17,
  *       snapshot create) hold it shared, and a writer waits for them, up
  *       to 10 s.
- *   K19 A crash point is parsed strictly (EVENT[/KIND]:N, N decimal digits
- *       1..2^64-1, nothing else); anything else is refused naming
- *       KEEL_CRASH_POINT, before STATE is touched.
+ *   K19 The crash hook (options.crash_hook) is called at exactly five
+ *       places: before the WAL append, after it, after the apply (with the
+ *       transaction's kind), before and after the store checkpoint (kind
+ *       0). The kernel neither parses crash points nor kills itself: that
+ *       is the caller's (tools/crash_point.c).
  *   K25 A transaction whose record was appended and applied is committed:
  *       a checkpoint failing after it fails the kernel (K13) but not the
  *       commit, so a caller reports the committed result (once durable:
@@ -60,7 +66,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -105,87 +110,9 @@ int keel__k_fail(keel_kernel *k, int rc, const char *what)
 
 void keel__k_crash_point(keel_kernel *k, int event, int kind)
 {
-    if (k->crash_event != event ||
-        (k->crash_kind != 0 && k->crash_kind != kind)) {
-        return;
+    if (k->o.crash_hook != NULL) { /* K19 */
+        k->o.crash_hook(k->o.crash_arg, event, kind);
     }
-    if (++k->crash_seen == k->crash_nth) {
-        raise(SIGKILL); /* a real crash: no atexit, no flush, no close */
-    }
-}
-
-/* K19: N of a crash point: decimal digits only, 1 .. 2^64-1. */
-static int parse_crash_nth(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    if (s[0] < '0' || s[0] > '9') {
-        return KEEL_EINVAL; /* strtoull would take "-1", "+1", " 1" */
-    }
-    errno = 0;
-    unsigned long long n = strtoull(s, &end, 10);
-    if (*end != '\0' || errno == ERANGE || n == 0) {
-        return KEEL_EINVAL;
-    }
-    *out = (uint64_t)n;
-    return KEEL_OK;
-}
-
-static int parse_crash_point(keel_kernel *k, const char *s, keel_diag *diag)
-{
-    static const char *const events[] = {"commit-before", "commit-after",
-                                         "apply-after", "checkpoint-before",
-                                         "checkpoint-after"};
-    static const char *const kinds[] = {"crank", "out-of-crank", "kernel-op"};
-    char ev[32] = "", kind[32] = "";
-    uint64_t n = 0;
-    const char *colon = strrchr(s, ':');
-    const char *slash = strchr(s, '/');
-    if (colon == NULL) {
-        goto bad;
-    }
-    size_t evlen = (size_t)((slash != NULL ? slash : colon) - s);
-    if (evlen == 0 || evlen >= sizeof(ev)) {
-        goto bad;
-    }
-    if (parse_crash_nth(colon + 1, &n) != KEEL_OK) {
-        return keel__diag(diag, KEEL_EINVAL,
-                          "KEEL_CRASH_POINT \"%s\": N must be decimal digits "
-                          "from 1 to 18446744073709551615",
-                          s);
-    }
-    memcpy(ev, s, evlen);
-    if (slash != NULL) {
-        if (slash > colon) {
-            goto bad;
-        }
-        size_t kl = (size_t)(colon - slash - 1);
-        if (kl == 0 || kl >= sizeof(kind)) {
-            goto bad;
-        }
-        memcpy(kind, slash + 1, kl);
-    }
-    for (int i = 0; i < 5; i++) {
-        if (strcmp(ev, events[i]) == 0) {
-            k->crash_event = i + 1;
-        }
-    }
-    for (int i = 0; kind[0] != '\0' && i < 3; i++) {
-        if (strcmp(kind, kinds[i]) == 0) {
-            k->crash_kind = i + 1; /* = KEEL_WAL_CRANK .. KERNEL_OP */
-        }
-    }
-    if (k->crash_event == 0 || (kind[0] != '\0' && k->crash_kind == 0)) {
-        goto bad;
-    }
-    k->crash_nth = n;
-    return KEEL_OK;
-bad:
-    return keel__diag(diag, KEEL_EINVAL,
-                      "KEEL_CRASH_POINT \"%s\": expected EVENT[/KIND]:N "
-                      "(EVENT commit-before, commit-after, apply-after, "
-                      "checkpoint-before or checkpoint-after; KIND crank, "
-                      "out-of-crank or kernel-op)",
-                      s);
 }
 
 /* Name the store's file in a diag from the store ("data.mdb: ..." becomes
@@ -346,9 +273,9 @@ int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
     /* K11: the WAL first, then the store that depends on it. */
     int rc = keel_wal_wait(k->wal, keel__store_applied_lsn(k->store), &d);
     if (rc == KEEL_OK) {
-        keel__k_crash_point(k, CRASH_CKPT_BEFORE, 0);
+        keel__k_crash_point(k, KEEL_CRASH_CKPT_BEFORE, 0);
         rc = keel__store_checkpoint(k->store, &d);
-        keel__k_crash_point(k, CRASH_CKPT_AFTER, 0);
+        keel__k_crash_point(k, KEEL_CRASH_CKPT_AFTER, 0);
         if (rc < 0) {
             store_diag(&d); /* K13: a store full or out of disk */
         }
@@ -400,15 +327,15 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
         rc = encode_ws(k, &len, &d);
     }
     if (rc == KEEL_OK) { /* K10: log, then apply */
-        keel__k_crash_point(k, CRASH_COMMIT_BEFORE, kind);
+        keel__k_crash_point(k, KEEL_CRASH_COMMIT_BEFORE, kind);
         rc = keel_wal_append(k->wal, kind, k->crank, k->enc, len, &lsn, &d);
     }
     if (rc == KEEL_OK) {
-        keel__k_crash_point(k, CRASH_COMMIT_AFTER, kind);
+        keel__k_crash_point(k, KEEL_CRASH_COMMIT_AFTER, kind);
         keel__k_async_committed(k, lsn); /* K34 */
         k->in_txn = 0;
         rc = keel__store_ws_apply(k->store, lsn, &d);
-        keel__k_crash_point(k, CRASH_APPLY_AFTER, kind);
+        keel__k_crash_point(k, KEEL_CRASH_APPLY_AFTER, kind);
     }
     if (rc < 0) {
         keel__k_txn_abort(k);
@@ -845,20 +772,71 @@ static int check_state(keel_kernel *k, keel_diag *diag)
     return rc;
 }
 
-int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
-                     keel_kernel **out, keel_diag *diag)
+/* KH2: the host of a kernel opened without one: nothing is ever pending
+ * (keel_vat_timer and keel_vat_work refuse before anything is held). */
+static int no_timer(void *ctx, uint64_t delay_ms, void (*cb)(void *arg),
+                    void *arg, uint64_t *id)
+{
+    return KEEL_EINVAL;
+}
+
+static int no_work(void *ctx, void (*work)(void *arg), void (*done)(void *arg),
+                   void *arg)
+{
+    return KEEL_EINVAL;
+}
+
+static int no_cancel(void *ctx, uint64_t id)
+{
+    return 0;
+}
+
+static uint64_t no_pending(void *ctx)
+{
+    return 0;
+}
+
+static int no_run(void *ctx, uint64_t timeout_ms)
+{
+    return 0;
+}
+
+static int no_poll(void *ctx)
+{
+    return 0;
+}
+
+static void no_close(void *ctx)
+{
+}
+
+static const keel__khost no_host = {.timer = no_timer,
+                                    .work = no_work,
+                                    .cancel = no_cancel,
+                                    .pending = no_pending,
+                                    .run_once = no_run,
+                                    .poll = no_poll,
+                                    .close = no_close};
+
+int keel__k_open(const char *state_dir, const keel_kernel_options *o,
+                 const keel__khost *host, keel_kernel **out, keel_diag *diag)
 {
     int rc = KEEL_OK;
     uint64_t t0 = keel__now_ns();
     *out = NULL;
     keel_kernel *k = calloc(1, sizeof(*k));
     if (k == NULL) {
+        if (host != NULL) {
+            host->close(host->ctx); /* KH1 */
+        }
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
+    k->host = host != NULL ? *host : no_host; /* KH1: closed by close */
+    k->hostless = host == NULL;               /* KH2 */
     k->lock_fd = -1;
     k->hash_state = XXH3_createState();
     if (k->hash_state == NULL) {
-        free(k);
+        keel_kernel_close(k, NULL);
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
     if (o != NULL) {
@@ -871,33 +849,8 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     }
     if (k->o.read_only) { /* K17 */
         k->o.create = 0;
-        k->o.snapshot_every = 0;
     }
-    if (k->o.crash_point != NULL &&
-        (rc = parse_crash_point(k, k->o.crash_point, diag)) < 0) {
-        goto out;
-    }
-    k->o.crash_point = NULL; /* not retained */
-    if (k->o.snapshot_every != 0) {
-        if (k->o.snapshot_dir == NULL) {
-            rc = keel__diag(diag, KEEL_EINVAL,
-                            "periodic snapshots need a snapshot directory");
-            goto out;
-        }
-        k->snap_dir = strdup(k->o.snapshot_dir);
-        if (k->snap_dir == NULL) {
-            rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
-            goto out;
-        }
-        if (k->o.snapshot_keep == 0) {
-            k->o.snapshot_keep = 1;
-        }
-        rc = keel__k_snapshot_dir_check(k->snap_dir, state_dir, diag); /* KS5 */
-        if (rc < 0) {
-            goto out;
-        }
-    }
-    k->o.snapshot_dir = NULL; /* not retained */
+    k->o.snapshot_dir = NULL; /* not retained: the host's (host/compose.c) */
     size_t n = strlen(state_dir);
     k->dir = strdup(state_dir);
     k->dir_wal = malloc(n + 5);
@@ -988,19 +941,12 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
     }
     if (rc == KEEL_OK) {
         rc = load_meta(k, diag);
-        k->snap_crank = k->crank;
     }
-    if (rc == KEEL_OK && k->snap_dir != NULL) {
-        rc = keel__k_snapshot_dir_owned(k, diag); /* KS6 */
+    if (rc == KEEL_OK && k->host.attached != NULL) {
+        rc = k->host.attached(k->host.ctx, k, diag); /* e.g. KS6 */
     }
     if (rc == KEEL_OK) {
         rc = check_state(k, diag);
-    }
-    if (rc == KEEL_OK) {
-        rc = keel__host_new(&k->host, k->o.deterministic);
-        if (rc < 0) {
-            keel__diag(diag, rc, "cannot start the host loop");
-        }
     }
     if (rc == KEEL_OK) {
         rc = keel__k_load_vats(k, diag);
@@ -1025,10 +971,10 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
      * not on a failed kernel), then free waits for thread-pool jobs to
      * return (their `done` callbacks are dropped), so no vat is stopped
      * under a running job and no vat code is unloaded while it runs. */
-    if (k->host != NULL && k->wal != NULL && !k->failed) {
+    if (k->wal != NULL && !k->failed) {
         keel__k_start_async(k, 1, NULL);
     }
-    keel__host_free(k->host);
+    k->host.close(k->host.ctx); /* KH1 */
     keel__k_free_async(k);
     keel__k_reap(k);
     for (size_t i = 0; i < k->nvats; i++) {
@@ -1069,7 +1015,6 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     XXH3_freeState(k->hash_state);
     free(k->dir_wal);
     free(k->dir);
-    free(k->snap_dir);
     free(k);
     return rc;
 }

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "host/host.h"
+#include "kernel/kernel_host.h"
 #include "kernel/state_lock.h"
 #include "store/codec.h"
 #include "store/keyspace.h"
@@ -78,7 +78,7 @@ typedef struct kasync {
     uint64_t lsn;     /* held: starts once the WAL is durable up to it */
     int in_txn;       /* held with the open transaction (lsn not known) */
     int held;         /* not yet handed to the host */
-    uint64_t host_id; /* a started timer: its id for keel__host_cancel */
+    uint64_t host_id; /* a started timer: its id for the host's cancel */
 } kasync;
 
 struct keel_kernel {
@@ -88,7 +88,8 @@ struct keel_kernel {
     keel_kernel_options o;
     keel__store *store;
     keel_wal *wal;
-    keel_host *host;
+    keel__khost host; /* KH1, KH2: the table the kernel was opened with */
+    int hostless;     /* KH2: opened without a host */
     uint64_t kernel_id;
     kvat **vats; /* by id - 1; NULL for ids never created */
     size_t nvats;
@@ -114,14 +115,7 @@ struct keel_kernel {
     uint64_t stat_deliveries;
     int failed; /* sticky: a storage error broke the kernel */
     keel_diag fail_diag;
-    /* crash injection (keel_kernel_options.crash_point) */
-    int crash_event; /* 0: none */
-    int crash_kind;  /* 0: any */
-    uint64_t crash_nth;
-    uint64_t crash_seen;
     keel_kernel_recovery recovery; /* what open found and did */
-    char *snap_dir;                /* periodic snapshots: copy of the option */
-    uint64_t snap_crank;           /* crank of the last periodic snapshot */
     void *hash_state;              /* XXH3_state_t, reused by every commit */
     uint8_t *enc;                  /* scratch for encodings */
     size_t enc_cap;
@@ -177,14 +171,8 @@ int keel__k_check_library(const char *name, const char *path, keel_diag *diag);
 /* The options' resolver, then keel's built-ins. */
 const keel_vat_ops *keel__k_builtin(const keel_kernel *k, const char *name);
 
-enum {
-    CRASH_COMMIT_BEFORE = 1,
-    CRASH_COMMIT_AFTER,
-    CRASH_APPLY_AFTER,
-    CRASH_CKPT_BEFORE,
-    CRASH_CKPT_AFTER
-};
-/* SIGKILL the process if this is the planned crash point. */
+/* K19: call the options' crash hook, if any, at event (enum
+ * keel_crash_event) of a transaction of kind (0: a checkpoint). */
 void keel__k_crash_point(keel_kernel *k, int event, int kind);
 
 /* --- crank.c: routing, promises, translation, termination -------------- */
@@ -222,17 +210,6 @@ int keel__k_settle(keel_kernel *k, const char *kp, int rejected,
 /* Decode a promise's state (0/1/2) and body. */
 int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
                           char **body);
-
-/* --- snapshots.c: periodic snapshots ----------------------------------- */
-/* Take the periodic snapshot if snapshot_every cranks passed since the
- * last one; prune old ones and retire the log before the oldest kept. */
-int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag);
-/* KS5: dir is a directory files can be created in; if state_dir has no
- * store yet, dir holds no snapshot. Before anything is created. */
-int keel__k_snapshot_dir_check(const char *dir, const char *state_dir,
-                               keel_diag *diag);
-/* KS6: every snapshot in k->snap_dir is of k's kernel id and timeline. */
-int keel__k_snapshot_dir_owned(keel_kernel *k, keel_diag *diag);
 
 /* --- syscall.c ---------------------------------------------------------- */
 /* Run the syscalls held during another vat's crank. */

@@ -454,8 +454,8 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         }
         /* Async completions first: they commit as their own transactions
          * between cranks (K21). Cheap when nothing is ready. */
-        if ((s.cranks & 63) == 0 && keel__host_pending(k->host) > 0) {
-            keel__host_poll(k->host);
+        if ((s.cranks & 63) == 0 && k->host.pending(k->host.ctx) > 0) {
+            k->host.poll(k->host.ctx);
         }
         uint64_t crank_before = k->crank;
         rc = keel__k_start_async(k, 0, diag); /* K34: what is durable */
@@ -472,9 +472,11 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if (rc == 1) {
             /* K24: a step that did not advance the crank number aborted */
             *(k->crank > crank_before ? &s.cranks : &s.aborted) += 1;
-            rc = keel__k_periodic_snapshot(k, diag); /* KS3 */
-            if (rc < 0) {
-                break;
+            if (k->host.after_crank != NULL) { /* the host's, e.g. KS3 */
+                rc = k->host.after_crank(k->host.ctx, k, diag);
+                if (rc < 0) {
+                    break;
+                }
             }
             continue; /* K22: a limit stopping the loop still waits */
         }
@@ -491,7 +493,7 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
         if (rc < 0) {
             break;
         }
-        if (keel__host_pending(k->host) == 0) {
+        if (k->host.pending(k->host.ctx) == 0) {
             if (!o->forever) {
                 s.idle = 1;
                 break;
@@ -505,8 +507,8 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
             uint64_t left = spent < o->timeout_ms ? o->timeout_ms - spent : 1;
             slice = left < slice ? left : slice;
         }
-        if (keel__host_pending(k->host) > 0) {
-            rc = keel__host_run_once(k->host, slice);
+        if (k->host.pending(k->host.ctx) > 0) {
+            rc = k->host.run_once(k->host.ctx, slice);
         } else {
             struct timespec ts = {0, (long)slice * 1000000L};
             nanosleep(&ts, NULL);

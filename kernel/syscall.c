@@ -427,7 +427,7 @@ void keel__k_cancel_async(keel_kernel *k, uint32_t vid)
          * committed (a vat may count on it to free what it shares with
          * the job); its done is dropped when it comes (K32). */
         if (a->vid == vid && a->work == NULL &&
-            (a->held || keel__host_cancel(k->host, a->host_id) == 1)) {
+            (a->held || k->host.cancel(k->host.ctx, a->host_id) == 1)) {
             async_unlink(a);
         }
         a = next;
@@ -501,9 +501,9 @@ int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag)
         }
         held_remove(k, a);
         int rc = a->work != NULL
-                     ? keel__host_work(k->host, async_work, async_done, a)
-                     : keel__host_timer(k->host, a->delay_ms, async_done, a,
-                                        &a->host_id);
+                     ? k->host.work(k->host.ctx, async_work, async_done, a)
+                     : k->host.timer(k->host.ctx, a->delay_ms, async_done, a,
+                                     &a->host_id);
         if (rc < 0) {
             async_unlink(a);
             keel__k_fail(k, rc, "starting a vat's async work");
@@ -522,7 +522,7 @@ int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag)
 int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
                    void (*cb)(void *arg, keel_syscall *sys), void *arg)
 {
-    if (cb == NULL) {
+    if (cb == NULL || sys->k->hostless) { /* KH2 */
         return KEEL_EINVAL;
     }
     if (!sys->v->alive || sys->k->failed) {
@@ -541,7 +541,7 @@ int keel_vat_timer(keel_syscall *sys, uint64_t delay_ms,
 int keel_vat_work(keel_syscall *sys, void (*work)(void *arg),
                   void (*done)(void *arg, keel_syscall *sys), void *arg)
 {
-    if (work == NULL || done == NULL) {
+    if (work == NULL || done == NULL || sys->k->hostless) { /* KH2 */
         return KEEL_EINVAL;
     }
     if (!sys->v->alive || sys->k->failed) {

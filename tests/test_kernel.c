@@ -63,8 +63,10 @@
 #include "common/io_fault.h"
 #include "keel/keel.h"
 #include "keel/recovery.h"
+#include "kernel/kernel_host.h"
 #include "store/store.h"
 #include "tests/testutil.h"
+#include "tools/crash_point.h"
 
 /* A bounded wait for keel_kernel_run: a regression that loses an answer
  * fails the test by timing out instead of hanging it. Not a timing check. */
@@ -1823,6 +1825,35 @@ START_TEST(test_kernel_out_of_crank_timer_answer_delivered_without_input)
 }
 END_TEST
 
+/* KH2: a kernel opened without a host (keel__k_open with none) runs
+ * cranks and refuses async work: the worker's keel_vat_work returns
+ * KEEL_EINVAL, so its delivery fails and it is terminated, and the run
+ * goes idle at once (nothing is ever pending). */
+START_TEST(test_kernel_without_host_refuses_async_work)
+{
+    tk t;
+    keel_diag d = {0};
+    tk_init(&t);
+    int rc = keel__k_open(t.state, &t.o, NULL, &t.k, &d);
+    ck_assert_msg(rc == KEEL_OK, "open: %s", d.msg);
+    tk_boot(&t, "{'bootstrap':'alice','vats':{"
+                "'alice':{'builtin':'t_actor'},"
+                "'worker':{'builtin':'t_async'}}}");
+    tk_do(&t, "alice",
+          "[{'op':'send','to':'$worker','method':'work','body':{'i':6},"
+          "  'result':'w'}]",
+          NULL);
+    keel_run_stats s = tk_run(&t);
+    ck_assert_int_eq(s.idle, 1);
+    ck_assert_uint_eq(s.aborted, 1);
+    ck_vat(&t, "worker", "terminated");
+    ck_vat(&t, "alice", "alive");
+    ck_vs_sq(&t, "alice", "notify.w", "rejected {'error':'vat terminated'}");
+    ck_assert_uint_eq(wal_scan(&t, KEEL_WAL_OUT_OF_CRANK, NULL, NULL), 0);
+    tk_free(&t);
+}
+END_TEST
+
 /* SPEC §5: an illegal out-of-crank syscall terminates the vat. */
 START_TEST(test_kernel_out_of_crank_illegal_syscall_terminates_vat)
 {
@@ -2980,6 +3011,78 @@ START_TEST(test_kernel_message_to_vat_pending_cleanup_rejects)
 }
 END_TEST
 
+/* K19: the crash hook in the options is called at each crash event: three
+ * per transaction (before and after the append, after the apply, with the
+ * record's kind, in the log's order) and two per checkpoint (kind 0). A
+ * hook that returns lets the kernel go on. */
+typedef struct hook_log {
+    int event[256];
+    int kind[256];
+    size_t n;
+} hook_log;
+
+static void record_hook(void *arg, int event, int kind)
+{
+    hook_log *h = arg;
+    ck_assert_uint_lt(h->n, 256);
+    h->event[h->n] = event;
+    h->kind[h->n++] = kind;
+}
+
+START_TEST(test_kernel_crash_hook_sees_every_event)
+{
+    tk t;
+    hook_log h = {0};
+    tk_init(&t);
+    t.o.crash_hook = record_hook;
+    t.o.crash_arg = &h;
+    tk_open(&t);
+    tk_boot(&t, "{'bootstrap':'alice','vats':{"
+                "'alice':{'builtin':'pingpong','params':{'role':'alice',"
+                "'rounds':3}},"
+                "'bob':{'builtin':'pingpong','params':{'role':'bob'}}}}");
+    tk_run(&t);
+    tk_close(&t);
+    /* the log, in order: boot (kernel-op), then 1 + 2 * 3 cranks */
+    int kinds[16];
+    size_t nrec = 0;
+    char *dir = tu_path(t.state, "wal");
+    keel_wal_reader *r = NULL;
+    keel_wal_record rec;
+    ck_assert_int_eq(keel_wal_reader_open(dir, NULL, 0, &r, NULL), KEEL_OK);
+    while (keel_wal_reader_next(r, &rec, NULL) == 1) {
+        ck_assert_uint_lt(nrec, 16);
+        kinds[nrec++] = rec.kind;
+    }
+    keel_wal_reader_close(r);
+    free(dir);
+    ck_assert_uint_eq(nrec, 1 + 1 + 2 * 3);
+    size_t rec_i = 0, ckpts = 0;
+    for (size_t i = 0; i < h.n;) {
+        if (h.event[i] == KEEL_CRASH_CKPT_BEFORE) {
+            ck_assert_uint_lt(i + 1, h.n);
+            ck_assert_int_eq(h.event[i + 1], KEEL_CRASH_CKPT_AFTER);
+            ck_assert_int_eq(h.kind[i], 0);
+            ck_assert_int_eq(h.kind[i + 1], 0);
+            ckpts++;
+            i += 2;
+            continue;
+        }
+        ck_assert_uint_lt(rec_i, nrec);
+        ck_assert_uint_lt(i + 2, h.n);
+        for (int j = 0; j < 3; j++) {
+            ck_assert_int_eq(h.event[i + j], KEEL_CRASH_COMMIT_BEFORE + j);
+            ck_assert_int_eq(h.kind[i + j], kinds[rec_i]);
+        }
+        rec_i++;
+        i += 3;
+    }
+    ck_assert_uint_eq(rec_i, nrec);
+    ck_assert_uint_ge(ckpts, 2); /* at open and at close */
+    tk_free(&t);
+}
+END_TEST
+
 /* K6: SIGKILL in the middle of the cleanup (after the second batch's
  * record is applied); the reopened kernel resumes where it stopped and
  * finishes, and the log passes the audit. */
@@ -2996,7 +3099,10 @@ START_TEST(test_kernel_cleanup_resumes_after_crash)
         char kref[KEEL_VREF_MAX];
         char *args = sq("{'ops':[{'op':'exit'}]}");
         /* kernel-ops: the send (1), then batches 1 (2) and 2 (3). */
-        o.crash_point = "apply-after/kernel-op:3";
+        keel__crash_point cp;
+        ck_assert_int_eq(
+            keel__crash_point_parse("apply-after/kernel-op:3", &cp, NULL), 0);
+        keel__crash_point_install(&cp, &o);
         if (keel_kernel_open(t.state, &o, &k, NULL) != KEEL_OK ||
             keel_kernel_send(k, "bob", "do", args, kref, NULL) != KEEL_OK) {
             _exit(3);
@@ -3344,6 +3450,8 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_terminate_big_vat_in_bounded_batches);
     tcase_add_test(tc, test_kernel_message_to_vat_pending_cleanup_rejects);
     tcase_add_test(tc, test_kernel_cleanup_resumes_after_crash);
+    tcase_add_test(tc, test_kernel_crash_hook_sees_every_event);
+    tcase_add_test(tc, test_kernel_without_host_refuses_async_work);
     tcase_add_test(tc, test_kernel_stop_flag_between_cleanup_batches);
     tcase_add_test(tc, test_kernel_terminate_many_decided_promises_in_batches);
     tcase_add_test(tc, test_kernel_exit_in_full_crank_retires_decided_promises);

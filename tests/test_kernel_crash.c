@@ -53,6 +53,7 @@
 #include "keel/kernel.h"
 
 #include "tests/testutil.h"
+#include "tools/crash_point.h"
 
 extern char **environ;
 
@@ -860,7 +861,11 @@ static int api_child_run(const char *state, const char *config,
         keel_kernel_options_init(&o);
         o.checkpoint_cranks = ckpt_cranks;
         o.checkpoint_ms = 3600u * 1000u;
-        o.crash_point = crash_point;
+        keel__crash_point cp;
+        if (keel__crash_point_parse(crash_point, &cp, NULL) != KEEL_OK) {
+            _exit(2);
+        }
+        keel__crash_point_install(&cp, &o);
         int rc = keel_kernel_open(state, &o, &k, NULL);
         if (rc == KEEL_OK && !keel_kernel_booted(k)) {
             rc = keel_kernel_boot(k, config, NULL, NULL);

@@ -2,7 +2,7 @@
  * tests/test_snapshot_state.c — snapshots of kernel states (issue 6 §4):
  * keel_snapshot_create and keel_snapshot_restore (snapshot/state.c), the
  * kernel's own and its periodic snapshots with retention and WAL
- * retirement (kernel/snapshots.c), and `keel snapshot create|verify|info|
+ * retirement (host/snapshots.c), and `keel snapshot create|verify|info|
  * restore` and `keel run --snapshot-every` (tools/).
  *
  * What is checked:

@@ -47,6 +47,7 @@
 #include "common/clock.h"
 #include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
+#include "tools/crash_point.h"
 
 /* stop_flag is `volatile int *`: the handler's flag must be exactly that. */
 _Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
@@ -70,6 +71,25 @@ static void install_stop_handlers(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+static int kernel_failed(const char *command, const keel_diag *d, int code);
+
+/* $KEEL_CRASH_POINT's plan: the kernel's crash hook counts in it. */
+static keel__crash_point crash_plan;
+
+/* Crash injection for testing vats under real crashes (kernel.h): parse
+ * $KEEL_CRASH_POINT into o's crash hook, before STATE is touched (CP1). */
+static int crash_point_from_env(const char *command, keel_kernel_options *o)
+{
+    keel_diag d = {0};
+    int err =
+        keel__crash_point_parse(getenv("KEEL_CRASH_POINT"), &crash_plan, &d);
+    if (err < 0) {
+        return kernel_failed(command, &d, err);
+    }
+    keel__crash_point_install(&crash_plan, o);
+    return KEEL_CLI_OK;
 }
 
 static int kernel_failed(const char *command, const keel_diag *d, int code)
@@ -648,8 +668,9 @@ int keel__cli_run(int argc, char **argv)
         goto out;
     }
     o.sync = j.sync;
-    /* crash injection for testing vats under real crashes (kernel.h) */
-    o.crash_point = getenv("KEEL_CRASH_POINT");
+    if ((rc = crash_point_from_env("run", &o)) != KEEL_CLI_OK) {
+        goto out;
+    }
     if (j.checkpoint_cranks != 0) {
         o.checkpoint_cranks = j.checkpoint_cranks;
     }
@@ -966,7 +987,9 @@ int keel__cli_send(int argc, char **argv)
     json_decref(args);
     keel_kernel_options_init(&o);
     o.create = 0;
-    o.crash_point = getenv("KEEL_CRASH_POINT");
+    if ((rc = crash_point_from_env("send", &o)) != KEEL_CLI_OK) {
+        goto out;
+    }
     if ((rc = open_state("send", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
         goto out;
     }

@@ -49,6 +49,16 @@ extern "C" {
 
 typedef struct keel_kernel keel_kernel;
 
+/* Where keel_kernel_options.crash_hook is called. */
+enum keel_crash_event {
+    KEEL_CRASH_COMMIT_BEFORE = 1, /* before the WAL append */
+    KEEL_CRASH_COMMIT_AFTER,      /* appended, not yet applied */
+    KEEL_CRASH_APPLY_AFTER,       /* applied to the store */
+    KEEL_CRASH_CKPT_BEFORE,       /* the WAL durable, the store not yet
+                                     checkpointed */
+    KEEL_CRASH_CKPT_AFTER         /* the store checkpointed */
+};
+
 typedef struct keel_kernel_options {
     int sync;                   /* enum keel_sync; default FULL */
     uint32_t checkpoint_cranks; /* default 10000 */
@@ -60,13 +70,14 @@ typedef struct keel_kernel_options {
      * outlive the kernel. */
     const keel_vat_ops *(*resolve_vat)(void *arg, const char *name);
     void *resolve_arg;
-    /* Crash injection for tests: "EVENT[/KIND]:N" kills the process with
-     * SIGKILL at the N-th EVENT of this process, where EVENT is
-     * commit-before (before the WAL append), commit-after (appended, not
-     * yet applied), apply-after, checkpoint-before or checkpoint-after, and
-     * KIND (commit events only) is crank, out-of-crank or kernel-op.
-     * `keel run` takes it from $KEEL_CRASH_POINT. NULL: none. Copied. */
-    const char *crash_point;
+    /* Crash injection for tests: when set, called at each crash event
+     * (enum keel_crash_event) with the event and, for the commit events,
+     * the transaction's kind (KEEL_WAL_CRANK, _OUT_OF_CRANK, _KERNEL_OP;
+     * 0 for the checkpoint events). It may kill the process there (a real
+     * crash: SIGKILL); if it returns, the kernel goes on. `keel run` sets
+     * it from $KEEL_CRASH_POINT (tools/crash_point.h). NULL: none. */
+    void (*crash_hook)(void *arg, int event, int kind);
+    void *crash_arg;
     /* 1: vats' async work (keel_vat_timer, keel_vat_work) never runs on a
      * clock or a thread of its own: completions wait in a queue ordered by
      * virtual due time, and the run loop completes the next one (its work
@@ -111,7 +122,9 @@ typedef struct keel_kernel_options {
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
 
 /*
- * Open STATE (created if absent and o->create), lock it, recover. The WAL
+ * Open STATE (created if absent and o->create), lock it, recover, on keel's
+ * own host (host/compose.c: the libuv loop, or the deterministic queue,
+ * and the periodic snapshots of the options). The WAL
  * is never truncated at or below the store's checkpoint LSN: damage there
  * is KEEL_ECORRUPT (acknowledged records damaged), not a torn tail.
  * @return KEEL_OK, KEEL_EBUSY (locked by another process), KEEL_ECORRUPT,

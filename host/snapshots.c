@@ -1,8 +1,10 @@
 /*
- * kernel/snapshots.c — snapshots from inside the kernel's process: one on
+ * host/snapshots.c — snapshots from inside the kernel's process: one on
  * demand (keel_kernel_snapshot) and the periodic ones of
  * keel_kernel_options.snapshot_every, with their retention and the WAL
- * retirement it allows.
+ * retirement it allows. The host drives the periodic ones (host/compose.c
+ * calls keel__psnap_* from the kernel's host hooks, host/snapshots.h); the
+ * kernel knows nothing of snapshots.
  *
  * Invariants:
  *   KS1 A snapshot is of a checkpoint: the kernel checkpoints first (K11:
@@ -30,7 +32,7 @@
  *       prune (KS2) never counts, keeps or retires the log for another
  *       state's file.
  */
-#include "kernel/kernel_internal.h"
+#include "host/snapshots.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,6 +46,7 @@
 
 #include "common/diag.h"
 #include "common/io.h"
+#include "kernel/kernel_internal.h"
 #include "snapshot/state.h"
 
 #define SNAP_SUFFIX     ".ksnap"
@@ -117,8 +120,9 @@ static int dir_writable(const char *dir)
     return KEEL_OK;
 }
 
-int keel__k_snapshot_dir_check(const char *dir, const char *state_dir,
-                               keel_diag *diag)
+/* KS5: dir is a directory files can be created in; if state_dir has no
+ * store yet, dir holds no snapshot. */
+static int dir_check(const char *dir, const char *state_dir, keel_diag *diag)
 {
     struct stat st;
     if (stat(dir, &st) != 0) {
@@ -163,6 +167,32 @@ int keel__k_snapshot_dir_check(const char *dir, const char *state_dir,
     return rc;
 }
 
+int keel__psnap_init(keel__psnap *p, const keel_kernel_options *o,
+                     const char *state_dir, keel_diag *diag)
+{
+    memset(p, 0, sizeof(*p));
+    if (o->snapshot_every == 0 || o->read_only) { /* K17: none */
+        return KEEL_OK;
+    }
+    if (o->snapshot_dir == NULL) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "periodic snapshots need a snapshot directory");
+    }
+    p->dir = strdup(o->snapshot_dir);
+    if (p->dir == NULL) {
+        return keel__diag(diag, KEEL_ENOMEM, "out of memory");
+    }
+    p->every = o->snapshot_every;
+    p->keep = o->snapshot_keep != 0 ? o->snapshot_keep : 1;
+    return dir_check(p->dir, state_dir, diag); /* KS5 */
+}
+
+void keel__psnap_free(keel__psnap *p)
+{
+    free(p->dir);
+    p->dir = NULL;
+}
+
 /* The manifest of snapshot file path into *info. */
 static int read_manifest(const char *path, keel_snapshot_info *info,
                          keel_diag *diag)
@@ -180,14 +210,18 @@ static int read_manifest(const char *path, keel_snapshot_info *info,
     return rc;
 }
 
-int keel__k_snapshot_dir_owned(keel_kernel *k, keel_diag *diag)
+int keel__psnap_attach(keel__psnap *p, keel_kernel *k, keel_diag *diag)
 {
+    if (p->dir == NULL) {
+        return KEEL_OK;
+    }
+    p->crank = k->crank;
     keel__store_timeline tl;
     int rc = keel__store_get_timeline(k->store, &tl, diag);
-    DIR *d = rc == KEEL_OK ? opendir(k->snap_dir) : NULL;
+    DIR *d = rc == KEEL_OK ? opendir(p->dir) : NULL;
     if (rc == KEEL_OK && d == NULL) {
         rc = keel_translate_errno(errno);
-        return keel__diag(diag, rc, "snapshot directory %s: %s", k->snap_dir,
+        return keel__diag(diag, rc, "snapshot directory %s: %s", p->dir,
                           keel_strerror(rc));
     }
     struct dirent *e;
@@ -198,7 +232,7 @@ int keel__k_snapshot_dir_owned(keel_kernel *k, keel_diag *diag)
         }
         char path[4200];
         keel_snapshot_info info;
-        snprintf(path, sizeof(path), "%s/%s", k->snap_dir, e->d_name);
+        snprintf(path, sizeof(path), "%s/%s", p->dir, e->d_name);
         rc = read_manifest(path, &info, diag);
         if (rc == KEEL_OK && (info.meta.kernel_id != k->kernel_id ||
                               info.meta.timeline != tl.id)) {
@@ -257,16 +291,16 @@ static int cmp_u64(const void *a, const void *b)
 /* Delete all but the newest `keep` snapshots, and the `.tmp` of any
  * snapshot a crashed run did not finish (the state lock says none is being
  * written); *oldest: the LSN of the oldest one kept (0: none). */
-static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
+static int prune(keel__psnap *p, keel_io *io, uint64_t *oldest, keel_diag *diag)
 {
     int rc = KEEL_OK;
     uint64_t *lsns = NULL;
     size_t n = 0, cap = 0;
     *oldest = 0;
-    DIR *d = opendir(k->snap_dir);
+    DIR *d = opendir(p->dir);
     if (d == NULL) {
         rc = keel_translate_errno(errno);
-        return keel__diag(diag, rc, "%s: %s", k->snap_dir, keel_strerror(rc));
+        return keel__diag(diag, rc, "%s: %s", p->dir, keel_strerror(rc));
     }
     struct dirent *e;
     int removed = 0;
@@ -278,7 +312,7 @@ static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
         }
         if (tmp) {
             char path[4096];
-            snprintf(path, sizeof(path), "%s/%s", k->snap_dir, e->d_name);
+            snprintf(path, sizeof(path), "%s/%s", p->dir, e->d_name);
             rc = io->unlink(io, path);
             if (rc < 0) {
                 keel__diag(diag, rc, "%s: %s", path, keel_strerror(rc));
@@ -289,22 +323,22 @@ static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
         }
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
-            uint64_t *p = realloc(lsns, cap * sizeof(*lsns));
-            if (p == NULL) {
+            uint64_t *grown = realloc(lsns, cap * sizeof(*lsns));
+            if (grown == NULL) {
                 rc = keel__diag(diag, KEEL_ENOMEM, "out of memory");
                 goto out;
             }
-            lsns = p;
+            lsns = grown;
         }
         lsns[n++] = lsn;
     }
     if (n > 1) {
         qsort(lsns, n, sizeof(*lsns), cmp_u64);
     }
-    size_t drop = n > k->o.snapshot_keep ? n - k->o.snapshot_keep : 0;
+    size_t drop = n > p->keep ? n - p->keep : 0;
     for (size_t i = 0; i < drop; i++) {
         char path[4096];
-        snprintf(path, sizeof(path), "%s/%020" PRIu64 SNAP_SUFFIX, k->snap_dir,
+        snprintf(path, sizeof(path), "%s/%020" PRIu64 SNAP_SUFFIX, p->dir,
                  lsns[i]);
         rc = io->unlink(io, path);
         if (rc < 0) {
@@ -313,10 +347,9 @@ static int prune(keel_kernel *k, keel_io *io, uint64_t *oldest, keel_diag *diag)
         }
     }
     if (drop > 0 || removed) {
-        rc = io->fsync_dir(io, k->snap_dir);
+        rc = io->fsync_dir(io, p->dir);
         if (rc < 0) {
-            keel__diag(diag, rc, "%s: fsync: %s", k->snap_dir,
-                       keel_strerror(rc));
+            keel__diag(diag, rc, "%s: fsync: %s", p->dir, keel_strerror(rc));
             goto out;
         }
     }
@@ -327,10 +360,9 @@ out:
     return rc;
 }
 
-int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag)
+int keel__psnap_after_crank(keel__psnap *p, keel_kernel *k, keel_diag *diag)
 {
-    if (k->o.snapshot_every == 0 ||
-        k->crank - k->snap_crank < k->o.snapshot_every) {
+    if (p->dir == NULL || k->crank - p->crank < p->every) {
         return KEEL_OK;
     }
     keel_io *io = k->o.io != NULL ? k->o.io : keel__io_posix();
@@ -338,9 +370,9 @@ int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag)
     if (rc < 0) {
         return rc;
     }
-    k->snap_crank = k->crank;
+    p->crank = k->crank;
     char path[4096];
-    snprintf(path, sizeof(path), "%s/%020" PRIu64 SNAP_SUFFIX, k->snap_dir,
+    snprintf(path, sizeof(path), "%s/%020" PRIu64 SNAP_SUFFIX, p->dir,
              keel__store_checkpoint_lsn(k->store));
     /* A `.tmp` of this name is one a crash left at this LSN (the state
      * lock says nobody else writes here, KS4); the writer refuses to start
@@ -354,7 +386,7 @@ int keel__k_periodic_snapshot(keel_kernel *k, keel_diag *diag)
                                  : keel_kernel_snapshot(k, path, NULL, diag);
     uint64_t oldest = 0;
     if (rc == KEEL_OK) {
-        rc = prune(k, io, &oldest, diag);
+        rc = prune(p, io, &oldest, diag);
     }
     if (rc == KEEL_OK && oldest > 0) { /* KS2 */
         rc = keel_wal_retire(k->wal, oldest + 1, NULL, diag);
