@@ -73,6 +73,7 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
+#include "kernel/keyfmt.h"
 #include "common/io.h"
 #include "store/activity.h"
 #include "store/replay.h"
@@ -188,8 +189,8 @@ int keel__k_put_str(keel_kernel *k, const char *key, const char *val)
 int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
 {
     char buf[24];
-    int n = snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    return keel__k_put(k, key, buf, (size_t)n);
+    size_t n = keel__kf_key(buf, sizeof(buf), "", v, "");
+    return keel__k_put(k, key, buf, n);
 }
 
 int keel__k_del(keel_kernel *k, const char *key)
@@ -323,7 +324,8 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
         uint64_t h = keel__activity_hash(k->hash_state, k->hash, kind, k->crank,
                                          k->enc, len);
         char hex[17];
-        snprintf(hex, sizeof(hex), "%016" PRIx64, h);
+        kfmt f = keel__kf(hex, sizeof(hex));
+        keel__kf_hex16(&f, h);
         rc = keel__k_put_str(k, "k.hash", hex);
         if (rc == KEEL_OK) {
             k->hash = h;
