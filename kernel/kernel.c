@@ -54,6 +54,13 @@
  *       commit, so a caller reports the committed result (once durable:
  *       keel_kernel_wait_durable asks the WAL alone) and the failure comes
  *       from the next call or from close.
+ *   K35 The hot counters (k.rq.head, k.rq.tail, k.next.kp, k.next.ko,
+ *       k.unresolved) are read through a cache in k->ctr that always
+ *       equals what the store would answer: it is filled by a read, set
+ *       by keel__k_put_u64 (the only writer of these keys) after the put
+ *       went into the write-set, and forgotten whole when a transaction
+ *       aborts. Every put still goes to the write-set as before, so the
+ *       bytes logged do not change.
  */
 #include "kernel/kernel_internal.h"
 
@@ -151,11 +158,45 @@ int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val)
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
+/* The k->ctr slot of a hot counter key (K35), or -1. */
+static int ctr_slot(const char *key)
+{
+    static const char *const keys[] = {"k.rq.head", "k.rq.tail", "k.next.kp",
+                                       "k.next.ko", "k.unresolved"};
+    if (key[0] != 'k' || key[1] != '.') {
+        return -1;
+    }
+    for (int i = 0; i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
+        if (strcmp(key + 2, keys[i] + 2) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void ctr_forget(keel_kernel *k)
+{
+    for (size_t i = 0; i < sizeof(k->ctr) / sizeof(k->ctr[0]); i++) {
+        k->ctr[i].state = 0;
+    }
+}
+
 int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
 {
+    int slot = ctr_slot(key);
+    if (slot >= 0 && k->ctr[slot].state != 0 && !k->failed) { /* K35 */
+        if (k->ctr[slot].state == 2) {
+            return 0;
+        }
+        *v = k->ctr[slot].val;
+        return 1;
+    }
     keel_bytes b;
     int rc = keel__k_get(k, key, &b);
     if (rc <= 0) {
+        if (rc == 0 && slot >= 0) {
+            k->ctr[slot].state = 2;
+        }
         return rc;
     }
     uint64_t n = 0;
@@ -170,6 +211,10 @@ int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
         n = n * 10 + (uint64_t)(p[i] - '0');
     }
     *v = n;
+    if (slot >= 0) {
+        k->ctr[slot].val = n;
+        k->ctr[slot].state = 1;
+    }
     return 1;
 }
 
@@ -190,7 +235,13 @@ int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
 {
     char buf[24];
     size_t n = keel__kf_key(buf, sizeof(buf), "", v, "");
-    return keel__k_put(k, key, buf, n);
+    int slot = ctr_slot(key);
+    int rc = keel__k_put(k, key, buf, n);
+    if (slot >= 0) { /* K35 */
+        k->ctr[slot].val = v;
+        k->ctr[slot].state = rc == KEEL_OK ? 1 : 0;
+    }
+    return rc;
 }
 
 int keel__k_del(keel_kernel *k, const char *key)
@@ -249,6 +300,7 @@ int keel__k_txn_begin(keel_kernel *k)
 
 void keel__k_txn_abort(keel_kernel *k)
 {
+    ctr_forget(k); /* K35 */
     if (k->in_txn) {
         keel__store_ws_abort(k->store);
         k->in_txn = 0;
