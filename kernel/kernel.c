@@ -151,9 +151,19 @@ static int fail_with(keel_kernel *k, int rc, const keel_diag *d)
 
 /* ---- store access inside a transaction -------------------------------- */
 
+/* An empty diag without zeroing its whole message: the store writes one
+ * only on failure, and the hot accessors below run several times a
+ * crank. */
+static inline void diag_clear(keel_diag *d)
+{
+    d->code = 0;
+    d->msg[0] = '\0';
+}
+
 int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val)
 {
-    keel_diag d = {0};
+    keel_diag d;
+    diag_clear(&d);
     int rc = keel__store_get(k->store, key, strlen(key), val, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
@@ -220,7 +230,8 @@ int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
 
 int keel__k_put(keel_kernel *k, const char *key, const void *val, size_t len)
 {
-    keel_diag d = {0};
+    keel_diag d;
+    diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
     int rc = keel__store_ws_put(k->store, key, strlen(key), val, len, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
@@ -246,7 +257,8 @@ int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
 
 int keel__k_del(keel_kernel *k, const char *key)
 {
-    keel_diag d = {0};
+    keel_diag d;
+    diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
     int rc = keel__store_ws_delete(k->store, key, strlen(key), &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
