@@ -187,15 +187,21 @@ static int prom_load(keel_kernel *k, const char *kp, kprom *p)
     return KEEL_OK;
 }
 
+/* k->kb emptied for an encoding (K36). */
+static kbuf *scratch(keel_kernel *k)
+{
+    k->kb.len = 0;
+    k->kb.oom = 0;
+    return &k->kb;
+}
+
 static int prom_save(keel_kernel *k, const char *kp, const kprom *p)
 {
     char key[KEY_MAX];
-    kbuf b = {0};
+    kbuf *b = scratch(k);
     keel__kf_cat(key, sizeof(key), "kp.", kp + 2);
-    keel__kprom_encode(&b, p);
-    int rc = b.oom ? KEEL_ENOMEM : keel__k_put(k, key, b.p, b.len);
-    keel__kb_free(&b);
-    return rc;
+    keel__kprom_encode(b, p);
+    return b->oom ? KEEL_ENOMEM : keel__k_put(k, key, b->p, b->len);
 }
 
 static int decider_index(keel_kernel *k, uint32_t vid, const char *kp, int on)
@@ -353,30 +359,26 @@ int keel__k_enqueue_send(keel_kernel *k, const char *target, const char *method,
                          const void *body, size_t body_len, char *const *slots,
                          size_t nslots, const char *result)
 {
-    kbuf b = {0};
+    kbuf *b = scratch(k);
     kmsg m = {.method = (char *)method,
               .body = (uint8_t *)body,
               .body_len = body_len,
               .slots = (char **)slots,
               .nslots = nslots,
               .result = (char *)(result != NULL ? result : "")};
-    keel__kb_u8(&b, KITEM_SEND);
-    keel__kb_str(&b, target);
-    keel__kmsg_encode(&b, &m);
-    int rc = push_item(k, &b);
-    keel__kb_free(&b);
-    return rc;
+    keel__kb_u8(b, KITEM_SEND);
+    keel__kb_str(b, target);
+    keel__kmsg_encode(b, &m);
+    return push_item(k, b);
 }
 
 int keel__k_enqueue_notify(keel_kernel *k, uint32_t vid, const char *kp)
 {
-    kbuf b = {0};
-    keel__kb_u8(&b, KITEM_NOTIFY);
-    keel__kb_u32(&b, vid);
-    keel__kb_str(&b, kp);
-    int rc = push_item(k, &b);
-    keel__kb_free(&b);
-    return rc;
+    kbuf *b = scratch(k);
+    keel__kb_u8(b, KITEM_NOTIFY);
+    keel__kb_u32(b, vid);
+    keel__kb_str(b, kp);
+    return push_item(k, b);
 }
 
 int keel__k_settle(keel_kernel *k, const char *kp, int rejected,

@@ -61,6 +61,9 @@
  *       went into the write-set, and forgotten whole when a transaction
  *       aborts. Every put still goes to the write-set as before, so the
  *       bytes logged do not change.
+ *   K36 k->kb is one scratch buffer for encoding a run-queue item or a
+ *       promise record, emptied before each use and kept across cranks;
+ *       its bytes are copied into the write-set before the next use.
  */
 #include "kernel/kernel_internal.h"
 
@@ -1082,6 +1085,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
         close(k->lock_fd); /* releases the flock */
     }
     free(k->enc);
+    keel__kb_free(&k->kb);
     XXH3_freeState(k->hash_state);
     free(k->dir_wal);
     free(k->dir);
