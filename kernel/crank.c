@@ -187,7 +187,7 @@ static int prom_load(keel_kernel *k, const char *kp, kprom *p)
     return KEEL_OK;
 }
 
-/* k->kb emptied for an encoding (K36). */
+/* k->kb emptied for an encoding (K28). */
 static kbuf *scratch(keel_kernel *k)
 {
     k->kb.len = 0;

@@ -54,14 +54,14 @@
  *       commit, so a caller reports the committed result (once durable:
  *       keel_kernel_wait_durable asks the WAL alone) and the failure comes
  *       from the next call or from close.
- *   K35 The hot counters (k.rq.head, k.rq.tail, k.next.kp, k.next.ko,
+ *   K27 The hot counters (k.rq.head, k.rq.tail, k.next.kp, k.next.ko,
  *       k.unresolved) are read through a cache in k->ctr that always
  *       equals what the store would answer: it is filled by a read, set
  *       by keel__k_put_u64 (the only writer of these keys) after the put
  *       went into the write-set, and forgotten whole when a transaction
  *       aborts. Every put still goes to the write-set as before, so the
  *       bytes logged do not change.
- *   K36 k->kb is one scratch buffer for encoding a run-queue item or a
+ *   K28 k->kb is one scratch buffer for encoding a run-queue item or a
  *       promise record, emptied before each use and kept across cranks;
  *       its bytes are copied into the write-set before the next use.
  */
@@ -171,7 +171,7 @@ int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val)
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
-/* The k->ctr slot of a hot counter key (K35), or -1. */
+/* The k->ctr slot of a hot counter key (K27), or -1. */
 static int ctr_slot(const char *key)
 {
     static const char *const keys[] = {"k.rq.head", "k.rq.tail", "k.next.kp",
@@ -197,7 +197,7 @@ static void ctr_forget(keel_kernel *k)
 int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
 {
     int slot = ctr_slot(key);
-    if (slot >= 0 && k->ctr[slot].state != 0 && !k->failed) { /* K35 */
+    if (slot >= 0 && k->ctr[slot].state != 0 && !k->failed) { /* K27 */
         if (k->ctr[slot].state == 2) {
             return 0;
         }
@@ -251,7 +251,7 @@ int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
     size_t n = keel__kf_key(buf, sizeof(buf), "", v, "");
     int slot = ctr_slot(key);
     int rc = keel__k_put(k, key, buf, n);
-    if (slot >= 0) { /* K35 */
+    if (slot >= 0) { /* K27 */
         k->ctr[slot].val = v;
         k->ctr[slot].state = rc == KEEL_OK ? 1 : 0;
     }
@@ -315,7 +315,7 @@ int keel__k_txn_begin(keel_kernel *k)
 
 void keel__k_txn_abort(keel_kernel *k)
 {
-    ctr_forget(k); /* K35 */
+    ctr_forget(k); /* K27 */
     if (k->in_txn) {
         keel__store_ws_abort(k->store);
         k->in_txn = 0;
