@@ -52,6 +52,8 @@ static const bench_workload workloads[] = {
      keel__bench_pingpong_rss},
     {"recover", "log replay into a fresh store, and the audit, vs lmdb-put",
      keel__bench_recover},
+    {"audit", "the recovery audit of a whole log, vs lmdb-put",
+     keel__bench_audit},
     {"snapshot", "snapshot create and restore vs raw zstd, in MB/s",
      keel__bench_snapshot},
     {"terminate", "kernel: a vat with N vatstore keys exits and is cleaned up",

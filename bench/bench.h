@@ -199,6 +199,7 @@ int keel__bench_pingpong_rss(int argc, char **argv);
 int keel__bench_terminate(int argc, char **argv);
 /* bench_recover.c */
 int keel__bench_recover(int argc, char **argv);
+int keel__bench_audit(int argc, char **argv);
 /* bench_snapshot.c */
 int keel__bench_snapshot(int argc, char **argv);
 

@@ -2,7 +2,8 @@
  * bench/bench_recover.c — the `recover` workload: how fast a log of N
  * committed cranks replays into a fresh store (what keel_kernel_open does
  * after a crash), and how fast the recovery audit checks it, against bare
- * LMDB puts measured in the same run and directory.
+ * LMDB puts measured in the same run and directory; and the `audit`
+ * workload: the audit series alone, against the same baseline.
  *
  * Setup (untimed, once): a pingpong kernel of N/2 rounds (about N cranks)
  * runs with sync=off in a fresh STATE and is closed; its log is the input.
@@ -21,7 +22,8 @@
  *             (uncompressed) payload.
  *   audit     keel_audit() of STATE from genesis: read, check every
  *             transaction, compare with the store. Counted in
- *             transactions/s.
+ *             transactions/s. `bench audit` runs only this series and
+ *             the baseline, and reports it as workload "audit".
  *
  * Invariants:
  *   RB1 A replay counts only if the store ends at the log's last LSN; an
@@ -62,7 +64,7 @@ static const keel_cli_opt opts[NOPTS] = {
     [OPT_JSON] = {"json", NULL},
 };
 
-static const keel_cli_spec spec = {
+static const keel_cli_spec recover_spec = {
     .command = "bench recover",
     .help =
         "usage: keel bench recover [--n N] [--runs R] [--dir DIR] [--json]\n"
@@ -90,6 +92,35 @@ static const keel_cli_spec spec = {
         "             median_per_s, min_per_s, max_per_s, baseline,\n"
         "             baseline_per_s, ratio, the metrics' <name>_per_s\n"
         "             (replay: records_per_s, payload_mb_per_s), runs\n"
+        "\n"
+        "Exit status: 0 success; 1 a run failed; 2 usage error.\n",
+    .opts = opts,
+    .nopts = NOPTS,
+};
+
+static const keel_cli_spec audit_spec = {
+    .command = "bench audit",
+    .help =
+        "usage: keel bench audit [--n N] [--runs R] [--dir DIR] [--json]\n"
+        "\n"
+        "Build a log of about N committed cranks (a pingpong kernel of N/2\n"
+        "rounds, sync=off; untimed), then measure, interleaved with a\n"
+        "baseline in the same run and directory, one warm-up round first:\n"
+        "  audit     `keel recover --check`'s audit of the whole log:\n"
+        "            transactions/s\n"
+        "  lmdb-put  N 64 B puts in one LMDB write transaction, MDB_NOSYNC:\n"
+        "            ratio = transactions/s / puts/s\n"
+        "\n"
+        "Options:\n"
+        "  --n N      cranks in the log, 10 to 100000000 (default 1000000)\n"
+        "  --runs R   counted runs, 3 to 1000 (default 5)\n"
+        "  --dir DIR  where to work: a fresh keel-bench-XXXXXX directory is\n"
+        "             made in DIR and removed afterwards (default $TMPDIR,\n"
+        "             else the current directory)\n"
+        "  --json     one JSON object: workload, sync, n (cranks in the log),\n"
+        "             candidate (transactions), median_per_s, min_per_s,\n"
+        "             max_per_s, baseline, baseline_per_s, ratio,\n"
+        "             transactions_per_s, runs\n"
         "\n"
         "Exit status: 0 success; 1 a run failed; 2 usage error.\n",
     .opts = opts,
@@ -232,6 +263,36 @@ static double *rates(const keel_bench_series *s, size_t runs, double factor)
     return v;
 }
 
+/* The audit series alone (`bench audit`) against the baseline. */
+static int measure_audit(input *in, uint64_t runs, int json, keel_diag *diag)
+{
+    keel_bench_lmdb lb = {.dir = in->dir, .n = in->cranks};
+    keel_bench_series s[2] = {
+        {"lmdb-put", keel__bench_lmdb_put, &lb, (double)in->cranks, NULL},
+        {"transactions", run_audit, in, (double)in->records, NULL},
+    };
+    int rc = keel__bench_interleave(s, 2, runs, diag);
+    if (rc == KEEL_OK) {
+        keel_bench_metric m[1] = {{"transactions", s[1].per_s}};
+        keel_bench_result r = {
+            .workload = "audit",
+            .sync = "-",
+            .n = in->cranks,
+            .candidate = &s[1],
+            .baseline = &s[0],
+            .runs = runs,
+            .metrics = m,
+            .nmetrics = 1,
+        };
+        rc = keel__bench_report(&r, json);
+        if (rc < 0) {
+            keel__diag(diag, rc, "out of memory");
+        }
+    }
+    keel__bench_series_free(s, 2);
+    return rc;
+}
+
 static int measure(input *in, uint64_t runs, int json, keel_diag *diag)
 {
     replay_bench rb = {.in = in};
@@ -284,8 +345,11 @@ out:
     return rc;
 }
 
-int keel__bench_recover(int argc, char **argv)
+/* `bench recover` (audit_only 0) and `bench audit` (1). */
+static int bench_main(const keel_cli_spec *sp, int audit_only, int argc,
+                      char **argv)
 {
+    const keel_cli_spec spec = *sp;
     keel_cli_args a;
     keel_bench_env env;
     keel_diag d = {0};
@@ -324,14 +388,16 @@ int keel__bench_recover(int argc, char **argv)
     }
     keel__bench_env(dir, &env);
     if (a.val[OPT_JSON] == NULL) {
-        printf("recover: a pingpong log of %" PRIu64 " records (%" PRIu64
+        printf("%s: a pingpong log of %" PRIu64 " records (%" PRIu64
                " cranks), %.1f MB of payload, %.0f bytes per record\n",
-               in.records, in.cranks, (double)in.payload_bytes / 1e6,
+               audit_only ? "audit" : "recover", in.records, in.cranks,
+               (double)in.payload_bytes / 1e6,
                (double)in.payload_bytes / (double)in.records);
     }
-    keel__bench_report_header("recover", &env, dir, runs,
+    keel__bench_report_header(audit_only ? "audit" : "recover", &env, dir, runs,
                               a.val[OPT_JSON] != NULL);
-    err = measure(&in, runs, a.val[OPT_JSON] != NULL, &d);
+    err = audit_only ? measure_audit(&in, runs, a.val[OPT_JSON] != NULL, &d)
+                     : measure(&in, runs, a.val[OPT_JSON] != NULL, &d);
 out:
     if (dir != NULL) {
         int rm = keel__bench_rmtree(dir, err == KEEL_OK ? &d : NULL);
@@ -347,4 +413,14 @@ out:
         rc = KEEL_CLI_OK;
     }
     return rc;
+}
+
+int keel__bench_recover(int argc, char **argv)
+{
+    return bench_main(&recover_spec, 0, argc, argv);
+}
+
+int keel__bench_audit(int argc, char **argv)
+{
+    return bench_main(&audit_spec, 1, argc, argv);
 }

@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "common/diag.h"
+#include "kernel/keyfmt.h"
 #include "kernel/routing.h"
 
 #define TERMINATED_BODY "{\"error\":\"vat terminated\"}"
@@ -108,10 +109,10 @@ static int clist_add(keel_kernel *k, uint32_t vid, const char *kref,
                      const char *vref)
 {
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "c.%" PRIu32 ".k.%s", vid, kref);
+    keel__kf_key2(key, sizeof(key), "c.", vid, ".k.", kref);
     int rc = keel__k_put_str(k, key, vref);
     if (rc == KEEL_OK) { /* K2 */
-        snprintf(key, sizeof(key), "c.%" PRIu32 ".v.%s", vid, vref);
+        keel__kf_key2(key, sizeof(key), "c.", vid, ".v.", vref);
         rc = keel__k_put_str(k, key, kref);
     }
     return rc;
@@ -121,16 +122,16 @@ static int clist_drop(keel_kernel *k, uint32_t vid, const char *kref,
                       const char *vref)
 {
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "c.%" PRIu32 ".k.%s", vid, kref);
+    keel__kf_key2(key, sizeof(key), "c.", vid, ".k.", kref);
     int rc = keel__k_del(k, key);
     if (rc == KEEL_OK) {
-        snprintf(key, sizeof(key), "c.%" PRIu32 ".v.%s", vid, vref);
+        keel__kf_key2(key, sizeof(key), "c.", vid, ".v.", vref);
         rc = keel__k_del(k, key);
     }
     if (rc == KEEL_OK && vref[0] == 'p' && vref[1] == '+') {
         /* K7: a retired p+N of the vat's own may never name a new
          * promise (that would let it resolve "the same" promise twice). */
-        snprintf(key, sizeof(key), "c.%" PRIu32 ".r.%s", vid, vref);
+        keel__kf_key2(key, sizeof(key), "c.", vid, ".r.", vref);
         rc = keel__k_put_str(k, key, "");
     }
     return rc;
@@ -170,7 +171,7 @@ static int prom_load(keel_kernel *k, const char *kp, kprom *p)
 {
     char key[KEY_MAX];
     keel_bytes v;
-    snprintf(key, sizeof(key), "kp.%s", kp + 2);
+    keel__kf_cat(key, sizeof(key), "kp.", kp + 2);
     int rc = keel__k_get(k, key, &v);
     if (rc == 0) {
         return KEEL_ENOENT;
@@ -184,21 +185,27 @@ static int prom_load(keel_kernel *k, const char *kp, kprom *p)
     return KEEL_OK;
 }
 
+/* k->kb emptied for an encoding (K28). */
+static kbuf *scratch(keel_kernel *k)
+{
+    k->kb.len = 0;
+    k->kb.oom = 0;
+    return &k->kb;
+}
+
 static int prom_save(keel_kernel *k, const char *kp, const kprom *p)
 {
     char key[KEY_MAX];
-    kbuf b = {0};
-    snprintf(key, sizeof(key), "kp.%s", kp + 2);
-    keel__kprom_encode(&b, p);
-    int rc = b.oom ? KEEL_ENOMEM : keel__k_put(k, key, b.p, b.len);
-    keel__kb_free(&b);
-    return rc;
+    kbuf *b = scratch(k);
+    keel__kf_cat(key, sizeof(key), "kp.", kp + 2);
+    keel__kprom_encode(b, p);
+    return b->oom ? KEEL_ENOMEM : keel__k_put(k, key, b->p, b->len);
 }
 
 static int decider_index(keel_kernel *k, uint32_t vid, const char *kp, int on)
 {
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "d.%" PRIu32 ".%s", vid, kp);
+    keel__kf_key2(key, sizeof(key), "d.", vid, ".", kp);
     return on ? keel__k_put_str(k, key, "") : keel__k_del(k, key);
 }
 
@@ -220,7 +227,7 @@ int keel__k_promise_new(keel_kernel *k, uint32_t decider, char *out)
     if (rc < 0) {
         return rc;
     }
-    snprintf(out, KEEL_VREF_MAX, "kp%" PRIu64, n);
+    keel__kf_key(out, KEEL_VREF_MAX, "kp", n, "");
     kprom p = {.state = KP_UNRESOLVED, .decider = decider};
     rc = prom_save(k, out, &p);
     if (rc == KEEL_OK && decider != 0) {
@@ -237,7 +244,8 @@ static int note_export(keel_kernel *k, kvat *v, char type, uint64_t n)
 {
     char key[KEY_MAX];
     uint64_t max = 0;
-    snprintf(key, sizeof(key), "v.%" PRIu32 ".max%c", v->id, type);
+    keel__kf_key(key, sizeof(key), "v.", v->id,
+                 type == 'o' ? ".maxo" : ".maxp");
     int rc = keel__k_get_u64(k, key, &max);
     if (rc < 0) {
         return rc;
@@ -261,7 +269,7 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
         return keel__k_illegal(k, "malformed vref '%s'",
                                vref != NULL ? vref : "(null)");
     }
-    snprintf(key, sizeof(key), "c.%" PRIu32 ".v.%s", v->id, vref);
+    keel__kf_key2(key, sizeof(key), "c.", v->id, ".v.", vref);
     int rc = get_str(k, key, out, KEEL_VREF_MAX);
     if (rc != 0) {
         return rc < 0 ? rc : KEEL_OK;
@@ -272,7 +280,7 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
     }
     if (type == 'p') { /* K7 */
         keel_bytes b;
-        snprintf(key, sizeof(key), "c.%" PRIu32 ".r.%s", v->id, vref);
+        keel__kf_key2(key, sizeof(key), "c.", v->id, ".r.", vref);
         rc = keel__k_get(k, key, &b);
         if (rc != 0) {
             return rc < 0 ? rc
@@ -288,10 +296,10 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
         if (rc < 0) {
             return rc;
         }
-        snprintf(out, KEEL_VREF_MAX, "ko%" PRIu64, id);
-        snprintf(key, sizeof(key), "ko.%" PRIu64, id);
+        keel__kf_key(out, KEEL_VREF_MAX, "ko", id, "");
+        keel__kf_key(key, sizeof(key), "ko.", id, "");
         char owner[16];
-        snprintf(owner, sizeof(owner), "%" PRIu32, v->id);
+        keel__kf_key(owner, sizeof(owner), "", v->id, "");
         rc = keel__k_put_str(k, key, owner);
     } else {
         rc = keel__k_promise_new(k, v->id, out);
@@ -308,20 +316,19 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
 int keel__k_kref_to_vref(keel_kernel *k, kvat *v, const char *kref, char *out)
 {
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "c.%" PRIu32 ".k.%s", v->id, kref);
+    keel__kf_key2(key, sizeof(key), "c.", v->id, ".k.", kref);
     int rc = get_str(k, key, out, KEEL_VREF_MAX);
     if (rc != 0) {
         return rc < 0 ? rc : KEEL_OK;
     }
     int obj = kref[1] == 'o';
-    snprintf(key, sizeof(key), "v.%" PRIu32 ".%s", v->id,
-             obj ? "nexti" : "nextq");
+    keel__kf_key(key, sizeof(key), "v.", v->id, obj ? ".nexti" : ".nextq");
     uint64_t n;
     rc = next_id(k, key, &n);
     if (rc < 0) {
         return rc;
     }
-    snprintf(out, KEEL_VREF_MAX, "%c-%" PRIu64, obj ? 'o' : 'p', n);
+    keel__kf_key(out, KEEL_VREF_MAX, obj ? "o-" : "p-", n, "");
     return clist_add(k, v->id, kref, out);
 }
 
@@ -336,7 +343,9 @@ static int push_item(keel_kernel *k, const kbuf *b)
     if (rc < 0) {
         return rc;
     }
-    snprintf(key, sizeof(key), "rq.%020" PRIu64, tail);
+    kfmt f = keel__kf(key, sizeof(key));
+    keel__kf_str(&f, "rq.");
+    keel__kf_u64w(&f, tail, 20);
     rc = keel__k_put(k, key, b->p, b->len);
     if (rc == KEEL_OK) {
         rc = keel__k_put_u64(k, "k.rq.tail", tail + 1);
@@ -348,30 +357,26 @@ int keel__k_enqueue_send(keel_kernel *k, const char *target, const char *method,
                          const void *body, size_t body_len, char *const *slots,
                          size_t nslots, const char *result)
 {
-    kbuf b = {0};
+    kbuf *b = scratch(k);
     kmsg m = {.method = (char *)method,
               .body = (uint8_t *)body,
               .body_len = body_len,
               .slots = (char **)slots,
               .nslots = nslots,
               .result = (char *)(result != NULL ? result : "")};
-    keel__kb_u8(&b, KITEM_SEND);
-    keel__kb_str(&b, target);
-    keel__kmsg_encode(&b, &m);
-    int rc = push_item(k, &b);
-    keel__kb_free(&b);
-    return rc;
+    keel__kb_u8(b, KITEM_SEND);
+    keel__kb_str(b, target);
+    keel__kmsg_encode(b, &m);
+    return push_item(k, b);
 }
 
 int keel__k_enqueue_notify(keel_kernel *k, uint32_t vid, const char *kp)
 {
-    kbuf b = {0};
-    keel__kb_u8(&b, KITEM_NOTIFY);
-    keel__kb_u32(&b, vid);
-    keel__kb_str(&b, kp);
-    int rc = push_item(k, &b);
-    keel__kb_free(&b);
-    return rc;
+    kbuf *b = scratch(k);
+    keel__kb_u8(b, KITEM_NOTIFY);
+    keel__kb_u32(b, vid);
+    keel__kb_str(b, kp);
+    return push_item(k, b);
 }
 
 int keel__k_settle(keel_kernel *k, const char *kp, int rejected,
@@ -589,7 +594,7 @@ static int route_send(keel_kernel *k, const char *target0, const kmsg *m)
         if (is_kref(target, "ko")) {
             char key[KEY_MAX];
             uint64_t owner = 0;
-            snprintf(key, sizeof(key), "ko.%s", target + 2);
+            keel__kf_cat(key, sizeof(key), "ko.", target + 2);
             int rc = keel__k_get_u64(k, key, &owner);
             if (rc < 0) {
                 return rc;
@@ -699,7 +704,9 @@ static int pop_item(keel_kernel *k, kitem *it)
     if (head >= tail) {
         return 0;
     }
-    snprintf(key, sizeof(key), "rq.%020" PRIu64, head);
+    kfmt f = keel__kf(key, sizeof(key));
+    keel__kf_str(&f, "rq.");
+    keel__kf_u64w(&f, head, 20);
     keel_bytes v;
     rc = keel__k_get(k, key, &v);
     if (rc <= 0) {
@@ -790,14 +797,14 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
 static int retire_dead_entry(keel_kernel *k, uint32_t vid, const char *kp)
 {
     char key[KEY_MAX], vref[KEEL_VREF_MAX];
-    snprintf(key, sizeof(key), "c.%" PRIu32 ".k.%s", vid, kp);
+    keel__kf_key2(key, sizeof(key), "c.", vid, ".k.", kp);
     int rc = get_str(k, key, vref, sizeof(vref));
     if (rc != 1) {
         return rc < 0 ? rc : KEEL_OK;
     }
     rc = keel__k_del(k, key);
     if (rc == KEEL_OK) { /* K2 */
-        snprintf(key, sizeof(key), "c.%" PRIu32 ".v.%s", vid, vref);
+        keel__kf_key2(key, sizeof(key), "c.", vid, ".v.", vref);
         rc = keel__k_del(k, key);
     }
     return rc;
@@ -1085,7 +1092,7 @@ static int vs_key(keel_kernel *k, kvat *v, const char *key, char *out)
                                "(1..%d allowed)",
                                v->name, n, KEEL_VATSTORE_KEY_MAX);
     }
-    snprintf(out, KEY_MAX, "vs.%" PRIu32 ".%s", v->id, key);
+    keel__kf_key2(out, KEY_MAX, "vs.", v->id, ".", key);
     return KEEL_OK;
 }
 

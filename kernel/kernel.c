@@ -54,6 +54,16 @@
  *       commit, so a caller reports the committed result (once durable:
  *       keel_kernel_wait_durable asks the WAL alone) and the failure comes
  *       from the next call or from close.
+ *   K27 The hot counters (k.rq.head, k.rq.tail, k.next.kp, k.next.ko,
+ *       k.unresolved) are read through a cache in k->ctr that always
+ *       equals what the store would answer: it is filled by a read, set
+ *       by keel__k_put_u64 (the only writer of these keys) after the put
+ *       went into the write-set, and forgotten whole when a transaction
+ *       aborts. Every put still goes to the write-set as before, so the
+ *       bytes logged do not change.
+ *   K28 k->kb is one scratch buffer for encoding a run-queue item or a
+ *       promise record, emptied before each use and kept across cranks;
+ *       its bytes are copied into the write-set before the next use.
  */
 #include "kernel/kernel_internal.h"
 
@@ -74,6 +84,7 @@
 
 #include "common/clock.h"
 #include "common/diag.h"
+#include "kernel/keyfmt.h"
 #include "common/io.h"
 #include "store/activity.h"
 #include "store/replay.h"
@@ -137,18 +148,62 @@ static int fail_with(keel_kernel *k, int rc, const keel_diag *d)
 
 /* ---- store access inside a transaction -------------------------------- */
 
+/* An empty diag without zeroing its whole message: the store writes one
+ * only on failure, and the hot accessors below run several times a
+ * crank. */
+static inline void diag_clear(keel_diag *d)
+{
+    d->code = 0;
+    d->msg[0] = '\0';
+}
+
 int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val)
 {
-    keel_diag d = {0};
+    keel_diag d;
+    diag_clear(&d);
     int rc = keel__store_get(k->store, key, strlen(key), val, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
+/* The k->ctr slot of a hot counter key (K27), or -1. */
+static int ctr_slot(const char *key)
+{
+    static const char *const keys[] = {"k.rq.head", "k.rq.tail", "k.next.kp",
+                                       "k.next.ko", "k.unresolved"};
+    if (key[0] != 'k' || key[1] != '.') {
+        return -1;
+    }
+    for (int i = 0; i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
+        if (strcmp(key + 2, keys[i] + 2) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void ctr_forget(keel_kernel *k)
+{
+    for (size_t i = 0; i < sizeof(k->ctr) / sizeof(k->ctr[0]); i++) {
+        k->ctr[i].state = 0;
+    }
+}
+
 int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
 {
+    int slot = ctr_slot(key);
+    if (slot >= 0 && k->ctr[slot].state != 0 && !k->failed) { /* K27 */
+        if (k->ctr[slot].state == 2) {
+            return 0;
+        }
+        *v = k->ctr[slot].val;
+        return 1;
+    }
     keel_bytes b;
     int rc = keel__k_get(k, key, &b);
     if (rc <= 0) {
+        if (rc == 0 && slot >= 0) {
+            k->ctr[slot].state = 2;
+        }
         return rc;
     }
     uint64_t n = 0;
@@ -163,12 +218,17 @@ int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
         n = n * 10 + (uint64_t)(p[i] - '0');
     }
     *v = n;
+    if (slot >= 0) {
+        k->ctr[slot].val = n;
+        k->ctr[slot].state = 1;
+    }
     return 1;
 }
 
 int keel__k_put(keel_kernel *k, const char *key, const void *val, size_t len)
 {
-    keel_diag d = {0};
+    keel_diag d;
+    diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
     int rc = keel__store_ws_put(k->store, key, strlen(key), val, len, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
@@ -182,13 +242,20 @@ int keel__k_put_str(keel_kernel *k, const char *key, const char *val)
 int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
 {
     char buf[24];
-    int n = snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    return keel__k_put(k, key, buf, (size_t)n);
+    size_t n = keel__kf_key(buf, sizeof(buf), "", v, "");
+    int slot = ctr_slot(key);
+    int rc = keel__k_put(k, key, buf, n);
+    if (slot >= 0) { /* K27 */
+        k->ctr[slot].val = v;
+        k->ctr[slot].state = rc == KEEL_OK ? 1 : 0;
+    }
+    return rc;
 }
 
 int keel__k_del(keel_kernel *k, const char *key)
 {
-    keel_diag d = {0};
+    keel_diag d;
+    diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
     int rc = keel__store_ws_delete(k->store, key, strlen(key), &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
@@ -242,6 +309,7 @@ int keel__k_txn_begin(keel_kernel *k)
 
 void keel__k_txn_abort(keel_kernel *k)
 {
+    ctr_forget(k); /* K27 */
     if (k->in_txn) {
         keel__store_ws_abort(k->store);
         k->in_txn = 0;
@@ -317,7 +385,8 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
         uint64_t h = keel__activity_hash(k->hash_state, k->hash, kind, k->crank,
                                          k->enc, len);
         char hex[17];
-        snprintf(hex, sizeof(hex), "%016" PRIx64, h);
+        kfmt f = keel__kf(hex, sizeof(hex));
+        keel__kf_hex16(&f, h);
         rc = keel__k_put_str(k, "k.hash", hex);
         if (rc == KEEL_OK) {
             k->hash = h;
@@ -1012,6 +1081,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
         close(k->lock_fd); /* releases the flock */
     }
     free(k->enc);
+    keel__kb_free(&k->kb);
     XXH3_freeState(k->hash_state);
     free(k->dir_wal);
     free(k->dir);

@@ -119,6 +119,12 @@ struct keel_kernel {
     void *hash_state;              /* XXH3_state_t, reused by every commit */
     uint8_t *enc;                  /* scratch for encodings */
     size_t enc_cap;
+    kbuf kb; /* scratch for run-queue items and promise records (K28) */
+    /* K27: the hot counters' values as the store holds them (kernel.c) */
+    struct {
+        uint64_t val;
+        uint8_t state; /* 0 not known, 1 present (val), 2 absent */
+    } ctr[5];
 };
 
 /* --- kernel.c: transactions and store access --------------------------- */

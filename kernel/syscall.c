@@ -50,6 +50,7 @@
 #include <string.h>
 
 #include "common/diag.h"
+#include "kernel/keyfmt.h"
 
 void keel__k_free_deferred(kdeferred *d)
 {
@@ -278,7 +279,7 @@ int keel_syscall_vatstore_get(keel_syscall *sys, const char *key,
     if (n == 0 || n > KEEL_VATSTORE_KEY_MAX) {
         return illegal_read(sys, "vatstore_get: key of %zu bytes", n);
     }
-    snprintf(full, sizeof(full), "vs.%" PRIu32 ".%s", sys->v->id, key);
+    keel__kf_key2(full, sizeof(full), "vs.", sys->v->id, ".", key);
     return keel__k_get(k, full, val);
 }
 
@@ -297,24 +298,24 @@ int keel_syscall_vatstore_next_key(keel_syscall *sys, const char *after,
     if (cap < KEEL_VATSTORE_KEY_MAX + 1) {
         return illegal_read(sys, "vatstore_next_key: buffer of %zu bytes", cap);
     }
-    int pn = snprintf(prefix, sizeof(prefix), "vs.%" PRIu32 ".", sys->v->id);
-    snprintf(from, sizeof(from), "%s%s", prefix, after);
+    size_t pn = keel__kf_key(prefix, sizeof(prefix), "vs.", sys->v->id, ".");
+    keel__kf_cat(from, sizeof(from), prefix, after);
     int rc = keel__k_next(k, prefix, after[0] != '\0' ? from : "", found);
     if (rc == 1) {
-        snprintf(buf, cap, "%s", found + pn);
+        keel__kf_cat(buf, cap, found + pn, "");
     }
     return rc;
 }
 
 int keel_syscall_alloc_object(keel_syscall *sys, char *buf)
 {
-    snprintf(buf, KEEL_VREF_MAX, "o+%" PRIu64, sys->v->next_o++);
+    keel__kf_key(buf, KEEL_VREF_MAX, "o+", sys->v->next_o++, "");
     return KEEL_OK;
 }
 
 int keel_syscall_alloc_promise(keel_syscall *sys, char *buf)
 {
-    snprintf(buf, KEEL_VREF_MAX, "p+%" PRIu64, sys->v->next_p++);
+    keel__kf_key(buf, KEEL_VREF_MAX, "p+", sys->v->next_p++, "");
     return KEEL_OK;
 }
 

@@ -8,7 +8,9 @@
  *       (hash & mask): no empty slot lies between its home and its slot.
  *       A delete moves each later entry of the run back into the hole when
  *       its home allows, so lookups never need tombstones.
- *   SH2 At most 3/4 of the slots are used: a probe run always ends.
+ *   SH2 At most half the slots are used: a probe run always ends, and
+ *       stays short (linear probing at 3/4 load averaged 8.5 probes for
+ *       a key not present, a quarter of the audit's time).
  *   SH3 An entry owns kv: u32 vlen, u32 vcap (host order: kv never leaves
  *       memory), klen key bytes, vcap bytes of value room of which vlen
  *       are the value. A value that fits the room reuses it, so rewriting
@@ -115,7 +117,7 @@ int keel__shadow_set(keel__shadow_entry *e, const void *val, size_t vlen)
 int keel__shadow_put(keel__shadow *m, const void *key, size_t klen,
                      uint64_t hash, const void *val, size_t vlen)
 {
-    if ((m->count + 1) * 4 > (m->mask + 1) * 3 && grow(m) < 0) {
+    if ((m->count + 1) * 2 > m->mask + 1 && grow(m) < 0) { /* SH2 */
         return KEEL_ENOMEM;
     }
     keel__shadow_entry *e = &m->slots[slot_of(m, key, klen, (uint32_t)hash)];

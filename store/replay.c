@@ -108,7 +108,9 @@ int keel__store_replay(keel__store *s, const char *wal_dir,
             break;
         }
         if (rec.lsn > applied) { /* RP2 */
-            keel_diag ad = {0};
+            keel_diag ad; /* written only on failure: no 516-byte clear */
+            ad.code = 0;
+            ad.msg[0] = '\0';
             rc = keel__store_apply_encoded(s, rec.lsn, rec.payload.ptr,
                                            rec.payload.len, &ad);
             if (rc < 0) {

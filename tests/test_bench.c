@@ -331,11 +331,32 @@ START_TEST(test_bench_terminate_json_bounds_records)
 }
 END_TEST
 
+/* `audit`: the recovery audit of a whole pingpong log, in transactions/s
+ * against lmdb-put of as many puts as the log has cranks; one result. */
+START_TEST(test_bench_audit_json_counts_transactions)
+{
+    const char *words[] = {"audit", "--n", "200", "--runs", "3", NULL};
+    json_t *o = bench_json(words);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "workload")),
+                     "audit");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "baseline")),
+                     "lmdb-put");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "candidate")),
+                     "transactions");
+    ck_assert(real_at(o, "median_per_s") > 0 && real_at(o, "ratio") > 0);
+    ck_assert(real_at(o, "median_per_s") == real_at(o, "transactions_per_s"));
+    /* a pingpong of 100 rounds: about 200 cranks, each one transaction */
+    ck_assert_int_ge(json_integer_value(json_object_get(o, "n")), 200);
+    ck_assert_uint_eq(json_array_size(json_object_get(o, "runs")), 3);
+    json_decref(o);
+}
+END_TEST
+
 START_TEST(test_bench_help_lists_kernel_workloads)
 {
-    static const char *const names[] = {"\n  pingpong ", "\n  fanout ",
-                                        "\n  chain5 ", "\n  pingpong-rss ",
-                                        "\n  terminate "};
+    static const char *const names[] = {"\n  pingpong ",  "\n  fanout ",
+                                        "\n  chain5 ",    "\n  pingpong-rss ",
+                                        "\n  terminate ", "\n  audit "};
     char *out = NULL;
     const char *args[] = {"bench", "--help", NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, NULL), 0);
@@ -360,6 +381,7 @@ START_TEST(test_bench_kernel_usage_errors_exit_two)
         {{"bench", "pingpong-rss", "--n", "99", NULL}, "--n"},
         {{"bench", "terminate", "--runs", "1", NULL}, "--runs"},
         {{"bench", "terminate", "--n", "0", NULL}, "--n"},
+        {{"bench", "audit", "--runs", "2", NULL}, "--runs"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = NULL, *err = NULL;
@@ -388,6 +410,7 @@ Suite *bench_suite(void)
     tcase_add_test(tc, test_bench_chain5_json_has_kernel_rates);
     tcase_add_test(tc, test_bench_pingpong_rss_json_has_samples);
     tcase_add_test(tc, test_bench_terminate_json_bounds_records);
+    tcase_add_test(tc, test_bench_audit_json_counts_transactions);
     tcase_add_test(tc, test_bench_help_lists_kernel_workloads);
     tcase_add_test(tc, test_bench_kernel_usage_errors_exit_two);
     suite_add_tcase(s, tc);

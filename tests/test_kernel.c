@@ -64,6 +64,7 @@
 #include "keel/keel.h"
 #include "keel/recovery.h"
 #include "kernel/kernel_host.h"
+#include "kernel/keyfmt.h"
 #include "store/store.h"
 #include "tests/testutil.h"
 #include "tools/crash_point.h"
@@ -3379,6 +3380,49 @@ START_TEST(test_kernel_send_durable_despite_checkpoint_failure)
 }
 END_TEST
 
+/* kernel/keyfmt.h writes exactly what snprintf wrote for the keys and
+ * numbers the crank path builds (KF1, KF2), cut alike when too long. */
+START_TEST(test_kernel_keyfmt_matches_snprintf)
+{
+    static const uint64_t vals[] = {0,
+                                    1,
+                                    9,
+                                    10,
+                                    99,
+                                    100,
+                                    4294967295ull,
+                                    4294967296ull,
+                                    9999999999999999999ull,
+                                    10000000000000000000ull,
+                                    UINT64_MAX};
+    char a[64], b[64];
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        uint64_t v = vals[i];
+        for (size_t cap = 1; cap <= sizeof(a); cap += 7) {
+            int n = snprintf(a, cap, "c.%" PRIu64 ".k.%s", v, "ko12");
+            size_t m = keel__kf_key2(b, cap, "c.", v, ".k.", "ko12");
+            ck_assert_str_eq(a, b);
+            ck_assert_uint_eq(m, (size_t)n < cap ? (size_t)n : cap - 1);
+            snprintf(a, cap, "rq.%020" PRIu64, v);
+            kfmt f = keel__kf(b, cap);
+            keel__kf_str(&f, "rq.");
+            keel__kf_u64w(&f, v, 20);
+            ck_assert_str_eq(a, b);
+            snprintf(a, cap, "%016" PRIx64, v);
+            f = keel__kf(b, cap);
+            keel__kf_hex16(&f, v);
+            ck_assert_str_eq(a, b);
+            snprintf(a, cap, "vs.%" PRIu64 ".", v);
+            keel__kf_key(b, cap, "vs.", v, ".");
+            ck_assert_str_eq(a, b);
+            snprintf(a, cap, "%s%s", "kp.", "123");
+            keel__kf_cat(b, cap, "kp.", "123");
+            ck_assert_str_eq(a, b);
+        }
+    }
+}
+END_TEST
+
 Suite *kernel_suite(void);
 
 Suite *kernel_suite(void)
@@ -3386,6 +3430,7 @@ Suite *kernel_suite(void)
     Suite *s = suite_create("kernel");
 
     TCase *tc = tcase_create("scenarios");
+    tcase_add_test(tc, test_kernel_keyfmt_matches_snprintf);
     tcase_add_test(tc, test_kernel_pingpong_answers_in_order);
     tcase_add_test(tc, test_kernel_promise_queue_delivered_in_order_on_resolve);
     tcase_add_test(tc, test_kernel_rejected_promise_rejects_result_with_reason);
