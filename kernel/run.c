@@ -73,8 +73,17 @@ int keel__k_method_check(const char *m, char *why, size_t cap)
                  KEEL_METHOD_MAX);
         return KEEL_EINVAL;
     }
-    /* K23: jansson's string constructor checks UTF-8 (RFC 3629: no
-     * overlong forms, no surrogates, nothing past U+10FFFF). */
+    /* K23: ASCII is UTF-8; anything else goes to jansson's string
+     * constructor, which checks UTF-8 (RFC 3629: no overlong forms, no
+     * surrogates, nothing past U+10FFFF). Every send syscall comes here,
+     * and almost every method is ASCII: no allocation for those. */
+    size_t i = 0;
+    while (i < len && (unsigned char)m[i] < 0x80) {
+        i++;
+    }
+    if (i == len) {
+        return KEEL_OK;
+    }
     json_t *str = json_stringn(m, len);
     if (str == NULL) {
         snprintf(why, cap, "is not valid UTF-8");
