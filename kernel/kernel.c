@@ -38,11 +38,10 @@
  *       created), the store read-only (ST14), the WAL read-only (W11: a
  *       torn tail reported, not truncated), replay into memory only, no
  *       checkpoint, no vat started, and every transaction refused.
- *   K18 A STATE that is not a directory, or whose lock path is not a
- *       regular file, is refused with a message saying so, before anything
- *       in it is opened or created. A writer holds STATE/lock exclusively
- *       and refuses another writer at once (KEEL_EBUSY); readers (K17,
- *       snapshot create) hold it shared, and a writer waits for them, up
+ *   K18 Open takes STATE/lock (common/state_lock.c, SL1..SL3) before
+ *       anything in STATE is opened or created: exclusively for a writer,
+ *       shared for a read-only open (K17); readers (K17, the audit,
+ *       snapshot create) exclude writers, and a writer waits for them, up
  *       to 10 s.
  *   K19 The crash hook (options.crash_hook) is called at exactly five
  *       places: before the WAL append, after it, after the apply (with the
@@ -86,6 +85,7 @@
 #include "common/diag.h"
 #include "kernel/keyfmt.h"
 #include "common/io.h"
+#include "common/state_lock.h"
 #include "store/activity.h"
 #include "store/replay.h"
 
@@ -605,117 +605,6 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
 
 /* ---- open, recovery, close -------------------------------------------- */
 
-/* How long a writer waits for read-only commands (shared holders of
- * STATE/lock: status, recover --check, snapshot create) to finish. */
-#define READER_WAIT_MS 10000
-
-/* K18: say what is wrong with STATE or its lock path, not what open()
- * then failed; path[4096] receives STATE/lock. */
-static int check_lock_path(const char *dir, char *path, keel_diag *diag)
-{
-    struct stat st;
-    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        return keel__diag(diag, KEEL_EINVAL,
-                          "%s is not a directory (a keel state is a "
-                          "directory)",
-                          dir);
-    }
-    snprintf(path, 4096, "%s/lock", dir);
-    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        return keel__diag(diag, KEEL_EINVAL,
-                          "%s is a %s, expected keel's lock file (a regular "
-                          "file)",
-                          path,
-                          S_ISDIR(st.st_mode)   ? "directory"
-                          : S_ISLNK(st.st_mode) ? "symbolic link"
-                                                : "special file");
-    }
-    return KEEL_OK;
-}
-
-int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag)
-{
-    char path[4096];
-    *fd = -1;
-    int rc = check_lock_path(dir, path, diag);
-    if (rc < 0) {
-        return rc;
-    }
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (*fd < 0) {
-        int e = errno;
-        /* strerror: the mapped code is coarser than the cause */
-        return keel__diag(diag, keel_translate_errno(e),
-                          "%s: cannot open lock file: %s", path, strerror(e));
-    }
-    const char *why = NULL;
-    for (int waited = 0;; waited += 10) {
-        if (flock(*fd, LOCK_EX | LOCK_NB) == 0) {
-            return KEEL_OK;
-        }
-        if (errno != EWOULDBLOCK) {
-            rc = keel_translate_errno(errno);
-            break;
-        }
-        /* K18: another writer holds it exclusively (refused at once), or
-         * only readers hold it shared (wait for them, bounded). */
-        if (flock(*fd, LOCK_SH | LOCK_NB) != 0) {
-            rc =
-                errno == EWOULDBLOCK ? KEEL_EBUSY : keel_translate_errno(errno);
-            why = rc == KEEL_EBUSY ? "locked by another keel process" : NULL;
-            break;
-        }
-        flock(*fd, LOCK_UN);
-        if (waited >= READER_WAIT_MS) {
-            rc = KEEL_EBUSY;
-            why = "locked by another keel process (read-only commands held "
-                  "it for 10 s)";
-            break;
-        }
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    close(*fd);
-    *fd = -1;
-    return keel__diag(diag, rc, "%s: %s", dir,
-                      why != NULL ? why : keel_strerror(rc));
-}
-
-/* K17: a reader's lock: shared, on a lock file that is not created (a
- * STATE no writer ever opened has none: nothing to exclude then). */
-static int lock_state_shared(const char *dir, int *fd, keel_diag *diag)
-{
-    char path[4096];
-    *fd = -1;
-    int rc = check_lock_path(dir, path, diag);
-    if (rc < 0) {
-        return rc;
-    }
-    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (*fd < 0) {
-        rc = keel_translate_errno(errno);
-        return rc == KEEL_ENOENT
-                   ? KEEL_OK
-                   : keel__diag(diag, rc, "%s: cannot open lock file: %s", path,
-                                keel_strerror(rc));
-    }
-    if (flock(*fd, LOCK_SH | LOCK_NB) != 0) {
-        int busy = errno == EWOULDBLOCK;
-        rc = busy ? KEEL_EBUSY : keel_translate_errno(errno);
-        close(*fd);
-        *fd = -1;
-        return keel__diag(diag, rc, "%s: %s", dir,
-                          busy ? "locked by another keel process"
-                               : keel_strerror(rc));
-    }
-    return KEEL_OK;
-}
-
-int keel__k_lock_state_shared(const char *dir, int *fd, keel_diag *diag)
-{
-    return lock_state_shared(dir, fd, diag);
-}
-
 int keel__k_replay(keel__store *s, const char *wal_dir, keel_io *io,
                    uint64_t last, uint64_t *replayed, uint64_t *bytes,
                    keel_diag *diag)
@@ -963,8 +852,8 @@ int keel__k_open(const char *state_dir, const keel_kernel_options *o,
         free(dir_store);
         goto out;
     }
-    rc = k->o.read_only ? lock_state_shared(k->dir, &k->lock_fd, diag)
-                        : keel__k_lock_state(k->dir, &k->lock_fd, diag);
+    rc = k->o.read_only ? keel__state_lock_shared(k->dir, &k->lock_fd, diag)
+                        : keel__state_lock(k->dir, &k->lock_fd, diag);
     if (rc == KEEL_OK) {
         keel__store_options so;
         keel__store_options_init(&so);

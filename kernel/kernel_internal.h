@@ -12,7 +12,6 @@
 #include <stdint.h>
 
 #include "kernel/kernel_host.h"
-#include "kernel/state_lock.h"
 #include "store/codec.h"
 #include "store/keyspace.h"
 #include "store/store.h"
@@ -142,11 +141,6 @@ int keel__k_del(keel_kernel *k, const char *key);
  * @return 1, 0 (none), < 0. */
 int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
                  char *out);
-/* Take STATE's lock file (dir/lock, created if absent) without waiting:
- * *fd holds the flock until closed; -1 on failure.
- * @return KEEL_OK, KEEL_EBUSY ("locked by another keel process"), or the
- *         open error. */
-int keel__k_lock_state(const char *dir, int *fd, keel_diag *diag);
 /* K23 (run.c): KEEL_OK if m is 1..KEEL_METHOD_MAX bytes of valid UTF-8;
  * else KEEL_EINVAL and, when why != NULL, what is wrong ("is not valid
  * UTF-8", checked by jansson) in why[cap]. */

@@ -105,7 +105,7 @@
 #include "common/diag.h"
 #include "common/keys.h"
 #include "kernel/routing.h"
-#include "kernel/state_lock.h"
+#include "common/state_lock.h"
 #include "recovery/recovery_internal.h"
 #include "store/activity.h"
 #include "store/codec.h"
@@ -1983,7 +1983,7 @@ int keel_audit(const char *state_dir, const keel_audit_options *o,
         goto out;
     }
     /* AU1: the lock first, so no kernel runs on the store we open */
-    rc = keel__k_lock_state_shared(state_dir, &r.lock_fd, diag);
+    rc = keel__state_lock_shared(state_dir, &r.lock_fd, diag);
     if (rc < 0) {
         goto out;
     }

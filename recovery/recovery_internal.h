@@ -12,7 +12,7 @@
  * entries then.
  *
  * Salvage calling sequence (the caller holds STATE's lock, see
- * keel__k_lock_state):
+ * keel__state_lock):
  *     keel__salvage plan;
  *     rc = keel__salvage_plan("STATE", io, &plan, &d);   (reads only)
  *     if (plan.damaged) { print plan; rc = keel__salvage_apply(..); }

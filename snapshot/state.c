@@ -71,6 +71,7 @@
 
 #include "common/clock.h"
 #include "common/diag.h"
+#include "common/state_lock.h"
 #include "common/io.h"
 #include "keel/wal.h"
 #include "store/activity.h"
@@ -176,19 +177,14 @@ int keel_snapshot_create(const char *state_dir, const char *path,
      * created): read without LMDB's lock file, changing no byte. A running
      * kernel holds it: read beside it as an LMDB reader (its lock.mdb is
      * the running kernel's, which writes into the state anyway). */
-    char *lock = malloc(n + sizeof("/lock"));
     int lfd = -1;
-    if (lock != NULL) {
-        snprintf(lock, n + sizeof("/lock"), "%s/lock", state_dir);
-        lfd = open(lock, O_RDONLY | O_CLOEXEC);
-        if (lfd >= 0 && flock(lfd, LOCK_SH | LOCK_NB) != 0) {
-            close(lfd);
-            lfd = -1;
-        }
-        free(lock);
+    int rc = keel__state_lock_shared(state_dir, &lfd, &d);
+    if (rc == KEEL_EINVAL) { /* SL1: not a state's directory or lock */
+        free(store);
+        return keel__diag(diag, rc, "%s", d.msg);
     }
-    int rc = lfd >= 0 ? keel__store_view_open_unshared(store, &v, &d)
-                      : keel__store_view_open(store, &v, &d);
+    rc = lfd >= 0 ? keel__store_view_open_unshared(store, &v, &d)
+                  : keel__store_view_open(store, &v, &d);
     if (rc < 0) {
         keel__diag(diag, rc, "%s: store/%s", state_dir, d.msg);
     } else {

@@ -460,10 +460,12 @@ START_TEST(test_cli_kernel_lock_path_directory_named)
     char *lock = tu_path(fx.state, "lock");
     ck_assert_int_eq(unlink(lock), 0);
     ck_assert_int_eq(mkdir(lock, 0755), 0);
+    char *snap = tu_path(fx.root, "s.ksnap");
     const char *status[] = {"status", fx.state, NULL};
     const char *run[] = {"run", fx.state, NULL};
-    const char *const *cases[] = {status, run};
-    for (size_t i = 0; i < 2; i++) {
+    const char *create[] = {"snapshot", "create", fx.state, snap, NULL};
+    const char *const *cases[] = {status, run, create};
+    for (size_t i = 0; i < 3; i++) {
         char *out = NULL, *err = NULL;
         ck_assert_int_eq(tu_run_keel(cases[i], &out, &err), 1);
         tu_assert_one_error_line(err);
@@ -475,6 +477,8 @@ START_TEST(test_cli_kernel_lock_path_directory_named)
         free(err);
     }
     free(lock);
+    ck_assert_msg(!exists(snap), "a snapshot was written");
+    free(snap);
     fx_free(&fx);
 }
 END_TEST

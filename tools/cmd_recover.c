@@ -33,7 +33,7 @@
 #include "keel/kernel.h"
 #include "keel/recovery.h"
 
-#include "kernel/kernel_internal.h"
+#include "common/state_lock.h"
 #include "recovery/recovery_internal.h"
 #include "tools/cli.h"
 
@@ -171,7 +171,7 @@ static int salvage(job *j)
     keel_diag d = {0};
     int fd = -1, done = 0;
     int rc = KEEL_CLI_OK;
-    int err = keel__k_lock_state(j->state, &fd, &d);
+    int err = keel__state_lock(j->state, &fd, &d);
     if (err == KEEL_OK) {
         err = keel__salvage_plan(j->state, NULL, &plan, &d);
     }
