@@ -54,6 +54,12 @@ static int check_lock_path(const char *dir, char *path, keel_diag *diag)
     return KEEL_OK;
 }
 
+int keel__state_check(const char *dir, keel_diag *diag)
+{
+    char path[4096];
+    return check_lock_path(dir, path, diag);
+}
+
 int keel__state_lock(const char *dir, int *fd, keel_diag *diag)
 {
     char path[4096];

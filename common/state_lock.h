@@ -7,6 +7,10 @@
 
 #include "keel/keel.h"
 
+/* SL1 alone: KEEL_EINVAL, naming what is wrong, if dir exists and is
+ * not a directory or its lock path exists and is not a regular file;
+ * else KEEL_OK. Both locks below check it first. */
+int keel__state_check(const char *dir, keel_diag *diag);
 /* A writer's lock: STATE/lock (created if absent) held exclusively, taken
  * without waiting for another writer and waiting up to 10 s for readers.
  * *fd holds the flock until closed; -1 on failure.

@@ -821,6 +821,11 @@ int keel__k_open(const char *state_dir, const keel_kernel_options *o,
     snprintf(k->dir_wal, n + 5, "%s/wal", state_dir);
     snprintf(dir_store, n + 7, "%s/store", state_dir);
     keel_io *io = k->o.io != NULL ? k->o.io : keel__io_posix();
+    rc = keel__state_check(state_dir, diag); /* K18: before anything */
+    if (rc < 0) {
+        free(dir_store);
+        goto out;
+    }
     int made = k->o.create ? io->mkdir(io, state_dir, 0755) : KEEL_EEXIST;
     if (made == KEEL_OK) {
         /* A new STATE: its name must survive a power loss with the data

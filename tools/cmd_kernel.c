@@ -115,14 +115,6 @@ static int open_state(const char *command, const char *state,
         rc = KEEL_CLI_FAIL;
         goto out;
     }
-    if (stat(state, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        fprintf(stderr,
-                "keel: %s: %s is not a directory (a keel state is a "
-                "directory)\n",
-                command, state);
-        rc = KEEL_CLI_FAIL;
-        goto out;
-    }
     err = keel_kernel_open(state, o, k, &d);
     if (err == KEEL_EBUSY) {
         fprintf(stderr, "keel: %s: %s is locked by another keel process\n",

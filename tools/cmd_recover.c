@@ -411,14 +411,6 @@ int keel__cli_recover(int argc, char **argv)
         rc = KEEL_CLI_FAIL;
         goto out;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr,
-                "keel: recover: %s is not a directory (a keel state is a "
-                "directory)\n",
-                j.state);
-        rc = KEEL_CLI_FAIL;
-        goto out;
-    }
     j.out = j.json ? json_object() : NULL;
     if (j.json && j.out == NULL) {
         fprintf(stderr, "keel: recover: out of memory\n");
