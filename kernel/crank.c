@@ -48,7 +48,6 @@
 #include <string.h>
 
 #include "common/diag.h"
-#include "kernel/keyfmt.h"
 #include "kernel/routing.h"
 
 #define TERMINATED_BODY "{\"error\":\"vat terminated\"}"
@@ -71,89 +70,56 @@ int keel__k_illegal(keel_kernel *k, const char *fmt, ...)
     return KEEL_EINVAL;
 }
 
-/* Parse "o+12" etc. @return 1 and parts, or 0 if malformed. */
-static int parse_vref(const char *s, char *type, char *dir, uint64_t *n)
+/* Parse "o+12" etc. (the vat ABI's syntax, checked here once) into its
+ * binary form. @return 1, or 0 if malformed. */
+static int parse_vref(const char *s, keel__vref *r)
 {
-    if ((s[0] != 'o' && s[0] != 'p') || (s[1] != '+' && s[1] != '-') ||
-        s[2] < '0' || s[2] > '9' || (s[2] == '0' && s[3] != '\0')) {
-        return 0;
-    }
-    uint64_t v = 0;
-    for (const char *p = s + 2; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10) {
-            return 0;
-        }
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    *type = s[0];
-    *dir = s[1];
-    *n = v;
-    return 1;
+    return s != NULL && keel__ks_vref_parse(s, r);
 }
 
-static int is_kref(const char *s, const char *prefix)
+static int vref_is_p(keel__vref r)
 {
-    size_t n = strlen(prefix);
-    if (strncmp(s, prefix, n) != 0 || s[n] == '\0') {
-        return 0;
-    }
-    for (const char *p = s + n; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9') {
-            return 0;
-        }
-    }
-    return 1;
+    return r.kind == KR_PPLUS || r.kind == KR_PMINUS;
 }
 
-static int clist_add(keel_kernel *k, uint32_t vid, const char *kref,
-                     const char *vref)
+/* A kernel kref string ("ko7", "kp3") of kind as *r. @return 1 or 0. */
+static int kref_of(const char *s, uint8_t kind, keel__kref *r)
 {
-    char key[KEY_MAX];
-    keel__kf_key2(key, sizeof(key), "c.", vid, ".k.", kref);
-    int rc = keel__k_put_str(k, key, vref);
+    return keel__ks_kref_parse(s, r) && r->kind == kind;
+}
+
+static int clist_add(keel_kernel *k, uint32_t vid, keel__kref kr,
+                     keel__vref vr)
+{
+    keel__key key;
+    uint8_t kb[KEEL__KS_REF_BYTES], vb[KEEL__KS_REF_BYTES];
+    keel__ks_ref(kb, kr.kind, kr.n);
+    keel__ks_ref(vb, vr.kind, vr.n);
+    int rc = keel__k_put(k, keel__ks_clist_k(&key, vid, kr), vb, sizeof(vb));
     if (rc == KEEL_OK) { /* K2 */
-        keel__kf_key2(key, sizeof(key), "c.", vid, ".v.", vref);
-        rc = keel__k_put_str(k, key, kref);
+        rc = keel__k_put(k, keel__ks_clist_v(&key, vid, KC_V, vr), kb,
+                         sizeof(kb));
     }
     return rc;
 }
 
-static int clist_drop(keel_kernel *k, uint32_t vid, const char *kref,
-                      const char *vref)
+static int clist_drop(keel_kernel *k, uint32_t vid, keel__kref kr,
+                      keel__vref vr)
 {
-    char key[KEY_MAX];
-    keel__kf_key2(key, sizeof(key), "c.", vid, ".k.", kref);
-    int rc = keel__k_del(k, key);
+    keel__key key;
+    int rc = keel__k_del(k, keel__ks_clist_k(&key, vid, kr));
     if (rc == KEEL_OK) {
-        keel__kf_key2(key, sizeof(key), "c.", vid, ".v.", vref);
-        rc = keel__k_del(k, key);
+        rc = keel__k_del(k, keel__ks_clist_v(&key, vid, KC_V, vr));
     }
-    if (rc == KEEL_OK && vref[0] == 'p' && vref[1] == '+') {
+    if (rc == KEEL_OK && vr.kind == KR_PPLUS) {
         /* K7: a retired p+N of the vat's own may never name a new
          * promise (that would let it resolve "the same" promise twice). */
-        keel__kf_key2(key, sizeof(key), "c.", vid, ".r.", vref);
-        rc = keel__k_put_str(k, key, "");
+        rc = keel__k_put(k, keel__ks_clist_v(&key, vid, KC_R, vr), "", 0);
     }
     return rc;
 }
 
-/* Copy a stored string value into out[cap]. @return 1, 0 absent, < 0. */
-static int get_str(keel_kernel *k, const char *key, char *out, size_t cap)
-{
-    keel_bytes v;
-    int rc = keel__k_get(k, key, &v);
-    if (rc != 1) {
-        return rc;
-    }
-    if (v.len >= cap) {
-        return keel__k_fail(k, KEEL_ECORRUPT, key);
-    }
-    memcpy(out, v.ptr, v.len);
-    out[v.len] = '\0';
-    return 1;
-}
-
-static int next_id(keel_kernel *k, const char *key, uint64_t *id)
+static int next_id(keel_kernel *k, const keel__key *key, uint64_t *id)
 {
     uint64_t n = 1;
     int rc = keel__k_get_u64(k, key, &n);
@@ -169,10 +135,13 @@ static int next_id(keel_kernel *k, const char *key, uint64_t *id)
 
 static int prom_load(keel_kernel *k, const char *kp, kprom *p)
 {
-    char key[KEY_MAX];
+    keel__key key;
+    keel__kref r;
     keel_bytes v;
-    keel__kf_cat(key, sizeof(key), "kp.", kp + 2);
-    int rc = keel__k_get(k, key, &v);
+    if (!kref_of(kp, KR_P, &r)) {
+        return keel__k_fail(k, KEEL_ECORRUPT, kp);
+    }
+    int rc = keel__k_get(k, keel__ks_promise(&key, r.n), &v);
     if (rc == 0) {
         return KEEL_ENOENT;
     }
@@ -180,7 +149,7 @@ static int prom_load(keel_kernel *k, const char *kp, kprom *p)
         return rc;
     }
     if (keel__kprom_decode(v.ptr, v.len, p) < 0) {
-        return keel__k_fail(k, KEEL_ECORRUPT, key);
+        return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
     }
     return KEEL_OK;
 }
@@ -195,39 +164,49 @@ static kbuf *scratch(keel_kernel *k)
 
 static int prom_save(keel_kernel *k, const char *kp, const kprom *p)
 {
-    char key[KEY_MAX];
+    keel__key key;
+    keel__kref r;
+    if (!kref_of(kp, KR_P, &r)) {
+        return keel__k_fail(k, KEEL_ECORRUPT, kp);
+    }
     kbuf *b = scratch(k);
-    keel__kf_cat(key, sizeof(key), "kp.", kp + 2);
     keel__kprom_encode(b, p);
-    return b->oom ? KEEL_ENOMEM : keel__k_put(k, key, b->p, b->len);
+    return b->oom ? KEEL_ENOMEM
+                  : keel__k_put(k, keel__ks_promise(&key, r.n), b->p, b->len);
 }
 
 static int decider_index(keel_kernel *k, uint32_t vid, const char *kp, int on)
 {
-    char key[KEY_MAX];
-    keel__kf_key2(key, sizeof(key), "d.", vid, ".", kp);
-    return on ? keel__k_put_str(k, key, "") : keel__k_del(k, key);
+    keel__key key;
+    keel__kref r;
+    if (!kref_of(kp, KR_P, &r)) {
+        return keel__k_fail(k, KEEL_ECORRUPT, kp);
+    }
+    keel__ks_decider(&key, vid, r.n);
+    return on ? keel__k_put(k, &key, "", 0) : keel__k_del(k, &key);
 }
 
 static int add_unresolved(keel_kernel *k, int delta)
 {
     uint64_t n = 0;
-    int rc = keel__k_get_u64(k, "k.unresolved", &n);
+    int rc = keel__k_meta_get(k, KM_UNRESOLVED, &n);
     if (rc < 0) {
         return rc;
     }
     n = delta > 0 ? n + 1 : (n > 0 ? n - 1 : 0);
-    return keel__k_put_u64(k, "k.unresolved", n);
+    return keel__k_meta_put(k, KM_UNRESOLVED, n);
 }
 
-int keel__k_promise_new(keel_kernel *k, uint32_t decider, char *out)
+/* A new promise kp<*n> decided by decider (0: none), its kref in out. */
+static int promise_make(keel_kernel *k, uint32_t decider, char *out,
+                        uint64_t *n)
 {
-    uint64_t n;
-    int rc = next_id(k, "k.next.kp", &n);
+    keel__key key;
+    int rc = next_id(k, keel__ks_meta(&key, KM_NEXT_KP), n);
     if (rc < 0) {
         return rc;
     }
-    keel__kf_key(out, KEEL_VREF_MAX, "kp", n, "");
+    keel__ks_kref_str((keel__kref){KR_P, *n}, out);
     kprom p = {.state = KP_UNRESOLVED, .decider = decider};
     rc = prom_save(k, out, &p);
     if (rc == KEEL_OK && decider != 0) {
@@ -239,21 +218,26 @@ int keel__k_promise_new(keel_kernel *k, uint32_t decider, char *out)
     return rc;
 }
 
-/* Remember the highest o+N / p+N a vat has exported (K5). */
-static int note_export(keel_kernel *k, kvat *v, char type, uint64_t n)
+int keel__k_promise_new(keel_kernel *k, uint32_t decider, char *out)
 {
-    char key[KEY_MAX];
+    uint64_t n;
+    return promise_make(k, decider, out, &n);
+}
+
+/* Remember the highest o+N / p+N a vat has exported (K5). */
+static int note_export(keel_kernel *k, kvat *v, int obj, uint64_t n)
+{
+    keel__key key;
     uint64_t max = 0;
-    keel__kf_key(key, sizeof(key), "v.", v->id,
-                 type == 'o' ? ".maxo" : ".maxp");
-    int rc = keel__k_get_u64(k, key, &max);
+    keel__ks_vat(&key, v->id, obj ? KV_MAXO : KV_MAXP);
+    int rc = keel__k_get_u64(k, &key, &max);
     if (rc < 0) {
         return rc;
     }
     if (rc == 0 || n > max) {
-        rc = keel__k_put_u64(k, key, n);
+        rc = keel__k_put_u64(k, &key, n);
     }
-    uint64_t *next = type == 'o' ? &v->next_o : &v->next_p;
+    uint64_t *next = obj ? &v->next_o : &v->next_p;
     if (n + 1 > *next) {
         *next = n + 1;
     }
@@ -262,26 +246,31 @@ static int note_export(keel_kernel *k, kvat *v, char type, uint64_t n)
 
 int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
 {
-    char key[KEY_MAX];
-    char type, dir;
-    uint64_t n;
-    if (vref == NULL || !parse_vref(vref, &type, &dir, &n)) {
+    keel__key key;
+    keel__vref vr;
+    keel__kref kr;
+    keel_bytes b;
+    if (!parse_vref(vref, &vr)) {
         return keel__k_illegal(k, "malformed vref '%s'",
                                vref != NULL ? vref : "(null)");
     }
-    keel__kf_key2(key, sizeof(key), "c.", v->id, ".v.", vref);
-    int rc = get_str(k, key, out, KEEL_VREF_MAX);
-    if (rc != 0) {
-        return rc < 0 ? rc : KEEL_OK;
+    int rc = keel__k_get(k, keel__ks_clist_v(&key, v->id, KC_V, vr), &b);
+    if (rc == 1) {
+        if (!keel__ks_kref_val(b.ptr, b.len, &kr)) {
+            return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
+        }
+        keel__ks_kref_str(kr, out);
+        return KEEL_OK;
     }
-    if (dir == '-') { /* K1 */
+    if (rc < 0) {
+        return rc;
+    }
+    if (vr.kind == KR_OMINUS || vr.kind == KR_PMINUS) { /* K1 */
         return keel__k_illegal(k, "vat %s used %s, which it was never given",
                                v->name, vref);
     }
-    if (type == 'p') { /* K7 */
-        keel_bytes b;
-        keel__kf_key2(key, sizeof(key), "c.", v->id, ".r.", vref);
-        rc = keel__k_get(k, key, &b);
+    if (vr.kind == KR_PPLUS) { /* K7 */
+        rc = keel__k_get(k, keel__ks_clist_v(&key, v->id, KC_R, vr), &b);
         if (rc != 0) {
             return rc < 0 ? rc
                           : keel__k_illegal(k,
@@ -290,65 +279,72 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
                                             v->name, vref);
         }
     }
-    uint64_t id;
-    if (type == 'o') {
-        rc = next_id(k, "k.next.ko", &id);
+    if (vr.kind == KR_OPLUS) {
+        rc = next_id(k, keel__ks_meta(&key, KM_NEXT_KO), &kr.n);
         if (rc < 0) {
             return rc;
         }
-        keel__kf_key(out, KEEL_VREF_MAX, "ko", id, "");
-        keel__kf_key(key, sizeof(key), "ko.", id, "");
-        char owner[16];
-        keel__kf_key(owner, sizeof(owner), "", v->id, "");
-        rc = keel__k_put_str(k, key, owner);
+        kr.kind = KR_O;
+        keel__ks_kref_str(kr, out);
+        rc = keel__k_put_u32(k, keel__ks_object(&key, kr.n), v->id);
     } else {
-        rc = keel__k_promise_new(k, v->id, out);
+        kr.kind = KR_P;
+        rc = promise_make(k, v->id, out, &kr.n);
     }
     if (rc == KEEL_OK) {
-        rc = clist_add(k, v->id, out, vref);
+        rc = clist_add(k, v->id, kr, vr);
     }
     if (rc == KEEL_OK) {
-        rc = note_export(k, v, type, n);
+        rc = note_export(k, v, vr.kind == KR_OPLUS, vr.n);
     }
     return rc;
 }
 
 int keel__k_kref_to_vref(keel_kernel *k, kvat *v, const char *kref, char *out)
 {
-    char key[KEY_MAX];
-    keel__kf_key2(key, sizeof(key), "c.", v->id, ".k.", kref);
-    int rc = get_str(k, key, out, KEEL_VREF_MAX);
-    if (rc != 0) {
-        return rc < 0 ? rc : KEEL_OK;
+    keel__key key;
+    keel__kref kr;
+    keel__vref vr;
+    keel_bytes b;
+    if (!keel__ks_kref_parse(kref, &kr)) {
+        return keel__k_fail(k, KEEL_ECORRUPT, kref);
     }
-    int obj = kref[1] == 'o';
-    keel__kf_key(key, sizeof(key), "v.", v->id, obj ? ".nexti" : ".nextq");
-    uint64_t n;
-    rc = next_id(k, key, &n);
+    int rc = keel__k_get(k, keel__ks_clist_k(&key, v->id, kr), &b);
+    if (rc == 1) {
+        if (!keel__ks_vref_val(b.ptr, b.len, &vr)) {
+            return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
+        }
+        keel__ks_vref_str(vr, out);
+        return KEEL_OK;
+    }
     if (rc < 0) {
         return rc;
     }
-    keel__kf_key(out, KEEL_VREF_MAX, obj ? "o-" : "p-", n, "");
-    return clist_add(k, v->id, kref, out);
+    int obj = kr.kind == KR_O;
+    rc = next_id(k, keel__ks_vat(&key, v->id, obj ? KV_NEXTI : KV_NEXTQ),
+                 &vr.n);
+    if (rc < 0) {
+        return rc;
+    }
+    vr.kind = obj ? KR_OMINUS : KR_PMINUS;
+    keel__ks_vref_str(vr, out);
+    return clist_add(k, v->id, kr, vr);
 }
 
 static int push_item(keel_kernel *k, const kbuf *b)
 {
     uint64_t tail = 0;
-    char key[32];
+    keel__key key;
     if (b->oom) {
         return KEEL_ENOMEM;
     }
-    int rc = keel__k_get_u64(k, "k.rq.tail", &tail);
+    int rc = keel__k_meta_get(k, KM_RQ_TAIL, &tail);
     if (rc < 0) {
         return rc;
     }
-    kfmt f = keel__kf(key, sizeof(key));
-    keel__kf_str(&f, "rq.");
-    keel__kf_u64w(&f, tail, 20);
-    rc = keel__k_put(k, key, b->p, b->len);
+    rc = keel__k_put(k, keel__ks_runq(&key, tail), b->p, b->len);
     if (rc == KEEL_OK) {
-        rc = keel__k_put_u64(k, "k.rq.tail", tail + 1);
+        rc = keel__k_meta_put(k, KM_RQ_TAIL, tail + 1);
     }
     return rc;
 }
@@ -583,7 +579,8 @@ static int resolves_to_object(const kprom *p)
     return p->state == KP_FULFILLED && p->res.nslots == 1 &&
            p->res.body_len == n &&
            memcmp(p->res.body, KEEL_CAPDATA_SLOT0, n) == 0 &&
-           is_kref(p->res.slots[0], "ko");
+           keel__ks_kref_parse(p->res.slots[0], &(keel__kref){0}) &&
+           p->res.slots[0][1] == 'o';
 }
 
 static int route_send(keel_kernel *k, const char *target0, const kmsg *m)
@@ -591,22 +588,22 @@ static int route_send(keel_kernel *k, const char *target0, const kmsg *m)
     char target[KEEL_VREF_MAX];
     snprintf(target, sizeof(target), "%s", target0);
     for (int hop = 0; hop < MAX_FORWARD; hop++) {
-        if (is_kref(target, "ko")) {
-            char key[KEY_MAX];
-            uint64_t owner = 0;
-            keel__kf_cat(key, sizeof(key), "ko.", target + 2);
-            int rc = keel__k_get_u64(k, key, &owner);
+        keel__kref tr;
+        if (kref_of(target, KR_O, &tr)) {
+            keel__key key;
+            uint32_t owner = 0;
+            int rc = keel__k_get_u32(k, keel__ks_object(&key, tr.n), &owner);
             if (rc < 0) {
                 return rc;
             }
-            kvat *v = keel__k_vat(k, (uint32_t)owner);
+            kvat *v = keel__k_vat(k, owner);
             if (rc == 0 || v == NULL || !v->alive) {
                 return reject_result(k, m->result, TERMINATED_BODY,
                                      sizeof(TERMINATED_BODY) - 1, NULL, 0);
             }
             return deliver_message(k, v, target, m);
         }
-        if (!is_kref(target, "kp")) {
+        if (!kref_of(target, KR_P, &tr)) {
             return keel__k_fail(k, KEEL_ECORRUPT, "run-queue target");
         }
         kprom p;
@@ -682,7 +679,11 @@ static int deliver_notify(keel_kernel *k, uint32_t vid, const char *kp)
     }
     if (rc == KEEL_OK) {
         /* The vat has been told: its c-list entry retires (SPEC §3.3). */
-        rc = clist_drop(k, vid, kp, pv);
+        keel__kref kr;
+        keel__vref vr;
+        rc = kref_of(kp, KR_P, &kr) && parse_vref(pv, &vr)
+                 ? clist_drop(k, vid, kr, vr)
+                 : keel__k_fail(k, KEEL_ECORRUPT, kp);
     }
     free_strs(vs, p.res.nslots);
     keel__kprom_free(&p);
@@ -693,10 +694,10 @@ static int deliver_notify(keel_kernel *k, uint32_t vid, const char *kp)
 static int pop_item(keel_kernel *k, kitem *it)
 {
     uint64_t head = 0, tail = 0;
-    char key[32];
-    int rc = keel__k_get_u64(k, "k.rq.head", &head);
+    keel__key key;
+    int rc = keel__k_meta_get(k, KM_RQ_HEAD, &head);
     if (rc >= 0) {
-        rc = keel__k_get_u64(k, "k.rq.tail", &tail);
+        rc = keel__k_meta_get(k, KM_RQ_TAIL, &tail);
     }
     if (rc < 0) {
         return rc;
@@ -704,20 +705,17 @@ static int pop_item(keel_kernel *k, kitem *it)
     if (head >= tail) {
         return 0;
     }
-    kfmt f = keel__kf(key, sizeof(key));
-    keel__kf_str(&f, "rq.");
-    keel__kf_u64w(&f, head, 20);
     keel_bytes v;
-    rc = keel__k_get(k, key, &v);
+    rc = keel__k_get(k, keel__ks_runq(&key, head), &v);
     if (rc <= 0) {
-        return keel__k_fail(k, rc < 0 ? rc : KEEL_ECORRUPT, key);
+        return keel__k_fail_key(k, rc < 0 ? rc : KEEL_ECORRUPT, &key);
     }
     if (keel__kitem_decode(v.ptr, v.len, it) < 0) {
-        return keel__k_fail(k, KEEL_ECORRUPT, key);
+        return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
     }
-    rc = keel__k_del(k, key);
+    rc = keel__k_del(k, &key);
     if (rc == KEEL_OK) {
-        rc = keel__k_put_u64(k, "k.rq.head", head + 1);
+        rc = keel__k_meta_put(k, KM_RQ_HEAD, head + 1);
     }
     return rc < 0 ? rc : 1;
 }
@@ -794,75 +792,83 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
  * decider's does when it resolves (the rest of the c-list may wait for a
  * later batch), but no retired-vref marker: nothing of a dead vat is
  * written. */
-static int retire_dead_entry(keel_kernel *k, uint32_t vid, const char *kp)
+static int retire_dead_entry(keel_kernel *k, uint32_t vid, keel__kref kr)
 {
-    char key[KEY_MAX], vref[KEEL_VREF_MAX];
-    keel__kf_key2(key, sizeof(key), "c.", vid, ".k.", kp);
-    int rc = get_str(k, key, vref, sizeof(vref));
+    keel__key key;
+    keel__vref vr;
+    keel_bytes b;
+    int rc = keel__k_get(k, keel__ks_clist_k(&key, vid, kr), &b);
     if (rc != 1) {
         return rc < 0 ? rc : KEEL_OK;
     }
-    rc = keel__k_del(k, key);
+    if (!keel__ks_vref_val(b.ptr, b.len, &vr)) {
+        return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
+    }
+    rc = keel__k_del(k, &key);
     if (rc == KEEL_OK) { /* K2 */
-        keel__kf_key2(key, sizeof(key), "c.", vid, ".v.", vref);
-        rc = keel__k_del(k, key);
+        rc = keel__k_del(k, keel__ks_clist_v(&key, vid, KC_V, vr));
     }
     return rc;
 }
 
-/* One unit of a dead vat's cleanup: a decider-index key d.<vid>.<kp>
- * (reject kp, retiring the vat's c-list pair for it; phase 0), or a
- * c-list or vatstore key (delete it). */
+/* One unit of a dead vat's cleanup: a decider-index key (reject its
+ * promise, retiring the vat's c-list pair for it; phase 0), or a c-list or
+ * vatstore key (delete it). */
 static int cleanup_one(keel_kernel *k, uint32_t vid, size_t phase,
-                       const char *found, size_t plen)
+                       const keel__key *found)
 {
-    char kp[KEEL_VREF_MAX];
+    char kp[KEEL__KS_REF_STR];
+    keel__ks_key d;
     int rc = keel__k_del(k, found);
     if (rc < 0 || phase != 0) {
         return rc;
     }
-    snprintf(kp, sizeof(kp), "%s", found + plen);
+    if (!keel__ks_decode(found->b, found->n, &d) || d.table != KS_DECIDER) {
+        return keel__k_fail_key(k, KEEL_ECORRUPT, found);
+    }
+    keel__kref kr = {KR_P, d.n};
+    keel__ks_kref_str(kr, kp);
     rc = keel__k_settle(k, kp, 1, TERMINATED_BODY, sizeof(TERMINATED_BODY) - 1,
                         NULL, 0);
     rc = rc == KEEL_EEXIST ? KEEL_OK : rc;
-    return rc == KEEL_OK ? retire_dead_entry(k, vid, kp) : rc;
+    return rc == KEEL_OK ? retire_dead_entry(k, vid, kr) : rc;
 }
 
-/* The dead vat's cleanup (K6) in the open transaction, from cursor ("" for
- * the start) on, while the write-set is within one batch's budget: first
- * every promise it decides is rejected (its d.<vid>.* keys), then its
- * c-list and vatstore keys are deleted, each in key order. Continuing from
- * the last key done keeps the whole cleanup linear: a search from the
- * prefix would walk past every key already deleted (still tombstones in
- * the write-set or overlay). cursor[KEY_MAX] is left at the last key done.
- * @return 1 nothing of the vat is left, 0 the budget ran out, < 0. */
-static int cleanup_keys(keel_kernel *k, uint32_t vid, char *cursor)
+/* The dead vat's cleanup (K6) in the open transaction, from cursor (empty
+ * for the start) on, while the write-set is within one batch's budget:
+ * first every promise it decides is rejected (its decider-index keys),
+ * then its c-list and vatstore keys are deleted, each in key order.
+ * Continuing from the last key done keeps the whole cleanup linear: a
+ * search from the prefix would walk past every key already deleted (still
+ * tombstones in the write-set or overlay). *cursor is left at the last key
+ * done. @return 1 nothing of the vat is left, 0 the budget ran out, < 0. */
+static int cleanup_keys(keel_kernel *k, uint32_t vid, keel__key *cursor)
 {
-    static const char *const phases[] = {"d.%" PRIu32 ".", "c.%" PRIu32 ".",
-                                         "vs.%" PRIu32 "."};
-    char prefix[64], found[KEY_MAX];
+    static const uint8_t phases[] = {KS_DECIDER, KS_CLIST, KS_VATSTORE};
+    keel__key prefix, found;
     size_t start = 0, units = 0;
     int rc = KEEL_OK;
     for (size_t i = 1; i < 3; i++) {
-        snprintf(prefix, sizeof(prefix), phases[i], vid);
-        if (strncmp(cursor, prefix, strlen(prefix)) == 0) {
+        keel__ks_vat_prefix(&prefix, phases[i], vid);
+        if (cursor->n >= prefix.n &&
+            memcmp(cursor->b, prefix.b, prefix.n) == 0) {
             start = i; /* the phases before it are done */
         }
     }
     for (size_t i = start; i < 3; i++) {
-        size_t plen = (size_t)snprintf(prefix, sizeof(prefix), phases[i], vid);
-        const char *after = i == start ? cursor : "";
-        while ((rc = keel__k_next(k, prefix, after, found)) == 1) {
+        keel__ks_vat_prefix(&prefix, phases[i], vid);
+        const keel__key *after = i == start && cursor->n > 0 ? cursor : NULL;
+        while ((rc = keel__k_next(k, &prefix, after, &found)) == 1) {
             if (units >= CLEANUP_BATCH_KEYS ||
                 keel__store_ws_encode_bound(k->store) >= CLEANUP_BATCH_BYTES) {
                 return 0;
             }
-            rc = cleanup_one(k, vid, i, found, plen);
+            rc = cleanup_one(k, vid, i, &found);
             if (rc < 0) {
                 return rc;
             }
             units++;
-            snprintf(cursor, KEY_MAX, "%s", found);
+            *cursor = found;
             after = cursor;
         }
         if (rc < 0) {
@@ -872,12 +878,15 @@ static int cleanup_keys(keel_kernel *k, uint32_t vid, char *cursor)
     return 1;
 }
 
-static int put_cleanup(keel_kernel *k, uint32_t vid, const char *cursor)
+/* v.<vid>.cleanup = u64 crank, the cursor's bytes (store/keyspace.h). */
+static int put_cleanup(keel_kernel *k, uint32_t vid, const keel__key *cursor)
 {
-    char key[KEY_MAX], val[KEY_MAX + 24];
-    snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", vid);
-    snprintf(val, sizeof(val), "%" PRIu64 " %s", k->crank, cursor);
-    return keel__k_put_str(k, key, val);
+    keel__key key;
+    uint8_t val[8 + KEEL__KS_KEY_MAX];
+    keel__ks_be64(val, k->crank);
+    memcpy(val + 8, cursor->b, cursor->n);
+    return keel__k_put(k, keel__ks_vat(&key, vid, KV_CLEANUP), val,
+                       8 + cursor->n);
 }
 
 /* K6 in the open transaction: vid is terminated; the promises it decides
@@ -887,14 +896,14 @@ static int put_cleanup(keel_kernel *k, uint32_t vid, const char *cursor)
  * @return 1 cleanup pending, 0 nothing of the vat left, < 0. */
 static int terminate_in_txn(keel_kernel *k, uint32_t vid)
 {
-    char key[KEY_MAX], cursor[KEY_MAX] = "";
-    snprintf(key, sizeof(key), "v.%" PRIu32 ".state", vid);
-    int rc = keel__k_put_str(k, key, "terminated");
+    keel__key key, cursor = {.n = 0};
+    const uint8_t dead = KS_TERMINATED;
+    int rc = keel__k_put(k, keel__ks_vat(&key, vid, KV_STATE), &dead, 1);
     if (rc == KEEL_OK) {
-        rc = cleanup_keys(k, vid, cursor);
+        rc = cleanup_keys(k, vid, &cursor);
     }
     if (rc == 0) {
-        rc = put_cleanup(k, vid, cursor);
+        rc = put_cleanup(k, vid, &cursor);
         return rc < 0 ? rc : 1;
     }
     return rc < 0 ? rc : 0;
@@ -956,7 +965,7 @@ int keel__k_cleanup(keel_kernel *k, int force, keel_diag *diag)
     if (v == NULL) {
         return 0;
     }
-    char key[KEY_MAX], cursor[KEY_MAX];
+    keel__key key, cursor;
     keel_bytes b;
     int rc = keel__k_txn_begin(k);
     if (rc < 0) {
@@ -965,20 +974,14 @@ int keel__k_cleanup(keel_kernel *k, int force, keel_diag *diag)
         }
         return rc;
     }
-    snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", v->id);
-    rc = keel__k_get(k, key, &b);
-    /* "<crank> <cursor>": the crank of the last batch, the last key. */
+    rc = keel__k_get(k, keel__ks_vat(&key, v->id, KV_CLEANUP), &b);
+    /* u64 crank, then the cursor: the crank of the last batch, the last
+     * key done. */
     uint64_t crank = 0;
-    size_t i = 0;
-    const char *p = b.ptr;
-    while (rc == 1 && i < b.len && p[i] >= '0' && p[i] <= '9') {
-        crank = crank * 10 + (uint64_t)(p[i++] - '0');
-    }
-    if (rc == 1 && (i == 0 || i >= b.len || p[i] != ' ' ||
-                    b.len - i - 1 >= sizeof(cursor))) {
-        rc = keel__k_fail(k, KEEL_ECORRUPT, key);
+    if (rc == 1 && (b.len < 8 || b.len - 8 > sizeof(cursor.b))) {
+        rc = keel__k_fail_key(k, KEEL_ECORRUPT, &key);
     } else if (rc == 0) {
-        rc = keel__k_fail(k, KEEL_ECORRUPT, key); /* memory says pending */
+        rc = keel__k_fail_key(k, KEEL_ECORRUPT, &key); /* memory: pending */
     }
     if (rc < 0) {
         keel__k_txn_abort(k);
@@ -987,18 +990,19 @@ int keel__k_cleanup(keel_kernel *k, int force, keel_diag *diag)
         }
         return rc;
     }
+    crank = keel__ks_rd64(b.ptr);
     if (!force && crank >= k->crank) {
         keel__k_txn_abort(k); /* one batch per crank at most */
         return 0;
     }
-    memcpy(cursor, p + i + 1, b.len - i - 1);
-    cursor[b.len - i - 1] = '\0';
-    int done = cleanup_keys(k, v->id, cursor);
+    cursor.n = b.len - 8;
+    memcpy(cursor.b, (const uint8_t *)b.ptr + 8, cursor.n);
+    int done = cleanup_keys(k, v->id, &cursor);
     rc = done;
     if (done == 1) {
-        rc = keel__k_del(k, key);
+        rc = keel__k_del(k, &key);
     } else if (done == 0) {
-        rc = put_cleanup(k, v->id, cursor);
+        rc = put_cleanup(k, v->id, &cursor);
     }
     if (rc < 0) {
         keel__k_txn_abort(k);
@@ -1057,7 +1061,7 @@ int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
                           char **body)
 {
     kprom p;
-    if (!is_kref(kp, "kp")) {
+    if (!kref_of(kp, KR_P, &(keel__kref){0})) {
         return KEEL_EINVAL;
     }
     int rc = prom_load(k, kp, &p);
@@ -1083,7 +1087,7 @@ int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
 
 /* --- syscalls, executed inside the open transaction -------------------- */
 
-static int vs_key(keel_kernel *k, kvat *v, const char *key, char *out)
+static int vs_key(keel_kernel *k, kvat *v, const char *key, keel__key *out)
 {
     size_t n = key != NULL ? strlen(key) : 0;
     if (n == 0 || n > KEEL_VATSTORE_KEY_MAX) {
@@ -1092,7 +1096,7 @@ static int vs_key(keel_kernel *k, kvat *v, const char *key, char *out)
                                "(1..%d allowed)",
                                v->name, n, KEEL_VATSTORE_KEY_MAX);
     }
-    keel__kf_key2(out, KEY_MAX, "vs.", v->id, ".", key);
+    keel__ks_vatstore(out, v->id, key, n);
     return KEEL_OK;
 }
 
@@ -1105,9 +1109,8 @@ static int sc_send(keel_kernel *k, kvat *v, const kdeferred *sc)
     }
     int rc = keel__k_vref_to_kref(k, v, sc->a, target);
     if (rc == KEEL_OK && sc->c != NULL) {
-        char type, dir;
-        uint64_t n;
-        if (!parse_vref(sc->c, &type, &dir, &n) || type != 'p') {
+        keel__vref vr;
+        if (!parse_vref(sc->c, &vr) || !vref_is_p(vr)) {
             return keel__k_illegal(k, "vat %s: result '%s' is not a promise",
                                    v->name, sc->c);
         }
@@ -1149,9 +1152,9 @@ static int sc_resolve(keel_kernel *k, kvat *v, const kdeferred *sc)
 {
     char kp[KEEL_VREF_MAX];
     char **ks = NULL;
-    char type, dir;
-    uint64_t n;
-    if (sc->a == NULL || !parse_vref(sc->a, &type, &dir, &n) || type != 'p') {
+    keel__vref vr;
+    keel__kref kr;
+    if (!parse_vref(sc->a, &vr) || !vref_is_p(vr)) {
         return keel__k_illegal(k, "vat %s: resolve of '%s', not a promise",
                                v->name, sc->a != NULL ? sc->a : "(null)");
     }
@@ -1178,7 +1181,8 @@ static int sc_resolve(keel_kernel *k, kvat *v, const kdeferred *sc)
                             sc->nslots);
     }
     if (rc == KEEL_OK) {
-        rc = clist_drop(k, v->id, kp, sc->a); /* the decider is done */
+        rc = kref_of(kp, KR_P, &kr) ? clist_drop(k, v->id, kr, vr) /* done */
+                                    : keel__k_fail(k, KEEL_ECORRUPT, kp);
     }
     free_strs(ks, sc->nslots);
     return rc;
@@ -1186,7 +1190,8 @@ static int sc_resolve(keel_kernel *k, kvat *v, const kdeferred *sc)
 
 int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc)
 {
-    char key[KEY_MAX], kp[KEEL_VREF_MAX];
+    keel__key key;
+    char kp[KEEL_VREF_MAX];
     int rc = KEEL_OK;
     if (k->illegal) {
         return KEEL_EINVAL; /* the transaction is doomed already */
@@ -1196,10 +1201,8 @@ int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc)
         rc = sc_send(k, v, sc);
         break;
     case SC_SUBSCRIBE: {
-        char type, dir;
-        uint64_t n;
-        if (sc->a == NULL || !parse_vref(sc->a, &type, &dir, &n) ||
-            type != 'p') {
+        keel__vref vr;
+        if (!parse_vref(sc->a, &vr) || !vref_is_p(vr)) {
             return keel__k_illegal(k, "vat %s: subscribe to '%s'", v->name,
                                    sc->a != NULL ? sc->a : "(null)");
         }
@@ -1220,15 +1223,15 @@ int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc)
             return keel__k_illegal(k, "vat %s: vatstore value of %zu bytes",
                                    v->name, sc->body_len);
         }
-        rc = vs_key(k, v, sc->a, key);
+        rc = vs_key(k, v, sc->a, &key);
         if (rc == KEEL_OK) {
-            rc = keel__k_put(k, key, sc->body, sc->body_len);
+            rc = keel__k_put(k, &key, sc->body, sc->body_len);
         }
         break;
     case SC_VS_DEL:
-        rc = vs_key(k, v, sc->a, key);
+        rc = vs_key(k, v, sc->a, &key);
         if (rc == KEEL_OK) {
-            rc = keel__k_del(k, key);
+            rc = keel__k_del(k, &key);
         }
         break;
     case SC_ILLEGAL:

@@ -60,6 +60,10 @@
  *       went into the write-set, and forgotten whole when a transaction
  *       aborts. Every put still goes to the write-set as before, so the
  *       bytes logged do not change.
+ *   K36 The state's format version is KEEL_STATE_FORMAT_VERSION: a store
+ *       whose k.version says another, or that still has version 1's
+ *       string key "k.version", is refused with KEEL_EVERSION naming the
+ *       version (older: what to do instead) before anything else is read.
  *   K28 k->kb is one scratch buffer for encoding a run-queue item or a
  *       promise record, emptied before each use and kept across cranks;
  *       its bytes are copied into the write-set before the next use.
@@ -83,7 +87,6 @@
 
 #include "common/clock.h"
 #include "common/diag.h"
-#include "kernel/keyfmt.h"
 #include "common/io.h"
 #include "common/state_lock.h"
 #include "store/activity.h"
@@ -157,28 +160,41 @@ static inline void diag_clear(keel_diag *d)
     d->msg[0] = '\0';
 }
 
-int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val)
+int keel__k_get(keel_kernel *k, const keel__key *key, keel_bytes *val)
 {
     keel_diag d;
     diag_clear(&d);
-    int rc = keel__store_get(k->store, key, strlen(key), val, &d);
+    int rc = keel__store_get(k->store, key->b, key->n, val, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
-/* The k->ctr slot of a hot counter key (K27), or -1. */
-static int ctr_slot(const char *key)
+int keel__k_fail_key(keel_kernel *k, int rc, const keel__key *key)
 {
-    static const char *const keys[] = {"k.rq.head", "k.rq.tail", "k.next.kp",
-                                       "k.next.ko", "k.unresolved"};
-    if (key[0] != 'k' || key[1] != '.') {
+    char name[KEY_MAX];
+    return keel__k_fail(k, rc,
+                        keel__ks_render(key->b, key->n, name, sizeof(name)));
+}
+
+/* The k->ctr slot of a hot counter key (K27), or -1. */
+static int ctr_slot(const keel__key *key)
+{
+    if (key->n != 2 || key->b[0] != KS_META) {
         return -1;
     }
-    for (int i = 0; i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
-        if (strcmp(key + 2, keys[i] + 2) == 0) {
-            return i;
-        }
+    switch (key->b[1]) {
+    case KM_RQ_HEAD:
+        return 0;
+    case KM_RQ_TAIL:
+        return 1;
+    case KM_NEXT_KP:
+        return 2;
+    case KM_NEXT_KO:
+        return 3;
+    case KM_UNRESOLVED:
+        return 4;
+    default:
+        return -1;
     }
-    return -1;
 }
 
 static void ctr_forget(keel_kernel *k)
@@ -188,7 +204,7 @@ static void ctr_forget(keel_kernel *k)
     }
 }
 
-int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
+int keel__k_get_u64(keel_kernel *k, const keel__key *key, uint64_t *v)
 {
     int slot = ctr_slot(key);
     if (slot >= 0 && k->ctr[slot].state != 0 && !k->failed) { /* K27 */
@@ -206,45 +222,46 @@ int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v)
         }
         return rc;
     }
-    uint64_t n = 0;
-    const char *p = b.ptr;
-    if (b.len == 0 || b.len > 20) {
-        return keel__k_fail(k, KEEL_ECORRUPT, key);
+    if (b.len != 8) {
+        return keel__k_fail_key(k, KEEL_ECORRUPT, key);
     }
-    for (size_t i = 0; i < b.len; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return keel__k_fail(k, KEEL_ECORRUPT, key);
-        }
-        n = n * 10 + (uint64_t)(p[i] - '0');
-    }
-    *v = n;
+    *v = keel__ks_rd64(b.ptr);
     if (slot >= 0) {
-        k->ctr[slot].val = n;
+        k->ctr[slot].val = *v;
         k->ctr[slot].state = 1;
     }
     return 1;
 }
 
-int keel__k_put(keel_kernel *k, const char *key, const void *val, size_t len)
+int keel__k_get_u32(keel_kernel *k, const keel__key *key, uint32_t *v)
+{
+    keel_bytes b;
+    int rc = keel__k_get(k, key, &b);
+    if (rc == 1 && b.len != 4) {
+        return keel__k_fail_key(k, KEEL_ECORRUPT, key);
+    }
+    if (rc == 1) {
+        *v = keel__ks_rd32(b.ptr);
+    }
+    return rc;
+}
+
+int keel__k_put(keel_kernel *k, const keel__key *key, const void *val,
+                size_t len)
 {
     keel_diag d;
     diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
-    int rc = keel__store_ws_put(k->store, key, strlen(key), val, len, &d);
+    int rc = keel__store_ws_put(k->store, key->b, key->n, val, len, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
-int keel__k_put_str(keel_kernel *k, const char *key, const char *val)
+int keel__k_put_u64(keel_kernel *k, const keel__key *key, uint64_t v)
 {
-    return keel__k_put(k, key, val, strlen(val));
-}
-
-int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
-{
-    char buf[24];
-    size_t n = keel__kf_key(buf, sizeof(buf), "", v, "");
+    uint8_t buf[8];
+    keel__ks_be64(buf, v);
     int slot = ctr_slot(key);
-    int rc = keel__k_put(k, key, buf, n);
+    int rc = keel__k_put(k, key, buf, sizeof(buf));
     if (slot >= 0) { /* K27 */
         k->ctr[slot].val = v;
         k->ctr[slot].state = rc == KEEL_OK ? 1 : 0;
@@ -252,31 +269,51 @@ int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v)
     return rc;
 }
 
-int keel__k_del(keel_kernel *k, const char *key)
+int keel__k_put_u32(keel_kernel *k, const keel__key *key, uint32_t v)
+{
+    uint8_t buf[4];
+    keel__ks_be32(buf, v);
+    return keel__k_put(k, key, buf, sizeof(buf));
+}
+
+int keel__k_meta_get(keel_kernel *k, uint8_t field, uint64_t *v)
+{
+    keel__key key;
+    return keel__k_get_u64(k, keel__ks_meta(&key, field), v);
+}
+
+int keel__k_meta_put(keel_kernel *k, uint8_t field, uint64_t v)
+{
+    keel__key key;
+    return keel__k_put_u64(k, keel__ks_meta(&key, field), v);
+}
+
+int keel__k_del(keel_kernel *k, const keel__key *key)
 {
     keel_diag d;
     diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
-    int rc = keel__store_ws_delete(k->store, key, strlen(key), &d);
+    int rc = keel__store_ws_delete(k->store, key->b, key->n, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
-int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
-                 char *out)
+int keel__k_next(keel_kernel *k, const keel__key *prefix,
+                 const keel__key *after, keel__key *out)
 {
     keel_diag d = {0};
     keel_bytes key;
-    int rc = keel__store_next_key(k->store, after, strlen(after), prefix,
-                                  strlen(prefix), &key, &d);
+    int rc = keel__store_next_key(k->store, after != NULL ? after->b : prefix->b,
+                                  after != NULL ? after->n : 0, prefix->b,
+                                  prefix->n, &key, &d);
     if (rc < 0) {
         return fail_with(k, rc, &d);
     }
     if (rc == 1) {
-        if (key.len >= KEY_MAX) {
+        if (key.len > sizeof(out->b)) {
             return keel__k_fail(k, KEEL_ECORRUPT, "key too long");
         }
-        memcpy(out, key.ptr, key.len);
-        out[key.len] = '\0';
+        memcpy(out->b, key.ptr, key.len);
+        out->n = key.len;
     }
     return rc;
 }
@@ -366,8 +403,8 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     size_t len = 0;
     uint64_t lsn = 0;
     KEEL_ASSERT(k->in_txn);
-    int rc = kind == KEEL_WAL_CRANK ? keel__k_put_u64(k, "k.crank", k->crank)
-                                    : KEEL_OK;
+    int rc =
+        kind == KEEL_WAL_CRANK ? keel__k_meta_put(k, KM_CRANK, k->crank) : KEEL_OK;
     if (rc == KEEL_OK) {
         rc = encode_ws(k, &len, &d);
     }
@@ -384,10 +421,7 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     if (rc == KEEL_OK) { /* K12 */
         uint64_t h = keel__activity_hash(k->hash_state, k->hash, kind, k->crank,
                                          k->enc, len);
-        char hex[17];
-        kfmt f = keel__kf(hex, sizeof(hex));
-        keel__kf_hex16(&f, h);
-        rc = keel__k_put_str(k, "k.hash", hex);
+        rc = keel__k_meta_put(k, KM_HASH, h);
         if (rc == KEEL_OK) {
             k->hash = h;
         }
@@ -497,17 +531,19 @@ static int load_ops(keel_kernel *k, kvat *v, json_t *src, keel_diag *diag)
 
 int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag)
 {
-    char key[KEY_MAX];
+    keel__key key;
     keel_bytes b;
-    snprintf(key, sizeof(key), "v.%" PRIu32 ".src", v->id);
-    int rc = keel__k_get(k, key, &b);
+    char name[KEY_MAX];
+    int rc = keel__k_get(k, keel__ks_vat(&key, v->id, KV_SRC), &b);
+    keel__ks_render(key.b, key.n, name, sizeof(name));
     if (rc <= 0) {
-        return rc < 0 ? rc : keel__diag(diag, KEEL_ECORRUPT, "%s missing", key);
+        return rc < 0 ? rc
+                      : keel__diag(diag, KEEL_ECORRUPT, "%s missing", name);
     }
     json_error_t je;
     json_t *src = json_loadb(b.ptr, b.len, 0, &je);
     if (src == NULL) {
-        return keel__diag(diag, KEEL_ECORRUPT, "%s: bad JSON", key);
+        return keel__diag(diag, KEEL_ECORRUPT, "%s: bad JSON", name);
     }
     rc = load_ops(k, v, src, diag);
     char *params = NULL;
@@ -519,12 +555,10 @@ int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag)
     json_decref(src);
     uint64_t maxo = 0, maxp = 0;
     if (rc == KEEL_OK) {
-        snprintf(key, sizeof(key), "v.%" PRIu32 ".maxo", v->id);
-        rc = keel__k_get_u64(k, key, &maxo);
+        rc = keel__k_get_u64(k, keel__ks_vat(&key, v->id, KV_MAXO), &maxo);
     }
     if (rc >= 0) {
-        snprintf(key, sizeof(key), "v.%" PRIu32 ".maxp", v->id);
-        rc = keel__k_get_u64(k, key, &maxp);
+        rc = keel__k_get_u64(k, keel__ks_vat(&key, v->id, KV_MAXP), &maxp);
     }
     if (rc >= 0) {
         v->next_o = maxo + 1;
@@ -544,7 +578,7 @@ int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag)
 int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
 {
     uint64_t next = 1;
-    int rc = keel__k_get_u64(k, "k.next.vat", &next);
+    int rc = keel__k_meta_get(k, KM_NEXT_VAT, &next);
     if (rc < 0) {
         return rc;
     }
@@ -557,7 +591,8 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
     }
     for (uint32_t id = 1; id <= k->nvats; id++) {
-        char key[KEY_MAX], state[32];
+        keel__key key;
+        char name[KEY_MAX];
         kvat *v = calloc(1, sizeof(*v));
         if (v == NULL) {
             return keel__diag(diag, KEEL_ENOMEM, "out of memory");
@@ -567,22 +602,21 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
         v->sys.k = k;
         v->sys.v = v;
         keel_bytes b;
-        snprintf(key, sizeof(key), "v.%" PRIu32 ".name", id);
-        rc = keel__k_get(k, key, &b);
+        rc = keel__k_get(k, keel__ks_vat(&key, id, KV_NAME), &b);
         if (rc <= 0 || b.len >= sizeof(v->name)) {
-            return keel__diag(diag, KEEL_ECORRUPT, "store: %s", key);
+            return keel__diag(diag, KEEL_ECORRUPT, "store: %s",
+                              keel__ks_render(key.b, key.n, name, sizeof(name)));
         }
         memcpy(v->name, b.ptr, b.len);
-        snprintf(key, sizeof(key), "v.%" PRIu32 ".state", id);
-        rc = keel__k_get(k, key, &b);
-        if (rc <= 0 || b.len >= sizeof(state)) {
-            return keel__diag(diag, KEEL_ECORRUPT, "store: %s", key);
+        rc = keel__k_get(k, keel__ks_vat(&key, id, KV_STATE), &b);
+        const uint8_t *st = b.ptr;
+        if (rc <= 0 || b.len != 1 ||
+            (st[0] != KS_ALIVE && st[0] != KS_TERMINATED)) {
+            return keel__diag(diag, KEEL_ECORRUPT, "store: %s",
+                              keel__ks_render(key.b, key.n, name, sizeof(name)));
         }
-        memcpy(state, b.ptr, b.len);
-        state[b.len] = '\0';
-        v->alive = strcmp(state, "alive") == 0;
-        snprintf(key, sizeof(key), "v.%" PRIu32 ".cleanup", id);
-        rc = keel__k_get(k, key, &b);
+        v->alive = st[0] == KS_ALIVE;
+        rc = keel__k_get(k, keel__ks_vat(&key, id, KV_CLEANUP), &b);
         if (rc < 0) {
             if (diag != NULL) {
                 *diag = k->fail_diag;
@@ -630,31 +664,55 @@ static int replay(keel_kernel *k, keel_diag *diag)
                           &k->recovery.replayed_bytes, diag);
 }
 
-static int load_meta(keel_kernel *k, keel_diag *diag)
+/* K36: a state of another format version is refused by name. */
+static int version_refused(uint64_t v, keel_diag *diag)
 {
-    uint64_t v = 0;
-    keel_bytes b;
-    int rc = keel__k_get_u64(k, "k.version", &v);
-    if (rc == 1 && v > KEEL_STATE_FORMAT_VERSION) {
+    if (v > KEEL_STATE_FORMAT_VERSION) {
         return keel__diag(diag, KEEL_EVERSION,
                           "store/: state format version %" PRIu64
                           ", this keel reads up to %d",
                           v, KEEL_STATE_FORMAT_VERSION);
     }
+    return keel__diag(diag, KEEL_EVERSION,
+                      "store/: state format version %" PRIu64
+                      " is older than this keel's %d; this keel cannot read "
+                      "it: restore from a snapshot made by the same keel "
+                      "version or start a new state",
+                      v, KEEL_STATE_FORMAT_VERSION);
+}
+
+static int load_meta(keel_kernel *k, keel_diag *diag)
+{
+    uint64_t v = 0;
+    keel_bytes b;
+    keel__key key;
+    int rc = keel__k_meta_get(k, KM_VERSION, &v);
+    if (rc == 1 && v != KEEL_STATE_FORMAT_VERSION) {
+        return version_refused(v, diag);
+    }
+    if (rc == 0) { /* K36: version 1 kept it as the string key k.version */
+        memcpy(key.b, KEEL__KS_V1_VERSION_KEY, strlen(KEEL__KS_V1_VERSION_KEY));
+        key.n = strlen(KEEL__KS_V1_VERSION_KEY);
+        rc = keel__k_get(k, &key, &b);
+        if (rc == 1) {
+            uint64_t old = 0;
+            const char *p = b.ptr;
+            for (size_t i = 0; i < b.len && i < 20 && p[i] >= '0' && p[i] <= '9';
+                 i++) {
+                old = old * 10 + (uint64_t)(p[i] - '0');
+            }
+            return version_refused(old, diag);
+        }
+    }
     if (rc >= 0) {
-        rc = keel__k_get_u64(k, "k.booted", &v);
+        rc = keel__k_meta_get(k, KM_BOOTED, &v);
         k->booted = rc == 1 && v == 1;
     }
     if (rc >= 0) {
-        rc = keel__k_get_u64(k, "k.crank", &k->crank);
+        rc = keel__k_meta_get(k, KM_CRANK, &k->crank);
     }
     if (rc >= 0) {
-        rc = keel__k_get(k, "k.hash", &b);
-        if (rc == 1) {
-            char hex[17] = {0};
-            memcpy(hex, b.ptr, b.len < 16 ? b.len : 16);
-            k->hash = strtoull(hex, NULL, 16);
-        }
+        rc = keel__k_meta_get(k, KM_HASH, &k->hash);
     }
     if (rc < 0) {
         *diag = k->fail_diag;
@@ -668,7 +726,8 @@ static int load_meta(keel_kernel *k, keel_diag *diag)
  * keel_audit (`keel recover --check`). */
 static int check_state(keel_kernel *k, keel_diag *diag)
 {
-    char key[KEY_MAX];
+    keel__key key;
+    char name[KEY_MAX];
     keel_bytes b;
     uint64_t head = 0, tail = 0, next = 1;
     int rc = KEEL_OK;
@@ -676,55 +735,53 @@ static int check_state(keel_kernel *k, keel_diag *diag)
         return KEEL_OK;
     }
     /* Absent bounds are 0: the queue was never used. */
-    if (keel__k_get_u64(k, "k.rq.head", &head) < 0 ||
-        keel__k_get_u64(k, "k.rq.tail", &tail) < 0 || head > tail) {
+    if (keel__k_meta_get(k, KM_RQ_HEAD, &head) < 0 ||
+        keel__k_meta_get(k, KM_RQ_TAIL, &tail) < 0 || head > tail) {
         return keel__diag(diag, KEEL_ECORRUPT,
                           "store/: run queue bounds unreadable or inverted "
                           "(head %" PRIu64 ", tail %" PRIu64 ")",
                           head, tail);
     }
-    snprintf(key, sizeof(key), "rq.%020" PRIu64, head);
-    if (head < tail && keel__k_get(k, key, &b) != 1) {
+    if (head < tail && keel__k_get(k, keel__ks_runq(&key, head), &b) != 1) {
         return keel__diag(diag, KEEL_ECORRUPT,
-                          "store/: run queue head %s missing", key);
+                          "store/: run queue head %s missing",
+                          keel__ks_render(key.b, key.n, name, sizeof(name)));
     }
-    snprintf(key, sizeof(key), "rq.%020" PRIu64, tail);
-    if (keel__k_get(k, key, &b) != 0) {
+    if (keel__k_get(k, keel__ks_runq(&key, tail), &b) != 0) {
         return keel__diag(diag, KEEL_ECORRUPT,
-                          "store/: %s lies past the run queue's tail", key);
+                          "store/: %s lies past the run queue's tail",
+                          keel__ks_render(key.b, key.n, name, sizeof(name)));
     }
-    if (keel__k_get_u64(k, "k.next.vat", &next) != 1) {
+    if (keel__k_meta_get(k, KM_NEXT_VAT, &next) != 1) {
         return keel__diag(diag, KEEL_ECORRUPT, "store/: k.next.vat missing");
     }
     for (uint64_t id = 1; id < next && rc == KEEL_OK; id++) {
-        char name[64], state[16];
-        snprintf(key, sizeof(key), "v.%" PRIu64 ".name", id);
-        rc =
-            keel__k_get(k, key, &b) == 1 && b.len < sizeof(name) ? KEEL_OK : -1;
+        char vname[64];
+        uint32_t vid = (uint32_t)id;
+        rc = keel__k_get(k, keel__ks_vat(&key, vid, KV_NAME), &b) == 1 &&
+                     b.len < sizeof(vname) && b.len > 0
+                 ? KEEL_OK
+                 : -1;
         if (rc == KEEL_OK) {
-            memcpy(name, b.ptr, b.len);
-            name[b.len] = '\0';
-            snprintf(key, sizeof(key), "v.%" PRIu64 ".state", id);
-            rc = keel__k_get(k, key, &b) == 1 && b.len < sizeof(state) ? KEEL_OK
-                                                                       : -1;
-        }
-        if (rc == KEEL_OK) {
-            memcpy(state, b.ptr, b.len);
-            state[b.len] = '\0';
-            rc = strcmp(state, "alive") == 0 || strcmp(state, "terminated") == 0
+            memcpy(vname, b.ptr, b.len);
+            vname[b.len] = '\0';
+            rc = keel__k_get(k, keel__ks_vat(&key, vid, KV_STATE), &b) == 1 &&
+                         b.len == 1 &&
+                         (*(const uint8_t *)b.ptr == KS_ALIVE ||
+                          *(const uint8_t *)b.ptr == KS_TERMINATED)
                      ? KEEL_OK
                      : -1;
         }
-        uint64_t back = 0;
+        uint32_t back = 0;
         if (rc == KEEL_OK) {
-            snprintf(key, sizeof(key), "vn.%s", name);
-            rc = keel__k_get_u64(k, key, &back) == 1 && back == id ? KEEL_OK
-                                                                   : -1;
+            keel__ks_vatname(&key, vname, strlen(vname));
+            rc = keel__k_get_u32(k, &key, &back) == 1 && back == vid ? KEEL_OK
+                                                                     : -1;
         }
         if (rc < 0) {
             rc = keel__diag(diag, KEEL_ECORRUPT,
                             "store/: vat %" PRIu64 ": %s missing or wrong", id,
-                            key);
+                            keel__ks_render(key.b, key.n, name, sizeof(name)));
         }
     }
     return rc;

@@ -3,7 +3,8 @@
  * vat structures and the transaction helpers over the store (the binary
  * codec of run-queue items and promise records is store/codec.h).
  *
- * Keyspace: the keys and what they hold are listed in store/keyspace.h.
+ * Keyspace: the keys and what they hold are store/keyspace.h's format;
+ * the kernel composes every key with its encoders (never by formatting).
  */
 #ifndef KEEL_KERNEL_INTERNAL_H
 #define KEEL_KERNEL_INTERNAL_H
@@ -131,16 +132,27 @@ int keel__k_txn_begin(keel_kernel *k);
 /* Commit the open transaction as one WAL record of kind. */
 int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag);
 void keel__k_txn_abort(keel_kernel *k);
-int keel__k_get(keel_kernel *k, const char *key, keel_bytes *val);
-int keel__k_get_u64(keel_kernel *k, const char *key, uint64_t *v);
-int keel__k_put(keel_kernel *k, const char *key, const void *val, size_t len);
-int keel__k_put_str(keel_kernel *k, const char *key, const char *val);
-int keel__k_put_u64(keel_kernel *k, const char *key, uint64_t v);
-int keel__k_del(keel_kernel *k, const char *key);
-/* Smallest key > after starting with prefix, copied into out[KEY_MAX].
+/* Store access by keys composed with store/keyspace.h's encoders. */
+int keel__k_get(keel_kernel *k, const keel__key *key, keel_bytes *val);
+/* A u64 value (8 bytes big-endian): counters, maxima. @return 1, 0
+ * absent, < 0 (a value of another length is ECORRUPT). */
+int keel__k_get_u64(keel_kernel *k, const keel__key *key, uint64_t *v);
+/* A u32 value (4 bytes big-endian): vat ids. */
+int keel__k_get_u32(keel_kernel *k, const keel__key *key, uint32_t *v);
+int keel__k_put(keel_kernel *k, const keel__key *key, const void *val,
+                size_t len);
+int keel__k_put_u64(keel_kernel *k, const keel__key *key, uint64_t v);
+int keel__k_put_u32(keel_kernel *k, const keel__key *key, uint32_t v);
+int keel__k_del(keel_kernel *k, const keel__key *key);
+/* The meta counter field (keyspace.h KM_*), through the K27 cache. */
+int keel__k_meta_get(keel_kernel *k, uint8_t field, uint64_t *v);
+int keel__k_meta_put(keel_kernel *k, uint8_t field, uint64_t v);
+/* Smallest key > after (NULL: none) starting with prefix, into *out.
  * @return 1, 0 (none), < 0. */
-int keel__k_next(keel_kernel *k, const char *prefix, const char *after,
-                 char *out);
+int keel__k_next(keel_kernel *k, const keel__key *prefix,
+                 const keel__key *after, keel__key *out);
+/* Storage failure naming a key (rendered, keel__ks_render). @return rc. */
+int keel__k_fail_key(keel_kernel *k, int rc, const keel__key *key);
 /* K23 (run.c): KEEL_OK if m is 1..KEEL_METHOD_MAX bytes of valid UTF-8;
  * else KEEL_EINVAL and, when why != NULL, what is wrong ("is not valid
  * UTF-8", checked by jansson) in why[cap]. */

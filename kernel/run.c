@@ -213,15 +213,20 @@ static int boot_txn(keel_kernel *k, json_t *cfg)
     const char *name;
     json_t *val;
     size_t i = 0;
-    rc = rc == KEEL_OK ? keel__k_put_str(k, "k.version", "1") : rc;
+    rc = rc == KEEL_OK
+             ? keel__k_meta_put(k, KM_VERSION, KEEL_STATE_FORMAT_VERSION)
+             : rc;
     json_object_foreach(vats, name, val)
     {
         if (rc < 0) {
             break;
         }
         uint32_t id = (uint32_t)(i + 1);
-        char key[KEY_MAX], ids[16];
-        snprintf(ids, sizeof(ids), "%" PRIu32, id);
+        keel__key key;
+        uint8_t kref[KEEL__KS_REF_BYTES], vref[KEEL__KS_REF_BYTES];
+        const uint8_t alive = KS_ALIVE;
+        keel__ks_ref(kref, KR_O, id);
+        keel__ks_ref(vref, KR_OPLUS, 0);
         char *src = json_dumps(val, JSON_COMPACT);
         roots[i] = malloc(KEEL_VREF_MAX);
         if (src == NULL || roots[i] == NULL) {
@@ -230,22 +235,25 @@ static int boot_txn(keel_kernel *k, json_t *cfg)
             break;
         }
         snprintf(roots[i], KEEL_VREF_MAX, "ko%zu", i + 1);
-        snprintf(key, sizeof(key), "v.%s.name", ids);
-        rc = keel__k_put_str(k, key, name);
-        snprintf(key, sizeof(key), "v.%s.state", ids);
-        rc = rc == KEEL_OK ? keel__k_put_str(k, key, "alive") : rc;
-        snprintf(key, sizeof(key), "v.%s.src", ids);
-        rc = rc == KEEL_OK ? keel__k_put_str(k, key, src) : rc;
-        snprintf(key, sizeof(key), "v.%s.root", ids);
-        rc = rc == KEEL_OK ? keel__k_put_str(k, key, roots[i]) : rc;
-        snprintf(key, sizeof(key), "vn.%s", name);
-        rc = rc == KEEL_OK ? keel__k_put_str(k, key, ids) : rc;
-        snprintf(key, sizeof(key), "ko.%zu", i + 1);
-        rc = rc == KEEL_OK ? keel__k_put_str(k, key, ids) : rc;
-        snprintf(key, sizeof(key), "c.%s.k.%s", ids, roots[i]);
-        rc = rc == KEEL_OK ? keel__k_put_str(k, key, "o+0") : rc;
-        snprintf(key, sizeof(key), "c.%s.v.o+0", ids);
-        rc = rc == KEEL_OK ? keel__k_put_str(k, key, roots[i]) : rc;
+        rc = keel__k_put(k, keel__ks_vat(&key, id, KV_NAME), name,
+                         strlen(name));
+        rc = rc == KEEL_OK ? keel__k_put(k, keel__ks_vat(&key, id, KV_STATE),
+                                         &alive, 1)
+                           : rc;
+        rc = rc == KEEL_OK ? keel__k_put(k, keel__ks_vat(&key, id, KV_SRC),
+                                         src, strlen(src))
+                           : rc;
+        rc = rc == KEEL_OK ? keel__k_put(k, keel__ks_vat(&key, id, KV_ROOT),
+                                         kref, sizeof(kref))
+                           : rc;
+        keel__ks_vatname(&key, name, strlen(name));
+        rc = rc == KEEL_OK ? keel__k_put_u32(k, &key, id) : rc;
+        rc = rc == KEEL_OK ? keel__k_put_u32(k, keel__ks_object(&key, id), id)
+                           : rc;
+        keel__ks_clist_k(&key, id, (keel__kref){KR_O, id});
+        rc = rc == KEEL_OK ? keel__k_put(k, &key, vref, sizeof(vref)) : rc;
+        keel__ks_clist_v(&key, id, KC_V, (keel__vref){KR_OPLUS, 0});
+        rc = rc == KEEL_OK ? keel__k_put(k, &key, kref, sizeof(kref)) : rc;
         free(src);
         json_object_set_new(byname, name,
                             json_pack("{s:I}", "@slot", (json_int_t)i));
@@ -255,10 +263,10 @@ static int boot_txn(keel_kernel *k, json_t *cfg)
         i++;
     }
     if (rc == KEEL_OK) {
-        rc = keel__k_put_u64(k, "k.next.vat", nv + 1);
+        rc = keel__k_meta_put(k, KM_NEXT_VAT, nv + 1);
     }
     if (rc == KEEL_OK) {
-        rc = keel__k_put_u64(k, "k.next.ko", nv + 1);
+        rc = keel__k_meta_put(k, KM_NEXT_KO, nv + 1);
     }
     char *bs = NULL;
     if (rc == KEEL_OK) {
@@ -271,7 +279,7 @@ static int boot_txn(keel_kernel *k, json_t *cfg)
                                   roots, nv, NULL);
     }
     if (rc == KEEL_OK) {
-        rc = keel__k_put_str(k, "k.booted", "1");
+        rc = keel__k_meta_put(k, KM_BOOTED, 1);
     }
     free(bs);
     for (size_t j = 0; roots != NULL && j < nv; j++) {
@@ -322,8 +330,9 @@ int keel_kernel_boot(keel_kernel *k, const char *config_json,
 int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
                      const char *args_json, char *result_kref, keel_diag *diag)
 {
-    char key[KEY_MAX], root[KEEL_VREF_MAX];
-    uint64_t vid = 0;
+    keel__key key;
+    char root[KEEL_VREF_MAX];
+    uint32_t vid = 0;
     char why[64];
     if (!valid_name(vat) || args_json == NULL) {
         return keel__diag(diag, KEEL_EINVAL, "bad vat name or arguments");
@@ -335,9 +344,8 @@ int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
     if (rc < 0) {
         return keel__diag(diag, rc, "%s", keel_strerror(rc));
     }
-    snprintf(key, sizeof(key), "vn.%s", vat);
-    rc = keel__k_get_u64(k, key, &vid);
-    kvat *v = rc == 1 ? keel__k_vat(k, (uint32_t)vid) : NULL;
+    rc = keel__k_get_u32(k, keel__ks_vatname(&key, vat, strlen(vat)), &vid);
+    kvat *v = rc == 1 ? keel__k_vat(k, vid) : NULL;
     if (rc >= 0 && (v == NULL || !v->alive)) {
         keel__k_txn_abort(k);
         return keel__diag(diag, KEEL_ENOENT, "no %svat named \"%s\"",
@@ -345,13 +353,12 @@ int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
     }
     keel_bytes b;
     if (rc >= 0) {
-        snprintf(key, sizeof(key), "v.%" PRIu64 ".root", vid);
-        rc = keel__k_get(k, key, &b);
-        if (rc == 1 && b.len < sizeof(root)) {
-            memcpy(root, b.ptr, b.len);
-            root[b.len] = '\0';
+        keel__kref r;
+        rc = keel__k_get(k, keel__ks_vat(&key, vid, KV_ROOT), &b);
+        if (rc == 1 && keel__ks_kref_val(b.ptr, b.len, &r) && r.kind == KR_O) {
+            keel__ks_kref_str(r, root);
         } else if (rc >= 0) {
-            rc = keel__k_fail(k, KEEL_ECORRUPT, key);
+            rc = keel__k_fail_key(k, KEEL_ECORRUPT, &key);
         }
     }
     if (rc >= 0) {
@@ -389,9 +396,9 @@ int keel_kernel_status_json(keel_kernel *k, char **out, keel_diag *diag)
 {
     uint64_t head = 0, tail = 0, unresolved = 0;
     keel__store_timeline tl;
-    int rc = keel__k_get_u64(k, "k.rq.head", &head);
-    rc = rc >= 0 ? keel__k_get_u64(k, "k.rq.tail", &tail) : rc;
-    rc = rc >= 0 ? keel__k_get_u64(k, "k.unresolved", &unresolved) : rc;
+    int rc = keel__k_meta_get(k, KM_RQ_HEAD, &head);
+    rc = rc >= 0 ? keel__k_meta_get(k, KM_RQ_TAIL, &tail) : rc;
+    rc = rc >= 0 ? keel__k_meta_get(k, KM_UNRESOLVED, &unresolved) : rc;
     if (rc < 0) {
         if (diag != NULL) {
             *diag = k->fail_diag;
@@ -550,25 +557,24 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
 int keel_kernel_vatstore_get(keel_kernel *k, const char *vat, const char *key,
                              char **val, size_t *len, keel_diag *diag)
 {
-    char full[KEY_MAX];
-    uint64_t vid = 0;
+    keel__key full;
+    uint32_t vid = 0;
     keel_bytes b;
     if (!valid_name(vat) || key == NULL || key[0] == '\0' ||
         strlen(key) > KEEL_VATSTORE_KEY_MAX) {
         return keel__diag(diag, KEEL_EINVAL, "bad vat name or key");
     }
-    snprintf(full, sizeof(full), "vn.%s", vat);
-    int rc = keel__k_get_u64(k, full, &vid);
+    int rc = keel__k_get_u32(k, keel__ks_vatname(&full, vat, strlen(vat)), &vid);
     if (rc == 0) {
         return keel__diag(diag, KEEL_ENOENT, "no vat named \"%s\"", vat);
     }
-    kvat *v = rc > 0 ? keel__k_vat(k, (uint32_t)vid) : NULL;
+    kvat *v = rc > 0 ? keel__k_vat(k, vid) : NULL;
     if (rc > 0 && (v == NULL || !v->alive)) {
         return 0; /* K6: a terminated vat holds nothing, cleaned up or not */
     }
     if (rc > 0) {
-        snprintf(full, sizeof(full), "vs.%" PRIu64 ".%s", vid, key);
-        rc = keel__k_get(k, full, &b);
+        rc = keel__k_get(k, keel__ks_vatstore(&full, vid, key, strlen(key)),
+                         &b);
     }
     if (rc < 0) {
         if (diag != NULL) {

@@ -271,7 +271,7 @@ int keel_syscall_vatstore_get(keel_syscall *sys, const char *key,
                               keel_bytes *val)
 {
     keel_kernel *k = sys->k;
-    char full[KEY_MAX];
+    keel__key full;
     size_t n = key != NULL ? strlen(key) : 0;
     if (!sys->v->alive || k->failed) {
         return KEEL_EFAILED;
@@ -279,15 +279,14 @@ int keel_syscall_vatstore_get(keel_syscall *sys, const char *key,
     if (n == 0 || n > KEEL_VATSTORE_KEY_MAX) {
         return illegal_read(sys, "vatstore_get: key of %zu bytes", n);
     }
-    keel__kf_key2(full, sizeof(full), "vs.", sys->v->id, ".", key);
-    return keel__k_get(k, full, val);
+    return keel__k_get(k, keel__ks_vatstore(&full, sys->v->id, key, n), val);
 }
 
 int keel_syscall_vatstore_next_key(keel_syscall *sys, const char *after,
                                    char *buf, size_t cap)
 {
     keel_kernel *k = sys->k;
-    char prefix[32], from[KEY_MAX], found[KEY_MAX];
+    keel__key prefix, from, found;
     if (!sys->v->alive || k->failed) {
         return KEEL_EFAILED;
     }
@@ -298,11 +297,16 @@ int keel_syscall_vatstore_next_key(keel_syscall *sys, const char *after,
     if (cap < KEEL_VATSTORE_KEY_MAX + 1) {
         return illegal_read(sys, "vatstore_next_key: buffer of %zu bytes", cap);
     }
-    size_t pn = keel__kf_key(prefix, sizeof(prefix), "vs.", sys->v->id, ".");
-    keel__kf_cat(from, sizeof(from), prefix, after);
-    int rc = keel__k_next(k, prefix, after[0] != '\0' ? from : "", found);
+    keel__ks_vat_prefix(&prefix, KS_VATSTORE, sys->v->id);
+    keel__ks_vatstore(&from, sys->v->id, after, strlen(after));
+    int rc = keel__k_next(k, &prefix, after[0] != '\0' ? &from : NULL, &found);
     if (rc == 1) {
-        keel__kf_cat(buf, cap, found + pn, "");
+        size_t n = found.n - prefix.n;
+        if (n >= cap) {
+            return keel__k_fail_key(k, KEEL_ECORRUPT, &found);
+        }
+        memcpy(buf, found.b + prefix.n, n);
+        buf[n] = '\0';
     }
     return rc;
 }

@@ -85,6 +85,11 @@
  *       the kernel could not have replayed them either. A write-set is
  *       decoded by the store's one decoder (store/writeset.c), so its
  *       damage is named in the words the kernel's replay uses.
+ *   AU4 Keys are taken apart only by store/keyspace.h's decoder: every key
+ *       of a record and of the shadow is decoded before any check reads
+ *       it, and one that does not decode is a violation ("not in keel's
+ *       keyspace"); the checks then re-derive the semantics from the
+ *       decoded fields, never from the key's bytes.
  */
 #include "keel/recovery.h"
 
@@ -209,138 +214,45 @@ static int violation(audit *a, const char *fmt, ...)
 
 /* ---- keys and values ---------------------------------------------------- */
 
-/* A key's table prefix, given as a C string (common/keys.h). */
-static int has_prefix(const uint8_t *k, size_t n, const char *p)
+/* A key for messages (store/keyspace.h's human form). */
+static const char *kn(const void *k, size_t n, char *buf)
 {
-    return keel__key_has_prefix(k, n, (const uint8_t *)p, strlen(p));
+    return keel__ks_render(k, n, buf, PRINT_BYTES);
 }
 
-/*
- * Build pre ‖ vid ‖ mid ‖ tail[tlen] into key[KEY_MAX] ("c." 3 ".k." kp):
- * the audit builds a few keys per op, and printf would dominate it.
- * @return the length, or 0 when it does not fit.
- */
-static size_t vkey(char *key, const char *pre, uint32_t vid, const char *mid,
-                   const void *tail, size_t tlen)
+static const char *knk(const keel__key *k, char *buf)
 {
-    char digits[10];
-    size_t nd = 0, n = 0, pl = strlen(pre), ml = strlen(mid);
-    do {
-        digits[nd++] = (char)('0' + vid % 10);
-        vid /= 10;
-    } while (vid > 0);
-    if (pl + nd + ml + tlen >= KEY_MAX) {
-        return 0;
-    }
-    memcpy(key, pre, pl);
-    n = pl;
-    while (nd > 0) {
-        key[n++] = digits[--nd];
-    }
-    memcpy(key + n, mid, ml);
-    n += ml;
-    if (tlen > 0) {
-        memcpy(key + n, tail, tlen);
-    }
-    n += tlen;
-    key[n] = '\0';
-    return n;
+    return kn(k->b, k->n, buf);
 }
 
-/* A key for messages. */
+/* Bytes for messages. */
 static const char *pr(const void *p, size_t n, char *buf)
 {
     return keel__printable(p, n, 0, buf, PRINT_BYTES);
 }
 
-/* Strict decimal (no sign, no leading zero but "0"). @return 1 or 0. */
-static int parse_dec(const void *p, size_t n, uint64_t *v)
+/* Decode key k[0, n) (the one decoder, store/keyspace.c). @return 1/0. */
+static int dk(const uint8_t *k, size_t n, keel__ks_key *d)
 {
-    const uint8_t *s = p;
-    uint64_t x = 0;
-    if (n == 0 || n > 20 || (s[0] == '0' && n > 1)) {
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9' || x > (UINT64_MAX - 9) / 10) {
-            return 0;
-        }
-        x = x * 10 + (uint64_t)(s[i] - '0');
-    }
-    *v = x;
-    return 1;
+    return keel__ks_decode(k, n, d);
 }
 
-/* A run-queue key's sequence number: "rq." and 20 digits. @return 1/0. */
-static int parse_seq(const uint8_t *k, size_t n, uint64_t *seq)
+/* The table of a key that decodes (audit_record and check_all decode
+ * every key first: AU4), 0 for none. */
+static uint8_t tbl(const uint8_t *k, size_t n)
 {
-    uint64_t x = 0;
-    if (n != 23) {
-        return 0;
-    }
-    for (size_t i = 3; i < n; i++) {
-        if (k[i] < '0' || k[i] > '9' || x > (UINT64_MAX - 9) / 10) {
-            return 0;
-        }
-        x = x * 10 + (uint64_t)(k[i] - '0');
-    }
-    *seq = x;
-    return 1;
+    return n > 0 ? k[0] : 0;
 }
 
-/* Exactly 16 hex digits, as the kernel writes k.hash. @return 1 or 0. */
-static int parse_hex16(const uint8_t *s, size_t n, uint64_t *v)
+/* "ko12" / "kp7" as a kref and the key of its record (ko.12 / kp.7).
+ * @return 1, or 0 if s is not a kref. */
+static int kref_key(const char *s, keel__kref *r, keel__key *key)
 {
-    uint64_t x = 0;
-    if (n != 16) {
+    if (!keel__ks_kref_parse(s, r)) {
         return 0;
     }
-    for (size_t i = 0; i < n; i++) {
-        int d = s[i] >= '0' && s[i] <= '9'   ? s[i] - '0'
-                : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10
-                                             : -1;
-        if (d < 0) {
-            return 0;
-        }
-        x = x << 4 | (uint64_t)d;
-    }
-    *v = x;
+    keel__ks_kref_record(key, *r);
     return 1;
-}
-
-/* The vat id that key (of a prefix of plen bytes, "c." ...) starts with,
- * up to the next '.'; *rest is what follows that dot. @return 1 or 0. */
-static int key_vid(const uint8_t *k, size_t n, size_t plen, uint32_t *vid,
-                   size_t *rest)
-{
-    const uint8_t *dot = memchr(k + plen, '.', n - plen);
-    uint64_t v;
-    if (dot == NULL || !parse_dec(k + plen, (size_t)(dot - k) - plen, &v) ||
-        v == 0 || v > MAX_VID) {
-        return 0;
-    }
-    *vid = (uint32_t)v;
-    *rest = (size_t)(dot - k) + 1;
-    return 1;
-}
-
-/* "ko12" / "kp7": its kind ('o' or 'p') and the key of its record
- * ("ko.12") in key[KEY_MAX]. @return the key's length, or 0 if s is not
- * a kref. */
-static size_t kref_key(const char *s, size_t n, char *kind, char *key)
-{
-    uint64_t v;
-    if (n < 3 || s[0] != 'k' || (s[1] != 'o' && s[1] != 'p') ||
-        !parse_dec(s + 2, n - 2, &v)) {
-        return 0;
-    }
-    *kind = s[1];
-    key[0] = 'k';
-    key[1] = s[1];
-    key[2] = '.';
-    memcpy(key + 3, s + 2, n - 2);
-    key[n + 1] = '\0';
-    return n + 1;
 }
 
 /* The first op whose key is >= key (a->nops if none). */
@@ -391,36 +303,49 @@ static int after(const audit *a, const void *key, size_t klen, keel_bytes *v)
     return before(a, key, klen, v);
 }
 
-static int after_s(const audit *a, const char *key, keel_bytes *v)
+static int afterk(const audit *a, const keel__key *key, keel_bytes *v)
 {
-    return after(a, key, strlen(key), v);
+    return after(a, key->b, key->n, v);
 }
 
-static int bytes_is(keel_bytes v, const char *s)
+static const txop *find_opk(const audit *a, const keel__key *key)
 {
-    return v.len == strlen(s) && memcmp(v.ptr, s, v.len) == 0;
+    return find_op(a, key->b, key->n);
 }
 
-/* A decimal counter after the record (absent: 0). @return 1, or 0 when
- * its value is not a number (violation recorded). */
-static int counter_after(audit *a, const char *key, uint64_t *n)
+/* A u64 meta counter after the record (absent: 0). @return 1, or 0 when
+ * its value is not 8 bytes (violation recorded). */
+static int counter_after(audit *a, uint8_t field, uint64_t *n)
 {
+    keel__key key;
     keel_bytes v;
     *n = 0;
-    if (after_s(a, key, &v) == 1 && !parse_dec(v.ptr, v.len, n)) {
-        char b[PRINT_BYTES];
-        violation(a, "%s is \"%s\", not a decimal counter", key,
-                  pr(v.ptr, v.len, b));
-        return 0;
+    if (afterk(a, keel__ks_meta(&key, field), &v) == 1) {
+        if (v.len != 8) {
+            char b[PRINT_BYTES], b2[PRINT_BYTES];
+            violation(a, "%s is \"%s\", not a u64 counter", knk(&key, b),
+                      pr(v.ptr, v.len, b2));
+            return 0;
+        }
+        *n = keel__ks_rd64(v.ptr);
     }
     return 1;
 }
 
-static int counter_before(const audit *a, const char *key, uint64_t *n)
+static int counter_before(const audit *a, uint8_t field, uint64_t *n)
 {
+    keel__key key;
     keel_bytes v;
     *n = 0;
-    return before(a, key, strlen(key), &v) == 0 || parse_dec(v.ptr, v.len, n);
+    keel__ks_meta(&key, field);
+    if (before(a, key.b, key.n, &v) == 0) {
+        return 1;
+    }
+    if (v.len != 8) {
+        return 0;
+    }
+    *n = keel__ks_rd64(v.ptr);
+    return 1;
 }
 
 /* ---- vats --------------------------------------------------------------- */
@@ -445,9 +370,11 @@ static vinfo *vat(audit *a, uint32_t vid)
 
 static int state_of(keel_bytes v)
 {
-    return bytes_is(v, "alive")        ? VAT_ALIVE
-           : bytes_is(v, "terminated") ? VAT_DEAD
-                                       : VAT_NONE;
+    const uint8_t *p = v.ptr;
+    return v.len != 1                ? VAT_NONE
+           : p[0] == KS_ALIVE       ? VAT_ALIVE
+           : p[0] == KS_TERMINATED  ? VAT_DEAD
+                                    : VAT_NONE;
 }
 
 static int vat_before(const audit *a, uint32_t vid)
@@ -458,9 +385,8 @@ static int vat_before(const audit *a, uint32_t vid)
 /* Is vid's cleanup (v.<vid>.cleanup) pending after the record? */
 static int cleanup_after(const audit *a, uint32_t vid)
 {
-    char key[KEY_MAX];
-    size_t n = vkey(key, "v.", vid, ".cleanup", NULL, 0);
-    const txop *op = find_op(a, key, n);
+    keel__key key;
+    const txop *op = find_opk(a, keel__ks_vat(&key, vid, KV_CLEANUP));
     if (op == NULL) {
         return vid < a->nvats && a->vats[vid].cleanup;
     }
@@ -469,9 +395,8 @@ static int cleanup_after(const audit *a, uint32_t vid)
 
 static int vat_after(const audit *a, uint32_t vid)
 {
-    char key[KEY_MAX];
-    size_t n = vkey(key, "v.", vid, ".state", NULL, 0);
-    const txop *op = find_op(a, key, n);
+    keel__key key;
+    const txop *op = find_opk(a, keel__ks_vat(&key, vid, KV_STATE));
     if (op == NULL) {
         return vat_before(a, vid);
     }
@@ -483,15 +408,11 @@ static int vat_after(const audit *a, uint32_t vid)
 /* The vat that owns key (c.<v>.*, d.<v>.*, vs.<v>.*), or 0. */
 static uint32_t owner_of(const uint8_t *k, size_t n)
 {
-    uint32_t vid = 0;
-    size_t rest;
-    size_t plen = has_prefix(k, n, "c.") || has_prefix(k, n, "d.") ? 2
-                  : has_prefix(k, n, "vs.")                        ? 3
-                                                                   : 0;
-    if (plen == 0 || !key_vid(k, n, plen, &vid, &rest)) {
-        vid = 0;
-    }
-    return vid;
+    keel__ks_key d;
+    return dk(k, n, &d) && (d.table == KS_CLIST || d.table == KS_DECIDER ||
+                            d.table == KS_VATSTORE)
+               ? d.vid
+               : 0;
 }
 
 /* ---- promises ------------------------------------------------------------ */
@@ -501,15 +422,17 @@ static uint32_t owner_of(const uint8_t *k, size_t n)
  * does not decode). */
 static int prom_after(audit *a, const char *kp, kprom *p, int *found)
 {
-    char key[KEY_MAX], kind;
+    keel__key key;
+    keel__kref r;
     keel_bytes v;
-    size_t n = kref_key(kp, strlen(kp), &kind, key);
+    char b[PRINT_BYTES];
     *found = 0;
-    if (n == 0 || kind != 'p' || after(a, key, n, &v) == 0) {
+    if (!kref_key(kp, &r, &key) || r.kind != KR_P || afterk(a, &key, &v) == 0) {
         return KEEL_OK;
     }
     if (keel__kprom_decode(v.ptr, v.len, p) < 0) {
-        return violation(a, "%s: promise record does not decode", key);
+        return violation(a, "%s: promise record does not decode",
+                         knk(&key, b));
     }
     *found = 1;
     return KEEL_OK;
@@ -517,10 +440,11 @@ static int prom_after(audit *a, const char *kp, kprom *p, int *found)
 
 static int prom_before(const audit *a, const char *kp, kprom *p)
 {
-    char key[KEY_MAX], kind;
+    keel__key key;
+    keel__kref r;
     keel_bytes v;
-    size_t n = kref_key(kp, strlen(kp), &kind, key);
-    if (n == 0 || kind != 'p' || before(a, key, n, &v) == 0 ||
+    if (!kref_key(kp, &r, &key) || r.kind != KR_P ||
+        before(a, key.b, key.n, &v) == 0 ||
         keel__kprom_decode(v.ptr, v.len, p) < 0) {
         return 0;
     }
@@ -530,10 +454,10 @@ static int prom_before(const audit *a, const char *kp, kprom *p)
 /* Does kref s exist after the record? */
 static int kref_exists(const audit *a, const char *s)
 {
-    char key[KEY_MAX], kind;
+    keel__key key;
+    keel__kref r;
     keel_bytes v;
-    size_t n = kref_key(s, strlen(s), &kind, key);
-    return n > 0 && after(a, key, n, &v) == 1;
+    return kref_key(s, &r, &key) && afterk(a, &key, &v) == 1;
 }
 
 /* Where a message lies, for a violation: promise kp's record (kp not
@@ -544,7 +468,7 @@ static const char *msg_place(const char *kp, uint64_t seq, char *buf,
     if (kp != NULL) {
         snprintf(buf, cap, "promise %s", kp);
     } else {
-        snprintf(buf, cap, "run-queue item rq.%020" PRIu64, seq);
+        snprintf(buf, cap, "run-queue item rq.%" PRIu64, seq);
     }
     return buf;
 }
@@ -581,7 +505,9 @@ static int msg_equal(const kmsg *x, const kmsg *y)
 /* A5, A8, A9 on one promise record as it is after the record. */
 static int check_prom_shape(audit *a, const char *kp, const kprom *p)
 {
-    char key[KEY_MAX];
+    keel__key key;
+    keel__kref r;
+    char b[PRINT_BYTES];
     if (p->state != KP_UNRESOLVED) {
         if (p->nqueue > 0) {
             return violation(a,
@@ -622,12 +548,12 @@ static int check_prom_shape(audit *a, const char *kp, const kprom *p)
                 a, "%s is decided by vat %" PRIu32 ", which is not alive", kp,
                 p->decider);
         }
-        size_t n = vkey(key, "d.", p->decider, ".", kp, strlen(kp));
-        if (after(a, key, n, &v) == 0) {
+        keel__ks_kref_parse(kp, &r);
+        if (afterk(a, keel__ks_decider(&key, p->decider, r.n), &v) == 0) {
             return violation(a,
                              "%s is decided by vat %" PRIu32
                              " but its decider index %s is missing",
-                             kp, p->decider, key);
+                             kp, p->decider, knk(&key, b));
         }
     }
     for (size_t i = 0; i < p->nqueue; i++) {
@@ -648,16 +574,15 @@ static uint32_t settling_decider(const audit *a, const char *kp,
         d = old->decider;
     } else {
         /* made in this transaction: its index entry was put and dropped */
+        keel__kref r;
+        keel__ks_kref_parse(kp, &r);
         for (size_t i = 0; i < a->nops; i++) {
             const txop *op = &a->ops[i];
-            uint32_t vid;
-            size_t rest;
+            keel__ks_key dd;
             if (op->kind == KEEL__STORE_DELETE &&
-                has_prefix(op->key, op->klen, "d.") &&
-                key_vid(op->key, op->klen, 2, &vid, &rest) &&
-                op->klen - rest == strlen(kp) &&
-                memcmp(op->key + rest, kp, op->klen - rest) == 0) {
-                d = vid;
+                tbl(op->key, op->klen) == KS_DECIDER &&
+                dk(op->key, op->klen, &dd) && dd.n == r.n) {
+                d = dd.vid;
             }
         }
     }
@@ -672,7 +597,8 @@ static uint32_t settling_decider(const audit *a, const char *kp,
 static int check_resolver(audit *a, const char *kp, uint32_t d,
                           const kprom *now)
 {
-    char key[KEY_MAX];
+    keel__key key;
+    char b[PRINT_BYTES];
     if (d == 0) {
         if (a->kind != KEEL_WAL_CRANK || !a->popped ||
             a->pop.kind != KITEM_SEND || a->outcome != OUT_REJECTED ||
@@ -686,13 +612,13 @@ static int check_resolver(audit *a, const char *kp, uint32_t d,
         return KEEL_OK;
     }
     if (a->kind == KEEL_WAL_KERNEL_OP) {
-        const txop *op = find_op(a, key, vkey(key, "v.", d, ".state", NULL, 0));
+        const txop *op = find_opk(a, keel__ks_vat(&key, d, KV_STATE));
         /* the termination, or a later batch of its cleanup */
         int terminating = op != NULL && op->kind == KEEL__STORE_PUT &&
                           state_of((keel_bytes){op->val, op->vlen}) == VAT_DEAD;
         int cleaning =
             vat_before(a, d) == VAT_DEAD &&
-            find_op(a, key, vkey(key, "v.", d, ".cleanup", NULL, 0)) != NULL;
+            find_opk(a, keel__ks_vat(&key, d, KV_CLEANUP)) != NULL;
         if ((!terminating && !cleaning) || now->state != KP_REJECTED) {
             return violation(a,
                              "%s, decided by vat %" PRIu32
@@ -710,12 +636,14 @@ static int check_resolver(audit *a, const char *kp, uint32_t d,
                          "to that vat",
                          kp, d);
     }
-    const txop *op = find_op(a, key, vkey(key, "c.", d, ".k.", kp, strlen(kp)));
+    keel__kref r;
+    keel__ks_kref_parse(kp, &r);
+    const txop *op = find_opk(a, keel__ks_clist_k(&key, d, r));
     if (op == NULL || op->kind != KEEL__STORE_DELETE) {
         return violation(a,
                          "%s was settled, but not by its decider vat %" PRIu32
                          " (the decider's c-list entry %s was not retired)",
-                         kp, d, key);
+                         kp, d, knk(&key, b));
     }
     return KEEL_OK;
 }
@@ -778,15 +706,14 @@ static int check_settle(audit *a, const char *kp, const kprom *old,
 /* A5, A6, A9, A11 on an op of the record on kp.<n> (put or delete). */
 static int check_prom_op(audit *a, const txop *op)
 {
-    char kp[32], b[PRINT_BYTES];
+    char kp[KEEL__KS_REF_STR];
     kprom old, now;
     int have_old = 0, have_now = 0, rc = KEEL_OK;
     uint64_t n, next;
-    if (!parse_dec(op->key + 3, op->klen - 3, &n)) {
-        return violation(a, "%s is not a promise's key",
-                         pr(op->key, op->klen, b));
-    }
-    snprintf(kp, sizeof(kp), "kp%" PRIu64, n);
+    keel__ks_key d;
+    dk(op->key, op->klen, &d); /* AU4: it decodes */
+    n = d.n;
+    keel__ks_kref_str((keel__kref){KR_P, n}, kp);
     if (op->kind == KEEL__STORE_DELETE) {
         return op->before != NULL
                    ? violation(a, "promise %s was deleted (A8)", kp)
@@ -800,7 +727,7 @@ static int check_prom_op(audit *a, const txop *op)
     if (op->before != NULL) {
         have_old =
             keel__kprom_decode(op->old.ptr, op->old.len, &old) == KEEL_OK;
-    } else if (!counter_after(a, "k.next.kp", &next)) {
+    } else if (!counter_after(a, KM_NEXT_KP, &next)) {
         rc = VIOLATED;
     } else if (n >= next) {
         rc = violation(a, "%s created at or beyond k.next.kp = %" PRIu64, kp,
@@ -820,14 +747,14 @@ static int check_prom_op(audit *a, const txop *op)
     }
     if (rc == 0 && have_old && old.state == KP_UNRESOLVED && old.decider != 0 &&
         (now.state != KP_UNRESOLVED || now.decider != old.decider)) {
-        char key[KEY_MAX];
+        keel__key key;
         keel_bytes v;
-        if (after(a, key, vkey(key, "d.", old.decider, ".", kp, strlen(kp)),
-                  &v) == 1) {
+        char b[PRINT_BYTES];
+        if (afterk(a, keel__ks_decider(&key, old.decider, n), &v) == 1) {
             rc = violation(a,
                            "decider index %s left behind: vat %" PRIu32
                            " no longer decides %s",
-                           key, old.decider, kp);
+                           knk(&key, b), old.decider, kp);
         }
     }
     int was_unresolved = have_old && old.state == KP_UNRESOLVED;
@@ -855,56 +782,64 @@ static int check_prom_op(audit *a, const txop *op)
 static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
                        int present)
 {
-    char key[KEY_MAX], b1[PRINT_BYTES], b2[PRINT_BYTES];
-    uint32_t vid;
-    size_t rest;
+    char b1[PRINT_BYTES], b2[PRINT_BYTES], b3[PRINT_BYTES];
+    keel__key key;
+    keel__ks_key d;
     keel_bytes other;
-    if (!key_vid(k, n, 2, &vid, &rest) || n - rest < 3 ||
-        (k[rest] != 'k' && k[rest] != 'v' && k[rest] != 'r') ||
-        k[rest + 1] != '.') {
-        return violation(a, "%s is not a c-list key", pr(k, n, b1));
-    }
+    keel__kref kr;
+    keel__vref vr;
+    dk(k, n, &d); /* AU4 */
+    uint32_t vid = d.vid;
     if (present && vat_after(a, vid) != VAT_ALIVE) {
         return violation(a, "%s: vat %" PRIu32 " is not alive (A10)",
-                         pr(k, n, b1), vid);
+                         kn(k, n, b1), vid);
     }
-    if (k[rest] == 'r') {
+    if (d.field == KC_R) {
         return KEEL_OK; /* a retired vref (K7): no pair */
     }
-    int fwd = k[rest] == 'k';
-    const uint8_t *name = k + rest + 2;
-    size_t nlen = n - rest - 2;
+    int fwd = d.field == KC_K;
+    if (fwd ? !keel__ks_vref_val(val.ptr, val.len, &vr)
+            : !keel__ks_kref_val(val.ptr, val.len, &kr)) {
+        return violation(a, "%s = \"%s\" is not a %s", kn(k, n, b1),
+                         pr(val.ptr, val.len, b2), fwd ? "vref" : "kref");
+    }
+    if (fwd) {
+        kr = d.kref;
+    } else {
+        vr = d.vref;
+    }
     if (present) {
-        char kref[KEY_MAX], kind;
-        const uint8_t *kr = fwd ? name : val.ptr;
-        size_t krn = fwd ? nlen : val.len;
-        memcpy(kref, kr, krn < KEY_MAX - 1 ? krn : KEY_MAX - 1);
-        kref[krn < KEY_MAX - 1 ? krn : KEY_MAX - 1] = '\0';
-        if (kref_key(kref, strlen(kref), &kind, key) == 0 ||
-            !kref_exists(a, kref)) {
+        char ks[KEEL__KS_REF_STR];
+        keel__ks_kref_str(kr, ks);
+        if (!kref_exists(a, ks)) {
             return violation(a, "%s names %s, which does not exist (A8)",
-                             pr(k, n, b1), pr(kr, krn, b2));
+                             kn(k, n, b1), ks);
         }
     }
-    /* the reverse entry: c.<v>.<v|k>.<value> */
-    size_t m = vkey(key, "c.", vid, fwd ? ".v." : ".k.", val.ptr, val.len);
-    if (m == 0) {
-        return violation(a, "%s: value too long for a c-list", pr(k, n, b1));
+    /* the reverse entry: c.<v>.<v|k>.<value>, whose value is this key's
+     * ref (bytes 6..15 of the key) */
+    if (fwd) {
+        keel__ks_clist_v(&key, vid, KC_V, vr);
+    } else {
+        keel__ks_clist_k(&key, vid, kr);
     }
-    int has = after(a, key, m, &other);
-    int pairs = has && other.len == nlen && memcmp(other.ptr, name, nlen) == 0;
+    int has = afterk(a, &key, &other);
+    int pairs = has && other.len == KEEL__KS_REF_BYTES &&
+                memcmp(other.ptr, k + 6, KEEL__KS_REF_BYTES) == 0;
     if (present && !pairs) {
         return violation(a,
                          "c-list of vat %" PRIu32 " is not a bijection: %s "
                          "= \"%s\" but %s is %s (A7)",
-                         vid, pr(k, n, b1), pr(val.ptr, val.len, b2), key,
-                         has ? "another value" : "absent");
+                         vid, kn(k, n, b1),
+                         keel__ks_render_value(k, n, val.ptr, val.len, b2,
+                                               sizeof(b2)),
+                         knk(&key, b3), has ? "another value" : "absent");
     }
     if (!present && pairs) {
         return violation(a,
                          "c-list of vat %" PRIu32 " is not a bijection: %s "
                          "was deleted but %s still names it (A7)",
-                         vid, pr(k, n, b1), key);
+                         vid, kn(k, n, b1), knk(&key, b3));
     }
     return KEEL_OK;
 }
@@ -912,18 +847,15 @@ static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
 /* A9 on d.<v>.<kp>, present after the record or deleted by it. */
 static int check_decider_key(audit *a, const uint8_t *k, size_t n, int present)
 {
-    char kp[KEY_MAX], b[PRINT_BYTES];
-    uint32_t vid;
-    size_t rest;
+    char kp[KEEL__KS_REF_STR], b[PRINT_BYTES];
+    keel__ks_key d;
     kprom p;
-    if (!key_vid(k, n, 2, &vid, &rest) || n - rest >= sizeof(kp)) {
-        return violation(a, "%s is not a decider-index key", pr(k, n, b));
-    }
-    memcpy(kp, k + rest, n - rest);
-    kp[n - rest] = '\0';
+    dk(k, n, &d); /* AU4 */
+    uint32_t vid = d.vid;
+    keel__ks_kref_str((keel__kref){KR_P, d.n}, kp);
     if (present && vat_after(a, vid) != VAT_ALIVE) {
         return violation(a, "%s: vat %" PRIu32 " is not alive (A10)",
-                         pr(k, n, b), vid);
+                         kn(k, n, b), vid);
     }
     int found;
     if (prom_after(a, kp, &p, &found) != KEEL_OK) {
@@ -936,13 +868,13 @@ static int check_decider_key(audit *a, const uint8_t *k, size_t n, int present)
     if (present && !decides) {
         return violation(
             a, "decider index %s, but vat %" PRIu32 " does not decide %s (A9)",
-            pr(k, n, b), vid, kp);
+            kn(k, n, b), vid, kp);
     }
     if (!present && decides) {
         return violation(a,
                          "decider index %s deleted while vat %" PRIu32
                          " still decides %s (A9)",
-                         pr(k, n, b), vid, kp);
+                         kn(k, n, b), vid, kp);
     }
     return KEEL_OK;
 }
@@ -952,17 +884,18 @@ static int check_object(audit *a, const txop *op, const uint8_t *k, size_t n,
                         keel_bytes val)
 {
     char b[PRINT_BYTES];
-    uint64_t num, owner, next;
-    if (!parse_dec(k + 3, n - 3, &num)) {
-        return violation(a, "%s is not an object's key", pr(k, n, b));
-    }
+    uint64_t num, next;
+    uint32_t owner;
+    keel__ks_key d;
+    dk(k, n, &d); /* AU4 */
+    num = d.n;
     if (op != NULL && op->kind == KEEL__STORE_DELETE) {
         return op->before != NULL
                    ? violation(a, "object ko%" PRIu64 " was deleted (A8)", num)
                    : KEEL_OK;
     }
-    if (!parse_dec(val.ptr, val.len, &owner) || owner == 0 || owner > MAX_VID ||
-        vat_after(a, (uint32_t)owner) == VAT_NONE) {
+    if (val.len != 4 || (owner = keel__ks_rd32(val.ptr)) == 0 ||
+        owner > MAX_VID || vat_after(a, owner) == VAT_NONE) {
         return violation(a, "object ko%" PRIu64 ": owner \"%s\" is no vat", num,
                          pr(val.ptr, val.len, b));
     }
@@ -972,7 +905,7 @@ static int check_object(audit *a, const txop *op, const uint8_t *k, size_t n,
         return violation(a, "object ko%" PRIu64 " changed owner (A8)", num);
     }
     if (op != NULL && op->before == NULL) {
-        if (!counter_after(a, "k.next.ko", &next)) {
+        if (!counter_after(a, KM_NEXT_KO, &next)) {
             return VIOLATED;
         }
         if (num >= next) {
@@ -989,28 +922,30 @@ static int check_object(audit *a, const txop *op, const uint8_t *k, size_t n,
 static int check_vat_key(audit *a, const txop *op, const uint8_t *k, size_t n,
                          keel_bytes val)
 {
-    char b[PRINT_BYTES], b2[PRINT_BYTES], kref[KEEL_VREF_MAX];
-    uint32_t vid;
-    size_t rest;
-    if (!key_vid(k, n, 2, &vid, &rest)) {
-        return violation(a, "%s is not a vat's key", pr(k, n, b));
-    }
-    if (n - rest == 5 && memcmp(k + rest, "state", 5) == 0) {
+    char b[PRINT_BYTES], b2[PRINT_BYTES], kref[KEEL__KS_REF_STR];
+    keel__ks_key d;
+    keel__kref r;
+    dk(k, n, &d); /* AU4 */
+    uint32_t vid = d.vid;
+    if (d.field == KV_STATE) {
         int st = state_of(val);
         if (st == VAT_NONE) {
             return violation(a, "%s is \"%s\", not alive or terminated",
-                             pr(k, n, b), pr(val.ptr, val.len, b2));
+                             kn(k, n, b), pr(val.ptr, val.len, b2));
         }
         if (op != NULL && st == VAT_ALIVE && vat_before(a, vid) == VAT_DEAD) {
             return violation(a, "vat %" PRIu32 " came back alive (A10)", vid);
         }
     }
-    if (n - rest == 4 && memcmp(k + rest, "root", 4) == 0) {
-        snprintf(kref, sizeof(kref), "%.*s", (int)val.len,
-                 (const char *)val.ptr);
+    if (d.field == KV_ROOT) {
+        if (!keel__ks_kref_val(val.ptr, val.len, &r)) {
+            return violation(a, "%s is \"%s\", not a kref", kn(k, n, b),
+                             pr(val.ptr, val.len, b2));
+        }
+        keel__ks_kref_str(r, kref);
         if (!kref_exists(a, kref)) {
             return violation(a, "%s names %s, which does not exist (A8)",
-                             pr(k, n, b), kref);
+                             kn(k, n, b), kref);
         }
     }
     return KEEL_OK;
@@ -1023,7 +958,7 @@ static int check_item(audit *a, uint64_t seq, const kitem *it)
     if (it->kind == KITEM_SEND) {
         if (!kref_exists(a, it->target)) {
             return violation(a,
-                             "run-queue item rq.%020" PRIu64 ": target %s "
+                             "run-queue item rq.%" PRIu64 ": target %s "
                              "does not exist (A8)",
                              seq, it->target);
         }
@@ -1031,7 +966,7 @@ static int check_item(audit *a, uint64_t seq, const kitem *it)
     }
     if (vat_after(a, it->vid) == VAT_NONE) {
         return violation(a,
-                         "run-queue item rq.%020" PRIu64 ": notify for vat "
+                         "run-queue item rq.%" PRIu64 ": notify for vat "
                          "%" PRIu32 ", which does not exist",
                          seq, it->vid);
     }
@@ -1041,7 +976,7 @@ static int check_item(audit *a, uint64_t seq, const kitem *it)
     }
     if (!found) {
         return violation(a,
-                         "run-queue item rq.%020" PRIu64 ": notify of %s, "
+                         "run-queue item rq.%" PRIu64 ": notify of %s, "
                          "which does not exist (A8)",
                          seq, it->kp);
     }
@@ -1049,7 +984,7 @@ static int check_item(audit *a, uint64_t seq, const kitem *it)
     keel__kprom_free(&p);
     if (unresolved) {
         return violation(a,
-                         "run-queue item rq.%020" PRIu64 ": notify of %s, "
+                         "run-queue item rq.%" PRIu64 ": notify of %s, "
                          "which is unresolved (A4)",
                          seq, it->kp);
     }
@@ -1062,44 +997,40 @@ static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
                      keel_bytes val)
 {
     char b[PRINT_BYTES];
-    uint32_t vid;
-    size_t rest;
+    keel__ks_key d;
+    dk(k, n, &d); /* AU4 */
+    uint8_t t = d.table;
     /* A10: a dead vat's c-list and vatstore keys may stay while its
      * cleanup is pending: those it had, and those its last transaction
      * (the one that terminates it) wrote; none written later (op != NULL:
      * a put, by a record after the termination). */
-    if ((has_prefix(k, n, "c.") || has_prefix(k, n, "vs.")) &&
-        key_vid(k, n, has_prefix(k, n, "c.") ? 2 : 3, &vid, &rest) &&
-        vat_after(a, vid) == VAT_DEAD && cleanup_after(a, vid) &&
-        (op == NULL || vat_before(a, vid) == VAT_ALIVE)) {
+    if ((t == KS_CLIST || t == KS_VATSTORE) && vat_after(a, d.vid) == VAT_DEAD &&
+        cleanup_after(a, d.vid) &&
+        (op == NULL || vat_before(a, d.vid) == VAT_ALIVE)) {
         return KEEL_OK;
     }
-    if (op == NULL && has_prefix(k, n, "d.") && key_vid(k, n, 2, &vid, &rest) &&
-        vat_after(a, vid) == VAT_DEAD && cleanup_after(a, vid)) {
+    if (op == NULL && t == KS_DECIDER && vat_after(a, d.vid) == VAT_DEAD &&
+        cleanup_after(a, d.vid)) {
         return KEEL_OK; /* a promise its cleanup has yet to reject */
     }
-    if (has_prefix(k, n, "c.")) {
+    switch (t) {
+    case KS_CLIST:
         return check_clist(a, k, n, val, 1);
-    }
-    if (has_prefix(k, n, "d.")) {
+    case KS_DECIDER:
         return check_decider_key(a, k, n, 1);
-    }
-    if (has_prefix(k, n, "ko.")) {
+    case KS_OBJECT:
         return check_object(a, op, k, n, val);
-    }
-    if (has_prefix(k, n, "v.")) {
+    case KS_VAT:
         return check_vat_key(a, op, k, n, val);
-    }
-    if (has_prefix(k, n, "vs.")) {
-        if (!key_vid(k, n, 3, &vid, &rest)) {
-            return violation(a, "%s is not a vatstore key", pr(k, n, b));
-        }
-        if (vat_after(a, vid) != VAT_ALIVE) {
+    case KS_VATSTORE:
+        if (vat_after(a, d.vid) != VAT_ALIVE) {
             return violation(a, "%s: vat %" PRIu32 " is not alive (A10)",
-                             pr(k, n, b), vid);
+                             kn(k, n, b), d.vid);
         }
+        return KEEL_OK;
+    default:
+        return KEEL_OK;
     }
-    return KEEL_OK;
 }
 
 /* ---- one record ------------------------------------------------------------
@@ -1109,9 +1040,8 @@ static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
  * halves of a pair may go in different cleanup batches (K6). */
 static int dead_vat_key(const audit *a, const uint8_t *k, size_t n)
 {
-    uint32_t vid;
-    size_t rest;
-    return key_vid(k, n, 2, &vid, &rest) && vat_after(a, vid) == VAT_DEAD;
+    keel__ks_key d;
+    return dk(k, n, &d) && vat_after(a, d.vid) == VAT_DEAD;
 }
 
 /* A10 on a record that writes v.<vid>.cleanup: only a terminated vat has
@@ -1122,13 +1052,12 @@ static int check_cleanup(audit *a)
     char b[PRINT_BYTES];
     for (size_t i = 0; i < a->nops; i++) {
         const txop *op = &a->ops[i];
-        uint32_t vid;
-        size_t rest;
-        if (!has_prefix(op->key, op->klen, "v.") ||
-            !key_vid(op->key, op->klen, 2, &vid, &rest) ||
-            op->klen - rest != 7 || memcmp(op->key + rest, "cleanup", 7) != 0) {
+        keel__ks_key d;
+        if (!dk(op->key, op->klen, &d) || d.table != KS_VAT ||
+            d.field != KV_CLEANUP) {
             continue;
         }
+        uint32_t vid = d.vid;
         if (op->kind == KEEL__STORE_PUT && vat_after(a, vid) != VAT_DEAD) {
             return violation(a,
                              "cleanup of vat %" PRIu32 ", which is not "
@@ -1146,23 +1075,19 @@ static int check_cleanup(audit *a)
         }
         for (size_t j = 0; j < a->nops; j++) {
             const txop *o = &a->ops[j];
-            uint32_t ov = 0;
-            size_t orest;
-            int own = ((has_prefix(o->key, o->klen, "c.") ||
-                        has_prefix(o->key, o->klen, "d.")) &&
-                       key_vid(o->key, o->klen, 2, &ov, &orest)) ||
-                      (has_prefix(o->key, o->klen, "vs.") &&
-                       key_vid(o->key, o->klen, 3, &ov, &orest));
+            keel__ks_key od;
+            dk(o->key, o->klen, &od); /* AU4 */
+            int own = od.table == KS_CLIST || od.table == KS_DECIDER ||
+                      od.table == KS_VATSTORE;
             /* what rejecting its promises writes, checked as any
              * settlement is (A3, A4, A6, A11) */
             int settling =
                 o->kind == KEEL__STORE_PUT &&
-                (has_prefix(o->key, o->klen, "kp.") ||
-                 has_prefix(o->key, o->klen, "rq.") ||
-                 (o->klen == 9 && memcmp(o->key, "k.rq.tail", 9) == 0) ||
-                 (o->klen == 12 && memcmp(o->key, "k.unresolved", 12) == 0));
-            if (j == i || (o->klen == 6 && memcmp(o->key, "k.hash", 6) == 0) ||
-                (own && ov == vid && o->kind == KEEL__STORE_DELETE) ||
+                (od.table == KS_PROMISE || od.table == KS_RUNQ ||
+                 (od.table == KS_META &&
+                  (od.field == KM_RQ_TAIL || od.field == KM_UNRESOLVED)));
+            if (j == i || (od.table == KS_META && od.field == KM_HASH) ||
+                (own && od.vid == vid && o->kind == KEEL__STORE_DELETE) ||
                 settling) {
                 continue;
             }
@@ -1171,7 +1096,7 @@ static int check_cleanup(audit *a)
                              "%s %s (A10)",
                              vid,
                              o->kind == KEEL__STORE_PUT ? "writes" : "deletes",
-                             pr(o->key, o->klen, b));
+                             kn(o->key, o->klen, b));
         }
     }
     return KEEL_OK;
@@ -1232,6 +1157,20 @@ static int parse_ws(audit *a, const keel_wal_record *rec, keel_diag *diag)
     return KEEL_OK;
 }
 
+/* AU4: every key the record writes is a key of the keyspace. */
+static int check_keys(audit *a)
+{
+    keel__ks_key d;
+    for (size_t i = 0; i < a->nops; i++) {
+        if (!dk(a->ops[i].key, a->ops[i].klen, &d)) {
+            char b[PRINT_BYTES];
+            return violation(a, "key %s is not in keel's keyspace",
+                             kn(a->ops[i].key, a->ops[i].klen, b));
+        }
+    }
+    return KEEL_OK;
+}
+
 /* A1, A2. */
 static int check_chain(audit *a)
 {
@@ -1242,8 +1181,8 @@ static int check_chain(audit *a)
                          "transaction",
                          a->kind, keel_wal_kind_name(a->kind));
     }
-    const txop *c = find_op(a, "k.crank", 7);
-    uint64_t v = 0;
+    keel__key ck, hk;
+    const txop *c = find_opk(a, keel__ks_meta(&ck, KM_CRANK));
     if (a->kind == KEEL_WAL_CRANK) {
         if (a->rec_crank != a->crank + 1) {
             return violation(a,
@@ -1251,8 +1190,8 @@ static int check_chain(audit *a)
                              " after crank %" PRIu64 " (A2)",
                              a->rec_crank, a->crank);
         }
-        if (c == NULL || c->kind != KEEL__STORE_PUT ||
-            !parse_dec(c->val, c->vlen, &v) || v != a->rec_crank) {
+        if (c == NULL || c->kind != KEEL__STORE_PUT || c->vlen != 8 ||
+            keel__ks_rd64(c->val) != a->rec_crank) {
             return violation(a,
                              "crank %" PRIu64 " does not write k.crank = "
                              "%" PRIu64 " (A2)",
@@ -1263,15 +1202,15 @@ static int check_chain(audit *a)
             a, "%s record at crank %" PRIu64 " changes the crank number (A2)",
             keel_wal_kind_name(a->kind), a->crank);
     }
-    const txop *h = find_op(a, "k.hash", 6);
+    const txop *h = find_opk(a, keel__ks_meta(&hk, KM_HASH));
     if (h == NULL || h->kind != KEEL__STORE_PUT) {
         return violation(a, "the transaction writes no k.hash (A1)");
     }
-    uint64_t stored;
-    if (!parse_hex16(h->val, h->vlen, &stored)) {
-        return violation(a, "k.hash is \"%s\", not 16 hex digits (A1)",
+    if (h->vlen != 8) {
+        return violation(a, "k.hash is \"%s\", not a u64 (A1)",
                          pr(h->val, h->vlen, b));
     }
+    uint64_t stored = keel__ks_rd64(h->val);
     uint64_t want = 0, put = 0; /* the kernel's own hashing code */
     keel_diag d = {0};
     if (keel__activity_hash_record(a->xx, a->hash, a->kind, a->rec_crank,
@@ -1292,12 +1231,12 @@ static int check_chain(audit *a)
 static int check_queue(audit *a, keel_diag *diag)
 {
     uint64_t h0 = 0, t0 = 0, h1 = 0, t1 = 0, puts = 0, dels = 0;
-    if (!counter_before(a, "k.rq.head", &h0) ||
-        !counter_before(a, "k.rq.tail", &t0)) {
+    if (!counter_before(a, KM_RQ_HEAD, &h0) ||
+        !counter_before(a, KM_RQ_TAIL, &t0)) {
         return violation(a, "k.rq.head or k.rq.tail is not a counter");
     }
-    if (!counter_after(a, "k.rq.head", &h1) ||
-        !counter_after(a, "k.rq.tail", &t1)) {
+    if (!counter_after(a, KM_RQ_HEAD, &h1) ||
+        !counter_after(a, KM_RQ_TAIL, &t1)) {
         return VIOLATED;
     }
     if (h1 < h0 || t1 < t0 || h1 > t1) {
@@ -1306,25 +1245,23 @@ static int check_queue(audit *a, keel_diag *diag)
                          ", %" PRIu64 ") (A3)",
                          h0, t0, h1, t1);
     }
-    for (size_t i = lower_bound(a, "rq.", 3);
-         i < a->nops && has_prefix(a->ops[i].key, a->ops[i].klen, "rq."); i++) {
+    const uint8_t rq = KS_RUNQ;
+    for (size_t i = lower_bound(a, &rq, 1);
+         i < a->nops && tbl(a->ops[i].key, a->ops[i].klen) == KS_RUNQ; i++) {
         const txop *op = &a->ops[i];
-        uint64_t seq;
-        if (!parse_seq(op->key, op->klen, &seq)) {
-            char b[PRINT_BYTES];
-            return violation(a, "%s is not a run-queue key",
-                             pr(op->key, op->klen, b));
-        }
+        keel__ks_key d;
+        dk(op->key, op->klen, &d); /* AU4 */
+        uint64_t seq = d.n;
         if (op->kind == KEEL__STORE_DELETE) {
             if (op->before == NULL || seq < h0 || seq >= h1) {
                 return violation(a,
-                                 "rq.%020" PRIu64 " removed from a run queue "
+                                 "rq.%" PRIu64 " removed from a run queue "
                                  "whose head went %" PRIu64 " -> %" PRIu64
                                  " (A3)",
                                  seq, h0, h1);
             }
             if (keel__kitem_decode(op->old.ptr, op->old.len, &a->pop) < 0) {
-                return violation(a, "rq.%020" PRIu64 " does not decode", seq);
+                return violation(a, "rq.%" PRIu64 " does not decode", seq);
             }
             a->popped = 1;
             dels++;
@@ -1332,7 +1269,7 @@ static int check_queue(audit *a, keel_diag *diag)
         }
         if (op->before != NULL || seq < t0 || seq >= t1) {
             return violation(a,
-                             "rq.%020" PRIu64 " written into a run queue "
+                             "rq.%" PRIu64 " written into a run queue "
                              "whose tail went %" PRIu64 " -> %" PRIu64 " (A3)",
                              seq, t0, t1);
         }
@@ -1347,7 +1284,7 @@ static int check_queue(audit *a, keel_diag *diag)
         }
         if (keel__kitem_decode(op->val, op->vlen, &a->items[a->nitems].it) <
             0) {
-            return violation(a, "rq.%020" PRIu64 " does not decode", seq);
+            return violation(a, "rq.%" PRIu64 " does not decode", seq);
         }
         a->items[a->nitems++].seq = seq;
         puts++;
@@ -1382,9 +1319,11 @@ static int resolves_to_object(const kprom *p)
  * state before it (routing reads nothing the crank wrote). */
 static void route(audit *a)
 {
-    char target[KEY_MAX], key[KEY_MAX], kind;
+    char target[KEEL__KS_REF_STR];
+    keel__key key;
+    keel__kref r;
     keel_bytes v;
-    uint64_t owner;
+    uint32_t owner;
     if (a->pop.kind == KITEM_NOTIFY) {
         a->outcome = vat_before(a, a->pop.vid) == VAT_ALIVE ? OUT_DELIVERED
                                                             : OUT_DROPPED;
@@ -1394,16 +1333,15 @@ static void route(audit *a)
     a->outcome = OUT_REJECTED;
     snprintf(target, sizeof(target), "%s", a->pop.target);
     for (int hop = 0; hop < MAX_FORWARD; hop++) {
-        size_t n = kref_key(target, strlen(target), &kind, key);
-        if (n == 0) {
+        if (!kref_key(target, &r, &key)) {
             return;
         }
-        if (kind == 'o') {
-            if (before(a, key, n, &v) == 1 && parse_dec(v.ptr, v.len, &owner) &&
-                owner <= MAX_VID &&
-                vat_before(a, (uint32_t)owner) == VAT_ALIVE) {
+        if (r.kind == KR_O) {
+            if (before(a, key.b, key.n, &v) == 1 && v.len == 4 &&
+                (owner = keel__ks_rd32(v.ptr)) <= MAX_VID &&
+                vat_before(a, owner) == VAT_ALIVE) {
                 a->outcome = OUT_DELIVERED;
-                a->out_vid = (uint32_t)owner;
+                a->out_vid = owner;
             }
             return;
         }
@@ -1429,13 +1367,13 @@ static void route(audit *a)
 static int note_state(audit *a, uint8_t kind, const uint8_t *k, size_t n,
                       const uint8_t *val, size_t vlen)
 {
-    uint32_t vid;
-    size_t rest;
-    if (!has_prefix(k, n, "v.") || !key_vid(k, n, 2, &vid, &rest)) {
+    keel__ks_key d;
+    if (tbl(k, n) != KS_VAT || !dk(k, n, &d)) {
         return KEEL_OK;
     }
-    int state = n - rest == 5 && memcmp(k + rest, "state", 5) == 0;
-    int cleanup = n - rest == 7 && memcmp(k + rest, "cleanup", 7) == 0;
+    uint32_t vid = d.vid;
+    int state = d.field == KV_STATE;
+    int cleanup = d.field == KV_CLEANUP;
     if ((state && kind == KEEL__STORE_PUT) || cleanup) {
         vinfo *vi = vat(a, vid);
         if (vi == NULL) {
@@ -1474,21 +1412,22 @@ static int apply_op(audit *a, uint8_t kind, const uint8_t *k, size_t n,
 /* A11: the allocation counters never decrease. */
 static int check_counters(audit *a)
 {
-    static const char *const counters[] = {"k.next.vat", "k.next.ko",
-                                           "k.next.kp"};
+    static const uint8_t counters[] = {KM_NEXT_VAT, KM_NEXT_KO, KM_NEXT_KP};
     for (size_t i = 0; i < 3; i++) {
-        const txop *op = find_op(a, counters[i], strlen(counters[i]));
-        uint64_t was = 0, n = 0;
+        keel__key key;
+        char b[PRINT_BYTES];
+        const txop *op = find_opk(a, keel__ks_meta(&key, counters[i]));
+        uint64_t was = 0;
         if (op == NULL) {
             continue;
         }
-        if (op->before != NULL) {
-            parse_dec(op->old.ptr, op->old.len, &was);
+        if (op->before != NULL && op->old.len == 8) {
+            was = keel__ks_rd64(op->old.ptr);
         }
-        if (op->kind != KEEL__STORE_PUT || !parse_dec(op->val, op->vlen, &n) ||
-            n < was) {
+        if (op->kind != KEEL__STORE_PUT || op->vlen != 8 ||
+            keel__ks_rd64(op->val) < was) {
             return violation(a, "%s went down from %" PRIu64 " (A11)",
-                             counters[i], was);
+                             knk(&key, b), was);
         }
     }
     return KEEL_OK;
@@ -1501,17 +1440,18 @@ static int check_applied(audit *a)
     uint64_t n;
     for (size_t i = 0; i < a->nops; i++) {
         const txop *op = &a->ops[i];
-        uint32_t vid;
-        size_t rest;
-        if (!has_prefix(op->key, op->klen, "v.") ||
-            !key_vid(op->key, op->klen, 2, &vid, &rest)) {
+        keel__ks_key d;
+        if (tbl(op->key, op->klen) != KS_VAT || !dk(op->key, op->klen, &d) ||
+            (d.field != KV_STATE && d.field != KV_CLEANUP)) {
             continue;
         }
-        int term = op->kind == KEEL__STORE_PUT && op->klen - rest == 5 &&
-                   memcmp(op->key + rest, "state", 5) == 0 &&
+        uint32_t vid = d.vid;
+        if (vat(a, vid) == NULL) {
+            return KEEL_ENOMEM;
+        }
+        int term = op->kind == KEEL__STORE_PUT && d.field == KV_STATE &&
                    a->vats[vid].state == VAT_DEAD;
-        int done = op->kind == KEEL__STORE_DELETE && op->klen - rest == 7 &&
-                   memcmp(op->key + rest, "cleanup", 7) == 0;
+        int done = op->kind == KEEL__STORE_DELETE && d.field == KV_CLEANUP;
         const vinfo *vi = &a->vats[vid];
         /* The termination leaves nothing unless its cleanup is pending;
          * a finished cleanup nothing. */
@@ -1522,8 +1462,10 @@ static int check_applied(audit *a)
                              vid, term ? "terminated" : "cleaned up", vi->refs);
         }
     }
-    if (a->unres_delta != 0 || find_op(a, "k.unresolved", 12) != NULL) {
-        if (!counter_after(a, "k.unresolved", &n)) {
+    keel__key uk;
+    if (a->unres_delta != 0 ||
+        find_opk(a, keel__ks_meta(&uk, KM_UNRESOLVED)) != NULL) {
+        if (!counter_after(a, KM_UNRESOLVED, &n)) {
             return VIOLATED;
         }
         if (n != a->unresolved) {
@@ -1546,6 +1488,9 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
     a->plen = rec->payload.len;
     int rc = parse_ws(a, rec, diag);
     if (rc == KEEL_OK) {
+        rc = check_keys(a);
+    }
+    if (rc == KEEL_OK) {
         rc = check_chain(a);
     }
     if (rc == KEEL_OK) {
@@ -1557,17 +1502,18 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
     for (size_t i = 0; rc == KEEL_OK && i < a->nops; i++) {
         const txop *op = &a->ops[i];
         keel_bytes val = {op->val, op->vlen};
-        if (has_prefix(op->key, op->klen, "kp.")) {
+        uint8_t t = tbl(op->key, op->klen);
+        if (t == KS_PROMISE) {
             rc = check_prom_op(a, op);
         } else if (op->kind == KEEL__STORE_PUT) {
             rc = check_key(a, op, op->key, op->klen, val);
-        } else if (has_prefix(op->key, op->klen, "ko.")) {
+        } else if (t == KS_OBJECT) {
             rc = check_object(a, op, op->key, op->klen, val);
-        } else if (has_prefix(op->key, op->klen, "c.") && op->before != NULL &&
+        } else if (t == KS_CLIST && op->before != NULL &&
                    !dead_vat_key(a, op->key, op->klen)) {
             keel_bytes old = {op->old.ptr, op->old.len};
             rc = check_clist(a, op->key, op->klen, old, 0);
-        } else if (has_prefix(op->key, op->klen, "d.")) {
+        } else if (t == KS_DECIDER) {
             rc = check_decider_key(a, op->key, op->klen, 0);
         }
     }
@@ -1623,8 +1569,8 @@ static int check_all(audit *a)
     uint64_t head = 0, tail = 0, items = 0, unresolved = 0, n = 0;
     int rc = KEEL_OK;
     a->nops = 0;
-    if (!counter_after(a, "k.rq.head", &head) ||
-        !counter_after(a, "k.rq.tail", &tail)) {
+    if (!counter_after(a, KM_RQ_HEAD, &head) ||
+        !counter_after(a, KM_RQ_TAIL, &tail)) {
         return VIOLATED;
     }
     for (size_t i = 0; rc == KEEL_OK && i <= a->sh.mask; i++) {
@@ -1634,16 +1580,17 @@ static int check_all(audit *a)
         }
         const uint8_t *k = keel__shadow_key(e).ptr;
         keel_bytes val = keel__shadow_value(e);
-        if (has_prefix(k, e->klen, "kp.")) {
-            char kp[32], b[PRINT_BYTES];
+        keel__ks_key d;
+        if (!dk(k, e->klen, &d)) { /* AU4 */
+            char b[PRINT_BYTES];
+            rc = violation(a, "key %s is not in keel's keyspace",
+                           kn(k, e->klen, b));
+            break;
+        }
+        if (d.table == KS_PROMISE) {
+            char kp[KEEL__KS_REF_STR];
             kprom p;
-            uint64_t num;
-            if (!parse_dec(k + 3, e->klen - 3, &num)) {
-                rc = violation(a, "%s is not a promise's key",
-                               pr(k, e->klen, b));
-                break;
-            }
-            snprintf(kp, sizeof(kp), "kp%" PRIu64, num);
+            keel__ks_kref_str((keel__kref){KR_P, d.n}, kp);
             if (keel__kprom_decode(val.ptr, val.len, &p) < 0) {
                 rc = violation(a, "%s: promise record does not decode", kp);
                 break;
@@ -1651,19 +1598,19 @@ static int check_all(audit *a)
             unresolved += p.state == KP_UNRESOLVED;
             rc = check_prom_shape(a, kp, &p);
             keel__kprom_free(&p);
-        } else if (has_prefix(k, e->klen, "rq.")) {
+        } else if (d.table == KS_RUNQ) {
             kitem it;
-            uint64_t seq = 0;
-            if (!parse_seq(k, e->klen, &seq) || seq < head || seq >= tail) {
+            uint64_t seq = d.n;
+            if (seq < head || seq >= tail) {
                 char b[PRINT_BYTES];
                 rc = violation(a,
                                "%s lies outside the run queue [%" PRIu64
                                ", %" PRIu64 ") (A3)",
-                               pr(k, e->klen, b), head, tail);
+                               kn(k, e->klen, b), head, tail);
                 break;
             }
             if (keel__kitem_decode(val.ptr, val.len, &it) < 0) {
-                rc = violation(a, "rq.%020" PRIu64 " does not decode", seq);
+                rc = violation(a, "rq.%" PRIu64 " does not decode", seq);
                 break;
             }
             rc = check_item(a, seq, &it);
@@ -1679,7 +1626,7 @@ static int check_all(audit *a)
                        " item(s) (A3)",
                        head, tail, items);
     }
-    if (rc == KEEL_OK && !counter_after(a, "k.unresolved", &n)) {
+    if (rc == KEEL_OK && !counter_after(a, KM_UNRESOLVED, &n)) {
         rc = VIOLATED;
     }
     if (rc == KEEL_OK && n != unresolved) {

@@ -3,14 +3,14 @@
  * store's last checkpoint, restore one into a new STATE directory and roll
  * it forward through a WAL (API: keel/snapshot.h, "State snapshots").
  *
- * A state snapshot holds the store's keyspace split into tables by the
- * part of each key before its first '.' ("c" c-lists, "d" decider index,
- * "k" kernel counters, "ko" objects, "kp" promises, "rq" run queue, "v"
- * vats, "vn" vat names, "vs" vatstores): keys are stored whole, and since
- * all keys with one such prefix sort together, one in-order walk of the
- * store writes every table once. The manifest's LSN is the store's
- * checkpoint LSN, its crank and activity hash the k.crank and k.hash
- * entries of that state.
+ * A state snapshot holds the store's keyspace split into tables by each
+ * key's tag byte, named as store/keyspace.h names them ("meta", "runq",
+ * "vat", "vatname", "clist", "object", "promise", "decider", "vatstore"):
+ * keys are stored whole (binary), and since all keys of one tag sort
+ * together (KS2), one in-order walk of the store writes every table once.
+ * A key that does not decode (keel__ks_decode) is damage: create refuses
+ * it. The manifest's LSN is the store's checkpoint LSN, its crank and
+ * activity hash the k.crank and k.hash entries of that state.
  *
  * Invariants:
  *   SS1 A snapshot copies exactly one checkpoint: all entries come from one
@@ -50,6 +50,10 @@
  *       read (a writer starting meanwhile gets KEEL_EBUSY) and opens the
  *       store without LMDB's lock file. Beside a running kernel it reads
  *       as an LMDB reader, registered in lock.mdb like any reader.
+ *   SS8 A restore loads only keys of the keyspace (store/keyspace.h), each
+ *       in the table its tag names (else ECORRUPT); a snapshot of a state
+ *       of format version 1 (its one- and two-letter tables) is refused
+ *       with KEEL_EVERSION naming the version and what to do.
  */
 #include "keel/snapshot.h"
 
@@ -74,7 +78,9 @@
 #include "common/state_lock.h"
 #include "common/io.h"
 #include "keel/wal.h"
+#include "keel/kernel.h"
 #include "store/activity.h"
+#include "store/keyspace.h"
 #include "store/replay.h"
 #include "store/store.h"
 #include "snapshot/state.h"
@@ -82,31 +88,31 @@
 /* Checkpoint a roll-forward's store when this much is pending. */
 #define ROLL_CHECKPOINT_BYTES (64u * 1024 * 1024)
 
-/* The table of key: the bytes before its first '.' (0 when none, or too
- * long for a table name: not a key of a kernel's keyspace). */
-static size_t table_of(const keel_bytes *key)
+/* The table of key (store/keyspace.h: its tag byte's name), or NULL when
+ * the key does not decode: not a key of a kernel's keyspace. */
+static const char *table_of(const keel_bytes *key)
 {
-    const uint8_t *dot = memchr(key->ptr, '.', key->len);
-    size_t n = dot != NULL ? (size_t)(dot - (const uint8_t *)key->ptr) : 0;
-    return n <= KEEL_SNAPSHOT_MAX_TABLE_NAME_BYTES ? n : 0;
+    keel__ks_key d;
+    return keel__ks_decode(key->ptr, key->len, &d) ? keel__ks_table_name(d.table)
+                                                   : NULL;
 }
 
-/* A decimal or hex counter stored as text (k.crank, k.hash). */
-static int counter_of(keel__store_view *v, const char *key, int base,
-                      uint64_t *out, keel_diag *diag)
+/* A u64 meta counter (k.crank, k.hash); absent: 0. */
+static int counter_of(keel__store_view *v, uint8_t field, uint64_t *out,
+                      keel_diag *diag)
 {
     keel_bytes b;
+    keel__key key;
     *out = 0;
-    int rc = keel__store_view_get(v, key, strlen(key), &b, diag);
+    keel__ks_meta(&key, field);
+    int rc = keel__store_view_get(v, key.b, key.n, &b, diag);
     if (rc == 1) {
-        char text[32];
-        if (b.len == 0 || b.len >= sizeof(text)) {
+        if (b.len != 8) {
+            char name[32];
             return keel__diag(diag, KEEL_ECORRUPT, "store/: %s: bad value",
-                              key);
+                              keel__ks_render(key.b, key.n, name, sizeof(name)));
         }
-        memcpy(text, b.ptr, b.len);
-        text[b.len] = '\0';
-        *out = strtoull(text, NULL, base);
+        *out = keel__ks_rd64(b.ptr);
         rc = KEEL_OK;
     }
     return rc;
@@ -124,29 +130,28 @@ int keel__snapshot_write_view(keel__store_view *v, const char *path,
     m.timeline = tl.id;
     m.timeline_parent = tl.parent;
     m.timeline_branch_lsn = tl.branch_lsn;
-    int rc = counter_of(v, "k.crank", 10, &m.crank, diag);
+    int rc = counter_of(v, KM_CRANK, &m.crank, diag);
     if (rc == KEEL_OK) {
-        rc = counter_of(v, "k.hash", 16, &m.activity_hash, diag);
+        rc = counter_of(v, KM_HASH, &m.activity_hash, diag);
     }
     if (rc == KEEL_OK) {
         rc = keel_snapshot_writer_open(path, o, &m, &w, diag);
     }
-    char table[KEEL_SNAPSHOT_MAX_TABLE_NAME_BYTES + 1] = "";
+    const char *table = NULL;
     keel_bytes key, val;
     while (rc == KEEL_OK &&
            (rc = keel__store_view_next(v, &key, &val, diag)) == 1) {
-        size_t n = table_of(&key);
+        const char *t = table_of(&key);
         rc = KEEL_OK;
-        if (n == 0) {
+        if (t == NULL) {
             char kp[80];
-            keel__printable(key.ptr, key.len, 0, kp, sizeof(kp));
+            keel__ks_render(key.ptr, key.len, kp, sizeof(kp));
             rc = keel__diag(diag, KEEL_ECORRUPT,
-                            "store/: key \"%s\" is not in keel's keyspace", kp);
+                            "store/: key %s is not in keel's keyspace", kp);
             break;
         }
-        if (strlen(table) != n || memcmp(table, key.ptr, n) != 0) {
-            memcpy(table, key.ptr, n);
-            table[n] = '\0';
+        if (t != table) { /* KS2: one table's keys sort together */
+            table = t;
             rc = keel_snapshot_writer_add_table(w, table, diag);
         }
         if (rc == KEEL_OK) {
@@ -213,23 +218,35 @@ static int load_entries(keel_snapshot_reader *r, const keel_snapshot_info *si,
     int rc;
     uint64_t crank = 0, hash = 0;
     while ((rc = keel_snapshot_reader_next(r, &e, diag)) == 1) {
-        size_t tn = strlen(e.table);
-        if (e.key.len <= tn || memcmp(e.key.ptr, e.table, tn) != 0 ||
-            ((const char *)e.key.ptr)[tn] != '.') {
-            return keel__diag(diag, KEEL_ECORRUPT,
-                              "%s: table \"%s\" holds a key outside it", path,
-                              e.table);
+        keel__ks_key dk;
+        const char *t = table_of(&e.key);
+        if (t == NULL && strlen(e.table) <= 2) {
+            /* SS8: version 1's tables were "c", "d", "k", "ko", ... */
+            return keel__diag(diag, KEEL_EVERSION,
+                              "%s: table \"%s\" is of state format version 1, "
+                              "older than this keel's %d; this keel cannot "
+                              "restore it: use a snapshot made by the same "
+                              "keel version or start a new state",
+                              path, e.table, KEEL_STATE_FORMAT_VERSION);
         }
-        char text[32];
-        if (e.value.len < sizeof(text) &&
-            ((e.key.len == 7 && memcmp(e.key.ptr, "k.crank", 7) == 0) ||
-             (e.key.len == 6 && memcmp(e.key.ptr, "k.hash", 6) == 0))) {
-            memcpy(text, e.value.ptr, e.value.len);
-            text[e.value.len] = '\0';
-            if (e.key.len == 7) {
-                crank = strtoull(text, NULL, 10);
+        if (t == NULL || strcmp(t, e.table) != 0) {
+            char kp[80];
+            return keel__diag(diag, KEEL_ECORRUPT,
+                              "%s: table \"%s\" holds key %s, which is not "
+                              "one of its keys",
+                              path, e.table,
+                              keel__ks_render(e.key.ptr, e.key.len, kp,
+                                              sizeof(kp)));
+        }
+        keel__ks_decode(e.key.ptr, e.key.len, &dk);
+        if (dk.table == KS_META &&
+            (dk.field == KM_CRANK || dk.field == KM_HASH) &&
+            e.value.len == 8) {
+            uint64_t x = keel__ks_rd64(e.value.ptr);
+            if (dk.field == KM_CRANK) {
+                crank = x;
             } else {
-                hash = strtoull(text, NULL, 16);
+                hash = x;
             }
         }
         rc = keel__store_load_put(s, e.key.ptr, e.key.len, e.value.ptr,

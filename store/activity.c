@@ -18,11 +18,9 @@
 #include <xxhash.h>
 
 #include "common/diag.h"
+#include "store/keyspace.h"
 #include "store/writeset_format.h"
 
-#define HASH_KEY     "k.hash"
-#define HASH_KEY_LEN 6
-#define HASH_HEX     16
 
 /* The 17 bytes before the ops: h_{n-1} LE, kind, crank LE. */
 static void head(uint8_t out[17], uint64_t prev, int kind, uint64_t crank)
@@ -43,25 +41,6 @@ uint64_t keel__activity_hash(struct XXH3_state_s *st, uint64_t prev, int kind,
     return XXH3_64bits_digest(st);
 }
 
-static int hex16(const uint8_t *p, size_t n, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (n != HASH_HEX) {
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        int d = p[i] >= '0' && p[i] <= '9'   ? p[i] - '0'
-                : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
-                                             : -1;
-        if (d < 0) {
-            return 0;
-        }
-        v = (v << 4) | (uint64_t)d;
-    }
-    *out = v;
-    return 1;
-}
-
 int keel__activity_hash_record(struct XXH3_state_s *st, uint64_t prev, int kind,
                                uint64_t crank, const void *payload, size_t len,
                                uint64_t *computed, uint64_t *stored,
@@ -74,17 +53,17 @@ int keel__activity_hash_record(struct XXH3_state_s *st, uint64_t prev, int kind,
     *computed = 0;
     *stored = 0;
     int found = 0;
+    keel__key hk;
+    keel__ks_meta(&hk, KM_HASH);
     int rc = keel__ws_decode_begin(&dec, payload, len, diag); /* AH2 */
     while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, diag)) == 1) {
-        if (op.key_len == HASH_KEY_LEN &&
-            memcmp(op.key, HASH_KEY, HASH_KEY_LEN) == 0) {
-            if (op.kind != KEEL__STORE_PUT ||
-                !hex16(op.val, op.val_len, stored)) {
+        if (op.key_len == hk.n && memcmp(op.key, hk.b, hk.n) == 0) {
+            if (op.kind != KEEL__STORE_PUT || op.val_len != 8) {
                 return keel__diag(diag, KEEL_ECORRUPT,
-                                  HASH_KEY " is not put as %d lowercase hex "
-                                           "digits",
-                                  HASH_HEX);
+                                  "k.hash is not put as a u64 (8 bytes, "
+                                  "big-endian)");
             }
+            *stored = keel__ks_rd64(op.val);
             found = 1;
             hash_off = op.off;
             hash_end = op.end;
@@ -95,7 +74,7 @@ int keel__activity_hash_record(struct XXH3_state_s *st, uint64_t prev, int kind,
     }
     uint32_t nops = dec.count;
     if (!found) {
-        return keel__diag(diag, KEEL_ECORRUPT, "write-set puts no " HASH_KEY);
+        return keel__diag(diag, KEEL_ECORRUPT, "write-set puts no k.hash");
     }
     uint8_t h[21]; /* AH1: the head, then the op count without k.hash */
     head(h, prev, kind, crank);

@@ -65,6 +65,7 @@
 #include "keel/recovery.h"
 #include "kernel/kernel_host.h"
 #include "kernel/keyfmt.h"
+#include "store/keyspace.h"
 #include "store/store.h"
 #include "tests/testutil.h"
 #include "tools/crash_point.h"
@@ -1361,10 +1362,19 @@ static size_t wal_scan(tk *t, int kind, const char *needle, walhit *first)
     if (first != NULL) {
         first->lsn = 0;
     }
+    /* A needle naming a key ("vs.2.kept") is searched as the key's bytes
+     * (store/keyspace.h), anything else as it is. */
+    keel__key nk;
+    const void *nb = needle;
+    size_t nn = needle != NULL ? strlen(needle) : 0;
+    if (needle != NULL && keel__ks_parse(needle, &nk)) {
+        nb = nk.b;
+        nn = nk.n;
+    }
     while ((rc = keel_wal_reader_next(r, &rec, &d)) == 1) {
         if ((kind != 0 && rec.kind != kind) ||
-            (needle != NULL && memmem(rec.payload.ptr, rec.payload.len, needle,
-                                      strlen(needle)) == NULL)) {
+            (needle != NULL &&
+             memmem(rec.payload.ptr, rec.payload.len, nb, nn) == NULL)) {
             continue;
         }
         if (n++ == 0 && first != NULL) {
@@ -1378,7 +1388,11 @@ static size_t wal_scan(tk *t, int kind, const char *needle, walhit *first)
     return n;
 }
 
-static uint64_t store_count(tk *t, const char *prefix);
+static uint64_t store_count(tk *t, const keel__key *prefix);
+/* Key prefixes for store_count, by store/keyspace.h's encoders. */
+#define KS_PREFIX(tag) keel__ks_table(&(keel__key){0}, (tag))
+#define KS_VAT_PREFIX(tag, vid) \
+    keel__ks_vat_prefix(&(keel__key){0}, (tag), (vid))
 
 /* Run keel_kernel_step until the run queue is empty (no host polling, so
  * async completions wait). */
@@ -2196,14 +2210,16 @@ START_TEST(test_kernel_many_promises_each_notified_once)
     tk_close(&t);
     /* Nothing of the promises is left in the c-lists or decider index:
      * every subscriber's entry and the decider's retired. */
-    for (int v = 1; v <= 3; v++) {
-        char prefix[32];
-        snprintf(prefix, sizeof(prefix), "c.%d.k.kp", v);
-        ck_assert_uint_eq(store_count(&t, prefix), 0);
-        snprintf(prefix, sizeof(prefix), "c.%d.v.p", v);
-        ck_assert_uint_eq(store_count(&t, prefix), 0);
+    for (uint32_t v = 1; v <= 3; v++) {
+        keel__key prefix;
+        keel__ks_clist_prefix(&prefix, v, KC_K, KR_P);
+        ck_assert_uint_eq(store_count(&t, &prefix), 0);
+        keel__ks_clist_prefix(&prefix, v, KC_V, KR_PPLUS);
+        ck_assert_uint_eq(store_count(&t, &prefix), 0);
+        keel__ks_clist_prefix(&prefix, v, KC_V, KR_PMINUS);
+        ck_assert_uint_eq(store_count(&t, &prefix), 0);
     }
-    ck_assert_uint_eq(store_count(&t, "d."), 0);
+    ck_assert_uint_eq(store_count(&t, KS_PREFIX(KS_DECIDER)), 0);
     tk_free(&t);
 }
 END_TEST
@@ -2648,14 +2664,19 @@ START_TEST(test_kernel_send_to_unknown_vat_refused)
 END_TEST
 
 /*
- * Write k.version = "2" into a closed STATE through the store layer.
+ * Write k.version = version into a closed STATE through the store layer
+ * (version 1: as version 1 kept it, the string key "k.version" = "1").
  *   mode 0: into the store (checkpointed) and, with the same write-set, a
  *           WAL record: store and WAL agree on a newer format.
  *   mode 1: only into the WAL: replay on open brings it into the store.
  *   mode 2: only into the store: the store is then ahead of its WAL.
  */
-static void write_version_2(tk *t, int mode)
+static void write_version(tk *t, int mode, int version)
 {
+    keel__key vk;
+    uint8_t v8[8];
+    keel__ks_meta(&vk, KM_VERSION);
+    keel__ks_be64(v8, (uint64_t)version);
     keel__store *s = NULL;
     keel_wal *w = NULL;
     keel_diag d = {0};
@@ -2666,8 +2687,14 @@ static void write_version_2(tk *t, int mode)
     ck_assert_int_eq(keel__store_open(sdir, NULL, 0, &s, &d), KEEL_OK);
     uint64_t lsn = keel__store_applied_lsn(s) + 1;
     ck_assert_int_eq(keel__store_ws_begin(s, &d), KEEL_OK);
-    ck_assert_int_eq(keel__store_ws_put(s, "k.version", 9, "2", 1, &d),
-                     KEEL_OK);
+    if (version == 1) { /* as version 1 kept it: a string key and value */
+        ck_assert_int_eq(keel__store_ws_delete(s, vk.b, vk.n, &d), KEEL_OK);
+        ck_assert_int_eq(keel__store_ws_put(s, "k.version", 9, "1", 1, &d),
+                         KEEL_OK);
+    } else {
+        ck_assert_int_eq(keel__store_ws_put(s, vk.b, vk.n, v8, 8, &d),
+                         KEEL_OK);
+    }
     size_t cap = keel__store_ws_encode_bound(s);
     uint8_t *buf = malloc(cap);
     ck_assert_ptr_nonnull(buf);
@@ -2709,33 +2736,50 @@ static void ck_open_fails(tk *t, int want_rc, const char *want_diag)
                   "diag '%s' does not contain '%s'", d.msg, want_diag);
 }
 
-static void newer_version_case(int mode, int want_rc, const char *want_diag)
+static void version_case(int mode, int version, int want_rc,
+                         const char *want_diag)
 {
     tk t;
     TK_ACTORS(&t, "a");
     tk_run(&t);
     tk_close(&t);
-    write_version_2(&t, mode);
+    write_version(&t, mode, version);
     ck_open_fails(&t, want_rc, want_diag);
     tk_free(&t);
 }
 
 START_TEST(test_kernel_state_newer_format_refused)
 {
-    newer_version_case(0, KEEL_EVERSION, "state format version 2");
+    version_case(0, KEEL_STATE_FORMAT_VERSION + 1, KEEL_EVERSION,
+                 "state format version 3, this keel reads up to 2");
 }
 END_TEST
 
 START_TEST(test_kernel_state_newer_format_in_replay_refused)
 {
-    newer_version_case(1, KEEL_EVERSION, "state format version 2");
+    version_case(1, KEEL_STATE_FORMAT_VERSION + 1, KEEL_EVERSION,
+                 "state format version 3, this keel reads up to 2");
 }
+
+/* A state of format version 1 (decimal string keys) is refused by name,
+ * saying what to do; checkpointed or still in the log. */
+START_TEST(test_kernel_state_older_format_refused)
+{
+    static const char want[] =
+        "state format version 1 is older than this keel's 2; this keel "
+        "cannot read it: restore from a snapshot made by the same keel "
+        "version or start a new state";
+    version_case(0, 1, KEEL_EVERSION, want);
+    version_case(1, 1, KEEL_EVERSION, want);
+}
+END_TEST
 END_TEST
 
 START_TEST(test_kernel_state_store_ahead_of_wal_refused)
 {
     /* A clean WAL that ends before the store's checkpoint. */
-    newer_version_case(2, KEEL_ECORRUPT, "ahead of the WAL");
+    version_case(2, KEEL_STATE_FORMAT_VERSION + 1, KEEL_ECORRUPT,
+                 "ahead of the WAL");
 
     /* The store ahead of what the WAL can show: one flipped bit in the
      * last record of a cleanly closed state, which the checkpoint covers.
@@ -2913,8 +2957,9 @@ static size_t wal_max_after(tk *t, uint64_t lsn, size_t *count)
 }
 
 /* The number of keys with prefix in STATE's store (the kernel closed). */
-static uint64_t store_count(tk *t, const char *prefix)
+static uint64_t store_count(tk *t, const keel__key *prefix)
 {
+    char name[KEY_MAX];
     char *dir = tu_path(t->state, "store");
     keel__store_options so;
     keel__store *s = NULL;
@@ -2924,8 +2969,10 @@ static uint64_t store_count(tk *t, const char *prefix)
     so.create = 0;
     int rc = keel__store_open(dir, &so, 0, &s, &d);
     ck_assert_msg(rc == KEEL_OK, "store open: %s", d.msg);
-    rc = keel__store_count_prefix(s, prefix, strlen(prefix), &n, &d);
-    ck_assert_msg(rc == KEEL_OK, "count %s: %s", prefix, d.msg);
+    rc = keel__store_count_prefix(s, prefix->b, prefix->n, &n, &d);
+    ck_assert_msg(rc == KEEL_OK, "count %s: %s",
+                  keel__ks_render(prefix->b, prefix->n, name, sizeof(name)),
+                  d.msg);
     keel__store_close(s);
     free(dir);
     return n;
@@ -2978,9 +3025,9 @@ START_TEST(test_kernel_terminate_big_vat_in_bounded_batches)
     ck_assert_uint_ge(n, 4);
     ck_assert_uint_ge(wal_scan(&t, KEEL_WAL_KERNEL_OP, "v.2.cleanup", NULL), 3);
     tk_close(&t);
-    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
-    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
-    ck_assert_uint_eq(store_count(&t, "v.2.cleanup"), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_VATSTORE, 2)), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_CLIST, 2)), 0);
+    ck_assert_uint_eq(store_count(&t, keel__ks_vat(&(keel__key){0}, 2, KV_CLEANUP)), 0);
     ck_audit_clean(&t);
     tk_free(&t);
 }
@@ -3006,7 +3053,7 @@ START_TEST(test_kernel_message_to_vat_pending_cleanup_rejects)
     tk_run(&t);
     ck_assert_uint_ge(wal_scan(&t, 0, "v.2.cleanup", NULL), 3);
     tk_close(&t);
-    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_VATSTORE, 2)), 0);
     ck_audit_clean(&t);
     tk_free(&t);
 }
@@ -3121,9 +3168,9 @@ START_TEST(test_kernel_cleanup_resumes_after_crash)
     ck_vat(&t, "bob", "terminated");
     tk_run(&t);
     tk_close(&t);
-    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
-    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
-    ck_assert_uint_eq(store_count(&t, "v.2.cleanup"), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_VATSTORE, 2)), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_CLIST, 2)), 0);
+    ck_assert_uint_eq(store_count(&t, keel__ks_vat(&(keel__key){0}, 2, KV_CLEANUP)), 0);
     ck_audit_clean(&t);
     tk_free(&t);
 }
@@ -3148,8 +3195,8 @@ START_TEST(test_kernel_exit_in_full_crank_retires_decided_promises)
     ck_vat(&t, "bob", "terminated");
     ck_promise(&t, kref, 2, "{'error':'vat terminated'}");
     tk_close(&t);
-    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
-    ck_assert_uint_eq(store_count(&t, "vs.2."), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_CLIST, 2)), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_VATSTORE, 2)), 0);
     ck_audit_clean(&t);
     tk_free(&t);
 }
@@ -3185,8 +3232,8 @@ START_TEST(test_kernel_terminate_many_decided_promises_in_batches)
                   max, CLEANUP_RECORD_MAX);
     ck_assert_uint_ge(n, 3); /* the exit's crank and at least two batches */
     tk_close(&t);
-    ck_assert_uint_eq(store_count(&t, "d.2."), 0);
-    ck_assert_uint_eq(store_count(&t, "c.2."), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_DECIDER, 2)), 0);
+    ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_CLIST, 2)), 0);
     ck_audit_clean(&t);
     tk_free(&t);
 }
@@ -3488,6 +3535,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_send_to_unknown_vat_refused);
     tcase_add_test(tc, test_kernel_state_newer_format_refused);
     tcase_add_test(tc, test_kernel_state_newer_format_in_replay_refused);
+    tcase_add_test(tc, test_kernel_state_older_format_refused);
     tcase_add_test(tc, test_kernel_state_store_ahead_of_wal_refused);
     tcase_add_test(tc, test_kernel_state_of_other_kernel_refused);
     tcase_add_test(tc, test_kernel_state_locked_refused);

@@ -39,6 +39,7 @@
 #include "kernel/kernel_internal.h"
 #include "recovery/recovery_internal.h"
 #include "store/activity.h"
+#include "store/keyspace.h"
 #include "tests/testutil.h"
 #include "vats/vutil.h"
 
@@ -382,18 +383,19 @@ static keel__store *store_open(const char *state)
     return s;
 }
 
-static uint64_t store_u64(keel__store *s, const char *key, int base)
+/* The u64 counter key (named as keel__ks_render does) holds; 0 absent. */
+static uint64_t store_u64(keel__store *s, const char *key)
 {
     keel_bytes v;
-    char buf[32] = "";
-    int rc = keel__store_get(s, key, strlen(key), &v, NULL);
+    keel__key k;
+    ck_assert_msg(keel__ks_parse(key, &k), "%s is no key", key);
+    int rc = keel__store_get(s, k.b, k.n, &v, NULL);
     ck_assert_int_ge(rc, 0);
     if (rc == 0) {
         return 0;
     }
-    ck_assert_uint_lt(v.len, sizeof(buf));
-    memcpy(buf, v.ptr, v.len);
-    return strtoull(buf, NULL, base);
+    ck_assert_uint_eq(v.len, 8);
+    return keel__ks_rd64(v.ptr);
 }
 
 /* One record as a test reads it back. */
@@ -478,7 +480,8 @@ static void pingpong_no_checkpoint(const char *state, int rounds)
 
 /* One op of a crafted write-set (sorted by moving it: no pointers in). */
 typedef struct cop {
-    char key[96];
+    size_t klen;
+    uint8_t key[96];
     int put; /* 0: a delete */
     size_t vlen;
     uint8_t val[256];
@@ -507,12 +510,12 @@ static void craft_init(craft *c)
     boot_run(c->state, pingpong_sq(3));
     keel__store *s = store_open(c->state);
     c->kid = keel__store_kernel_id(s);
-    c->hash = store_u64(s, "k.hash", 16);
-    c->crank = store_u64(s, "k.crank", 10);
-    c->next_kp = store_u64(s, "k.next.kp", 10);
-    c->unresolved = store_u64(s, "k.unresolved", 10);
-    c->rq_tail = store_u64(s, "k.rq.tail", 10);
-    c->rq_head = store_u64(s, "k.rq.head", 10);
+    c->hash = store_u64(s, "k.hash");
+    c->crank = store_u64(s, "k.crank");
+    c->next_kp = store_u64(s, "k.next.kp");
+    c->unresolved = store_u64(s, "k.unresolved");
+    c->rq_tail = store_u64(s, "k.rq.tail");
+    c->rq_head = store_u64(s, "k.rq.head");
     keel__store_close(s);
     keel_wal_options_init(&wo);
     wo.kernel_id = c->kid;
@@ -541,23 +544,108 @@ static void craft_free(craft *c)
     free(c->state);
 }
 
-static cop *op_add(craft *c, const char *key)
+static cop *op_add_raw(craft *c, const void *key, size_t n)
 {
     ck_assert_uint_lt(c->nops, sizeof(c->ops) / sizeof(c->ops[0]));
     cop *o = &c->ops[c->nops++];
     memset(o, 0, sizeof(*o));
-    snprintf(o->key, sizeof(o->key), "%s", key);
+    ck_assert_uint_le(n, sizeof(o->key));
+    memcpy(o->key, key, n);
+    o->klen = n;
     return o;
+}
+
+/* An op on key, named as keel__ks_render names it ("c.1.k.kp7"). */
+static cop *op_add(craft *c, const char *key)
+{
+    keel__key k;
+    ck_assert_msg(keel__ks_parse(key, &k), "%s is no key", key);
+    return op_add_raw(c, k.b, k.n);
+}
+
+/*
+ * A value given as keel__ks_render_value shows it, in the key's binary
+ * form (store/keyspace.h): numbers, vat states, refs, the cleanup cursor
+ * "<crank> <key>"; a value that does not parse goes in as its bytes, so
+ * that a test can write a bad one ("zombie").
+ */
+static size_t value_of(const uint8_t *k, size_t kn, const char *val,
+                       uint8_t *out, size_t cap)
+{
+    keel__ks_key d;
+    keel__kref kr;
+    keel__vref vr;
+    keel__key ck;
+    char *end = NULL;
+    size_t n = strlen(val);
+    unsigned long long x = strtoull(val, &end, 10);
+    int num = n > 0 && *end == '\0' && val[0] >= '0' && val[0] <= '9';
+    ck_assert(keel__ks_decode(k, kn, &d));
+    switch (d.table) {
+    case KS_META:
+        if (d.field == KM_HASH && n == 16) {
+            keel__ks_be64(out, strtoull(val, NULL, 16));
+            return 8;
+        }
+        if (num) {
+            keel__ks_be64(out, x);
+            return 8;
+        }
+        break;
+    case KS_VAT:
+        if (d.field == KV_STATE && (strcmp(val, "alive") == 0 ||
+                                    strcmp(val, "terminated") == 0)) {
+            out[0] = val[0] == 'a' ? KS_ALIVE : KS_TERMINATED;
+            return 1;
+        }
+        if (d.field == KV_ROOT && keel__ks_kref_parse(val, &kr)) {
+            keel__ks_ref(out, kr.kind, kr.n);
+            return KEEL__KS_REF_BYTES;
+        }
+        if (d.field == KV_CLEANUP && (end = strchr(val, ' ')) != NULL) {
+            keel__ks_be64(out, strtoull(val, NULL, 10));
+            if (end[1] == '\0') {
+                return 8;
+            }
+            ck_assert(keel__ks_parse(end + 1, &ck));
+            memcpy(out + 8, ck.b, ck.n);
+            return 8 + ck.n;
+        }
+        if (d.field != KV_NAME && d.field != KV_SRC && num) {
+            keel__ks_be64(out, x);
+            return 8;
+        }
+        break;
+    case KS_VATNAME:
+    case KS_OBJECT:
+        if (num) {
+            keel__ks_be32(out, (uint32_t)x);
+            return 4;
+        }
+        break;
+    case KS_CLIST:
+        if (d.field == KC_K && keel__ks_vref_parse(val, &vr)) {
+            keel__ks_ref(out, vr.kind, vr.n);
+            return KEEL__KS_REF_BYTES;
+        }
+        if (d.field == KC_V && keel__ks_kref_parse(val, &kr)) {
+            keel__ks_ref(out, kr.kind, kr.n);
+            return KEEL__KS_REF_BYTES;
+        }
+        break;
+    default:
+        break;
+    }
+    ck_assert_uint_lt(n, cap);
+    memcpy(out, val, n);
+    return n;
 }
 
 static void put_str(craft *c, const char *key, const char *val)
 {
     cop *o = op_add(c, key);
-    size_t n = strlen(val);
-    ck_assert_uint_lt(n, sizeof(o->val));
-    memcpy(o->val, val, n);
+    o->vlen = value_of(o->key, o->klen, val, o->val, sizeof(o->val));
     o->put = 1;
-    o->vlen = n;
 }
 
 static void put_u64(craft *c, const char *key, uint64_t v)
@@ -614,7 +702,7 @@ static void put_notify(craft *c, uint32_t vid, uint64_t kp)
     keel__kb_u8(&b, KITEM_NOTIFY);
     keel__kb_u32(&b, vid);
     keel__kb_str(&b, kps);
-    snprintf(key, sizeof(key), "rq.%020" PRIu64, c->rq_tail++);
+    snprintf(key, sizeof(key), "rq.%" PRIu64, c->rq_tail++);
     put_bytes(c, key, b.p, b.len);
     put_u64(c, "k.rq.tail", c->rq_tail);
     keel__kb_free(&b);
@@ -623,7 +711,7 @@ static void put_notify(craft *c, uint32_t vid, uint64_t kp)
 static int cop_cmp(const void *x, const void *y)
 {
     const cop *a = x, *b = y;
-    size_t an = strlen(a->key), bn = strlen(b->key);
+    size_t an = a->klen, bn = b->klen;
     int r = memcmp(a->key, b->key, an < bn ? an : bn);
     return r != 0 ? r : (an > bn) - (an < bn);
 }
@@ -633,7 +721,7 @@ static size_t encode(const cop *ops, size_t n, uint8_t *out)
     size_t len = 4;
     keel__put_u32(out, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
-        size_t kl = strlen(ops[i].key);
+        size_t kl = ops[i].klen;
         out[len] = ops[i].put ? KEEL__STORE_PUT : KEEL__STORE_DELETE;
         keel__put_u32(out + len + 1, (uint32_t)kl);
         memcpy(out + len + 5, ops[i].key, kl);
@@ -655,7 +743,7 @@ static size_t encode(const cop *ops, size_t n, uint8_t *out)
 static uint64_t craft_commit(craft *c, int kind, int bad_hash)
 {
     uint8_t enc[16384], head[17];
-    char hex[17];
+    char hex[17]; /* k.hash as keel__ks_render_value shows it */
     keel_diag d = {0};
     uint64_t lsn = 0;
     if (kind == KEEL_WAL_CRANK) {
@@ -892,8 +980,8 @@ static uint64_t snapshot_of(const char *state, const char *path)
     keel__store *s = store_open(state);
     keel_snapshot_meta m = {.kernel_id = keel__store_kernel_id(s),
                             .lsn = keel__store_applied_lsn(s),
-                            .crank = store_u64(s, "k.crank", 10),
-                            .activity_hash = store_u64(s, "k.hash", 16)};
+                            .crank = store_u64(s, "k.crank"),
+                            .activity_hash = store_u64(s, "k.hash")};
     ck_assert_int_eq(keel_snapshot_writer_open(path, NULL, &m, &w, &d),
                      KEEL_OK);
     ck_assert_int_eq(keel_snapshot_writer_add_table(w, "data", &d), KEEL_OK);
@@ -1130,22 +1218,29 @@ END_TEST
 enum { BOB_KEYS_MAX = 256 };
 
 /* bob's (vat 2) c-list and vatstore keys in the store, in key order. */
-static size_t bob_keys(const craft *c, char keys[][64])
+typedef struct bkey {
+    size_t n;
+    uint8_t b[64];
+} bkey;
+
+static size_t bob_keys(const craft *c, bkey keys[])
 {
-    static const char *const prefixes[] = {"c.2.", "vs.2."};
+    static const uint8_t tables[] = {KS_CLIST, KS_VATSTORE};
     keel__store *s = store_open(c->state);
     keel_diag d = {0};
     size_t n = 0;
     for (size_t p = 0; p < 2; p++) {
-        char after[64] = "";
+        keel__key prefix;
+        bkey after = {0};
         keel_bytes k;
-        while (keel__store_next_key(s, after, strlen(after), prefixes[p],
-                                    strlen(prefixes[p]), &k, &d) == 1) {
+        keel__ks_vat_prefix(&prefix, tables[p], 2);
+        while (keel__store_next_key(s, after.b, after.n, prefix.b, prefix.n,
+                                    &k, &d) == 1) {
             ck_assert_uint_lt(n, BOB_KEYS_MAX);
             ck_assert_uint_lt(k.len, 64);
-            memcpy(keys[n], k.ptr, k.len);
-            keys[n][k.len] = '\0';
-            snprintf(after, sizeof(after), "%s", keys[n]);
+            memcpy(keys[n].b, k.ptr, k.len);
+            keys[n].n = k.len;
+            after = keys[n];
             n++;
         }
     }
@@ -1171,7 +1266,7 @@ enum {
  */
 static uint64_t crafted_cleanup(craft *c, int flaw)
 {
-    char keys[BOB_KEYS_MAX][64], val[96];
+    bkey keys[BOB_KEYS_MAX];
     size_t n = bob_keys(c, keys), half = n / 2;
     uint64_t bad = 0;
     put_str(c, "v.2.state", "terminated");
@@ -1187,10 +1282,13 @@ static uint64_t crafted_cleanup(craft *c, int flaw)
         return craft_commit(c, KEEL_WAL_KERNEL_OP, 0);
     }
     for (size_t i = 0; i < half; i++) {
-        del(c, keys[i]);
+        op_add_raw(c, keys[i].b, keys[i].n);
     }
-    snprintf(val, sizeof(val), "0 %s", keys[half - 1]);
-    put_str(c, "v.2.cleanup", val);
+    cop *cur = op_add(c, "v.2.cleanup"); /* u64 crank 0, the last key */
+    cur->put = 1;
+    keel__ks_be64(cur->val, 0);
+    memcpy(cur->val + 8, keys[half - 1].b, keys[half - 1].n);
+    cur->vlen = 8 + keys[half - 1].n;
     if (flaw == CLEAN_BATCH_WRITE) {
         put_str(c, "vs.1.extra", "1");
     }
@@ -1199,7 +1297,7 @@ static uint64_t crafted_cleanup(craft *c, int flaw)
         return bad;
     }
     for (size_t i = half; i < n - (flaw == CLEAN_LEFT_OVER); i++) {
-        del(c, keys[i]);
+        op_add_raw(c, keys[i].b, keys[i].n);
     }
     del(c, "v.2.cleanup");
     return craft_commit(c, KEEL_WAL_KERNEL_OP, 0);

@@ -76,6 +76,7 @@
 #include "keel/keel.h"
 #include "keel/recovery.h"
 #include "store/activity.h"
+#include "store/keyspace.h"
 #include "store/store.h"
 #include "tests/testutil.h"
 
@@ -373,8 +374,8 @@ static int store_has_key_with(const char *state, const char *needle)
     keel_bytes k, x;
     int found = 0;
     while (!found && view_next(v, &k, &x) == 1) {
-        char key[600];
-        snprintf(key, sizeof(key), "%.*s", (int)k.len, (const char *)k.ptr);
+        char key[1200]; /* its human form (store/keyspace.h) */
+        keel__ks_render(k.ptr, k.len, key, sizeof(key));
         found = strstr(key, needle) != NULL;
     }
     keel__store_view_close(v);
@@ -435,7 +436,7 @@ static keel_snapshot_info snap_info(const char *path)
 
 /*
  * Assert the manifest of snapshot path lists exactly the tables of state's
- * store (the part of each key before its first '.'), with their entry and
+ * store (each key's table, store/keyspace.h), with their entry and
  * byte counts, and the store's LSN and kernel id.
  */
 static void ck_manifest_counts_store(const char *path, const char *state)
@@ -454,13 +455,13 @@ static void ck_manifest_counts_store(const char *path, const char *state)
     ck_assert_uint_eq(info.meta.kernel_id, keel__store_view_kernel_id(v));
     keel_bytes k, x;
     while (view_next(v, &k, &x) == 1) {
-        const char *dot = memchr(k.ptr, '.', k.len);
-        ck_assert_ptr_nonnull(dot);
-        size_t n = (size_t)(dot - (const char *)k.ptr);
+        keel__ks_key dk;
+        ck_assert(keel__ks_decode(k.ptr, k.len, &dk));
+        const char *name = keel__ks_table_name(dk.table);
         uint32_t t = 0;
         while (t < info.tables) {
             const keel_snapshot_table *tab = keel_snapshot_reader_table(r, t);
-            if (strlen(tab->name) == n && memcmp(tab->name, k.ptr, n) == 0) {
+            if (strcmp(tab->name, name) == 0) {
                 break;
             }
             t++;
@@ -1194,6 +1195,40 @@ static char *sweep_dir(void)
     }
     return tu_tmpdir("snapstate");
 }
+
+/* SS8: a snapshot of a state of format version 1 (its tables "k", "c",
+ * ... of decimal string keys) is refused by name, saying what to do. */
+START_TEST(test_snapshot_state_version_1_state_refused)
+{
+    char *root = tu_tmpdir("snapstate");
+    char *snap = tu_path(root, "v1.ksnap");
+    char *dst = tu_path(root, "new");
+    keel_snapshot_meta m = {.kernel_id = 7, .lsn = 1};
+    keel_snapshot_writer *w = NULL;
+    keel_snapshot_info wi;
+    keel_diag d = {0};
+    ck_assert_int_eq(keel_snapshot_writer_open(snap, NULL, &m, &w, &d),
+                     KEEL_OK);
+    ck_assert_int_eq(keel_snapshot_writer_add_table(w, "k", &d), KEEL_OK);
+    ck_assert_int_eq(keel_snapshot_writer_put(w, "k.crank", 7, "0", 1, &d),
+                     KEEL_OK);
+    ck_assert_int_eq(keel_snapshot_writer_put(w, "k.version", 9, "1", 1, &d),
+                     KEEL_OK);
+    ck_assert_int_eq(keel_snapshot_writer_finish(w, &wi, &d), KEEL_OK);
+    keel_snapshot_writer_close(w);
+    const char *const names[] = {
+        "state format version 1, older than this keel's 2; this keel "
+        "cannot restore it: use a snapshot made by the same keel version "
+        "or start a new state",
+        NULL};
+    int rc = restore(snap, dst, NULL, 0, 0, NULL, &d);
+    ck_refused(rc, KEEL_EVERSION, &d, dst, "a version 1 snapshot", names);
+    tu_rmrf(root);
+    free(root);
+    free(snap);
+    free(dst);
+}
+END_TEST
 
 START_TEST(test_snapshot_state_every_flip_and_truncation_refused)
 {
@@ -2758,6 +2793,7 @@ Suite *snapshot_state_suite(void)
 
     tc = tcase_create("damage");
     tcase_add_test(tc, test_snapshot_state_every_flip_and_truncation_refused);
+    tcase_add_test(tc, test_snapshot_state_version_1_state_refused);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("refusals");

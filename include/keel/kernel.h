@@ -45,7 +45,7 @@
 extern "C" {
 #endif
 
-#define KEEL_STATE_FORMAT_VERSION 1
+#define KEEL_STATE_FORMAT_VERSION 2
 
 typedef struct keel_kernel keel_kernel;
 
