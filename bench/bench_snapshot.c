@@ -33,15 +33,22 @@
 
 #include "bench/bench.h"
 #include "common/diag.h"
+#include "store/keyspace.h"
 #include "store/store.h"
 #include "tools/cli.h"
 
 #define VALUE_BYTES 200u
 
-/* The deterministic state: entry i's key and value. */
+/* The deterministic state: entry i's key (vat 1's vatstore key
+ * "item.<16 hex>", store/keyspace.h) and value. */
 static size_t entry_key(uint64_t i, char *buf)
 {
-    return (size_t)snprintf(buf, 40, "vs.1.item.%016" PRIx64, i);
+    char user[32];
+    keel__key k;
+    int n = snprintf(user, sizeof(user), "item.%016" PRIx64, i);
+    keel__ks_vatstore(&k, 1, user, (size_t)n);
+    memcpy(buf, k.b, k.n);
+    return k.n;
 }
 
 static size_t entry_value(uint64_t i, uint8_t *buf)

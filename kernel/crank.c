@@ -88,8 +88,7 @@ static int kref_of(const char *s, uint8_t kind, keel__kref *r)
     return keel__ks_kref_parse(s, r) && r->kind == kind;
 }
 
-static int clist_add(keel_kernel *k, uint32_t vid, keel__kref kr,
-                     keel__vref vr)
+static int clist_add(keel_kernel *k, uint32_t vid, keel__kref kr, keel__vref vr)
 {
     keel__key key;
     uint8_t kb[KEEL__KS_REF_BYTES], vb[KEEL__KS_REF_BYTES];
@@ -321,8 +320,8 @@ int keel__k_kref_to_vref(keel_kernel *k, kvat *v, const char *kref, char *out)
         return rc;
     }
     int obj = kr.kind == KR_O;
-    rc = next_id(k, keel__ks_vat(&key, v->id, obj ? KV_NEXTI : KV_NEXTQ),
-                 &vr.n);
+    rc =
+        next_id(k, keel__ks_vat(&key, v->id, obj ? KV_NEXTI : KV_NEXTQ), &vr.n);
     if (rc < 0) {
         return rc;
     }

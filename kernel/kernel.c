@@ -302,9 +302,9 @@ int keel__k_next(keel_kernel *k, const keel__key *prefix,
 {
     keel_diag d = {0};
     keel_bytes key;
-    int rc = keel__store_next_key(k->store, after != NULL ? after->b : prefix->b,
-                                  after != NULL ? after->n : 0, prefix->b,
-                                  prefix->n, &key, &d);
+    int rc = keel__store_next_key(
+        k->store, after != NULL ? after->b : prefix->b,
+        after != NULL ? after->n : 0, prefix->b, prefix->n, &key, &d);
     if (rc < 0) {
         return fail_with(k, rc, &d);
     }
@@ -403,8 +403,8 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     size_t len = 0;
     uint64_t lsn = 0;
     KEEL_ASSERT(k->in_txn);
-    int rc =
-        kind == KEEL_WAL_CRANK ? keel__k_meta_put(k, KM_CRANK, k->crank) : KEEL_OK;
+    int rc = kind == KEEL_WAL_CRANK ? keel__k_meta_put(k, KM_CRANK, k->crank)
+                                    : KEEL_OK;
     if (rc == KEEL_OK) {
         rc = encode_ws(k, &len, &d);
     }
@@ -604,16 +604,18 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag)
         keel_bytes b;
         rc = keel__k_get(k, keel__ks_vat(&key, id, KV_NAME), &b);
         if (rc <= 0 || b.len >= sizeof(v->name)) {
-            return keel__diag(diag, KEEL_ECORRUPT, "store: %s",
-                              keel__ks_render(key.b, key.n, name, sizeof(name)));
+            return keel__diag(
+                diag, KEEL_ECORRUPT, "store: %s",
+                keel__ks_render(key.b, key.n, name, sizeof(name)));
         }
         memcpy(v->name, b.ptr, b.len);
         rc = keel__k_get(k, keel__ks_vat(&key, id, KV_STATE), &b);
         const uint8_t *st = b.ptr;
         if (rc <= 0 || b.len != 1 ||
             (st[0] != KS_ALIVE && st[0] != KS_TERMINATED)) {
-            return keel__diag(diag, KEEL_ECORRUPT, "store: %s",
-                              keel__ks_render(key.b, key.n, name, sizeof(name)));
+            return keel__diag(
+                diag, KEEL_ECORRUPT, "store: %s",
+                keel__ks_render(key.b, key.n, name, sizeof(name)));
         }
         v->alive = st[0] == KS_ALIVE;
         rc = keel__k_get(k, keel__ks_vat(&key, id, KV_CLEANUP), &b);
@@ -697,8 +699,8 @@ static int load_meta(keel_kernel *k, keel_diag *diag)
         if (rc == 1) {
             uint64_t old = 0;
             const char *p = b.ptr;
-            for (size_t i = 0; i < b.len && i < 20 && p[i] >= '0' && p[i] <= '9';
-                 i++) {
+            for (size_t i = 0;
+                 i < b.len && i < 20 && p[i] >= '0' && p[i] <= '9'; i++) {
                 old = old * 10 + (uint64_t)(p[i] - '0');
             }
             return version_refused(old, diag);

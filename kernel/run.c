@@ -235,13 +235,13 @@ static int boot_txn(keel_kernel *k, json_t *cfg)
             break;
         }
         snprintf(roots[i], KEEL_VREF_MAX, "ko%zu", i + 1);
-        rc = keel__k_put(k, keel__ks_vat(&key, id, KV_NAME), name,
-                         strlen(name));
-        rc = rc == KEEL_OK ? keel__k_put(k, keel__ks_vat(&key, id, KV_STATE),
-                                         &alive, 1)
-                           : rc;
-        rc = rc == KEEL_OK ? keel__k_put(k, keel__ks_vat(&key, id, KV_SRC),
-                                         src, strlen(src))
+        rc =
+            keel__k_put(k, keel__ks_vat(&key, id, KV_NAME), name, strlen(name));
+        rc = rc == KEEL_OK
+                 ? keel__k_put(k, keel__ks_vat(&key, id, KV_STATE), &alive, 1)
+                 : rc;
+        rc = rc == KEEL_OK ? keel__k_put(k, keel__ks_vat(&key, id, KV_SRC), src,
+                                         strlen(src))
                            : rc;
         rc = rc == KEEL_OK ? keel__k_put(k, keel__ks_vat(&key, id, KV_ROOT),
                                          kref, sizeof(kref))
@@ -564,7 +564,8 @@ int keel_kernel_vatstore_get(keel_kernel *k, const char *vat, const char *key,
         strlen(key) > KEEL_VATSTORE_KEY_MAX) {
         return keel__diag(diag, KEEL_EINVAL, "bad vat name or key");
     }
-    int rc = keel__k_get_u32(k, keel__ks_vatname(&full, vat, strlen(vat)), &vid);
+    int rc =
+        keel__k_get_u32(k, keel__ks_vatname(&full, vat, strlen(vat)), &vid);
     if (rc == 0) {
         return keel__diag(diag, KEEL_ENOENT, "no vat named \"%s\"", vat);
     }
@@ -573,8 +574,8 @@ int keel_kernel_vatstore_get(keel_kernel *k, const char *vat, const char *key,
         return 0; /* K6: a terminated vat holds nothing, cleaned up or not */
     }
     if (rc > 0) {
-        rc = keel__k_get(k, keel__ks_vatstore(&full, vid, key, strlen(key)),
-                         &b);
+        rc =
+            keel__k_get(k, keel__ks_vatstore(&full, vid, key, strlen(key)), &b);
     }
     if (rc < 0) {
         if (diag != NULL) {

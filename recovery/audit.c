@@ -371,10 +371,10 @@ static vinfo *vat(audit *a, uint32_t vid)
 static int state_of(keel_bytes v)
 {
     const uint8_t *p = v.ptr;
-    return v.len != 1                ? VAT_NONE
-           : p[0] == KS_ALIVE       ? VAT_ALIVE
-           : p[0] == KS_TERMINATED  ? VAT_DEAD
-                                    : VAT_NONE;
+    return v.len != 1              ? VAT_NONE
+           : p[0] == KS_ALIVE      ? VAT_ALIVE
+           : p[0] == KS_TERMINATED ? VAT_DEAD
+                                   : VAT_NONE;
 }
 
 static int vat_before(const audit *a, uint32_t vid)
@@ -431,8 +431,7 @@ static int prom_after(audit *a, const char *kp, kprom *p, int *found)
         return KEEL_OK;
     }
     if (keel__kprom_decode(v.ptr, v.len, p) < 0) {
-        return violation(a, "%s: promise record does not decode",
-                         knk(&key, b));
+        return violation(a, "%s: promise record does not decode", knk(&key, b));
     }
     *found = 1;
     return KEEL_OK;
@@ -616,9 +615,8 @@ static int check_resolver(audit *a, const char *kp, uint32_t d,
         /* the termination, or a later batch of its cleanup */
         int terminating = op != NULL && op->kind == KEEL__STORE_PUT &&
                           state_of((keel_bytes){op->val, op->vlen}) == VAT_DEAD;
-        int cleaning =
-            vat_before(a, d) == VAT_DEAD &&
-            find_opk(a, keel__ks_vat(&key, d, KV_CLEANUP)) != NULL;
+        int cleaning = vat_before(a, d) == VAT_DEAD &&
+                       find_opk(a, keel__ks_vat(&key, d, KV_CLEANUP)) != NULL;
         if ((!terminating && !cleaning) || now->state != KP_REJECTED) {
             return violation(a,
                              "%s, decided by vat %" PRIu32
@@ -827,13 +825,13 @@ static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
     int pairs = has && other.len == KEEL__KS_REF_BYTES &&
                 memcmp(other.ptr, k + 6, KEEL__KS_REF_BYTES) == 0;
     if (present && !pairs) {
-        return violation(a,
-                         "c-list of vat %" PRIu32 " is not a bijection: %s "
-                         "= \"%s\" but %s is %s (A7)",
-                         vid, kn(k, n, b1),
-                         keel__ks_render_value(k, n, val.ptr, val.len, b2,
-                                               sizeof(b2)),
-                         knk(&key, b3), has ? "another value" : "absent");
+        return violation(
+            a,
+            "c-list of vat %" PRIu32 " is not a bijection: %s "
+            "= \"%s\" but %s is %s (A7)",
+            vid, kn(k, n, b1),
+            keel__ks_render_value(k, n, val.ptr, val.len, b2, sizeof(b2)),
+            knk(&key, b3), has ? "another value" : "absent");
     }
     if (!present && pairs) {
         return violation(a,
@@ -1004,8 +1002,8 @@ static int check_key(audit *a, const txop *op, const uint8_t *k, size_t n,
      * cleanup is pending: those it had, and those its last transaction
      * (the one that terminates it) wrote; none written later (op != NULL:
      * a put, by a record after the termination). */
-    if ((t == KS_CLIST || t == KS_VATSTORE) && vat_after(a, d.vid) == VAT_DEAD &&
-        cleanup_after(a, d.vid) &&
+    if ((t == KS_CLIST || t == KS_VATSTORE) &&
+        vat_after(a, d.vid) == VAT_DEAD && cleanup_after(a, d.vid) &&
         (op == NULL || vat_before(a, d.vid) == VAT_ALIVE)) {
         return KEEL_OK;
     }

@@ -10,6 +10,7 @@ import json, struct, sys
 import xxhash
 
 KINDS = {'crank': 1, 'out-of-crank': 2, 'kernel-op': 3, 'checkpoint': 4}
+HASH_KEY = b'\x01\x04'  # k.hash: table meta, field hash (store/keyspace.h)
 h = int(sys.argv[1], 16) if len(sys.argv) > 1 else 0
 for line in sys.stdin:
     rec = json.loads(line)
@@ -26,14 +27,15 @@ for line in sys.stdin:
         if kind == 1:
             (vlen,), off = struct.unpack_from('<I', p, off), off + 4
             value, off = p[off:off + vlen], off + vlen
-        if key == b'k.hash':
-            stored = value.decode()          # the hash excludes its own op
+        if key == HASH_KEY:                  # a u64, big-endian; the hash
+            stored = int.from_bytes(value, 'big')  # excludes its own op
         else:
             ops.append(p[start:off])
     head = struct.pack('<QBQ', h, KINDS[rec['kind']], rec['crank'])
     h = xxhash.xxh3_64_intdigest(
         head + struct.pack('<I', len(ops)) + b''.join(ops))
-    if stored != '%016x' % h:
+    if stored != h:
         sys.exit('LSN %d: computed %016x, the record stores %s'
-                 % (rec['lsn'], h, stored))
+                 % (rec['lsn'], h,
+                    'none' if stored is None else '%016x' % stored))
 print('%016x' % h)

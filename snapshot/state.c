@@ -93,8 +93,9 @@
 static const char *table_of(const keel_bytes *key)
 {
     keel__ks_key d;
-    return keel__ks_decode(key->ptr, key->len, &d) ? keel__ks_table_name(d.table)
-                                                   : NULL;
+    return keel__ks_decode(key->ptr, key->len, &d)
+               ? keel__ks_table_name(d.table)
+               : NULL;
 }
 
 /* A u64 meta counter (k.crank, k.hash); absent: 0. */
@@ -109,8 +110,9 @@ static int counter_of(keel__store_view *v, uint8_t field, uint64_t *out,
     if (rc == 1) {
         if (b.len != 8) {
             char name[32];
-            return keel__diag(diag, KEEL_ECORRUPT, "store/: %s: bad value",
-                              keel__ks_render(key.b, key.n, name, sizeof(name)));
+            return keel__diag(
+                diag, KEEL_ECORRUPT, "store/: %s: bad value",
+                keel__ks_render(key.b, key.n, name, sizeof(name)));
         }
         *out = keel__ks_rd64(b.ptr);
         rc = KEEL_OK;
@@ -231,17 +233,16 @@ static int load_entries(keel_snapshot_reader *r, const keel_snapshot_info *si,
         }
         if (t == NULL || strcmp(t, e.table) != 0) {
             char kp[80];
-            return keel__diag(diag, KEEL_ECORRUPT,
-                              "%s: table \"%s\" holds key %s, which is not "
-                              "one of its keys",
-                              path, e.table,
-                              keel__ks_render(e.key.ptr, e.key.len, kp,
-                                              sizeof(kp)));
+            return keel__diag(
+                diag, KEEL_ECORRUPT,
+                "%s: table \"%s\" holds key %s, which is not "
+                "one of its keys",
+                path, e.table,
+                keel__ks_render(e.key.ptr, e.key.len, kp, sizeof(kp)));
         }
         keel__ks_decode(e.key.ptr, e.key.len, &dk);
         if (dk.table == KS_META &&
-            (dk.field == KM_CRANK || dk.field == KM_HASH) &&
-            e.value.len == 8) {
+            (dk.field == KM_CRANK || dk.field == KM_HASH) && e.value.len == 8) {
             uint64_t x = keel__ks_rd64(e.value.ptr);
             if (dk.field == KM_CRANK) {
                 crank = x;

@@ -21,7 +21,6 @@
 #include "store/keyspace.h"
 #include "store/writeset_format.h"
 
-
 /* The 17 bytes before the ops: h_{n-1} LE, kind, crank LE. */
 static void head(uint8_t out[17], uint64_t prev, int kind, uint64_t crank)
 {

@@ -15,17 +15,17 @@
 #include <string.h>
 
 static const char *const table_names[KS_NTABLES] = {
-    NULL,      "meta",   "runq",    "vat",     "vatname",
-    "clist",   "object", "promise", "decider", "vatstore"};
+    NULL,    "meta",   "runq",    "vat",     "vatname",
+    "clist", "object", "promise", "decider", "vatstore"};
 
 static const char *const meta_names[KM_N] = {
-    NULL,         "k.version", "k.booted",  "k.crank",   "k.hash",
-    "k.next.vat", "k.next.ko", "k.next.kp", "k.rq.head", "k.rq.tail",
-    "k.unresolved"};
+    NULL,        "k.version",  "k.booted",    "k.crank",
+    "k.hash",    "k.next.vat", "k.next.ko",   "k.next.kp",
+    "k.rq.head", "k.rq.tail",  "k.unresolved"};
 
-static const char *const vat_names[KV_N] = {
-    NULL, "name", "state", "src", "root", "maxo", "maxp", "nexti", "nextq",
-    "cleanup"};
+static const char *const vat_names[KV_N] = {NULL,    "name",   "state", "src",
+                                            "root",  "maxo",   "maxp",  "nexti",
+                                            "nextq", "cleanup"};
 
 static const char clist_subs[] = {0, 'k', 'v', 'r'};
 
@@ -108,9 +108,9 @@ int keel__ks_decode(const uint8_t *k, size_t n, keel__ks_key *o)
         o->field = k[5];
         return o->field == KC_K   ? kref_ok(k + 6, &o->kref)
                : o->field == KC_V ? vref_ok(k + 6, &o->vref)
-               : o->field == KC_R ? vref_ok(k + 6, &o->vref) &&
-                                        o->vref.kind == KR_PPLUS
-                                  : 0;
+               : o->field == KC_R
+                   ? vref_ok(k + 6, &o->vref) && o->vref.kind == KR_PPLUS
+                   : 0;
     case KS_DECIDER:
         if (n != 13) {
             return 0;
@@ -126,7 +126,8 @@ int keel__ks_decode(const uint8_t *k, size_t n, keel__ks_key *o)
     }
 }
 
-/* ---- ref strings ---------------------------------------------------------- */
+/* ---- ref strings ----------------------------------------------------------
+ */
 
 /* Strict decimal to the end of s: no sign, no leading zero but "0". */
 static int dec(const char *s, uint64_t *v)
@@ -136,7 +137,8 @@ static int dec(const char *s, uint64_t *v)
         return 0;
     }
     for (const char *p = s; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
+        if (*p < '0' || *p > '9' ||
+            x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
             return 0;
         }
         x = x * 10 + (uint64_t)(*p - '0');
@@ -193,7 +195,8 @@ size_t keel__ks_vref_str(keel__vref r, char *out)
     return 2 + put_dec(out + 2, r.n);
 }
 
-/* ---- rendering ------------------------------------------------------------- */
+/* ---- rendering -------------------------------------------------------------
+ */
 
 typedef struct out {
     char *p;
@@ -242,8 +245,7 @@ static void emit_hex(out *o, const uint8_t *p, size_t n)
     }
 }
 
-const char *keel__ks_render(const uint8_t *key, size_t n, char *buf,
-                            size_t cap)
+const char *keel__ks_render(const uint8_t *key, size_t n, char *buf, size_t cap)
 {
     keel__ks_key d;
     out o = {buf, cap, 0};
@@ -410,7 +412,8 @@ bad:
     return buf;
 }
 
-/* ---- parsing the human form ------------------------------------------------ */
+/* ---- parsing the human form ------------------------------------------------
+ */
 
 /* s = "<u32>." ...: the vid and what follows the dot. */
 static const char *vid_dot(const char *s, uint32_t *vid)

@@ -180,13 +180,13 @@ typedef struct keel__key {
 
 /* A decoded key (keel__ks_decode): which fields are set depends on table. */
 typedef struct keel__ks_key {
-    uint8_t table; /* enum keel__ks_table */
-    uint8_t field; /* META: meta field; VAT: vat field; CLIST: sub */
-    uint32_t vid;  /* VAT, CLIST, DECIDER, VATSTORE */
-    uint64_t n;    /* RUNQ seq; OBJECT, PROMISE, DECIDER number */
-    keel__kref kref;       /* CLIST KC_K */
-    keel__vref vref;       /* CLIST KC_V, KC_R */
-    const uint8_t *rest;   /* VATNAME name, VATSTORE user key (borrowed) */
+    uint8_t table;       /* enum keel__ks_table */
+    uint8_t field;       /* META: meta field; VAT: vat field; CLIST: sub */
+    uint32_t vid;        /* VAT, CLIST, DECIDER, VATSTORE */
+    uint64_t n;          /* RUNQ seq; OBJECT, PROMISE, DECIDER number */
+    keel__kref kref;     /* CLIST KC_K */
+    keel__vref vref;     /* CLIST KC_V, KC_R */
+    const uint8_t *rest; /* VATNAME name, VATSTORE user key (borrowed) */
     size_t rest_len;
 } keel__ks_key;
 
@@ -241,8 +241,7 @@ static inline keel__key *keel__ks_runq(keel__key *k, uint64_t seq)
     return k;
 }
 
-static inline keel__key *keel__ks_vat(keel__key *k, uint32_t vid,
-                                      uint8_t field)
+static inline keel__key *keel__ks_vat(keel__key *k, uint32_t vid, uint8_t field)
 {
     k->b[0] = KS_VAT;
     keel__ks_be32(k->b + 1, vid);
@@ -252,8 +251,8 @@ static inline keel__key *keel__ks_vat(keel__key *k, uint32_t vid,
 }
 
 /* Raw bytes after a prefix of pre bytes, cut at KEEL__KS_KEY_MAX (KS3). */
-static inline keel__key *keel__ks_tail(keel__key *k, size_t pre,
-                                       const void *p, size_t n)
+static inline keel__key *keel__ks_tail(keel__key *k, size_t pre, const void *p,
+                                       size_t n)
 {
     if (n > KEEL__KS_KEY_MAX - pre) {
         n = KEEL__KS_KEY_MAX - pre;

@@ -2692,8 +2692,7 @@ static void write_version(tk *t, int mode, int version)
         ck_assert_int_eq(keel__store_ws_put(s, "k.version", 9, "1", 1, &d),
                          KEEL_OK);
     } else {
-        ck_assert_int_eq(keel__store_ws_put(s, vk.b, vk.n, v8, 8, &d),
-                         KEEL_OK);
+        ck_assert_int_eq(keel__store_ws_put(s, vk.b, vk.n, v8, 8, &d), KEEL_OK);
     }
     size_t cap = keel__store_ws_encode_bound(s);
     uint8_t *buf = malloc(cap);
@@ -3027,7 +3026,8 @@ START_TEST(test_kernel_terminate_big_vat_in_bounded_batches)
     tk_close(&t);
     ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_VATSTORE, 2)), 0);
     ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_CLIST, 2)), 0);
-    ck_assert_uint_eq(store_count(&t, keel__ks_vat(&(keel__key){0}, 2, KV_CLEANUP)), 0);
+    ck_assert_uint_eq(
+        store_count(&t, keel__ks_vat(&(keel__key){0}, 2, KV_CLEANUP)), 0);
     ck_audit_clean(&t);
     tk_free(&t);
 }
@@ -3170,7 +3170,8 @@ START_TEST(test_kernel_cleanup_resumes_after_crash)
     tk_close(&t);
     ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_VATSTORE, 2)), 0);
     ck_assert_uint_eq(store_count(&t, KS_VAT_PREFIX(KS_CLIST, 2)), 0);
-    ck_assert_uint_eq(store_count(&t, keel__ks_vat(&(keel__key){0}, 2, KV_CLEANUP)), 0);
+    ck_assert_uint_eq(
+        store_count(&t, keel__ks_vat(&(keel__key){0}, 2, KV_CLEANUP)), 0);
     ck_audit_clean(&t);
     tk_free(&t);
 }

@@ -593,8 +593,8 @@ static size_t value_of(const uint8_t *k, size_t kn, const char *val,
         }
         break;
     case KS_VAT:
-        if (d.field == KV_STATE && (strcmp(val, "alive") == 0 ||
-                                    strcmp(val, "terminated") == 0)) {
+        if (d.field == KV_STATE &&
+            (strcmp(val, "alive") == 0 || strcmp(val, "terminated") == 0)) {
             out[0] = val[0] == 'a' ? KS_ALIVE : KS_TERMINATED;
             return 1;
         }
@@ -1234,8 +1234,8 @@ static size_t bob_keys(const craft *c, bkey keys[])
         bkey after = {0};
         keel_bytes k;
         keel__ks_vat_prefix(&prefix, tables[p], 2);
-        while (keel__store_next_key(s, after.b, after.n, prefix.b, prefix.n,
-                                    &k, &d) == 1) {
+        while (keel__store_next_key(s, after.b, after.n, prefix.b, prefix.n, &k,
+                                    &d) == 1) {
             ck_assert_uint_lt(n, BOB_KEYS_MAX);
             ck_assert_uint_lt(k.len, 64);
             memcpy(keys[n].b, k.ptr, k.len);

@@ -16,13 +16,17 @@
  *   V5  --json writes one compact JSON object per line, built with jansson.
  *   V6  --payload adds each record's payload as the reader returns it
  *       (decompressed: the encoded write-set the activity hash covers) in
- *       lower-case hex, two digits per byte.
+ *       lower-case hex, two digits per byte, and, when it decodes as a
+ *       write-set (store/writeset_format.h's decoder), its ops with each
+ *       key and value in store/keyspace.h's human form ("k.crank",
+ *       "c.4.v.o+5"): JSON "ops", text one line per op.
  *
  * dump output: a column header, one line per record, one for the tail
  * (SEG abbreviates a segment name such as 00000000000000000001.seg):
  *      LSN KIND         CRANK STORED  RAW FLAGS SEGMENT OFFSET CHECKSUM
  *        1 crank            7    256  256 -     SEG         40 ok
  *              payload: 0300000001...      (with --payload)
+ *              put k.crank = 7              (with --payload)
  *     tail: clean at SEG offset 936, last LSN 3
  *     tail: torn at SEG offset 936 (17 bytes after it: <reason>)
  */
@@ -34,6 +38,8 @@
 
 #include "keel/keel.h"
 
+#include "store/keyspace.h"
+#include "store/writeset_format.h"
 #include "tools/cli.h"
 
 /* ---------------------------------------------------------------- shared */
@@ -123,7 +129,9 @@ static const keel_cli_spec dump_spec = {
         "  --payload    also each record's payload, decompressed, in hex\n"
         "               (JSON: \"payload\"; text: a `payload:` line after\n"
         "               the record): the write-set the activity hash covers\n"
-        "               (docs/recovery.md, \"The activity hash\")\n"
+        "               (docs/recovery.md, \"The activity hash\"); and its\n"
+        "               ops, keys and values for humans (JSON: \"ops\",\n"
+        "               [{\"op\", \"key\", \"value\"}]; text: one line each)\n"
         "\n"
         "Exit status: 0 the log was read to its end (clean or torn tail);\n"
         "1 it is corrupt or unreadable: the records before the damage are\n"
@@ -157,6 +165,39 @@ static char *payload_hex(const keel_bytes *b)
     return s;
 }
 
+/* The payload's ops for humans (V6): a JSON array when arr != NULL, else
+ * printed lines. Nothing for a payload that is no write-set. */
+static void dump_ops(const keel_bytes *b, json_t *arr)
+{
+    keel__ws_decoder dec;
+    keel__ws_op op;
+    keel_diag d = {0};
+    if (keel__ws_validate(b->ptr, b->len, NULL, &d) != KEEL_OK ||
+        keel__ws_decode_begin(&dec, b->ptr, b->len, &d) != KEEL_OK) {
+        return;
+    }
+    while (keel__ws_decode_next(&dec, &op, &d) == 1) {
+        char key[2 * KEY_MAX], val[4 * KEY_MAX];
+        int put = op.kind == KEEL__STORE_PUT;
+        keel__ks_render(op.key, op.key_len, key, sizeof(key));
+        if (put) {
+            keel__ks_render_value(op.key, op.key_len, op.val, op.val_len, val,
+                                  sizeof(val));
+        }
+        if (arr != NULL) {
+            json_t *o =
+                put ? json_pack("{s:s, s:s, s:s}", "op", "put", "key", key,
+                                "value", val)
+                    : json_pack("{s:s, s:s}", "op", "delete", "key", key);
+            json_array_append_new(arr, o);
+        } else if (put) {
+            printf("         put %s = %s\n", key, val);
+        } else {
+            printf("         delete %s\n", key);
+        }
+    }
+}
+
 static int dump_record(const keel_wal_record *rec, int json, int payload)
 {
     int rc = KEEL_CLI_OK;
@@ -180,6 +221,11 @@ static int dump_record(const keel_wal_record *rec, int json, int payload)
             json_decref(o);
             o = NULL;
         }
+        json_t *ops = o != NULL && hex != NULL ? json_array() : NULL;
+        if (ops != NULL) {
+            dump_ops(&rec->payload, ops);
+            json_object_set_new(o, "ops", ops);
+        }
         rc = emit_json(o);
     } else {
         printf("%8" PRIu64 " %-12s %8" PRIu64 " %7" PRIu32 " %7zu %-5s "
@@ -189,6 +235,7 @@ static int dump_record(const keel_wal_record *rec, int json, int payload)
                rec->segment, rec->offset);
         if (hex != NULL) {
             printf("         payload: %s\n", hex);
+            dump_ops(&rec->payload, NULL);
         }
     }
     free(hex);
