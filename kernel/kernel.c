@@ -60,13 +60,13 @@
  *       went into the write-set, and forgotten whole when a transaction
  *       aborts. Every put still goes to the write-set as before, so the
  *       bytes logged do not change.
- *   K36 The state's format version is KEEL_STATE_FORMAT_VERSION: a store
- *       whose k.version says another, or that still has version 1's
- *       string key "k.version", is refused with KEEL_EVERSION naming the
- *       version (older: what to do instead) before anything else is read.
  *   K28 k->kb is one scratch buffer for encoding a run-queue item or a
  *       promise record, emptied before each use and kept across cranks;
  *       its bytes are copied into the write-set before the next use.
+ *   K36 The state's format version is KEEL_STATE_FORMAT_VERSION: a store
+ *       whose k.version says another, or that still has version 1's
+ *       string key "k.version", is refused with KEEL_EVERSION naming the
+ *       version (older: what to do instead) before any vat is loaded.
  */
 #include "kernel/kernel_internal.h"
 

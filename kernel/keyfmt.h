@@ -1,9 +1,11 @@
 /*
- * kernel/keyfmt.h — a small fixed formatter for the keys, decimal numbers
- * and hex digests the crank path builds, in place of snprintf (whose
- * format parsing was a tenth of a crank's time). It writes the same bytes
- * snprintf would for the formats it replaces ("%s", "%c", "%" PRIu32,
- * "%" PRIu64, "%020" PRIu64, "%016" PRIx64), so no key or value changes.
+ * kernel/keyfmt.h — a small fixed formatter for the few strings the kernel
+ * still writes in decimal, in place of snprintf: the vref strings of the
+ * vat ABI ("o+5", keel_syscall_alloc_object) and text humans read. Keys
+ * and counters are binary (store/keyspace.h): nothing here builds a key,
+ * and the crank path formats no key or counter in decimal. It writes the
+ * same bytes snprintf would for the formats it replaces ("%s", "%c",
+ * "%" PRIu32, "%" PRIu64, "%020" PRIu64, "%016" PRIx64).
  *
  * Invariants:
  *   KF1 The output is always NUL-terminated inside its capacity (cap >= 1);

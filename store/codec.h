@@ -1,9 +1,9 @@
 /*
- * store/codec.h — the compact binary encoding of the values of the
- * kernel's keyspace that are not decimal strings (store/keyspace.h):
- * run-queue items, messages and promise records. The kernel writes them,
- * the audit reads them back; the layout and invariant C1 are in
- * store/codec.c.
+ * store/codec.h — the compact binary encoding of the structured values of
+ * the kernel's keyspace (the others, numbers, states and refs, are drawn
+ * in store/keyspace.h): run-queue items, messages and promise records. The
+ * kernel writes them, the audit reads them back; the layout and invariant C1
+ * are in store/codec.c.
  */
 #ifndef KEEL_STORE_CODEC_H
 #define KEEL_STORE_CODEC_H

@@ -129,19 +129,24 @@ int keel__ks_decode(const uint8_t *k, size_t n, keel__ks_key *o)
 /* ---- ref strings ----------------------------------------------------------
  */
 
-/* Strict decimal to the end of s: no sign, no leading zero but "0". */
+/* Strict decimal to the end of s: no sign, no leading zero but "0", at
+ * most UINT64_MAX (checked by length and, at 20 digits, lexically: no
+ * division on the crank path, which parses a kref per promise access). */
 static int dec(const char *s, uint64_t *v)
 {
     uint64_t x = 0;
+    size_t n = 0;
     if (s[0] < '0' || s[0] > '9' || (s[0] == '0' && s[1] != '\0')) {
         return 0;
     }
-    for (const char *p = s; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' ||
-            x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
+    for (; s[n] != '\0'; n++) {
+        if (s[n] < '0' || s[n] > '9' || n == 20) {
             return 0;
         }
-        x = x * 10 + (uint64_t)(*p - '0');
+        x = x * 10 + (uint64_t)(s[n] - '0');
+    }
+    if (n == 20 && strcmp(s, "18446744073709551615") > 0) {
+        return 0;
     }
     *v = x;
     return 1;

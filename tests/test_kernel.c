@@ -64,6 +64,7 @@
 #include "keel/keel.h"
 #include "keel/recovery.h"
 #include "kernel/kernel_host.h"
+#include "common/keys.h"
 #include "kernel/keyfmt.h"
 #include "store/keyspace.h"
 #include "store/store.h"
@@ -3430,6 +3431,102 @@ END_TEST
 
 /* kernel/keyfmt.h writes exactly what snprintf wrote for the keys and
  * numbers the crank path builds (KF1, KF2), cut alike when too long. */
+/* store/keyspace.h KS1..KS3: every key form round-trips through the one
+ * encoder, decoder, renderer and parser; bytewise order is numeric order;
+ * anything else does not decode. */
+START_TEST(test_kernel_keyspace_round_trip)
+{
+    static const char *const keys[] = {"k.version",  "k.booted",
+                                       "k.crank",    "k.hash",
+                                       "k.next.vat", "k.next.ko",
+                                       "k.next.kp",  "k.rq.head",
+                                       "k.rq.tail",  "k.unresolved",
+                                       "rq.0",       "rq.18446744073709551615",
+                                       "v.1.name",   "v.4294967295.cleanup",
+                                       "v.3.nextq",  "vn.alice",
+                                       "c.4.k.ko7",  "c.4.k.kp12",
+                                       "c.4.v.o+0",  "c.4.v.o-5",
+                                       "c.4.v.p+9",  "c.4.v.p-1",
+                                       "c.4.r.p+3",  "ko.1",
+                                       "kp.123",     "d.2.kp9",
+                                       "vs.3.a.b"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        keel__key k;
+        keel__ks_key d;
+        char back[256];
+        ck_assert_msg(keel__ks_parse(keys[i], &k), "%s does not parse",
+                      keys[i]);
+        ck_assert_msg(keel__ks_decode(k.b, k.n, &d), "%s does not decode",
+                      keys[i]);
+        ck_assert_ptr_nonnull(keel__ks_table_name(d.table));
+        ck_assert_str_eq(keel__ks_render(k.b, k.n, back, sizeof(back)),
+                         keys[i]);
+    }
+    /* KS2: numeric order is byte order */
+    keel__key a, b;
+    keel__ks_runq(&a, 9);
+    keel__ks_runq(&b, 10);
+    ck_assert_int_lt(keel__keycmp(a.b, a.n, b.b, b.n), 0);
+    keel__ks_promise(&a, 255);
+    keel__ks_promise(&b, 256);
+    ck_assert_int_lt(keel__keycmp(a.b, a.n, b.b, b.n), 0);
+    keel__ks_vatstore(&a, 2, "zzz", 3);
+    keel__ks_vat_prefix(&b, KS_VATSTORE, 10);
+    ck_assert_int_lt(keel__keycmp(a.b, a.n, b.b, b.n), 0);
+    /* KS1: nothing else decodes, and renders as ?hex */
+    static const struct {
+        const char *b;
+        size_t n;
+    } bad[] = {
+        {"", 0},
+        {"\x00", 1},
+        {"\x0a\x01", 2},
+        {"\x01\x00", 2},
+        {"\x01\x0b", 2},
+        {"\x01\x03\x00", 3},
+        {"\x02\x00\x00\x00\x00\x00\x00\x00", 8},
+        {"\x03\x00\x00\x00\x00\x01", 6},
+        {"\x03\x00\x00\x00\x01\x0a", 6},
+        {"\x04", 1},
+        {"\x05\x00\x00\x00\x01\x04\x01\x00\x00\x00\x00\x00\x00\x00\x01", 15},
+        {"\x05\x00\x00\x00\x01\x01\x03\x00\x00\x00\x00\x00\x00\x00\x01", 15},
+        {"\x05\x00\x00\x00\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00", 15},
+        {"\x05\x00\x00\x00\x01\x03\x01\x00\x00\x00\x00\x00\x00\x00\x01", 15},
+        {"\x07\x00\x00\x00\x00\x00\x00\x00\x00", 9},
+        {"\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00", 14},
+        {"\x09\x00\x00\x00\x01", 5},
+        {"k.crank", 7},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        keel__ks_key d;
+        char r[64];
+        ck_assert_msg(!keel__ks_decode((const uint8_t *)bad[i].b, bad[i].n, &d),
+                      "bad key %zu decodes", i);
+        ck_assert_int_eq(keel__ks_render((const uint8_t *)bad[i].b, bad[i].n, r,
+                                         sizeof(r))[0],
+                         '?');
+    }
+    ck_assert(!keel__ks_parse("c.4.r.o+3", &a)); /* only p+N retire */
+    ck_assert(!keel__ks_parse("kp.0", &a));
+    ck_assert(!keel__ks_parse("rq.18446744073709551616", &a));
+    ck_assert(!keel__ks_parse("v.0.name", &a));
+    ck_assert(!keel__ks_parse("c.4.v.o+01", &a));
+    /* values for humans */
+    uint8_t v8[8], kr[KEEL__KS_REF_BYTES];
+    char r[64];
+    keel__ks_be64(v8, 0x71bea2a75716f94dull);
+    keel__ks_meta(&a, KM_HASH);
+    ck_assert_str_eq(keel__ks_render_value(a.b, a.n, v8, 8, r, sizeof(r)),
+                     "71bea2a75716f94d");
+    keel__ks_ref(kr, KR_OPLUS, 5);
+    keel__ks_clist_k(&a, 4, (keel__kref){KR_O, 7});
+    ck_assert_str_eq(
+        keel__ks_render_value(a.b, a.n, kr, sizeof(kr), r, sizeof(r)), "o+5");
+    ck_assert_int_eq(keel__ks_render_value(a.b, a.n, v8, 3, r, sizeof(r))[0],
+                     '?');
+}
+END_TEST
+
 START_TEST(test_kernel_keyfmt_matches_snprintf)
 {
     static const uint64_t vals[] = {0,
@@ -3479,6 +3576,7 @@ Suite *kernel_suite(void)
 
     TCase *tc = tcase_create("scenarios");
     tcase_add_test(tc, test_kernel_keyfmt_matches_snprintf);
+    tcase_add_test(tc, test_kernel_keyspace_round_trip);
     tcase_add_test(tc, test_kernel_pingpong_answers_in_order);
     tcase_add_test(tc, test_kernel_promise_queue_delivered_in_order_on_resolve);
     tcase_add_test(tc, test_kernel_rejected_promise_rejects_result_with_reason);
