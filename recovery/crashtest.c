@@ -65,6 +65,7 @@
 #include "keel/recovery.h"
 #include "keel/snapshot.h"
 #include "keel/wal.h"
+#include "store/keyspace.h"
 #include "store/writeset_format.h"
 
 extern char **environ;
@@ -530,14 +531,13 @@ int keel__crashtest_payload_hash(const uint8_t *p, size_t len, uint64_t *h)
     keel__ws_decoder dec;
     keel__ws_op op;
     int found = 0;
+    keel__key hk;
+    keel__ks_meta(&hk, KM_HASH); /* store/keyspace.h: a u64 value */
     int rc = keel__ws_decode_begin(&dec, p, len, NULL);
     while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, NULL)) == 1) {
-        if (op.kind == KEEL__STORE_PUT && op.key_len == 6 &&
-            memcmp(op.key, "k.hash", 6) == 0 && op.val_len == 16) {
-            char hex[17];
-            memcpy(hex, op.val, 16);
-            hex[16] = '\0';
-            *h = strtoull(hex, NULL, 16);
+        if (op.kind == KEEL__STORE_PUT && op.key_len == hk.n &&
+            memcmp(op.key, hk.b, hk.n) == 0 && op.val_len == 8) {
+            *h = keel__ks_rd64(op.val);
             found = 1;
         }
     }

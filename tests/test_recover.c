@@ -1369,6 +1369,33 @@ START_TEST(test_recover_open_cheap_checks_refuse_bad_state)
 }
 END_TEST
 
+/* AU4: a key that store/keyspace.h's decoder does not take is damage:
+ * a version 1 string key, a vat id 0, a c-list key of an unknown sub. */
+START_TEST(test_recover_undecodable_key_detected)
+{
+    static const struct {
+        const char *key;
+        size_t n;
+    } bad[] = {
+        {"k.crank", 7},
+        {"\x03\x00\x00\x00\x00\x01", 6},
+        {"\x05\x00\x00\x00\x01\x07\x01\x00\x00\x00\x00\x00\x00\x00\x01", 15},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        craft c;
+        craft_init(&c);
+        cop *o = op_add_raw(&c, bad[i].key, bad[i].n);
+        o->put = 1;
+        o->vlen = 1;
+        o->val[0] = '1';
+        uint64_t lsn = craft_commit(&c, KEEL_WAL_OUT_OF_CRANK, 0);
+        craft_close(&c);
+        ck_violation(c.state, lsn, "is not in keel's keyspace");
+        craft_free(&c);
+    }
+}
+END_TEST
+
 START_TEST(test_recover_dangling_kref_detected)
 {
     craft c;
@@ -2084,6 +2111,7 @@ Suite *recover_suite(void)
     tcase_add_test(tc, test_recover_message_on_settled_promise_detected);
     tcase_add_test(tc, test_recover_clist_not_bijection_detected);
     tcase_add_test(tc, test_recover_dangling_kref_detected);
+    tcase_add_test(tc, test_recover_undecodable_key_detected);
     tcase_add_test(tc, test_recover_open_cheap_checks_refuse_bad_state);
     tcase_add_test(tc, test_recover_non_decider_resolution_detected);
     tcase_add_test(tc, test_recover_double_resolution_detected);
