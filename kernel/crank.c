@@ -582,10 +582,19 @@ static int resolves_to_object(const kprom *p)
            p->res.slots[0][1] == 'o';
 }
 
+/* dst[KEEL_VREF_MAX] = s, cut as snprintf "%s" would (no format parsing
+ * on the crank path). */
+static void copy_ref(char *dst, const char *s)
+{
+    size_t n = strnlen(s, KEEL_VREF_MAX - 1);
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
 static int route_send(keel_kernel *k, const char *target0, const kmsg *m)
 {
     char target[KEEL_VREF_MAX];
-    snprintf(target, sizeof(target), "%s", target0);
+    copy_ref(target, target0);
     for (int hop = 0; hop < MAX_FORWARD; hop++) {
         keel__kref tr;
         if (kref_of(target, KR_O, &tr)) {
@@ -632,7 +641,7 @@ static int route_send(keel_kernel *k, const char *target0, const kmsg *m)
             return rc;
         }
         if (resolves_to_object(&p)) {
-            snprintf(target, sizeof(target), "%s", p.res.slots[0]);
+            copy_ref(target, p.res.slots[0]);
             keel__kprom_free(&p);
             continue;
         }
