@@ -814,16 +814,19 @@ static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
                              kn(k, n, b1), ks);
         }
     }
-    /* the reverse entry: c.<v>.<v|k>.<value>, whose value is this key's
-     * ref (bytes 6..15 of the key) */
+    /* the reverse entry: c.<v>.<v|k>.<value>, whose value must be this
+     * key's ref (encoded from the decoded key, never read from its bytes) */
+    uint8_t mine[KEEL__KS_REF_BYTES];
     if (fwd) {
         keel__ks_clist_v(&key, vid, KC_V, vr);
+        keel__ks_ref(mine, kr.kind, kr.n);
     } else {
         keel__ks_clist_k(&key, vid, kr);
+        keel__ks_ref(mine, vr.kind, vr.n);
     }
     int has = afterk(a, &key, &other);
     int pairs = has && other.len == KEEL__KS_REF_BYTES &&
-                memcmp(other.ptr, k + 6, KEEL__KS_REF_BYTES) == 0;
+                memcmp(other.ptr, mine, KEEL__KS_REF_BYTES) == 0;
     if (present && !pairs) {
         return violation(
             a,
