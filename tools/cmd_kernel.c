@@ -750,7 +750,9 @@ int keel__cli_run(int argc, char **argv)
     j.obs.state_dir = j.state;
     uint16_t port = 0;
     if ((err = keel__obs_start(&j.obs, &o, &obs, &port, &d)) < 0) {
+        /* a refused --metrics-listen is the command line's fault (K3) */
         rc = kernel_failed("run", &d, err);
+        rc = err == KEEL_EINVAL ? KEEL_CLI_USAGE : rc;
         goto out;
     }
     if (port != 0) {
