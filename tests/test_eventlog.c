@@ -300,6 +300,55 @@ START_TEST(test_eventlog_full_tmpfs_counted_not_fatal)
 }
 END_TEST
 
+/* OB1: a line leaves only once its record is durable. Under group sync a
+ * SIGKILL loses the records still in the writer's batch; none of them may
+ * have a line. (Without the hold, lines of lost records showed up here.) */
+START_TEST(test_eventlog_sigkill_no_line_past_the_log)
+{
+    fx f;
+    fx_init(&f, 1000000000u);
+    const char *args[] = {"run",   f.state,     "--config",    f.cfg, "--sync",
+                          "group", "--forever", "--event-log", f.log, NULL};
+    pid_t pid = ou_spawn(args, NULL, f.outp, f.errp);
+    char *s = ou_wait_for(f.log, "\"crank\":2000,");
+    ck_assert_msg(s != NULL, "no crank 2000 in the event log");
+    free(s);
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(ou_wait(pid), 128 + SIGKILL);
+
+    char *wal = tu_path(f.state, "wal");
+    const char *dump[] = {"wal", "dump", wal, "--json", NULL};
+    char *out = NULL;
+    ck_assert_int_eq(tu_run_keel(dump, &out, NULL), 0);
+    const char *t = strstr(out, "\"last_lsn\":");
+    ck_assert_ptr_nonnull(t);
+    long long last = strtoll(t + strlen("\"last_lsn\":"), NULL, 10);
+    /* the log may end in half a line (killed mid-write): drop it */
+    char *text = ou_read_text(f.log);
+    char *nl = strrchr(text, '\n');
+    ck_assert_ptr_nonnull(nl);
+    nl[1] = '\0';
+    tu_write_file(f.log, text, strlen(text));
+    json_t *lines = read_lines(f.log);
+    long long max = 0;
+    for (size_t i = 0; i < json_array_size(lines); i++) {
+        json_t *o = json_array_get(lines, i);
+        if (strcmp(ev(o), "transaction") == 0 && num(o, "lsn") > max) {
+            max = num(o, "lsn");
+        }
+    }
+    ck_assert_msg(max <= last,
+                  "event log has LSN %lld; the log after the kill ends at %lld",
+                  max, last);
+    ck_assert_int_gt(max, 2000);
+    json_decref(lines);
+    free(text);
+    free(out);
+    free(wal);
+    fx_free(&f);
+}
+END_TEST
+
 Suite *eventlog_suite(void);
 Suite *eventlog_suite(void)
 {
@@ -310,6 +359,7 @@ Suite *eventlog_suite(void)
     tcase_add_test(tc, test_eventlog_rotation_keeps_n_files);
     tcase_add_test(tc, test_eventlog_full_device_counted_not_fatal);
     tcase_add_test(tc, test_eventlog_full_tmpfs_counted_not_fatal);
+    tcase_add_test(tc, test_eventlog_sigkill_no_line_past_the_log);
     suite_add_tcase(s, tc);
     return s;
 }
