@@ -2,9 +2,12 @@
  * host/eventlog.c — the event log (host/eventlog.h).
  *
  * Invariants:
- *   EL1 A line is one compact JSON object and a newline, written with one
- *       write(2) to a file opened O_APPEND: a reader never sees half of a
- *       line unless the disk ran out of room in the middle of one.
+ *   EL1 A line is one compact JSON object and a newline. Lines are
+ *       gathered in `buf` and written whole with one write(2) per batch
+ *       (keel__eventlog_flush: after each batch of observations published,
+ *       before a rotation, at close, or when 64 KiB are gathered) to a
+ *       file opened O_APPEND: a reader never sees half of a line unless
+ *       the disk ran out of room in the middle of one.
  *   EL2 Never on the durability path: the log is fed only observations
  *       already durable, after the fact, and a failed write (a full disk,
  *       EFBIG, EIO) drops the line, counts it (keel_event_log_errors_total)
@@ -52,7 +55,14 @@ struct keel_eventlog {
     int reported;
     sub *subs;
     uint64_t next_id;
+    char *buf; /* EL1: lines not yet written */
+    size_t blen, bcap;
+    size_t blines;
+    time_t tsec; /* the second `tstr` was formatted for */
+    char tstr[32];
 };
+
+#define FLUSH_BYTES (64u * 1024)
 
 static int open_file(keel_eventlog *el, keel_diag *diag)
 {
@@ -97,6 +107,8 @@ void keel__eventlog_close(keel_eventlog *el)
     if (el == NULL) {
         return;
     }
+    keel__eventlog_flush(el);
+    free(el->buf);
     if (el->fd >= 0) {
         close(el->fd);
     }
@@ -109,10 +121,10 @@ void keel__eventlog_close(keel_eventlog *el)
     free(el);
 }
 
-static void failed(keel_eventlog *el, const char *what, int e)
+static void failed_n(keel_eventlog *el, const char *what, int e, size_t n)
 {
-    el->errors++;
-    if (el->m != NULL) {
+    el->errors += n;
+    for (size_t i = 0; el->m != NULL && i < n; i++) {
         keel__metrics_event_log_error(el->m); /* EL2 */
     }
     if (!el->reported) {
@@ -122,6 +134,30 @@ static void failed(keel_eventlog *el, const char *what, int e)
                 "lines lost are counted in keel_event_log_errors_total\n",
                 el->path, what, strerror(e));
     }
+}
+
+static void failed(keel_eventlog *el, const char *what, int e)
+{
+    failed_n(el, what, e, 1);
+}
+
+void keel__eventlog_flush(keel_eventlog *el)
+{
+    if (el->blen == 0) {
+        return;
+    }
+    ssize_t w = el->fd >= 0 ? write(el->fd, el->buf, el->blen) : -1;
+    if (w != (ssize_t)el->blen) {
+        int e = el->fd < 0 ? EBADF : w < 0 ? errno : ENOSPC; /* short: full */
+        size_t done = w > 0 ? (size_t)w : 0;
+        size_t lost = 0; /* lines not written whole */
+        for (size_t i = done; i < el->blen; i++) {
+            lost += el->buf[i] == '\n';
+        }
+        failed_n(el, "write", e, lost);
+    }
+    el->blen = 0;
+    el->blines = 0;
 }
 
 /* EL3 */
@@ -164,15 +200,18 @@ static void emit(keel_eventlog *el, json_t *o)
         failed(el, "format", ENOMEM);
         return;
     }
-    struct timespec ts;
+    struct timespec ts; /* a timestamp, not an interval: the wall clock */
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char t[40];
-    size_t tl = strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(t + tl, sizeof(t) - tl, ".%06ldZ", ts.tv_nsec / 1000);
+    if (ts.tv_sec != el->tsec || el->tstr[0] == '\0') {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(el->tstr, sizeof(el->tstr), "%Y-%m-%dT%H:%M:%S", &tm);
+        el->tsec = ts.tv_sec;
+    }
+    char t[64];
+    snprintf(t, sizeof(t), "%s.%06dZ", el->tstr, (int)(ts.tv_nsec / 1000));
     json_object_set_new(o, "time", json_string(t));
-    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    char *s = json_dumps(o, JSON_COMPACT); /* keys in insertion order */
     json_decref(o);
     if (s == NULL) {
         failed(el, "format", ENOMEM);
@@ -182,21 +221,30 @@ static void emit(keel_eventlog *el, json_t *o)
     for (sub *x = el->subs; x != NULL; x = x->next) { /* EL4 */
         x->cb(x->arg, s, len);
     }
-    s[len] = '\n'; /* json_dumps' NUL: the line is written in one piece */
     if (el->path != NULL) {
         if (el->max_bytes != 0 && el->size > 0 &&
             el->size + len + 1 > el->max_bytes) {
+            keel__eventlog_flush(el);
             rotate(el);
         }
-        ssize_t w = el->fd >= 0 ? write(el->fd, s, len + 1) : -1;
-        if (w == (ssize_t)(len + 1)) {
-            el->size += len + 1;
-        } else {
-            int e = w < 0 ? errno : ENOSPC; /* a short write: out of room */
-            if (w > 0) {
-                el->size += (uint64_t)w;
+        if (el->blen + len + 1 > el->bcap) {
+            size_t cap = (el->blen + len + 1) * 2;
+            char *b = realloc(el->buf, cap);
+            if (b == NULL) {
+                failed(el, "buffer", ENOMEM);
+                free(s);
+                return;
             }
-            failed(el, "write", el->fd >= 0 ? e : EBADF);
+            el->buf = b;
+            el->bcap = cap;
+        }
+        memcpy(el->buf + el->blen, s, len);
+        el->buf[el->blen + len] = '\n';
+        el->blen += len + 1;
+        el->blines++;
+        el->size += len + 1; /* EL3 counts what is gathered too */
+        if (el->blen >= FLUSH_BYTES) {
+            keel__eventlog_flush(el);
         }
     }
     free(s);
@@ -221,7 +269,7 @@ void keel__eventlog_observe(keel_eventlog *el, const keel_observation *ob)
                                         [KEEL_OBS_CHECKPOINT] = "checkpoint",
                                         [KEEL_OBS_SNAPSHOT] = "snapshot"};
     if (ob->what <= 0 || ob->what == KEEL_OBS_TICK ||
-        ob->what > KEEL_OBS_SNAPSHOT) {
+        ob->what > KEEL_OBS_SNAPSHOT || !keel__eventlog_active(el)) {
         return;
     }
     o = json_pack("{s:s, s:I, s:I}", "event", names[ob->what], "lsn",
@@ -272,6 +320,7 @@ void keel__eventlog_torn(keel_eventlog *el, const keel_kernel_recovery *r)
                        (json_int_t)r->torn_offset, "bytes",
                        (json_int_t)r->torn_bytes, "last_lsn",
                        (json_int_t)r->wal_last_lsn, "reason", r->torn_reason));
+    keel__eventlog_flush(el);
 }
 
 uint64_t keel__eventlog_subscribe(keel_eventlog *el,
@@ -304,6 +353,11 @@ void keel__eventlog_unsubscribe(keel_eventlog *el, uint64_t id)
             return;
         }
     }
+}
+
+int keel__eventlog_active(const keel_eventlog *el)
+{
+    return el->path != NULL || el->subs != NULL;
 }
 
 uint64_t keel__eventlog_errors(const keel_eventlog *el)

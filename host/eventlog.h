@@ -27,6 +27,8 @@ void keel__eventlog_close(keel_eventlog *el);
 /* Kernel's thread: log one durable observation. Never fails the caller
  * (EL2). */
 void keel__eventlog_observe(keel_eventlog *el, const keel_observation *ob);
+/* Write the lines gathered so far (EL1). */
+void keel__eventlog_flush(keel_eventlog *el);
 /* Log a torn-tail repair found by recovery. */
 void keel__eventlog_torn(keel_eventlog *el, const keel_kernel_recovery *r);
 
@@ -37,6 +39,10 @@ uint64_t keel__eventlog_subscribe(keel_eventlog *el,
                                              size_t len),
                                   void *arg);
 void keel__eventlog_unsubscribe(keel_eventlog *el, uint64_t id);
+
+/* 1 if a line would go anywhere (a file or a subscriber): without, the
+ * caller skips formatting it. */
+int keel__eventlog_active(const keel_eventlog *el);
 
 /* Lines written to the file and write errors so far (tests). */
 uint64_t keel__eventlog_errors(const keel_eventlog *el);

@@ -12,7 +12,10 @@
  *   OB2 Under sync=full an observation is published at once (the durable
  *       LSN already covers it and nothing is held before it); otherwise at
  *       the next tick of the run loop (every crank, every idle slice of at
- *       most 100 ms) or at stop. Held observations are copies.
+ *       most 100 ms) or at stop. Held observations are copies, in
+ *       place (a vat name and a method fit; only a snapshot's path is
+ *       allocated), so holding one costs no allocation; the queue holds at
+ *       most what the WAL has appended but not synced (W6).
  *   OB3 Gauges are sampled at most every 200 ms of ticks, at attach and at
  *       stop, on the kernel's thread (M2): the HTTP thread never reads the
  *       kernel.
@@ -29,7 +32,9 @@
 
 typedef struct held {
     keel_observation ob;
-    char *vat_name, *method, *path;
+    char vat_name[64]; /* a vat name is at most 63 bytes */
+    char method[KEEL_METHOD_MAX + 1];
+    char *path; /* malloc'd (a snapshot's; rare) */
 } held;
 
 struct keel_obs {
@@ -48,9 +53,10 @@ struct keel_obs {
 static void publish(keel_obs *o, const keel_observation *const *obs, size_t n)
 {
     keel__metrics_observe(o->m, obs, n);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && keel__eventlog_active(o->el); i++) {
         keel__eventlog_observe(o->el, obs[i]);
     }
+    keel__eventlog_flush(o->el); /* EL1: one write per batch */
 }
 
 /* OB1: publish the held observations up to durable, in order. */
@@ -61,15 +67,16 @@ static void release(keel_obs *o, uint64_t durable)
     while (n < o->qn && o->q[n].ob.lsn <= durable) {
         size_t b = 0;
         while (b < 64 && n + b < o->qn && o->q[n + b].ob.lsn <= durable) {
-            batch[b] = &o->q[n + b].ob;
+            held *h = &o->q[n + b];
+            /* the queue moves (realloc, memmove): point into it only now */
+            h->ob.vat_name = h->ob.vat_name != NULL ? h->vat_name : NULL;
+            h->ob.method = h->ob.method != NULL ? h->method : NULL;
+            batch[b] = &h->ob;
             b++;
         }
         publish(o, batch, b);
         for (size_t i = 0; i < b; i++) {
-            held *h = &o->q[n + i];
-            free(h->vat_name);
-            free(h->method);
-            free(h->path);
+            free(o->q[n + i].path);
         }
         n += b;
     }
@@ -79,11 +86,12 @@ static void release(keel_obs *o, uint64_t durable)
     }
 }
 
-static char *dup_or_null(const char *s, int *oom)
+/* Copy at most cap - 1 bytes of s (NULL: nothing) into buf. */
+static void copy_in(char *buf, size_t cap, const char *s)
 {
-    char *d = s != NULL ? strdup(s) : NULL;
-    *oom |= s != NULL && d == NULL;
-    return d;
+    size_t n = s != NULL ? strnlen(s, cap - 1) : 0;
+    memcpy(buf, s != NULL ? s : "", n);
+    buf[n] = '\0';
 }
 
 static void hold(keel_obs *o, const keel_observation *ob)
@@ -92,34 +100,23 @@ static void hold(keel_obs *o, const keel_observation *ob)
         size_t cap = o->qcap ? o->qcap * 2 : 256;
         held *q = realloc(o->q, cap * sizeof(*q));
         if (q == NULL) {
-            goto oom;
+            if (!o->oom_reported) {
+                o->oom_reported = 1;
+                fprintf(stderr, "keel: run: out of memory holding "
+                                "observations; metrics and the event log "
+                                "miss some\n");
+            }
+            return;
         }
         o->q = q;
         o->qcap = cap;
     }
-    held *h = &o->q[o->qn];
-    int oom = 0;
-    h->ob = *ob;
-    h->vat_name = dup_or_null(ob->vat_name, &oom);
-    h->method = dup_or_null(ob->method, &oom);
-    h->path = dup_or_null(ob->path, &oom);
-    if (oom) {
-        free(h->vat_name);
-        free(h->method);
-        free(h->path);
-        goto oom;
-    }
-    h->ob.vat_name = h->vat_name;
-    h->ob.method = h->method;
+    held *h = &o->q[o->qn++]; /* OB2: copies, no allocation of its own */
+    h->ob = *ob; /* vat_name, method: non-NULL says "copied" (release) */
+    copy_in(h->vat_name, sizeof(h->vat_name), ob->vat_name);
+    copy_in(h->method, sizeof(h->method), ob->method);
+    h->path = ob->path != NULL ? strdup(ob->path) : NULL;
     h->ob.path = h->path;
-    o->qn++;
-    return;
-oom:
-    if (!o->oom_reported) {
-        o->oom_reported = 1;
-        fprintf(stderr, "keel: run: out of memory holding observations; "
-                        "metrics and the event log miss some\n");
-    }
 }
 
 static void sample(keel_obs *o)
