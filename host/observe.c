@@ -185,10 +185,10 @@ void keel__obs_attached(keel_obs *o, keel_kernel *k)
     keel_kernel_recovery r;
     o->k = k;
     keel_kernel_recovery_info(k, &r);
-    release(o, keel_kernel_durable_lsn(k));
-    if (r.torn) {
+    if (r.torn) { /* the WAL's open truncated it, before all else */
         keel__eventlog_torn(o->el, &r);
     }
+    release(o, keel_kernel_durable_lsn(k));
     sample(o);
     keel__notify_ready(&o->n); /* N1 */
 }

@@ -920,6 +920,8 @@ static void terminated(keel_kernel *k, uint32_t vid, int cleanup)
     v->stop_pending = 1;
     v->cleanup = cleanup;
     keel__k_cancel_async(k, vid);
+    /* K36: the transaction that terminated it is the last appended */
+    keel__k_observe(k, KEEL_OBS_VAT_TERMINATE, vid, keel_wal_last_lsn(k->wal));
 }
 
 int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
@@ -943,8 +945,6 @@ int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
     k->txn_vid = obs_vid;
     if (rc == KEEL_OK) {
         terminated(k, vid, pending);
-        keel__k_observe(k, KEEL_OBS_VAT_TERMINATE, vid,
-                        keel_wal_last_lsn(k->wal)); /* K36 */
     }
     return rc;
 }

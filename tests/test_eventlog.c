@@ -161,6 +161,149 @@ START_TEST(test_eventlog_lines_are_the_transactions)
 }
 END_TEST
 
+/* The transaction lines of lines are exactly the WAL's records of state
+ * (`keel wal dump --json`), in order: LSN, kind, crank. @return them. */
+static size_t check_against_wal(json_t *lines, const char *state)
+{
+    char *wal = tu_path(state, "wal");
+    const char *dump[] = {"wal", "dump", wal, "--json", NULL};
+    char *out = NULL;
+    ck_assert_int_eq(tu_run_keel(dump, &out, NULL), 0);
+    char *rec = out;
+    size_t txns = 0;
+    for (size_t i = 0; i < json_array_size(lines); i++) {
+        json_t *o = json_array_get(lines, i);
+        if (strcmp(ev(o), "transaction") != 0) {
+            continue;
+        }
+        char *end = strchr(rec, '\n');
+        ck_assert(end != NULL);
+        json_t *r = json_loadb(rec, (size_t)(end - rec), 0, NULL);
+        ck_assert_msg(json_object_get(r, "lsn") != NULL,
+                      "more transaction lines than WAL records");
+        ck_assert_int_eq(num(o, "lsn"), num(r, "lsn"));
+        ck_assert_int_eq(num(o, "crank"), num(r, "crank"));
+        ck_assert_str_eq(json_string_value(json_object_get(o, "kind")),
+                         json_string_value(json_object_get(r, "kind")));
+        json_decref(r);
+        rec = end + 1;
+        txns++;
+    }
+    ck_assert_msg(strncmp(rec, "{\"tail\"", 7) == 0, "WAL records left: %s",
+                  rec);
+    free(out);
+    free(wal);
+    return txns;
+}
+
+/* The mixed workload: out-of-crank completions, an aborted crank, a vat
+ * that exits and one terminated, periodic snapshots. */
+START_TEST(test_eventlog_mixed_workload_lifecycle)
+{
+    fx f;
+    fx_init(&f, 1);
+    char *snaps = tu_path(f.root, "snaps");
+    const char *args[] = {
+        "run",    f.state,          "--config", KEEL_MIXED_JSON,
+        "--json", "--event-log",    f.log,      "--snapshot-every",
+        "50",     "--snapshot-dir", snaps,      NULL};
+    char *out = NULL, *err = NULL;
+    int rc = tu_run_keel(args, &out, &err);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    json_t *sum = json_loads(out, 0, NULL);
+    ck_assert_ptr_nonnull(sum);
+    json_t *lines = read_lines(f.log);
+    size_t txns = check_against_wal(lines, f.state);
+    /* the run's transactions and the boot before it */
+    ck_assert_int_eq((json_int_t)txns, num(sum, "transactions") + 1);
+    size_t aborted = 0, ooc = 0, snapshots = 0;
+    int terminated[2] = {0, 0}, stopped[2] = {0, 0};
+    static const char *const doomed[] = {"quitter", "crasher"};
+    for (size_t i = 0; i < json_array_size(lines); i++) {
+        json_t *o = json_array_get(lines, i);
+        const char *e = ev(o);
+        const char *vat = json_string_value(json_object_get(o, "vat"));
+        if (strcmp(e, "transaction") == 0) {
+            aborted += json_is_true(json_object_get(o, "aborted"));
+            ooc += strcmp(json_string_value(json_object_get(o, "kind")),
+                          "out-of-crank") == 0;
+        } else if (strcmp(e, "snapshot") == 0) {
+            const char *path = json_string_value(json_object_get(o, "path"));
+            char want[32];
+            snprintf(want, sizeof(want), "/%020lld.ksnap",
+                     (long long)num(o, "lsn"));
+            ck_assert_msg(path != NULL && strstr(path, want) != NULL,
+                          "snapshot path %s for lsn %lld", path,
+                          (long long)num(o, "lsn"));
+            snapshots++;
+        }
+        for (int d = 0; d < 2 && vat != NULL; d++) {
+            if (strcmp(vat, doomed[d]) != 0) {
+                continue;
+            }
+            if (strcmp(e, "vat_terminate") == 0) {
+                terminated[d]++;
+            } else if (strcmp(e, "vat_stop") == 0) {
+                ck_assert_msg(terminated[d] == 1,
+                              "%s stopped before its "
+                              "termination",
+                              vat);
+                stopped[d]++;
+            }
+        }
+    }
+    ck_assert_int_eq((json_int_t)aborted, num(sum, "aborted"));
+    ck_assert_uint_ge(aborted, 1);
+    ck_assert_uint_ge(ooc, 1);
+    ck_assert_uint_ge(snapshots, 1);
+    for (int d = 0; d < 2; d++) {
+        ck_assert_msg(terminated[d] == 1 && stopped[d] == 1,
+                      "%s: %d terminations, %d stops", doomed[d], terminated[d],
+                      stopped[d]);
+    }
+    json_decref(lines);
+    json_decref(sum);
+    free(out);
+    free(err);
+    free(snaps);
+    fx_free(&f);
+}
+END_TEST
+
+/* A torn tail truncated by recovery is one line saying what went. */
+START_TEST(test_eventlog_torn_tail_repair)
+{
+    fx f;
+    fx_init(&f, 5);
+    const char *first[] = {"run", f.state, "--config", f.cfg, NULL};
+    ck_assert_int_eq(tu_run_keel(first, NULL, NULL), 0);
+    char *seg = tu_path(f.state, "wal/00000000000000000001.seg");
+    size_t len = 0;
+    uint8_t *b = tu_read_file(seg, &len);
+    ck_assert_ptr_nonnull(b);
+    uint8_t *more = malloc(len + 100);
+    memcpy(more, b, len);
+    memset(more + len, 0x5a, 100); /* half a record that never was */
+    tu_write_file(seg, more, len + 100);
+    const char *again[] = {"run", f.state, "--event-log", f.log, NULL};
+    ck_assert_int_eq(tu_run_keel(again, NULL, NULL), 0);
+    json_t *lines = read_lines(f.log);
+    json_t *o = json_array_get(lines, 0);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_str_eq(ev(o), "torn_tail_repair");
+    ck_assert_int_eq(num(o, "bytes"), 100);
+    ck_assert_int_eq(num(o, "offset"), (json_int_t)len);
+    ck_assert_int_eq(num(o, "last_lsn"), 12);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "segment")),
+                     "00000000000000000001.seg");
+    json_decref(lines);
+    free(b);
+    free(more);
+    free(seg);
+    fx_free(&f);
+}
+END_TEST
+
 START_TEST(test_eventlog_rotation_keeps_n_files)
 {
     fx f;
@@ -360,6 +503,8 @@ Suite *eventlog_suite(void)
     tcase_add_test(tc, test_eventlog_full_device_counted_not_fatal);
     tcase_add_test(tc, test_eventlog_full_tmpfs_counted_not_fatal);
     tcase_add_test(tc, test_eventlog_sigkill_no_line_past_the_log);
+    tcase_add_test(tc, test_eventlog_mixed_workload_lifecycle);
+    tcase_add_test(tc, test_eventlog_torn_tail_repair);
     suite_add_tcase(s, tc);
     return s;
 }
