@@ -21,6 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "host/eventlog.h"
+#include "keel/kernel.h"
+#include "keel/wal.h"
 #include "tests/opsutil.h"
 #include "tests/testutil.h"
 
@@ -492,6 +495,62 @@ START_TEST(test_eventlog_sigkill_no_line_past_the_log)
 }
 END_TEST
 
+typedef struct got {
+    char lines[8][512];
+    int n;
+} got;
+
+static void on_line(void *arg, const char *line, size_t len)
+{
+    got *g = arg;
+    ck_assert_uint_eq(strlen(line), len); /* NUL-terminated, no newline */
+    ck_assert(g->n < 8);
+    snprintf(g->lines[g->n++], sizeof(g->lines[0]), "%s", line);
+}
+
+/* EL4: subscribers get every line, in order, also with no file; an
+ * unsubscribed one gets no more. */
+START_TEST(test_eventlog_subscribers_get_the_lines)
+{
+    keel_eventlog *el = NULL;
+    ck_assert_int_eq(keel__eventlog_open(NULL, 0, 0, NULL, &el, NULL), KEEL_OK);
+    ck_assert(!keel__eventlog_active(el));
+    got a = {.n = 0}, b = {.n = 0};
+    uint64_t ia = keel__eventlog_subscribe(el, on_line, &a);
+    uint64_t ib = keel__eventlog_subscribe(el, on_line, &b);
+    ck_assert(ia != 0 && ib != 0 && ia != ib);
+    ck_assert(keel__eventlog_active(el));
+    keel_observation t1 = {.what = KEEL_OBS_TXN,
+                           .kind = KEEL_WAL_CRANK,
+                           .lsn = 7,
+                           .crank = 6,
+                           .vat = 2,
+                           .vat_name = "bob",
+                           .method = "ping\"x",
+                           .syscalls = 3};
+    keel_observation t2 = {
+        .what = KEEL_OBS_VAT_STOP, .lsn = 7, .vat = 2, .vat_name = "bob"};
+    keel__eventlog_observe(el, &t1);
+    keel__eventlog_unsubscribe(el, ia);
+    keel__eventlog_observe(el, &t2);
+    ck_assert_int_eq(a.n, 1);
+    ck_assert_int_eq(b.n, 2);
+    ck_assert_str_eq(a.lines[0], b.lines[0]);
+    json_t *o = json_loads(b.lines[0], 0, NULL);
+    ck_assert_str_eq(ev(o), "transaction");
+    ck_assert_int_eq(num(o, "lsn"), 7);
+    ck_assert_int_eq(num(o, "syscalls"), 3);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "method")),
+                     "ping\"x");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "kind")), "crank");
+    json_decref(o);
+    o = json_loads(b.lines[1], 0, NULL);
+    ck_assert_str_eq(ev(o), "vat_stop");
+    json_decref(o);
+    keel__eventlog_close(el);
+}
+END_TEST
+
 Suite *eventlog_suite(void);
 Suite *eventlog_suite(void)
 {
@@ -505,6 +564,7 @@ Suite *eventlog_suite(void)
     tcase_add_test(tc, test_eventlog_sigkill_no_line_past_the_log);
     tcase_add_test(tc, test_eventlog_mixed_workload_lifecycle);
     tcase_add_test(tc, test_eventlog_torn_tail_repair);
+    tcase_add_test(tc, test_eventlog_subscribers_get_the_lines);
     suite_add_tcase(s, tc);
     return s;
 }
