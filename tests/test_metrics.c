@@ -70,9 +70,14 @@ START_TEST(test_metrics_scrape_live_kernel)
     char *outp = tu_path(root, "out"), *errp = tu_path(root, "err");
     char *config = ou_pingpong_config(1000000000u); /* never idle */
     tu_write_file(cfg, config, strlen(config));
-    const char *args[] = {
-        "run",   state,       "--config",         cfg,           "--sync",
-        "group", "--forever", "--metrics-listen", "127.0.0.1:0", NULL};
+    char *snaps = tu_path(root, "snaps");
+    const char *args[] = {"run",         state,
+                          "--config",    cfg,
+                          "--sync",      "group",
+                          "--forever",   "--snapshot-every",
+                          "2000",        "--snapshot-dir",
+                          snaps,         "--metrics-listen",
+                          "127.0.0.1:0", NULL};
     pid_t pid = ou_spawn(args, NULL, outp, errp);
     unsigned port = ou_metrics_port(errp);
 
@@ -103,6 +108,14 @@ START_TEST(test_metrics_scrape_live_kernel)
               a1);
     ck_assert(ou_sample(second, "keel_durable_lsn") >= 1);
 
+    /* a periodic snapshot is counted and its age shown */
+    char *third = scrape_past(port, "keel_snapshots_total", 0);
+    ou_check_exposition(third);
+    ck_assert(ou_sample(third, "keel_snapshot_age_seconds") >= 0);
+    ck_assert(ou_sample(third, "keel_wal_bytes") > 0);
+    ck_assert(ou_sample(third, "keel_store_bytes") > 0);
+    free(third);
+
     int status = 0;
     char *nf = ou_http_get(port, "/other", &status);
     ck_assert_int_eq(status, 404);
@@ -117,6 +130,7 @@ START_TEST(test_metrics_scrape_live_kernel)
     free(root);
     free(cfg);
     free(state);
+    free(snaps);
     free(outp);
     free(errp);
 }
