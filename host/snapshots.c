@@ -391,5 +391,12 @@ int keel__psnap_after_crank(keel__psnap *p, keel_kernel *k, keel_diag *diag)
     if (rc == KEEL_OK && oldest > 0) { /* KS2 */
         rc = keel_wal_retire(k->wal, oldest + 1, NULL, diag);
     }
+    if (rc == KEEL_OK && k->o.observe != NULL) { /* K36 */
+        keel_observation ob = {.what = KEEL_OBS_SNAPSHOT,
+                               .lsn = keel__store_checkpoint_lsn(k->store),
+                               .crank = k->crank,
+                               .path = path};
+        k->o.observe(k->o.observe_arg, &ob);
+    }
     return rc;
 }

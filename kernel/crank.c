@@ -513,6 +513,11 @@ static int call_vat(keel_kernel *k, kvat *v, const keel_delivery *d)
 {
     k->delivering = v;
     k->txn_vid = v->id;
+    if (k->o.observe != NULL) { /* K36 */
+        k->obs_notify = d->kind != KEEL_DELIVER_MESSAGE;
+        snprintf(k->obs_method, sizeof(k->obs_method), "%s",
+                 d->kind == KEEL_DELIVER_MESSAGE ? d->method : "");
+    }
     int vrc = v->ops->deliver(v->state, &v->sys, d);
     k->delivering = NULL;
     k->stat_deliveries++;
@@ -774,7 +779,9 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
          * its result. */
         uint32_t vid = k->txn_vid;
         keel__k_txn_abort(k);
+        k->obs_aborted = 1; /* K36 */
         rc = keel__k_terminate(k, vid, diag);
+        k->obs_aborted = 0;
     } else {
         uint32_t vid = k->txn_vid;
         k->crank++;
@@ -783,7 +790,9 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
             /* The vat wrote more than one transaction may hold: like an
              * illegal syscall, the crank aborted and the vat goes. */
             k->crank--;
+            k->obs_aborted = 1; /* K36 */
             rc = keel__k_terminate(k, vid, diag);
+            k->obs_aborted = 0;
         }
     }
     if (rc == KEEL_OK) {
@@ -928,6 +937,8 @@ static void terminated(keel_kernel *k, uint32_t vid, int cleanup)
     v->stop_pending = 1;
     v->cleanup = cleanup;
     keel__k_cancel_async(k, vid);
+    /* K36: the transaction that terminated it is the last appended */
+    keel__k_observe(k, KEEL_OBS_VAT_TERMINATE, vid, keel_wal_last_lsn(k->wal));
 }
 
 int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
@@ -945,7 +956,10 @@ int keel__k_terminate(keel_kernel *k, uint32_t vid, keel_diag *diag)
         keel__k_txn_abort(k);
         return pending;
     }
+    uint32_t obs_vid = k->txn_vid;
+    k->txn_vid = vid; /* K36: the transaction is about vid */
     rc = keel__k_txn_commit(k, KEEL_WAL_KERNEL_OP, diag);
+    k->txn_vid = obs_vid;
     if (rc == KEEL_OK) {
         terminated(k, vid, pending);
     }
@@ -1061,6 +1075,8 @@ void keel__k_reap(keel_kernel *k)
                 v->ops->stop(v->state);
             }
             v->state = NULL;
+            keel__k_observe(k, KEEL_OBS_VAT_STOP, v->id,
+                            keel_wal_last_lsn(k->wal)); /* K36 */
         }
     }
 }
@@ -1204,6 +1220,7 @@ int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc)
     if (k->illegal) {
         return KEEL_EINVAL; /* the transaction is doomed already */
     }
+    k->obs_syscalls++; /* K36 */
     switch (sc->kind) {
     case SC_SEND:
         rc = sc_send(k, v, sc);

@@ -60,6 +60,13 @@
  *       went into the write-set, and forgotten whole when a transaction
  *       aborts. Every put still goes to the write-set as before, so the
  *       bytes logged do not change.
+ *   K36 options.observe, when set, is called on the kernel's thread and
+ *       never inside a delivery: once per committed transaction (after
+ *       its append and apply, before a checkpoint it may trigger), per vat
+ *       started or stopped or terminated, per checkpoint, and per
+ *       run-loop iteration (a tick). It is given copies and counts only:
+ *       nothing it does changes a byte logged or when anything becomes
+ *       durable, and without it the kernel reads no clock for it.
  *   K28 k->kb is one scratch buffer for encoding a run-queue item or a
  *       promise record, emptied before each use and kept across cranks;
  *       its bytes are copied into the write-set before the next use.
@@ -341,7 +348,49 @@ int keel__k_txn_begin(keel_kernel *k)
     k->illegal_msg[0] = '\0';
     k->exit_vid = 0;
     k->txn_vid = 0;
+    if (k->o.observe != NULL) { /* K36 */
+        k->obs_t0 = keel__now_ns();
+        k->obs_syscalls = 0;
+        k->obs_notify = 0;
+        k->obs_method[0] = '\0';
+    }
     return KEEL_OK;
+}
+
+void keel__k_observe(keel_kernel *k, int what, uint32_t vid, uint64_t lsn)
+{
+    if (k->o.observe == NULL) {
+        return;
+    }
+    kvat *v = vid != 0 ? keel__k_vat(k, vid) : NULL;
+    keel_observation ob = {.what = what,
+                           .lsn = lsn,
+                           .crank = k->crank,
+                           .vat = vid,
+                           .vat_name = v != NULL ? v->name : NULL};
+    k->o.observe(k->o.observe_arg, &ob);
+}
+
+/* K36: the transaction of kind committed as lsn. */
+static void observe_txn(keel_kernel *k, int kind, uint64_t lsn)
+{
+    uint32_t vid = k->txn_vid;
+    kvat *v = vid != 0 ? keel__k_vat(k, vid) : NULL;
+    keel_observation ob = {
+        .what = KEEL_OBS_TXN,
+        .kind = kind,
+        .lsn = lsn,
+        .crank = k->crank,
+        .vat = vid,
+        .vat_name = v != NULL ? v->name : NULL,
+        .method = kind == KEEL_WAL_CRANK && k->obs_method[0] != '\0'
+                      ? k->obs_method
+                      : NULL,
+        .notify = kind == KEEL_WAL_CRANK && k->obs_notify,
+        .syscalls = k->obs_syscalls,
+        .duration_ns = keel__now_ns() - k->obs_t0,
+        .aborted = kind == KEEL_WAL_KERNEL_OP && k->obs_aborted};
+    k->o.observe(k->o.observe_arg, &ob);
 }
 
 void keel__k_txn_abort(keel_kernel *k)
@@ -375,6 +424,7 @@ int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
         return keel__diag(diag, KEEL_EINVAL,
                           "%s: opened read-only; no checkpoint", k->dir);
     }
+    uint64_t t0 = k->o.observe != NULL ? keel__now_ns() : 0; /* K36 */
     /* K11: the WAL first, then the store that depends on it. */
     int rc = keel_wal_wait(k->wal, keel__store_applied_lsn(k->store), &d);
     if (rc == KEEL_OK) {
@@ -394,6 +444,13 @@ int keel__k_checkpoint(keel_kernel *k, keel_diag *diag)
     }
     k->txns_since_ckpt = 0;
     k->ckpt_ns = keel__now_ns();
+    if (k->o.observe != NULL) { /* K36 */
+        keel_observation ob = {.what = KEEL_OBS_CHECKPOINT,
+                               .lsn = keel__store_applied_lsn(k->store),
+                               .crank = k->crank,
+                               .duration_ns = k->ckpt_ns - t0};
+        k->o.observe(k->o.observe_arg, &ob);
+    }
     return KEEL_OK;
 }
 
@@ -447,6 +504,9 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
             *diag = k->fail_diag;
         }
         return rc;
+    }
+    if (k->o.observe != NULL) {
+        observe_txn(k, kind, lsn); /* K36 */
     }
     k->stat_txns++;
     k->txns_since_ckpt++;
@@ -569,6 +629,9 @@ int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag)
             v->ops->start(&v->sys, params, &v->state) != 0) {
             /* A vat that cannot start is terminated, like a failed crank. */
             rc = keel__k_terminate(k, v->id, diag);
+        } else {
+            keel__k_observe(k, KEEL_OBS_VAT_START, v->id,
+                            keel_wal_last_lsn(k->wal)); /* K36 */
         }
     }
     free(params);
@@ -1004,6 +1067,10 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
         if (v != NULL && v->alive && v->ops != NULL && v->ops->stop != NULL) {
             v->ops->stop(v->state);
         }
+        if (v != NULL && v->alive && v->ops != NULL && k->wal != NULL) {
+            keel__k_observe(k, KEEL_OBS_VAT_STOP, v->id,
+                            keel_wal_last_lsn(k->wal)); /* K36 */
+        }
     }
     if (k->failed) {
         rc = k->failed; /* K25: a failure nothing has reported yet */
@@ -1065,6 +1132,31 @@ uint64_t keel_kernel_crank_number(const keel_kernel *k)
 uint64_t keel_kernel_durable_lsn(keel_kernel *k)
 {
     return keel_wal_durable_lsn(k->wal);
+}
+
+void keel_kernel_sync_stats(keel_kernel *k, keel_wal_sync_stats *out)
+{
+    keel_wal_sync_stats_get(k->wal, out);
+}
+
+int keel_kernel_gauges_get(keel_kernel *k, keel_kernel_gauges *g)
+{
+    uint64_t head = 0, tail = 0;
+    int rc = keel__k_get_u64(k, "k.rq.head", &head); /* K27: cached */
+    rc = rc >= 0 ? keel__k_get_u64(k, "k.rq.tail", &tail) : rc;
+    if (rc < 0) {
+        return rc;
+    }
+    memset(g, 0, sizeof(*g));
+    g->crank = k->crank;
+    g->run_queue = tail - head;
+    g->applied_lsn = keel__store_applied_lsn(k->store);
+    g->durable_lsn = keel_wal_durable_lsn(k->wal);
+    g->last_lsn = keel_wal_last_lsn(k->wal);
+    for (size_t i = 0; i < k->nvats; i++) {
+        g->vats_alive += k->vats[i] != NULL && k->vats[i]->alive;
+    }
+    return KEEL_OK;
 }
 
 int keel_kernel_wait_durable(keel_kernel *k, keel_diag *diag)

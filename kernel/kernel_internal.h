@@ -120,6 +120,12 @@ struct keel_kernel {
     uint8_t *enc;                  /* scratch for encodings */
     size_t enc_cap;
     kbuf kb; /* scratch for run-queue items and promise records (K28) */
+    /* K36: what options.observe is told of the open transaction */
+    uint64_t obs_t0;
+    uint32_t obs_syscalls;
+    int obs_notify;
+    int obs_aborted; /* the next terminate follows an aborted crank */
+    char obs_method[KEEL_METHOD_MAX + 1];
     /* K27: the hot counters' values as the store holds them (kernel.c) */
     struct {
         uint64_t val;
@@ -182,6 +188,9 @@ int keel__k_load_vats(keel_kernel *k, keel_diag *diag);
 int keel__k_check_library(const char *name, const char *path, keel_diag *diag);
 /* The options' resolver, then keel's built-ins. */
 const keel_vat_ops *keel__k_builtin(const keel_kernel *k, const char *name);
+
+/* K36: hand ob to options.observe, if set (kernel.c). */
+void keel__k_observe(keel_kernel *k, int what, uint32_t vid, uint64_t lsn);
 
 /* K19: call the options' crash hook, if any, at event (enum
  * keel_crash_event) of a transaction of kind (0: a checkpoint). */

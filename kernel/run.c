@@ -453,6 +453,9 @@ int keel_kernel_run(keel_kernel *k, const keel_run_options *o,
     k->stat_txns = 0;
     k->stat_deliveries = 0;
     for (;;) {
+        if (k->o.observe != NULL) { /* K36: the host may publish */
+            keel__k_observe(k, KEEL_OBS_TICK, 0, keel_wal_durable_lsn(k->wal));
+        }
         if (o->stop_flag != NULL && *o->stop_flag) {
             break;
         }

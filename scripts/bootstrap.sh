@@ -19,7 +19,7 @@ say() { printf '==> %s\n' "$*"; }
 
 PACKAGES=(build-essential cmake pkg-config clang-format
           liblmdb-dev libxxhash-dev libzstd-dev check libuv1-dev
-          libjansson-dev python3-xxhash)
+          libjansson-dev libmicrohttpd-dev libsystemd-dev python3-xxhash)
 
 install_deps() {
     local missing=()

@@ -42,7 +42,7 @@ enum keel_cli_exit {
     KEEL_CLI_CONTINUE = -1,
 };
 
-#define KEEL_CLI_MAX_OPTS 16
+#define KEEL_CLI_MAX_OPTS 24
 #define KEEL_CLI_MAX_POS  4
 
 /* One `--name` option of a subcommand. */

@@ -45,6 +45,7 @@
 #include "keel/kernel.h"
 
 #include "common/clock.h"
+#include "host/observe.h"
 #include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
 #include "tools/crash_point.h"
@@ -234,6 +235,11 @@ enum {
     RUN_DETERMINISTIC,
     RUN_STORE_MAX,
     RUN_JSON,
+    RUN_METRICS_LISTEN,
+    RUN_METRICS_REMOTE,
+    RUN_EVENT_LOG,
+    RUN_EVENT_LOG_MAX,
+    RUN_EVENT_LOG_KEEP,
     RUN_NOPTS
 };
 
@@ -251,6 +257,11 @@ static const keel_cli_opt run_opts[RUN_NOPTS] = {
     [RUN_DETERMINISTIC] = {"deterministic", NULL},
     [RUN_STORE_MAX] = {"store-max", "SIZE"},
     [RUN_JSON] = {"json", NULL},
+    [RUN_METRICS_LISTEN] = {"metrics-listen", "HOST:PORT"},
+    [RUN_METRICS_REMOTE] = {"metrics-allow-remote", NULL},
+    [RUN_EVENT_LOG] = {"event-log", "FILE"},
+    [RUN_EVENT_LOG_MAX] = {"event-log-max-bytes", "SIZE"},
+    [RUN_EVENT_LOG_KEEP] = {"event-log-keep", "N"},
 };
 
 static const keel_cli_spec run_spec = {
@@ -263,6 +274,10 @@ static const keel_cli_spec run_spec = {
         "                [--checkpoint-cranks N] [--checkpoint-ms N]\n"
         "                [--snapshot-every N --snapshot-dir DIR [--keep K]]\n"
         "                [--deterministic] [--store-max SIZE]\n"
+        "                [--metrics-listen HOST:PORT "
+        "[--metrics-allow-remote]]\n"
+        "                [--event-log FILE [--event-log-max-bytes SIZE]\n"
+        "                 [--event-log-keep N]]\n"
         "\n"
         "Run the kernel whose state lives in directory STATE. A new STATE\n"
         "(absent, or never booted) is created and booted from the cluster\n"
@@ -332,6 +347,25 @@ static const keel_cli_spec run_spec = {
         "                   transactions, deliveries, seconds,\n"
         "                   cranks_per_second, crank,\n"
         "                   durable_lsn, activity_hash\n"
+        "  --metrics-listen HOST:PORT   serve Prometheus metrics at\n"
+        "                   http://HOST:PORT/metrics (HOST numeric, e.g.\n"
+        "                   127.0.0.1 or [::1]; PORT 0: any free one, said on\n"
+        "                   stderr); see docs/operations.md\n"
+        "  --metrics-allow-remote   allow a HOST that is not loopback\n"
+        "                   (refused without it: metrics tell what the\n"
+        "                   kernel does)\n"
+        "  --event-log FILE one JSON line per durable transaction, vat start,\n"
+        "                   stop and termination, checkpoint, snapshot and\n"
+        "                   torn-tail repair (docs/operations.md); a write\n"
+        "                   error never stops the kernel\n"
+        "  --event-log-max-bytes SIZE   rotate FILE to FILE.1 .. before it\n"
+        "                   would pass SIZE (K, M, G suffixes; 0: never;\n"
+        "                   default 0)\n"
+        "  --event-log-keep N   rotated files kept (default 5)\n"
+        "\n"
+        "Environment (service managers):\n"
+        "  NOTIFY_SOCKET, WATCHDOG_USEC   sd_notify: READY=1 after recovery,\n"
+        "                   WATCHDOG=1 every WATCHDOG_USEC/2, STOPPING=1\n"
         "\n"
         "Environment:\n"
         "  KEEL_CRASH_POINT=EVENT[/KIND]:N   kill this process with SIGKILL\n"
@@ -366,7 +400,8 @@ typedef struct run_job {
     uint64_t store_max; /* 0: the kernel's default */
     int deterministic;
     int json;
-    int is_new; /* STATE did not exist when the command started */
+    keel_obs_config obs; /* metrics, event log */
+    int is_new;          /* STATE did not exist when the command started */
     int booted_now;
     keel_run_options ro;
     keel_run_stats stats;
@@ -477,6 +512,37 @@ static int run_parse(int argc, char **argv, run_job *j)
         if (rc != KEEL_CLI_CONTINUE) {
             goto out;
         }
+    }
+    j->obs.metrics_listen = a.val[RUN_METRICS_LISTEN];
+    j->obs.metrics_allow_remote = a.val[RUN_METRICS_REMOTE] != NULL;
+    j->obs.event_log = a.val[RUN_EVENT_LOG];
+    j->obs.event_log_keep = 5;
+    if (a.val[RUN_EVENT_LOG_MAX] != NULL &&
+        strcmp(a.val[RUN_EVENT_LOG_MAX], "0") != 0) {
+        rc = parse_size("run", "event-log-max-bytes", a.val[RUN_EVENT_LOG_MAX],
+                        &j->obs.event_log_max_bytes);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+    }
+    if (a.val[RUN_EVENT_LOG_KEEP] != NULL) {
+        rc = keel__cli_parse_u64("run", "event-log-keep",
+                                 a.val[RUN_EVENT_LOG_KEEP], 0, 1000, &n);
+        if (rc != KEEL_CLI_CONTINUE) {
+            goto out;
+        }
+        j->obs.event_log_keep = (uint32_t)n;
+    }
+    if ((a.val[RUN_EVENT_LOG_MAX] != NULL || a.val[RUN_EVENT_LOG_KEEP]) &&
+        j->obs.event_log == NULL) {
+        rc = keel__cli_usage_error("run", "--event-log-max-bytes and "
+                                          "--event-log-keep need --event-log");
+        goto out;
+    }
+    if (j->obs.metrics_allow_remote && j->obs.metrics_listen == NULL) {
+        rc = keel__cli_usage_error("run", "--metrics-allow-remote needs "
+                                          "--metrics-listen");
+        goto out;
     }
     j->snapshot_dir = a.val[RUN_SNAP_DIR];
     j->deterministic = a.val[RUN_DETERMINISTIC] != NULL;
@@ -642,6 +708,8 @@ int keel__cli_run(int argc, char **argv)
 {
     run_job j;
     keel_kernel *k = NULL;
+    keel_obs *obs = NULL;
+    int err = KEEL_OK;
     keel_diag d = {0};
     keel_kernel_options o;
     memset(&j, 0, sizeof(j));
@@ -679,12 +747,27 @@ int keel__cli_run(int argc, char **argv)
     /* K2: before open, so a signal during recovery or boot stops the run
      * before its first crank instead of killing the process */
     install_stop_handlers();
+    j.obs.state_dir = j.state;
+    uint16_t port = 0;
+    if ((err = keel__obs_start(&j.obs, &o, &obs, &port, &d)) < 0) {
+        /* a refused --metrics-listen is the command line's fault (K3) */
+        rc = kernel_failed("run", &d, err);
+        rc = err == KEEL_EINVAL ? KEEL_CLI_USAGE : rc;
+        goto out;
+    }
+    if (port != 0) {
+        const char *c = strrchr(j.obs.metrics_listen, ':');
+        fprintf(stderr, "keel: run: metrics at http://%.*s:%u/metrics\n",
+                (int)(c - j.obs.metrics_listen), j.obs.metrics_listen,
+                (unsigned)port);
+    }
     if ((rc = open_state("run", j.state, &o, &k)) != KEEL_CLI_OK) {
         goto out;
     }
     if ((rc = boot_or_resume(k, &j)) != KEEL_CLI_OK) {
         goto out;
     }
+    keel__obs_attached(obs, k); /* N1: READY=1 */
     j.ro.stop_flag = &stop_signal;
     j.tty = isatty(STDERR_FILENO);
     if (j.tty) {
@@ -692,7 +775,7 @@ int keel__cli_run(int argc, char **argv)
         j.ro.progress_arg = &j;
     }
     j.started = keel__now_s();
-    int err = keel_kernel_run(k, &j.ro, &j.stats, &d);
+    err = keel_kernel_run(k, &j.ro, &j.stats, &d);
     if (j.drew) {
         fputs("\r\033[K", stderr);
     }
@@ -705,9 +788,14 @@ int keel__cli_run(int argc, char **argv)
         rc = kernel_failed("run", &d, err);
         goto out;
     }
+    keel__obs_stopping(obs); /* N3: STOPPING=1 */
     rc = run_summary(k, &j);
 out:
+    if (obs != NULL) {
+        keel__obs_stopping(obs);
+    }
     rc = close_kernel("run", k, rc);
+    keel__obs_free(obs, rc == KEEL_CLI_OK); /* OB1 */
     free(j.config_text);
     return rc;
 }

@@ -40,6 +40,9 @@
  *       removes, truncates and writes nothing: it finds where the valid
  *       log ends (a torn tail is reported, not truncated) and refuses
  *       appends and retirement.
+ *   W12 Every fdatasync of records (write_pending, the syncer) is timed
+ *       into sync_* (atomics, relaxed): counting never takes a lock and
+ *       never changes what is written or when durable_lsn moves.
  *
  * Threads (GROUP only): the caller's thread appends into `pend` under `mu`;
  * the syncer thread swaps `pend` with `spare` under `mu`, then writes and
@@ -113,6 +116,11 @@ struct keel_wal {
     int stop;
     int have_thread;
     pthread_t thread;
+
+    /* W12 */
+    _Atomic uint64_t sync_n;
+    _Atomic uint64_t sync_ns;
+    _Atomic uint64_t sync_count[KEEL_WAL_SYNC_NBUCKETS + 1];
 
     void *cctx;
     uint8_t *cbuf;
@@ -242,6 +250,29 @@ static const char *cur_name(const keel_wal *w)
     return w->nsegs > 0 ? w->segs[w->nsegs - 1].name : "(none)";
 }
 
+/* W12: one record sync took ns. */
+static void sync_timed(keel_wal *w, uint64_t ns)
+{
+    static const uint64_t bounds[] = KEEL_WAL_SYNC_BUCKETS_US;
+    size_t i = 0;
+    while (i < KEEL_WAL_SYNC_NBUCKETS && ns > bounds[i] * 1000u) {
+        i++;
+    }
+    atomic_fetch_add_explicit(&w->sync_count[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->sync_ns, ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->sync_n, 1, memory_order_relaxed);
+}
+
+void keel_wal_sync_stats_get(keel_wal *w, keel_wal_sync_stats *out)
+{
+    out->syncs = atomic_load_explicit(&w->sync_n, memory_order_relaxed);
+    out->total_ns = atomic_load_explicit(&w->sync_ns, memory_order_relaxed);
+    for (size_t i = 0; i <= KEEL_WAL_SYNC_NBUCKETS; i++) {
+        out->count[i] =
+            atomic_load_explicit(&w->sync_count[i], memory_order_relaxed);
+    }
+}
+
 /* FULL and OFF: write what is pending on the caller's thread, then fsync
  * if asked (W2: durable_lsn moves only after the fsync succeeded). */
 static int write_pending(keel_wal *w, int do_sync, keel_diag *diag)
@@ -257,7 +288,9 @@ static int write_pending(keel_wal *w, int do_sync, keel_diag *diag)
         w->pend_count = 0;
     }
     if (do_sync) {
+        uint64_t t0 = keel__now_ns();
         rc = w->io->fsync(w->io, w->fd);
+        sync_timed(w, keel__now_ns() - t0); /* W12 */
         if (rc < 0) {
             return fail_now(w, rc, "fdatasync", cur_name(w), diag);
         }
@@ -310,7 +343,9 @@ static void *syncer(void *arg)
         int rc = w->io->pwrite(w->io, fd, buf, len, off);
         const char *what = "write";
         if (rc == KEEL_OK) {
+            uint64_t t0 = keel__now_ns();
             rc = w->io->fsync(w->io, fd);
+            sync_timed(w, keel__now_ns() - t0); /* W12 */
             what = "fdatasync";
         }
 

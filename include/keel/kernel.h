@@ -59,6 +59,45 @@ enum keel_crash_event {
     KEEL_CRASH_CKPT_AFTER         /* the store checkpointed */
 };
 
+/*
+ * Observation: what keel_kernel_options.observe is called with, on the
+ * kernel's thread, never inside a vat's delivery. The kernel calls it
+ * when a transaction has committed (appended and applied; under group or
+ * off sync not yet durable), when a vat starts or stops, at a
+ * checkpoint, and once per run-loop iteration (KEEL_OBS_TICK, with the
+ * durable LSN): whatever the observer shows outside it must hold back
+ * until the durable LSN covers the observation's lsn (host/observe.c
+ * does). Pointers in it live only for the call.
+ */
+enum keel_obs_what {
+    KEEL_OBS_TXN = 1,       /* a transaction committed as record lsn */
+    KEEL_OBS_VAT_START,     /* vat started (open, boot) */
+    KEEL_OBS_VAT_STOP,      /* vat's stop() called (terminated, or close) */
+    KEEL_OBS_VAT_TERMINATE, /* vat terminated by transaction lsn */
+    KEEL_OBS_CHECKPOINT,    /* the store checkpointed up to lsn */
+    KEEL_OBS_TICK,          /* between transactions; lsn: durable LSN */
+    KEEL_OBS_SNAPSHOT       /* a periodic snapshot of lsn written (path) */
+};
+
+typedef struct keel_observation {
+    int what;             /* enum keel_obs_what */
+    int kind;             /* TXN: KEEL_WAL_CRANK, _OUT_OF_CRANK or _KERNEL_OP */
+    uint64_t lsn;         /* TXN, TERMINATE: its record; CHECKPOINT: the store's
+                             applied LSN; START, STOP: the last LSN appended;
+                             TICK: the durable LSN */
+    uint64_t crank;       /* the crank number after it */
+    uint32_t vat;         /* the vat (TXN: the one delivered to or whose
+                             callback ran; 0 none) */
+    const char *vat_name; /* its name, or NULL */
+    const char *method;   /* TXN of a crank delivering a message */
+    int notify;           /* TXN of a crank delivering a notify */
+    uint32_t syscalls;    /* TXN: syscalls run in it */
+    uint64_t duration_ns; /* TXN: begin to commit; CHECKPOINT: its own */
+    int aborted;          /* TXN: a kernel-op terminating the vat whose
+                             crank aborted (the crank left nothing) */
+    const char *path;     /* SNAPSHOT: the file written */
+} keel_observation;
+
 typedef struct keel_kernel_options {
     int sync;                   /* enum keel_sync; default FULL */
     uint32_t checkpoint_cranks; /* default 10000 */
@@ -117,6 +156,11 @@ typedef struct keel_kernel_options {
      * started, no checkpoint; step, run, send, boot and snapshot fail.
      * Implies create = 0. Default 0. */
     int read_only;
+    /* Observation (above): NULL none. Called synchronously on the
+     * kernel's thread; it must not call back into the kernel except the
+     * read-only accessors below (durable LSN, gauges, sync stats). */
+    void (*observe)(void *arg, const keel_observation *ob);
+    void *observe_arg;
 } keel_kernel_options;
 
 KEEL_API void keel_kernel_options_init(keel_kernel_options *o);
@@ -246,6 +290,22 @@ KEEL_API uint64_t keel_kernel_crank_number(const keel_kernel *k);
  * one call that may be made from any thread (a vat's keel_vat_work job
  * included). */
 KEEL_API uint64_t keel_kernel_durable_lsn(keel_kernel *k);
+
+/* Cheap numbers for metrics, read on the kernel's thread between cranks. */
+typedef struct keel_kernel_gauges {
+    uint64_t crank;
+    uint64_t run_queue;   /* items queued */
+    uint64_t applied_lsn; /* applied to the store */
+    uint64_t durable_lsn;
+    uint64_t last_lsn; /* appended */
+    uint64_t vats_alive;
+} keel_kernel_gauges;
+/* @return KEEL_OK or a storage error (the kernel's diag). */
+KEEL_API int keel_kernel_gauges_get(keel_kernel *k, keel_kernel_gauges *g);
+/* The WAL's fdatasync timings (keel_wal_sync_stats_get). Any thread. */
+struct keel_wal_sync_stats;
+KEEL_API void keel_kernel_sync_stats(keel_kernel *k,
+                                     struct keel_wal_sync_stats *out);
 
 struct keel_snapshot_info;
 /*

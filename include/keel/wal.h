@@ -196,6 +196,24 @@ KEEL_API int keel_wal_sync(keel_wal *w, keel_diag *diag);
 
 /* The highest LSN known durable. Any thread. */
 KEEL_API uint64_t keel_wal_durable_lsn(keel_wal *w);
+/* fdatasync timings of the records' syncs (FULL, GROUP, and OFF's
+ * explicit ones), for a latency histogram: count[i] syncs took at most
+ * KEEL_WAL_SYNC_BUCKETS_US[i] microseconds and more than the bound before
+ * it; count[KEEL_WAL_SYNC_NBUCKETS] the rest. */
+#define KEEL_WAL_SYNC_NBUCKETS 12
+#define KEEL_WAL_SYNC_BUCKETS_US                                          \
+    {                                                                     \
+        50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, \
+            1000000                                                       \
+    }
+typedef struct keel_wal_sync_stats {
+    uint64_t syncs;
+    uint64_t total_ns;
+    uint64_t count[KEEL_WAL_SYNC_NBUCKETS + 1];
+} keel_wal_sync_stats;
+/* A copy of the timings so far. Any thread; each field is read atomically
+ * (a sync finishing meanwhile may be counted in some fields only). */
+KEEL_API void keel_wal_sync_stats_get(keel_wal *w, keel_wal_sync_stats *out);
 /* The last LSN appended (durable or not); 0 for an empty log. */
 KEEL_API uint64_t keel_wal_last_lsn(const keel_wal *w);
 KEEL_API uint64_t keel_wal_kernel_id(const keel_wal *w);
