@@ -60,6 +60,9 @@
  *       went into the write-set, and forgotten whole when a transaction
  *       aborts. Every put still goes to the write-set as before, so the
  *       bytes logged do not change.
+ *   K28 k->kb is one scratch buffer for encoding a run-queue item or a
+ *       promise record, emptied before each use and kept across cranks;
+ *       its bytes are copied into the write-set before the next use.
  *   K36 options.observe, when set, is called on the kernel's thread and
  *       never inside a delivery: once per committed transaction (after
  *       its append and apply, before a checkpoint it may trigger), per vat
@@ -67,10 +70,7 @@
  *       run-loop iteration (a tick). It is given copies and counts only:
  *       nothing it does changes a byte logged or when anything becomes
  *       durable, and without it the kernel reads no clock for it.
- *   K28 k->kb is one scratch buffer for encoding a run-queue item or a
- *       promise record, emptied before each use and kept across cranks;
- *       its bytes are copied into the write-set before the next use.
- *   K36 The state's format version is KEEL_STATE_FORMAT_VERSION: a store
+ *   K37 The state's format version is KEEL_STATE_FORMAT_VERSION: a store
  *       whose k.version says another, or that still has version 1's
  *       string key "k.version", is refused with KEEL_EVERSION naming the
  *       version (older: what to do instead) before any vat is loaded.
@@ -729,7 +729,7 @@ static int replay(keel_kernel *k, keel_diag *diag)
                           &k->recovery.replayed_bytes, diag);
 }
 
-/* K36: a state of another format version is refused by name. */
+/* K37: a state of another format version is refused by name. */
 static int version_refused(uint64_t v, keel_diag *diag)
 {
     if (v > KEEL_STATE_FORMAT_VERSION) {
@@ -755,7 +755,7 @@ static int load_meta(keel_kernel *k, keel_diag *diag)
     if (rc == 1 && v != KEEL_STATE_FORMAT_VERSION) {
         return version_refused(v, diag);
     }
-    if (rc == 0) { /* K36: version 1 kept it as the string key k.version */
+    if (rc == 0) { /* K37: version 1 kept it as the string key k.version */
         memcpy(key.b, KEEL__KS_V1_VERSION_KEY, strlen(KEEL__KS_V1_VERSION_KEY));
         key.n = strlen(KEEL__KS_V1_VERSION_KEY);
         rc = keel__k_get(k, &key, &b);
@@ -1142,8 +1142,8 @@ void keel_kernel_sync_stats(keel_kernel *k, keel_wal_sync_stats *out)
 int keel_kernel_gauges_get(keel_kernel *k, keel_kernel_gauges *g)
 {
     uint64_t head = 0, tail = 0;
-    int rc = keel__k_get_u64(k, "k.rq.head", &head); /* K27: cached */
-    rc = rc >= 0 ? keel__k_get_u64(k, "k.rq.tail", &tail) : rc;
+    int rc = keel__k_meta_get(k, KM_RQ_HEAD, &head); /* K27: cached */
+    rc = rc >= 0 ? keel__k_meta_get(k, KM_RQ_TAIL, &tail) : rc;
     if (rc < 0) {
         return rc;
     }
