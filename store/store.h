@@ -307,8 +307,8 @@ size_t keel__store_ws_encode_bound(const keel__store *s);
  * @return KEEL_OK, KEEL_EINVAL (cap < keel__store_ws_encode_bound()),
  *         KEEL_EFAILED.
  */
-int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
-                          size_t *len, keel_diag *diag);
+int keel__store_ws_encode(keel__store *s, uint8_t *buf, size_t cap, size_t *len,
+                          keel_diag *diag);
 
 /*
  * Merge the open write-set into the overlay (a put replaces the key's

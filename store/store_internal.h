@@ -27,7 +27,8 @@ struct keel__store {
     keel_io *io;
     char *dir;
     MDB_env *env;
-    MDB_txn *txn; /* the long-lived write transaction (ST1) */
+    MDB_txn *txn;    /* the long-lived write transaction (ST1) */
+    MDB_cursor *cur; /* txn's cursor for scans, or NULL (ST15) */
     MDB_dbi data_dbi;
     MDB_dbi meta_dbi;
     XXH3_state_t *hash;
