@@ -50,6 +50,10 @@
  *   MP5 A removed node that sorted[] still lists is retired, not free: it
  *       keeps its key, so sorted[] stays ordered, and is not reused until
  *       keel__map_order() drops it from sorted[] and frees it.
+ *   MP6 A live node's pfx is its key's first 8 bytes, big-endian and
+ *       zero-padded; keys whose pfx differ are ordered as their pfx are
+ *       (a shorter key's padding is below the other's byte there, or
+ *       equal to it), so only keys with equal pfx need a memcmp.
  */
 #include "store/map.h"
 
@@ -75,9 +79,29 @@ int keel__map_cmp(const kv_map *m, const uint8_t *k, size_t klen, uint32_t n)
     return keel__keycmp(k, klen, keel__map_key(m, n), m->nodes[n].key_len);
 }
 
+/* The first 8 bytes of key k as a big-endian integer, zero-padded: two
+ * keys whose prefixes differ compare as their prefixes do (MP6). */
+static uint64_t key_pfx(const uint8_t *k, size_t klen)
+{
+    uint8_t b[8] = {0};
+    const uint8_t *p = k;
+    if (klen < 8) {
+        memcpy(b, k, klen);
+        p = b;
+    }
+    return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 |
+           (uint64_t)p[3] << 32 | (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 |
+           (uint64_t)p[6] << 8 | (uint64_t)p[7];
+}
+
 /* keel__keycmp of nodes a and b's keys. */
 static int node_cmp(const kv_map *m, uint32_t a, uint32_t b)
 {
+    uint64_t pa = m->nodes[a].pfx;
+    uint64_t pb = m->nodes[b].pfx;
+    if (pa != pb) {
+        return pa < pb ? -1 : 1;
+    }
     return keel__keycmp(keel__map_key(m, a), m->nodes[a].key_len,
                         keel__map_key(m, b), m->nodes[b].key_len);
 }
@@ -269,11 +293,14 @@ uint32_t keel__map_seek(const kv_map *m, const uint8_t *k, size_t klen,
                         int strict)
 {
     KEEL_ASSERT(m->npend == 0 && m->nretired == 0);
+    uint64_t pk = key_pfx(k, klen);
     uint32_t lo = 0;
     uint32_t hi = m->nsorted;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        int c = keel__map_cmp(m, k, klen, m->sorted[mid]);
+        uint64_t pn = m->nodes[m->sorted[mid]].pfx;
+        int c = pk != pn ? (pk < pn ? -1 : 1)
+                         : keel__map_cmp(m, k, klen, m->sorted[mid]);
         if (c > 0 || (c == 0 && strict)) {
             lo = mid + 1;
         } else {
@@ -375,6 +402,19 @@ int keel__map_set(kv_map *m, uint32_t n, uint8_t kind, const void *key,
                   size_t klen, uint32_t h, const void *val, size_t vlen,
                   uint32_t *node_out, keel_diag *diag)
 {
+    if (n != 0 && vlen <= m->nodes[n].val_cap) {
+        /* A rewrite that fits: no room to make, nothing can move. */
+        kv_node *node = &m->nodes[n];
+        if (vlen > 0) {
+            memmove(m->arena + node->val_off, val, vlen);
+        }
+        node->val_len = (uint32_t)vlen;
+        node->kind = kind;
+        if (node_out != NULL) {
+            *node_out = n;
+        }
+        return KEEL_OK;
+    }
     size_t koff = arena_offset(m, key);
     size_t voff = vlen > 0 ? arena_offset(m, val) : SIZE_MAX;
     /* A new key takes a free node if there is one. Bytes that fit the
@@ -419,6 +459,7 @@ int keel__map_set(kv_map *m, uint32_t n, uint8_t kind, const void *key,
         node->next = 0;
         node->on_disk = 0;
         node->hash = h;
+        node->pfx = key_pfx(m->arena + node->key_off, klen);
         index_add(m, slot);
         m->nlive++;
         if (node->order == KV_UNLISTED) { /* MP1: listed once */
@@ -519,7 +560,8 @@ int keel__map_ok(const kv_map *m, size_t *enc_bytes)
              n->key_len <= n->key_cap &&
              n->key_off + n->key_cap <= m->arena_len &&
              n->val_off + n->val_cap <= m->arena_len &&
-             (n->kind == KEEL__STORE_PUT || n->val_len == 0);
+             (n->kind == KEEL__STORE_PUT || n->val_len == 0) &&
+             n->pfx == key_pfx(keel__map_key(m, i), n->key_len);
         *enc_bytes += keel__ws_op_bytes(n->kind, n->key_len, n->val_len);
     }
     for (uint32_t i = 0; i < m->nsorted && ok; i++) {

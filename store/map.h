@@ -4,7 +4,7 @@
  * log of entries (keys and values in one arena) with an open-addressing
  * hash index over the keys, and a key-ordered view built lazily, only
  * when a scan, an encode or a checkpoint asks for it (store/map.c,
- * invariants MP1..MP5). Keys are compared with keel__keycmp()
+ * invariants MP1..MP6). Keys are compared with keel__keycmp()
  * (common/keys.h: LMDB's order). Nothing here touches LMDB.
  *
  * Costs, n live keys:
@@ -37,6 +37,7 @@ enum {
 };
 
 typedef struct kv_node {
+    uint64_t pfx;   /* the key's first 8 bytes, big-endian, zero-padded */
     size_t key_off; /* into the map's arena */
     size_t val_off;
     uint32_t key_len;

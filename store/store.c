@@ -551,31 +551,33 @@ out:
 int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
                               size_t len, keel_diag *diag)
 {
-    uint32_t count = 0;
     int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
     KEEL_ASSERT(!s->ws_open);
-    KEEL_ASSERT(lsn > s->applied_lsn);                  /* ST7 */
-    rc = keel__ws_validate(payload, len, &count, diag); /* ST5 */
+    KEEL_ASSERT(lsn > s->applied_lsn); /* ST7 */
+    /* ST5: all of it decoded and checked, in one pass into the store's
+     * reused op array (WC4), before anything changes. */
+    keel__ws_ops *ops = &s->dec;
+    rc = keel__ws_decode_all(ops, payload, len, diag);
+    if (rc == KEEL_ENOMEM) {
+        rc = keel__st_set_failed(s, rc, diag); /* ST6, as ov_reserve */
+    }
     if (rc < 0) {
         goto out;
     }
     /* The payload holds every key and value it sets. */
-    rc = ov_reserve(s, len, count, diag);
+    rc = ov_reserve(s, len, ops->n, diag);
     if (rc < 0) {
         goto out;
     }
-    keel__ws_decoder dec;
-    keel__ws_op op;
-    rc = keel__ws_decode_begin(&dec, payload, len, NULL);
-    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, NULL)) == 1) {
-        ov_merge(s, op.kind, op.key, op.key_len,
-                 keel__map_hash(&s->ov, op.key, op.key_len), op.val,
-                 op.val_len);
+    for (uint32_t i = 0; i < ops->n; i++) {
+        const keel__ws_op *op = &ops->op[i];
+        ov_merge(s, op->kind, op->key, op->key_len,
+                 keel__map_hash(&s->ov, op->key, op->key_len), op->val,
+                 op->val_len);
     }
-    KEEL_ASSERT(rc == 0); /* validated above */
     s->applied_lsn = lsn;
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(s->ov.nnodes > OV_CHECK_ON_APPLY_NODES || ov_invariants_ok(s));
@@ -1603,6 +1605,7 @@ void keel__store_close(keel__store *s)
         XXH3_freeState(s->hash);
         keel__map_free(&s->ws);
         keel__map_free(&s->ov);
+        keel__ws_ops_free(&s->dec);
         free(s->dir);
         free(s);
     }
