@@ -9,7 +9,8 @@
  * KEEL_E* here (xlate(), keel__st_lmdb_error()) and go no further.
  *
  * The store's files: the write-set and the overlay are each a kv_map
- * (store/map.c); their ops are encoded and decoded by store/writeset.c;
+ * (store/map.c: an append log, a hash index, a lazily sorted view; ST15);
+ * their ops are encoded and decoded by store/writeset.c;
  * this file holds the write-set, the overlay, reads, checkpoints, open
  * and close; store/view.c bulk load, the timeline and read-only views;
  * store/replay.c the one WAL replay loop.
@@ -80,6 +81,20 @@
  *        the caller's STATE lock, reads go through a read transaction,
  *        applied write-sets live only in the overlay, and a checkpoint is
  *        refused. keel__store_view_open_unshared() is the same for views.
+ *   ST15 The steady state allocates nothing: the write-set and the overlay
+ *        are append logs with a hash index (store/map.c) whose buffers
+ *        grow geometrically and are kept across transactions (the
+ *        overlay's up to OVERLAY_KEEP_BYTES each across checkpoints); one
+ *        hash seed serves both, so a key is hashed once per get and a
+ *        write-set op's hash is reused when it merges into the overlay.
+ *        Key order is built only when asked for: the encoder sorts the
+ *        write-set's keys at commit (ST5), a scan merges the keys added
+ *        since the last scan into each map's ordered view, and the
+ *        checkpoint sorts the overlay once. Scans use one LMDB cursor per
+ *        write transaction (`cur`), forgotten whenever the transaction
+ *        ends (a write transaction frees its cursors) and closed by
+ *        close() for a read-only store; apply_encoded() decodes into the
+ *        reused op array `dec` (WC4).
  *
  * States (the function behind each transition):
  *

@@ -41,6 +41,14 @@
  *
  * Being canonical (one op per key, sorted), the same effects always
  * encode to the same bytes, which the activity hash relies on.
+ *
+ * The store's write-set is an append log (store/map.c), in first-write
+ * order; the encoder sorts its keys at commit rather than this format
+ * taking them in log order. Measured (callgrind, pingpong): the sort of a
+ * crank's ~15 keys is about 1,400 instructions, 3% of a crank, where an
+ * unsorted format would need a new version, a sort in every reader that
+ * wants order (the audit's binary search), and a canonical form of its
+ * own for the activity hash. So the format is unchanged.
  */
 #ifndef KEEL_STORE_WRITESET_FORMAT_H
 #define KEEL_STORE_WRITESET_FORMAT_H
