@@ -14,6 +14,13 @@
  * store that reaches its ceiling or a real file size limit (RLIMIT_FSIZE
  * in a child) failing cleanly and recovering to an uninterrupted run.
  *
+ * The write-set and overlay as append logs with a hash index: a key
+ * rewritten many times in one write-set, scans seeing a transaction's own
+ * writes in key order, delete then put again, index growth, an abort of a
+ * large write-set, a million ops into one checkpoint; and, counting the
+ * program's malloc/calloc/realloc calls (LMDB's too), zero allocations in
+ * steady-state transactions.
+ *
  * The reference model is a sorted array of (key, value) with linear-scan
  * queries: slow and obviously right. Random tests print their seed (and
  * step) in every failure message.
