@@ -964,6 +964,8 @@ static int flush_overlay(keel__store *s)
 static void ov_clear(keel__store *s)
 {
     kv_map *m = &s->ov;
+    /* Reset first: it may walk the nodes to clear their index slots. */
+    keel__map_reset(m);
     if (m->arena_cap > OVERLAY_KEEP_BYTES) {
         free(m->arena);
         m->arena = NULL;
@@ -983,7 +985,6 @@ static void ov_clear(keel__store *s)
         m->slots = NULL;
         m->slots_cap = 0;
     }
-    keel__map_reset(m);
 }
 
 /* Bytes for messages: "64 MiB", "1.5 GiB", "300 KiB", "100 bytes". */

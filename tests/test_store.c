@@ -3594,6 +3594,47 @@ START_TEST(test_store_checkpoint_after_a_million_ops)
 }
 END_TEST
 
+/* An overlay that grew past what a checkpoint keeps (over 16 MiB of
+ * nodes) and then lost most of its keys (deleted, never on disk) is
+ * emptied by the checkpoint with its large buffers freed, and works on. */
+START_TEST(test_store_checkpoint_frees_a_grown_overlay_that_shrank)
+{
+    enum { GROWN = 400000, KEPT = 1000 };
+    char *dir = store_dir("store-ov-shrank");
+    keel__store *s = open_ok(dir);
+    char k[32];
+    uint64_t lsn = 0;
+    for (int base = 0; base < GROWN; base += 50000) {
+        begin_ok(s);
+        for (int i = base; i < base + 50000; i++) {
+            snprintf(k, sizeof(k), "q.%06d", i);
+            put_ok(s, k, "v");
+        }
+        apply_ok(s, ++lsn);
+    }
+    begin_ok(s);
+    for (int i = KEPT; i < GROWN; i++) {
+        snprintf(k, sizeof(k), "q.%06d", i);
+        del_ok(s, k);
+    }
+    apply_ok(s, ++lsn);
+    ck_assert_uint_eq(count_ok(s, "q."), KEPT);
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    crank_set(s, ++lsn, "q.new", "n");
+    expect_get(s, "q.new", "n");
+    expect_get(s, "q.000999", "v");
+    expect_get(s, "q.001000", NULL);
+    ck_assert_uint_eq(count_ok(s, "q."), KEPT + 1);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(count_ok(s, "q."), KEPT + 1);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
 /* One pingpong-like transaction: read and rewrite hot counters, put a
  * new queue item and delete the last one, scan a vat's keys (on disk and
  * in the write-set), encode into a reused buffer, apply. No Check macros
@@ -3696,6 +3737,7 @@ Suite *store_suite(void)
     tcase_add_test(tc, test_store_ws_delete_then_put_again_reads_right);
     tcase_add_test(tc, test_store_ws_index_growth_and_abort_discard_everything);
     tcase_add_test(tc, test_store_checkpoint_after_a_million_ops);
+    tcase_add_test(tc, test_store_checkpoint_frees_a_grown_overlay_that_shrank);
     tcase_add_test(tc, test_store_steady_state_transactions_allocate_nothing);
     suite_add_tcase(s, tc);
 
