@@ -9,7 +9,8 @@
  * KEEL_E* here (xlate(), keel__st_lmdb_error()) and go no further.
  *
  * The store's files: the write-set and the overlay are each a kv_map
- * (store/map.c); their ops are encoded and decoded by store/writeset.c;
+ * (store/map.c: an append log, a hash index, a lazily sorted view; ST15);
+ * their ops are encoded and decoded by store/writeset.c;
  * this file holds the write-set, the overlay, reads, checkpoints, open
  * and close; store/view.c bulk load, the timeline and read-only views;
  * store/replay.c the one WAL replay loop.
@@ -80,6 +81,20 @@
  *        the caller's STATE lock, reads go through a read transaction,
  *        applied write-sets live only in the overlay, and a checkpoint is
  *        refused. keel__store_view_open_unshared() is the same for views.
+ *   ST15 The steady state allocates nothing: the write-set and the overlay
+ *        are append logs with a hash index (store/map.c) whose buffers
+ *        grow geometrically and are kept across transactions (the
+ *        overlay's up to OVERLAY_KEEP_BYTES each across checkpoints); one
+ *        hash seed serves both, so a key is hashed once per get and a
+ *        write-set op's hash is reused when it merges into the overlay.
+ *        Key order is built only when asked for: the encoder sorts the
+ *        write-set's keys at commit (ST5), a scan merges the keys added
+ *        since the last scan into each map's ordered view, and the
+ *        checkpoint sorts the overlay once. Scans use one LMDB cursor per
+ *        write transaction (`cur`), forgotten whenever the transaction
+ *        ends (a write transaction frees its cursors) and closed by
+ *        close() for a read-only store; apply_encoded() decodes into the
+ *        reused op array `dec` (WC4).
  *
  * States (the function behind each transition):
  *
@@ -301,26 +316,25 @@ static int ws_invariants_ok(const keel__store *s)
         s->ckpt_lsn <= s->applied_lsn && (s->failed != 0 || s->txn != NULL);
     if (s->ws_open) {
         ok = ok && keel__map_ok(&s->ws, &bytes) && bytes == s->ws_enc_bytes &&
-             s->ws.nfree == 0;
+             s->ws.nfree == 0 && s->ws.nretired == 0;
     }
     return ok;
 }
 
 /* ST9: every tombstone, and every node marked on_disk, is marked and
  * names a key the transaction holds. */
-static int ov_disk_ok(const keel__store *s, uint32_t t)
+static int ov_disk_ok(const keel__store *s)
 {
     int ok = 1;
-    if (t != 0) {
-        const kv_node *n = &s->ov.nodes[t];
-        if (n->on_disk || n->kind == KEEL__STORE_DELETE) {
+    for (uint32_t i = 1; i < s->ov.nnodes && ok; i++) {
+        const kv_node *n = &s->ov.nodes[i];
+        if (n->kind != 0 && (n->on_disk || n->kind == KEEL__STORE_DELETE)) {
             MDB_val k = {.mv_size = n->key_len,
                          .mv_data = s->ov.arena + n->key_off};
             MDB_val d;
             ok = n->on_disk &&
                  mdb_get(s->txn, s->data_dbi, &k, &d) == MDB_SUCCESS;
         }
-        ok = ok && ov_disk_ok(s, n->left) && ov_disk_ok(s, n->right);
     }
     return ok;
 }
@@ -334,7 +348,7 @@ static int ov_invariants_ok(const keel__store *s)
     return s->ckpt_lsn <= s->applied_lsn && keel__map_ok(&s->ov, &bytes) &&
            keel__map_index_ok(&s->ov) &&
            (s->applied_lsn != s->ckpt_lsn || s->ov.nnodes == 1) &&
-           (s->failed != 0 || ov_disk_ok(s, s->ov.root));
+           (s->failed != 0 || ov_disk_ok(s));
 }
 #endif
 
@@ -362,11 +376,13 @@ static int ws_set(keel__store *s, uint8_t kind, const void *key, size_t klen,
                         vlen, KEEL__STORE_MAX_VALUE_BYTES);
         goto out;
     }
-    uint32_t n = keel__map_find(&s->ws, key, klen);
+    /* ST15: one hash serves the write-set and, at apply, the overlay. */
+    uint32_t h = keel__map_hash(&s->ws, key, klen);
+    uint32_t n = keel__map_find(&s->ws, key, klen, h);
     size_t old = n != 0 ? keel__ws_op_bytes(s->ws.nodes[n].kind, klen,
                                             s->ws.nodes[n].val_len)
                         : 0;
-    rc = keel__map_set(&s->ws, n, kind, key, klen, val, vlen, NULL, diag);
+    rc = keel__map_set(&s->ws, n, kind, key, klen, h, val, vlen, NULL, diag);
     if (rc < 0) {
         goto out;
     }
@@ -417,7 +433,7 @@ void keel__store_ws_abort(keel__store *s)
 
 size_t keel__store_ws_count(const keel__store *s)
 {
-    return s->ws_open ? (size_t)s->ws.nnodes - 1 : 0;
+    return s->ws_open ? (size_t)s->ws.nlive : 0;
 }
 
 size_t keel__store_ws_encode_bound(const keel__store *s)
@@ -426,21 +442,8 @@ size_t keel__store_ws_encode_bound(const keel__store *s)
     return s->ws_enc_bytes;
 }
 
-/* In key order (ST5). */
-static uint8_t *encode_walk(const kv_map *m, uint32_t t, uint8_t *p)
-{
-    if (t != 0) {
-        const kv_node *n = &m->nodes[t];
-        p = encode_walk(m, n->left, p);
-        p = keel__ws_encode_op(p, n->kind, m->arena + n->key_off, n->key_len,
-                               m->arena + n->val_off, n->val_len);
-        p = encode_walk(m, n->right, p);
-    }
-    return p;
-}
-
-int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
-                          size_t *len, keel_diag *diag)
+int keel__store_ws_encode(keel__store *s, uint8_t *buf, size_t cap, size_t *len,
+                          keel_diag *diag)
 {
     int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
@@ -454,8 +457,18 @@ int keel__store_ws_encode(const keel__store *s, uint8_t *buf, size_t cap,
                         s->ws_enc_bytes, cap);
         goto out;
     }
-    keel__ws_encode_count(buf, s->ws.nnodes - 1);
-    uint8_t *end = encode_walk(&s->ws, s->ws.root, buf + 4);
+    /* ST5: in key order. The write-set's few keys are sorted here, once
+     * (or merged with those a scan already sorted): cheaper than keeping
+     * them ordered on every put (ST15). */
+    kv_map *m = &s->ws;
+    keel__map_order(m);
+    keel__ws_encode_count(buf, m->nlive);
+    uint8_t *end = buf + KEEL__WS_COUNT_BYTES;
+    for (uint32_t i = 0; i < m->nsorted; i++) {
+        const kv_node *n = &m->nodes[m->sorted[i]];
+        end = keel__ws_encode_op(end, n->kind, m->arena + n->key_off,
+                                 n->key_len, m->arena + n->val_off, n->val_len);
+    }
     KEEL_ASSERT((size_t)(end - buf) == s->ws_enc_bytes);
 out:
     return rc;
@@ -501,10 +514,10 @@ static int on_disk(keel__store *s, const uint8_t *key, size_t klen)
  * ov_reserve().
  */
 static void ov_merge(keel__store *s, uint8_t kind, const uint8_t *key,
-                     size_t klen, const uint8_t *val, size_t vlen)
+                     size_t klen, uint32_t h, const uint8_t *val, size_t vlen)
 {
     kv_map *m = &s->ov;
-    uint32_t n = keel__map_find(m, key, klen);
+    uint32_t n = keel__map_find(m, key, klen, h);
     int disk = n != 0 &&
                (m->nodes[n].on_disk || m->nodes[n].kind == KEEL__STORE_DELETE);
     if (kind == KEEL__STORE_DELETE && !disk) {
@@ -515,7 +528,7 @@ static void ov_merge(keel__store *s, uint8_t kind, const uint8_t *key,
             keel__map_remove(m, n);
         }
     } else {
-        int rc = keel__map_set(m, n, kind, key, klen, val, vlen, &n, NULL);
+        int rc = keel__map_set(m, n, kind, key, klen, h, val, vlen, &n, NULL);
         KEEL_ASSERT(rc == KEEL_OK);
         m->nodes[n].on_disk = (uint8_t)disk;
     }
@@ -530,14 +543,15 @@ int keel__store_ws_apply(keel__store *s, uint64_t lsn, keel_diag *diag)
     }
     KEEL_ASSERT(lsn > s->applied_lsn); /* ST7 */
     /* The write-set's arena holds every key and live value it has. */
-    rc = ov_reserve(s, s->ws.arena_len, (size_t)s->ws.nnodes - 1, diag);
+    rc = ov_reserve(s, s->ws.arena_len, s->ws.nlive, diag);
     if (rc < 0) {
         goto out;
     }
-    /* One op per node; the order of merging distinct keys is immaterial. */
+    /* One op per node, in the log's order: the order of merging distinct
+     * keys is immaterial, and the node's hash is the overlay's (ST15). */
     for (uint32_t i = 1; i < s->ws.nnodes; i++) {
         const kv_node *n = &s->ws.nodes[i];
-        ov_merge(s, n->kind, s->ws.arena + n->key_off, n->key_len,
+        ov_merge(s, n->kind, s->ws.arena + n->key_off, n->key_len, n->hash,
                  s->ws.arena + n->val_off, n->val_len);
     }
     s->applied_lsn = lsn;
@@ -552,29 +566,33 @@ out:
 int keel__store_apply_encoded(keel__store *s, uint64_t lsn, const void *payload,
                               size_t len, keel_diag *diag)
 {
-    uint32_t count = 0;
     int rc = keel__st_check_failed(s, diag);
     if (rc < 0) {
         goto out;
     }
     KEEL_ASSERT(!s->ws_open);
-    KEEL_ASSERT(lsn > s->applied_lsn);                  /* ST7 */
-    rc = keel__ws_validate(payload, len, &count, diag); /* ST5 */
+    KEEL_ASSERT(lsn > s->applied_lsn); /* ST7 */
+    /* ST5: all of it decoded and checked, in one pass into the store's
+     * reused op array (WC4), before anything changes. */
+    keel__ws_ops *ops = &s->dec;
+    rc = keel__ws_decode_all(ops, payload, len, diag);
+    if (rc == KEEL_ENOMEM) {
+        rc = keel__st_set_failed(s, rc, diag); /* ST6, as ov_reserve */
+    }
     if (rc < 0) {
         goto out;
     }
     /* The payload holds every key and value it sets. */
-    rc = ov_reserve(s, len, count, diag);
+    rc = ov_reserve(s, len, ops->n, diag);
     if (rc < 0) {
         goto out;
     }
-    keel__ws_decoder dec;
-    keel__ws_op op;
-    rc = keel__ws_decode_begin(&dec, payload, len, NULL);
-    while (rc >= 0 && (rc = keel__ws_decode_next(&dec, &op, NULL)) == 1) {
-        ov_merge(s, op.kind, op.key, op.key_len, op.val, op.val_len);
+    for (uint32_t i = 0; i < ops->n; i++) {
+        const keel__ws_op *op = &ops->op[i];
+        ov_merge(s, op->kind, op->key, op->key_len,
+                 keel__map_hash(&s->ov, op->key, op->key_len), op->val,
+                 op->val_len);
     }
-    KEEL_ASSERT(rc == 0); /* validated above */
     s->applied_lsn = lsn;
 #ifdef KEEL_DEBUG
     KEEL_ASSERT(s->ov.nnodes > OV_CHECK_ON_APPLY_NODES || ov_invariants_ok(s));
@@ -619,10 +637,11 @@ int keel__store_get(keel__store *s, const void *key, size_t key_len,
         goto out;
     }
     const kv_map *m = &s->ws;
-    uint32_t n = s->ws_open ? keel__map_find(m, key, key_len) : 0;
+    uint32_t h = keel__map_hash(m, key, key_len); /* ST15: one for both */
+    uint32_t n = s->ws_open ? keel__map_find(m, key, key_len, h) : 0;
     if (n == 0) {
         m = &s->ov;
-        n = keel__map_find(m, key, key_len);
+        n = keel__map_find(m, key, key_len, h);
     }
     if (n != 0) { /* ST4 */
         if (m->nodes[n].kind == KEEL__STORE_PUT) {
@@ -659,17 +678,30 @@ static int cursor_seek(MDB_cursor *cur, const uint8_t *t, size_t tlen,
     return mrc;
 }
 
-/* One map's candidate in merged_next(): node n of m (0: none left). */
+/* One map's candidate in merged_next(): node n of m (0: none left), at
+ * position pos of m's ordered view. */
 typedef struct map_cursor {
     const kv_map *m;
+    uint32_t pos;
     uint32_t n;
 } map_cursor;
+
+/* Position c at the first key of its map > t (strict) or >= t. The map's
+ * ordered view is current (keel__map_order()). */
+static void map_cursor_seek(map_cursor *c, const kv_map *m, const uint8_t *t,
+                            size_t tlen, int strict)
+{
+    c->m = m;
+    c->pos = keel__map_seek(m, t, tlen, strict);
+    c->n = c->pos < m->nsorted ? m->sorted[c->pos] : 0;
+}
 
 /* If c's candidate is the key k, step it to the next key after k. */
 static void map_cursor_skip(map_cursor *c, const uint8_t *k, size_t klen)
 {
     if (c->n != 0 && keel__map_cmp(c->m, k, klen, c->n) == 0) {
-        c->n = keel__map_lower(c->m, k, klen, 1);
+        c->pos++;
+        c->n = c->pos < c->m->nsorted ? c->m->sorted[c->pos] : 0;
     }
 }
 
@@ -688,12 +720,12 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
     MDB_val lk;
     MDB_val ld;
     int mrc = cursor_seek(cur, t, tlen, strict, &lk, &ld);
-    /* Highest layer last, so that it wins a tie below. */
-    map_cursor layers[2] = {
-        {.m = &s->ov, .n = keel__map_lower(&s->ov, t, tlen, strict)},
-        {.m = &s->ws,
-         .n = s->ws_open ? keel__map_lower(&s->ws, t, tlen, strict) : 0},
-    };
+    /* Highest layer last, so that it wins a tie below. The callers made
+     * both maps' ordered views current (ST15); a closed write-set is
+     * empty. */
+    map_cursor layers[2];
+    map_cursor_seek(&layers[0], &s->ov, t, tlen, strict);
+    map_cursor_seek(&layers[1], &s->ws, t, tlen, strict);
     for (;;) {
         if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND) {
             rc = keel__st_lmdb_error(s->env, mrc, "next key", diag);
@@ -745,19 +777,38 @@ static int merged_next(keel__store *s, MDB_cursor *cur, const uint8_t *t,
     return rc;
 }
 
+/*
+ * ST15: the transaction's cursor for a scan, opened once per transaction
+ * (mdb_cursor_open allocates), and the two maps' ordered views made
+ * current. A write transaction frees its cursors when it ends;
+ * keel__st_begin_txn() forgets this one, and close closes a read-only
+ * store's.
+ */
+static int scan_begin(keel__store *s, MDB_cursor **cur, keel_diag *diag)
+{
+    int rc = keel__st_check_failed(s, diag);
+    if (rc == KEEL_OK && s->cur == NULL) {
+        int mrc = mdb_cursor_open(s->txn, s->data_dbi, &s->cur);
+        if (mrc != MDB_SUCCESS) {
+            s->cur = NULL;
+            rc = keel__st_lmdb_error(s->env, mrc, "cursor open", diag);
+        }
+    }
+    if (rc == KEEL_OK) {
+        keel__map_order(&s->ws);
+        keel__map_order(&s->ov);
+        *cur = s->cur;
+    }
+    return rc;
+}
+
 int keel__store_next_key(keel__store *s, const void *after, size_t after_len,
                          const void *prefix, size_t prefix_len, keel_bytes *key,
                          keel_diag *diag)
 {
     MDB_cursor *cur = NULL;
-    int rc = keel__st_check_failed(s, diag);
+    int rc = scan_begin(s, &cur, diag);
     if (rc < 0) {
-        goto out;
-    }
-    int mrc = mdb_cursor_open(s->txn, s->data_dbi, &cur);
-    if (mrc != MDB_SUCCESS) {
-        cur = NULL;
-        rc = keel__st_lmdb_error(s->env, mrc, "cursor open", diag);
         goto out;
     }
     /* Keys with the prefix are a contiguous range starting at the prefix
@@ -771,9 +822,6 @@ int keel__store_next_key(keel__store *s, const void *after, size_t after_len,
                          diag);
     }
 out:
-    if (cur != NULL) {
-        mdb_cursor_close(cur);
-    }
     return rc;
 }
 
@@ -783,14 +831,8 @@ int keel__store_count_prefix(keel__store *s, const void *prefix,
 {
     MDB_cursor *cur = NULL;
     uint64_t n = 0;
-    int rc = keel__st_check_failed(s, diag);
+    int rc = scan_begin(s, &cur, diag);
     if (rc < 0) {
-        goto out;
-    }
-    int mrc = mdb_cursor_open(s->txn, s->data_dbi, &cur);
-    if (mrc != MDB_SUCCESS) {
-        cur = NULL;
-        rc = keel__st_lmdb_error(s->env, mrc, "cursor open", diag);
         goto out;
     }
     keel_bytes k = {.ptr = prefix, .len = prefix_len};
@@ -806,9 +848,6 @@ int keel__store_count_prefix(keel__store *s, const void *prefix,
         *count = n;
     }
 out:
-    if (cur != NULL) {
-        mdb_cursor_close(cur);
-    }
     return rc;
 }
 
@@ -870,6 +909,7 @@ int keel__st_meta_put_u64(keel__store *s, const char *name, uint64_t v)
 int keel__st_begin_txn(keel__store *s, keel_diag *diag)
 {
     int rc = KEEL_OK;
+    s->cur = NULL; /* ST15: went with the transaction it belonged to */
     int mrc = mdb_txn_begin(s->env, NULL, s->read_only ? MDB_RDONLY : 0,
                             &s->txn); /* ST14 */
     if (mrc != MDB_SUCCESS) {
@@ -885,25 +925,29 @@ int keel__st_commit_txn(keel__store *s, keel_diag *diag)
     int rc = KEEL_OK;
     int mrc = mdb_txn_commit(s->txn);
     s->txn = NULL;
+    s->cur = NULL; /* ST15: freed with it */
     if (mrc != MDB_SUCCESS) {
         rc = keel__st_lmdb_error(s->env, mrc, "commit", diag);
     }
     return rc;
 }
 
-/* Write the overlay's entries under t into the transaction, in key order
- * (LMDB then fills pages front to back). @return an LMDB code. */
-static int flush_walk(keel__store *s, uint32_t t)
+/* Write the overlay's entries into the transaction in key order (LMDB
+ * then fills pages front to back, each put landing next to the last);
+ * the overlay is sorted here, once per checkpoint unless a scan already
+ * did (ST15). @return an LMDB code. */
+static int flush_overlay(keel__store *s)
 {
     int mrc = MDB_SUCCESS;
-    if (t != 0) {
-        const kv_node *n = &s->ov.nodes[t];
-        const uint8_t *key = s->ov.arena + n->key_off;
-        mrc = flush_walk(s, n->left);
-        if (mrc == MDB_SUCCESS && n->kind == KEEL__STORE_PUT) {
+    kv_map *m = &s->ov;
+    keel__map_order(m);
+    for (uint32_t i = 0; i < m->nsorted && mrc == MDB_SUCCESS; i++) {
+        const kv_node *n = &m->nodes[m->sorted[i]];
+        const uint8_t *key = m->arena + n->key_off;
+        if (n->kind == KEEL__STORE_PUT) {
             mrc = keel__st_put_checked(s, s->data_dbi, key, n->key_len,
-                                       s->ov.arena + n->val_off, n->val_len, 0);
-        } else if (mrc == MDB_SUCCESS) {
+                                       m->arena + n->val_off, n->val_len, 0);
+        } else {
             /* A tombstone: the key may or may not be in the last
              * checkpoint; absent is what we want either way. */
             MDB_val k = {.mv_size = n->key_len, .mv_data = (void *)key};
@@ -911,9 +955,6 @@ static int flush_walk(keel__store *s, uint32_t t)
             if (mrc == MDB_NOTFOUND) {
                 mrc = MDB_SUCCESS;
             }
-        }
-        if (mrc == MDB_SUCCESS) {
-            mrc = flush_walk(s, n->right);
         }
     }
     return mrc;
@@ -923,6 +964,8 @@ static int flush_walk(keel__store *s, uint32_t t)
 static void ov_clear(keel__store *s)
 {
     kv_map *m = &s->ov;
+    /* Reset first: it may walk the nodes to clear their index slots. */
+    keel__map_reset(m);
     if (m->arena_cap > OVERLAY_KEEP_BYTES) {
         free(m->arena);
         m->arena = NULL;
@@ -930,7 +973,11 @@ static void ov_clear(keel__store *s)
     }
     if ((size_t)m->nodes_cap * sizeof(kv_node) > OVERLAY_KEEP_BYTES) {
         free(m->nodes);
+        free(m->sorted);
+        free(m->pend);
         m->nodes = NULL;
+        m->sorted = NULL;
+        m->pend = NULL;
         m->nodes_cap = 0;
     }
     if (m->slots_cap * sizeof(*m->slots) > OVERLAY_KEEP_BYTES) {
@@ -938,7 +985,6 @@ static void ov_clear(keel__store *s)
         m->slots = NULL;
         m->slots_cap = 0;
     }
-    keel__map_reset(m);
 }
 
 /* Bytes for messages: "64 MiB", "1.5 GiB", "300 KiB", "100 bytes". */
@@ -1090,7 +1136,7 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
     int mrc;
     for (;;) {
         /* ST1: the first writes into the transaction since it began. */
-        mrc = flush_walk(s, s->ov.root);
+        mrc = flush_overlay(s);
         if (mrc == MDB_SUCCESS) {
             mrc = keel__st_meta_put_u64(s, "applied_lsn",
                                         s->applied_lsn); /* ST2 */
@@ -1099,6 +1145,7 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
             what = "commit";
             mrc = mdb_txn_commit(s->txn); /* full sync (ST1) */
             s->txn = NULL;                /* gone, committed or not */
+            s->cur = NULL;                /* freed with it (ST15) */
         }
         if (mrc != MDB_MAP_FULL) {
             break;
@@ -1110,6 +1157,7 @@ int keel__store_checkpoint(keel__store *s, keel_diag *diag)
             mdb_txn_abort(s->txn);
             s->txn = NULL;
         }
+        s->cur = NULL;
         s->readers_cleared += keel__st_reader_check(s->env);
         rc = grow_map(s, what, diag);
         if (rc == KEEL_OK) {
@@ -1486,15 +1534,14 @@ int keel__store_open(const char *dir, const keel__store_options *opts,
     }
     s->ws.name = "write-set";
     s->ov.name = "overlay";
-    s->ov.indexed = 1;
-    /* Without random bytes the seeds stay 0: a store that a vat's choice
-     * of keys could slow down, never one that answers wrongly. */
-    uint64_t seeds[3] = {0, 0, 0};
-    if (getrandom(seeds, sizeof(seeds), GRND_NONBLOCK) ==
-        (ssize_t)sizeof(seeds)) {
-        s->ws.prio_state = seeds[0];
-        s->ov.prio_state = seeds[1];
-        s->ov.hash_seed = seeds[2];
+    /* Without random bytes the seed stays 0: a store that a vat's choice
+     * of keys could slow down, never one that answers wrongly. One seed
+     * for both maps, so that a key's hash serves both (ST15). */
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) ==
+        (ssize_t)sizeof(seed)) {
+        s->ws.hash_seed = seed;
+        s->ov.hash_seed = seed;
     }
     ws_reset(s);
     keel__map_reset(&s->ov);
@@ -1560,6 +1607,9 @@ out:
 void keel__store_close(keel__store *s)
 {
     if (s != NULL) {
+        if (s->read_only && s->cur != NULL) {
+            mdb_cursor_close(s->cur); /* ST15: a read transaction's */
+        }
         if (s->txn != NULL) {
             /* Unchanged since the last checkpoint (ST1); the overlay,
              * freed below, is what gets dropped. */
@@ -1571,6 +1621,7 @@ void keel__store_close(keel__store *s)
         XXH3_freeState(s->hash);
         keel__map_free(&s->ws);
         keel__map_free(&s->ov);
+        keel__ws_ops_free(&s->dec);
         free(s->dir);
         free(s);
     }

@@ -18,6 +18,7 @@
 #include "common/io.h"
 #include "store/map.h"
 #include "store/store.h"
+#include "store/writeset_format.h"
 
 #define DATA_FILE "data.mdb"
 /* Keys longer than this are shortened ("...") in messages. */
@@ -27,7 +28,8 @@ struct keel__store {
     keel_io *io;
     char *dir;
     MDB_env *env;
-    MDB_txn *txn; /* the long-lived write transaction (ST1) */
+    MDB_txn *txn;    /* the long-lived write transaction (ST1) */
+    MDB_cursor *cur; /* txn's cursor for scans, or NULL (ST15) */
     MDB_dbi data_dbi;
     MDB_dbi meta_dbi;
     XXH3_state_t *hash;
@@ -41,6 +43,7 @@ struct keel__store {
     kv_map ws;                /* the open write-set (ST4) */
     size_t ws_enc_bytes;      /* exact encoded length of the open write-set */
     kv_map ov;                /* the overlay (ST9) */
+    keel__ws_ops dec;         /* apply_encoded's decoded ops, reused */
     uint64_t load_bytes;      /* bulk load: bytes since the last commit */
     int bulk;                 /* keel__store_options.bulk */
     uint64_t readers_cleared; /* ST12: stale reader slots cleared */

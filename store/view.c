@@ -46,7 +46,7 @@ int keel__store_load_put(keel__store *s, const void *key, size_t key_len,
                          const void *value, size_t value_len, keel_diag *diag)
 {
     int rc = keel__st_check_failed(s, diag);
-    KEEL_ASSERT(!s->ws_open && s->ov.root == 0 && s->applied_lsn == 0);
+    KEEL_ASSERT(!s->ws_open && s->ov.nlive == 0 && s->applied_lsn == 0);
     if (rc < 0) {
         goto out;
     }
@@ -108,7 +108,7 @@ int keel__store_synced(const keel__store *s)
 int keel__store_load_finish(keel__store *s, uint64_t lsn, keel_diag *diag)
 {
     int rc = keel__st_check_failed(s, diag);
-    KEEL_ASSERT(!s->ws_open && s->ov.root == 0 && s->applied_lsn == 0);
+    KEEL_ASSERT(!s->ws_open && s->ov.nlive == 0 && s->applied_lsn == 0);
     if (rc < 0) {
         goto out;
     }

@@ -10,10 +10,15 @@
  *       reports a bad payload with the words written here.
  *   WC3 The encoder writes exactly keel__ws_op_bytes() per op, so a caller
  *       that sums them knows the encoded length before encoding.
+ *   WC4 keel__ws_decode_all() is keel__ws_decode_begin() and _next() into
+ *       a reused array: the same checks and messages, one pass over the
+ *       bytes, and an allocation only when a payload's op count exceeds
+ *       the array's (grown to the next power of two), never per op.
  */
 #include "store/writeset_format.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/diag.h"
@@ -167,4 +172,42 @@ int keel__ws_validate(const void *payload, size_t len, uint32_t *count,
         *count = d.count;
     }
     return rc;
+}
+
+int keel__ws_decode_all(keel__ws_ops *ops, const void *payload, size_t len,
+                        keel_diag *diag)
+{
+    keel__ws_decoder d;
+    ops->n = 0;
+    int rc = keel__ws_decode_begin(&d, payload, len, diag);
+    if (rc == KEEL_OK && d.count > ops->cap) { /* WC4 */
+        uint64_t cap = ops->cap > 0 ? ops->cap : 16;
+        while (cap < d.count) {
+            cap *= 2;
+        }
+        keel__ws_op *op = realloc(ops->op, (size_t)cap * sizeof(*op));
+        if (op == NULL) {
+            return keel__diag(
+                diag, KEEL_ENOMEM,
+                "write-set: out of memory decoding %" PRIu32 " ops", d.count);
+        }
+        ops->op = op;
+        ops->cap = (uint32_t)cap;
+    }
+    while (rc >= 0 &&
+           (rc = keel__ws_decode_next(&d, &ops->op[ops->n], diag)) == 1) {
+        ops->n++;
+    }
+    if (rc < 0) {
+        ops->n = 0;
+    }
+    return rc < 0 ? rc : KEEL_OK;
+}
+
+void keel__ws_ops_free(keel__ws_ops *ops)
+{
+    free(ops->op);
+    ops->op = NULL;
+    ops->n = 0;
+    ops->cap = 0;
 }

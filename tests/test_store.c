@@ -14,6 +14,13 @@
  * store that reaches its ceiling or a real file size limit (RLIMIT_FSIZE
  * in a child) failing cleanly and recovering to an uninterrupted run.
  *
+ * The write-set and overlay as append logs with a hash index: a key
+ * rewritten many times in one write-set, scans seeing a transaction's own
+ * writes in key order, delete then put again, index growth, an abort of a
+ * large write-set, a million ops into one checkpoint; and, counting the
+ * program's malloc/calloc/realloc calls (LMDB's too), zero allocations in
+ * steady-state transactions.
+ *
  * The reference model is a sorted array of (key, value) with linear-scan
  * queries: slow and obviously right. Random tests print their seed (and
  * step) in every failure message.
@@ -3228,11 +3235,517 @@ START_TEST(test_store_replay_gap_is_refused)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------
+ * The append log and its hash index (store/map.c), and the steady state.
+ */
+
+/*
+ * Allocation counting for the steady-state test: the test binary
+ * replaces malloc, calloc and realloc (glibc allows it; they forward to
+ * glibc's own) and counts the calls made while alloc_counting is set, by
+ * the store and by LMDB alike. Sanitizers bring their own allocator, so
+ * there the test only runs the workload.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ALLOC_COUNTING 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define ALLOC_COUNTING 0
+#endif
+#endif
+#ifndef ALLOC_COUNTING
+#define ALLOC_COUNTING 1
+#endif
+
+static int alloc_counting;
+static uint64_t alloc_calls;
+
+#if ALLOC_COUNTING
+/* Seen by the shared libraries too (LMDB's allocations count). */
+#define EXPORTED __attribute__((visibility("default")))
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+
+static void count_alloc(void)
+{
+    if (__atomic_load_n(&alloc_counting, __ATOMIC_RELAXED)) {
+        __atomic_add_fetch(&alloc_calls, 1, __ATOMIC_RELAXED);
+    }
+}
+
+EXPORTED void *malloc(size_t n)
+{
+    count_alloc();
+    return __libc_malloc(n);
+}
+
+EXPORTED void *calloc(size_t n, size_t size)
+{
+    count_alloc();
+    return __libc_calloc(n, size);
+}
+
+EXPORTED void *realloc(void *p, size_t n)
+{
+    count_alloc();
+    return __libc_realloc(p, n);
+}
+#endif
+
+/* Many writes of one key in one write-set: each read sees the last, the
+ * write-set holds one op for it, and the encoding carries only that. */
+START_TEST(test_store_ws_many_writes_of_one_key_read_the_last)
+{
+    char *dir = store_dir("store-ws-hot");
+    keel__store *s = open_ok(dir);
+    crank_set(s, 1, "hot", "on disk");
+    checkpoint_ok(s);
+    begin_ok(s);
+    char v[64];
+    for (int i = 0; i < 20000; i++) {
+        /* Values grow and shrink, so some fit the old space and some do
+         * not; every 7th write is a delete. */
+        if (i % 7 == 3) {
+            del_ok(s, "hot");
+            expect_get(s, "hot", NULL);
+            expect_next(s, "", "h", NULL);
+        } else {
+            snprintf(v, sizeof(v), "%0*d", 1 + i % 40, i);
+            put_ok(s, "hot", v);
+            expect_get(s, "hot", v);
+            expect_next(s, "", "h", "hot");
+        }
+        ck_assert_uint_eq(keel__store_ws_count(s), 1);
+    }
+    snprintf(v, sizeof(v), "%0*d", 1 + 19999 % 40, 19999);
+    uint8_t buf[128];
+    size_t len = 0;
+    ck_assert_uint_eq(keel__store_ws_encode_bound(s),
+                      4 + 5 + 3 + 4 + strlen(v));
+    ck_assert_int_eq(keel__store_ws_encode(s, buf, sizeof(buf), &len, NULL),
+                     KEEL_OK);
+    ck_assert_uint_eq(len, 4 + 5 + 3 + 4 + strlen(v));
+    ck_assert_uint_eq(keel__get_u32(buf), 1);
+    apply_ok(s, 2);
+    expect_get(s, "hot", v);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* Scans inside a transaction see its own writes in key order, whatever
+ * order they were written in, interleaved with the writes (each scan
+ * after a new key merges it into the ordered view), over the overlay
+ * and the disk; deletes then re-puts of the same keys too. */
+START_TEST(test_store_ws_scans_see_uncommitted_writes_in_order)
+{
+    char *dir = store_dir("store-ws-scan");
+    keel__store *s = open_ok(dir);
+    model m = {0};
+    char k[32];
+    uint64_t st = 0x6b65656c73746f10ull;
+    /* On disk: even keys; in the overlay: multiples of 3. */
+    begin_ok(s);
+    for (int i = 0; i < 600; i += 2) {
+        snprintf(k, sizeof(k), "vs.%04d", i);
+        put_ok(s, k, "disk");
+        model_put(&m, k, strlen(k), "disk", 4);
+    }
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    begin_ok(s);
+    for (int i = 0; i < 600; i += 3) {
+        snprintf(k, sizeof(k), "vs.%04d", i);
+        put_ok(s, k, "ov");
+        model_put(&m, k, strlen(k), "ov", 2);
+    }
+    apply_ok(s, 2);
+    begin_ok(s);
+    for (int step = 0; step < 3000; step++) {
+        int i = (int)(tu_rand(&st) % 700);
+        snprintf(k, sizeof(k), "vs.%04d", i);
+        uint64_t r = tu_rand(&st) % 10;
+        if (r < 4) {
+            put_ok(s, k, k);
+            model_put(&m, k, strlen(k), k, strlen(k));
+        } else if (r < 7) {
+            del_ok(s, k);
+            model_del(&m, k, strlen(k));
+        } else {
+            /* The next key after a random one, and a full count. */
+            keel_bytes nk = {0};
+            keel_diag d = {0};
+            int rc = keel__store_next_key(s, k, strlen(k), "vs.", 3, &nk, &d);
+            const ent *want = model_next(&m, (const uint8_t *)k, strlen(k),
+                                         (const uint8_t *)"vs.", 3);
+            ck_assert_msg(rc == (want != NULL), "step %d: next_key %d (%s)",
+                          step, rc, d.msg);
+            ck_assert_msg(want == NULL ||
+                              tkeycmp(nk.ptr, nk.len, want->k, want->kl) == 0,
+                          "step %d: next_key after %s: %.*s, expected %.*s",
+                          step, k, (int)nk.len, (const char *)nk.ptr,
+                          want != NULL ? (int)want->kl : 0,
+                          want != NULL ? (const char *)want->k : "");
+            if (step % 50 == 0) {
+                ck_assert_uint_eq(count_ok(s, "vs."), m.n);
+            }
+        }
+    }
+    expect_equals(s, &m, "in the transaction");
+    apply_ok(s, 3);
+    expect_equals(s, &m, "applied");
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    expect_equals(s, &m, "reopened");
+    keel__store_close(s);
+    model_free(&m);
+    rm_store(dir);
+}
+END_TEST
+
+/* A key deleted and put again, within one write-set and across write-sets,
+ * over a key on disk and over one that never was. */
+START_TEST(test_store_ws_delete_then_put_again_reads_right)
+{
+    char *dir = store_dir("store-ws-delput");
+    keel__store *s = open_ok(dir);
+    crank_set(s, 1, "d.disk", "v1");
+    checkpoint_ok(s);
+    begin_ok(s);
+    del_ok(s, "d.disk");
+    del_ok(s, "d.new");
+    expect_get(s, "d.disk", NULL);
+    expect_next(s, "", "d.", NULL);
+    put_ok(s, "d.disk", "v2");
+    put_ok(s, "d.new", "n1");
+    expect_get(s, "d.disk", "v2");
+    expect_next(s, "", "d.", "d.disk");
+    expect_next(s, "d.disk", "d.", "d.new");
+    del_ok(s, "d.new");
+    expect_next(s, "d.disk", "d.", NULL);
+    ck_assert_uint_eq(keel__store_ws_count(s), 2);
+    apply_ok(s, 2);
+    expect_get(s, "d.disk", "v2");
+    expect_get(s, "d.new", NULL);
+    /* Across write-sets: delete (a tombstone over the disk), put back. */
+    crank_set(s, 3, "d.disk", NULL);
+    expect_get(s, "d.disk", NULL);
+    ck_assert_uint_eq(count_ok(s, "d."), 0);
+    crank_set(s, 4, "d.disk", "v3");
+    crank_set(s, 5, "d.new", "n2");
+    crank_set(s, 6, "d.new", NULL);
+    crank_set(s, 7, "d.new", "n3");
+    ck_assert_uint_eq(count_ok(s, "d."), 2);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    expect_get(s, "d.disk", "v3");
+    expect_get(s, "d.new", "n3");
+    ck_assert_uint_eq(count_ok(s, "d."), 2);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* One write-set grows its hash index many times past its load factor
+ * (64 slots at first, at most half full); every key stays found, in
+ * order, and an abort then leaves nothing of it: the next write-set,
+ * reusing the grown buffers, holds only its own ops. */
+START_TEST(test_store_ws_index_growth_and_abort_discard_everything)
+{
+    char *dir = store_dir("store-ws-grow");
+    keel__store *s = open_ok(dir);
+    crank_set(s, 1, "g.00500", "disk");
+    checkpoint_ok(s);
+    crank_set(s, 2, "g.00501", "overlay");
+    char k[32];
+    begin_ok(s);
+    for (int i = 0; i < 5000; i++) {
+        /* Written out of order: 7 is coprime to 5000. */
+        snprintf(k, sizeof(k), "g.%05d", (i * 7) % 5000);
+        put_ok(s, k, k);
+        if ((i & (i - 1)) == 0) { /* at each power of two: all found */
+            for (int j = 0; j <= i; j++) {
+                snprintf(k, sizeof(k), "g.%05d", (j * 7) % 5000);
+                expect_get(s, k, k);
+            }
+            uint64_t extra = 2; /* g.00500 and g.00501, unless written */
+            for (int j = 0; j <= i; j++) {
+                int x = (j * 7) % 5000;
+                extra -= x == 500 || x == 501;
+            }
+            ck_assert_uint_eq(count_ok(s, "g."), (uint64_t)i + 1 + extra);
+        }
+    }
+    ck_assert_uint_eq(keel__store_ws_count(s), 5000);
+    ck_assert_uint_eq(count_ok(s, "g."), 5000);
+    del_ok(s, "g.00500");
+    del_ok(s, "g.00501");
+    ck_assert_uint_eq(count_ok(s, "g."), 4998);
+    keel__store_ws_abort(s);
+    ck_assert_uint_eq(keel__store_ws_count(s), 0);
+    expect_get(s, "g.00500", "disk");
+    expect_get(s, "g.00501", "overlay");
+    expect_get(s, "g.00000", NULL);
+    expect_get(s, "g.04999", NULL);
+    ck_assert_uint_eq(count_ok(s, "g."), 2);
+    expect_next(s, "", "g.", "g.00500");
+    expect_next(s, "g.00500", "g.", "g.00501");
+    expect_next(s, "g.00501", "g.", NULL);
+    begin_ok(s);
+    put_ok(s, "g.00001", "x");
+    expect_get(s, "g.00002", NULL);
+    ck_assert_uint_eq(keel__store_ws_count(s), 1);
+    ck_assert_uint_eq(count_ok(s, "g."), 3);
+    uint8_t buf[64];
+    size_t len = 0;
+    ck_assert_int_eq(keel__store_ws_encode(s, buf, sizeof(buf), &len, NULL),
+                     KEEL_OK);
+    ck_assert_uint_eq(len, 4 + 5 + 7 + 4 + 1);
+    apply_ok(s, 3);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(count_ok(s, "g."), 3);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* A million ops over 50,000 keys (puts, deletes, re-puts; scans now and
+ * then, so the overlay's ordered view is merged into while it is large)
+ * coalesce in the overlay and reach LMDB in one checkpoint, in key order:
+ * every key reads back, before and after a reopen. */
+START_TEST(test_store_checkpoint_after_a_million_ops)
+{
+    enum { NKEYS = 50000, TXNS = 10000, OPS = 100 };
+    char *dir = store_dir("store-1m");
+    keel__store *s = open_ok(dir);
+    uint32_t *want = calloc(NKEYS, sizeof(*want)); /* 0: absent */
+    ck_assert_ptr_nonnull(want);
+    uint64_t st = 0x6b65656c73746f11ull;
+    char k[32];
+    char v[32];
+    for (uint32_t t = 1; t <= TXNS; t++) {
+        begin_ok(s);
+        for (uint32_t o = 0; o < OPS; o++) {
+            uint32_t i = (uint32_t)(tu_rand(&st) % NKEYS);
+            snprintf(k, sizeof(k), "c.%05" PRIu32, i);
+            if (tu_rand(&st) % 4 == 0) {
+                del_ok(s, k);
+                want[i] = 0;
+            } else {
+                uint32_t val = t * OPS + o;
+                snprintf(v, sizeof(v), "%" PRIu32, val);
+                put_ok(s, k, v);
+                want[i] = val;
+            }
+        }
+        apply_ok(s, t);
+        if (t % 1000 == 0) {
+            uint64_t live = 0;
+            for (uint32_t i = 0; i < NKEYS; i++) {
+                live += want[i] != 0;
+            }
+            ck_assert_uint_eq(count_ok(s, "c."), live);
+        }
+    }
+    uint64_t live = 0;
+    for (uint32_t i = 0; i < NKEYS; i++) {
+        live += want[i] != 0;
+    }
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    for (int round = 0; round < 2; round++) {
+        keel_bytes key = {0};
+        uint8_t prev[32];
+        size_t plen = 0;
+        uint64_t n = 0;
+        keel_diag d = {0};
+        int rc;
+        while ((rc = keel__store_next_key(s, prev, plen, "c.", 2, &key, &d)) ==
+               1) {
+            ck_assert_msg(tkeycmp(prev, plen, key.ptr, key.len) < 0,
+                          "key %" PRIu64 " out of order", n);
+            memcpy(prev, key.ptr, key.len);
+            plen = key.len;
+            n++;
+        }
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_eq(n, live);
+        for (uint32_t i = 0; i < NKEYS; i++) {
+            snprintf(k, sizeof(k), "c.%05" PRIu32, i);
+            if (want[i] == 0) {
+                expect_get(s, k, NULL);
+            } else {
+                snprintf(v, sizeof(v), "%" PRIu32, want[i]);
+                expect_get(s, k, v);
+            }
+        }
+        keel__store_close(s);
+        s = open_ok(dir);
+    }
+    keel__store_close(s);
+    free(want);
+    rm_store(dir);
+}
+END_TEST
+
+/* An overlay that grew past what a checkpoint keeps (over 16 MiB of
+ * nodes) and then lost most of its keys (deleted, never on disk) is
+ * emptied by the checkpoint with its large buffers freed, and works on. */
+START_TEST(test_store_checkpoint_frees_a_grown_overlay_that_shrank)
+{
+    enum { GROWN = 400000, KEPT = 1000 };
+    char *dir = store_dir("store-ov-shrank");
+    keel__store *s = open_ok(dir);
+    char k[32];
+    uint64_t lsn = 0;
+    /* Transactions of 1,000 ops: KEEL_DEBUG checks each write-set whole
+     * after every op. */
+    for (int base = 0; base < GROWN; base += 1000) {
+        begin_ok(s);
+        for (int i = base; i < base + 1000; i++) {
+            snprintf(k, sizeof(k), "q.%06d", i);
+            put_ok(s, k, "v");
+        }
+        apply_ok(s, ++lsn);
+    }
+    for (int base = KEPT; base < GROWN; base += 1000) {
+        begin_ok(s);
+        for (int i = base; i < base + 1000; i++) {
+            snprintf(k, sizeof(k), "q.%06d", i);
+            del_ok(s, k);
+        }
+        apply_ok(s, ++lsn);
+    }
+    ck_assert_uint_eq(count_ok(s, "q."), KEPT);
+    checkpoint_ok(s);
+    ck_assert_uint_eq(keel__store_pending_bytes(s), 0);
+    crank_set(s, ++lsn, "q.new", "n");
+    expect_get(s, "q.new", "n");
+    expect_get(s, "q.000999", "v");
+    expect_get(s, "q.001000", NULL);
+    ck_assert_uint_eq(count_ok(s, "q."), KEPT + 1);
+    checkpoint_ok(s);
+    keel__store_close(s);
+    s = open_ok(dir);
+    ck_assert_uint_eq(count_ok(s, "q."), KEPT + 1);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
+/* One pingpong-like transaction: read and rewrite hot counters, put a
+ * new queue item and delete the last one, scan a vat's keys (on disk and
+ * in the write-set), encode into a reused buffer, apply. No Check macros
+ * in here: a passing ck_assert sends a mark to the parent, and that
+ * allocates. @return 0, or the line of the first call that went wrong. */
+static int steady_txn(keel__store *s, uint64_t lsn, uint8_t *buf, size_t cap)
+{
+    char k[32];
+    char v[32];
+    keel_bytes b = {0};
+    size_t len = 0;
+    int bad = 0;
+#define STEADY(cond)               \
+    do {                           \
+        if (!(cond) && bad == 0) { \
+            bad = __LINE__;        \
+        }                          \
+    } while (0)
+    STEADY(keel__store_ws_begin(s, NULL) == KEEL_OK);
+    STEADY(keel__store_get(s, "k.crank", 7, &b, NULL) == 1);
+    snprintf(v, sizeof(v), "%012" PRIu64, lsn);
+    STEADY(keel__store_ws_put(s, "k.crank", 7, v, 12, NULL) == KEEL_OK);
+    STEADY(keel__store_ws_put(s, "k.rq.head", 9, v, 12, NULL) == KEEL_OK);
+    snprintf(k, sizeof(k), "rq.%012" PRIu64, lsn);
+    STEADY(keel__store_ws_put(s, k, 15, "a queued message of some length", 31,
+                              NULL) == KEEL_OK);
+    snprintf(k, sizeof(k), "rq.%012" PRIu64, lsn - 1);
+    STEADY(keel__store_ws_delete(s, k, 15, NULL) == KEEL_OK);
+    snprintf(k, sizeof(k), "v1.vs.k%03" PRIu64, lsn % 50);
+    STEADY(keel__store_ws_put(s, k, 10, v, 12, NULL) == KEEL_OK);
+    /* vatstore getNextKey: the scans see the write-set's key; once all 50
+     * keys were written (lsn >= 50), only the last has none after it. */
+    STEADY(keel__store_next_key(s, "v1.vs.", 6, "v1.vs.", 6, &b, NULL) == 1);
+    int rc = keel__store_next_key(s, k, 10, "v1.vs.", 6, &b, NULL);
+    STEADY(lsn < 50 ? rc >= 0 : rc == (lsn % 50 == 49 ? 0 : 1));
+    STEADY(keel__store_ws_put(s, "k.hash", 6, "0123456789abcdef", 16, NULL) ==
+           KEEL_OK);
+    STEADY(keel__store_ws_encode(s, buf, cap, &len, NULL) == KEEL_OK);
+    STEADY(keel__store_ws_apply(s, lsn, NULL) == KEEL_OK);
+#undef STEADY
+    return bad;
+}
+
+/* After a warm-up, transactions of a fixed shape allocate nothing: not
+ * the write-set, not the overlay (a key put in one transaction and deleted
+ * in the next reuses the node it left), not a scan (LMDB's cursor is
+ * opened once per checkpoint interval), not the encoder. */
+START_TEST(test_store_steady_state_transactions_allocate_nothing)
+{
+    char *dir = store_dir("store-steady");
+    keel__store *s = open_ok(dir);
+    char k[32];
+    begin_ok(s);
+    put_ok(s, "k.crank", "000000000000");
+    for (int i = 0; i < 50; i += 2) {
+        snprintf(k, sizeof(k), "v1.vs.k%03d", i);
+        put_ok(s, k, "on disk");
+    }
+    apply_ok(s, 1);
+    checkpoint_ok(s);
+    uint8_t buf[4096];
+    uint64_t lsn = 2;
+    int bad = 0;
+    for (; lsn < 2000 && bad == 0; lsn++) { /* warm-up: buffers grow */
+        bad = steady_txn(s, lsn, buf, sizeof(buf));
+    }
+    __atomic_store_n(&alloc_calls, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&alloc_counting, 1, __ATOMIC_RELAXED);
+    for (; lsn < 12000 && bad == 0; lsn++) {
+        bad = steady_txn(s, lsn, buf, sizeof(buf));
+    }
+    __atomic_store_n(&alloc_counting, 0, __ATOMIC_RELAXED);
+    ck_assert_msg(bad == 0, "lsn %" PRIu64 ": the call at line %d failed",
+                  lsn - 1, bad);
+    uint64_t calls = __atomic_load_n(&alloc_calls, __ATOMIC_RELAXED);
+    if (ALLOC_COUNTING) {
+        ck_assert_msg(calls == 0,
+                      "%" PRIu64 " allocations in 10000 steady-state "
+                      "transactions, expected none",
+                      calls);
+    }
+    checkpoint_ok(s);
+    expect_get(s, "k.crank", "000000011999");
+    expect_get(s, "rq.000000011999", "a queued message of some length");
+    expect_get(s, "rq.000000011998", NULL);
+    ck_assert_uint_eq(count_ok(s, "rq."), 1);
+    keel__store_close(s);
+    rm_store(dir);
+}
+END_TEST
+
 Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
 
-    TCase *tc = tcase_create("write_set");
+    TCase *tc = tcase_create("log");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_store_ws_many_writes_of_one_key_read_the_last);
+    tcase_add_test(tc, test_store_ws_scans_see_uncommitted_writes_in_order);
+    tcase_add_test(tc, test_store_ws_delete_then_put_again_reads_right);
+    tcase_add_test(tc, test_store_ws_index_growth_and_abort_discard_everything);
+    tcase_add_test(tc, test_store_checkpoint_after_a_million_ops);
+    tcase_add_test(tc, test_store_checkpoint_frees_a_grown_overlay_that_shrank);
+    tcase_add_test(tc, test_store_steady_state_transactions_allocate_nothing);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("write_set");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_store_ws_put_get_delete_survive_apply_and_reopen);
     tcase_add_test(tc, test_store_ws_abort_leaves_no_trace);
