@@ -22,6 +22,12 @@
  *   K5  Progress is drawn on stderr only when stderr is a terminal, so
  *       piped and captured output holds nothing but the summary.
  *   K6  A config file is read with keel__cli_read_config (C6).
+ *   K7  `keel run` serves STATE/control.sock (host/control.c) from after
+ *       boot until the run ended and everything it did is durable, and
+ *       closes it before the kernel closes; a `stop` request stops the
+ *       run as a signal does (stop_signal = CONTROL_STOP). status and send
+ *       ask a live kernel over its socket (tools/ctl_client.c) and read
+ *       or drive a stopped state as before.
  *
  * The one mutable static of the program is `stop_signal` below: a signal
  * handler has no other place to put what it saw (C17 7.14.1.1 allows a
@@ -45,6 +51,7 @@
 #include "keel/kernel.h"
 
 #include "common/clock.h"
+#include "host/control.h"
 #include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
 #include "tools/crash_point.h"
@@ -55,6 +62,9 @@ _Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
 
 /* K2: the signal number that asked the run to stop, 0 while none did. */
 static volatile sig_atomic_t stop_signal;
+
+/* K7: what a control `stop` request writes into stop_signal. */
+#define CONTROL_STOP 0x7fff
 
 static void on_stop_signal(int signo)
 {
@@ -234,6 +244,7 @@ enum {
     RUN_DETERMINISTIC,
     RUN_STORE_MAX,
     RUN_JSON,
+    RUN_NO_CONTROL,
     RUN_NOPTS
 };
 
@@ -251,6 +262,7 @@ static const keel_cli_opt run_opts[RUN_NOPTS] = {
     [RUN_DETERMINISTIC] = {"deterministic", NULL},
     [RUN_STORE_MAX] = {"store-max", "SIZE"},
     [RUN_JSON] = {"json", NULL},
+    [RUN_NO_CONTROL] = {"no-control", NULL},
 };
 
 static const keel_cli_spec run_spec = {
@@ -262,7 +274,8 @@ static const keel_cli_spec run_spec = {
         "[--json]\n"
         "                [--checkpoint-cranks N] [--checkpoint-ms N]\n"
         "                [--snapshot-every N --snapshot-dir DIR [--keep K]]\n"
-        "                [--deterministic] [--store-max SIZE]\n"
+        "                [--deterministic] [--store-max SIZE] "
+        "[--no-control]\n"
         "\n"
         "Run the kernel whose state lives in directory STATE. A new STATE\n"
         "(absent, or never booted) is created and booted from the cluster\n"
@@ -289,6 +302,13 @@ static const keel_cli_spec run_spec = {
         "\n"
         "Only one keel process may use a STATE at a time; a second one\n"
         "fails with 'STATE is locked by another keel process'.\n"
+        "\n"
+        "While it runs, the kernel listens on STATE/control.sock (mode\n"
+        "0600; STATE must not be enterable by group or others): `keel\n"
+        "status|send|vats|inspect|graph|snapshot create|stop STATE` talk to\n"
+        "it there (protocol: docs/control.md). Without --forever the socket\n"
+        "is served between cranks while the run works, and the run still\n"
+        "ends when idle.\n"
         "\n"
         "Options:\n"
         "  --config FILE    cluster config; required for a new STATE\n"
@@ -326,8 +346,10 @@ static const keel_cli_spec run_spec = {
         "                   at 1 GiB and doubles as it fills; reaching\n"
         "                   SIZE fails the run ('store full'), losing\n"
         "                   nothing: run again with a larger SIZE\n"
+        "  --no-control     no control socket (--deterministic implies it)\n"
         "  --json           print the summary as one JSON object: stopped\n"
-        "                   (idle, signal, max-cranks, timeout), signal,\n"
+        "                   (idle, signal, max-cranks, timeout, control:\n"
+        "                   a `stop` request), signal,\n"
         "                   state (booted or resumed), cranks, aborted,\n"
         "                   transactions, deliveries, seconds,\n"
         "                   cranks_per_second, crank,\n"
@@ -365,6 +387,7 @@ typedef struct run_job {
     uint32_t keep;      /* 0: the kernel's default */
     uint64_t store_max; /* 0: the kernel's default */
     int deterministic;
+    int no_control;
     int json;
     int is_new; /* STATE did not exist when the command started */
     int booted_now;
@@ -480,6 +503,7 @@ static int run_parse(int argc, char **argv, run_job *j)
     }
     j->snapshot_dir = a.val[RUN_SNAP_DIR];
     j->deterministic = a.val[RUN_DETERMINISTIC] != NULL;
+    j->no_control = a.val[RUN_NO_CONTROL] != NULL || j->deterministic;
     if (a.val[RUN_SNAP_EVERY] != NULL) {
         rc = keel__cli_parse_u64("run", "snapshot-every", a.val[RUN_SNAP_EVERY],
                                  1, UINT64_MAX, &j->snapshot_every);
@@ -571,6 +595,8 @@ static const char *stop_reason(const run_job *j)
         why = "idle";
     } else if (j->stats.timed_out) {
         why = "timeout";
+    } else if (stop_signal == CONTROL_STOP) {
+        why = "control";
     } else if (stop_signal != 0) {
         why = "signal";
     } else if (j->ro.max_cranks != 0 &&
@@ -642,6 +668,7 @@ int keel__cli_run(int argc, char **argv)
 {
     run_job j;
     keel_kernel *k = NULL;
+    keel__control *ctl = NULL;
     keel_diag d = {0};
     keel_kernel_options o;
     memset(&j, 0, sizeof(j));
@@ -686,6 +713,17 @@ int keel__cli_run(int argc, char **argv)
         goto out;
     }
     j.ro.stop_flag = &stop_signal;
+    if (!j.no_control) { /* K7 */
+        keel__control_opts co = {.keep_alive = j.ro.forever,
+                                 .stop_flag = &stop_signal,
+                                 .stop_value = CONTROL_STOP,
+                                 .log = stderr};
+        int cerr = keel__control_open(k, j.state, &co, &ctl, &d);
+        if (cerr < 0) {
+            rc = kernel_failed("run", &d, cerr);
+            goto out;
+        }
+    }
     j.tty = isatty(STDERR_FILENO);
     if (j.tty) {
         j.ro.progress = draw_progress;
@@ -705,8 +743,11 @@ int keel__cli_run(int argc, char **argv)
         rc = kernel_failed("run", &d, err);
         goto out;
     }
+    keel__control_close(ctl); /* K7: what it answers is durable */
+    ctl = NULL;
     rc = run_summary(k, &j);
 out:
+    keel__control_close(ctl);
     rc = close_kernel("run", k, rc);
     free(j.config_text);
     return rc;
