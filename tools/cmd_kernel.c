@@ -55,6 +55,7 @@
 #include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
 #include "tools/crash_point.h"
+#include "tools/ctl_client.h"
 
 /* stop_flag is `volatile int *`: the handler's flag must be exactly that. */
 _Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
@@ -832,20 +833,44 @@ int keel__cli_status(int argc, char **argv)
     if (rc != KEEL_CLI_CONTINUE) {
         goto out;
     }
-    keel_kernel_options_init(&o);
-    o.create = 0;
-    o.read_only = 1; /* DESIGN §2.7: status changes nothing */
-    if ((rc = open_state("status", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
-        goto out;
-    }
-    /* K1: what it shows is on disk (read-only: the WAL was synced) */
-    int err = keel_kernel_wait_durable(k, &d);
-    if (err < 0) {
-        rc = kernel_failed("status", &d, err);
-        goto out;
-    }
-    if ((rc = status_object("status", k, &st)) != KEEL_CLI_OK) {
-        goto out;
+    int fd = -1;
+    int live = keel__ctl_find("status", a.pos[0], &fd); /* K7 */
+    if (live != 0) {
+        json_t *ans = NULL;
+        rc = KEEL_CLI_FAIL;
+        if (live > 0 &&
+            keel__ctl_call("status", fd, json_pack("{s:s}", "op", "status"),
+                           &ans) == 0) {
+            if (json_is_true(json_object_get(ans, "ok"))) {
+                st = json_incref(json_object_get(ans, "status"));
+                rc = st != NULL ? KEEL_CLI_OK : KEEL_CLI_FAIL;
+            } else {
+                keel__ctl_failed("status", ans);
+            }
+        }
+        json_decref(ans);
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (rc != KEEL_CLI_OK) {
+            goto out;
+        }
+    } else {
+        keel_kernel_options_init(&o);
+        o.create = 0;
+        o.read_only = 1; /* DESIGN §2.7: status changes nothing */
+        if ((rc = open_state("status", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
+            goto out;
+        }
+        /* K1: what it shows is on disk (read-only: the WAL was synced) */
+        int err = keel_kernel_wait_durable(k, &d);
+        if (err < 0) {
+            rc = kernel_failed("status", &d, err);
+            goto out;
+        }
+        if ((rc = status_object("status", k, &st)) != KEEL_CLI_OK) {
+            goto out;
+        }
     }
     if (a.val[STATUS_JSON] != NULL) {
         rc = emit_json("status", st);
@@ -980,6 +1005,68 @@ static int print_settled(const char *kpref, int state, const char *body,
     return rc;
 }
 
+/* K7: the send over a live kernel's socket; the kernel answers once the
+ * message (and, with --wait, its settlement) is durable (K1). */
+static int live_send(int fd, const keel_cli_args *a, json_t *args,
+                     uint64_t timeout_ms)
+{
+    int wait = a->val[SEND_WAIT] != NULL;
+    json_t *ans = NULL;
+    int rc = KEEL_CLI_FAIL;
+    json_t *req =
+        json_pack("{s:s, s:s, s:s, s:o, s:b}", "op", "send", "vat", a->pos[1],
+                  "method", a->pos[2], "args", args, "wait", wait);
+    if (keel__ctl_call("send", fd, req, &ans) < 0) {
+        return KEEL_CLI_FAIL;
+    }
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        rc = keel__ctl_failed("send", ans);
+        json_decref(ans);
+        return rc;
+    }
+    char kpref[KEEL_VREF_MAX];
+    snprintf(kpref, sizeof(kpref), "%s",
+             json_string_value(json_object_get(ans, "promise")));
+    json_int_t id = json_integer_value(json_object_get(ans, "id"));
+    json_decref(ans);
+    if (!wait) {
+        return print_settled(kpref, 0, NULL, a->val[SEND_JSON] != NULL);
+    }
+    double deadline = keel__now_s() + (double)timeout_ms / 1000.0;
+    for (;;) {
+        int left = 0;
+        if (timeout_ms != 0) {
+            double l = (deadline - keel__now_s()) * 1000.0;
+            left = l < 1.0 ? 1 : (int)l;
+        }
+        int got = keel__ctl_read(fd, &ans, left);
+        if (got <= 0) {
+            fprintf(stderr, "keel: send: result %s still unresolved (%s)\n",
+                    kpref,
+                    got == 0 ? "the kernel closed the connection"
+                             : "--timeout-ms reached");
+            return KEEL_CLI_FAIL;
+        }
+        if (json_integer_value(json_object_get(ans, "id")) == id) {
+            break;
+        }
+        json_decref(ans);
+    }
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        rc = keel__ctl_failed("send", ans);
+    } else {
+        const char *word = json_string_value(json_object_get(ans, "state"));
+        json_t *b = json_object_get(ans, "body");
+        char *body =
+            b != NULL ? json_dumps(b, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        int state = word != NULL && strcmp(word, "fulfilled") == 0 ? 1 : 2;
+        rc = print_settled(kpref, state, body, a->val[SEND_JSON] != NULL);
+        free(body);
+    }
+    json_decref(ans);
+    return rc;
+}
+
 int keel__cli_send(int argc, char **argv)
 {
     keel_cli_args a;
@@ -1015,6 +1102,15 @@ int keel__cli_send(int argc, char **argv)
     if (args == NULL) {
         rc = keel__cli_usage_error("send", "ARGS_JSON is not JSON: %s",
                                    jerr.text);
+        goto out;
+    }
+    int fd = -1;
+    int live = keel__ctl_find("send", a.pos[0], &fd); /* K7 */
+    if (live != 0) {
+        rc = live > 0 ? live_send(fd, &a, args, timeout_ms) : KEEL_CLI_FAIL;
+        if (fd >= 0) {
+            close(fd);
+        }
         goto out;
     }
     json_decref(args);

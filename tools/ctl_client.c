@@ -45,11 +45,13 @@ int keel__ctl_find(const char *command, const char *state, int *fd)
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (n < 0 || (size_t)n >= sizeof(sa.sun_path) || s < 0 ||
         connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        fprintf(stderr,
-                "keel: %s: %s is locked by another keel process and %s/"
-                "control.sock does not answer (%s): is it running with "
-                "--no-control?\n",
-                command, state, state, strerror(errno));
+        if (command != NULL) {
+            fprintf(stderr,
+                    "keel: %s: %s is locked by another keel process and "
+                    "%s/control.sock does not answer (%s): is it running "
+                    "with --no-control?\n",
+                    command, state, state, strerror(errno));
+        }
         if (s >= 0) {
             close(s);
         }

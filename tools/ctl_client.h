@@ -12,8 +12,8 @@
  * Is a kernel running on STATE? If a writer holds STATE/lock, connect to
  * STATE/control.sock: 1 with *fd connected. 0: no writer holds the lock
  * (the caller reads the state as before). -1: a writer holds it but its
- * socket does not answer (printed: `keel: <command>: ...`, naming
- * --no-control).
+ * socket does not answer (printed, unless command is NULL: `keel:
+ * <command>: ...`, naming --no-control).
  */
 int keel__ctl_find(const char *command, const char *state, int *fd);
 /*
