@@ -181,6 +181,7 @@ static void conn_write(conn *cn, const char *line, size_t len)
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
+        logf_(cn->c, "a connection failed: %s", uv_strerror(n));
         conn_close(cn);
         return;
     }
@@ -687,6 +688,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn *cn = (conn *)s;
     keel__control *c = cn->c;
     if (nread < 0) {
+        if (nread != UV_EOF) {
+            logf_(c, "a connection failed: %s", uv_strerror((int)nread));
+        }
         conn_close(cn); /* the end (a partial line is dropped) or an error */
         return;
     }
