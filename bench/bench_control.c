@@ -378,8 +378,7 @@ int keel__bench_control(int argc, char **argv)
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, echo_path,
-           strnlen(echo_path, sizeof(sa.sun_path) - 1));
+    memcpy(sa.sun_path, echo_path, strnlen(echo_path, sizeof(sa.sun_path) - 1));
     if (s < 0 || e.lfd < 0 ||
         bind(e.lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
         listen(e.lfd, 128) != 0) {
@@ -391,6 +390,9 @@ int keel__bench_control(int argc, char **argv)
         goto out;
     }
     pthread_create(&e.th, NULL, echo_main, &e);
+    keel_bench_env env;
+    keel__bench_env(dir, &env);
+    printf("cpu: %s | fs: %s | build: %s\n", env.cpu, env.fs, env.build);
     printf("control: acknowledged durable sends through STATE/control.sock "
            "(sync=%s, window %" PRIu64 ", %" PRIu64 " s x %" PRIu64
            " runs) vs a raw Unix-socket echo\n",

@@ -10,12 +10,13 @@
 
 #include "keel/kernel.h"
 
-/* The bounds of docs/control.md. */
-#define KEEL_CONTROL_LINE_MAX 65536u /* a request line, its newline included \
-                                      */
-#define KEEL_CONTROL_OUT_MAX   1048576u /* answers queued to one client */
-#define KEEL_CONTROL_CONNS_MAX 1024u    /* connections at once */
-#define KEEL_CONTROL_WAITS_MAX 1024u    /* "wait":true sends per connection */
+/* The bounds of docs/control.md: a request line with its newline; answers
+ * queued to one client; connections at once; "wait" sends per
+ * connection. */
+#define KEEL_CONTROL_LINE_MAX  65536u
+#define KEEL_CONTROL_OUT_MAX   1048576u
+#define KEEL_CONTROL_CONNS_MAX 1024u
+#define KEEL_CONTROL_WAITS_MAX 1024u
 
 typedef struct keel__control keel__control;
 
