@@ -58,6 +58,8 @@ static const bench_workload workloads[] = {
      keel__bench_snapshot},
     {"terminate", "kernel: a vat with N vatstore keys exits and is cleaned up",
      keel__bench_terminate},
+    {"control", "acknowledged sends/s through the control socket vs echo",
+     keel__bench_control},
 };
 
 #define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))

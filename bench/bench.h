@@ -197,6 +197,8 @@ int keel__bench_fanout(int argc, char **argv);
 int keel__bench_chain5(int argc, char **argv);
 int keel__bench_pingpong_rss(int argc, char **argv);
 int keel__bench_terminate(int argc, char **argv);
+/* bench/bench_control.c */
+int keel__bench_control(int argc, char **argv);
 /* bench_recover.c */
 int keel__bench_recover(int argc, char **argv);
 int keel__bench_audit(int argc, char **argv);

@@ -18,6 +18,7 @@
 #include "common/diag.h"
 #include "host/host.h"
 #include "host/snapshots.h"
+#include "kernel/inspect.h"
 #include "kernel/kernel_host.h"
 
 typedef struct hosted {
@@ -73,6 +74,12 @@ static void h_close(void *ctx)
     keel__host_free(h->loop); /* H4: waits for the jobs' work */
     keel__psnap_free(&h->snaps);
     free(h);
+}
+
+keel_host *keel__host_of(keel_kernel *k)
+{
+    hosted *h = keel__k_host_ctx(k);
+    return h != NULL ? h->loop : NULL;
 }
 
 int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,

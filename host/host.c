@@ -34,6 +34,10 @@
  *       deadlines.
  *   H7  Not reentrant: a callback must not call run_once/poll/free on its
  *       own host (asserted via `running`).
+ *   H11 keel__host_keep's holds count in pending as timers and jobs do
+ *       (H1 plus the holds): the holder (host/control.c) keeps a listener
+ *       on the loop, so run_once's UV_RUN_ONCE always has an active
+ *       handle to wake it (H5). Holds never go below zero.
  *   H10 Every timer has an id (keel__host_cancel); a libuv timer is on
  *       `recs` from its scheduling until it fires or is cancelled. A
  *       cancelled timer never fires and leaves the pending count at the
@@ -483,6 +487,22 @@ int keel__host_poll(keel_host *h)
     }
     h->running = 0;
     return h->ran;
+}
+
+struct uv_loop_s *keel__host_uv(keel_host *h)
+{
+    return h->deterministic ? NULL : &h->loop;
+}
+
+void keel__host_keep(keel_host *h, int delta)
+{
+    KEEL_ASSERT(delta >= 0 || h->pending >= (uint64_t)-delta); /* H11 */
+    h->pending = (uint64_t)((int64_t)h->pending + delta);
+}
+
+void keel__host_woke(keel_host *h)
+{
+    h->ran++;
 }
 
 /* ---- free -----------------------------------------------------------------

@@ -61,4 +61,21 @@ int keel__host_run_once(keel_host *h, uint64_t timeout_ms);
  * none is ever ready before run_once picks it). @return count. */
 int keel__host_poll(keel_host *h);
 
+/*
+ * For handles of the host's own composition that live on the loop beside
+ * timers and jobs (host/control.c's socket): the libuv loop (NULL in
+ * deterministic mode); keep adds delta to the pending count (H11), so a
+ * loop holding a listener is waited on by run_once, not slept past; woke
+ * counts a callback as run, so run_once returns to the kernel after it
+ * (the callback queued work for the next crank).
+ */
+struct uv_loop_s *keel__host_uv(keel_host *h);
+void keel__host_keep(keel_host *h, int delta);
+void keel__host_woke(keel_host *h);
+
+struct keel_kernel;
+/* The loop of a kernel opened by keel_kernel_open (host/compose.c), NULL
+ * for one opened without keel's host. */
+keel_host *keel__host_of(struct keel_kernel *k);
+
 #endif

@@ -948,7 +948,8 @@ int keel__k_open(const char *state_dir, const keel_kernel_options *o,
         free(dir_store);
         goto out;
     }
-    int made = k->o.create ? io->mkdir(io, state_dir, 0755) : KEEL_EEXIST;
+    /* 0700: STATE holds the control socket (host/control.c, CT1) */
+    int made = k->o.create ? io->mkdir(io, state_dir, 0700) : KEEL_EEXIST;
     if (made == KEEL_OK) {
         /* A new STATE: its name must survive a power loss with the data
          * that will be acknowledged inside it. */

@@ -512,7 +512,8 @@ static int build(keel_snapshot_reader *r, const char *path, const char *dir,
         keel__diag(diag, rc, "out of memory");
         goto out;
     }
-    if ((rc = io->mkdir(io, dir, 0755)) < 0) {
+    /* 0700 as a kernel's own new STATE: it will hold the control socket */
+    if ((rc = io->mkdir(io, dir, 0700)) < 0) {
         keel__diag(diag, rc, "%s: %s", dir, keel_strerror(rc));
         goto out;
     }

@@ -103,7 +103,11 @@ START_TEST(test_cli_help_lists_existing_commands)
     ck_assert_ptr_nonnull(strstr(out, "\n  snapshot create STATE FILE"));
     ck_assert_ptr_nonnull(strstr(out, "\n  snapshot restore FILE NEWSTATE"));
     /* only what exists in this build */
-    static const char *later[] = {"graph", "gc"};
+    ck_assert_ptr_nonnull(strstr(out, "\n  stop STATE"));
+    ck_assert_ptr_nonnull(strstr(out, "\n  vats STATE"));
+    ck_assert_ptr_nonnull(strstr(out, "\n  inspect STATE"));
+    ck_assert_ptr_nonnull(strstr(out, "\n  graph STATE"));
+    static const char *later[] = {"gc", "watch"};
     for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
         char row[32];
         snprintf(row, sizeof(row), "\n  %s ", later[i]);

@@ -904,8 +904,10 @@ START_TEST(test_cli_kernel_run_forever_stops_on_sigterm)
     if (pid == 0) {
         int fd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
+        /* without its socket, to see the lock refuse (test_control.c
+         * covers the commands against a live kernel's socket) */
         execl(KEEL_BIN, KEEL_BIN, "run", fx.state, "--forever", "--json",
-              (char *)NULL);
+              "--no-control", (char *)NULL);
         _exit(127);
     }
     /* the child holds the lock once it has opened STATE */

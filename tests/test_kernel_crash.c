@@ -1128,7 +1128,7 @@ static void copy_state(const char *from, const char *to)
 {
     char *fs = tu_path(from, "store"), *ts = tu_path(to, "store");
     char *fw = tu_path(from, "wal"), *tw = tu_path(to, "wal");
-    ck_assert_int_eq(mkdir(to, 0755), 0);
+    ck_assert_int_eq(mkdir(to, 0700), 0);
     tu_copy_dir(fs, ts);
     tu_copy_dir(fw, tw);
     free(fs);

@@ -80,6 +80,8 @@ static void tree_walk(tree *t, const char *dir, const char *rel)
         ck_assert_int_eq(stat(p, &st), 0);
         if (S_ISDIR(st.st_mode)) {
             tree_walk(t, p, r);
+        } else if (S_ISSOCK(st.st_mode)) {
+            /* a killed kernel's control.sock: no bytes to compare */
         } else {
             ck_assert_uint_lt(t->n, MAX_FILES);
             t->name[t->n] = strdup(r);

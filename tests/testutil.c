@@ -86,7 +86,7 @@ void tu_write_file(const char *path, const void *buf, size_t len)
 
 void tu_copy_dir(const char *from, const char *to)
 {
-    mkdir(to, 0755);
+    mkdir(to, 0700); /* a copied STATE, as keel makes one (control.md) */
     DIR *d = opendir(from);
     ck_assert_ptr_nonnull(d);
     struct dirent *e;

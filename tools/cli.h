@@ -127,6 +127,11 @@ int keel__cli_wal_demo(int argc, char **argv);
 int keel__cli_run(int argc, char **argv);
 int keel__cli_status(int argc, char **argv);
 int keel__cli_send(int argc, char **argv);
+/* tools/cmd_control.c */
+int keel__cli_stop(int argc, char **argv);
+int keel__cli_vats(int argc, char **argv);
+int keel__cli_inspect(int argc, char **argv);
+int keel__cli_graph(int argc, char **argv);
 /* tools/cmd_recover.c */
 int keel__cli_recover(int argc, char **argv);
 /* tools/cmd_crashtest.c */

@@ -22,6 +22,12 @@
  *   K5  Progress is drawn on stderr only when stderr is a terminal, so
  *       piped and captured output holds nothing but the summary.
  *   K6  A config file is read with keel__cli_read_config (C6).
+ *   K7  `keel run` serves STATE/control.sock (host/control.c) from after
+ *       boot until the run ended and everything it did is durable, and
+ *       closes it before the kernel closes; a `stop` request stops the
+ *       run as a signal does (stop_signal = CONTROL_STOP). status and send
+ *       ask a live kernel over its socket (tools/ctl_client.c) and read
+ *       or drive a stopped state as before.
  *
  * The one mutable static of the program is `stop_signal` below: a signal
  * handler has no other place to put what it saw (C17 7.14.1.1 allows a
@@ -46,9 +52,11 @@
 
 #include "common/clock.h"
 #include "host/observe.h"
+#include "host/control.h"
 #include "kernel/kernel_internal.h" /* keel__k_method_check */
 #include "tools/cli.h"
 #include "tools/crash_point.h"
+#include "tools/ctl_client.h"
 
 /* stop_flag is `volatile int *`: the handler's flag must be exactly that. */
 _Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
@@ -56,6 +64,9 @@ _Static_assert(_Generic((sig_atomic_t)0, int : 1, default : 0),
 
 /* K2: the signal number that asked the run to stop, 0 while none did. */
 static volatile sig_atomic_t stop_signal;
+
+/* K7: what a control `stop` request writes into stop_signal. */
+#define CONTROL_STOP 0x7fff
 
 static void on_stop_signal(int signo)
 {
@@ -240,6 +251,7 @@ enum {
     RUN_EVENT_LOG,
     RUN_EVENT_LOG_MAX,
     RUN_EVENT_LOG_KEEP,
+    RUN_NO_CONTROL,
     RUN_NOPTS
 };
 
@@ -262,6 +274,7 @@ static const keel_cli_opt run_opts[RUN_NOPTS] = {
     [RUN_EVENT_LOG] = {"event-log", "FILE"},
     [RUN_EVENT_LOG_MAX] = {"event-log-max-bytes", "SIZE"},
     [RUN_EVENT_LOG_KEEP] = {"event-log-keep", "N"},
+    [RUN_NO_CONTROL] = {"no-control", NULL},
 };
 
 static const keel_cli_spec run_spec = {
@@ -273,7 +286,7 @@ static const keel_cli_spec run_spec = {
         "[--json]\n"
         "                [--checkpoint-cranks N] [--checkpoint-ms N]\n"
         "                [--snapshot-every N --snapshot-dir DIR [--keep K]]\n"
-        "                [--deterministic] [--store-max SIZE]\n"
+        "                [--deterministic] [--store-max SIZE] [--no-control]\n"
         "                [--metrics-listen HOST:PORT "
         "[--metrics-allow-remote]]\n"
         "                [--event-log FILE [--event-log-max-bytes SIZE]\n"
@@ -304,6 +317,13 @@ static const keel_cli_spec run_spec = {
         "\n"
         "Only one keel process may use a STATE at a time; a second one\n"
         "fails with 'STATE is locked by another keel process'.\n"
+        "\n"
+        "While it runs, the kernel listens on STATE/control.sock (mode\n"
+        "0600; STATE must not be enterable by group or others): `keel\n"
+        "status|send|vats|inspect|graph|snapshot create|stop STATE` talk to\n"
+        "it there (protocol: docs/control.md). Without --forever the socket\n"
+        "is served between cranks while the run works, and the run still\n"
+        "ends when idle.\n"
         "\n"
         "Options:\n"
         "  --config FILE    cluster config; required for a new STATE\n"
@@ -341,8 +361,10 @@ static const keel_cli_spec run_spec = {
         "                   at 1 GiB and doubles as it fills; reaching\n"
         "                   SIZE fails the run ('store full'), losing\n"
         "                   nothing: run again with a larger SIZE\n"
+        "  --no-control     no control socket (--deterministic implies it)\n"
         "  --json           print the summary as one JSON object: stopped\n"
-        "                   (idle, signal, max-cranks, timeout), signal,\n"
+        "                   (idle, signal, max-cranks, timeout, control:\n"
+        "                   a `stop` request), signal,\n"
         "                   state (booted or resumed), cranks, aborted,\n"
         "                   transactions, deliveries, seconds,\n"
         "                   cranks_per_second, crank,\n"
@@ -399,6 +421,7 @@ typedef struct run_job {
     uint32_t keep;      /* 0: the kernel's default */
     uint64_t store_max; /* 0: the kernel's default */
     int deterministic;
+    int no_control;
     int json;
     keel_obs_config obs; /* metrics, event log */
     int is_new;          /* STATE did not exist when the command started */
@@ -546,6 +569,7 @@ static int run_parse(int argc, char **argv, run_job *j)
     }
     j->snapshot_dir = a.val[RUN_SNAP_DIR];
     j->deterministic = a.val[RUN_DETERMINISTIC] != NULL;
+    j->no_control = a.val[RUN_NO_CONTROL] != NULL || j->deterministic;
     if (a.val[RUN_SNAP_EVERY] != NULL) {
         rc = keel__cli_parse_u64("run", "snapshot-every", a.val[RUN_SNAP_EVERY],
                                  1, UINT64_MAX, &j->snapshot_every);
@@ -637,6 +661,8 @@ static const char *stop_reason(const run_job *j)
         why = "idle";
     } else if (j->stats.timed_out) {
         why = "timeout";
+    } else if (stop_signal == CONTROL_STOP) {
+        why = "control";
     } else if (stop_signal != 0) {
         why = "signal";
     } else if (j->ro.max_cranks != 0 &&
@@ -710,6 +736,7 @@ int keel__cli_run(int argc, char **argv)
     keel_kernel *k = NULL;
     keel_obs *obs = NULL;
     int err = KEEL_OK;
+    keel__control *ctl = NULL;
     keel_diag d = {0};
     keel_kernel_options o;
     memset(&j, 0, sizeof(j));
@@ -769,6 +796,17 @@ int keel__cli_run(int argc, char **argv)
     }
     keel__obs_attached(obs, k); /* N1: READY=1 */
     j.ro.stop_flag = &stop_signal;
+    if (!j.no_control) { /* K7 */
+        keel__control_opts co = {.keep_alive = j.ro.forever,
+                                 .stop_flag = &stop_signal,
+                                 .stop_value = CONTROL_STOP,
+                                 .log = stderr};
+        int cerr = keel__control_open(k, j.state, &co, &ctl, &d);
+        if (cerr < 0) {
+            rc = kernel_failed("run", &d, cerr);
+            goto out;
+        }
+    }
     j.tty = isatty(STDERR_FILENO);
     if (j.tty) {
         j.ro.progress = draw_progress;
@@ -788,9 +826,12 @@ int keel__cli_run(int argc, char **argv)
         rc = kernel_failed("run", &d, err);
         goto out;
     }
-    keel__obs_stopping(obs); /* N3: STOPPING=1 */
+    keel__obs_stopping(obs);  /* N3: STOPPING=1 */
+    keel__control_close(ctl); /* K7: what it answers is durable */
+    ctl = NULL;
     rc = run_summary(k, &j);
 out:
+    keel__control_close(ctl);
     if (obs != NULL) {
         keel__obs_stopping(obs);
     }
@@ -879,20 +920,44 @@ int keel__cli_status(int argc, char **argv)
     if (rc != KEEL_CLI_CONTINUE) {
         goto out;
     }
-    keel_kernel_options_init(&o);
-    o.create = 0;
-    o.read_only = 1; /* DESIGN §2.7: status changes nothing */
-    if ((rc = open_state("status", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
-        goto out;
-    }
-    /* K1: what it shows is on disk (read-only: the WAL was synced) */
-    int err = keel_kernel_wait_durable(k, &d);
-    if (err < 0) {
-        rc = kernel_failed("status", &d, err);
-        goto out;
-    }
-    if ((rc = status_object("status", k, &st)) != KEEL_CLI_OK) {
-        goto out;
+    int fd = -1;
+    int live = keel__ctl_find("status", a.pos[0], &fd); /* K7 */
+    if (live != 0) {
+        json_t *ans = NULL;
+        rc = KEEL_CLI_FAIL;
+        if (live > 0 &&
+            keel__ctl_call("status", fd, json_pack("{s:s}", "op", "status"),
+                           &ans) == 0) {
+            if (json_is_true(json_object_get(ans, "ok"))) {
+                st = json_incref(json_object_get(ans, "status"));
+                rc = st != NULL ? KEEL_CLI_OK : KEEL_CLI_FAIL;
+            } else {
+                keel__ctl_failed("status", ans);
+            }
+        }
+        json_decref(ans);
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (rc != KEEL_CLI_OK) {
+            goto out;
+        }
+    } else {
+        keel_kernel_options_init(&o);
+        o.create = 0;
+        o.read_only = 1; /* DESIGN §2.7: status changes nothing */
+        if ((rc = open_state("status", a.pos[0], &o, &k)) != KEEL_CLI_OK) {
+            goto out;
+        }
+        /* K1: what it shows is on disk (read-only: the WAL was synced) */
+        int err = keel_kernel_wait_durable(k, &d);
+        if (err < 0) {
+            rc = kernel_failed("status", &d, err);
+            goto out;
+        }
+        if ((rc = status_object("status", k, &st)) != KEEL_CLI_OK) {
+            goto out;
+        }
     }
     if (a.val[STATUS_JSON] != NULL) {
         rc = emit_json("status", st);
@@ -1027,6 +1092,68 @@ static int print_settled(const char *kpref, int state, const char *body,
     return rc;
 }
 
+/* K7: the send over a live kernel's socket; the kernel answers once the
+ * message (and, with --wait, its settlement) is durable (K1). */
+static int live_send(int fd, const keel_cli_args *a, json_t *args,
+                     uint64_t timeout_ms)
+{
+    int wait = a->val[SEND_WAIT] != NULL;
+    json_t *ans = NULL;
+    int rc = KEEL_CLI_FAIL;
+    json_t *req =
+        json_pack("{s:s, s:s, s:s, s:o, s:b}", "op", "send", "vat", a->pos[1],
+                  "method", a->pos[2], "args", args, "wait", wait);
+    if (keel__ctl_call("send", fd, req, &ans) < 0) {
+        return KEEL_CLI_FAIL;
+    }
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        rc = keel__ctl_failed("send", ans);
+        json_decref(ans);
+        return rc;
+    }
+    char kpref[KEEL_VREF_MAX];
+    snprintf(kpref, sizeof(kpref), "%s",
+             json_string_value(json_object_get(ans, "promise")));
+    json_int_t id = json_integer_value(json_object_get(ans, "id"));
+    json_decref(ans);
+    if (!wait) {
+        return print_settled(kpref, 0, NULL, a->val[SEND_JSON] != NULL);
+    }
+    double deadline = keel__now_s() + (double)timeout_ms / 1000.0;
+    for (;;) {
+        int left = 0;
+        if (timeout_ms != 0) {
+            double l = (deadline - keel__now_s()) * 1000.0;
+            left = l < 1.0 ? 1 : (int)l;
+        }
+        int got = keel__ctl_read(fd, &ans, left);
+        if (got <= 0) {
+            fprintf(stderr, "keel: send: result %s still unresolved (%s)\n",
+                    kpref,
+                    got == 0 ? "the kernel closed the connection"
+                             : "--timeout-ms reached");
+            return KEEL_CLI_FAIL;
+        }
+        if (json_integer_value(json_object_get(ans, "id")) == id) {
+            break;
+        }
+        json_decref(ans);
+    }
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        rc = keel__ctl_failed("send", ans);
+    } else {
+        const char *word = json_string_value(json_object_get(ans, "state"));
+        json_t *b = json_object_get(ans, "body");
+        char *body =
+            b != NULL ? json_dumps(b, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        int state = word != NULL && strcmp(word, "fulfilled") == 0 ? 1 : 2;
+        rc = print_settled(kpref, state, body, a->val[SEND_JSON] != NULL);
+        free(body);
+    }
+    json_decref(ans);
+    return rc;
+}
+
 int keel__cli_send(int argc, char **argv)
 {
     keel_cli_args a;
@@ -1062,6 +1189,15 @@ int keel__cli_send(int argc, char **argv)
     if (args == NULL) {
         rc = keel__cli_usage_error("send", "ARGS_JSON is not JSON: %s",
                                    jerr.text);
+        goto out;
+    }
+    int fd = -1;
+    int live = keel__ctl_find("send", a.pos[0], &fd); /* K7 */
+    if (live != 0) {
+        rc = live > 0 ? live_send(fd, &a, args, timeout_ms) : KEEL_CLI_FAIL;
+        if (fd >= 0) {
+            close(fd);
+        }
         goto out;
     }
     json_decref(args);

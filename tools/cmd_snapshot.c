@@ -13,16 +13,20 @@
  *   SC4 Errors are one line on stderr, `keel: snapshot <cmd>: ` and the
  *       library's diag (file, offset or LSN, what); exit 1; usage exit 2.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "keel/keel.h"
 
 #include "tools/cli.h"
+#include "tools/ctl_client.h"
 
 static int fail(const char *command, int code, const keel_diag *d)
 {
@@ -105,10 +109,14 @@ static const keel_cli_spec create_spec = {
     .help =
         "usage: keel snapshot create STATE FILE [--level L] [--json]\n"
         "\n"
-        "Write a snapshot of the kernel state in directory STATE, as of its\n"
-        "last checkpoint, to FILE. Safe while `keel run` works on STATE: the\n"
-        "snapshot is read in one read transaction and the kernel is neither\n"
-        "stopped nor locked out. The file is written as FILE.tmp, synced and\n"
+        "Write a snapshot of the kernel state in directory STATE to FILE.\n"
+        "While `keel run` works on STATE, the running kernel is asked over\n"
+        "STATE/control.sock: it checkpoints between two cranks and writes\n"
+        "the snapshot of that checkpoint (its own zstd level; --level is\n"
+        "not used then). A kernel run with --no-control is snapshot as of\n"
+        "its last checkpoint, read in one read transaction without\n"
+        "stopping it; so is a stopped state. The file is written as FILE.tmp, "
+        "synced and\n"
         "renamed, so FILE is never half-written; an existing FILE is\n"
         "replaced, a stale FILE.tmp is refused. A kernel checkpoints every\n"
         "--checkpoint-cranks cranks / --checkpoint-ms ms and at exit, so\n"
@@ -126,6 +134,53 @@ static const keel_cli_spec create_spec = {
     .max_pos = 2,
     .pos = "STATE FILE",
 };
+
+/* Ask the live kernel on fd to checkpoint and snapshot itself to file
+ * (absolute, since the kernel's working directory is its own), then read
+ * the manifest back for the summary. */
+static int live_snapshot(int fd, const char *file, keel_snapshot_info *info)
+{
+    char abs[PATH_MAX + 256], dir[PATH_MAX];
+    keel_diag d = {0};
+    json_t *ans = NULL;
+    snprintf(dir, sizeof(dir), "%s", file);
+    const char *base =
+        strrchr(file, '/') != NULL ? strrchr(file, '/') + 1 : file;
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+    }
+    char real[PATH_MAX];
+    if (realpath(slash != NULL ? (dir[0] != '\0' ? dir : "/") : ".", real) ==
+        NULL) {
+        fprintf(stderr, "keel: snapshot create: %s: %s\n", file,
+                strerror(errno));
+        return KEEL_CLI_FAIL;
+    }
+    snprintf(abs, sizeof(abs), "%s/%s", strcmp(real, "/") == 0 ? "" : real,
+             base);
+    if (keel__ctl_call(create_spec.command, fd,
+                       json_pack("{s:s, s:s}", "op", "snapshot", "path", abs),
+                       &ans) < 0) {
+        return KEEL_CLI_FAIL;
+    }
+    int rc = KEEL_CLI_OK;
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        rc = keel__ctl_failed(create_spec.command, ans);
+    }
+    json_decref(ans);
+    if (rc != KEEL_CLI_OK) {
+        return rc;
+    }
+    keel_snapshot_reader *r = NULL;
+    int err = keel_snapshot_reader_open(abs, NULL, &r, &d);
+    if (err < 0) {
+        return fail(create_spec.command, err, &d);
+    }
+    keel_snapshot_reader_info(r, info);
+    keel_snapshot_reader_close(r);
+    return KEEL_CLI_OK;
+}
 
 int keel__cli_snapshot_create(int argc, char **argv)
 {
@@ -151,8 +206,18 @@ int keel__cli_snapshot_create(int argc, char **argv)
         }
         o.level = (int)level;
     }
-    int err = keel_snapshot_create(a.pos[0], a.pos[1], &o, &info, &d);
-    if (err < 0) {
+    int fd = -1;
+    /* quiet: a kernel without a socket is snapshot as of its checkpoint */
+    int live = keel__ctl_find(NULL, a.pos[0], &fd);
+    int err = KEEL_OK;
+    if (live > 0) { /* a consistent snapshot of the live kernel, now */
+        err = live_snapshot(fd, a.pos[1], &info);
+        close(fd);
+        if (err != KEEL_CLI_OK) {
+            return err;
+        }
+    } else if ((err = keel_snapshot_create(a.pos[0], a.pos[1], &o, &info, &d)) <
+               0) {
         return fail(create_spec.command, err, &d);
     }
     if (a.val[CREATE_JSON] != NULL) {
