@@ -62,7 +62,11 @@ static int dial(const char *path)
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        errno = ENAMETOOLONG; /* a cut path would name another socket */
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         close(s);
