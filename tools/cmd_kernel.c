@@ -1194,7 +1194,12 @@ int keel__cli_send(int argc, char **argv)
     int fd = -1;
     int live = keel__ctl_find("send", a.pos[0], &fd); /* K7 */
     if (live != 0) {
-        rc = live > 0 ? live_send(fd, &a, args, timeout_ms) : KEEL_CLI_FAIL;
+        if (live > 0) {
+            rc = live_send(fd, &a, args, timeout_ms); /* takes args */
+        } else {
+            json_decref(args);
+            rc = KEEL_CLI_FAIL;
+        }
         if (fd >= 0) {
             close(fd);
         }
