@@ -8,6 +8,8 @@
 
 #include <stdio.h>
 
+#include "host/eventlog.h"
+#include "host/metrics.h"
 #include "keel/kernel.h"
 
 /* The bounds of docs/control.md: a request line with its newline; answers
@@ -29,6 +31,11 @@ typedef struct keel__control_opts {
     volatile int *stop_flag;
     int stop_value;
     FILE *log; /* refused connections, dropped clients (one line each) */
+    /* The run's metrics registry (the `metrics` request) and event log (the
+     * `subscribe-events` request); NULL: that request answers
+     * "unavailable". Both outlive the control socket. */
+    keel_metrics *metrics;
+    keel_eventlog *events;
 } keel__control_opts;
 
 /*
