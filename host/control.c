@@ -107,7 +107,6 @@ struct keel__control {
     int stopping;
     int kept;
     uid_t uid;
-    char state_dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
 static void logf_(keel__control *c, const char *fmt, ...)
@@ -166,7 +165,7 @@ static void conn_close(conn *cn)
     }
     c->nconns--;
     if (cn->sub_id != 0) { /* CT8 */
-        keel__eventlog_unsubscribe(c->o.events, cn->sub_id);
+        keel__eventlog_unsubscribe(keel__obs_eventlog(c->o.obs), cn->sub_id);
         cn->sub_id = 0;
     }
     uv_close((uv_handle_t *)&cn->pipe, conn_closed);
@@ -466,10 +465,15 @@ static void op_status(request *r)
     for (waiter *w = r->c->waiters; w != NULL; w = w->next) {
         nwaits++;
     }
+    size_t nsubs = 0;
+    for (conn *cn = r->c->conns; cn != NULL; cn = cn->next) {
+        nsubs += cn->sub_id != 0;
+    }
     answer(r->cn, r->id,
-           json_pack("{s:o, s:{s:I, s:I, s:I}}", "status", st, "control",
+           json_pack("{s:o, s:{s:I, s:I, s:I, s:I}}", "status", st, "control",
                      "connections", (json_int_t)r->c->nconns, "pending_acks",
-                     (json_int_t)nacks, "waits", (json_int_t)nwaits));
+                     (json_int_t)nacks, "waits", (json_int_t)nwaits,
+                     "subscribers", (json_int_t)nsubs));
 }
 
 static void op_send(request *r)
@@ -638,14 +642,15 @@ static void op_metrics(request *r)
 {
     char *text = NULL;
     size_t len = 0;
-    if (r->c->o.metrics == NULL) {
+    if (r->c->o.obs == NULL) {
         error_answer(r->cn, r->id, "unavailable",
                      "this kernel keeps no metrics");
         return;
     }
-    /* between cranks on the kernel's thread: the gauges as of now */
-    keel__metrics_sample(r->c->o.metrics, r->c->k, r->c->state_dir);
-    if (keel__metrics_render(r->c->o.metrics, &text, &len) < 0) {
+    /* between cranks on the kernel's thread: what is durable now counted,
+     * the gauges as of now (OB1 still holds: only durable ones) */
+    keel__obs_refresh(r->c->o.obs);
+    if (keel__metrics_render(keel__obs_metrics(r->c->o.obs), &text, &len) < 0) {
         error_answer(r->cn, r->id, "internal", "out of memory");
         return;
     }
@@ -675,7 +680,7 @@ static void on_event(void *arg, const char *line, size_t len)
 
 static void op_subscribe(request *r)
 {
-    if (r->c->o.events == NULL) {
+    if (r->c->o.obs == NULL) {
         error_answer(r->cn, r->id, "unavailable",
                      "this kernel has no event log");
         return;
@@ -689,7 +694,11 @@ static void op_subscribe(request *r)
         error_answer(r->cn, r->id, "stopping", "the kernel is stopping");
         return;
     }
-    uint64_t id = keel__eventlog_subscribe(r->c->o.events, on_event, r->cn);
+    /* what is durable now goes out before: every line after the answer
+     * has an LSN above its durable_lsn */
+    keel__obs_refresh(r->c->o.obs);
+    uint64_t id = keel__eventlog_subscribe(keel__obs_eventlog(r->c->o.obs),
+                                           on_event, r->cn);
     if (id == 0) {
         error_answer(r->cn, r->id, "internal", "out of memory");
         return;
@@ -897,7 +906,6 @@ int keel__control_open(keel_kernel *k, const char *state_dir,
                           "bytes: use a shorter STATE path, or --no-control",
                           state_dir, sizeof(c->path) - 1);
     }
-    snprintf(c->state_dir, sizeof(c->state_dir), "%s", state_dir);
     c->k = k;
     c->host = host;
     c->loop = loop;

@@ -801,8 +801,7 @@ int keel__cli_run(int argc, char **argv)
                                  .stop_flag = &stop_signal,
                                  .stop_value = CONTROL_STOP,
                                  .log = stderr,
-                                 .metrics = keel__obs_metrics(obs),
-                                 .events = keel__obs_eventlog(obs)};
+                                 .obs = obs};
         int cerr = keel__control_open(k, j.state, &co, &ctl, &d);
         if (cerr < 0) {
             rc = kernel_failed("run", &d, cerr);
