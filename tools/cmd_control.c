@@ -626,6 +626,7 @@ int keel__cli_watch(int argc, char **argv)
     }
     if (tty) {
         fputs("\r\033[K", stdout);
+        fflush(stdout);
     }
     close(fd);
     /* the end: a stop (its lock goes within its close) or a drop */
