@@ -6,7 +6,9 @@
  * the filesystem opened up for it on purpose), malformed and overlong
  * lines, a client that never reads, 1,000 connections, the CLI against a
  * live kernel, and kill -9 while clients wait: every client sees the end
- * and every acknowledged send is in the state afterwards.
+ * and every acknowledged send is in the state afterwards; the metrics and
+ * subscribe-events requests (events matched against the WAL, a subscriber
+ * that never reads dropped), and `keel metrics` / `keel watch --json`.
  *
  * Invariants:
  *   TC1 No timing assertions: waits are bounded polls that fail the test
