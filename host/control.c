@@ -34,6 +34,12 @@
  *       acks and waits are dropped unwritten.
  *   CT7 Each request is one handler of the table `ops`; an unknown op is
  *       an "unknown_op" error and the connection stays open.
+ *   CT8 A subscribed connection (subscribe-events) is given each event-log
+ *       line verbatim with its newline, as the event log publishes it
+ *       (only durable observations, OB1), through conn_write: a
+ *       subscriber that does not read is dropped by CT4's bound like any
+ *       client, never waited for. It is unsubscribed when its connection
+ *       closes (conn_close), so the event log never calls a closed one.
  */
 #include "host/control.h"
 
@@ -65,6 +71,7 @@ typedef struct conn {
     int closed;    /* its close callback ran */
     unsigned refs; /* CT6: acks and waits naming it */
     unsigned nwaits;
+    uint64_t sub_id; /* CT8: its event-log subscription, 0 none */
     char in[KEEL_CONTROL_LINE_MAX];
 } conn;
 
@@ -157,6 +164,10 @@ static void conn_close(conn *cn)
         cn->next->prev = cn->prev;
     }
     c->nconns--;
+    if (cn->sub_id != 0) { /* CT8 */
+        keel__eventlog_unsubscribe(keel__obs_eventlog(c->o.obs), cn->sub_id);
+        cn->sub_id = 0;
+    }
     uv_close((uv_handle_t *)&cn->pipe, conn_closed);
 }
 
@@ -454,10 +465,15 @@ static void op_status(request *r)
     for (waiter *w = r->c->waiters; w != NULL; w = w->next) {
         nwaits++;
     }
+    size_t nsubs = 0;
+    for (conn *cn = r->c->conns; cn != NULL; cn = cn->next) {
+        nsubs += cn->sub_id != 0;
+    }
     answer(r->cn, r->id,
-           json_pack("{s:o, s:{s:I, s:I, s:I}}", "status", st, "control",
+           json_pack("{s:o, s:{s:I, s:I, s:I, s:I}}", "status", st, "control",
                      "connections", (json_int_t)r->c->nconns, "pending_acks",
-                     (json_int_t)nacks, "waits", (json_int_t)nwaits));
+                     (json_int_t)nacks, "waits", (json_int_t)nwaits,
+                     "subscribers", (json_int_t)nsubs));
 }
 
 static void op_send(request *r)
@@ -622,6 +638,78 @@ static void op_stop(request *r)
     answer(r->cn, r->id, json_pack("{s:b}", "stopping", 1));
 }
 
+static void op_metrics(request *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (r->c->o.obs == NULL) {
+        error_answer(r->cn, r->id, "unavailable",
+                     "this kernel keeps no metrics");
+        return;
+    }
+    /* between cranks on the kernel's thread: what is durable now counted,
+     * the gauges as of now (OB1 still holds: only durable ones) */
+    keel__obs_refresh(r->c->o.obs);
+    if (keel__metrics_render(keel__obs_metrics(r->c->o.obs), &text, &len) < 0) {
+        error_answer(r->cn, r->id, "internal", "out of memory");
+        return;
+    }
+    answer(r->cn, r->id,
+           json_pack("{s:s%, s:s}", "metrics", text, len, "content_type",
+                     "text/plain; version=0.0.4; charset=utf-8"));
+    free(text);
+}
+
+/* CT8: one event-log line to its subscriber (the event log's callback). */
+static void on_event(void *arg, const char *line, size_t len)
+{
+    conn *cn = arg;
+    char small[2048];
+    char *buf = len + 1 <= sizeof(small) ? small : malloc(len + 1);
+    if (buf == NULL) {
+        conn_close(cn);
+        return;
+    }
+    memcpy(buf, line, len);
+    buf[len] = '\n';
+    conn_write(cn, buf, len + 1);
+    if (buf != small) {
+        free(buf);
+    }
+}
+
+static void op_subscribe(request *r)
+{
+    if (r->c->o.obs == NULL) {
+        error_answer(r->cn, r->id, "unavailable",
+                     "this kernel has no event log");
+        return;
+    }
+    if (r->cn->sub_id != 0) {
+        error_answer(r->cn, r->id, "exists",
+                     "this connection is subscribed already");
+        return;
+    }
+    if (r->c->stopping) {
+        error_answer(r->cn, r->id, "stopping", "the kernel is stopping");
+        return;
+    }
+    /* what is durable now goes out before: every line after the answer
+     * has an LSN above its durable_lsn */
+    keel__obs_refresh(r->c->o.obs);
+    uint64_t id = keel__eventlog_subscribe(keel__obs_eventlog(r->c->o.obs),
+                                           on_event, r->cn);
+    if (id == 0) {
+        error_answer(r->cn, r->id, "internal", "out of memory");
+        return;
+    }
+    r->cn->sub_id = id;
+    /* the answer goes first: every line after it is an event (CT8) */
+    answer(r->cn, r->id,
+           json_pack("{s:b, s:I}", "subscribed", 1, "durable_lsn",
+                     (json_int_t)keel_kernel_durable_lsn(r->c->k)));
+}
+
 static const struct {
     const char *op;
     void (*fn)(request *r);
@@ -631,6 +719,7 @@ static const struct {
     {"graph", op_graph},         {"checkpoint", op_checkpoint},
     {"snapshot", op_snapshot},   {"terminate-vat", op_terminate},
     {"restart-vat", op_restart}, {"stop", op_stop},
+    {"metrics", op_metrics},     {"subscribe-events", op_subscribe},
 };
 
 /* One request line (without its newline). @return 1 if it queued work. */

@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 
+#include "host/observe.h"
 #include "keel/kernel.h"
 
 /* The bounds of docs/control.md: a request line with its newline; answers
@@ -29,6 +30,10 @@ typedef struct keel__control_opts {
     volatile int *stop_flag;
     int stop_value;
     FILE *log; /* refused connections, dropped clients (one line each) */
+    /* The run's observer: its metrics (the `metrics` request) and event
+     * log (the `subscribe-events` request). NULL: both answer
+     * "unavailable". It outlives the control socket. */
+    keel_obs *obs;
 } keel__control_opts;
 
 /*

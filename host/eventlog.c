@@ -18,6 +18,9 @@
  *       never hold more than (keep + 1) * max_bytes plus one line each.
  *   EL4 Subscribers see exactly the lines the file is given, in order,
  *       whether or not the file's write succeeded.
+ *   EL5 A subscriber's callback may unsubscribe itself (a control client
+ *       dropped for not reading): the next subscriber is read before the
+ *       callback runs. It must not unsubscribe another.
  */
 #include "host/eventlog.h"
 
@@ -218,7 +221,8 @@ static void emit(keel_eventlog *el, json_t *o)
         return;
     }
     size_t len = strlen(s);
-    for (sub *x = el->subs; x != NULL; x = x->next) { /* EL4 */
+    for (sub *x = el->subs, *nx; x != NULL; x = nx) { /* EL4 */
+        nx = x->next; /* EL5: the callback may unsubscribe itself */
         x->cb(x->arg, s, len);
     }
     if (el->path != NULL) {

@@ -218,6 +218,14 @@ void keel__obs_free(keel_obs *o, int closed_ok)
     free(o);
 }
 
+void keel__obs_refresh(keel_obs *o)
+{
+    if (o->k != NULL) {
+        release(o, keel_kernel_durable_lsn(o->k)); /* OB1 */
+        sample(o);
+    }
+}
+
 keel_metrics *keel__obs_metrics(keel_obs *o)
 {
     return o->m;

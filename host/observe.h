@@ -42,6 +42,11 @@ void keel__obs_stopping(keel_obs *ob);
  * durable), stop the listener, close the log. NULL: no-op. */
 void keel__obs_free(keel_obs *ob, int closed_ok);
 
+/* Kernel's thread, between cranks (the control socket's metrics request):
+ * publish what is held and durable now, and sample the gauges, so the
+ * metrics are as of this moment rather than of the last tick. */
+void keel__obs_refresh(keel_obs *ob);
+
 keel_metrics *keel__obs_metrics(keel_obs *ob);
 keel_eventlog *keel__obs_eventlog(keel_obs *ob);
 

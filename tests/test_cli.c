@@ -107,7 +107,9 @@ START_TEST(test_cli_help_lists_existing_commands)
     ck_assert_ptr_nonnull(strstr(out, "\n  vats STATE"));
     ck_assert_ptr_nonnull(strstr(out, "\n  inspect STATE"));
     ck_assert_ptr_nonnull(strstr(out, "\n  graph STATE"));
-    static const char *later[] = {"gc", "watch"};
+    ck_assert_ptr_nonnull(strstr(out, "\n  metrics STATE"));
+    ck_assert_ptr_nonnull(strstr(out, "\n  watch STATE"));
+    static const char *later[] = {"gc"};
     for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
         char row[32];
         snprintf(row, sizeof(row), "\n  %s ", later[i]);

@@ -6,7 +6,9 @@
  * the filesystem opened up for it on purpose), malformed and overlong
  * lines, a client that never reads, 1,000 connections, the CLI against a
  * live kernel, and kill -9 while clients wait: every client sees the end
- * and every acknowledged send is in the state afterwards.
+ * and every acknowledged send is in the state afterwards; the metrics and
+ * subscribe-events requests (events matched against the WAL, a subscriber
+ * that never reads dropped), and `keel metrics` / `keel watch --json`.
  *
  * Invariants:
  *   TC1 No timing assertions: waits are bounded polls that fail the test
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "keel/keel.h"
+#include "tests/opsutil.h"
 #include "tests/testutil.h"
 
 #define WAIT_MAX_MS 20000
@@ -749,6 +752,311 @@ START_TEST(test_control_cli_live)
 }
 END_TEST
 
+/* ---- metrics and subscribe-events ------------------------------------- */
+
+/* The control object of a status answer's field f. */
+static json_int_t ctl_count(int s, const char *f)
+{
+    json_t *a = call(s, "{\"v\":1,\"id\":0,\"op\":\"status\"}");
+    ck_assert_msg(is_ok(a), "status: %s", err_code(a));
+    json_int_t n =
+        json_integer_value(json_object_get(json_object_get(a, "control"), f));
+    json_decref(a);
+    return n;
+}
+
+/* Wait until the kernel counts want event subscribers. */
+static void wait_subscribers(int s, json_int_t want)
+{
+    for (long waited = 0; ctl_count(s, "subscribers") != want; waited += 5) {
+        ck_assert_msg(waited < WAIT_MAX_MS, "never %lld subscribers",
+                      (long long)want);
+        sleep_ms(5);
+    }
+}
+
+/* The `metrics` answer's text (malloc'd), checked as exposition text. */
+static char *metrics_text(int s)
+{
+    json_t *a = call(s, "{\"v\":1,\"id\":\"m\",\"op\":\"metrics\"}");
+    ck_assert_msg(is_ok(a), "metrics: %s", err_code(a));
+    char *t = strdup(str_at(a, "metrics"));
+    json_decref(a);
+    ou_check_exposition(t);
+    return t;
+}
+
+static void send_wait(int s, int n)
+{
+    char req[160];
+    snprintf(req, sizeof(req),
+             "{\"v\":1,\"id\":%d,\"op\":\"send\",\"vat\":\"counter\","
+             "\"method\":\"incr\",\"args\":{\"n\":%d},\"wait\":true}",
+             100 + n, n);
+    json_t *a = call(s, req);
+    ck_assert_msg(is_ok(a), "send: %s", err_code(a));
+    json_decref(a);
+    a = read_answer(s); /* the settlement */
+    ck_assert_ptr_nonnull(a);
+    ck_assert_str_eq(str_at(a, "state"), "fulfilled");
+    json_decref(a);
+}
+
+START_TEST(test_control_metrics_request)
+{
+    /* no --metrics-listen: the socket's metrics are there all the same */
+    fixture fx;
+    fx_init(&fx);
+    fx_start(&fx, "full", 1);
+    int s = dial(fx.sock);
+    ck_assert_int_ge(s, 0);
+    wait_quiet(s);
+    char *t0 = metrics_text(s);
+    double cranks0 = ou_sample(t0, "keel_cranks_total");
+    double ops0 = ou_sample(t0, "keel_transactions_total{kind=\"kernel-op\"}");
+    double durable0 = ou_sample(t0, "keel_durable_lsn");
+    ck_assert_msg(cranks0 >= 1, "no keel_cranks_total in:\n%s", t0);
+    for (int i = 1; i <= 4; i++) {
+        send_wait(s, i);
+    }
+    char *t1 = metrics_text(s);
+    /* each send: its own record and the crank delivering it */
+    ck_assert_msg(ou_sample(t1, "keel_cranks_total") >= cranks0 + 4,
+                  "cranks %g then:\n%s", cranks0, t1);
+    ck_assert_msg(
+        ou_sample(t1, "keel_transactions_total{kind=\"kernel-op\"}") >=
+            ops0 + 4,
+        "kernel-op %g then:\n%s", ops0, t1);
+    ck_assert_msg(ou_sample(t1, "keel_durable_lsn") >= durable0 + 8,
+                  "durable %g then:\n%s", durable0, t1);
+    ck_assert_msg(ou_sample(t1, "keel_vat_deliveries_total{vat=\"counter\"}") >=
+                      4,
+                  "%s", t1);
+    free(t0);
+    free(t1);
+    close(s);
+    kill(fx.pid, SIGTERM);
+    fx_reap(&fx);
+    fx_free(&fx);
+}
+END_TEST
+
+START_TEST(test_control_subscribe_events_match_the_wal)
+{
+    /* no --event-log: the socket's events are there all the same */
+    fixture fx;
+    fx_init(&fx);
+    fx_start(&fx, "full", 1);
+    int s = dial(fx.sock);
+    int e = dial(fx.sock);
+    ck_assert(s >= 0 && e >= 0);
+    wait_quiet(s);
+    json_t *a = call(e, "{\"v\":1,\"id\":\"sub\",\"op\":\"subscribe-events\"}");
+    ck_assert_msg(is_ok(a), "subscribe-events: %s", err_code(a));
+    ck_assert(json_is_true(json_object_get(a, "subscribed")));
+    json_int_t from = json_integer_value(json_object_get(a, "durable_lsn"));
+    json_decref(a);
+    a = call(e, "{\"v\":1,\"id\":\"again\",\"op\":\"subscribe-events\"}");
+    ck_assert_str_eq(err_code(a), "exists");
+    json_decref(a);
+    enum { SENDS = 5 };
+    for (int i = 1; i <= SENDS; i++) {
+        send_wait(s, i);
+    }
+    a = call(s, "{\"v\":1,\"id\":\"stop\",\"op\":\"stop\"}");
+    ck_assert(is_ok(a));
+    json_decref(a);
+    close(s);
+    /* every event line until the kernel closes the connection */
+    json_int_t lsns[256];
+    char kinds[256][16];
+    size_t n = 0, incr = 0;
+    for (json_t *ev; (ev = read_answer(e)) != NULL; json_decref(ev)) {
+        ck_assert_msg(json_object_get(ev, "id") == NULL,
+                      "an answer among the events");
+        const char *what = str_at(ev, "event");
+        if (strcmp(what, "transaction") != 0) {
+            continue;
+        }
+        ck_assert_uint_lt(n, 256);
+        lsns[n] = json_integer_value(json_object_get(ev, "lsn"));
+        snprintf(kinds[n], sizeof(kinds[n]), "%s", str_at(ev, "kind"));
+        const char *m = json_string_value(json_object_get(ev, "method"));
+        incr += m != NULL && strcmp(m, "incr") == 0;
+        n++;
+    }
+    close(e);
+    int st = fx_reap(&fx);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_uint_eq(incr, SENDS); /* the crank delivering each send */
+    /* the lines' LSNs and kinds are exactly the WAL's records after the
+     * subscription, in order */
+    char *wal = tu_path(fx.state, "wal");
+    char *out = NULL, *err = NULL;
+    const char *dump[] = {"wal", "dump", wal, "--json", NULL};
+    ck_assert_int_eq(tu_run_keel(dump, &out, &err), 0);
+    size_t i = 0;
+    for (char *line = strtok(out, "\n"); line != NULL;
+         line = strtok(NULL, "\n")) {
+        json_t *r = json_loads(line, 0, NULL);
+        ck_assert_ptr_nonnull(r);
+        json_t *lsn = json_object_get(r, "lsn");
+        if (json_is_integer(lsn) && json_integer_value(lsn) > from) {
+            ck_assert_msg(i < n, "WAL record %lld has no event line",
+                          (long long)json_integer_value(lsn));
+            ck_assert_int_eq(json_integer_value(lsn), lsns[i]);
+            ck_assert_str_eq(str_at(r, "kind"), kinds[i]);
+            i++;
+        }
+        json_decref(r);
+    }
+    ck_assert_uint_eq(i, n);
+    ck_assert_uint_ge(n, 2 * SENDS); /* a send's record and its crank */
+    free(out);
+    free(err);
+    free(wal);
+    fx_free(&fx);
+}
+END_TEST
+
+START_TEST(test_control_subscriber_that_never_reads)
+{
+    fixture fx;
+    fx_init(&fx);
+    fx_start(&fx, "group", 1);
+    int s = dial(fx.sock);
+    wait_quiet(s);
+    json_int_t crank0 = 0;
+    {
+        json_t *a = call(s, "{\"v\":1,\"id\":0,\"op\":\"status\"}");
+        crank0 = json_integer_value(
+            json_object_get(json_object_get(a, "status"), "crank"));
+        json_decref(a);
+    }
+    int e = dial(fx.sock);
+    int small = 4096;
+    setsockopt(e, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    const char *sub = "{\"v\":1,\"id\":1,\"op\":\"subscribe-events\"}\n";
+    send_all(e, sub, strlen(sub));
+    wait_subscribers(s, 1);
+    /* sends in batches (their answers read) until the subscriber, which
+     * never reads, is dropped: ~400 bytes of events per send, so 1 MiB
+     * and the socket's buffers are passed after a few thousand */
+    enum { BATCH = 100, MAX_SENDS = 40000 };
+    long sent = 0;
+    int dropped = 0;
+    static char batch[BATCH * 128];
+    while (!dropped) {
+        ck_assert_msg(sent < MAX_SENDS, "the subscriber was never dropped");
+        size_t len = 0;
+        for (int i = 0; i < BATCH; i++) {
+            len += (size_t)snprintf(batch + len, sizeof(batch) - len,
+                                    "{\"v\":1,\"id\":%ld,\"op\":\"send\","
+                                    "\"vat\":\"counter\",\"method\":\"incr\","
+                                    "\"args\":{\"n\":1}}\n",
+                                    sent + i);
+        }
+        send_all(s, batch, len);
+        for (int i = 0; i < BATCH; i++) {
+            json_t *a = read_answer(s);
+            ck_assert_ptr_nonnull(a);
+            ck_assert_msg(is_ok(a), "send: %s", err_code(a));
+            json_decref(a);
+        }
+        sent += BATCH;
+        dropped = ctl_count(s, "subscribers") == 0;
+    }
+    /* the kernel finishes its work: every send delivered */
+    wait_quiet(s);
+    json_t *a = call(s, "{\"v\":1,\"id\":0,\"op\":\"status\"}");
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(a, "status"), "crank")),
+                     crank0 + sent);
+    json_decref(a);
+    ck_assert_int_eq(ctl_count(s, "connections"), 1);
+    /* the dropped subscriber's connection ends after what was sent */
+    fcntl(e, F_SETFL, 0);
+    char buf[65536];
+    ssize_t got;
+    while ((got = recv(e, buf, sizeof(buf), 0)) > 0) {
+    }
+    ck_assert_int_eq(got, 0);
+    close(e);
+    close(s);
+    kill(fx.pid, SIGTERM);
+    int st = fx_reap(&fx);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *err = read_text(fx.err);
+    ck_assert_msg(strstr(err, "does not read its answers") != NULL, "%s", err);
+    free(err);
+    fx_free(&fx);
+}
+END_TEST
+
+START_TEST(test_control_cli_metrics_and_watch)
+{
+    fixture fx;
+    fx_init(&fx);
+    fx_start(&fx, "group", 1);
+    int s = dial(fx.sock);
+    wait_quiet(s);
+    char *out = NULL, *err = NULL;
+    const char *metrics[] = {"metrics", fx.state, NULL};
+    ck_assert_int_eq(tu_run_keel(metrics, &out, &err), 0);
+    ou_check_exposition(out);
+    ck_assert_msg(ou_sample(out, "keel_cranks_total") >= 1, "%s", out);
+    free(out);
+    free(err);
+
+    char *wout = tu_path(fx.root, "watch.out");
+    char *werr = tu_path(fx.root, "watch.err");
+    const char *watch[] = {"watch", fx.state, "--json", NULL};
+    pid_t w = ou_spawn(watch, NULL, wout, werr);
+    wait_subscribers(s, 1);
+    for (int i = 1; i <= 3; i++) {
+        send_wait(s, i);
+    }
+    close(s);
+    const char *stop[] = {"stop", fx.state, NULL};
+    ck_assert_int_eq(tu_run_keel(stop, &out, &err), 0);
+    free(out);
+    free(err);
+    int st = fx_reap(&fx);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(ou_wait(w), 0);
+    char *lines = read_text(wout);
+    size_t incr = 0;
+    for (char *l = strtok(lines, "\n"); l != NULL; l = strtok(NULL, "\n")) {
+        json_t *o = json_loads(l, 0, NULL);
+        ck_assert_msg(o != NULL,
+                      "watch --json printed a line that is not "
+                      "JSON: %s",
+                      l);
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(o, "event")));
+        const char *m = json_string_value(json_object_get(o, "method"));
+        incr += m != NULL && strcmp(m, "incr") == 0;
+        json_decref(o);
+    }
+    ck_assert_uint_eq(incr, 3);
+    char *we = read_text(werr);
+    ck_assert_msg(strstr(we, "stopped") != NULL, "%s", we);
+    /* stopped: both say so, exit 1 */
+    ck_assert_int_eq(tu_run_keel(metrics, &out, &err), 1);
+    ck_assert_msg(strstr(err, "no kernel is running") != NULL, "%s", err);
+    free(out);
+    free(err);
+    ck_assert_int_eq(tu_run_keel(watch, &out, &err), 1);
+    ck_assert_msg(strstr(err, "no kernel is running") != NULL, "%s", err);
+    free(out);
+    free(err);
+    free(we);
+    free(lines);
+    free(wout);
+    free(werr);
+    fx_free(&fx);
+}
+END_TEST
+
 /* ---- keel bench control: its shape, at a tiny size ------------------- */
 
 START_TEST(test_control_bench_smoke)
@@ -785,6 +1093,10 @@ Suite *control_suite(void)
     tcase_add_test(tc, test_control_kill9_acked_sends_survive);
     tcase_add_test(tc, test_control_cli_live);
     tcase_add_test(tc, test_control_bench_smoke);
+    tcase_add_test(tc, test_control_metrics_request);
+    tcase_add_test(tc, test_control_subscribe_events_match_the_wal);
+    tcase_add_test(tc, test_control_subscriber_that_never_reads);
+    tcase_add_test(tc, test_control_cli_metrics_and_watch);
     suite_add_tcase(s, tc);
     return s;
 }

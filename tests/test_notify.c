@@ -3,7 +3,8 @@
  * the manager, with its own AF_UNIX datagram socket as NOTIFY_SOCKET and
  * WATCHDOG_USEC set; it must receive READY=1 (after recovery), WATCHDOG=1
  * pings while the kernel idles with --forever, and STOPPING=1 after
- * SIGTERM, in that order, and the run exits 0.
+ * SIGTERM, in that order, and the run exits 0; and STOPPING=1 the same
+ * when the stop is asked over the control socket (`keel stop`).
  */
 #include <check.h>
 #include <signal.h>
@@ -87,6 +88,59 @@ START_TEST(test_notify_ready_watchdog_stopping)
 }
 END_TEST
 
+START_TEST(test_notify_control_stop_sends_stopping)
+{
+    char *root = tu_tmpdir("notify-stop");
+    char *cfg = tu_path(root, "cluster.json");
+    char *state = tu_path(root, "state");
+    char *sock = tu_path(root, "notify.sock");
+    char *outp = tu_path(root, "out"), *errp = tu_path(root, "err");
+    char *config = ou_pingpong_config(5);
+    tu_write_file(cfg, config, strlen(config));
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert(fd >= 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    ck_assert(strlen(sock) < sizeof(sun.sun_path));
+    strcpy(sun.sun_path, sock);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    struct timeval tv = {0, 100000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char env_sock[4200];
+    snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", sock);
+    const char *env[] = {env_sock, NULL};
+    const char *args[] = {"run", state, "--config", cfg, "--forever", NULL};
+    pid_t pid = ou_spawn(args, env, outp, errp);
+    char log[8192] = "";
+    ck_assert_msg(await(fd, "READY=1", log, sizeof(log)), "got: %s", log);
+    /* READY=1 comes before the socket listens: ask until it answers */
+    char *out = NULL, *err = NULL;
+    const char *stop[] = {"stop", state, NULL};
+    int rc = 1;
+    for (int i = 0; i < 2000 && rc != 0; i++) {
+        free(out);
+        free(err);
+        rc = tu_run_keel(stop, &out, &err);
+        if (rc != 0) {
+            usleep(10000);
+        }
+    }
+    ck_assert_msg(rc == 0, "keel stop: %s", err);
+    free(out);
+    free(err);
+    ck_assert_msg(await(fd, "STOPPING=1", log, sizeof(log)), "got: %s", log);
+    ck_assert_int_eq(ou_wait(pid), 0);
+    close(fd);
+    free(config);
+    tu_rmrf(root);
+    free(root);
+    free(cfg);
+    free(state);
+    free(sock);
+    free(outp);
+    free(errp);
+}
+END_TEST
+
 START_TEST(test_notify_without_socket_sends_nothing)
 {
     /* no NOTIFY_SOCKET: the run is as before (and nothing crashes on a
@@ -122,6 +176,7 @@ Suite *notify_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_notify_ready_watchdog_stopping);
     tcase_add_test(tc, test_notify_without_socket_sends_nothing);
+    tcase_add_test(tc, test_notify_control_stop_sends_stopping);
     suite_add_tcase(s, tc);
     return s;
 }

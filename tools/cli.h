@@ -132,6 +132,8 @@ int keel__cli_stop(int argc, char **argv);
 int keel__cli_vats(int argc, char **argv);
 int keel__cli_inspect(int argc, char **argv);
 int keel__cli_graph(int argc, char **argv);
+int keel__cli_metrics(int argc, char **argv);
+int keel__cli_watch(int argc, char **argv);
 /* tools/cmd_recover.c */
 int keel__cli_recover(int argc, char **argv);
 /* tools/cmd_crashtest.c */

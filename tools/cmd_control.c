@@ -1,8 +1,9 @@
 /*
- * tools/cmd_control.c — `keel stop`, `keel vats`, `keel inspect` and
- * `keel graph`: the operator's commands that ask a live kernel over
- * STATE/control.sock (tools/ctl_client.c) and, but for stop, read a
- * stopped state the same way (opened read-only).
+ * tools/cmd_control.c — `keel stop`, `keel vats`, `keel inspect`,
+ * `keel graph`, `keel metrics` and `keel watch`: the operator's commands
+ * that ask a live kernel over STATE/control.sock (tools/ctl_client.c)
+ * and, but for stop, metrics and watch, read a stopped state the same way
+ * (opened read-only).
  *
  * Invariants:
  *   CM1 Against a stopped state these commands change no byte (DESIGN
@@ -11,14 +12,23 @@
  *       kernel's inspect.c builds both), so scripts need not care which.
  *   CM3 Exit status as C1: 0 answered, 1 the kernel refused or failed (no
  *       such vat or kref, locked without a socket, not running for
- *       stop), 2 usage.
+ *       stop, metrics and watch), 2 usage.
+ *   CM4 metrics and watch exist only against a live kernel (the numbers
+ *       and events are the running process's): a stopped STATE is said
+ *       so in one line, exit 1, and nothing of it is opened.
+ *   CM5 watch never sends a request that changes the kernel: only
+ *       subscribe-events, then status once a second when it draws the
+ *       summary; an event line is told from an answer by having no "id".
  */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keel/keel.h"
@@ -331,4 +341,317 @@ int keel__cli_graph(int argc, char **argv)
         keel_kernel_close(k, NULL);
     }
     return rc;
+}
+
+/* --------------------------------------------------------------- metrics */
+
+/* CM4: connect to the kernel live on state, or say it is not running. */
+static int find_live(const char *command, const char *state, int *fd)
+{
+    struct stat st;
+    if (stat(state, &st) != 0 && errno == ENOENT) {
+        fprintf(stderr, "keel: %s: no such state directory: %s\n", command,
+                state);
+        return KEEL_CLI_FAIL;
+    }
+    int live = keel__ctl_find(command, state, fd);
+    if (live == 0) {
+        fprintf(stderr,
+                "keel: %s: no kernel is running on %s (STATE/lock is not "
+                "held): metrics and events exist only while `keel run` "
+                "runs\n",
+                command, state);
+    }
+    return live > 0 ? KEEL_CLI_OK : KEEL_CLI_FAIL;
+}
+
+static const keel_cli_spec metrics_spec = {
+    .command = "metrics",
+    .help = "usage: keel metrics STATE\n"
+            "\n"
+            "Print the metrics of the kernel running on STATE (`keel run`) in\n"
+            "the Prometheus text exposition format, the same text as its\n"
+            "--metrics-listen endpoint serves at GET /metrics (the list is in\n"
+            "docs/operations.md). Asked over STATE/control.sock, so it works\n"
+            "without --metrics-listen. Counters count from the start of that\n"
+            "process: a stopped STATE has none.\n"
+            "\n"
+            "Exit status: 0 printed; 1 no kernel runs on STATE (or it runs\n"
+            "with --no-control), or it failed; 2 usage error.\n",
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos = "STATE",
+};
+
+int keel__cli_metrics(int argc, char **argv)
+{
+    keel_cli_args a;
+    int rc = keel__cli_parse(&metrics_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        return rc;
+    }
+    int fd = -1;
+    if ((rc = find_live("metrics", a.pos[0], &fd)) != KEEL_CLI_OK) {
+        return rc;
+    }
+    json_t *text = NULL;
+    rc = ask("metrics", fd, json_pack("{s:s}", "op", "metrics"), "metrics",
+             &text);
+    close(fd);
+    if (rc == KEEL_CLI_OK) {
+        fputs(json_string_value(text) != NULL ? json_string_value(text) : "",
+              stdout);
+    }
+    json_decref(text);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- watch */
+
+enum { W_JSON, W_NOPTS };
+
+static const keel_cli_opt w_opts[W_NOPTS] = {
+    [W_JSON] = {"json", NULL},
+};
+
+static const keel_cli_spec watch_spec = {
+    .command = "watch",
+    .help =
+        "usage: keel watch STATE [--json]\n"
+        "\n"
+        "Show the events of the kernel running on STATE as they happen\n"
+        "(the control socket's subscribe-events: the event-log lines of\n"
+        "docs/operations.md, each once its transaction is durable), one\n"
+        "line each: LSN, crank, event, vat and method. On a terminal the\n"
+        "last line is a summary refreshed in place: cranks per second,\n"
+        "run-queue length and durable LSN. It ends when the kernel stops\n"
+        "(or on ^C). A watcher that falls more than 1 MiB behind is\n"
+        "dropped by the kernel (it never waits for one).\n"
+        "\n"
+        "Options:\n"
+        "  --json   print the event lines verbatim (JSON, one a line) and\n"
+        "           no summary\n"
+        "\n"
+        "Exit status: 0 the kernel stopped (or the watch was interrupted);\n"
+        "1 no kernel runs on STATE (or it runs with --no-control), it\n"
+        "dropped this watcher, or it failed; 2 usage error.\n",
+    .opts = w_opts,
+    .nopts = W_NOPTS,
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos = "STATE",
+};
+
+/* Send one request line (v and id added); @return 0 or -1. */
+static int send_req(int fd, json_t *req, json_int_t id)
+{
+    json_object_set_new(req, "v", json_integer(1));
+    json_object_set_new(req, "id", json_integer(id));
+    char *s = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    if (s == NULL) {
+        return -1;
+    }
+    size_t n = strlen(s);
+    s[n] = '\n';
+    size_t off = 0;
+    while (off < n + 1) {
+        ssize_t w = send(fd, s + off, n + 1 - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            free(s);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    free(s);
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One event as a human line. */
+static void print_event(const json_t *e)
+{
+    const char *ev = json_string_value(json_object_get(e, "event"));
+    const char *vat = json_string_value(json_object_get(e, "vat"));
+    const char *kind = json_string_value(json_object_get(e, "kind"));
+    const char *method = json_string_value(json_object_get(e, "method"));
+    printf("lsn %lld crank %lld %s",
+           (long long)json_integer_value(json_object_get(e, "lsn")),
+           (long long)json_integer_value(json_object_get(e, "crank")),
+           ev != NULL ? ev : "?");
+    if (kind != NULL) {
+        printf(" %s", kind);
+    }
+    if (vat != NULL) {
+        printf(" %s", vat);
+    }
+    if (method != NULL) {
+        printf(".%s", method);
+    } else if (json_is_true(json_object_get(e, "notify"))) {
+        printf(" (notify)");
+    }
+    if (json_is_integer(json_object_get(e, "syscalls"))) {
+        printf(" syscalls %lld",
+               (long long)json_integer_value(json_object_get(e, "syscalls")));
+    }
+    if (json_is_integer(json_object_get(e, "duration_ns"))) {
+        printf(" %.3f ms",
+               (double)json_integer_value(json_object_get(e, "duration_ns")) /
+                   1e6);
+    }
+    if (json_is_true(json_object_get(e, "aborted"))) {
+        printf(" aborted");
+    }
+    putchar('\n');
+}
+
+int keel__cli_watch(int argc, char **argv)
+{
+    keel_cli_args a;
+    int rc = keel__cli_parse(&watch_spec, argc, argv, &a);
+    if (rc != KEEL_CLI_CONTINUE) {
+        return rc;
+    }
+    int fd = -1;
+    if ((rc = find_live("watch", a.pos[0], &fd)) != KEEL_CLI_OK) {
+        return rc;
+    }
+    int json = a.val[W_JSON] != NULL;
+    int tty = !json && isatty(STDOUT_FILENO);
+    json_t *ans = NULL;
+    if (keel__ctl_call("watch", fd,
+                       json_pack("{s:s}", "op", "subscribe-events"),
+                       &ans) < 0) {
+        close(fd);
+        return KEEL_CLI_FAIL;
+    }
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        rc = keel__ctl_failed("watch", ans);
+        json_decref(ans);
+        close(fd);
+        return rc;
+    }
+    json_decref(ans);
+    if (!json) {
+        fprintf(stderr, "keel: watch: watching %s (^C to end)\n", a.pos[0]);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    json_int_t next_id = 1000, asked = 0;
+    double last_ask = 0, last_t = 0;
+    long long last_crank = -1;
+    char summary[160] = "";
+    for (;;) {
+        if (tty && asked == 0 && now_s() - last_ask >= 1.0) {
+            last_ask = now_s();
+            asked = next_id++;
+            if (send_req(fd, json_pack("{s:s}", "op", "status"), asked) < 0) {
+                break;
+            }
+        }
+        json_t *o = NULL;
+        int r = keel__ctl_read(fd, &o, tty ? 1000 : 0);
+        if (r == 0) {
+            break; /* the kernel closed the connection */
+        }
+        if (r < 0) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            if (tty && poll(&p, 1, 0) == 0) {
+                continue; /* the second passed without a line */
+            }
+            if (tty) {
+                fputs("\r\033[K", stdout);
+            }
+            fprintf(stderr,
+                    "keel: watch: the control connection failed (or sent a "
+                    "line that is not JSON)\n");
+            close(fd);
+            return KEEL_CLI_FAIL;
+        }
+        if (json_object_get(o, "id") != NULL) { /* CM5: an answer */
+            json_t *st = json_object_get(o, "status");
+            if (json_integer_value(json_object_get(o, "id")) == asked &&
+                st != NULL) {
+                asked = 0;
+                double t = now_s();
+                long long crank =
+                    json_integer_value(json_object_get(st, "crank"));
+                double rate = last_crank >= 0 && t > last_t
+                                  ? (double)(crank - last_crank) / (t - last_t)
+                                  : 0.0;
+                last_crank = crank;
+                last_t = t;
+                snprintf(summary, sizeof(summary),
+                         "-- %.0f cranks/s, run queue %lld, durable LSN %lld, "
+                         "crank %lld",
+                         rate,
+                         (long long)json_integer_value(
+                             json_object_get(st, "run_queue")),
+                         (long long)json_integer_value(
+                             json_object_get(st, "durable_lsn")),
+                         crank);
+                printf("\r\033[K%s", summary);
+                fflush(stdout);
+            } else if (!json_is_true(json_object_get(o, "ok"))) {
+                keel__ctl_failed("watch", o);
+            }
+            json_decref(o);
+            continue;
+        }
+        if (tty) {
+            fputs("\r\033[K", stdout);
+        }
+        if (json) {
+            char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            if (s != NULL) {
+                puts(s);
+                free(s);
+            }
+        } else {
+            print_event(o);
+        }
+        if (tty && summary[0] != '\0') {
+            fputs(summary, stdout);
+            fflush(stdout);
+        }
+        json_decref(o);
+    }
+    if (tty) {
+        fputs("\r\033[K", stdout);
+        fflush(stdout);
+    }
+    close(fd);
+    /* the end: a stop (its lock goes within its close) or a drop */
+    for (int i = 0; i < 100; i++) {
+        int again = -1;
+        int live = keel__ctl_find(NULL, a.pos[0], &again);
+        if (live == 0) {
+            fprintf(stderr, "keel: watch: the kernel on %s stopped\n",
+                    a.pos[0]);
+            return KEEL_CLI_OK;
+        }
+        if (live > 0) {
+            close(again);
+            fprintf(stderr,
+                    "keel: watch: the kernel on %s dropped this watcher "
+                    "(it fell more than 1 MiB behind); it still runs\n",
+                    a.pos[0]);
+            return KEEL_CLI_FAIL;
+        }
+        struct timespec ts = {0, 50000000L};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr,
+            "keel: watch: the kernel on %s closed the connection and still "
+            "holds STATE/lock without answering\n",
+            a.pos[0]);
+    return KEEL_CLI_FAIL;
 }

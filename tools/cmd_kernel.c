@@ -800,7 +800,8 @@ int keel__cli_run(int argc, char **argv)
         keel__control_opts co = {.keep_alive = j.ro.forever,
                                  .stop_flag = &stop_signal,
                                  .stop_value = CONTROL_STOP,
-                                 .log = stderr};
+                                 .log = stderr,
+                                 .obs = obs};
         int cerr = keel__control_open(k, j.state, &co, &ctl, &d);
         if (cerr < 0) {
             rc = kernel_failed("run", &d, cerr);
