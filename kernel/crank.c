@@ -259,6 +259,17 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
             return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
         }
         keel__ks_kref_str(kr, out);
+        if (vr.kind == KR_OPLUS) { /* an export told dropExports, re-sent */
+            int reach;
+            rc = keel__k_get(k, keel__ks_clist_k(&key, v->id, kr), &b);
+            if (rc == 1 && !keel__ks_clist_kval(b.ptr, b.len, &vr, &reach)) {
+                return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
+            }
+            if (rc == 1 && !reach) {
+                return keel__gc_set_reach(k, v->id, kr, vr, 1);
+            }
+            return rc < 0 ? rc : KEEL_OK;
+        }
         return KEEL_OK;
     }
     if (rc < 0) {
@@ -310,11 +321,13 @@ int keel__k_kref_to_vref(keel_kernel *k, kvat *v, const char *kref, char *out)
     }
     int rc = keel__k_get(k, keel__ks_clist_k(&key, v->id, kr), &b);
     if (rc == 1) {
-        if (!keel__ks_vref_val(b.ptr, b.len, &vr)) {
+        int reach;
+        if (!keel__ks_clist_kval(b.ptr, b.len, &vr, &reach)) {
             return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
         }
         keel__ks_vref_str(vr, out);
-        return KEEL_OK;
+        /* A dropped import given again is reachable again (G1). */
+        return reach ? KEEL_OK : keel__gc_set_reach(k, v->id, kr, vr, 1);
     }
     if (rc < 0) {
         return rc;
@@ -610,6 +623,14 @@ static int route_send(keel_kernel *k, const char *target0, const kmsg *m)
                 return rc;
             }
             kvat *v = keel__k_vat(k, owner);
+            keel_bytes ce;
+            if (rc == 1 && v != NULL && v->alive) {
+                /* abandoned or retired by its exporter: gone (gc.c) */
+                rc = keel__k_get(k, keel__ks_clist_k(&key, owner, tr), &ce);
+                if (rc < 0) {
+                    return rc;
+                }
+            }
             if (rc == 0 || v == NULL || !v->alive) {
                 return reject_result(k, m->result, TERMINATED_BODY,
                                      sizeof(TERMINATED_BODY) - 1, NULL, 0);
@@ -746,7 +767,10 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
     if (rc < 0) {
         return keel__diag(diag, rc, "begin transaction");
     }
-    rc = pop_item(k, &it);
+    keel__ks_key act;
+    int gc = keel__gc_next(k, &act); /* G3: before the run queue */
+    memset(&it, 0, sizeof(it));
+    rc = gc != 0 ? gc : pop_item(k, &it);
     if (rc <= 0) {
         keel__k_txn_abort(k);
         if (rc < 0 && diag != NULL) {
@@ -754,7 +778,9 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
         }
         return rc;
     }
-    if (it.kind == KITEM_SEND) {
+    if (gc) {
+        rc = keel__gc_deliver(k, &act, call_vat);
+    } else if (it.kind == KITEM_SEND) {
         rc = route_send(k, it.target, &it.msg);
     } else {
         rc = deliver_notify(k, it.vid, it.kp);
@@ -814,11 +840,12 @@ static int retire_dead_entry(keel_kernel *k, uint32_t vid, keel__kref kr)
     keel__key key;
     keel__vref vr;
     keel_bytes b;
+    int reach;
     int rc = keel__k_get(k, keel__ks_clist_k(&key, vid, kr), &b);
     if (rc != 1) {
         return rc < 0 ? rc : KEEL_OK;
     }
-    if (!keel__ks_vref_val(b.ptr, b.len, &vr)) {
+    if (!keel__ks_clist_kval(b.ptr, b.len, &vr, &reach)) {
         return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
     }
     rc = keel__k_del(k, &key);
@@ -836,6 +863,22 @@ static int cleanup_one(keel_kernel *k, uint32_t vid, size_t phase,
 {
     char kp[KEEL__KS_REF_STR];
     keel__ks_key d;
+    if (phase == 1 && keel__ks_decode(found->b, found->n, &d) &&
+        d.field == KC_K && d.kref.kind == KR_O) {
+        keel_bytes b;
+        keel__vref vr;
+        int reach;
+        int rc = keel__k_get(k, found, &b);
+        if (rc == 1 && keel__ks_clist_kval(b.ptr, b.len, &vr, &reach) &&
+            vr.kind == KR_OPLUS) {
+            /* its export is abandoned (orphaned): messages to it reject
+             * (K6); it goes once its importers let it go (gc.c G2) */
+            return keel__k_del(k, found);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
     int rc = keel__k_del(k, found);
     if (rc < 0 || phase != 0) {
         return rc;
@@ -1258,6 +1301,9 @@ int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc)
         if (rc == KEEL_OK) {
             rc = keel__k_del(k, &key);
         }
+        break;
+    case SC_GC:
+        rc = keel__gc_syscall(k, v, sc->flag, sc->a);
         break;
     case SC_ILLEGAL:
         rc = keel__k_illegal(k, "vat %s: %s", v->name, sc->a);

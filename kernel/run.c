@@ -254,6 +254,10 @@ static int boot_txn(keel_kernel *k, json_t *cfg)
         rc = rc == KEEL_OK ? keel__k_put(k, &key, vref, sizeof(vref)) : rc;
         keel__ks_clist_v(&key, id, KC_V, (keel__vref){KR_OPLUS, 0});
         rc = rc == KEEL_OK ? keel__k_put(k, &key, kref, sizeof(kref)) : rc;
+        /* A root is the host's (keel_kernel_send reaches it): pinned, never
+         * collected (gc.c, KS4). */
+        keel__ks_kref_key(&key, KS_PIN, (keel__kref){KR_O, id});
+        rc = rc == KEEL_OK ? keel__k_put(k, &key, "", 0) : rc;
         free(src);
         json_object_set_new(byname, name,
                             json_pack("{s:I}", "@slot", (json_int_t)i));
@@ -363,6 +367,14 @@ int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
     }
     if (rc >= 0) {
         rc = keel__k_promise_new(k, 0, result_kref);
+    }
+    if (rc >= 0) {
+        /* The host may read it (keel_kernel_promise): pinned (KS4). */
+        keel__key pin;
+        keel__kref pr;
+        rc = keel__ks_kref_parse(result_kref, &pr)
+                 ? keel__k_put(k, keel__ks_kref_key(&pin, KS_PIN, pr), "", 0)
+                 : KEEL_ECORRUPT;
     }
     if (rc >= 0) {
         rc = keel__k_enqueue_send(k, root, method, args_json, strlen(args_json),

@@ -853,6 +853,9 @@ static int start(keel_syscall *sys, const char *params_json, void **state)
 
 static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     mixed *m = state;
     int msg = d->kind == KEEL_DELIVER_MESSAGE;
     switch (m->role) {
