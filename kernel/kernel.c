@@ -560,6 +560,14 @@ static int open_library(const char *name, const char *path, void **dl,
                           name, path, KEEL_VAT_ENTRY_SYMBOL);
     }
     *ops = entry();
+    if (*ops != NULL && (*ops)->abi_version != KEEL_VAT_ABI_VERSION &&
+        (*ops)->deliver != NULL) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "vats.%s.path: %s was built for vat ABI %d; this "
+                          "keel speaks ABI %d (rebuild it against keel/vat.h)",
+                          name, path, (*ops)->abi_version,
+                          KEEL_VAT_ABI_VERSION);
+    }
     if (*ops == NULL || (*ops)->abi_version != KEEL_VAT_ABI_VERSION ||
         (*ops)->deliver == NULL) {
         return keel__diag(diag, KEEL_EINVAL,
@@ -590,6 +598,14 @@ static int load_ops(keel_kernel *k, kvat *v, json_t *src, keel_diag *diag)
             return keel__diag(diag, KEEL_EINVAL,
                               "vats.%s.builtin: no built-in vat named \"%s\"",
                               v->name, builtin);
+        }
+        if (v->ops->abi_version != KEEL_VAT_ABI_VERSION) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.builtin: \"%s\" was built for vat ABI "
+                              "%d; this keel speaks ABI %d (rebuild it against "
+                              "keel/vat.h)",
+                              v->name, builtin, v->ops->abi_version,
+                              KEEL_VAT_ABI_VERSION);
         }
         return KEEL_OK;
     }

@@ -148,10 +148,20 @@ static int check_config(const keel_kernel *k, json_t *cfg,
             return keel__diag(diag, KEEL_EINVAL,
                               "vats.%s.builtin: expected a string", key);
         }
-        if (b != NULL && keel__k_builtin(k, json_string_value(b)) == NULL) {
+        const keel_vat_ops *bo =
+            b != NULL ? keel__k_builtin(k, json_string_value(b)) : NULL;
+        if (b != NULL && bo == NULL) {
             return keel__diag(diag, KEEL_EINVAL,
                               "vats.%s.builtin: no built-in vat named \"%s\"",
                               key, json_string_value(b));
+        }
+        if (bo != NULL && bo->abi_version != KEEL_VAT_ABI_VERSION) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.builtin: \"%s\" was built for vat ABI "
+                              "%d; this keel speaks ABI %d (rebuild it against "
+                              "keel/vat.h)",
+                              key, json_string_value(b), bo->abi_version,
+                              KEEL_VAT_ABI_VERSION);
         }
         if (p != NULL && !json_is_string(p)) {
             return keel__diag(diag, KEEL_EINVAL,
