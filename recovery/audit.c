@@ -50,8 +50,10 @@
  * decider only by the crank whose message it is the result of, rejecting it
  * undelivered. A7  Each c-list is a bijection (K2): c.<v>.k.<kref> = vref
  * exactly when c.<v>.v.<vref> = kref. A8  Every kref named by a c-list, a
- * promise record, a run-queue item or a vat's root exists (ko.<n> / kp.<n>),
- * and objects and promises are never deleted; an object's owner never changes.
+ * promise record, a run-queue item or a vat's root exists (ko.<n> / kp.<n>);
+ * an object or promise is deleted only when nothing holds it (A13) and a
+ * promise only once settled (or settled in the deleting transaction, by a
+ * dead vat's cleanup); an object's owner never changes.
  *   A9  d.<v>.<kp> mirrors the decider exactly (K4), and the decider of an
  *       unresolved promise is a live vat.
  *   A10 A terminated vat holds nothing (K6): the transaction that
@@ -69,6 +71,12 @@
  *   A11 k.unresolved counts the unresolved promises; k.next.vat, .ko and
  *       .kp never decrease, and no object or promise is created at or
  *       beyond them (K5).
+ *   A13 Reference counts (kernel/gc.c G1, store/keyspace.h KS4): after
+ *       every record, rc.<kref> of every kref whose holders the record
+ *       changed equals its value before plus the holders added less those
+ *       removed; over the whole keyspace (the base, the end) every
+ *       rc.<kref> equals the recount of its holders. A GC action's crank
+ *       removes one gc.* key and no run-queue item (A3).
  *   A12 At the end, the shadow equals the store (with the records after
  *       its checkpoint applied in memory): every key and value.
  *
