@@ -641,6 +641,59 @@ START_TEST(test_gc_ten_thousand_promises_leave_nothing)
 }
 END_TEST
 
+/* Keys of vat vid's vatstore under prefix (the kernel closed). */
+static uint64_t count_vs(tg *t, uint32_t vid, const char *prefix)
+{
+    char *dir = tu_path(t->state, "store");
+    keel__store_options so;
+    keel__store *s = NULL;
+    keel_diag d = {0};
+    keel__key key;
+    uint64_t n = 0;
+    keel__store_options_init(&so);
+    so.create = 0;
+    ck_assert_int_eq(keel__store_open(dir, &so, 0, &s, &d), KEEL_OK);
+    keel__ks_vatstore(&key, vid, prefix, strlen(prefix));
+    ck_assert_int_eq(keel__store_count_prefix(s, key.b, key.n, &n, &d),
+                     KEEL_OK);
+    keel__store_close(s);
+    free(dir);
+    return n;
+}
+
+/* The crash-test workload (vats/mixed.c M7): its factory's adders are
+ * passed to the driver and dropped; a whole run leaves no adder behind,
+ * in the kernel's tables or the vats' vatstores. */
+START_TEST(test_gc_mixed_workload_drops_its_adders)
+{
+    tg t;
+    keel_diag d = {0};
+    size_t len = 0;
+    memset(&t, 0, sizeof(t));
+    t.root = tu_tmpdir("gc");
+    t.state = tu_path(t.root, "state");
+    keel_kernel_options_init(&t.o);
+    uint8_t *cfg = tu_read_file(KEEL_MIXED_JSON, &len);
+    ck_assert_ptr_nonnull(cfg);
+    char *c = strndup((const char *)cfg, len);
+    tg_open(&t);
+    int rc = keel_kernel_boot(t.k, c, t.root, &d);
+    ck_assert_msg(rc == KEEL_OK, "boot: %s", d.msg);
+    tg_run(&t);
+    ck_vs(&t, "driver", "done", "1");
+    tg_close(&t);
+    /* vats in config order: driver is vat 1, factory vat 6 */
+    ck_assert_uint_eq(count_vs(&t, 6, "adder."), 0);
+    ck_assert_uint_eq(count_vs(&t, 1, "a."), 0);
+    ck_assert_uint_eq(count_table(&t, KS_OBJECT), 9); /* the roots */
+    ck_assert_uint_eq(count_table(&t, KS_GCACT), 0);
+    ck_audit(&t);
+    free(c);
+    free(cfg);
+    tg_free(&t);
+}
+END_TEST
+
 START_TEST(test_gc_vat_of_old_abi_refused)
 {
     tg t;
@@ -675,6 +728,7 @@ Suite *gc_suite(void)
     tcase_add_test(tc, test_gc_termination_releases_imports);
     tcase_add_test(tc, test_gc_termination_releases_imports_across_sigkill);
     tcase_add_test(tc, test_gc_ten_thousand_promises_leave_nothing);
+    tcase_add_test(tc, test_gc_mixed_workload_drops_its_adders);
     tcase_add_test(tc, test_gc_vat_of_old_abi_refused);
     suite_add_tcase(s, tc);
     return s;

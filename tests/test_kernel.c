@@ -1427,11 +1427,12 @@ START_TEST(test_kernel_pingpong_answers_in_order)
     keel_run_stats s = tk_run(&t);
     ck_assert_uint_eq(s.cranks, 1 + 2 * 8); /* bootstrap, 8 × (ping, notify) */
     ck_vs(&t, "alice", "answers", "8");
+    ck_vs(&t, "alice", "last", "9");
+    /* nothing kept per round (a long run's vatstore stays bounded) */
     for (int i = 1; i <= 8; i++) {
-        char key[16], want[16];
+        char key[16];
         snprintf(key, sizeof(key), "answer.%d", i);
-        snprintf(want, sizeof(want), "%d", i + 1);
-        ck_vs(&t, "alice", key, want);
+        ck_vs(&t, "alice", key, NULL);
     }
     ck_vs(&t, "alice", "done", "1");
     ck_vat(&t, "alice", "alive");
