@@ -382,6 +382,7 @@ static int settle_one(keel_kernel *k, keel__kref r)
     if (rc == 0) { /* its exporter is gone */
         return recog == 0 ? keel__k_del(k, &key) : KEEL_OK;
     }
+    rc = KEEL_OK;
     if (reach == 0 && ereach) {
         rc = queue_action(k, owner, KG_DROP_EXPORT, r);
     }
@@ -561,6 +562,14 @@ int keel__gc_syscall(keel_kernel *k, kvat *v, int what, const char *vref)
         rc = pair_del(k, v->id, r, vr);
         return rc < 0 ? rc : keel__gc_retire_importers(k, v->id, r);
     default: /* abandonExports */
+        rc = keel__k_get(k, keel__ks_kref_key(&key, KS_PIN, r), &b);
+        if (rc != 0) { /* G4: the host holds a root */
+            return rc < 0 ? rc
+                          : keel__k_illegal(k,
+                                            "vat %s: abandonExports of %s, "
+                                            "its root",
+                                            v->name, vref);
+        }
         rc = pair_del(k, v->id, r, vr);
         if (rc == KEEL_OK) {
             maybe_free(k, r);

@@ -845,7 +845,10 @@ static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
         keel__ks_ref(mine, vr.kind, vr.n);
     }
     int has = afterk(a, &key, &other);
-    int pairs = has && other.len == KEEL__KS_REF_BYTES &&
+    /* a kref->vref value may carry the dropped flag (KS4) */
+    int flagged = !fwd && other.len == KEEL__KS_REF_BYTES + 1 &&
+                  ((const uint8_t *)other.ptr)[KEEL__KS_REF_BYTES] == 0x00;
+    int pairs = has && (other.len == KEEL__KS_REF_BYTES || flagged) &&
                 memcmp(other.ptr, mine, KEEL__KS_REF_BYTES) == 0;
     if (present && !pairs) {
         return violation(
@@ -1421,12 +1424,23 @@ static int check_queue(audit *a, keel_diag *diag)
                          puts, dels, t1 - t0, h1 - h0);
     }
     size_t gcdels = 0;
+    uint32_t gcvid = 0;
     for (size_t i = 0; i < a->nops; i++) {
-        gcdels += tbl(a->ops[i].key, a->ops[i].klen) == KS_GCACT &&
-                  a->ops[i].kind == KEEL__STORE_DELETE;
+        keel__ks_key gd;
+        if (a->ops[i].kind == KEEL__STORE_DELETE &&
+            dk(a->ops[i].key, a->ops[i].klen, &gd) && gd.table == KS_GCACT) {
+            gcdels++;
+            gcvid = gd.vid;
+        }
     }
     if (a->kind == KEEL_WAL_CRANK && dels == 0 && gcdels == 1) {
-        return KEEL_OK; /* A3: a GC action's crank (kernel/gc.c G3) */
+        /* A3: a GC action's crank (kernel/gc.c G3), delivered to its vat
+         * if that vat lives (what A6 asks of a crank's resolutions) */
+        if (vat_before(a, gcvid) == VAT_ALIVE) {
+            a->outcome = OUT_DELIVERED;
+            a->out_vid = gcvid;
+        }
+        return KEEL_OK;
     }
     if (a->kind == KEEL_WAL_CRANK ? dels != 1 : dels != 0) {
         return violation(a,

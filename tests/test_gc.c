@@ -455,6 +455,38 @@ START_TEST(test_gc_drop_then_reimport_gets_fresh_vref)
 }
 END_TEST
 
+/* Dropped but still recognized: the importer and the exporter both keep
+ * their c-list pairs, flagged dropped (KS4), and the audit's whole-keyspace
+ * checks take the flagged value as half of a pair (A7). */
+START_TEST(test_gc_dropped_not_retired_audits_clean)
+{
+    tg t;
+    char args[96];
+    tg_init(&t);
+    tg_send(&t, "a", "export", "{\"to\":\"b\",\"name\":\"x\"}");
+    tg_run(&t);
+    char *got = tg_vs(&t, "b", "got.x");
+    snprintf(args, sizeof(args), "{\"vref\":\"%s\"}", got);
+    tg_send(&t, "b", "drop", args);
+    tg_run(&t);
+    ck_assert_str_eq(vat_state(&t, "b"), "alive");
+    ck_vs(&t, "a", "gc.drop", "");
+    ck_vs(&t, "a", "gc.rexp", NULL); /* b still recognizes it */
+    tg_close(&t);
+    ck_audit(&t); /* ends with both entries flagged dropped */
+    tg_open(&t);
+    /* dropping it twice is illegal */
+    tg_send(&t, "b", "drop", args);
+    tg_run(&t);
+    ck_assert_str_eq(vat_state(&t, "b"), "terminated");
+    ck_vs(&t, "a", "gc.rexp", ""); /* b's termination released it */
+    free(got);
+    tg_close(&t);
+    ck_audit(&t);
+    tg_free(&t);
+}
+END_TEST
+
 START_TEST(test_gc_three_vats_drop_deletes_object)
 {
     tg t;
@@ -721,6 +753,7 @@ Suite *gc_suite(void)
     TCase *tc = tcase_create("gc");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_gc_drop_then_reimport_gets_fresh_vref);
+    tcase_add_test(tc, test_gc_dropped_not_retired_audits_clean);
     tcase_add_test(tc, test_gc_three_vats_drop_deletes_object);
     tcase_add_test(tc, test_gc_settled_promise_keeps_object_until_notify);
     tcase_add_test(tc, test_gc_message_to_dropped_objects_promise_settles);
