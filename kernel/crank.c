@@ -36,8 +36,11 @@
  *       syscall (keel__k_txn_commit_exits): durable with it, or lost with
  *       it; never a committed exit whose termination a crash could lose.
  *   K7  Vref numbers are never reused: a vat's p+N that was retired from
- *       its c-list (settled) stays marked (c.<v>.r.<vref>), and using it
- *       again is illegal.
+ *       its c-list (settled) stays marked, and using it again is illegal.
+ *       The mark is the watermark v.<v>.retp (every p+N at or below it is
+ *       retired) or, above it, c.<v>.r.<vref>; a retirement at
+ *       watermark + 1 folds the markers above into it, so promises
+ *       retired in order leave no key behind.
  */
 #include "kernel/kernel_internal.h"
 
@@ -112,10 +115,42 @@ static int clist_drop(keel_kernel *k, uint32_t vid, keel__kref kr,
     }
     if (rc == KEEL_OK && vr.kind == KR_PPLUS) {
         /* K7: a retired p+N of the vat's own may never name a new
-         * promise (that would let it resolve "the same" promise twice). */
-        rc = keel__k_put(k, keel__ks_clist_v(&key, vid, KC_R, vr), "", 0);
+         * promise (that would let it resolve "the same" promise twice).
+         * Retired in order, they only move the watermark v.<vid>.retp;
+         * a marker stays only above it, until the numbers below it are
+         * retired too (so a long run keeps no key per promise). */
+        uint64_t low = 0;
+        keel__key wk;
+        keel_bytes b;
+        keel__ks_vat(&wk, vid, KV_RETP);
+        rc = keel__k_get_u64(k, &wk, &low);
+        if (rc >= 0 && vr.n != low + 1) {
+            return keel__k_put(k, keel__ks_clist_v(&key, vid, KC_R, vr), "", 0);
+        }
+        for (low = vr.n; rc >= 0; low++) {
+            keel__vref next = {KR_PPLUS, low + 1};
+            rc = keel__k_get(k, keel__ks_clist_v(&key, vid, KC_R, next), &b);
+            if (rc != 1) {
+                break;
+            }
+            rc = keel__k_del(k, &key);
+        }
+        rc = rc < 0 ? rc : keel__k_put_u64(k, &wk, low);
     }
     return rc;
+}
+
+/* K7: was p+N (vr) of vat vid used and retired? @return 1, 0, < 0. */
+static int retired_pplus(keel_kernel *k, uint32_t vid, keel__vref vr)
+{
+    keel__key key;
+    keel_bytes b;
+    uint64_t low = 0;
+    int rc = keel__k_get_u64(k, keel__ks_vat(&key, vid, KV_RETP), &low);
+    if (rc < 0 || (rc == 1 && vr.n <= low)) {
+        return rc < 0 ? rc : 1;
+    }
+    return keel__k_get(k, keel__ks_clist_v(&key, vid, KC_R, vr), &b);
 }
 
 static int next_id(keel_kernel *k, const keel__key *key, uint64_t *id)
@@ -280,7 +315,7 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
                                v->name, vref);
     }
     if (vr.kind == KR_PPLUS) { /* K7 */
-        rc = keel__k_get(k, keel__ks_clist_v(&key, v->id, KC_R, vr), &b);
+        rc = retired_pplus(k, v->id, vr);
         if (rc != 0) {
             return rc < 0 ? rc
                           : keel__k_illegal(k,

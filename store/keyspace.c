@@ -25,9 +25,9 @@ static const char *const meta_names[KM_N] = {
     "k.hash",    "k.next.vat", "k.next.ko",   "k.next.kp",
     "k.rq.head", "k.rq.tail",  "k.unresolved"};
 
-static const char *const vat_names[KV_N] = {NULL,    "name",   "state", "src",
-                                            "root",  "maxo",   "maxp",  "nexti",
-                                            "nextq", "cleanup"};
+static const char *const vat_names[KV_N] = {
+    NULL,   "name",  "state", "src",     "root", "maxo",
+    "maxp", "nexti", "nextq", "cleanup", "retp"};
 
 static const char clist_subs[] = {0, 'k', 'v', 'r'};
 

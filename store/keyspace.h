@@ -59,6 +59,9 @@
  *                   crank is the crank of the last batch, bytes[] the last
  *                   key done (none yet: empty). Absent once nothing of the
  *                   vat is left
+ *              0x0A retp     u64 L: every p+N of the vat with N <= L was
+ *                   used and retired (K7); retired markers c.<vid>.r.*
+ *                   are kept only above L
  *   0x04 vat-name index: tag, bytes[] name  vn.<name>        1 + len
  *        value: u32 vid
  *   0x05 c-list: tag, vid, u8 sub, ...                       15 bytes
@@ -69,6 +72,8 @@
  *                   dropExports) (KS4)
  *            0x02 vref -> kref: vref        c.<vid>.v.<vref>  value: kref
  *            0x03 retired p+N: vref         c.<vid>.r.<vref>  value: empty
+ *                   (only for N > v.<vid>.retp: the markers at and below
+ *                   it are folded into that watermark)
  *   0x06 object owner: tag, u64 n           ko.<n>           9 bytes
  *        value: u32 owner vid
  *   0x07 promise record: tag, u64 n         kp.<n>           9 bytes
@@ -185,7 +190,8 @@ enum keel__ks_vatfield {
     KV_NEXTI = 0x07,
     KV_NEXTQ = 0x08,
     KV_CLEANUP = 0x09,
-    KV_N = 0x0A
+    KV_RETP = 0x0A,
+    KV_N = 0x0B
 };
 
 enum { KC_K = 0x01, KC_V = 0x02, KC_R = 0x03 }; /* c-list subs */

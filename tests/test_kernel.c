@@ -3453,7 +3453,10 @@ START_TEST(test_kernel_keyspace_round_trip)
                                        "c.4.v.p+9",  "c.4.v.p-1",
                                        "c.4.r.p+3",  "ko.1",
                                        "kp.123",     "d.2.kp9",
-                                       "vs.3.a.b"};
+                                       "vs.3.a.b",   "v.2.retp",
+                                       "rc.ko7",     "rc.kp12",
+                                       "gc.2.d.ko4", "gc.3.x.ko5",
+                                       "gc.1.i.ko9", "pin.kp3"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         keel__key k;
         keel__ks_key d;
@@ -3490,7 +3493,13 @@ START_TEST(test_kernel_keyspace_round_trip)
         {"\x01\x03\x00", 3},
         {"\x02\x00\x00\x00\x00\x00\x00\x00", 8},
         {"\x03\x00\x00\x00\x00\x01", 6},
-        {"\x03\x00\x00\x00\x01\x0a", 6},
+        {"\x03\x00\x00\x00\x01\x0b", 6},
+        /* a refcount of a kref of kind 3; a GC action for a promise, or of
+         * type 4; a tag past the last table */
+        {"\x0a\x03\x00\x00\x00\x00\x00\x00\x00\x01", 10},
+        {"\x0b\x00\x00\x00\x01\x01\x02\x00\x00\x00\x00\x00\x00\x00\x01", 15},
+        {"\x0b\x00\x00\x00\x01\x04\x01\x00\x00\x00\x00\x00\x00\x00\x01", 15},
+        {"\x0d\x00\x00\x00\x01", 5},
         {"\x04", 1},
         {"\x05\x00\x00\x00\x01\x04\x01\x00\x00\x00\x00\x00\x00\x00\x01", 15},
         {"\x05\x00\x00\x00\x01\x01\x03\x00\x00\x00\x00\x00\x00\x00\x01", 15},

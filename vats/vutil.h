@@ -43,6 +43,7 @@ extern const keel_vat_ops keel__vat_coordinator;
 extern const keel_vat_ops keel__vat_provider;
 extern const keel_vat_ops keel__vat_keyring;
 extern const keel_vat_ops keel__vat_mixed;
+extern const keel_vat_ops keel__vat_churn;
 
 /* ---- vatstore ------------------------------------------------------------ */
 
