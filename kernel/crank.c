@@ -97,6 +97,7 @@ static int clist_add(keel_kernel *k, uint32_t vid, keel__kref kr, keel__vref vr)
     uint8_t kb[KEEL__KS_REF_BYTES], vb[KEEL__KS_REF_BYTES];
     keel__ks_ref(kb, kr.kind, kr.n);
     keel__ks_ref(vb, vr.kind, vr.n);
+    k->gc_new = 1; /* callers add only entries they found absent */
     int rc = keel__k_put(k, keel__ks_clist_k(&key, vid, kr), vb, sizeof(vb));
     if (rc == KEEL_OK) { /* K2 */
         rc = keel__k_put(k, keel__ks_clist_v(&key, vid, KC_V, vr), kb,
@@ -242,6 +243,7 @@ static int promise_make(keel_kernel *k, uint32_t decider, char *out,
     }
     keel__ks_kref_str((keel__kref){KR_P, *n}, out);
     kprom p = {.state = KP_UNRESOLVED, .decider = decider};
+    k->gc_new = 1; /* a fresh number (K5) */
     rc = prom_save(k, out, &p);
     if (rc == KEEL_OK && decider != 0) {
         rc = decider_index(k, decider, out, 1);
@@ -782,6 +784,7 @@ static int pop_item(keel_kernel *k, kitem *it)
     if (keel__kitem_decode(v.ptr, v.len, it) < 0) {
         return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
     }
+    k->gc_old = &v; /* G1: the item just read */
     rc = keel__k_del(k, &key);
     if (rc == KEEL_OK) {
         rc = keel__k_meta_put(k, KM_RQ_HEAD, head + 1);

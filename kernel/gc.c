@@ -9,10 +9,12 @@
  *   G1  Counts move with their cause: every write of a holder key (a
  *       c-list kref entry, a run-queue item, a promise record, a pin)
  *       goes through keel__gc_track (kernel.c keel__k_put/del), which
- *       compares the refs of the old and new value and changes rc.<kref>
- *       in the same transaction. So rc.<kref> always equals the recount
- *       of KS4 over the whole keyspace (the audit checks it).
- *   G2  A kref whose count fell to zero in a transaction is looked at
+ *       compares the refs of the old and new value; the changes are summed
+ *       per kref over the transaction and written to rc.<kref> when it
+ *       ends (keel__gc_end, before the commit encodes it): in the same
+ *       transaction, one write per kref, none for changes that cancel. So
+ * rc.<kref> always equals the recount of KS4 over the whole keyspace (the audit
+ * checks it). G2  A kref whose count fell to zero in a transaction is looked at
  *       once more when the transaction ends (keel__gc_end, before commit),
  *       so a transient zero (a queue item popped before its message is
  *       delivered) frees nothing: a settled promise with no holder is
@@ -66,20 +68,39 @@ static void gl_add(glist *l, keel__kref r, int32_t reach, int32_t recog)
     l->v[l->n++] = (gref){r, reach, recog};
 }
 
-static void gl_str(glist *l, const char *s, int sign)
+/* A kref string of n bytes (not NUL-terminated; a value's field). */
+static void gl_ref(glist *l, const uint8_t *p, size_t n, int sign)
 {
+    char s[KEEL__KS_REF_STR];
     keel__kref r;
-    if (s != NULL && s[0] != '\0' && keel__ks_kref_parse(s, &r)) {
-        gl_add(l, r, sign, sign);
+    if (n > 0 && n < sizeof(s)) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+        if (keel__ks_kref_parse(s, &r)) {
+            gl_add(l, r, sign, sign);
+        }
     }
 }
 
-static void gl_msg(glist *l, const kmsg *m, int sign)
+/* The refs of one encoded message (store/codec.c: str method, bytes body,
+ * u32 nslots, str slots, str result), read in place: no allocation on the
+ * crank path. */
+static void scan_msg(krd *r, glist *l, int sign)
 {
-    for (size_t i = 0; i < m->nslots; i++) {
-        gl_str(l, m->slots[i], sign);
+    size_t n;
+    keel__kr_bytes(r, &n); /* method */
+    keel__kr_bytes(r, &n); /* body */
+    uint32_t ns = keel__kr_u32(r);
+    for (uint32_t i = 0; !r->bad && i < ns; i++) {
+        const uint8_t *p = keel__kr_bytes(r, &n);
+        if (!r->bad) {
+            gl_ref(l, p, n, sign);
+        }
     }
-    gl_str(l, m->result, sign);
+    const uint8_t *p = keel__kr_bytes(r, &n);
+    if (!r->bad) {
+        gl_ref(l, p, n, sign);
+    }
 }
 
 /* The refs a holder key's value holds (KS4), with sign. @return 0, or -1
@@ -88,6 +109,9 @@ int keel__gc_refs(const keel__ks_key *d, const void *val, size_t len, int sign,
                   void *list)
 {
     glist *l = list;
+    krd r = {.p = val, .len = len};
+    size_t n;
+    const uint8_t *p;
     switch (d->table) {
     case KS_CLIST: {
         keel__vref vr;
@@ -104,30 +128,40 @@ int keel__gc_refs(const keel__ks_key *d, const void *val, size_t len, int sign,
         return 0;
     }
     case KS_RUNQ: {
-        kitem it;
-        if (keel__kitem_decode(val, len, &it) < 0) {
-            return -1;
-        }
-        if (it.kind == KITEM_SEND) {
-            gl_str(l, it.target, sign);
-            gl_msg(l, &it.msg, sign);
+        uint8_t kind = keel__kr_u8(&r);
+        if (kind == KITEM_SEND) {
+            p = keel__kr_bytes(&r, &n);
+            if (!r.bad) {
+                gl_ref(l, p, n, sign);
+            }
+            scan_msg(&r, l, sign);
+        } else if (kind == KITEM_NOTIFY) {
+            keel__kr_u32(&r);
+            p = keel__kr_bytes(&r, &n);
+            if (!r.bad) {
+                gl_ref(l, p, n, sign);
+            }
         } else {
-            gl_str(l, it.kp, sign);
+            r.bad = 1;
         }
-        keel__kitem_free(&it);
-        return 0;
+        return r.bad || r.off != r.len ? -1 : 0;
     }
     case KS_PROMISE: {
-        kprom p;
-        if (keel__kprom_decode(val, len, &p) < 0) {
-            return -1;
+        uint8_t state = keel__kr_u8(&r);
+        keel__kr_u32(&r); /* decider */
+        uint32_t ns = keel__kr_u32(&r);
+        if (!r.bad && (ns > (r.len - r.off) / 4 || state > KP_REJECTED)) {
+            r.bad = 1;
         }
-        gl_msg(l, &p.res, sign);
-        for (size_t i = 0; i < p.nqueue; i++) {
-            gl_msg(l, &p.queue[i], sign);
+        for (uint32_t i = 0; !r.bad && i < ns; i++) {
+            keel__kr_u32(&r);
         }
-        keel__kprom_free(&p);
-        return 0;
+        uint32_t nq = keel__kr_u32(&r);
+        for (uint32_t i = 0; !r.bad && i < nq; i++) {
+            scan_msg(&r, l, sign);
+        }
+        scan_msg(&r, l, sign); /* the resolution */
+        return r.bad || r.off != r.len ? -1 : 0;
     }
     case KS_PIN:
         gl_add(l, d->kref, sign, sign);
@@ -181,9 +215,9 @@ static int is_holder(const keel__key *key)
            t == KS_RUNQ || t == KS_PROMISE || t == KS_PIN;
 }
 
-/* The counts of r (0, 0 when absent). */
-static int rc_get(keel_kernel *k, keel__kref r, uint32_t *reach,
-                  uint32_t *recog)
+/* The counts of r as the store holds them (0, 0 when absent). */
+static int rc_stored(keel_kernel *k, keel__kref r, uint32_t *reach,
+                     uint32_t *recog)
 {
     keel__key key;
     keel_bytes b;
@@ -197,6 +231,22 @@ static int rc_get(keel_kernel *k, keel__kref r, uint32_t *reach,
         *recog = keel__ks_rd32((const uint8_t *)b.ptr + 4);
     }
     return rc < 0 ? rc : KEEL_OK;
+}
+
+/* The counts of r now: stored, plus the open transaction's changes not
+ * yet applied (keel__gc_end). */
+static int rc_get(keel_kernel *k, keel__kref r, uint32_t *reach,
+                  uint32_t *recog)
+{
+    int rc = rc_stored(k, r, reach, recog);
+    const glist *l = k->gc_delta;
+    for (size_t i = 0; rc == KEEL_OK && i < l->n; i++) {
+        if (l->v[i].r.kind == r.kind && l->v[i].r.n == r.n) {
+            *reach = (uint32_t)((int64_t)*reach + l->v[i].reach);
+            *recog = (uint32_t)((int64_t)*recog + l->v[i].recog);
+        }
+    }
+    return rc;
 }
 
 /* Appended, never merged: a kref looked at already may fall to zero
@@ -217,12 +267,13 @@ static void maybe_free(keel_kernel *k, keel__kref r)
     l->v[l->n++] = (gref){r, 0, 0};
 }
 
-static int rc_adjust(keel_kernel *k, keel__kref r, int32_t dreach,
-                     int32_t drecog)
+/* Apply one kref's net change of the transaction to rc.<kref> (G1). */
+static int rc_apply(keel_kernel *k, keel__kref r, int32_t dreach,
+                    int32_t drecog)
 {
     uint32_t reach, recog;
     keel__key key;
-    int rc = rc_get(k, r, &reach, &recog);
+    int rc = rc_stored(k, r, &reach, &recog);
     if (rc < 0) {
         return rc;
     }
@@ -235,7 +286,7 @@ static int rc_adjust(keel_kernel *k, keel__kref r, int32_t dreach,
         maybe_free(k, r); /* G2 */
     }
     if (ng == 0) {
-        return keel__k_del(k, &key);
+        return reach != 0 || recog != 0 ? keel__k_del(k, &key) : KEEL_OK;
     }
     uint8_t v[8];
     keel__ks_be32(v, (uint32_t)nr);
@@ -246,6 +297,10 @@ static int rc_adjust(keel_kernel *k, keel__kref r, int32_t dreach,
 int keel__gc_track(keel_kernel *k, const keel__key *key, const void *val,
                    size_t len, int del)
 {
+    const keel_bytes *known = k->gc_old;
+    int fresh = k->gc_new;
+    k->gc_new = 0; /* both hints are for this one write only */
+    k->gc_old = NULL;
     if (!is_holder(key) || k->gc_off) {
         return KEEL_OK;
     }
@@ -256,9 +311,22 @@ int keel__gc_track(keel_kernel *k, const keel__key *key, const void *val,
     }
     glist *l = k->gc_work;
     l->n = 0;
-    int rc = d.table == KS_RUNQ && !del ? 0 : keel__k_get(k, key, &old);
+    /* the old value: none for a new run-queue item or a key the caller
+     * knows is new (gc_new), the caller's for a value it just read
+     * (gc_old), else read */
+    int rc = 0;
+    if (known != NULL) {
+        old = *known;
+        rc = 1;
+    } else if (!(d.table == KS_RUNQ && !del) && !fresh) {
+        rc = keel__k_get(k, key, &old);
+    }
     if (rc < 0) {
         return rc;
+    }
+    if (rc == 1 && !del && old.len == len &&
+        (len == 0 || memcmp(old.ptr, val, len) == 0)) {
+        return KEEL_OK; /* the same value: the same holders */
     }
     if (rc == 1 && keel__gc_refs(&d, old.ptr, old.len, -1, l) < 0) {
         return keel__k_fail_key(k, KEEL_ECORRUPT, key);
@@ -269,14 +337,13 @@ int keel__gc_track(keel_kernel *k, const keel__key *key, const void *val,
     if (l->oom) {
         return KEEL_ENOMEM;
     }
-    /* rc_adjust may put and so reuse nothing of l: it is k->gc_work, and
-     * refcount keys are no holders. */
-    for (size_t i = 0; rc >= 0 && i < l->n; i++) {
+    /* into the transaction's changes, applied when it ends */
+    for (size_t i = 0; i < l->n; i++) {
         if (l->v[i].reach != 0 || l->v[i].recog != 0) {
-            rc = rc_adjust(k, l->v[i].r, l->v[i].reach, l->v[i].recog);
+            gl_add(k->gc_delta, l->v[i].r, l->v[i].reach, l->v[i].recog);
         }
     }
-    return rc < 0 ? rc : KEEL_OK;
+    return ((glist *)k->gc_delta)->oom ? KEEL_ENOMEM : KEEL_OK;
 }
 
 /* c.<vid>.k.<r>: its vref and reachable flag. @return 1, 0 absent, < 0. */
@@ -352,7 +419,6 @@ static int settle_one(keel_kernel *k, keel__kref r)
     }
     if (r.kind == KR_P) {
         keel_bytes b;
-        kprom p;
         if (recog != 0) {
             return KEEL_OK;
         }
@@ -360,11 +426,10 @@ static int settle_one(keel_kernel *k, keel__kref r)
         if (rc != 1) {
             return rc;
         }
-        if (keel__kprom_decode(b.ptr, b.len, &p) < 0) {
+        if (b.len < 1) { /* its first byte is its state (store/codec.c) */
             return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
         }
-        int settled = p.state != KP_UNRESOLVED;
-        keel__kprom_free(&p);
+        int settled = ((const uint8_t *)b.ptr)[0] != KP_UNRESOLVED;
         return settled ? keel__k_del(k, &key) : KEEL_OK;
     }
     uint32_t owner = 0;
@@ -392,13 +457,33 @@ static int settle_one(keel_kernel *k, keel__kref r)
     return rc;
 }
 
+/* Apply the pending changes (G1); krefs they bring to zero go to
+ * gc_maybe. */
+static int apply_deltas(keel_kernel *k)
+{
+    glist *dl = k->gc_delta;
+    int rc = KEEL_OK;
+    for (size_t i = 0; rc >= 0 && i < dl->n; i++) {
+        if (dl->v[i].reach != 0 || dl->v[i].recog != 0) {
+            rc = rc_apply(k, dl->v[i].r, dl->v[i].reach, dl->v[i].recog);
+        }
+    }
+    dl->n = 0;
+    return rc;
+}
+
 int keel__gc_end(keel_kernel *k)
 {
     glist *m = k->gc_maybe;
-    int rc = KEEL_OK;
-    /* settle_one may add to m (a deleted promise's slots): by index. */
-    for (size_t i = 0; rc >= 0 && i < m->n; i++) {
-        rc = settle_one(k, m->v[i].r);
+    int rc = apply_deltas(k);
+    /* settle_one may change holders again (a deleted promise's slots):
+     * apply those and look at what they free, until nothing changes. */
+    size_t done = 0;
+    while (rc >= 0 && done < m->n) {
+        for (; rc >= 0 && done < m->n; done++) {
+            rc = settle_one(k, m->v[done].r);
+        }
+        rc = rc < 0 ? rc : apply_deltas(k);
     }
     m->n = 0;
     if (rc == KEEL_OK && m->oom) {
@@ -412,6 +497,9 @@ void keel__gc_abort(keel_kernel *k)
 {
     if (k->gc_maybe != NULL) {
         ((glist *)k->gc_maybe)->n = 0;
+    }
+    if (k->gc_delta != NULL) {
+        ((glist *)k->gc_delta)->n = 0;
     }
 }
 

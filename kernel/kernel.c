@@ -944,6 +944,7 @@ int keel__k_open(const char *state_dir, const keel_kernel_options *o,
     k->hash_state = XXH3_createState();
     k->gc_work = keel__gc_list_new();
     k->gc_maybe = keel__gc_list_new();
+    k->gc_delta = keel__gc_list_new();
     k->gc_pending = 1; /* G3: look once whether actions are queued */
     k->gc_off = getenv("KEEL_GC_OFF") != NULL;
     if (k->hash_state == NULL) {
@@ -1136,6 +1137,7 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     XXH3_freeState(k->hash_state);
     keel__gc_list_free(k->gc_work);
     keel__gc_list_free(k->gc_maybe);
+    keel__gc_list_free(k->gc_delta);
     free(k->dir_wal);
     free(k->dir);
     free(k);

@@ -136,8 +136,12 @@ struct keel_kernel {
     /* kernel/gc.c: G1's scratch, G2's krefs to look at when the
      * transaction ends, whether gc.* actions may be queued */
     void *gc_work, *gc_maybe;
+    void *gc_delta; /* G1: count changes of the open transaction, applied
+                       to rc.<kref> when it ends (keel__gc_end) */
     int gc_pending;
     int gc_off; /* KEEL_GC_OFF in the environment: counts not kept (A/B) */
+    int gc_new; /* the next holder put is of a key known to be absent */
+    const keel_bytes *gc_old; /* the next holder delete's value, known */
 };
 
 /* --- kernel.c: transactions and store access --------------------------- */
