@@ -45,6 +45,9 @@
 #define SOAK_SAMPLES        11u
 #define SOAK_DEFAULT_EVERY  100000ull
 #define SOAK_DEFAULT_KEEP   2u
+/* WAL segments of 16 MiB: segments retire whole, so the WAL on disk is a
+ * sawtooth of one segment's height over what the kept snapshots need */
+#define SOAK_WAL_SEGMENT (16u * 1024 * 1024)
 
 enum {
     SO_CRANKS,
@@ -74,11 +77,11 @@ static const keel_cli_spec soak_spec = {
         "\n"
         "Run pingpong and an object-churn workload (objects made, passed\n"
         "and dropped) for N cranks each, with a snapshot every C cranks\n"
-        "and the newest K kept (older WAL segments retire), sampling the\n"
-        "store's entries, store MiB, WAL MiB on disk and VmRSS at each\n"
-        "tenth of the run and at 1,000,000 cranks. Garbage collection\n"
-        "should keep every figure at N within 1.10x of its value at\n"
-        "1,000,000 (store entries within a constant).\n"
+        "and the newest K kept (older WAL segments, of 16 MiB, retire),\n"
+        "sampling the store's entries, store MiB, WAL MiB on disk and\n"
+        "VmRSS at each tenth of the run and at 1,000,000 cranks. Garbage\n"
+        "collection should keep every figure at N within 1.10x of its\n"
+        "value at 1,000,000 (store entries within a constant).\n"
         "\n"
         "Options:\n"
         "  --cranks N          cranks per workload, at least 1000 (default\n"
@@ -210,6 +213,7 @@ static int soak_run(const char *workload, const char *dir, uint64_t n, int sync,
     o.snapshot_every = every;
     o.snapshot_dir = snaps;
     o.snapshot_keep = keep;
+    o.wal_segment_bytes = SOAK_WAL_SEGMENT;
     /* more rounds than n cranks need: the run stops at max_cranks */
     char *config = soak_config(workload, n);
     int rc = config == NULL ? keel__diag(diag, KEEL_ENOMEM, "out of memory")
