@@ -50,6 +50,8 @@ static const bench_workload workloads[] = {
      keel__bench_chain5},
     {"pingpong-rss", "kernel: resident memory over a 1M-crank pingpong",
      keel__bench_pingpong_rss},
+    {"soak", "kernel: state bounded over a long run (GC), with snapshots",
+     keel__bench_soak},
     {"recover", "log replay into a fresh store, and the audit, vs lmdb-put",
      keel__bench_recover},
     {"audit", "the recovery audit of a whole log, vs lmdb-put",

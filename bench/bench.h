@@ -196,6 +196,8 @@ int keel__bench_pingpong(int argc, char **argv);
 int keel__bench_fanout(int argc, char **argv);
 int keel__bench_chain5(int argc, char **argv);
 int keel__bench_pingpong_rss(int argc, char **argv);
+/* bench_soak.c: `keel bench soak` (state bounded over a long run). */
+int keel__bench_soak(int argc, char **argv);
 int keel__bench_terminate(int argc, char **argv);
 /* bench/bench_control.c */
 int keel__bench_control(int argc, char **argv);

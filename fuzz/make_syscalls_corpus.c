@@ -279,6 +279,32 @@ int main(int argc, char **argv)
         SP_YIELD, END);
     write_seed(dir, "odd-methods", &s, seen);
 
+    /* GC syscalls: dropping a forged import and its own root (illegal);
+     * an object passed to the victim, then abandoned (legal), then
+     * retired as an export while the victim still holds it (illegal);
+     * a drop and retire of three pool vrefs at once. */
+    memset(&s, 0, sizeof(s));
+    put(&s, 0, SP_GC, 0, FORGE(0, 3), SP_YIELD, END);
+    write_seed(dir, "gc-drop-forged", &s, seen);
+    memset(&s, 0, sizeof(s));
+    put(&s, 0, SP_GC, 1, POOL_ROOT, SP_YIELD, END);
+    write_seed(dir, "gc-retire-root", &s, seen);
+    memset(&s, 0, sizeof(s));
+    put(&s, 0, SP_ALLOC_OBJECT, SP_SEND, POOL_VICTIM, 0,
+        SP_BODY_EMPTY_JSON + SP_BODY_KINDS, POOL_VICTIM + 1, 0, SP_YIELD, SP_GC,
+        3, POOL_VICTIM + 1, SP_YIELD, SP_CALL, SP_CALL_COUNTER_INCR, 2, 0,
+        SP_YIELD, END);
+    write_seed(dir, "gc-abandon-export", &s, seen);
+    memset(&s, 0, sizeof(s));
+    put(&s, 0, SP_ALLOC_OBJECT, SP_SEND, POOL_VICTIM, 0,
+        SP_BODY_EMPTY_JSON + SP_BODY_KINDS, POOL_VICTIM + 1, 0, SP_YIELD, SP_GC,
+        2, POOL_VICTIM + 1, SP_YIELD, END);
+    write_seed(dir, "gc-retire-reachable-export", &s, seen);
+    memset(&s, 0, sizeof(s));
+    put(&s, 0, SP_GC, 4 * 2 + 0, POOL_ALICE, POOL_BOB, POOL_COUNTER, SP_YIELD,
+        SP_GC, 4 * 2 + 1, POOL_ALICE, POOL_BOB, POOL_COUNTER, SP_YIELD, END);
+    write_seed(dir, "gc-drop-roots", &s, seen);
+
     for (int op = 0; op < SP_OP_COUNT; op++) { /* G3 */
         FUZZ_ASSERTF(seen[op], "no seed uses opcode %d", op);
     }

@@ -310,6 +310,13 @@ static void absorb(fuzz_run *r, const keel_delivery *d)
             results_push(r, d->result);
         }
         cd = &d->args;
+    } else if (d->kind >= KEEL_DELIVER_DROP_EXPORTS &&
+               d->kind <= KEEL_DELIVER_RETIRE_IMPORTS) {
+        /* a GC delivery: one vref of its own (an export no one reaches)
+         * or an import it held */
+        FUZZ_ASSERTF(d->nvrefs >= 1, "GC delivery kind %d without vrefs",
+                     d->kind);
+        return;
     } else {
         FUZZ_ASSERTF(d->kind == KEEL_DELIVER_NOTIFY, "delivery kind %d",
                      d->kind);
@@ -1057,6 +1064,39 @@ static void op_answer(fuzz_run *r)
     }
 }
 
+/* SP_GC: a GC syscall on vrefs of the pool or forged ones. Whether it is
+ * legal (held, dropped already, still reachable) is the kernel's to
+ * judge: OK or EINVAL (S1, S2). */
+static void op_gc(fuzz_run *r)
+{
+    static const char *const what[] = {"drop_imports", "retire_imports",
+                                       "retire_exports", "abandon_exports"};
+    unsigned g = next_byte(r);
+    ref_op refs[3];
+    const char *vs[3];
+    size_t n = (g / 4) % 3 + 1;
+    for (size_t i = 0; i < n; i++) {
+        next_ref(r, &refs[i]);
+        vs[i] = refs[i].s;
+    }
+    int rc;
+    switch (g % 4) {
+    case 0:
+        rc = keel_syscall_drop_imports(r->sys, vs, n);
+        break;
+    case 1:
+        rc = keel_syscall_retire_imports(r->sys, vs, n);
+        break;
+    case 2:
+        rc = keel_syscall_retire_exports(r->sys, vs, n);
+        break;
+    default:
+        rc = keel_syscall_abandon_exports(r->sys, vs, n);
+        break;
+    }
+    check_any(r, rc, what[g % 4]);
+}
+
 static void run_op(fuzz_run *r, unsigned op)
 {
     char buf[KEEL_VREF_MAX];
@@ -1123,6 +1163,9 @@ static void run_op(fuzz_run *r, unsigned op)
         break;
     case SP_ANSWER:
         op_answer(r);
+        break;
+    case SP_GC:
+        op_gc(r);
         break;
     default:
         FUZZ_ASSERTF(0, "opcode %u", op);

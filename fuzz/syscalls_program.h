@@ -88,6 +88,9 @@ enum sp_op {
                          victim runs the next block while the victim's
                          crank is open, so each syscall is held and run as
                          its own transaction after that crank */
+    SP_GC,            /* one byte: g % 4: drop_imports, retire_imports,
+                         retire_exports, abandon_exports; then
+                         (g / 4) % 3 + 1 REFs, the vrefs it names */
     SP_OP_COUNT
 };
 

@@ -36,8 +36,11 @@
  *       syscall (keel__k_txn_commit_exits): durable with it, or lost with
  *       it; never a committed exit whose termination a crash could lose.
  *   K7  Vref numbers are never reused: a vat's p+N that was retired from
- *       its c-list (settled) stays marked (c.<v>.r.<vref>), and using it
- *       again is illegal.
+ *       its c-list (settled) stays marked, and using it again is illegal.
+ *       The mark is the watermark v.<v>.retp (every p+N at or below it is
+ *       retired) or, above it, c.<v>.r.<vref>; a retirement at
+ *       watermark + 1 folds the markers above into it, so promises
+ *       retired in order leave no key behind.
  */
 #include "kernel/kernel_internal.h"
 
@@ -94,6 +97,7 @@ static int clist_add(keel_kernel *k, uint32_t vid, keel__kref kr, keel__vref vr)
     uint8_t kb[KEEL__KS_REF_BYTES], vb[KEEL__KS_REF_BYTES];
     keel__ks_ref(kb, kr.kind, kr.n);
     keel__ks_ref(vb, vr.kind, vr.n);
+    k->gc_new = 1; /* callers add only entries they found absent */
     int rc = keel__k_put(k, keel__ks_clist_k(&key, vid, kr), vb, sizeof(vb));
     if (rc == KEEL_OK) { /* K2 */
         rc = keel__k_put(k, keel__ks_clist_v(&key, vid, KC_V, vr), kb,
@@ -112,10 +116,42 @@ static int clist_drop(keel_kernel *k, uint32_t vid, keel__kref kr,
     }
     if (rc == KEEL_OK && vr.kind == KR_PPLUS) {
         /* K7: a retired p+N of the vat's own may never name a new
-         * promise (that would let it resolve "the same" promise twice). */
-        rc = keel__k_put(k, keel__ks_clist_v(&key, vid, KC_R, vr), "", 0);
+         * promise (that would let it resolve "the same" promise twice).
+         * Retired in order, they only move the watermark v.<vid>.retp;
+         * a marker stays only above it, until the numbers below it are
+         * retired too (so a long run keeps no key per promise). */
+        uint64_t low = 0;
+        keel__key wk;
+        keel_bytes b;
+        keel__ks_vat(&wk, vid, KV_RETP);
+        rc = keel__k_get_u64(k, &wk, &low);
+        if (rc >= 0 && vr.n != low + 1) {
+            return keel__k_put(k, keel__ks_clist_v(&key, vid, KC_R, vr), "", 0);
+        }
+        for (low = vr.n; rc >= 0; low++) {
+            keel__vref next = {KR_PPLUS, low + 1};
+            rc = keel__k_get(k, keel__ks_clist_v(&key, vid, KC_R, next), &b);
+            if (rc != 1) {
+                break;
+            }
+            rc = keel__k_del(k, &key);
+        }
+        rc = rc < 0 ? rc : keel__k_put_u64(k, &wk, low);
     }
     return rc;
+}
+
+/* K7: was p+N (vr) of vat vid used and retired? @return 1, 0, < 0. */
+static int retired_pplus(keel_kernel *k, uint32_t vid, keel__vref vr)
+{
+    keel__key key;
+    keel_bytes b;
+    uint64_t low = 0;
+    int rc = keel__k_get_u64(k, keel__ks_vat(&key, vid, KV_RETP), &low);
+    if (rc < 0 || (rc == 1 && vr.n <= low)) {
+        return rc < 0 ? rc : 1;
+    }
+    return keel__k_get(k, keel__ks_clist_v(&key, vid, KC_R, vr), &b);
 }
 
 static int next_id(keel_kernel *k, const keel__key *key, uint64_t *id)
@@ -207,6 +243,7 @@ static int promise_make(keel_kernel *k, uint32_t decider, char *out,
     }
     keel__ks_kref_str((keel__kref){KR_P, *n}, out);
     kprom p = {.state = KP_UNRESOLVED, .decider = decider};
+    k->gc_new = 1; /* a fresh number (K5) */
     rc = prom_save(k, out, &p);
     if (rc == KEEL_OK && decider != 0) {
         rc = decider_index(k, decider, out, 1);
@@ -259,6 +296,17 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
             return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
         }
         keel__ks_kref_str(kr, out);
+        if (vr.kind == KR_OPLUS) { /* an export told dropExports, re-sent */
+            int reach;
+            rc = keel__k_get(k, keel__ks_clist_k(&key, v->id, kr), &b);
+            if (rc == 1 && !keel__ks_clist_kval(b.ptr, b.len, &vr, &reach)) {
+                return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
+            }
+            if (rc == 1 && !reach) {
+                return keel__gc_set_reach(k, v->id, kr, vr, 1);
+            }
+            return rc < 0 ? rc : KEEL_OK;
+        }
         return KEEL_OK;
     }
     if (rc < 0) {
@@ -269,7 +317,7 @@ int keel__k_vref_to_kref(keel_kernel *k, kvat *v, const char *vref, char *out)
                                v->name, vref);
     }
     if (vr.kind == KR_PPLUS) { /* K7 */
-        rc = keel__k_get(k, keel__ks_clist_v(&key, v->id, KC_R, vr), &b);
+        rc = retired_pplus(k, v->id, vr);
         if (rc != 0) {
             return rc < 0 ? rc
                           : keel__k_illegal(k,
@@ -310,11 +358,13 @@ int keel__k_kref_to_vref(keel_kernel *k, kvat *v, const char *kref, char *out)
     }
     int rc = keel__k_get(k, keel__ks_clist_k(&key, v->id, kr), &b);
     if (rc == 1) {
-        if (!keel__ks_vref_val(b.ptr, b.len, &vr)) {
+        int reach;
+        if (!keel__ks_clist_kval(b.ptr, b.len, &vr, &reach)) {
             return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
         }
         keel__ks_vref_str(vr, out);
-        return KEEL_OK;
+        /* A dropped import given again is reachable again (G1). */
+        return reach ? KEEL_OK : keel__gc_set_reach(k, v->id, kr, vr, 1);
     }
     if (rc < 0) {
         return rc;
@@ -610,6 +660,14 @@ static int route_send(keel_kernel *k, const char *target0, const kmsg *m)
                 return rc;
             }
             kvat *v = keel__k_vat(k, owner);
+            keel_bytes ce;
+            if (rc == 1 && v != NULL && v->alive) {
+                /* abandoned or retired by its exporter: gone (gc.c) */
+                rc = keel__k_get(k, keel__ks_clist_k(&key, owner, tr), &ce);
+                if (rc < 0) {
+                    return rc;
+                }
+            }
             if (rc == 0 || v == NULL || !v->alive) {
                 return reject_result(k, m->result, TERMINATED_BODY,
                                      sizeof(TERMINATED_BODY) - 1, NULL, 0);
@@ -726,6 +784,7 @@ static int pop_item(keel_kernel *k, kitem *it)
     if (keel__kitem_decode(v.ptr, v.len, it) < 0) {
         return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
     }
+    k->gc_old = &v; /* G1: the item just read */
     rc = keel__k_del(k, &key);
     if (rc == KEEL_OK) {
         rc = keel__k_meta_put(k, KM_RQ_HEAD, head + 1);
@@ -746,7 +805,10 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
     if (rc < 0) {
         return keel__diag(diag, rc, "begin transaction");
     }
-    rc = pop_item(k, &it);
+    keel__ks_key act;
+    int gc = keel__gc_next(k, &act); /* G3: before the run queue */
+    memset(&it, 0, sizeof(it));
+    rc = gc != 0 ? gc : pop_item(k, &it);
     if (rc <= 0) {
         keel__k_txn_abort(k);
         if (rc < 0 && diag != NULL) {
@@ -754,7 +816,9 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
         }
         return rc;
     }
-    if (it.kind == KITEM_SEND) {
+    if (gc) {
+        rc = keel__gc_deliver(k, &act, call_vat);
+    } else if (it.kind == KITEM_SEND) {
         rc = route_send(k, it.target, &it.msg);
     } else {
         rc = deliver_notify(k, it.vid, it.kp);
@@ -814,11 +878,12 @@ static int retire_dead_entry(keel_kernel *k, uint32_t vid, keel__kref kr)
     keel__key key;
     keel__vref vr;
     keel_bytes b;
+    int reach;
     int rc = keel__k_get(k, keel__ks_clist_k(&key, vid, kr), &b);
     if (rc != 1) {
         return rc < 0 ? rc : KEEL_OK;
     }
-    if (!keel__ks_vref_val(b.ptr, b.len, &vr)) {
+    if (!keel__ks_clist_kval(b.ptr, b.len, &vr, &reach)) {
         return keel__k_fail_key(k, KEEL_ECORRUPT, &key);
     }
     rc = keel__k_del(k, &key);
@@ -836,6 +901,22 @@ static int cleanup_one(keel_kernel *k, uint32_t vid, size_t phase,
 {
     char kp[KEEL__KS_REF_STR];
     keel__ks_key d;
+    if (phase == 1 && keel__ks_decode(found->b, found->n, &d) &&
+        d.field == KC_K && d.kref.kind == KR_O) {
+        keel_bytes b;
+        keel__vref vr;
+        int reach;
+        int rc = keel__k_get(k, found, &b);
+        if (rc == 1 && keel__ks_clist_kval(b.ptr, b.len, &vr, &reach) &&
+            vr.kind == KR_OPLUS) {
+            /* its export is abandoned (orphaned): messages to it reject
+             * (K6); it goes once its importers let it go (gc.c G2) */
+            return keel__k_del(k, found);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
     int rc = keel__k_del(k, found);
     if (rc < 0 || phase != 0) {
         return rc;
@@ -1258,6 +1339,9 @@ int keel__k_exec(keel_kernel *k, kvat *v, const kdeferred *sc)
         if (rc == KEEL_OK) {
             rc = keel__k_del(k, &key);
         }
+        break;
+    case SC_GC:
+        rc = keel__gc_syscall(k, v, sc->flag, sc->a);
         break;
     case SC_ILLEGAL:
         rc = keel__k_illegal(k, "vat %s: %s", v->name, sc->a);

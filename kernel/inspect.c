@@ -47,20 +47,26 @@ static int storage_error(keel_kernel *k, int rc, keel_diag *diag)
     return rc;
 }
 
-/* KI3: key's value, a kref (is_kref) or a vref, in its string form in
- * out[KEEL__KS_REF_STR]. @return 1, 0 absent, < 0 (a value that is no ref
- * is ECORRUPT, naming the key). */
-static int get_ref(keel_kernel *k, const keel__key *key, int is_kref, char *out)
+/* KI3: key's value, a kref (is_kref) or a c-list entry's vref (with its
+ * reachable flag in *reach, when reach != NULL), in its string form in
+ * out[KEEL__KS_REF_STR]. @return 1, 0 absent, < 0 (a value that is no
+ * ref is ECORRUPT, naming the key). */
+static int get_ref(keel_kernel *k, const keel__key *key, int is_kref, char *out,
+                   int *reach)
 {
     keel_bytes b;
     int rc = keel__k_get(k, key, &b);
     if (rc == 1) {
         keel__kref kr;
         keel__vref vr;
+        int r = 1;
         if (is_kref && keel__ks_kref_val(b.ptr, b.len, &kr)) {
             keel__ks_kref_str(kr, out);
-        } else if (!is_kref && keel__ks_vref_val(b.ptr, b.len, &vr)) {
+        } else if (!is_kref && keel__ks_clist_kval(b.ptr, b.len, &vr, &r)) {
             keel__ks_vref_str(vr, out);
+            if (reach != NULL) {
+                *reach = r;
+            }
         } else {
             return keel__k_fail_key(k, KEEL_ECORRUPT, key);
         }
@@ -98,7 +104,7 @@ int keel__k_vats_json(keel_kernel *k, json_t **out, keel_diag *diag)
         if (v == NULL) {
             continue;
         }
-        rc = get_ref(k, keel__ks_vat(&key, v->id, KV_ROOT), 1, root);
+        rc = get_ref(k, keel__ks_vat(&key, v->id, KV_ROOT), 1, root, NULL);
         int err = 0;
         uint64_t n = rc >= 0 ? clist_size(k, v->id, &err) : 0;
         rc = rc < 0 ? rc : err;
@@ -131,15 +137,39 @@ static int holders(keel_kernel *k, keel__kref kref, json_t *arr)
         if (v == NULL) {
             continue;
         }
-        int rc = get_ref(k, keel__ks_clist_k(&key, v->id, kref), 0, vref);
+        int reach = 1;
+        int rc =
+            get_ref(k, keel__ks_clist_k(&key, v->id, kref), 0, vref, &reach);
         if (rc < 0) {
             return rc;
         }
         if (rc == 1) {
-            json_array_append_new(
-                arr, json_pack("{s:s, s:s}", "vat", v->name, "vref", vref));
+            json_array_append_new(arr,
+                                  json_pack("{s:s, s:s, s:b}", "vat", v->name,
+                                            "vref", vref, "reachable", reach));
         }
     }
+    return KEEL_OK;
+}
+
+/* The kref's stored reference counts (KS4) and whether the host pins it
+ * (pin.<kref>). */
+static int refcounts(keel_kernel *k, keel__kref r, json_t *o)
+{
+    keel__key key;
+    keel_bytes b;
+    uint32_t reach = 0, recog = 0;
+    int rc = keel__gc_stored(k, r, &reach, &recog);
+    if (rc >= 0) {
+        rc = keel__k_get(k, keel__ks_kref_key(&key, KS_PIN, r), &b);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    json_object_set_new(o, "refcount",
+                        json_pack("{s:I, s:I}", "reachable", (json_int_t)reach,
+                                  "recognizable", (json_int_t)recog));
+    json_object_set_new(o, "pinned", json_boolean(rc == 1));
     return KEEL_OK;
 }
 
@@ -206,7 +236,7 @@ int keel__k_inspect_json(keel_kernel *k, const char *kref, const char *vat,
                               "vref: expected o+N, o-N, p+N or p-N, got \"%s\"",
                               vref != NULL ? vref : "");
         }
-        rc = get_ref(k, keel__ks_clist_v(&key, vid, KC_V, vr), 1, kr);
+        rc = get_ref(k, keel__ks_clist_v(&key, vid, KC_V, vr), 1, kr, NULL);
         if (rc <= 0) {
             return rc < 0
                        ? storage_error(k, rc, diag)
@@ -242,6 +272,9 @@ int keel__k_inspect_json(keel_kernel *k, const char *kref, const char *vat,
     rc = rc == 1 ? KEEL_OK : rc;
     if (rc == KEEL_OK) {
         rc = holders(k, r, h);
+    }
+    if (rc == KEEL_OK) {
+        rc = refcounts(k, r, o);
     }
     json_object_set_new(o, "holders", h);
     if (rc < 0) {
@@ -400,12 +433,13 @@ int keel__k_graph_dot(keel_kernel *k, char **out, keel_diag *diag)
             continue;
         }
         keel__ks_kref_str(d.kref, kr);
-        rc = get_ref(k, &key, 0, val);
+        int reach = 1;
+        rc = get_ref(k, &key, 0, val, &reach);
         if (rc < 0) {
             break;
         }
-        dot(&b, "  v%" PRIu32 " -> %s [label=\"%s\"];\n", d.vid, kr,
-            rc == 1 ? val : "?");
+        dot(&b, "  v%" PRIu32 " -> %s [label=\"%s\"%s];\n", d.vid, kr,
+            rc == 1 ? val : "?", reach ? "" : ",style=dotted");
     }
     dot(&b, "}\n");
     if (rc < 0 || b.oom) {

@@ -259,7 +259,11 @@ int keel__k_put(keel_kernel *k, const keel__key *key, const void *val,
     keel_diag d;
     diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
-    int rc = keel__store_ws_put(k->store, key->b, key->n, val, len, &d);
+    int rc = keel__gc_track(k, key, val, len, 0); /* G1 */
+    if (rc < 0) {
+        return rc;
+    }
+    rc = keel__store_ws_put(k->store, key->b, key->n, val, len, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
@@ -300,7 +304,11 @@ int keel__k_del(keel_kernel *k, const keel__key *key)
     keel_diag d;
     diag_clear(&d);
     KEEL_ASSERT(k->in_txn);
-    int rc = keel__store_ws_delete(k->store, key->b, key->n, &d);
+    int rc = keel__gc_track(k, key, NULL, 0, 1); /* G1 */
+    if (rc < 0) {
+        return rc;
+    }
+    rc = keel__store_ws_delete(k->store, key->b, key->n, &d);
     return rc < 0 ? fail_with(k, rc, &d) : rc;
 }
 
@@ -396,6 +404,7 @@ static void observe_txn(keel_kernel *k, int kind, uint64_t lsn)
 void keel__k_txn_abort(keel_kernel *k)
 {
     ctr_forget(k); /* K27 */
+    keel__gc_abort(k);
     if (k->in_txn) {
         keel__store_ws_abort(k->store);
         k->in_txn = 0;
@@ -460,8 +469,10 @@ int keel__k_txn_commit(keel_kernel *k, int kind, keel_diag *diag)
     size_t len = 0;
     uint64_t lsn = 0;
     KEEL_ASSERT(k->in_txn);
-    int rc = kind == KEEL_WAL_CRANK ? keel__k_meta_put(k, KM_CRANK, k->crank)
-                                    : KEEL_OK;
+    int rc = keel__gc_end(k); /* G2 */
+    if (rc == KEEL_OK && kind == KEEL_WAL_CRANK) {
+        rc = keel__k_meta_put(k, KM_CRANK, k->crank);
+    }
     if (rc == KEEL_OK) {
         rc = encode_ws(k, &len, &d);
     }
@@ -549,6 +560,14 @@ static int open_library(const char *name, const char *path, void **dl,
                           name, path, KEEL_VAT_ENTRY_SYMBOL);
     }
     *ops = entry();
+    if (*ops != NULL && (*ops)->abi_version != KEEL_VAT_ABI_VERSION &&
+        (*ops)->deliver != NULL) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "vats.%s.path: %s was built for vat ABI %d; this "
+                          "keel speaks ABI %d (rebuild it against keel/vat.h)",
+                          name, path, (*ops)->abi_version,
+                          KEEL_VAT_ABI_VERSION);
+    }
     if (*ops == NULL || (*ops)->abi_version != KEEL_VAT_ABI_VERSION ||
         (*ops)->deliver == NULL) {
         return keel__diag(diag, KEEL_EINVAL,
@@ -579,6 +598,14 @@ static int load_ops(keel_kernel *k, kvat *v, json_t *src, keel_diag *diag)
             return keel__diag(diag, KEEL_EINVAL,
                               "vats.%s.builtin: no built-in vat named \"%s\"",
                               v->name, builtin);
+        }
+        if (v->ops->abi_version != KEEL_VAT_ABI_VERSION) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.builtin: \"%s\" was built for vat ABI "
+                              "%d; this keel speaks ABI %d (rebuild it against "
+                              "keel/vat.h)",
+                              v->name, builtin, v->ops->abi_version,
+                              KEEL_VAT_ABI_VERSION);
         }
         return KEEL_OK;
     }
@@ -915,6 +942,11 @@ int keel__k_open(const char *state_dir, const keel_kernel_options *o,
     k->hostless = host == NULL;               /* KH2 */
     k->lock_fd = -1;
     k->hash_state = XXH3_createState();
+    k->gc_work = keel__gc_list_new();
+    k->gc_maybe = keel__gc_list_new();
+    k->gc_delta = keel__gc_list_new();
+    k->gc_pending = 1; /* G3: look once whether actions are queued */
+    k->gc_off = getenv("KEEL_GC_OFF") != NULL;
     if (k->hash_state == NULL) {
         keel_kernel_close(k, NULL);
         return keel__diag(diag, KEEL_ENOMEM, "out of memory");
@@ -1104,6 +1136,9 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
     free(k->enc);
     keel__kb_free(&k->kb);
     XXH3_freeState(k->hash_state);
+    keel__gc_list_free(k->gc_work);
+    keel__gc_list_free(k->gc_maybe);
+    keel__gc_list_free(k->gc_delta);
     free(k->dir_wal);
     free(k->dir);
     free(k);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernel/gc_refs.h"
 #include "kernel/kernel_host.h"
 #include "store/codec.h"
 #include "store/keyspace.h"
@@ -48,6 +49,7 @@ enum sc_kind {
     SC_EXIT,
     SC_VS_SET,
     SC_VS_DEL,
+    SC_GC,     /* flag: what (gc.c keel__gc_syscall), a: the vref */
     SC_ILLEGAL /* a read the vat made illegally; a: what (K31) */
 };
 
@@ -131,6 +133,15 @@ struct keel_kernel {
         uint64_t val;
         uint8_t state; /* 0 not known, 1 present (val), 2 absent */
     } ctr[5];
+    /* kernel/gc.c: G1's scratch, G2's krefs to look at when the
+     * transaction ends, whether gc.* actions may be queued */
+    void *gc_work, *gc_maybe;
+    void *gc_delta; /* G1: count changes of the open transaction, applied
+                       to rc.<kref> when it ends (keel__gc_end) */
+    int gc_pending;
+    int gc_off; /* KEEL_GC_OFF in the environment: counts not kept (A/B) */
+    int gc_new; /* the next holder put is of a key known to be absent */
+    const keel_bytes *gc_old; /* the next holder delete's value, known */
 };
 
 /* --- kernel.c: transactions and store access --------------------------- */
@@ -232,6 +243,31 @@ int keel__k_settle(keel_kernel *k, const char *kp, int rejected,
 int keel__k_promise_state(keel_kernel *k, const char *kp, int *state,
                           char **body);
 
+/* --- gc.c: reference counts and GC actions (G1..G4) ------------------- */
+/* G1: adjust the counts for a write of key (a put of val, or a delete). */
+int keel__gc_track(keel_kernel *k, const keel__key *key, const void *val,
+                   size_t len, int del);
+/* G2: settle the krefs whose counts fell to zero, before commit. */
+int keel__gc_end(keel_kernel *k);
+void keel__gc_abort(keel_kernel *k);
+/* r's stored counts (rc.<kref>; absent: 0 and 0), without the open
+ * transaction's changes. @return KEEL_OK or < 0. */
+int keel__gc_stored(keel_kernel *k, keel__kref r, uint32_t *reach,
+                    uint32_t *recog);
+/* The first queued GC action, deleted in the open transaction, into *act.
+ * @return 1, 0 (none), < 0. */
+int keel__gc_next(keel_kernel *k, keel__ks_key *act);
+/* G3: deliver act with call (crank.c's call_vat), if still due. */
+int keel__gc_deliver(keel_kernel *k, const keel__ks_key *act,
+                     int (*call)(keel_kernel *, kvat *, const keel_delivery *));
+/* A GC syscall: what 0 dropImports, 1 retireImports, 2 retireExports,
+ * 3 abandonExports, of one vref. */
+int keel__gc_syscall(keel_kernel *k, kvat *v, int what, const char *vref);
+/* Queue retireImports of r to every live vat but except that holds it. */
+int keel__gc_retire_importers(keel_kernel *k, uint32_t except, keel__kref r);
+/* Set vid's c-list entry for r (vref vr) reachable or dropped. */
+int keel__gc_set_reach(keel_kernel *k, uint32_t vid, keel__kref r,
+                       keel__vref vr, int reach);
 /* --- syscall.c ---------------------------------------------------------- */
 /* Run the syscalls held during another vat's crank. */
 int keel__k_run_deferred(keel_kernel *k, keel_diag *diag);

@@ -148,10 +148,20 @@ static int check_config(const keel_kernel *k, json_t *cfg,
             return keel__diag(diag, KEEL_EINVAL,
                               "vats.%s.builtin: expected a string", key);
         }
-        if (b != NULL && keel__k_builtin(k, json_string_value(b)) == NULL) {
+        const keel_vat_ops *bo =
+            b != NULL ? keel__k_builtin(k, json_string_value(b)) : NULL;
+        if (b != NULL && bo == NULL) {
             return keel__diag(diag, KEEL_EINVAL,
                               "vats.%s.builtin: no built-in vat named \"%s\"",
                               key, json_string_value(b));
+        }
+        if (bo != NULL && bo->abi_version != KEEL_VAT_ABI_VERSION) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.builtin: \"%s\" was built for vat ABI "
+                              "%d; this keel speaks ABI %d (rebuild it against "
+                              "keel/vat.h)",
+                              key, json_string_value(b), bo->abi_version,
+                              KEEL_VAT_ABI_VERSION);
         }
         if (p != NULL && !json_is_string(p)) {
             return keel__diag(diag, KEEL_EINVAL,
@@ -254,6 +264,10 @@ static int boot_txn(keel_kernel *k, json_t *cfg)
         rc = rc == KEEL_OK ? keel__k_put(k, &key, vref, sizeof(vref)) : rc;
         keel__ks_clist_v(&key, id, KC_V, (keel__vref){KR_OPLUS, 0});
         rc = rc == KEEL_OK ? keel__k_put(k, &key, kref, sizeof(kref)) : rc;
+        /* A root is the host's (keel_kernel_send reaches it): pinned, never
+         * collected (gc.c, KS4). */
+        keel__ks_kref_key(&key, KS_PIN, (keel__kref){KR_O, id});
+        rc = rc == KEEL_OK ? keel__k_put(k, &key, "", 0) : rc;
         free(src);
         json_object_set_new(byname, name,
                             json_pack("{s:I}", "@slot", (json_int_t)i));
@@ -363,6 +377,14 @@ int keel_kernel_send(keel_kernel *k, const char *vat, const char *method,
     }
     if (rc >= 0) {
         rc = keel__k_promise_new(k, 0, result_kref);
+    }
+    if (rc >= 0) {
+        /* The host may read it (keel_kernel_promise): pinned (KS4). */
+        keel__key pin;
+        keel__kref pr;
+        rc = keel__ks_kref_parse(result_kref, &pr)
+                 ? keel__k_put(k, keel__ks_kref_key(&pin, KS_PIN, pr), "", 0)
+                 : KEEL_ECORRUPT;
     }
     if (rc >= 0) {
         rc = keel__k_enqueue_send(k, root, method, args_json, strlen(args_json),

@@ -253,6 +253,41 @@ int keel_syscall_vatstore_delete(keel_syscall *sys, const char *key)
     return dispatch(sys, &sc);
 }
 
+static int gc_calls(keel_syscall *sys, int what, const char *const *vrefs,
+                    size_t n)
+{
+    int rc = KEEL_OK;
+    for (size_t i = 0; rc == KEEL_OK && i < n; i++) {
+        kdeferred sc = {.kind = SC_GC, .flag = what, .a = (char *)vrefs[i]};
+        rc = dispatch(sys, &sc);
+    }
+    return rc;
+}
+
+int keel_syscall_drop_imports(keel_syscall *sys, const char *const *vrefs,
+                              size_t n)
+{
+    return gc_calls(sys, 0, vrefs, n);
+}
+
+int keel_syscall_retire_imports(keel_syscall *sys, const char *const *vrefs,
+                                size_t n)
+{
+    return gc_calls(sys, 1, vrefs, n);
+}
+
+int keel_syscall_retire_exports(keel_syscall *sys, const char *const *vrefs,
+                                size_t n)
+{
+    return gc_calls(sys, 2, vrefs, n);
+}
+
+int keel_syscall_abandon_exports(keel_syscall *sys, const char *const *vrefs,
+                                 size_t n)
+{
+    return gc_calls(sys, 3, vrefs, n);
+}
+
 /* A read with bad arguments is illegal like a bad write (SPEC §4): it
  * dooms the vat through the path a write would take (in its crank, held
  * during another's, or its own transaction), which terminates it. */

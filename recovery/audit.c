@@ -50,8 +50,10 @@
  * decider only by the crank whose message it is the result of, rejecting it
  * undelivered. A7  Each c-list is a bijection (K2): c.<v>.k.<kref> = vref
  * exactly when c.<v>.v.<vref> = kref. A8  Every kref named by a c-list, a
- * promise record, a run-queue item or a vat's root exists (ko.<n> / kp.<n>),
- * and objects and promises are never deleted; an object's owner never changes.
+ * promise record, a run-queue item or a vat's root exists (ko.<n> / kp.<n>);
+ * an object or promise is deleted only when nothing holds it (A13) and a
+ * promise only once settled (or settled in the deleting transaction, by a
+ * dead vat's cleanup); an object's owner never changes.
  *   A9  d.<v>.<kp> mirrors the decider exactly (K4), and the decider of an
  *       unresolved promise is a live vat.
  *   A10 A terminated vat holds nothing (K6): the transaction that
@@ -69,6 +71,12 @@
  *   A11 k.unresolved counts the unresolved promises; k.next.vat, .ko and
  *       .kp never decrease, and no object or promise is created at or
  *       beyond them (K5).
+ *   A13 Reference counts (kernel/gc.c G1, store/keyspace.h KS4): after
+ *       every record, rc.<kref> of every kref whose holders the record
+ *       changed equals its value before plus the holders added less those
+ *       removed; over the whole keyspace (the base, the end) every
+ *       rc.<kref> equals the recount of its holders. A GC action's crank
+ *       removes one gc.* key and no run-queue item (A3).
  *   A12 At the end, the shadow equals the store (with the records after
  *       its checkpoint applied in memory): every key and value.
  *
@@ -109,6 +117,7 @@
 #include "common/clock.h"
 #include "common/diag.h"
 #include "common/keys.h"
+#include "kernel/gc_refs.h"
 #include "kernel/routing.h"
 #include "common/state_lock.h"
 #include "recovery/recovery_internal.h"
@@ -187,6 +196,8 @@ typedef struct audit {
     uint32_t out_vid;
     XXH3_state_t *xx;
 } audit;
+
+static int holders_zero(audit *a, keel__kref r);
 
 void keel_audit_options_init(keel_audit_options *o)
 {
@@ -713,9 +724,18 @@ static int check_prom_op(audit *a, const txop *op)
     n = d.n;
     keel__ks_kref_str((keel__kref){KR_P, n}, kp);
     if (op->kind == KEEL__STORE_DELETE) {
-        return op->before != NULL
-                   ? violation(a, "promise %s was deleted (A8)", kp)
-                   : KEEL_OK;
+        /* A8: only a settled promise nothing holds goes (A13 checks the
+         * holders) */
+        if (op->before != NULL &&
+            keel__kprom_decode(op->old.ptr, op->old.len, &old) == KEEL_OK) {
+            int unres = old.state == KP_UNRESOLVED;
+            keel__kprom_free(&old);
+            /* settled (a dead vat's cleanup rejects it) and freed in the
+             * same transaction */
+            a->unres_delta -= unres;
+        }
+        return op->before != NULL ? holders_zero(a, (keel__kref){KR_P, n})
+                                  : KEEL_OK;
     }
     if (keel__kprom_decode(op->val, op->vlen, &now) < 0) {
         return violation(a, "kp.%" PRIu64 ": promise record does not decode",
@@ -795,8 +815,8 @@ static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
     if (d.field == KC_R) {
         return KEEL_OK; /* a retired vref (K7): no pair */
     }
-    int fwd = d.field == KC_K;
-    if (fwd ? !keel__ks_vref_val(val.ptr, val.len, &vr)
+    int fwd = d.field == KC_K, reach;
+    if (fwd ? !keel__ks_clist_kval(val.ptr, val.len, &vr, &reach)
             : !keel__ks_kref_val(val.ptr, val.len, &kr)) {
         return violation(a, "%s = \"%s\" is not a %s", kn(k, n, b1),
                          pr(val.ptr, val.len, b2), fwd ? "vref" : "kref");
@@ -825,7 +845,10 @@ static int check_clist(audit *a, const uint8_t *k, size_t n, keel_bytes val,
         keel__ks_ref(mine, vr.kind, vr.n);
     }
     int has = afterk(a, &key, &other);
-    int pairs = has && other.len == KEEL__KS_REF_BYTES &&
+    /* a kref->vref value may carry the dropped flag (KS4) */
+    int flagged = !fwd && other.len == KEEL__KS_REF_BYTES + 1 &&
+                  ((const uint8_t *)other.ptr)[KEEL__KS_REF_BYTES] == 0x00;
+    int pairs = has && (other.len == KEEL__KS_REF_BYTES || flagged) &&
                 memcmp(other.ptr, mine, KEEL__KS_REF_BYTES) == 0;
     if (present && !pairs) {
         return violation(
@@ -880,6 +903,107 @@ static int check_decider_key(audit *a, const uint8_t *k, size_t n, int present)
     return KEEL_OK;
 }
 
+/* ---- A13: reference counts --------------------------------------------- */
+
+/* rc.<r> in *reach, *recog (0, 0 absent), after (1) or before (0) the
+ * record. @return 0, or VIOLATED when its value is not two u32. */
+static int rc_value(audit *a, keel__kref r, int aft, uint32_t *reach,
+                    uint32_t *recog)
+{
+    keel__key key;
+    keel_bytes v;
+    keel__ks_kref_key(&key, KS_REFCOUNT, r);
+    int got = aft ? afterk(a, &key, &v) : before(a, key.b, key.n, &v);
+    *reach = *recog = 0;
+    if (got == 1 && v.len != 8) {
+        char b[PRINT_BYTES];
+        return violation(a, "%s is not two counts (A13)", knk(&key, b));
+    }
+    if (got == 1) {
+        *reach = keel__ks_rd32(v.ptr);
+        *recog = keel__ks_rd32((const uint8_t *)v.ptr + 4);
+    }
+    return KEEL_OK;
+}
+
+/* A kref deleted by the record: nothing may hold it after it (A13). */
+static int holders_zero(audit *a, keel__kref r)
+{
+    uint32_t reach, recog;
+    char s[KEEL__KS_REF_STR];
+    if (rc_value(a, r, 1, &reach, &recog) != KEEL_OK) {
+        return VIOLATED;
+    }
+    if (recog != 0) {
+        keel__ks_kref_str(r, s);
+        return violation(a,
+                         "%s was deleted while %" PRIu32 " holder(s) "
+                         "recognize it (A13)",
+                         s, recog);
+    }
+    return KEEL_OK;
+}
+
+/* A13 on one record: for every kref whose holders it changed (or whose
+ * rc.<kref> it wrote), the stored counts after equal those before plus
+ * the holders the record added less those it removed (KS4). With the
+ * full recount of check_all() on the base, this is the recount after
+ * every transaction, in time linear in the record. */
+static int check_refcounts(audit *a)
+{
+    void *l = keel__gc_list_new();
+    int rc = l == NULL ? VIOLATED : KEEL_OK;
+    for (size_t i = 0; rc == KEEL_OK && i < a->nops; i++) {
+        const txop *op = &a->ops[i];
+        keel__ks_key d;
+        char b[PRINT_BYTES];
+        if (!dk(op->key, op->klen, &d)) {
+            continue;
+        }
+        if (d.table == KS_REFCOUNT) {
+            keel__gc_refs(&(keel__ks_key){.table = KS_PIN, .kref = d.kref},
+                          NULL, 0, 0, l); /* named, delta 0 */
+            continue;
+        }
+        if (op->before != NULL &&
+            keel__gc_refs(&d, op->old.ptr, op->old.len, -1, l) < 0) {
+            rc = violation(a, "%s: value does not decode (A13)",
+                           kn(op->key, op->klen, b));
+        }
+        if (rc == KEEL_OK && op->kind == KEEL__STORE_PUT &&
+            keel__gc_refs(&d, op->val, op->vlen, 1, l) < 0) {
+            rc = violation(a, "%s: value does not decode (A13)",
+                           kn(op->key, op->klen, b));
+        }
+    }
+    keel__kref r;
+    int32_t dr, dg;
+    for (size_t i = 0; rc == KEEL_OK && keel__gc_list_get(l, i, &r, &dr, &dg);
+         i++) {
+        uint32_t r0, g0, r1, g1;
+        char s[KEEL__KS_REF_STR];
+        if (rc_value(a, r, 0, &r0, &g0) != KEEL_OK ||
+            rc_value(a, r, 1, &r1, &g1) != KEEL_OK) {
+            rc = VIOLATED;
+            break;
+        }
+        if ((int64_t)r1 != (int64_t)r0 + dr ||
+            (int64_t)g1 != (int64_t)g0 + dg) {
+            keel__ks_kref_str(r, s);
+            rc = violation(a,
+                           "rc.%s is %" PRIu32 " reachable, %" PRIu32
+                           " recognizable, but its holders count %" PRId64
+                           ", %" PRId64 " (A13)",
+                           s, r1, g1, (int64_t)r0 + dr, (int64_t)g0 + dg);
+        }
+    }
+    if (l != NULL && keel__gc_list_oom(l) && rc == KEEL_OK) {
+        rc = VIOLATED;
+    }
+    keel__gc_list_free(l);
+    return rc;
+}
+
 /* A8, A11 on ko.<n> = owner. */
 static int check_object(audit *a, const txop *op, const uint8_t *k, size_t n,
                         keel_bytes val)
@@ -891,9 +1015,8 @@ static int check_object(audit *a, const txop *op, const uint8_t *k, size_t n,
     dk(k, n, &d); /* AU4 */
     num = d.n;
     if (op != NULL && op->kind == KEEL__STORE_DELETE) {
-        return op->before != NULL
-                   ? violation(a, "object ko%" PRIu64 " was deleted (A8)", num)
-                   : KEEL_OK;
+        return op->before != NULL ? holders_zero(a, (keel__kref){KR_O, num})
+                                  : KEEL_OK;
     }
     if (val.len != 4 || (owner = keel__ks_rd32(val.ptr)) == 0 ||
         owner > MAX_VID || vat_after(a, owner) == VAT_NONE) {
@@ -1087,7 +1210,10 @@ static int check_cleanup(audit *a)
                 (od.table == KS_PROMISE || od.table == KS_RUNQ ||
                  (od.table == KS_META &&
                   (od.field == KM_RQ_TAIL || od.field == KM_UNRESOLVED)));
-            if (j == i || (od.table == KS_META && od.field == KM_HASH) ||
+            int gc = od.table == KS_REFCOUNT || od.table == KS_GCACT ||
+                     ((od.table == KS_PROMISE || od.table == KS_OBJECT) &&
+                      o->kind == KEEL__STORE_DELETE);
+            if (j == i || gc || (od.table == KS_META && od.field == KM_HASH) ||
                 (own && od.vid == vid && o->kind == KEEL__STORE_DELETE) ||
                 settling) {
                 continue;
@@ -1296,6 +1422,25 @@ static int check_queue(audit *a, keel_diag *diag)
                          " removed, but tail moved %" PRIu64
                          " and head %" PRIu64 " (A3)",
                          puts, dels, t1 - t0, h1 - h0);
+    }
+    size_t gcdels = 0;
+    uint32_t gcvid = 0;
+    for (size_t i = 0; i < a->nops; i++) {
+        keel__ks_key gd;
+        if (a->ops[i].kind == KEEL__STORE_DELETE &&
+            dk(a->ops[i].key, a->ops[i].klen, &gd) && gd.table == KS_GCACT) {
+            gcdels++;
+            gcvid = gd.vid;
+        }
+    }
+    if (a->kind == KEEL_WAL_CRANK && dels == 0 && gcdels == 1) {
+        /* A3: a GC action's crank (kernel/gc.c G3), delivered to its vat
+         * if that vat lives (what A6 asks of a crank's resolutions) */
+        if (vat_before(a, gcvid) == VAT_ALIVE) {
+            a->outcome = OUT_DELIVERED;
+            a->out_vid = gcvid;
+        }
+        return KEEL_OK;
     }
     if (a->kind == KEEL_WAL_CRANK ? dels != 1 : dels != 0) {
         return violation(a,
@@ -1525,6 +1670,9 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
         rc = check_counters(a);
     }
     if (rc == KEEL_OK) {
+        rc = check_refcounts(a);
+    }
+    if (rc == KEEL_OK) {
         rc = check_cleanup(a);
     }
     if (rc < 0) { /* the check's own diag (AU3: a bad payload) */
@@ -1563,6 +1711,106 @@ static int audit_record(audit *a, const keel_wal_record *rec, keel_diag *diag)
 }
 
 /* ---- the whole keyspace ------------------------------------------------- */
+
+typedef struct rcount {
+    keel__kref r;
+    int64_t reach, recog;
+    int stored; /* an rc.<kref> entry: its counts, negated */
+} rcount;
+
+static int rcount_cmp(const void *x, const void *y)
+{
+    const rcount *p = x, *q = y;
+    if (p->r.kind != q->r.kind) {
+        return p->r.kind < q->r.kind ? -1 : 1;
+    }
+    return p->r.n < q->r.n ? -1 : p->r.n > q->r.n;
+}
+
+/* A13 over the whole keyspace: every rc.<kref> equals the recount of its
+ * holders (KS4), and a kref with a record but no holder is one whose GC
+ * action is still queued (an object) or none at all (a settled promise
+ * nothing holds is a violation). */
+static int recount_all(audit *a)
+{
+    rcount *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = KEEL_OK;
+    void *l = keel__gc_list_new();
+    if (l == NULL) {
+        return VIOLATED;
+    }
+    for (size_t i = 0; rc == KEEL_OK && i <= a->sh.mask; i++) {
+        const keel__shadow_entry *e = &a->sh.slots[i];
+        if (e->kv == NULL) {
+            continue;
+        }
+        const uint8_t *k = keel__shadow_key(e).ptr;
+        keel_bytes val = keel__shadow_value(e);
+        keel__ks_key d;
+        if (!dk(k, e->klen, &d)) {
+            continue;
+        }
+        keel__gc_list_clear(l);
+        int stored = d.table == KS_REFCOUNT;
+        if (stored) {
+            if (val.len != 8) {
+                char b[PRINT_BYTES];
+                rc = violation(a, "%s is not two counts (A13)",
+                               kn(k, e->klen, b));
+                break;
+            }
+            keel__gc_refs(&(keel__ks_key){.table = KS_PIN, .kref = d.kref},
+                          NULL, 0, 0, l);
+        } else if (keel__gc_refs(&d, val.ptr, val.len, 1, l) < 0) {
+            continue; /* check_key and the table checks name it */
+        }
+        keel__kref r;
+        int32_t dr, dg;
+        for (size_t j = 0; keel__gc_list_get(l, j, &r, &dr, &dg); j++) {
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 1024;
+                rcount *nv = realloc(v, nc * sizeof(*nv));
+                if (nv == NULL) {
+                    rc = VIOLATED;
+                    break;
+                }
+                v = nv;
+                cap = nc;
+            }
+            v[n++] = stored ? (rcount){r, -(int64_t)keel__ks_rd32(val.ptr),
+                                       -(int64_t)keel__ks_rd32(
+                                           (const uint8_t *)val.ptr + 4),
+                                       1}
+                            : (rcount){r, dr, dg, 0};
+        }
+    }
+    keel__gc_list_free(l);
+    if (rc == KEEL_OK && n > 0) {
+        qsort(v, n, sizeof(*v), rcount_cmp);
+    }
+    for (size_t i = 0; rc == KEEL_OK && i < n;) {
+        size_t j = i;
+        int64_t dr = 0, dg = 0;
+        while (j < n && rcount_cmp(&v[i], &v[j]) == 0) {
+            dr += v[j].reach;
+            dg += v[j].recog;
+            j++;
+        }
+        if (dr != 0 || dg != 0) {
+            char s[KEEL__KS_REF_STR];
+            keel__ks_kref_str(v[i].r, s);
+            rc = violation(a,
+                           "rc.%s differs from the recount of its holders by "
+                           "%" PRId64 " reachable, %" PRId64
+                           " recognizable (A13)",
+                           s, dr, dg);
+        }
+        i = j;
+    }
+    free(v);
+    return rc;
+}
 
 /* Every check over every key of the shadow (after the base, at the end). */
 static int check_all(audit *a)
@@ -1637,6 +1885,9 @@ static int check_all(audit *a)
                        n, unresolved);
     }
     a->unresolved = unresolved;
+    if (rc == KEEL_OK) {
+        rc = recount_all(a);
+    }
     return rc;
 }
 

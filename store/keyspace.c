@@ -15,17 +15,19 @@
 #include <string.h>
 
 static const char *const table_names[KS_NTABLES] = {
-    NULL,    "meta",   "runq",    "vat",     "vatname",
-    "clist", "object", "promise", "decider", "vatstore"};
+    NULL,      "meta",    "runq",     "vat",      "vatname",  "clist", "object",
+    "promise", "decider", "vatstore", "refcount", "gcaction", "pin"};
+
+static const char gc_types[] = {0, 'd', 'x', 'i'};
 
 static const char *const meta_names[KM_N] = {
     NULL,        "k.version",  "k.booted",    "k.crank",
     "k.hash",    "k.next.vat", "k.next.ko",   "k.next.kp",
     "k.rq.head", "k.rq.tail",  "k.unresolved"};
 
-static const char *const vat_names[KV_N] = {NULL,    "name",   "state", "src",
-                                            "root",  "maxo",   "maxp",  "nexti",
-                                            "nextq", "cleanup"};
+static const char *const vat_names[KV_N] = {
+    NULL,   "name",  "state", "src",     "root", "maxo",
+    "maxp", "nexti", "nextq", "cleanup", "retp"};
 
 static const char clist_subs[] = {0, 'k', 'v', 'r'};
 
@@ -64,6 +66,17 @@ int keel__ks_vref_val(const void *v, size_t n, keel__vref *r)
     return n == KEEL__KS_REF_BYTES && vref_ok(v, r);
 }
 
+int keel__ks_clist_kval(const void *v, size_t n, keel__vref *r, int *reachable)
+{
+    const uint8_t *b = v;
+    if (n == KEEL__KS_REF_BYTES + 1 && b[KEEL__KS_REF_BYTES] == 0x00) {
+        *reachable = 0;
+        return vref_ok(v, r);
+    }
+    *reachable = 1;
+    return n == KEEL__KS_REF_BYTES && vref_ok(v, r);
+}
+
 int keel__ks_decode(const uint8_t *k, size_t n, keel__ks_key *o)
 {
     memset(o, 0, sizeof(*o));
@@ -87,6 +100,9 @@ int keel__ks_decode(const uint8_t *k, size_t n, keel__ks_key *o)
         o->rest = k + 1;
         o->rest_len = n - 1;
         return n > 1;
+    case KS_REFCOUNT:
+    case KS_PIN:
+        return n == 10 && kref_ok(k + 1, &o->kref);
     default:
         break;
     }
@@ -121,6 +137,10 @@ int keel__ks_decode(const uint8_t *k, size_t n, keel__ks_key *o)
         o->rest = k + 5;
         o->rest_len = n - 5;
         return n > 5;
+    case KS_GCACT:
+        o->field = n == 15 ? k[5] : 0;
+        return o->field >= KG_DROP_EXPORT && o->field <= KG_RETIRE_IMPORT &&
+               kref_ok(k + 6, &o->kref) && o->kref.kind == KR_O;
     default:
         return 0;
     }
@@ -306,6 +326,19 @@ const char *keel__ks_render(const uint8_t *key, size_t n, char *buf, size_t cap)
         emits(&o, ".");
         emit_raw(&o, d.rest, d.rest_len);
         break;
+    case KS_REFCOUNT:
+    case KS_PIN:
+        emits(&o, d.table == KS_PIN ? "pin." : "rc.");
+        emit(&o, r, keel__ks_kref_str(d.kref, r));
+        break;
+    case KS_GCACT:
+        emits(&o, "gc.");
+        emitu(&o, d.vid);
+        emit(&o, ".", 1);
+        emit(&o, &gc_types[d.field], 1);
+        emit(&o, ".", 1);
+        emit(&o, r, keel__ks_kref_str(d.kref, r));
+        break;
     default:
         break;
     }
@@ -385,10 +418,14 @@ const char *keel__ks_render_value(const uint8_t *key, size_t n,
                 goto bad;
             }
         } else if (d.field == KC_K) {
-            if (!keel__ks_vref_val(v, vn, &vr)) {
+            int reach;
+            if (!keel__ks_clist_kval(v, vn, &vr, &reach)) {
                 goto bad;
             }
             emit(&o, r, keel__ks_vref_str(vr, r));
+            if (!reach) {
+                emits(&o, " dropped");
+            }
         } else {
             if (!keel__ks_kref_val(v, vn, &kr)) {
                 goto bad;
@@ -397,9 +434,20 @@ const char *keel__ks_render_value(const uint8_t *key, size_t n,
         }
         return buf;
     case KS_DECIDER:
+    case KS_GCACT:
+    case KS_PIN:
         if (vn != 0) {
             goto bad;
         }
+        return buf;
+    case KS_REFCOUNT:
+        if (vn != 8) {
+            goto bad;
+        }
+        emitu(&o, keel__ks_rd32(v));
+        emits(&o, " reachable, ");
+        emitu(&o, keel__ks_rd32(v + 4));
+        emits(&o, " recognizable");
         return buf;
     case KS_VATSTORE:
         emit_raw(&o, v, vn);
@@ -493,6 +541,25 @@ int keel__ks_parse(const char *s, keel__key *k)
         t[0] != '\0') {
         keel__ks_vatstore(k, vid, t, strlen(t));
         return 1;
+    }
+    if (strncmp(s, "rc.", 3) == 0 && keel__ks_kref_parse(s + 3, &kr)) {
+        keel__ks_kref_key(k, KS_REFCOUNT, kr);
+        return 1;
+    }
+    if (strncmp(s, "pin.", 4) == 0 && keel__ks_kref_parse(s + 4, &kr)) {
+        keel__ks_kref_key(k, KS_PIN, kr);
+        return 1;
+    }
+    if (strncmp(s, "gc.", 3) == 0 && (t = vid_dot(s + 3, &vid)) != NULL &&
+        t[0] != '\0' && t[1] == '.' && keel__ks_kref_parse(t + 2, &kr) &&
+        kr.kind == KR_O) {
+        for (uint8_t f = KG_DROP_EXPORT; f <= KG_RETIRE_IMPORT; f++) {
+            if (t[0] == gc_types[f]) {
+                keel__ks_gcact(k, vid, f, kr);
+                return 1;
+            }
+        }
+        return 0;
     }
     return 0;
 }

@@ -11,7 +11,9 @@
  * all scan in id order), and the crank path composes a key with a few
  * stores instead of decimal formatting.
  *
- * State format version KEEL_STATE_FORMAT_VERSION (2). Version 1 (decimal
+ * State format version KEEL_STATE_FORMAT_VERSION (3: version 2 plus the
+ * garbage-collection tables 0x0A..0x0C and the c-list's dropped flag;
+ * a version 2 state is refused, kernel/kernel.c K37). Version 1 (decimal
  * string keys such as "kp.123", "c.4.k.ko7", with "k.version" = "1") is
  * no longer read: it is recognised by its "k.version" key and refused
  * with KEEL_EVERSION (KEEL__KS_V1_VERSION_KEY).
@@ -57,12 +59,21 @@
  *                   crank is the crank of the last batch, bytes[] the last
  *                   key done (none yet: empty). Absent once nothing of the
  *                   vat is left
+ *              0x0A retp     u64 L: every p+N of the vat with N <= L was
+ *                   used and retired (K7); retired markers c.<vid>.r.*
+ *                   are kept only above L
  *   0x04 vat-name index: tag, bytes[] name  vn.<name>        1 + len
  *        value: u32 vid
  *   0x05 c-list: tag, vid, u8 sub, ...                       15 bytes
  *        sub 0x01 kref -> vref: kref        c.<vid>.k.<kref>  value: vref
+ *                   [u8 0x00]: 9 bytes while the vat can reach the kref,
+ *                   10 (a trailing 0x00, "dropped") once it only
+ *                   recognizes it (dropImports; an exporter told
+ *                   dropExports) (KS4)
  *            0x02 vref -> kref: vref        c.<vid>.v.<vref>  value: kref
  *            0x03 retired p+N: vref         c.<vid>.r.<vref>  value: empty
+ *                   (only for N > v.<vid>.retp: the markers at and below
+ *                   it are folded into that watermark)
  *   0x06 object owner: tag, u64 n           ko.<n>           9 bytes
  *        value: u32 owner vid
  *   0x07 promise record: tag, u64 n         kp.<n>           9 bytes
@@ -71,6 +82,16 @@
  *        value: empty (vat vid decides kp<n>)
  *   0x09 vatstore: tag, vid, bytes[] key    vs.<vid>.<key>   5 + len
  *        value: the vat's bytes
+ *   0x0A refcount: tag, kref                 rc.<kref>        10 bytes
+ *        value: u32 reachable, u32 recognizable: how many holders the
+ *        kref has (KS4); absent when both are 0
+ *   0x0B GC action: tag, vid, u8 type, kref  gc.<vid>.<t>.<kref> 15 bytes
+ *        type 0x01 'd' dropExports, 0x02 'x' retireExports (to the
+ *        exporter vid), 0x03 'i' retireImports (to an importer vid);
+ *        value: empty. Delivered in key order before the run queue
+ *   0x0C pin: tag, kref                      pin.<kref>       10 bytes
+ *        value: empty: the host holds the kref (a keel_kernel_send
+ *        result it may read with keel_kernel_promise): one holder
  *
  * A vat's keys of one table share a prefix (tag, vid) (keel__ks_vat_prefix):
  * what its termination cleanup scans.
@@ -84,6 +105,14 @@
  *       of the kernel's keyspace: damage wherever it is found.
  *   KS2 Integers are big-endian and fixed-width, so the store's bytewise
  *       order (common/keys.h KY1) is (tag, vid, field, number) order.
+ *   KS4 A kref's holders, which rc.<kref> counts, are: each c-list entry
+ *       c.<v>.k.<kref> whose vref is not an o+N (an exporter's own entry
+ *       is no holder; a promise's every entry is), reachable while the
+ *       entry is not dropped; each mention in a run-queue item (a send's
+ *       target, slots and result, a notify's promise); each mention in
+ *       a promise record (resolution slots, queued messages' slots and
+ *       results); a pin. Each holder counts 1 in recognizable, and 1 in
+ *       reachable unless it is a dropped c-list entry.
  *   KS3 Encoders write at most KEEL__KS_KEY_MAX bytes; keel__ks_render
  *       of a decoded key gives back the version 1 key string for it, and
  *       keel__ks_parse of that string the same key (tests and tools name
@@ -124,7 +153,10 @@ enum keel__ks_table {
     KS_PROMISE = 0x07,
     KS_DECIDER = 0x08,
     KS_VATSTORE = 0x09,
-    KS_NTABLES = 0x0A /* one past the last tag */
+    KS_REFCOUNT = 0x0A,
+    KS_GCACT = 0x0B,
+    KS_PIN = 0x0C,
+    KS_NTABLES = 0x0D /* one past the last tag */
 };
 
 enum keel__ks_meta {
@@ -141,6 +173,13 @@ enum keel__ks_meta {
     KM_N = 0x0B
 };
 
+/* GC action types (KS_GCACT) */
+enum {
+    KG_DROP_EXPORT = 0x01,
+    KG_RETIRE_EXPORT = 0x02,
+    KG_RETIRE_IMPORT = 0x03
+};
+
 enum keel__ks_vatfield {
     KV_NAME = 0x01,
     KV_STATE = 0x02,
@@ -151,7 +190,8 @@ enum keel__ks_vatfield {
     KV_NEXTI = 0x07,
     KV_NEXTQ = 0x08,
     KV_CLEANUP = 0x09,
-    KV_N = 0x0A
+    KV_RETP = 0x0A,
+    KV_N = 0x0B
 };
 
 enum { KC_K = 0x01, KC_V = 0x02, KC_R = 0x03 }; /* c-list subs */
@@ -181,10 +221,11 @@ typedef struct keel__key {
 /* A decoded key (keel__ks_decode): which fields are set depends on table. */
 typedef struct keel__ks_key {
     uint8_t table;       /* enum keel__ks_table */
-    uint8_t field;       /* META: meta field; VAT: vat field; CLIST: sub */
-    uint32_t vid;        /* VAT, CLIST, DECIDER, VATSTORE */
+    uint8_t field;       /* META: meta field; VAT: vat field; CLIST: sub;
+                            GCACT: type */
+    uint32_t vid;        /* VAT, CLIST, DECIDER, VATSTORE, GCACT */
     uint64_t n;          /* RUNQ seq; OBJECT, PROMISE, DECIDER number */
-    keel__kref kref;     /* CLIST KC_K */
+    keel__kref kref;     /* CLIST KC_K, REFCOUNT, GCACT, PIN */
     keel__vref vref;     /* CLIST KC_V, KC_R */
     const uint8_t *rest; /* VATNAME name, VATSTORE user key (borrowed) */
     size_t rest_len;
@@ -367,6 +408,26 @@ static inline keel__key *keel__ks_vatstore(keel__key *k, uint32_t vid,
     return keel__ks_tail(k, 5, key, n);
 }
 
+/* rc.<kref>, pin.<kref> (tag KS_REFCOUNT or KS_PIN). */
+static inline keel__key *keel__ks_kref_key(keel__key *k, uint8_t tag,
+                                           keel__kref r)
+{
+    k->b[0] = tag;
+    keel__ks_ref(k->b + 1, r.kind, r.n);
+    k->n = 10;
+    return k;
+}
+
+static inline keel__key *keel__ks_gcact(keel__key *k, uint32_t vid,
+                                        uint8_t type, keel__kref r)
+{
+    keel__ks_vat_prefix(k, KS_GCACT, vid);
+    k->b[5] = type;
+    keel__ks_ref(k->b + 6, r.kind, r.n);
+    k->n = 15;
+    return k;
+}
+
 /* ---- decoder, refs, rendering (store/keyspace.c) ------------------------- */
 
 /* Decode key[0, n) into *out (KS1). @return 1, or 0 when it is not a key
@@ -381,6 +442,10 @@ const char *keel__ks_table_name(uint8_t tag);
 /* A kref or vref value (9 bytes). @return 1, or 0 if v is not one. */
 int keel__ks_kref_val(const void *v, size_t n, keel__kref *r);
 int keel__ks_vref_val(const void *v, size_t n, keel__vref *r);
+/* A c-list c.<v>.k.<kref> value (KS4): its vref and whether it is still
+ * reachable (9 bytes) or dropped (10, a trailing 0x00). @return 1, or 0
+ * if v is not one. */
+int keel__ks_clist_kval(const void *v, size_t n, keel__vref *r, int *reachable);
 
 /* The string forms: krefs as messages carry them ("ko7", "kp3"), vrefs as
  * the vat ABI does ("o+5", "p-2": no sign, no leading zero but "0", n

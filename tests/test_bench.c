@@ -289,6 +289,36 @@ START_TEST(test_bench_pingpong_rss_json_has_samples)
 }
 END_TEST
 
+/* `soak`: the object-churn workload's store entries stay constant over
+ * the run (garbage collection: each object made, passed, dropped, its
+ * promise and counts deleted), with snapshots and WAL retirement on. */
+START_TEST(test_bench_soak_json_entries_constant)
+{
+    const char *w[] = {"soak", "--cranks",   "4000",  "--sync",
+                       "off",  "--workload", "churn", "--snapshot-every",
+                       "1000", NULL};
+    json_t *o = bench_json(w);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "workload")),
+                     "churn");
+    const json_t *samples = json_object_get(o, "samples");
+    ck_assert_uint_eq(json_array_size(samples), 10);
+    json_int_t first = json_integer_value(
+        json_object_get(json_array_get(samples, 0), "store_entries"));
+    ck_assert_int_gt(first, 0);
+    for (size_t i = 0; i < 10; i++) {
+        const json_t *s = json_array_get(samples, i);
+        ck_assert_int_eq(json_integer_value(json_object_get(s, "cranks")),
+                         (json_int_t)(400 * (i + 1)));
+        ck_assert_int_eq(
+            json_integer_value(json_object_get(s, "store_entries")), first);
+        ck_assert_int_gt(json_integer_value(json_object_get(s, "vm_rss_kib")),
+                         0);
+    }
+    ck_assert(real_at(o, "entries_ratio") == 1.0);
+    json_decref(o);
+}
+END_TEST
+
 /* `terminate`: a vat with more keys than one cleanup batch holds goes in
  * several records, none over the batch bound (1 MiB of write-set plus one
  * unit), timed in keys/s against lmdb-put of as many keys. */
@@ -354,9 +384,9 @@ END_TEST
 
 START_TEST(test_bench_help_lists_kernel_workloads)
 {
-    static const char *const names[] = {"\n  pingpong ",  "\n  fanout ",
-                                        "\n  chain5 ",    "\n  pingpong-rss ",
-                                        "\n  terminate ", "\n  audit "};
+    static const char *const names[] = {
+        "\n  pingpong ",  "\n  fanout ", "\n  chain5 ", "\n  pingpong-rss ",
+        "\n  terminate ", "\n  audit ",  "\n  soak "};
     char *out = NULL;
     const char *args[] = {"bench", "--help", NULL};
     ck_assert_int_eq(tu_run_keel(args, &out, NULL), 0);
@@ -382,6 +412,8 @@ START_TEST(test_bench_kernel_usage_errors_exit_two)
         {{"bench", "terminate", "--runs", "1", NULL}, "--runs"},
         {{"bench", "terminate", "--n", "0", NULL}, "--n"},
         {{"bench", "audit", "--runs", "2", NULL}, "--runs"},
+        {{"bench", "soak", "--cranks", "10", NULL}, "--cranks"},
+        {{"bench", "soak", "--workload", "x", NULL}, "--workload"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = NULL, *err = NULL;
@@ -408,6 +440,7 @@ Suite *bench_suite(void)
         tc, test_bench_pingpong_full_counts_transactions_against_fdatasync);
     tcase_add_test(tc, test_bench_fanout_json_has_kernel_rates);
     tcase_add_test(tc, test_bench_chain5_json_has_kernel_rates);
+    tcase_add_test(tc, test_bench_soak_json_entries_constant);
     tcase_add_test(tc, test_bench_pingpong_rss_json_has_samples);
     tcase_add_test(tc, test_bench_terminate_json_bounds_records);
     tcase_add_test(tc, test_bench_audit_json_counts_transactions);

@@ -297,7 +297,12 @@ START_TEST(test_control_requests)
     a = call(s, "{\"v\":1,\"id\":5,\"op\":\"inspect\",\"vat\":\"counter\","
                 "\"vref\":\"o+0\"}");
     ck_assert(is_ok(a));
-    ck_assert_str_eq(str_at(json_object_get(a, "ref"), "owner"), "counter");
+    ref = json_object_get(a, "ref");
+    ck_assert_str_eq(str_at(ref, "owner"), "counter");
+    /* a vat's root is pinned by the host (GC) and has its counts shown */
+    ck_assert(json_is_true(json_object_get(ref, "pinned")));
+    ck_assert(json_is_integer(
+        json_object_get(json_object_get(ref, "refcount"), "reachable")));
     json_decref(a);
     a = call(s, "{\"v\":1,\"id\":6,\"op\":\"inspect\",\"kref\":\"kp999999\"}");
     ck_assert_str_eq(err_code(a), "not_found");

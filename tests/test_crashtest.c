@@ -328,6 +328,9 @@ static int amnesiac_start(keel_syscall *sys, const char *params, void **state)
 static int amnesiac_deliver(void *state, keel_syscall *sys,
                             const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     uint64_t *ticks = state;
     char buf[24];
     keel_capdata none = {{"{}", 2}, NULL, 0};
@@ -356,6 +359,9 @@ static const keel_vat_ops amnesiac_ops = {
 static int clocked_deliver(void *state, keel_syscall *sys,
                            const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     struct timespec ts;
     char buf[48];
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -493,8 +493,13 @@ typedef struct craft {
     uint64_t kid;
     uint64_t hash, crank, lsn;
     uint64_t next_kp, unresolved, rq_tail, rq_head;
-    cop ops[32];
+    cop ops[48];
     size_t nops;
+    /* what the crafted records wrote (the store holds the state before
+     * them), so craft_commit can keep rc.<kref> as the kernel does */
+    keel__store *s;
+    cop mem[256];
+    size_t nmem;
 } craft;
 
 /* A real pingpong of 3 rounds, closed; then the WAL opened for crafting. */
@@ -516,7 +521,7 @@ static void craft_init(craft *c)
     c->unresolved = store_u64(s, "k.unresolved");
     c->rq_tail = store_u64(s, "k.rq.tail");
     c->rq_head = store_u64(s, "k.rq.head");
-    keel__store_close(s);
+    c->s = s;
     keel_wal_options_init(&wo);
     wo.kernel_id = c->kid;
     char *wal = tu_path(c->state, "wal");
@@ -536,6 +541,9 @@ static void craft_free(craft *c)
 {
     if (c->w != NULL) {
         craft_close(c);
+    }
+    if (c->s != NULL) {
+        keel__store_close(c->s);
     }
     char *root = strdup(c->state);
     *strrchr(root, '/') = '\0';
@@ -735,6 +743,68 @@ static size_t encode(const cop *ops, size_t n, uint8_t *out)
     return len;
 }
 
+/* key's value as the crafted records left it: 1 (in *v), 0 absent. */
+static int craft_get(craft *c, const uint8_t *key, size_t n, keel_bytes *v)
+{
+    for (size_t i = c->nmem; i-- > 0;) {
+        const cop *m = &c->mem[i];
+        if (m->klen == n && memcmp(m->key, key, n) == 0) {
+            *v = (keel_bytes){m->val, m->vlen};
+            return m->put;
+        }
+    }
+    int rc = keel__store_get(c->s, key, n, v, NULL);
+    ck_assert_int_ge(rc, 0);
+    return rc;
+}
+
+/* The rc.<kref> ops the gathered ops imply (store/keyspace.h KS4, as
+ * kernel/gc.c G1 keeps them). */
+static void craft_refcounts(craft *c)
+{
+    void *l = keel__gc_list_new();
+    size_t n = c->nops;
+    for (size_t i = 0; i < n; i++) {
+        const cop *o = &c->ops[i];
+        keel__ks_key d;
+        keel_bytes old;
+        if (!keel__ks_decode(o->key, o->klen, &d)) {
+            continue;
+        }
+        if (craft_get(c, o->key, o->klen, &old) == 1) {
+            keel__gc_refs(&d, old.ptr, old.len, -1, l);
+        }
+        if (o->put) {
+            keel__gc_refs(&d, o->val, o->vlen, 1, l);
+        }
+    }
+    keel__kref r;
+    int32_t dr, dg;
+    for (size_t i = 0; keel__gc_list_get(l, i, &r, &dr, &dg); i++) {
+        keel__key key;
+        keel_bytes v;
+        uint32_t reach = 0, recog = 0;
+        if (dr == 0 && dg == 0) {
+            continue;
+        }
+        keel__ks_kref_key(&key, KS_REFCOUNT, r);
+        if (craft_get(c, key.b, key.n, &v) == 1) {
+            reach = keel__ks_rd32(v.ptr);
+            recog = keel__ks_rd32((const uint8_t *)v.ptr + 4);
+        }
+        cop *o = op_add_raw(c, key.b, key.n);
+        reach += (uint32_t)dr;
+        recog += (uint32_t)dg;
+        if (recog != 0) {
+            o->put = 1;
+            o->vlen = 8;
+            keel__ks_be32(o->val, reach);
+            keel__ks_be32(o->val + 4, recog);
+        }
+    }
+    keel__gc_list_free(l);
+}
+
 /*
  * Commit the ops gathered as one record of kind, as the kernel would:
  * k.crank for a crank, k.hash chained over the rest (K12); bad_hash
@@ -746,6 +816,7 @@ static uint64_t craft_commit(craft *c, int kind, int bad_hash)
     char hex[17]; /* k.hash as keel__ks_render_value shows it */
     keel_diag d = {0};
     uint64_t lsn = 0;
+    craft_refcounts(c);
     if (kind == KEEL_WAL_CRANK) {
         put_u64(c, "k.crank", ++c->crank);
     }
@@ -767,6 +838,10 @@ static uint64_t craft_commit(craft *c, int kind, int bad_hash)
     int rc = keel_wal_append(c->w, kind, c->crank, enc, len, &lsn, &d);
     ck_assert_msg(rc == KEEL_OK, "append: %s", d.msg);
     c->hash = h;
+    for (size_t i = 0; i < c->nops; i++) {
+        ck_assert_uint_lt(c->nmem, sizeof(c->mem) / sizeof(c->mem[0]));
+        c->mem[c->nmem++] = c->ops[i];
+    }
     c->nops = 0;
     c->lsn = lsn;
     return lsn;

@@ -1217,7 +1217,7 @@ START_TEST(test_snapshot_state_version_1_state_refused)
     ck_assert_int_eq(keel_snapshot_writer_finish(w, &wi, &d), KEEL_OK);
     keel_snapshot_writer_close(w);
     const char *const names[] = {
-        "state format version 1, older than this keel's 2; this keel "
+        "state format version 1, older than this keel's 3; this keel "
         "cannot restore it: use a snapshot made by the same keel version "
         "or start a new state",
         NULL};

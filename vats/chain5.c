@@ -311,6 +311,9 @@ out:
 static int provider_deliver(void *state, keel_syscall *sys,
                             const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     if (d->kind != KEEL_DELIVER_MESSAGE) {
         return KEEL_EINVAL; /* the provider subscribes to nothing */
     }
@@ -432,6 +435,9 @@ out:
 static int keyring_deliver(void *state, keel_syscall *sys,
                            const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     if (d->kind == KEEL_DELIVER_NOTIFY) {
         return keyring_notify(sys, d);
     }
@@ -692,6 +698,9 @@ out:
 static int coordinator_deliver(void *state, keel_syscall *sys,
                                const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     if (d->kind == KEEL_DELIVER_NOTIFY) {
         return coordinator_notify(state, sys, d);
     }

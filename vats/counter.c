@@ -88,6 +88,9 @@ static int get(keel_syscall *sys, const keel_delivery *d)
 
 static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     if (d->kind != KEEL_DELIVER_MESSAGE) {
         return KEEL_EINVAL; /* the counter subscribes to nothing */
     }

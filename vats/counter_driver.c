@@ -186,6 +186,9 @@ out:
 
 static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     driver *dr = state;
     if (d->kind == KEEL_DELIVER_MESSAGE &&
         strcmp(d->method, "bootstrap") == 0) {

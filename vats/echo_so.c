@@ -28,6 +28,9 @@ static int start(keel_syscall *sys, const char *params_json, void **state)
 
 static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     if (d->kind != KEEL_DELIVER_MESSAGE || d->result == NULL) {
         return KEEL_OK;
     }

@@ -27,7 +27,8 @@
  *   pipelining makeAdder({"base":i}) to factory with result P, then at
  *              once add({"x":2i}) to P (a promise not yet resolved: the
  *              message waits on it), and in even rounds add({"x":i}) too;
- *              answers 3i and 2i, in that order
+ *              answers 3i and 2i, in that order; P's own notify brings
+ *              the adder, which the driver drops at once (M7)
  *   quitter    i < Q: hold({"i":i}) (answered only by the quitter's exit)
  *              and ping({"n":i}); i = Q: quit({"i":i}), whose exit
  *              rejects every held promise ("vat terminated"): round Q
@@ -57,7 +58,9 @@
  * answers, rejections, ctr.<c>, rounds_done, done.
  * clock: seq (next request number), q.<seq, 10 digits> = one request
  * {"p":promise,"k":"sleep"|"hash","i":i,"ms":m}, in arrival order.
- * factory: adder.<o+N> = base. doomed: held.<P>; boom (never committed).
+ * factory: adder.<o+N> = base, deleted when it is told the adder is
+ * retired. driver: a.<P> while makeAdder's answer P (the adder) is due.
+ * doomed: held.<P>; boom (never committed).
  *
  * Invariants:
  *   M1  Every vat's progress is in its vatstore; in memory: params, and
@@ -84,6 +87,12 @@
  *       exception is boom(), whose purpose is to fail its delivery. A vat
  *       fails otherwise only on a broken invariant of its own (a wrong
  *       answer at the driver, a notify it never asked for).
+ *   M7  Objects are passed and dropped: the driver subscribes to each
+ *       makeAdder result too, and on its notify forgets the adder import
+ *       (vutil.h keel__vutil_forget_import) while its adds, sent to the
+ *       promise, are still queued; once they are answered nothing holds
+ *       the adder and the factory, told retireExports, deletes its
+ *       adder.<o+N>. So neither vat keeps a key per round for it.
  *   M5  Nothing else is in flight while the clock works: phase 2 starts
  *       only when phase 1 is fully answered (the rejections the quitter's
  *       exit queues included), and asks one question at a time. So even
@@ -551,6 +560,12 @@ static int pipeline(keel_syscall *sys, uint64_t i, uint64_t *out)
     int rc =
         body == NULL || add1 == NULL || add2 == NULL ? KEEL_ENOMEM : KEEL_OK;
     rc = rc < 0 ? rc : send_to(sys, "factory", "makeAdder", body, p);
+    /* the adder itself comes back too (a.<P>): the driver lets it go at
+     * once, so the factory is told to forget it once the adds are done */
+    mkey akey;
+    rc = rc < 0 ? rc : keel_syscall_subscribe(sys, p);
+    rc = rc < 0 ? rc : keel__vutil_key(akey, sizeof(akey), "a.", p);
+    rc = rc < 0 ? rc : keel__vutil_set_str(sys, akey, "1");
     rc = rc < 0 ? rc : ask(sys, NULL, p, "add", add1, "add", 3 * i, 0, r);
     ++*out;
     if (rc == KEEL_OK && i % 2 == 0) {
@@ -777,10 +792,31 @@ out:
     return rc;
 }
 
+/* The adder a makeAdder answered (a.<P>): not an answer to count; the
+ * driver needs it no more (its adds went to P) and forgets the import.
+ * @return 1 handled, 0 not an adder's promise, < 0. */
+static int driver_adder(keel_syscall *sys, const keel_delivery *d)
+{
+    mkey key;
+    char buf[4];
+    int rc = keel__vutil_key(key, sizeof(key), "a.", d->promise);
+    rc = rc < 0 ? rc : keel__vutil_get_str(sys, key, buf, sizeof(buf));
+    if (rc <= 0) {
+        return rc;
+    }
+    rc = keel_syscall_vatstore_delete(sys, key);
+    if (rc == KEEL_OK && (d->rejected || d->resolution.nslots != 1)) {
+        rc = KEEL_EINVAL; /* the factory always answers an adder */
+    }
+    rc = rc < 0 ? rc : keel__vutil_forget_import(sys, d->resolution.slots[0]);
+    return rc < 0 ? rc : 1;
+}
+
 static int driver_deliver(driver *dv, keel_syscall *sys, const keel_delivery *d)
 {
     if (d->kind == KEEL_DELIVER_NOTIFY) {
-        return driver_notify(dv, sys, d);
+        int rc = driver_adder(sys, d);
+        return rc != 0 ? (rc < 0 ? rc : KEEL_OK) : driver_notify(dv, sys, d);
     }
     if (strcmp(d->method, "bootstrap") == 0) {
         return driver_bootstrap(dv, sys, d);
@@ -854,6 +890,22 @@ static int start(keel_syscall *sys, const char *params_json, void **state)
 static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
 {
     mixed *m = state;
+    if (keel__vutil_is_gc(d)) {
+        /* the factory forgets an adder nobody holds any more (M7); the
+         * other roles export nothing but their root */
+        if (m->role == ROLE_FACTORY && d->kind == KEEL_DELIVER_RETIRE_EXPORTS) {
+            for (size_t i = 0; i < d->nvrefs; i++) {
+                mkey key;
+                int rc =
+                    keel__vutil_key(key, sizeof(key), "adder.", d->vrefs[i]);
+                rc = rc < 0 ? rc : keel_syscall_vatstore_delete(sys, key);
+                if (rc < 0) {
+                    return rc;
+                }
+            }
+        }
+        return 0;
+    }
     int msg = d->kind == KEEL_DELIVER_MESSAGE;
     switch (m->role) {
     case ROLE_DRIVER:

@@ -13,10 +13,11 @@
  * alice keeps one ping outstanding at a time, so the round being answered
  * is always answers + 1.
  *
- * Vatstore (alice): peer (bob's root vref), answers (count), answer.<i>
- * (the value of round i), done ("1" when all rounds are answered).
- * bob keeps nothing.
- * Final state for rounds N: answers = N, answer.<i> = i+1, done = "1".
+ * Vatstore (alice): peer (bob's root vref), answers (count), last (the
+ * value of the last round answered), done ("1" when all rounds are
+ * answered): a constant number of keys whatever the rounds (nothing per
+ * round is kept, so a long run's state stays bounded). bob keeps nothing.
+ * Final state for rounds N: answers = N, last = N+1, done = "1".
  *
  * Invariants:
  *   PP1 Everything alice needs to go on is in the vatstore (her in-memory
@@ -140,7 +141,6 @@ static int alice_notify(pingpong *pp, keel_syscall *sys, const keel_delivery *d)
     uint64_t answers = 0;
     uint64_t value = 0;
     uint64_t i;
-    char key[32];
     int rc = KEEL_EINVAL;
     if (d->rejected) {
         goto out;
@@ -158,8 +158,7 @@ static int alice_notify(pingpong *pp, keel_syscall *sys, const keel_delivery *d)
         rc = KEEL_EINVAL; /* PP2 */
         goto out;
     }
-    snprintf(key, sizeof(key), "answer.%llu", (unsigned long long)i);
-    rc = keel__vutil_set_u64(sys, key, value);
+    rc = keel__vutil_set_u64(sys, "last", value);
     if (rc < 0) {
         goto out;
     }
@@ -200,6 +199,9 @@ out:
 
 static int deliver(void *state, keel_syscall *sys, const keel_delivery *d)
 {
+    if (d->kind >= KEEL_DELIVER_DROP_EXPORTS) {
+        return 0; /* GC: nothing of its own to let go */
+    }
     pingpong *pp = state;
     if (pp->alice && d->kind == KEEL_DELIVER_MESSAGE &&
         strcmp(d->method, "bootstrap") == 0) {

@@ -13,7 +13,7 @@
 static const keel_vat_ops *const builtins[] = {
     &keel__vat_pingpong,    &keel__vat_counter,  &keel__vat_counter_driver,
     &keel__vat_coordinator, &keel__vat_provider, &keel__vat_keyring,
-    &keel__vat_mixed,
+    &keel__vat_mixed,       &keel__vat_churn,
 };
 
 const keel_vat_ops *keel_vat_builtin(const char *name)

@@ -320,3 +320,20 @@ int keel__vutil_param_str(const json_t *params, const char *field,
     strcpy(buf, s);
     return KEEL_OK;
 }
+
+/* ---- garbage collection ---------------------------------------------------
+ */
+
+int keel__vutil_forget_import(keel_syscall *sys, const char *vref)
+{
+    const char *v[1] = {vref};
+    int rc = keel_syscall_drop_imports(sys, v, 1);
+    return rc < 0 ? rc : keel_syscall_retire_imports(sys, v, 1);
+}
+
+int keel__vutil_is_gc(const keel_delivery *d)
+{
+    return d->kind == KEEL_DELIVER_DROP_EXPORTS ||
+           d->kind == KEEL_DELIVER_RETIRE_EXPORTS ||
+           d->kind == KEEL_DELIVER_RETIRE_IMPORTS;
+}

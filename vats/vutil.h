@@ -43,6 +43,7 @@ extern const keel_vat_ops keel__vat_coordinator;
 extern const keel_vat_ops keel__vat_provider;
 extern const keel_vat_ops keel__vat_keyring;
 extern const keel_vat_ops keel__vat_mixed;
+extern const keel_vat_ops keel__vat_churn;
 
 /* ---- vatstore ------------------------------------------------------------ */
 
@@ -120,6 +121,19 @@ int keel__vutil_answer(keel_syscall *sys, const keel_delivery *d,
 int keel__vutil_ask(keel_syscall *sys, const char *target, const char *method,
                     const char *body, const char *const *slots, size_t nslots,
                     char *result);
+
+/* ---- garbage collection ---------------------------------------------------
+ */
+
+/* "I no longer need this import": drop and retire o-N vref (keel/vat.h
+ * keel_syscall_drop_imports, _retire_imports) in one go; its exporter is
+ * told once no one else holds it. Given again later, the object arrives
+ * under a fresh o-N. @return KEEL_OK or the syscall's error. */
+int keel__vutil_forget_import(keel_syscall *sys, const char *vref);
+/* 1 if d is a GC delivery (dropExports, retireExports, retireImports),
+ * which a vat that keeps no table of its imports or exports has nothing to
+ * do for. */
+int keel__vutil_is_gc(const keel_delivery *d);
 
 /* ---- params -------------------------------------------------------------- */
 

@@ -45,7 +45,7 @@
 extern "C" {
 #endif
 
-#define KEEL_STATE_FORMAT_VERSION 2
+#define KEEL_STATE_FORMAT_VERSION 3
 
 typedef struct keel_kernel keel_kernel;
 

@@ -51,7 +51,9 @@
 extern "C" {
 #endif
 
-#define KEEL_VAT_ABI_VERSION    1
+/* 2: the GC deliveries and syscalls. A vat built for 1 is refused at
+ * load (it would mistake a GC delivery for a message). */
+#define KEEL_VAT_ABI_VERSION    2
 #define KEEL_VAT_ENTRY_SYMBOL   "keel_vat_entry"
 #define KEEL_CAPDATA_SLOT0      "{\"@slot\":0}"
 #define KEEL_VREF_MAX           24  /* "p+18446744073709551615" + NUL */
@@ -71,6 +73,14 @@ typedef struct keel_capdata {
 enum keel_delivery_kind {
     KEEL_DELIVER_MESSAGE = 1,
     KEEL_DELIVER_NOTIFY = 2,
+    /* Garbage collection (docs/kernel.md): vrefs lists the vrefs. Each
+     * is its own crank, delivered before any message or notify. */
+    KEEL_DELIVER_DROP_EXPORTS = 3,   /* o+N: no one else reaches these now;
+                                        the vat may let them go */
+    KEEL_DELIVER_RETIRE_EXPORTS = 4, /* o+N: nor recognizes them: gone from
+                                        its c-list; forget them */
+    KEEL_DELIVER_RETIRE_IMPORTS = 5, /* o-N: their exporter retired or
+                                        lost them: gone from its c-list */
 };
 
 /* One delivery; everything is borrowed for the duration of deliver(). */
@@ -86,6 +96,9 @@ typedef struct keel_delivery {
     const char *promise;
     int rejected;
     keel_capdata resolution;
+    /* DROP_EXPORTS, RETIRE_EXPORTS, RETIRE_IMPORTS */
+    const char *const *vrefs;
+    size_t nvrefs;
 } keel_delivery;
 
 typedef struct keel_syscall keel_syscall; /* per-vat handle, kernel-owned */
@@ -128,6 +141,26 @@ KEEL_API int keel_syscall_resolve(keel_syscall *sys, const char *promise,
 /* Terminate this vat after the current transaction commits. */
 KEEL_API int keel_syscall_exit(keel_syscall *sys, int failure,
                                const keel_capdata *info);
+/* Garbage collection (docs/kernel.md, "Garbage collection"). Each takes
+ * n vrefs; one not held by the vat makes the syscall illegal.
+ * drop_imports: o-N it no longer reaches (it may still recognize them,
+ *   e.g. as keys of a weak table); a vref already dropped is illegal.
+ * retire_imports: o-N it dropped and no longer recognizes: they leave its
+ *   c-list; one still reachable (not dropped) is illegal. The same object
+ *   given to it later arrives under a fresh o-N.
+ * retire_exports: o+N it was told were dropped (dropExports) and that it
+ *   forgets; importers that still recognize them get retireImports.
+ *   Retiring an export that is still reachable is illegal.
+ * abandon_exports: o+N it gives up though others may still hold them:
+ *   messages to them are rejected from now on. */
+KEEL_API int keel_syscall_drop_imports(keel_syscall *sys,
+                                       const char *const *vrefs, size_t n);
+KEEL_API int keel_syscall_retire_imports(keel_syscall *sys,
+                                         const char *const *vrefs, size_t n);
+KEEL_API int keel_syscall_retire_exports(keel_syscall *sys,
+                                         const char *const *vrefs, size_t n);
+KEEL_API int keel_syscall_abandon_exports(keel_syscall *sys,
+                                          const char *const *vrefs, size_t n);
 /* The vat's own durable key-value space. Keys are UTF-8, 1..480 bytes;
  * values at most 1 MiB. get: 1 found (*val borrowed until the next syscall),
  * 0 absent. next_key: 1 and the smallest key > after ("" for the first)
