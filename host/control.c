@@ -15,8 +15,8 @@
  *   CT2 A connection is served only if its peer (SO_PEERCRED) is the
  *       kernel's own uid or root; any other is logged and closed unread.
  *   CT3 An answer that reports an effect (send, terminate-vat, a settled
- *       "wait") is queued on `acks` with the LSN that made it and written
- *       only once keel_kernel_durable_lsn() reaches that LSN. LSNs are
+ *       "wait", restart-vat) is queued on `acks` with the LSN that made it and
+ * written only once keel_kernel_durable_lsn() reaches that LSN. LSNs are
  *       assigned in commit order, so `acks` is in LSN order and one pass
  *       from its head releases exactly the durable ones: under group one
  *       fdatasync releases every client's sends it covered.
@@ -622,10 +622,27 @@ static void op_terminate(request *r)
 
 static void op_restart(request *r)
 {
-    error_answer(r->cn, r->id, "unsupported",
-                 "restart-vat: keel has no vat restart; a vat restarts "
-                 "(from its vatstore) only when the kernel is opened again: "
-                 "stop and run it");
+    const char *vat = need_str(r, "vat");
+    keel_diag d = {0};
+    int alive = 0;
+    if (vat == NULL) {
+        return;
+    }
+    int rc = keel__k_restart_vat(r->c->k, vat, &alive, &d);
+    if (rc == KEEL_EBUSY) {
+        error_answer(r->cn, r->id, "busy", "%s", d.msg);
+        return;
+    }
+    if (rc < 0) {
+        kernel_error(r->cn, r->id, rc, &d);
+        return;
+    }
+    r->woke = 1; /* what its start asked for, or its cleanup, runs */
+    /* CT3: its start (or its terminate) may have written */
+    ack_push(r->c, r->cn, keel__k_last_lsn(r->c->k), r->id,
+             json_pack("{s:s, s:s}", "vat", vat, "state",
+                       alive ? "alive" : "terminated"),
+             NULL);
 }
 
 static void op_stop(request *r)

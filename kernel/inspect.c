@@ -1,7 +1,7 @@
 /*
  * kernel/inspect.c — read-only queries over the kernel's keyspace
  * (store/keyspace.h) for the control socket and the CLI, and the
- * operator's terminate (kernel/inspect.h).
+ * operator's terminate and restart of a vat (kernel/inspect.h).
  *
  * Invariants:
  *   KI1 The queries change nothing: they read through keel__k_get and
@@ -11,9 +11,19 @@
  *       callbacks and the CLI): what they see is a committed state.
  *   KI3 Every string from the store is copied before the next store call
  *       (keel__k_get lends its bytes until then).
+ *   KI4 The operator's actions (terminate, restart a vat) run between
+ *       cranks, where no vat code is on the stack: a restart calls the
+ *       vat's stop() and then starts it from its vatstore through
+ *       keel__k_vat_start, exactly as an open does; it writes nothing
+ *       itself (what the vat's start writes, or the terminate of a start
+ *       that failed, are their own transactions).
+ *   KI5 A vat with async work on the kernel's list (k->async_head: a
+ *       timer or job held or started, whose closure points into the
+ *       running instance) is not restarted: KEEL_EBUSY.
  */
 #include "kernel/inspect.h"
 
+#include <dlfcn.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -288,7 +298,11 @@ int keel__k_inspect_json(keel_kernel *k, const char *kref, const char *vat,
     return KEEL_OK;
 }
 
-int keel__k_terminate_vat(keel_kernel *k, const char *name, keel_diag *diag)
+/* The live vat `name` into *out. @return KEEL_OK, KEEL_EINVAL, KEEL_ENOENT
+ * (diag says whether there is no such vat or it is terminated), or a
+ * storage error. */
+static int live_vat(keel_kernel *k, const char *name, kvat **out,
+                    keel_diag *diag)
 {
     keel__key key;
     uint32_t vid = 0;
@@ -305,8 +319,70 @@ int keel__k_terminate_vat(keel_kernel *k, const char *name, keel_diag *diag)
         return keel__diag(diag, KEEL_ENOENT, "no %svat named \"%s\"",
                           v == NULL ? "" : "live ", name);
     }
-    rc = keel__k_terminate(k, (uint32_t)vid, diag);
+    *out = v;
+    return KEEL_OK;
+}
+
+int keel__k_terminate_vat(keel_kernel *k, const char *name, keel_diag *diag)
+{
+    kvat *v = NULL;
+    int rc = live_vat(k, name, &v, diag);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = keel__k_terminate(k, v->id, diag);
     keel__k_reap(k); /* no vat code is on the stack between cranks */
+    return rc;
+}
+
+int keel__k_restart_vat(keel_kernel *k, const char *name, int *alive,
+                        keel_diag *diag)
+{
+    kvat *v = NULL;
+    *alive = 0;
+    if (k->failed) {
+        return storage_error(k, KEEL_EFAILED, diag);
+    }
+    int rc = live_vat(k, name, &v, diag);
+    if (rc < 0) {
+        return rc;
+    }
+    /* KI5: a timer or job of the vat, held or started, holds a pointer
+     * into the instance stop() frees */
+    size_t pending = 0;
+    for (const kasync *a = k->async_head; a != NULL; a = a->next) {
+        pending += a->vid == v->id;
+    }
+    if (pending > 0) {
+        return keel__diag(diag, KEEL_EBUSY,
+                          "vat \"%s\" has %zu timer(s) or job(s) pending; "
+                          "restart it once they have run",
+                          v->name, pending);
+    }
+    /* KI4: stop the instance as keel__k_reap does (no vat code is on the
+     * stack between cranks), then start it from the vatstore as open does */
+    if (v->ops != NULL && v->ops->stop != NULL) {
+        v->ops->stop(v->state);
+    }
+    v->state = NULL;
+    keel__k_observe(k, KEEL_OBS_VAT_STOP, v->id,
+                    keel_wal_last_lsn(k->wal)); /* K36 */
+    void *old_dl = v->dl; /* the code stays mapped until started again */
+    v->dl = NULL;
+    v->ops = NULL;
+    rc = keel__k_vat_start(k, v, diag);
+    if (rc < 0 && v->alive && !k->failed) {
+        /* its code did not load (or its start was never called): a live vat
+         * without code must not stay, so it goes as a failed start does */
+        v->ops = NULL;
+        v->state = NULL;
+        rc = keel__k_terminate(k, v->id, NULL);
+    }
+    if (old_dl != NULL) {
+        dlclose(old_dl);
+    }
+    keel__k_reap(k); /* a start that failed terminated it (as at open) */
+    *alive = v->alive;
     return rc;
 }
 

@@ -2,8 +2,8 @@
  * kernel/inspect.h — read-only queries of a kernel's state for the host's
  * control socket and the CLI (kernel/inspect.c): the vats, one kref's
  * owner, holders and promise record, the object and promise graph as DOT,
- * plus the two operator actions the control socket offers (terminate a
- * vat by name) and what it needs of the WAL (the last LSN appended).
+ * plus the operator actions the control socket offers (terminate and
+ * restart a vat by name) and what it needs of the WAL (the last LSN appended).
  */
 #ifndef KEEL_KERNEL_INSPECT_H
 #define KEEL_KERNEL_INSPECT_H
@@ -39,6 +39,15 @@ int keel__k_inspect_json(keel_kernel *k, const char *kref, const char *vat,
  * cleaned up in batches). @return KEEL_OK, KEEL_ENOENT (no live vat of
  * that name), or a storage error. */
 int keel__k_terminate_vat(keel_kernel *k, const char *name, keel_diag *diag);
+/* Restart the live vat `name` between cranks: its stop(), then its start
+ * from its vatstore as a kernel open does (a start that fails terminates
+ * it, as at open). *alive: whether it is alive after. The restart writes
+ * nothing itself; the vat's start may (its own transactions), so an answer
+ * waits for the last LSN. @return KEEL_OK, KEEL_ENOENT (no live vat of
+ * that name), KEEL_EBUSY (timers or jobs of the vat pending: nothing
+ * done), or a storage error. */
+int keel__k_restart_vat(keel_kernel *k, const char *name, int *alive,
+                        keel_diag *diag);
 /* Checkpoint the store now (after the WAL is durable up to it). */
 int keel__k_checkpoint_now(keel_kernel *k, keel_diag *diag);
 /* The graph as Graphviz DOT (malloc'd, caller frees): a node per vat,

@@ -329,7 +329,7 @@ START_TEST(test_control_requests)
     json_decref(a);
 
     a = call(s, "{\"v\":1,\"id\":11,\"op\":\"restart-vat\",\"vat\":\"x\"}");
-    ck_assert_str_eq(err_code(a), "unsupported");
+    ck_assert_str_eq(err_code(a), "not_found");
     json_decref(a);
     a = call(s,
              "{\"v\":1,\"id\":12,\"op\":\"terminate-vat\",\"vat\":\"nope\"}");
@@ -1062,6 +1062,82 @@ START_TEST(test_control_cli_metrics_and_watch)
 }
 END_TEST
 
+/* ---- restart-vat ------------------------------------------------------ */
+
+static const char restart_json[] =
+    "{\"bootstrap\": \"driver\", \"vats\": {"
+    "\"driver\": {\"builtin\": \"counter_driver\","
+    " \"params\": {\"target\": \"counter\", \"incrs\": 3}},"
+    "\"counter\": {\"builtin\": \"counter\"},"
+    "\"clock\": {\"builtin\": \"mixed\", \"params\": {\"role\": \"clock\"}}}}";
+
+START_TEST(test_control_restart_vat)
+{
+    fixture fx;
+    fx_init(&fx);
+    tu_write_file(fx.config, restart_json, strlen(restart_json));
+    fx_start(&fx, "full", 1);
+    int s = dial(fx.sock);
+    ck_assert_int_ge(s, 0);
+    wait_quiet(s);
+    json_t *a = call(s, "{\"v\":1,\"id\":1,\"op\":\"restart-vat\","
+                        "\"vat\":\"counter\"}");
+    ck_assert_msg(is_ok(a), "restart: %s", err_code(a));
+    ck_assert_str_eq(str_at(a, "vat"), "counter");
+    ck_assert_str_eq(str_at(a, "state"), "alive");
+    json_decref(a);
+    /* it answers from its vatstore: the driver's 3 go on to 3 + 10 */
+    a = call(s, "{\"v\":1,\"id\":2,\"op\":\"send\",\"vat\":\"counter\","
+                "\"method\":\"incr\",\"args\":{\"n\":10},\"wait\":true}");
+    ck_assert_msg(is_ok(a), "send: %s", err_code(a));
+    json_decref(a);
+    a = read_answer(s);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_str_eq(str_at(a, "state"), "fulfilled");
+    ck_assert_int_eq(json_integer_value(
+                         json_object_get(json_object_get(a, "body"), "value")),
+                     13);
+    json_decref(a);
+    a = call(s, "{\"v\":1,\"id\":3,\"op\":\"restart-vat\","
+                "\"vat\":\"nope\"}");
+    ck_assert_str_eq(err_code(a), "not_found");
+    json_decref(a);
+    a = call(s, "{\"v\":1,\"id\":4,\"op\":\"restart-vat\"}");
+    ck_assert_str_eq(err_code(a), "bad_request");
+    json_decref(a);
+    /* ten sleeps of 1 s, armed one at a time: a timer is pending for ten
+     * seconds after the run queue empties */
+    for (int i = 0; i < 10; i++) {
+        char req[256];
+        snprintf(req, sizeof(req),
+                 "{\"v\":1,\"id\":%d,\"op\":\"send\",\"vat\":\"clock\","
+                 "\"method\":\"sleep\",\"args\":{\"i\":%d,\"ms\":1000}}",
+                 10 + i, i);
+        a = call(s, req);
+        ck_assert_msg(is_ok(a), "sleep: %s", err_code(a));
+        json_decref(a);
+    }
+    wait_quiet(s);
+    a = call(s, "{\"v\":1,\"id\":30,\"op\":\"restart-vat\","
+                "\"vat\":\"clock\"}");
+    ck_assert_str_eq(err_code(a), "busy");
+    json_decref(a);
+    /* a terminated vat is not restarted */
+    a = call(s, "{\"v\":1,\"id\":31,\"op\":\"terminate-vat\","
+                "\"vat\":\"driver\"}");
+    ck_assert(is_ok(a));
+    json_decref(a);
+    a = call(s, "{\"v\":1,\"id\":32,\"op\":\"restart-vat\","
+                "\"vat\":\"driver\"}");
+    ck_assert_str_eq(err_code(a), "not_found");
+    json_decref(a);
+    close(s);
+    kill(fx.pid, SIGKILL);
+    fx_reap(&fx);
+    fx_free(&fx);
+}
+END_TEST
+
 /* ---- keel bench control: its shape, at a tiny size ------------------- */
 
 START_TEST(test_control_bench_smoke)
@@ -1090,6 +1166,7 @@ Suite *control_suite(void)
     TCase *tc = tcase_create("control");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_control_requests);
+    tcase_add_test(tc, test_control_restart_vat);
     tcase_add_test(tc, test_control_socket_mode_stale_and_open_state);
     tcase_add_test(tc, test_control_peer_credentials);
     tcase_add_test(tc, test_control_malformed_long_and_partial_lines);
