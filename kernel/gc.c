@@ -13,8 +13,9 @@
  *       per kref over the transaction and written to rc.<kref> when it
  *       ends (keel__gc_end, before the commit encodes it): in the same
  *       transaction, one write per kref, none for changes that cancel. So
- * rc.<kref> always equals the recount of KS4 over the whole keyspace (the audit
- * checks it). G2  A kref whose count fell to zero in a transaction is looked at
+ *       rc.<kref> always equals the recount of KS4 over the whole keyspace
+ *       (the audit checks it).
+ *   G2  A kref whose count fell to zero in a transaction is looked at
  *       once more when the transaction ends (keel__gc_end, before commit),
  *       so a transient zero (a queue item popped before its message is
  *       delivered) frees nothing: a settled promise with no holder is
@@ -27,6 +28,11 @@
  *       any run-queue item.
  *   G4  An illegal GC syscall (a vref not held, a retire of what is still
  *       reachable) dooms only the vat that made it (K31).
+ *   G5  Summing a change into a list (gl_add) costs O(1) however many krefs
+ *       a transaction touches: a hash index over the list's entries, whose
+ *       slots are stamped with the list's generation, so emptying a list
+ *       (gl_reset) is O(1) too and a big transaction (a cleanup batch of
+ *       16,384 keys, a fan-out of thousands of sends) stays linear.
  */
 #include "kernel/kernel_internal.h"
 
@@ -40,32 +46,105 @@ typedef struct gref {
     int32_t reach, recog;
 } gref;
 
+/* G5: an index slot: entry i of the list, valid while gen is the list's. */
+typedef struct gslot {
+    uint32_t gen, i;
+} gslot;
+
 typedef struct glist {
     gref *v;
     size_t n, cap;
+    gslot *ix; /* icap slots, a power of two >= 2 * cap */
+    size_t icap;
+    uint32_t gen; /* >= 1 once the index exists */
     int oom;
 } glist;
 
-static void gl_add(glist *l, keel__kref r, int32_t reach, int32_t recog)
+static size_t gl_slot(keel__kref r, size_t icap)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        if (l->v[i].r.kind == r.kind && l->v[i].r.n == r.n) {
-            l->v[i].reach += reach;
-            l->v[i].recog += recog;
-            return;
-        }
+    uint64_t h = (r.n ^ ((uint64_t)r.kind << 62)) * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 32) & (icap - 1);
+}
+
+/* G5: empty the list; its index is forgotten by a new generation. */
+static void gl_reset(glist *l)
+{
+    l->n = 0;
+    if (++l->gen == 0) { /* wrapped: no slot may look current */
+        memset(l->ix, 0, l->icap * sizeof(*l->ix));
+        l->gen = 1;
     }
+}
+
+static void gl_index(glist *l, size_t i)
+{
+    size_t s = gl_slot(l->v[i].r, l->icap);
+    while (l->ix[s].gen == l->gen) {
+        s = (s + 1) & (l->icap - 1);
+    }
+    l->ix[s] = (gslot){l->gen, (uint32_t)i};
+}
+
+/* Room for one more entry. @return 0, -1 (out of memory). */
+static int gl_room(glist *l)
+{
     if (l->n == l->cap) {
         size_t nc = l->cap ? l->cap * 2 : 8;
         gref *nv = realloc(l->v, nc * sizeof(*nv));
         if (nv == NULL) {
-            l->oom = 1;
-            return;
+            return -1;
         }
         l->v = nv;
         l->cap = nc;
     }
-    l->v[l->n++] = (gref){r, reach, recog};
+    return 0;
+}
+
+/* Room for one more entry, the index at most half full. @return 0, -1. */
+static int gl_grow(glist *l)
+{
+    if (gl_room(l) < 0) {
+        return -1;
+    }
+    if (l->icap < 2 * l->cap) {
+        size_t ni = l->icap ? l->icap : 16;
+        while (ni < 2 * l->cap) {
+            ni *= 2;
+        }
+        gslot *nx = calloc(ni, sizeof(*nx));
+        if (nx == NULL) {
+            return -1;
+        }
+        free(l->ix);
+        l->ix = nx;
+        l->icap = ni;
+        l->gen = 1;
+        for (size_t i = 0; i < l->n; i++) {
+            gl_index(l, i);
+        }
+    }
+    return 0;
+}
+
+static void gl_add(glist *l, keel__kref r, int32_t reach, int32_t recog)
+{
+    if (l->icap != 0) {
+        for (size_t s = gl_slot(r, l->icap); l->ix[s].gen == l->gen;
+             s = (s + 1) & (l->icap - 1)) {
+            gref *e = &l->v[l->ix[s].i];
+            if (e->r.kind == r.kind && e->r.n == r.n) {
+                e->reach += reach;
+                e->recog += recog;
+                return;
+            }
+        }
+    }
+    if (gl_grow(l) < 0) {
+        l->oom = 1;
+        return;
+    }
+    l->v[l->n] = (gref){r, reach, recog};
+    gl_index(l, l->n++);
 }
 
 /* A kref string of n bytes (not NUL-terminated; a value's field). */
@@ -181,6 +260,7 @@ void keel__gc_list_free(void *list)
     glist *l = list;
     if (l != NULL) {
         free(l->v);
+        free(l->ix);
         free(l);
     }
 }
@@ -205,7 +285,7 @@ int keel__gc_list_oom(const void *list)
 
 void keel__gc_list_clear(void *list)
 {
-    ((glist *)list)->n = 0;
+    gl_reset(list);
 }
 
 static int is_holder(const keel__key *key)
@@ -253,16 +333,10 @@ static int rc_get(keel_kernel *k, keel__kref r, uint32_t *reach,
  * again later in the same transaction and must be looked at again. */
 static void maybe_free(keel_kernel *k, keel__kref r)
 {
-    glist *l = k->gc_maybe;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 8;
-        gref *nv = realloc(l->v, nc * sizeof(*nv));
-        if (nv == NULL) {
-            l->oom = 1;
-            return;
-        }
-        l->v = nv;
-        l->cap = nc;
+    glist *l = k->gc_maybe; /* never indexed: a list, not a sum */
+    if (gl_room(l) < 0) {
+        l->oom = 1;
+        return;
     }
     l->v[l->n++] = (gref){r, 0, 0};
 }
@@ -310,7 +384,7 @@ int keel__gc_track(keel_kernel *k, const keel__key *key, const void *val,
         return keel__k_fail_key(k, KEEL_ECORRUPT, key);
     }
     glist *l = k->gc_work;
-    l->n = 0;
+    gl_reset(l);
     /* the old value: none for a new run-queue item or a key the caller
      * knows is new (gc_new), the caller's for a value it just read
      * (gc_old), else read */
@@ -468,7 +542,7 @@ static int apply_deltas(keel_kernel *k)
             rc = rc_apply(k, dl->v[i].r, dl->v[i].reach, dl->v[i].recog);
         }
     }
-    dl->n = 0;
+    gl_reset(dl);
     return rc;
 }
 
@@ -485,7 +559,7 @@ int keel__gc_end(keel_kernel *k)
         }
         rc = rc < 0 ? rc : apply_deltas(k);
     }
-    m->n = 0;
+    gl_reset(m);
     if (rc == KEEL_OK && m->oom) {
         m->oom = 0;
         rc = KEEL_ENOMEM;
@@ -496,10 +570,10 @@ int keel__gc_end(keel_kernel *k)
 void keel__gc_abort(keel_kernel *k)
 {
     if (k->gc_maybe != NULL) {
-        ((glist *)k->gc_maybe)->n = 0;
+        gl_reset(k->gc_maybe);
     }
     if (k->gc_delta != NULL) {
-        ((glist *)k->gc_delta)->n = 0;
+        gl_reset(k->gc_delta);
     }
 }
 
