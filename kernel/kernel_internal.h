@@ -139,7 +139,7 @@ struct keel_kernel {
     void *gc_delta; /* G1: count changes of the open transaction, applied
                        to rc.<kref> when it ends (keel__gc_end) */
     int gc_pending;
-    int gc_off; /* KEEL_GC_OFF set in a KEEL_GC_AB build: counts not kept (A/B) */
+    int gc_off; /* KEEL_GC_OFF in a KEEL_GC_AB build: no counts (A/B) */
     int gc_new; /* the next holder put is of a key known to be absent */
     const keel_bytes *gc_old; /* the next holder delete's value, known */
 };
