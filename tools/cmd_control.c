@@ -26,11 +26,11 @@
 #include <stdlib.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "keel/keel.h"
 #include "kernel/inspect.h"
 #include "tools/cli.h"
@@ -442,41 +442,6 @@ static const keel_cli_spec watch_spec = {
     .pos = "STATE",
 };
 
-/* Send one request line (v and id added); @return 0 or -1. */
-static int send_req(int fd, json_t *req, json_int_t id)
-{
-    json_object_set_new(req, "v", json_integer(1));
-    json_object_set_new(req, "id", json_integer(id));
-    char *s = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    if (s == NULL) {
-        return -1;
-    }
-    size_t n = strlen(s);
-    s[n] = '\n';
-    size_t off = 0;
-    while (off < n + 1) {
-        ssize_t w = send(fd, s + off, n + 1 - off, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            free(s);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    free(s);
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* One event as a human line. */
 static void print_event(const json_t *e)
 {
@@ -550,10 +515,11 @@ int keel__cli_watch(int argc, char **argv)
     long long last_crank = -1;
     char summary[160] = "";
     for (;;) {
-        if (tty && asked == 0 && now_s() - last_ask >= 1.0) {
-            last_ask = now_s();
+        if (tty && asked == 0 && keel__now_s() - last_ask >= 1.0) {
+            last_ask = keel__now_s();
             asked = next_id++;
-            if (send_req(fd, json_pack("{s:s}", "op", "status"), asked) < 0) {
+            if (keel__ctl_send(fd, json_pack("{s:s}", "op", "status"), asked) <
+                0) {
                 break;
             }
         }
@@ -581,7 +547,7 @@ int keel__cli_watch(int argc, char **argv)
             if (json_integer_value(json_object_get(o, "id")) == asked &&
                 st != NULL) {
                 asked = 0;
-                double t = now_s();
+                double t = keel__now_s();
                 long long crank =
                     json_integer_value(json_object_get(st, "crank"));
                 double rate = last_crank >= 0 && t > last_t

@@ -114,17 +114,13 @@ int keel__ctl_read(int fd, json_t **ans, int timeout_ms)
     }
 }
 
-int keel__ctl_call(const char *command, int fd, json_t *req, json_t **ans)
+int keel__ctl_send(int fd, json_t *req, json_int_t id)
 {
-    static json_int_t next_id = 1; /* one call at a time per program */
-    json_int_t id = next_id++;
-    *ans = NULL;
     json_object_set_new(req, "v", json_integer(1));
     json_object_set_new(req, "id", json_integer(id));
     char *s = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     if (s == NULL) {
-        fprintf(stderr, "keel: %s: out of memory\n", command);
         return -1;
     }
     size_t n = strlen(s);
@@ -137,15 +133,28 @@ int keel__ctl_call(const char *command, int fd, json_t *req, json_t **ans)
         }
         if (w <= 0) {
             free(s);
-            fprintf(stderr,
-                    "keel: %s: the kernel closed the control "
-                    "connection\n",
-                    command);
-            return -1;
+            return -2;
         }
         off += (size_t)w;
     }
     free(s);
+    return 0;
+}
+
+int keel__ctl_call(const char *command, int fd, json_t *req, json_t **ans)
+{
+    static json_int_t next_id = 1; /* one call at a time per program */
+    json_int_t id = next_id++;
+    *ans = NULL;
+    int sent = keel__ctl_send(fd, req, id);
+    if (sent < 0) {
+        fprintf(stderr,
+                sent == -1 ? "keel: %s: out of memory\n"
+                           : "keel: %s: the kernel closed the control "
+                             "connection\n",
+                command);
+        return -1;
+    }
     for (;;) {
         json_t *a = NULL;
         int rc = keel__ctl_read(fd, &a, 0);

@@ -22,6 +22,9 @@ int keel__ctl_find(const char *command, const char *state, int *fd);
  * when the connection ended first.
  */
 int keel__ctl_call(const char *command, int fd, json_t *req, json_t **ans);
+/* Send req (stolen; "v" and "id" added) as one line, answers unread.
+ * @return 0; -1 out of memory; -2 the connection ended. */
+int keel__ctl_send(int fd, json_t *req, json_int_t id);
 /* The next answer line from fd (new reference), waiting up to timeout_ms
  * (0: forever). @return 1 an answer, 0 the connection ended, -1 timed out
  * or failed. */
