@@ -28,7 +28,6 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +37,7 @@
 
 #include "common/clock.h"
 #include "common/diag.h"
+#include "common/strbuf.h"
 #include "keel/kernel.h"
 #include "keel/wal.h"
 
@@ -245,60 +245,22 @@ size_t keel__metrics_escape(char *buf, size_t cap, const char *v)
     return n;
 }
 
-typedef struct out {
-    char *p;
-    size_t len, cap;
-    int oom;
-} out;
-
-static void put(out *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void put(out *o, const char *fmt, ...)
+static void head(keel__strbuf *o, const char *name, const char *type,
+                 const char *help)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = o->oom ? 0 : vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (o->oom || n < 0) {
-            o->oom = 1;
-            return;
-        }
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = (o->cap + (size_t)n + 1) * 2;
-        char *p = realloc(o->p, cap);
-        if (p == NULL) {
-            o->oom = 1;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
+    keel__sb_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void head(out *o, const char *name, const char *type, const char *help)
-{
-    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void scalar(out *o, const char *name, const char *type, const char *help,
-                   uint64_t v)
+static void scalar(keel__strbuf *o, const char *name, const char *type,
+                   const char *help, uint64_t v)
 {
     head(o, name, type, help);
-    put(o, "%s %" PRIu64 "\n", name, v);
+    keel__sb_printf(o, "%s %" PRIu64 "\n", name, v);
 }
 
 int keel__metrics_render(keel_metrics *m, char **text, size_t *len)
 {
-    out o = {.cap = 4096};
-    o.p = malloc(o.cap);
-    if (o.p == NULL) {
-        return KEEL_ENOMEM;
-    }
-    o.p[0] = '\0';
+    keel__strbuf o = {0};
     static const char *const kinds[] = {"", "crank", "out-of-crank",
                                         "kernel-op"};
     pthread_mutex_lock(&m->mu); /* M1 */
@@ -306,8 +268,9 @@ int keel__metrics_render(keel_metrics *m, char **text, size_t *len)
     head(&o, "keel_transactions_total", "counter",
          "Transactions committed (WAL records), by kind.");
     for (int i = 1; i <= 3; i++) {
-        put(&o, "keel_transactions_total{kind=\"%s\"} %" PRIu64 "\n", kinds[i],
-            m->txns[i]);
+        keel__sb_printf(&o,
+                        "keel_transactions_total{kind=\"%s\"} %" PRIu64 "\n",
+                        kinds[i], m->txns[i]);
     }
     scalar(&o, "keel_deliveries_total", "counter",
            "Deliveries to vats, aborted ones included.", m->deliveries);
@@ -336,26 +299,31 @@ int keel__metrics_render(keel_metrics *m, char **text, size_t *len)
     uint64_t cum = 0;
     for (size_t i = 0; i < KEEL_WAL_SYNC_NBUCKETS; i++) {
         cum += m->sync.count[i];
-        put(&o, "keel_fdatasync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+        keel__sb_printf(
+            &o, "keel_fdatasync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
             (double)bounds[i] / 1e6, cum);
     }
     cum += m->sync.count[KEEL_WAL_SYNC_NBUCKETS];
-    put(&o, "keel_fdatasync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-    put(&o, "keel_fdatasync_seconds_sum %.9f\n",
-        (double)m->sync.total_ns / 1e9);
-    put(&o, "keel_fdatasync_seconds_count %" PRIu64 "\n", cum);
+    keel__sb_printf(
+        &o, "keel_fdatasync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    keel__sb_printf(&o, "keel_fdatasync_seconds_sum %.9f\n",
+                    (double)m->sync.total_ns / 1e9);
+    keel__sb_printf(&o, "keel_fdatasync_seconds_count %" PRIu64 "\n", cum);
     head(&o, "keel_checkpoint_seconds", "histogram",
          "Store checkpoint duration.");
     cum = 0;
     for (size_t i = 0; i < CKPT_N; i++) {
         cum += m->ckpt_count[i];
-        put(&o, "keel_checkpoint_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+        keel__sb_printf(
+            &o, "keel_checkpoint_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
             ckpt_bounds[i], cum);
     }
     cum += m->ckpt_count[CKPT_N];
-    put(&o, "keel_checkpoint_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-    put(&o, "keel_checkpoint_seconds_sum %.9f\n", (double)m->ckpt_ns / 1e9);
-    put(&o, "keel_checkpoint_seconds_count %" PRIu64 "\n", cum);
+    keel__sb_printf(
+        &o, "keel_checkpoint_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    keel__sb_printf(&o, "keel_checkpoint_seconds_sum %.9f\n",
+                    (double)m->ckpt_ns / 1e9);
+    keel__sb_printf(&o, "keel_checkpoint_seconds_count %" PRIu64 "\n", cum);
     scalar(&o, "keel_wal_bytes", "gauge", "Bytes of STATE/wal on disk.",
            m->wal_bytes);
     scalar(&o, "keel_store_bytes", "gauge", "Bytes of STATE/store on disk.",
@@ -364,7 +332,8 @@ int keel__metrics_render(keel_metrics *m, char **text, size_t *len)
         head(&o, "keel_snapshot_age_seconds", "gauge",
              "Seconds since the last periodic snapshot was written.");
         double age = mono_s() - m->snapshot_at;
-        put(&o, "keel_snapshot_age_seconds %.3f\n", age > 0 ? age : 0.0);
+        keel__sb_printf(&o, "keel_snapshot_age_seconds %.3f\n",
+                        age > 0 ? age : 0.0);
     }
     head(&o, "keel_vat_deliveries_total", "counter",
          "Deliveries to a vat, aborted ones included.");
@@ -372,7 +341,8 @@ int keel__metrics_render(keel_metrics *m, char **text, size_t *len)
     for (size_t i = 0; i < m->nvats; i++) {
         if (m->vats[i].name[0] != '\0') {
             keel__metrics_escape(esc, sizeof(esc), m->vats[i].name); /* M4 */
-            put(&o, "keel_vat_deliveries_total{vat=\"%s\"} %" PRIu64 "\n", esc,
+            keel__sb_printf(
+                &o, "keel_vat_deliveries_total{vat=\"%s\"} %" PRIu64 "\n", esc,
                 m->vats[i].deliveries);
         }
     }
@@ -381,7 +351,8 @@ int keel__metrics_render(keel_metrics *m, char **text, size_t *len)
     for (size_t i = 0; i < m->nvats; i++) {
         if (m->vats[i].name[0] != '\0') {
             keel__metrics_escape(esc, sizeof(esc), m->vats[i].name);
-            put(&o, "keel_vat_delivery_seconds_total{vat=\"%s\"} %.9f\n", esc,
+            keel__sb_printf(
+                &o, "keel_vat_delivery_seconds_total{vat=\"%s\"} %.9f\n", esc,
                 (double)m->vats[i].ns / 1e9);
         }
     }

@@ -25,7 +25,6 @@
 
 #include <dlfcn.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +32,7 @@
 #include <jansson.h>
 
 #include "common/diag.h"
+#include "common/strbuf.h"
 #include "kernel/kernel_internal.h"
 
 uint64_t keel__k_last_lsn(keel_kernel *k)
@@ -393,54 +393,19 @@ int keel__k_checkpoint_now(keel_kernel *k, keel_diag *diag)
 
 /* ---- DOT ------------------------------------------------------------- */
 
-typedef struct dotbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} dotbuf;
-
-static void dot(dotbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void dot(dotbuf *b, const char *fmt, ...)
-{
-    for (int tries = 0; tries < 2 && !b->oom; tries++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p != NULL ? b->p + b->len : NULL,
-                          b->p != NULL ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p != NULL && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)n + 1) * 2;
-        char *np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
-
 int keel__k_graph_dot(keel_kernel *k, char **out, keel_diag *diag)
 {
-    dotbuf b = {0};
+    keel__strbuf b = {0};
     keel__key prefix, key;
     keel__ks_key d;
     char kr[KEEL__KS_REF_STR], val[KEEL__KS_REF_STR];
     int rc = 0;
-    dot(&b, "digraph keel {\n  rankdir=LR;\n");
+    keel__sb_printf(&b, "digraph keel {\n  rankdir=LR;\n");
     for (size_t i = 0; i < k->nvats; i++) {
         kvat *v = k->vats[i];
         if (v != NULL) {
-            dot(&b, "  v%" PRIu32 " [shape=box,label=\"v%" PRIu32 " %s%s\"];\n",
+            keel__sb_printf(
+                &b, "  v%" PRIu32 " [shape=box,label=\"v%" PRIu32 " %s%s\"];\n",
                 v->id, v->id, v->name, v->alive ? "" : " (terminated)");
         }
     }
@@ -458,9 +423,10 @@ int keel__k_graph_dot(keel_kernel *k, char **out, keel_diag *diag)
         if (rc < 0) {
             break;
         }
-        dot(&b, "  %s [shape=ellipse];\n", kr);
+        keel__sb_printf(&b, "  %s [shape=ellipse];\n", kr);
         if (rc == 1) {
-            dot(&b, "  v%" PRIu32 " -> %s [label=\"owns\",style=bold];\n",
+            keel__sb_printf(
+                &b, "  v%" PRIu32 " -> %s [label=\"owns\",style=bold];\n",
                 owner, kr);
         }
     }
@@ -484,16 +450,18 @@ int keel__k_graph_dot(keel_kernel *k, char **out, keel_diag *diag)
             break;
         }
         static const char *const st[] = {"unresolved", "fulfilled", "rejected"};
-        dot(&b, "  %s [shape=diamond,label=\"%s %s\"];\n", kr, kr,
-            st[p.state % 3]);
+        keel__sb_printf(&b, "  %s [shape=diamond,label=\"%s %s\"];\n", kr, kr,
+                        st[p.state % 3]);
         if (p.decider != 0) {
-            dot(&b, "  %s -> v%" PRIu32 " [label=\"decider\",style=dashed];\n",
+            keel__sb_printf(
+                &b, "  %s -> v%" PRIu32 " [label=\"decider\",style=dashed];\n",
                 kr, p.decider);
         }
         for (size_t i = 0; i < p.nsubs; i++) {
-            dot(&b,
-                "  %s -> v%" PRIu32 " [label=\"subscriber\",style=dotted];\n",
-                kr, p.subs[i]);
+            keel__sb_printf(&b,
+                            "  %s -> v%" PRIu32
+                            " [label=\"subscriber\",style=dotted];\n",
+                            kr, p.subs[i]);
         }
         keel__kprom_free(&p);
     }
@@ -514,10 +482,10 @@ int keel__k_graph_dot(keel_kernel *k, char **out, keel_diag *diag)
         if (rc < 0) {
             break;
         }
-        dot(&b, "  v%" PRIu32 " -> %s [label=\"%s\"%s];\n", d.vid, kr,
-            rc == 1 ? val : "?", reach ? "" : ",style=dotted");
+        keel__sb_printf(&b, "  v%" PRIu32 " -> %s [label=\"%s\"%s];\n", d.vid,
+                        kr, rc == 1 ? val : "?", reach ? "" : ",style=dotted");
     }
-    dot(&b, "}\n");
+    keel__sb_printf(&b, "}\n");
     if (rc < 0 || b.oom) {
         free(b.p);
         return rc < 0 ? storage_error(k, rc, diag)
