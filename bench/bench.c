@@ -456,6 +456,27 @@ out:
     return rc;
 }
 
+uint64_t keel__bench_dir_bytes(const char *dir, int on_disk)
+{
+    uint64_t total = 0;
+    char path[4096];
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    struct stat st;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        int n = snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0 &&
+            S_ISREG(st.st_mode)) {
+            total +=
+                on_disk ? (uint64_t)st.st_blocks * 512 : (uint64_t)st.st_size;
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return total;
+}
+
 int keel__bench_rmtree(const char *path, keel_diag *diag)
 {
     int rc = KEEL_OK;

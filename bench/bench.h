@@ -164,6 +164,9 @@ void keel__bench_stats(const double *v, size_t n, keel_bench_stats *out);
 int keel__bench_workdir(const char *parent, char **out, keel_diag *diag);
 /* Remove path and everything under it. @return KEEL_OK or the first error. */
 int keel__bench_rmtree(const char *path, keel_diag *diag);
+/* Bytes of the regular files directly in dir: their sizes, or with
+ * on_disk their allocated blocks (0 if dir cannot be read). */
+uint64_t keel__bench_dir_bytes(const char *dir, int on_disk);
 
 /* Describe the machine, the filesystem holding dir, and this build. */
 void keel__bench_env(const char *dir, keel_bench_env *env);

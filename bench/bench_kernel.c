@@ -49,7 +49,6 @@
  *   KB3 The baselines use no keel code (plain POSIX, bare LMDB), so a
  *       regression in keel cannot move them.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -696,27 +695,6 @@ static void read_status(rss_sample *s)
     }
 }
 
-/* Bytes of the regular files directly in dir (0 if it cannot be read). */
-static uint64_t dir_bytes(const char *dir)
-{
-    uint64_t total = 0;
-    char path[4096];
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    struct stat st;
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        int n = snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0 &&
-            S_ISREG(st.st_mode)) {
-            total += (uint64_t)st.st_size;
-        }
-    }
-    if (d != NULL) {
-        closedir(d);
-    }
-    return total;
-}
-
 static void take_sample(const char *state_dir, uint64_t cranks,
                         double cranks_per_s, rss_sample *s)
 {
@@ -728,9 +706,9 @@ static void take_sample(const char *state_dir, uint64_t cranks,
     read_status(s);
     s->heap_kib = (uint64_t)mi.uordblks / 1024;
     snprintf(path, sizeof(path), "%s/store", state_dir);
-    s->store_bytes = dir_bytes(path);
+    s->store_bytes = keel__bench_dir_bytes(path, 0);
     snprintf(path, sizeof(path), "%s/wal", state_dir);
-    s->wal_bytes = dir_bytes(path);
+    s->wal_bytes = keel__bench_dir_bytes(path, 0);
 }
 
 static double ratio_u64(uint64_t a, uint64_t b)

@@ -22,7 +22,6 @@
  *   BS2 The figures are those of one run, sampled in it; nothing is
  *       extrapolated.
  */
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,26 +108,6 @@ typedef struct soak_sample {
     double cranks_per_s;
 } soak_sample;
 
-static uint64_t files_bytes(const char *dir)
-{
-    uint64_t total = 0;
-    char path[4096];
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    struct stat st;
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        int n = snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0 &&
-            S_ISREG(st.st_mode)) {
-            total += (uint64_t)st.st_blocks * 512; /* on disk */
-        }
-    }
-    if (d != NULL) {
-        closedir(d);
-    }
-    return total;
-}
-
 static uint64_t rss_kib(void)
 {
     char line[256];
@@ -172,9 +151,9 @@ static int sample(keel_kernel *k, const char *state, uint64_t cranks,
     s->cranks = cranks;
     s->cranks_per_s = rate;
     snprintf(path, sizeof(path), "%s/store", state);
-    s->store_bytes = files_bytes(path);
+    s->store_bytes = keel__bench_dir_bytes(path, 1);
     snprintf(path, sizeof(path), "%s/wal", state);
-    s->wal_bytes = files_bytes(path);
+    s->wal_bytes = keel__bench_dir_bytes(path, 1);
     s->rss_kib = rss_kib();
     return rc;
 }
