@@ -1090,11 +1090,14 @@ int keel_kernel_close(keel_kernel *k, keel_diag *diag)
         return KEEL_OK;
     }
     /* Async work first: what is held starts now its log is durable (K35;
-     * not on a failed kernel), then free waits for thread-pool jobs to
-     * return (their `done` callbacks are dropped), so no vat is stopped
-     * under a running job and no vat code is unloaded while it runs. */
+     * on a failed kernel only jobs' work, whose done is dropped), then
+     * free waits for thread-pool jobs to return (their `done` callbacks
+     * are dropped), so no vat is stopped under a running job and no vat
+     * code is unloaded while it runs. */
     if (k->wal != NULL && !k->failed) {
         keel__k_start_async(k, 1, NULL);
+    } else if (k->wal != NULL) {
+        keel__k_start_held_work(k);
     }
     k->host.close(k->host.ctx); /* KH1 */
     keel__k_free_async(k);

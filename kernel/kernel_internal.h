@@ -282,6 +282,9 @@ void keel__k_async_aborted(keel_kernel *k);
 /* K34: hand the held work whose transaction is durable to the host, in
  * order of request; with wait, first wait until all of it is durable. */
 int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag);
+/* K35, at the close of a failed kernel: start the held jobs' work whose
+ * log is (or can still be made) durable; drop the rest of what is held. */
+void keel__k_start_held_work(keel_kernel *k);
 /* K32: drop vid's async work that has not started (held or in the host). */
 void keel__k_cancel_async(keel_kernel *k, uint32_t vid);
 

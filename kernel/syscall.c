@@ -36,11 +36,12 @@
  *       vat's crank) waits for everything appended so far. Held requests
  *       start in the order they were made.
  *   K35 A job whose transaction committed has its work run exactly once,
- *       even if its vat terminates or the kernel closes first (close waits
- *       for the log to be durable, then starts what is held, and the host
- *       runs every queued job's work): a vat may free what it shares with
- *       a job in the job's work. A job whose transaction aborted never
- *       runs at all.
+ *       even if its vat terminates or the kernel closes or fails first
+ *       (close waits for the log to be durable, then starts what is held,
+ *       and the host runs every queued job's work): a vat may free what it
+ *       shares with a job in the job's work. A job whose transaction
+ *       aborted never runs at all, nor does one whose record the log
+ *       failed before making durable (DESIGN §2.6 outranks it).
  */
 #include "kernel/kernel_internal.h"
 
@@ -521,6 +522,24 @@ static void async_work(void *p)
 {
     kasync *a = p;
     a->work(a->arg);
+}
+
+void keel__k_start_held_work(keel_kernel *k)
+{
+    /* K35 on a failed kernel: a committed job's work runs once its log is
+     * durable; timers, and jobs whose log cannot be made durable, are
+     * dropped (their done would be dropped anyway: K32). */
+    while (k->held_head != NULL) {
+        kasync *a = k->held_head;
+        held_remove(k, a);
+        int run = a->work != NULL && !a->in_txn;
+        if (run && a->lsn > keel_wal_durable_lsn(k->wal)) {
+            run = keel_wal_wait(k->wal, a->lsn, NULL) == KEEL_OK;
+        }
+        if (!run || k->host.work(k->host.ctx, async_work, async_done, a) < 0) {
+            async_unlink(a);
+        }
+    }
 }
 
 int keel__k_start_async(keel_kernel *k, int wait, keel_diag *diag)

@@ -991,6 +991,8 @@ static const keel_vat_ops t_restart = {
  *                   aborts), else it resolves the result. The job's work
  *                   counts itself in ctx->jobs_run and records the WAL's
  *                   durable LSN as it starts; its done writes done = 1.
+ *                   With "pad":n it also writes n bytes to pad.<job>, so
+ *                   that a few such cranks fill a small store.
  *   go_exit()       asks for a job and exits in the same crank.
  *   arm()           asks for a timer an hour away.
  *   leave()         exits.
@@ -1046,7 +1048,16 @@ static int tjob_deliver(void *state, keel_syscall *sys, const keel_delivery *d)
     }
     json_t *body = json_loadb(d->args.body.ptr, d->args.body.len, 0, NULL);
     int fail = json_is_true(json_object_get(body, "fail"));
+    json_int_t pad = json_integer_value(json_object_get(body, "pad"));
     json_decref(body);
+    if (rc == KEEL_OK && pad > 0 && pad < (json_int_t)KEEL_VATSTORE_VALUE_MAX) {
+        char *v = malloc((size_t)pad + 1);
+        ck_assert_ptr_nonnull(v);
+        memset(v, 'x', (size_t)pad);
+        v[pad] = '\0';
+        rc = vs_setf(sys, v, "pad.%u", ctx->njobs);
+        free(v);
+    }
     if (rc == KEEL_OK && fail) {
         return keel_syscall_send(sys, "o-99", "forged", &cd, NULL);
     }
@@ -3364,6 +3375,49 @@ START_TEST(test_kernel_close_runs_held_job_work)
 }
 END_TEST
 
+/* K35 on a failed kernel: the crank whose checkpoint fills the store
+ * committed (K25) and its log is durable (K11), so its job's work still
+ * runs once, at close, although the kernel failed before starting it. */
+START_TEST(test_kernel_failed_kernel_close_runs_held_job_work)
+{
+    tk t;
+    keel_diag d = {0};
+    tk_init(&t);
+    t.o.sync = KEEL_SYNC_FULL;
+    t.o.checkpoint_cranks = 1;
+    t.o.store_max_bytes = 64u * 1024;
+    char cfg[512];
+    snprintf(cfg, sizeof(cfg),
+             "{'bootstrap':'alice','vats':{"
+             "'alice':{'builtin':'t_actor'},"
+             "'jobber':{'builtin':'t_job','params':{'ctx':'%p'}}}}",
+             (void *)&t.ctx);
+    tk_open(&t);
+    t.ctx.k = t.k;
+    tk_boot(&t, cfg);
+    tk_run(&t);
+    int rc = KEEL_OK;
+    for (int i = 0; i < 400 && rc >= 0; i++) {
+        char *args = sq("{'fail':false,'pad':1500}");
+        char kref[KEEL_VREF_MAX];
+        rc = keel_kernel_send(t.k, "jobber", "go", args, kref, &d);
+        free(args);
+        while (rc >= 0 && (rc = keel_kernel_step(t.k, &d)) == 1) {
+        }
+    }
+    ck_assert_msg(rc == KEEL_EFAILED || rc == KEEL_ENOSPC, "%s: %s",
+                  keel_err_name(rc), d.msg);
+    unsigned asked = t.ctx.njobs;
+    ck_assert_uint_gt(asked, 0);
+    rc = keel_kernel_close(t.k, &d);
+    t.k = NULL;
+    ck_assert_msg(rc == KEEL_ENOSPC, "close: %s: %s", keel_err_name(rc), d.msg);
+    int ran = atomic_load(&t.ctx.jobs_run);
+    ck_assert_msg(ran == (int)asked, "%u jobs asked for, %d ran", asked, ran);
+    tk_free(&t);
+}
+END_TEST
+
 /* K32, K21: a terminated vat's timer an hour away does not keep the run
  * from going idle. */
 START_TEST(test_kernel_dead_vat_timer_lets_run_go_idle)
@@ -3664,6 +3718,7 @@ Suite *kernel_suite(void)
     tcase_add_test(tc, test_kernel_job_starts_after_its_crank_is_durable);
     tcase_add_test(tc, test_kernel_exited_vat_job_runs_work_not_done);
     tcase_add_test(tc, test_kernel_close_runs_held_job_work);
+    tcase_add_test(tc, test_kernel_failed_kernel_close_runs_held_job_work);
     tcase_add_test(tc, test_kernel_dead_vat_timer_lets_run_go_idle);
     tcase_add_test(tc, test_kernel_send_durable_despite_checkpoint_failure);
     suite_add_tcase(s, tc);

@@ -200,9 +200,11 @@ KEEL_API const char *keel_syscall_vat_name(const keel_syscall *sys);
  * were made. So nothing the work does outside can precede its cause.
  *
  * A job whose transaction committed has its work run exactly once, even if
- * the vat terminates or the kernel closes before it started (the vat may
- * free what it shares with the job there); in those two cases its done is
- * not called.
+ * the vat terminates or the kernel closes or fails before it started (the
+ * vat may free what it shares with the job there); in those cases its done
+ * is not called. The one exception: a log that fails before the job's
+ * transaction is durable drops the job unrun (its effects may not precede
+ * their cause), and the kernel with it.
  * When a vat terminates, its timers are cancelled (they never fire), and a
  * request made with its handle afterwards returns KEEL_OK and never runs.
  * Pending work of live vats (held or started) keeps `keel run` from
