@@ -55,7 +55,8 @@ pc=$(find "$prefix" -name keel.pc -path '*/pkgconfig/*')
 [ -n "$pc" ] || die "keel.pc: not installed under $prefix"
 libdir=$(dirname "$(dirname "$pc")")
 for f in libkeel.so libkeel.a cmake/keel/keelConfig.cmake \
-    cmake/keel/keelConfigVersion.cmake cmake/keel/keelTargets.cmake; do
+    cmake/keel/keelConfigVersion.cmake cmake/keel/keelTargets.cmake \
+    cmake/keel/keelStaticTargets.cmake; do
     [ -e "$libdir/$f" ] || die "$libdir/$f: not installed"
 done
 soname=$(readelf -d "$libdir/libkeel.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
