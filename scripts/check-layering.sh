@@ -45,6 +45,14 @@ while IFS= read -r hit; do
 done < <(grep -rnE --include='*.c' --include='*.h' \
     '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' vats |
     grep -vE '#[[:space:]]*include[[:space:]]*"(keel|vats)/' || true)
+# examples/ are built out of tree against the installed headers: they
+# include <keel/...> and system headers, nothing of this tree ("...").
+while IFS= read -r hit; do
+    [ -n "$hit" ] || continue
+    echo "layering: $hit: examples/ include only <keel/...> and system headers" >&2
+    bad=1
+done < <(grep -rnE --include='*.c' --include='*.h' \
+    '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' examples || true)
 
 if [ "$bad" -ne 0 ]; then
     exit 1
