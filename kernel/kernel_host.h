@@ -85,15 +85,16 @@ typedef struct keel__khost {
 /*
  * KH4: run fn(arg, sys) between cranks as one out-of-crank transaction of
  * sys's vat: its syscalls join it; it commits (and its run-queue items are
- * enqueued) when fn returns; an illegal syscall discards it and terminates
- * the vat. Syscalls held meanwhile run after it (SPEC §5), terminated vats
- * are reaped, and async work that is durable is started.
+ * enqueued) when fn returns 0; nonzero discards it (the host's choice:
+ * a worker's group it did not finish); an illegal syscall discards it and
+ * terminates the vat. Syscalls held meanwhile run after it (SPEC §5),
+ * terminated vats are reaped, and async work that is durable is started.
  * @return 1 committed (or nothing to commit) and the vat lives; 0 the vat
  *         is terminated (now, or already: fn was not run); KEEL_EINVAL a
  *         transaction is open (inside a crank); KEEL_EFAILED the kernel
  *         failed.
  */
-int keel__k_oc_txn(keel_syscall *sys, void (*fn)(void *arg, keel_syscall *sys),
+int keel__k_oc_txn(keel_syscall *sys, int (*fn)(void *arg, keel_syscall *sys),
                    void *arg);
 /* The kernel a syscall handle belongs to. */
 keel_kernel *keel__k_sys_kernel(const keel_syscall *sys);

@@ -487,7 +487,8 @@ void keel__k_cancel_async(keel_kernel *k, uint32_t vid)
  * given, is the async record fn is the callback of: freed once fn ran).
  * @return 1 committed and v lives, 0 v terminated, KEEL_EFAILED. */
 static int oc_txn(keel_kernel *k, kvat *v,
-                  void (*fn)(void *arg, keel_syscall *sys), void *arg,
+                  void (*fn)(void *arg, keel_syscall *sys),
+                  int (*ifn)(void *arg, keel_syscall *sys), void *arg,
                   kasync *a)
 {
     if (keel__k_txn_begin(k) < 0) {
@@ -498,12 +499,19 @@ static int oc_txn(keel_kernel *k, kvat *v,
     }
     k->txn_vid = v->id;
     k->delivering = v; /* its syscalls join this transaction */
-    fn(arg, &v->sys);
+    int discard = 0;
+    if (fn != NULL) {
+        fn(arg, &v->sys);
+    } else {
+        discard = ifn(arg, &v->sys);
+    }
     k->delivering = NULL;
     if (a != NULL) {
         async_unlink(a);
     }
-    if (k->illegal) { /* K31 */
+    if (discard && !k->illegal) {
+        keel__k_txn_abort(k); /* KH4: the host discards it */
+    } else if (k->illegal) {  /* K31 */
         keel__k_txn_abort(k);
         keel__k_terminate(k, v->id, NULL);
     } else if (keel__store_ws_count(k->store) == 0 && k->exit_vid == 0) {
@@ -533,10 +541,10 @@ static void async_done(void *p)
         async_unlink(a);
         return;
     }
-    oc_txn(k, v, a->done, a->arg, a);
+    oc_txn(k, v, a->done, NULL, a->arg, a);
 }
 
-int keel__k_oc_txn(keel_syscall *sys, void (*fn)(void *arg, keel_syscall *sys),
+int keel__k_oc_txn(keel_syscall *sys, int (*fn)(void *arg, keel_syscall *sys),
                    void *arg)
 {
     keel_kernel *k = sys->k;
@@ -549,7 +557,7 @@ int keel__k_oc_txn(keel_syscall *sys, void (*fn)(void *arg, keel_syscall *sys),
     if (!sys->v->alive) {
         return 0;
     }
-    return oc_txn(k, sys->v, fn, arg, NULL);
+    return oc_txn(k, sys->v, NULL, fn, arg, NULL);
 }
 
 keel_kernel *keel__k_sys_kernel(const keel_syscall *sys)

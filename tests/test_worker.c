@@ -12,6 +12,11 @@
  * once, and an illegal syscall in it terminates the vat.
  */
 #include <check.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -527,7 +532,7 @@ typedef struct octest {
     char lsn_before[32];
 } octest;
 
-static void oc_fn(void *arg, keel_syscall *sys)
+static int oc_fn(void *arg, keel_syscall *sys)
 {
     octest *o = arg;
     if (o->mode == 0) {
@@ -537,6 +542,7 @@ static void oc_fn(void *arg, keel_syscall *sys)
         keel_capdata cd = {.body = {"{}", 2}};
         keel_syscall_send(sys, "o-99", "hi", &cd, NULL);
     }
+    return 0;
 }
 
 static keel_syscall *captured_sys;
@@ -612,6 +618,376 @@ START_TEST(test_worker_oc_txn_commits_between_cranks)
 }
 END_TEST
 
+/* ---- part 2: real worker processes (host/worker.c) ----------------------- */
+
+typedef struct rw {
+    tw t;
+    char mode_path[128];
+    char err_path[160];
+    int saved_err;
+} rw;
+
+static void rw_mode(rw *r, const char *mode, int at)
+{
+    FILE *f = fopen(r->mode_path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s %d\n", mode, at);
+    fclose(f);
+}
+
+/* Open a composed kernel (keel_kernel_open: the libuv host with its
+ * worker ops) and boot pingpong with bob the test program; keel's stderr
+ * goes to a file. extra: more "worker" fields (",'timeout_ms':300"). */
+static void rw_open(rw *r, const char *mode, int at, int rounds,
+                    const char *extra)
+{
+    memset(r, 0, sizeof(*r));
+    tw_init(&r->t);
+    snprintf(r->mode_path, sizeof(r->mode_path), "/tmp/keel-wtp-%ld",
+             (long)getpid());
+    snprintf(r->err_path, sizeof(r->err_path), "%s/stderr", r->t.root);
+    rw_mode(r, mode, at);
+    fflush(stderr);
+    r->saved_err = dup(2);
+    int fd = open(r->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 2);
+    close(fd);
+    keel_kernel_options o;
+    keel_kernel_options_init(&o);
+    o.sync = KEEL_SYNC_GROUP;
+    keel_diag d = {0};
+    int rc = keel_kernel_open(r->t.state, &o, &r->t.k, &d);
+    ck_assert_msg(rc == KEEL_OK, "open: %s", d.msg);
+    char cfg[2048];
+    snprintf(cfg, sizeof(cfg),
+             "{'bootstrap':'alice','vats':{"
+             "'alice':{'builtin':'pingpong','params':{'role':'alice',"
+             "'rounds':%d}},"
+             "'bob':{'worker':{'command':['%s','@%s'],'cwd':'/'%s}}}}",
+             rounds, KEEL_WORKER_TESTPROG, r->mode_path,
+             extra != NULL ? extra : "");
+    rc = tw_boot(&r->t, cfg, &d);
+    ck_assert_msg(rc == KEEL_OK, "boot: %s", d.msg);
+}
+
+/* Run in slices until alice is done or bob terminated (at most ~20 s;
+ * a kernel with a live worker is never idle, WK7). */
+static uint64_t rw_run(rw *r)
+{
+    uint64_t aborted = 0;
+    for (int i = 0; i < 600; i++) {
+        keel_run_options o = {0};
+        o.timeout_ms = 100;
+        keel_run_stats s = {0};
+        keel_diag d = {0};
+        int rc = keel_kernel_run(r->t.k, &o, &s, &d);
+        ck_assert_msg(rc == KEEL_OK, "run: %s", d.msg);
+        aborted += s.aborted;
+        char *done = vs(&r->t, "alice", "done");
+        int fin =
+            done != NULL || strcmp(vat_state(&r->t, "bob"), "terminated") == 0;
+        free(done);
+        if (fin) {
+            break;
+        }
+    }
+    return aborted;
+}
+
+/* Close, put stderr back; @return what keel wrote to stderr. */
+static char *rw_close(rw *r, char **hash)
+{
+    if (hash != NULL) {
+        *hash = status_field(&r->t, "activity_hash");
+    }
+    tw_close(&r->t);
+    fflush(stderr);
+    dup2(r->saved_err, 2);
+    close(r->saved_err);
+    size_t n = 0;
+    uint8_t *e = tu_read_file(r->err_path, &n);
+    char *s = calloc(1, n + 1);
+    memcpy(s, e, n);
+    free(e);
+    return s;
+}
+
+static void rw_free(rw *r)
+{
+    unlink(r->mode_path);
+    char pidf[160];
+    snprintf(pidf, sizeof(pidf), "%s.pid", r->mode_path);
+    unlink(pidf);
+    tw_free(&r->t);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++) {
+        n++;
+    }
+    return n;
+}
+
+/* `keel recover STATE --check`: the audit finds nothing. */
+static void ck_audit(const char *state)
+{
+    const char *args[] = {"recover", state, "--check", NULL};
+    char *out = NULL, *err = NULL;
+    int rc = tu_run_keel(args, &out, &err);
+    ck_assert_msg(rc == 0, "keel recover --check: %d\n%s%s", rc, out, err);
+    free(out);
+    free(err);
+}
+
+static char *clean_hash;
+
+static char *ok_hash(void)
+{
+    if (clean_hash == NULL) {
+        rw r;
+        rw_open(&r, "ok", 0, 10, ",'timeout_ms':400");
+        rw_run(&r);
+        ck_vs(&r.t, "alice", "answers", "10");
+        ck_vs(&r.t, "bob", "seen", "10");
+        free(rw_close(&r, &clean_hash));
+        rw_free(&r);
+    }
+    return clean_hash;
+}
+
+START_TEST(test_worker_process_runs_pingpong)
+{
+    rw r;
+    rw_open(&r, "ok", 0, 10, NULL);
+    uint64_t aborted = rw_run(&r);
+    ck_vs(&r.t, "alice", "done", "1");
+    ck_vs(&r.t, "alice", "last", "11");
+    ck_vs(&r.t, "bob", "seen", "10");
+    ck_assert_uint_eq(aborted, 0);
+    char *err = rw_close(&r, NULL);
+    ck_assert_msg(strstr(err, "crashed") == NULL, "%s", err);
+    free(err);
+    ck_audit(r.t.state);
+    rw_free(&r);
+}
+END_TEST
+
+/* A worker that crashes mid-delivery in each way: only its crank is
+ * aborted, it is restarted, and the run ends in the uninterrupted run's
+ * state and activity hash. */
+START_TEST(test_worker_crash_modes_restart_and_converge)
+{
+    static const char *const modes[] = {"exit", "garbage", "truncated", "huge",
+                                        "hang"};
+    char *want = ok_hash();
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        rw r;
+        /* Misbehave at the 3rd delivery of each process: every restarted
+         * process does it again, 3 deliveries on (TP1). */
+        rw_open(&r, modes[i], 3, 10, ",'timeout_ms':400");
+        uint64_t aborted = rw_run(&r);
+        ck_vs(&r.t, "alice", "done", "1");
+        ck_vs(&r.t, "alice", "answers", "10");
+        ck_vs(&r.t, "bob", "seen", "10"); /* aborted cranks left nothing */
+        ck_assert_str_eq(vat_state(&r.t, "bob"), "alive");
+        char *hash = NULL;
+        char *err = rw_close(&r, &hash);
+        int restarts = count_of(err, "worker crashed; restarting");
+        ck_assert_msg(restarts >= 4 && (uint64_t)restarts == aborted,
+                      "%s: %d restarts, %llu aborted\n%s", modes[i], restarts,
+                      (unsigned long long)aborted, err);
+        ck_assert_msg(strcmp(hash, want) == 0, "%s: hash %s, want %s", modes[i],
+                      hash, want);
+        if (strcmp(modes[i], "huge") == 0 || strcmp(modes[i], "garbage") == 0) {
+            ck_assert_msg(strstr(err, "malformed frame") != NULL, "%s", err);
+        }
+        if (strcmp(modes[i], "hang") == 0) {
+            ck_assert_msg(strstr(err, "timeout_ms") != NULL, "%s", err);
+        }
+        free(hash);
+        free(err);
+        ck_audit(r.t.state);
+        rw_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(test_worker_restart_limit_terminates)
+{
+    rw r;
+    rw_open(&r, "exit", 1, 10, ",'restarts':{'max':2,'window_ms':600000}");
+    rw_run(&r);
+    ck_assert_str_eq(vat_state(&r.t, "bob"), "terminated");
+    char *err = rw_close(&r, NULL);
+    ck_assert_int_eq(count_of(err, "worker crashed; restarting"), 2);
+    ck_assert_msg(strstr(err, "restarts.max 2): terminating it") != NULL, "%s",
+                  err);
+    free(err);
+    ck_audit(r.t.state);
+    rw_free(&r);
+}
+END_TEST
+
+START_TEST(test_worker_forged_ref_terminates_only_it)
+{
+    rw r;
+    rw_open(&r, "forge", 2, 10, NULL);
+    rw_run(&r);
+    ck_assert_str_eq(vat_state(&r.t, "bob"), "terminated");
+    char *err = rw_close(&r, NULL);
+    ck_assert_msg(strstr(err, "restarting") == NULL, "%s", err);
+    free(err);
+    ck_audit(r.t.state);
+    rw_free(&r);
+}
+END_TEST
+
+START_TEST(test_worker_output_prefixed)
+{
+    rw r;
+    rw_open(&r, "stderr", 2, 5, NULL);
+    rw_run(&r);
+    ck_vs(&r.t, "alice", "done", "1");
+    char *err = rw_close(&r, NULL);
+    ck_assert_int_eq(count_of(err, "[vat bob] noise line "), 200);
+    ck_assert_msg(strstr(err, "[vat bob] noise line 199\n") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "[vat bob] to stdout\n") != NULL, "%s", err);
+    free(err);
+    rw_free(&r);
+}
+END_TEST
+
+/* A frame after STOP is ignored: nothing of it is committed. */
+START_TEST(test_worker_frame_after_stop_ignored)
+{
+    rw r;
+    rw_open(&r, "afterstop", 0, 3, NULL);
+    rw_run(&r);
+    ck_vs(&r.t, "alice", "done", "1");
+    free(rw_close(&r, NULL));
+    keel_diag d = {0};
+    ck_assert_int_eq(keel_kernel_open(r.t.state, NULL, &r.t.k, &d), KEEL_OK);
+    ck_vs(&r.t, "bob", "afterstop", NULL);
+    ck_vs(&r.t, "bob", "seen", "3");
+    tw_close(&r.t);
+    ck_audit(r.t.state);
+    rw_free(&r);
+}
+END_TEST
+
+/* The founding scenario: the worker's own async work (here: after the
+ * DURABLE notice of its first delivery) sends a group between cranks; it
+ * is committed at once as its own transaction and the run loop, idle,
+ * wakes for it. */
+START_TEST(test_worker_out_of_crank_group_committed)
+{
+    rw r;
+    rw_open(&r, "oc", 1, 3, NULL);
+    rw_run(&r);
+    ck_vs(&r.t, "alice", "done", "1");
+    char *oc = NULL;
+    for (int i = 0; i < 50 && (oc = vs(&r.t, "bob", "oc")) == NULL; i++) {
+        keel_run_options o = {0};
+        o.timeout_ms = 100;
+        ck_assert_int_eq(keel_kernel_run(r.t.k, &o, NULL, NULL), KEEL_OK);
+    }
+    ck_assert_ptr_nonnull(oc);
+    /* sent once delivery 1 was durable: by then bob had seen 1..3 pings */
+    ck_assert_msg(atoi(oc) >= 1 && atoi(oc) <= 3, "oc = %s", oc);
+    free(oc);
+    free(rw_close(&r, NULL));
+    ck_audit(r.t.state);
+    rw_free(&r);
+}
+END_TEST
+
+/* SIGKILL of the worker at 200 seeded random moments of a pingpong: the
+ * kernel goes on every time and ends in the uninterrupted run's state. */
+typedef struct killer {
+    const char *pidf;
+    uint64_t seed;
+    volatile int stop;
+    int kills;
+} killer;
+
+static void *kill_loop(void *arg)
+{
+    killer *kl = arg;
+    while (!kl->stop && kl->kills < 200) {
+        struct timespec ts = {0, (long)(tu_rand(&kl->seed) % 4000) * 1000L};
+        nanosleep(&ts, NULL);
+        FILE *f = fopen(kl->pidf, "r");
+        long pid = 0;
+        if (f != NULL) {
+            if (fscanf(f, "%ld", &pid) != 1) {
+                pid = 0;
+            }
+            fclose(f);
+        }
+        if (pid > 0 && kill((pid_t)pid, SIGKILL) == 0) {
+            kl->kills++;
+        }
+    }
+    return NULL;
+}
+
+#define KILL_ROUNDS 20000
+
+START_TEST(test_worker_kill9_200_times_converges)
+{
+    rw r;
+    /* restarts never give up here, and a 1 ms window keeps the backoff at
+     * its 10 ms floor. */
+    const char *extra = ",'restarts':{'max':1000,'window_ms':1}";
+    rw_open(&r, "ok", 0, KILL_ROUNDS, extra);
+    rw_run(&r);
+    char *want = NULL;
+    free(rw_close(&r, &want));
+    rw_free(&r);
+    rw_open(&r, "ok", 0, KILL_ROUNDS, extra);
+    char pidf[160];
+    snprintf(pidf, sizeof(pidf), "%s.pid", r.mode_path);
+    /* Kills land until 200 did (or alice is done first: the test then
+     * fails on the count). */
+    killer kl = {.pidf = pidf, .seed = 14};
+    pthread_t th;
+    pthread_create(&th, NULL, kill_loop, &kl);
+    for (int i = 0; i < 600 && kl.kills < 200; i++) {
+        keel_run_options o = {0};
+        o.timeout_ms = 50;
+        keel_diag d = {0};
+        int rc = keel_kernel_run(r.t.k, &o, NULL, &d);
+        ck_assert_msg(rc == KEEL_OK, "run: %s", d.msg);
+        ck_assert_str_eq(vat_state(&r.t, "bob"), "alive");
+        char *done = vs(&r.t, "alice", "done");
+        free(done);
+        if (done != NULL) {
+            break;
+        }
+    }
+    kl.stop = 1;
+    pthread_join(th, NULL);
+    rw_run(&r);
+    char want_n[16];
+    snprintf(want_n, sizeof(want_n), "%d", KILL_ROUNDS);
+    ck_vs(&r.t, "alice", "answers", want_n);
+    ck_vs(&r.t, "bob", "seen", want_n);
+    char *got = NULL;
+    char *err = rw_close(&r, &got);
+    ck_assert_msg(kl.kills == 200, "%d kills landed", kl.kills);
+    fprintf(stderr, "kill9: %d kills, %d restarts\n", kl.kills,
+            count_of(err, "restarting"));
+    ck_assert_str_eq(got, want);
+    free(err);
+    free(got);
+    free(want);
+    ck_audit(r.t.state);
+    rw_free(&r);
+}
+END_TEST
+
 Suite *worker_suite(void);
 Suite *worker_suite(void)
 {
@@ -625,5 +1001,16 @@ Suite *worker_suite(void)
     tcase_add_test(tc, test_worker_crash_value_from_plain_vat_terminates);
     tcase_add_test(tc, test_worker_oc_txn_commits_between_cranks);
     suite_add_tcase(s, tc);
+    TCase *tp = tcase_create("process");
+    tcase_set_timeout(tp, 300);
+    tcase_add_test(tp, test_worker_process_runs_pingpong);
+    tcase_add_test(tp, test_worker_crash_modes_restart_and_converge);
+    tcase_add_test(tp, test_worker_restart_limit_terminates);
+    tcase_add_test(tp, test_worker_forged_ref_terminates_only_it);
+    tcase_add_test(tp, test_worker_output_prefixed);
+    tcase_add_test(tp, test_worker_frame_after_stop_ignored);
+    tcase_add_test(tp, test_worker_out_of_crank_group_committed);
+    tcase_add_test(tp, test_worker_kill9_200_times_converges);
+    suite_add_tcase(s, tp);
     return s;
 }
