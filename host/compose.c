@@ -18,6 +18,7 @@
 #include "common/diag.h"
 #include "host/host.h"
 #include "host/snapshots.h"
+#include "host/worker.h"
 #include "kernel/inspect.h"
 #include "kernel/kernel_host.h"
 
@@ -71,7 +72,8 @@ static int h_after_crank(void *ctx, keel_kernel *k, keel_diag *diag)
 static void h_close(void *ctx)
 {
     hosted *h = ctx;
-    keel__host_free(h->loop); /* H4: waits for the jobs' work */
+    keel__worker_detach(h->loop); /* WK6: their handles before the loop */
+    keel__host_free(h->loop);     /* H4: waits for the jobs' work */
     keel__psnap_free(&h->snaps);
     free(h);
 }
@@ -115,6 +117,10 @@ int keel_kernel_open(const char *state_dir, const keel_kernel_options *o,
                          .poll = h_poll,
                          .attached = h_attached,
                          .after_crank = h_after_crank,
+                         /* KH3: workers need the libuv loop */
+                         .worker_ops =
+                             o->deterministic ? NULL : &keel__worker_ops,
+                         .worker_restart = keel__worker_restart,
                          .close = h_close};
     return keel__k_open(state_dir, o, &table, out, diag); /* HC2 */
 }

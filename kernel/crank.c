@@ -571,7 +571,14 @@ static int call_vat(keel_kernel *k, kvat *v, const keel_delivery *d)
     int vrc = v->ops->deliver(v->state, &v->sys, d);
     k->delivering = NULL;
     k->stat_deliveries++;
-    if (vrc != 0 && !k->illegal) {
+    if (vrc == KEEL__VAT_CRASHED && v->ops == k->host.worker_ops &&
+        !k->illegal) {
+        /* KH3: abort the crank and restart the vat (keel_kernel_step);
+         * an illegal syscall before the crash still terminates it. */
+        k->crashed = v->id;
+        keel__k_illegal(k, "vat %s: its worker crashed delivering %s", v->name,
+                        d->kind == KEEL_DELIVER_MESSAGE ? d->method : "notify");
+    } else if (vrc != 0 && !k->illegal) {
         keel__k_illegal(k, "vat %s failed delivering %s (returned %d)", v->name,
                         d->kind == KEEL_DELIVER_MESSAGE ? d->method : "notify",
                         vrc);
@@ -792,6 +799,27 @@ static int pop_item(keel_kernel *k, kitem *it)
     return rc < 0 ? rc : 1;
 }
 
+/* KH3: restart worker vat vid after its crank aborted (no transaction
+ * open), or terminate it if the host gives up. */
+static int restart_worker(keel_kernel *k, uint32_t vid, keel_diag *diag)
+{
+    kvat *v = keel__k_vat(k, vid);
+    if (v == NULL || !v->alive) {
+        return KEEL_OK;
+    }
+    if (k->host.worker_restart != NULL &&
+        k->host.worker_restart(k->host.ctx, &v->sys, v->state) == 0) {
+        return k->failed ? KEEL_EFAILED : KEEL_OK;
+    }
+    if (!v->alive) {
+        return k->failed ? KEEL_EFAILED : KEEL_OK;
+    }
+    k->obs_aborted = 1; /* K36 */
+    int rc = keel__k_terminate(k, vid, diag);
+    k->obs_aborted = 0;
+    return rc;
+}
+
 int keel_kernel_step(keel_kernel *k, keel_diag *diag)
 {
     kitem it;
@@ -836,7 +864,15 @@ int keel_kernel_step(keel_kernel *k, keel_diag *diag)
         return k->failed ? KEEL_EFAILED : rc;
     }
     keel__kitem_free(&it);
-    if (k->illegal) {
+    if (k->crashed != 0) {
+        /* KH3: the worker crashed. Nothing the crank did stays and the
+         * item stays at the head, for the restarted worker; a host that
+         * gives up terminates the vat as a failed delivery would. */
+        uint32_t vid = k->crashed;
+        k->crashed = 0;
+        keel__k_txn_abort(k);
+        rc = restart_worker(k, vid, diag);
+    } else if (k->illegal) {
         /* Abort: nothing the crank did stays (SPEC §4); the vat that failed
          * is terminated in its own transaction. The item stays at the head
          * and is delivered again, now to a terminated vat, which rejects

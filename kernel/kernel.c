@@ -609,9 +609,21 @@ static int load_ops(keel_kernel *k, kvat *v, json_t *src, keel_diag *diag)
         }
         return KEEL_OK;
     }
+    if (json_object_get(src, "worker") != NULL) {
+        v->ops = k->host.worker_ops; /* KH3 */
+        if (v->ops == NULL) {        /* KH2 */
+            return keel__diag(diag, KEEL_EINVAL,
+                              "vats.%s.worker: this kernel has no worker host "
+                              "(worker vats need keel's libuv host)",
+                              v->name);
+        }
+        return KEEL_OK;
+    }
     if (path == NULL) {
         return keel__diag(diag, KEEL_EINVAL,
-                          "vats.%s: needs \"builtin\" or \"path\"", v->name);
+                          "vats.%s: needs \"builtin\", \"path\" or "
+                          "\"worker\"",
+                          v->name);
     }
     return open_library(v->name, path, &v->dl, &v->ops, diag);
 }
@@ -636,6 +648,9 @@ int keel__k_vat_start(keel_kernel *k, kvat *v, keel_diag *diag)
     char *params = NULL;
     if (rc == KEEL_OK) {
         json_t *p = json_object_get(src, "params");
+        if (json_object_get(src, "worker") != NULL) {
+            p = src; /* KH3: the worker host gets the whole entry */
+        }
         params = p != NULL ? json_dumps(p, JSON_COMPACT) : strdup("{}");
         rc = params == NULL ? KEEL_ENOMEM : KEEL_OK;
     }

@@ -16,7 +16,21 @@
  *       and before any vat is stopped; no callback of the host runs after.
  *   KH2 Without a host (keel__k_open with NULL) the kernel runs with no
  *       async work: keel_vat_timer and keel_vat_work return KEEL_EINVAL,
- *       nothing is ever pending, and no hook is called.
+ *       nothing is ever pending, and no hook is called. A {"worker": ...}
+ *       vat is refused (boot: "vats.NAME.worker: ..."; open: the same).
+ *   KH3 A worker vat is served by the host's worker_ops alone: its start
+ *       gets the whole config entry as JSON (not only "params"), and its
+ *       deliver alone may return KEEL__VAT_CRASHED (from any other vat it
+ *       is an ordinary failure). A crashed delivery aborts its crank
+ *       (nothing stays, the item stays at the head of the run queue),
+ *       then, outside any transaction and before the next crank, the
+ *       kernel calls worker_restart; if that gives up (< 0) the vat is
+ *       terminated as a failed delivery's would be. The restart policy
+ *       (counts, backoff) is the host's; the kernel only sequences it.
+ *   KH4 keel__k_oc_txn runs only between cranks (no transaction open):
+ *       fn's syscalls are one out-of-crank transaction, committed and its
+ *       items enqueued before it returns (K33's rule for an async
+ *       callback, which is built on the same code).
  */
 #ifndef KEEL_KERNEL_KERNEL_HOST_H
 #define KEEL_KERNEL_KERNEL_HOST_H
@@ -24,6 +38,7 @@
 #include <stdint.h>
 
 #include "keel/kernel.h"
+#include "keel/vat.h"
 
 typedef struct keel__khost {
     void *ctx; /* every function's first argument */
@@ -49,10 +64,46 @@ typedef struct keel__khost {
     /* Optional. keel_kernel_run stepped a crank (committed or aborted):
      * < 0 stops the run with that error (the kernel is not failed by it). */
     int (*after_crank)(void *ctx, keel_kernel *k, keel_diag *diag);
+    /* Optional (KH3). The vat ops serving {"worker": ...} config
+     * entries; NULL: such entries are refused. */
+    const keel_vat_ops *worker_ops;
+    /* KH3: the worker vat whose state is state crashed during a delivery
+     * (the crank is aborted); bring it back from its vatstore. Called on
+     * the kernel's thread with no transaction open; its syscalls are out
+     * of crank. @return 0 running again, < 0 give up: terminate it. */
+    int (*worker_restart)(void *ctx, keel_syscall *sys, void *state);
     /* KH1: wait for running jobs (their done callbacks are dropped), drop
      * unfired timers, free ctx. */
     void (*close)(void *ctx);
 } keel__khost;
+
+/* KH3: a worker_ops deliver's result meaning "the worker process crashed:
+ * abort this crank, restart the vat" (distinct from any other nonzero,
+ * "failed: terminate"). */
+#define KEEL__VAT_CRASHED 0x57524b43 /* "WRKC" */
+
+/*
+ * KH4: run fn(arg, sys) between cranks as one out-of-crank transaction of
+ * sys's vat: its syscalls join it; it commits (and its run-queue items are
+ * enqueued) when fn returns 0; nonzero discards it (the host's choice:
+ * a worker's group it did not finish); an illegal syscall discards it and
+ * terminates the vat. Syscalls held meanwhile run after it (SPEC §5),
+ * terminated vats are reaped, and async work that is durable is started.
+ * @return 1 committed (or nothing to commit) and the vat lives; 0 the vat
+ *         is terminated (now, or already: fn was not run); KEEL_EINVAL a
+ *         transaction is open (inside a crank); KEEL_EFAILED the kernel
+ *         failed.
+ */
+int keel__k_oc_txn(keel_syscall *sys, int (*fn)(void *arg, keel_syscall *sys),
+                   void *arg);
+/* The kernel a syscall handle belongs to. */
+keel_kernel *keel__k_sys_kernel(const keel_syscall *sys);
+/* The next o+N and p+N numbers never used by sys's vat (START, §3 of
+ * docs/worker-protocol.md); 1 if it is terminated. */
+void keel__k_sys_next(const keel_syscall *sys, uint64_t *next_o,
+                      uint64_t *next_p);
+/* 1 if sys's vat is alive. */
+int keel__k_sys_alive(const keel_syscall *sys);
 
 /*
  * keel_kernel_open (kernel.h) with host as the kernel's host (copied; NULL:

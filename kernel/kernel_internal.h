@@ -103,6 +103,7 @@ struct keel_kernel {
     kvat *delivering; /* the vat the current crank delivers to */
     uint32_t txn_vid; /* the vat whose syscalls this transaction holds */
     int illegal;      /* a syscall in this transaction was illegal */
+    uint32_t crashed; /* KH3: this crank's worker vat crashed */
     char illegal_msg[256];
     uint32_t exit_vid; /* exit requested in this transaction */
     kdeferred *defer_head, *defer_tail;

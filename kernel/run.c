@@ -29,6 +29,7 @@
  */
 #include "kernel/kernel_internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -93,6 +94,202 @@ int keel__k_method_check(const char *m, char *why, size_t cap)
     return KEEL_OK;
 }
 
+/* A positive integer field of at most max; absent: ok (the default). */
+static int check_uint(json_t *o, const char *f, json_int_t min, json_int_t max,
+                      const char *path, keel_diag *diag)
+{
+    json_t *v = json_object_get(o, f);
+    if (v != NULL && (!json_is_integer(v) || json_integer_value(v) < min ||
+                      json_integer_value(v) > max)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s.%s: expected an integer from %" PRId64
+                          " to %" PRId64,
+                          path, f, (int64_t)min, (int64_t)max);
+    }
+    return KEEL_OK;
+}
+
+/* Only the fields of names (NULL-terminated) in object o. */
+static int only_fields(json_t *o, const char *const *names, const char *path,
+                       keel_diag *diag)
+{
+    const char *f;
+    json_t *fv;
+    json_object_foreach(o, f, fv)
+    {
+        size_t i = 0;
+        while (names[i] != NULL && strcmp(names[i], f) != 0) {
+            i++;
+        }
+        if (names[i] == NULL) {
+            return keel__diag(diag, KEEL_EINVAL, "%s.%s: unknown field", path,
+                              f);
+        }
+    }
+    return KEEL_OK;
+}
+
+/* A byte size: a positive integer, or a string of digits with an optional
+ * K, M or G suffix (powers of 1024). @return 1 and *out, or 0. */
+static int parse_size(json_t *v, uint64_t *out)
+{
+    if (json_is_integer(v)) {
+        *out = (uint64_t)json_integer_value(v);
+        return json_integer_value(v) > 0;
+    }
+    const char *s = json_string_value(v);
+    if (s == NULL || *s < '0' || *s > '9') {
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k') {
+        shift = 10;
+    } else if (*end == 'M' || *end == 'm') {
+        shift = 20;
+    } else if (*end == 'G' || *end == 'g') {
+        shift = 30;
+    }
+    end += shift != 0;
+    if (errno != 0 || *end != '\0' || n == 0 || n > (UINT64_MAX >> shift)) {
+        return 0;
+    }
+    *out = (uint64_t)n << shift;
+    return 1;
+}
+
+/* KH3: a {"worker": ...} entry (docs/worker-protocol.md §1); resolves a
+ * relative command[0] with a '/' and cwd against the config's directory,
+ * in place, so a restart finds them from anywhere. */
+static int check_worker(const keel_kernel *k, const char *name, json_t *w,
+                        const char *config_dir, keel_diag *diag)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "vats.%s.worker", name);
+    static const char *const fields[] = {
+        "command", "env", "cwd", "timeout_ms", "restarts", "limits", NULL};
+    static const char *const rfields[] = {"max", "window_ms", NULL};
+    static const char *const lfields[] = {"address_space", "cpu_seconds", NULL};
+    const char *dir = config_dir != NULL ? config_dir : ".";
+    if (k->host.worker_ops == NULL) { /* KH2 */
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s: this kernel has no worker host (worker vats "
+                          "need keel's libuv host: not the deterministic "
+                          "mode, not a kernel opened without a host)",
+                          path);
+    }
+    if (!json_is_object(w)) {
+        return keel__diag(diag, KEEL_EINVAL, "%s: expected an object", path);
+    }
+    int rc = only_fields(w, fields, path, diag);
+    if (rc < 0) {
+        return rc;
+    }
+    json_t *cmd = json_object_get(w, "command");
+    if (!json_is_array(cmd) || json_array_size(cmd) == 0) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s.command: expected a non-empty array of strings "
+                          "(the program and its arguments)",
+                          path);
+    }
+    size_t i;
+    json_t *a;
+    json_array_foreach(cmd, i, a)
+    {
+        const char *s = json_string_value(a);
+        if (s == NULL || (i == 0 && s[0] == '\0')) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "%s.command[%zu]: expected a%s string", path, i,
+                              i == 0 ? " non-empty" : "");
+        }
+    }
+    json_t *env = json_object_get(w, "env");
+    if (env != NULL && !json_is_object(env)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s.env: expected an object of strings", path);
+    }
+    const char *ek;
+    json_t *ev;
+    json_object_foreach(env, ek, ev)
+    {
+        if (!json_is_string(ev) || ek[0] == '\0' || strchr(ek, '=') != NULL) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "%s.env.%s: expected a string value under a "
+                              "name without '='",
+                              path, ek);
+        }
+    }
+    json_t *cwd = json_object_get(w, "cwd");
+    if (cwd != NULL && !json_is_string(cwd)) {
+        return keel__diag(diag, KEEL_EINVAL, "%s.cwd: expected a string", path);
+    }
+    char full[PATH_MAX], real[PATH_MAX];
+    const char *c = cwd != NULL ? json_string_value(cwd) : ".";
+    snprintf(full, sizeof(full), "%s%s%s", c[0] == '/' ? "" : dir,
+             c[0] == '/' ? "" : "/", c);
+    if (realpath(full, real) == NULL) {
+        return keel__diag(diag, KEEL_EINVAL, "%s.cwd: %s: no such directory",
+                          path, full);
+    }
+    json_object_set_new(w, "cwd", json_string(real));
+    const char *prog = json_string_value(json_array_get(cmd, 0));
+    if (strchr(prog, '/') != NULL && prog[0] != '/') {
+        snprintf(full, sizeof(full), "%s/%s", dir, prog);
+        if (realpath(full, real) == NULL) {
+            return keel__diag(diag, KEEL_EINVAL,
+                              "%s.command[0]: %s: no such file", path, full);
+        }
+        json_array_set_new(cmd, 0, json_string(real));
+    }
+    rc = check_uint(w, "timeout_ms", 1, 86400000, path, diag);
+    if (rc < 0) {
+        return rc;
+    }
+    json_t *r = json_object_get(w, "restarts");
+    char sub[160];
+    snprintf(sub, sizeof(sub), "%s.restarts", path);
+    if (r != NULL && !json_is_object(r)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s: expected an object {\"max\", \"window_ms\"}",
+                          sub);
+    }
+    if (r != NULL &&
+        ((rc = only_fields(r, rfields, sub, diag)) < 0 ||
+         (rc = check_uint(r, "max", 0, 1000000, sub, diag)) < 0 ||
+         (rc = check_uint(r, "window_ms", 1, 86400000, sub, diag)) < 0)) {
+        return rc;
+    }
+    json_t *l = json_object_get(w, "limits");
+    snprintf(sub, sizeof(sub), "%s.limits", path);
+    if (l != NULL && !json_is_object(l)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s: expected an object {\"address_space\", "
+                          "\"cpu_seconds\"}",
+                          sub);
+    }
+    if (l != NULL &&
+        ((rc = only_fields(l, lfields, sub, diag)) < 0 ||
+         (rc = check_uint(l, "cpu_seconds", 1, 100000000, sub, diag)) < 0)) {
+        return rc;
+    }
+    uint64_t as;
+    json_t *asv = l != NULL ? json_object_get(l, "address_space") : NULL;
+    if (asv != NULL && (!parse_size(asv, &as) || as < (1u << 20) ||
+                        as > (uint64_t)INT64_MAX)) {
+        return keel__diag(diag, KEEL_EINVAL,
+                          "%s.address_space: expected bytes (an integer, or "
+                          "a string like \"512M\" with a K, M or G suffix), "
+                          "at least 1M",
+                          sub);
+    }
+    if (asv != NULL) { /* the host reads bytes */
+        json_object_set_new(l, "address_space", json_integer((json_int_t)as));
+    }
+    return KEEL_OK;
+}
+
 /* Check the config; names the JSON path of the first problem. */
 static int check_config(const keel_kernel *k, json_t *cfg,
                         const char *config_dir, keel_diag *diag)
@@ -130,19 +327,26 @@ static int check_config(const keel_kernel *k, json_t *cfg,
         json_object_foreach(val, f, fv)
         {
             if (strcmp(f, "builtin") != 0 && strcmp(f, "path") != 0 &&
-                strcmp(f, "params") != 0) {
+                strcmp(f, "worker") != 0 && strcmp(f, "params") != 0) {
                 return keel__diag(diag, KEEL_EINVAL,
                                   "vats.%s.%s: unknown field", key, f);
             }
         }
         json_t *b = json_object_get(val, "builtin");
         json_t *p = json_object_get(val, "path");
+        json_t *w = json_object_get(val, "worker");
         json_t *params = json_object_get(val, "params");
-        if ((b == NULL) == (p == NULL)) {
+        if ((b != NULL) + (p != NULL) + (w != NULL) != 1) {
             return keel__diag(diag, KEEL_EINVAL,
-                              "vats.%s: needs exactly one of \"builtin\" "
-                              "and \"path\"",
+                              "vats.%s: needs exactly one of \"builtin\", "
+                              "\"path\" and \"worker\"",
                               key);
+        }
+        if (w != NULL) {
+            int rc = check_worker(k, key, w, config_dir, diag);
+            if (rc < 0) {
+                return rc;
+            }
         }
         if (b != NULL && !json_is_string(b)) {
             return keel__diag(diag, KEEL_EINVAL,

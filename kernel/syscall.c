@@ -26,7 +26,9 @@
  *       the done callback of its jobs is never called (their work still
  *       runs, once: K35), and a request it makes later is accepted and
  *       never runs.
- *   K33 (below) The syscalls of one async callback form one transaction.
+ *   K33 (below) The syscalls of one async callback form one transaction;
+ *       so do those of a host's keel__k_oc_txn call (KH4: a worker's
+ *       out-of-crank group), by the same code.
  *   K34 Output commit for async work (DESIGN §2.6): keel_vat_timer and
  *       keel_vat_work only hold the request. It is handed to the host once
  *       the transaction that asked for it committed and the WAL is durable
@@ -481,25 +483,35 @@ void keel__k_cancel_async(keel_kernel *k, uint32_t vid)
  * returns. A completion that resolves a promise and forgets its job record
  * must not be cut in two by a crash, any more than a crank may.
  */
-static void async_done(void *p)
+/* K33, KH4: fn's syscalls as one out-of-crank transaction of v (a, if
+ * given, is the async record fn is the callback of: freed once fn ran).
+ * @return 1 committed and v lives, 0 v terminated, KEEL_EFAILED. */
+static int oc_txn(keel_kernel *k, kvat *v,
+                  void (*fn)(void *arg, keel_syscall *sys),
+                  int (*ifn)(void *arg, keel_syscall *sys), void *arg,
+                  kasync *a)
 {
-    kasync *a = p;
-    keel_kernel *k = a->k;
-    kvat *v = keel__k_vat(k, a->vid);
-    if (v == NULL || !v->alive || k->failed) { /* K32 */
-        async_unlink(a);
-        return;
-    }
     if (keel__k_txn_begin(k) < 0) {
-        async_unlink(a);
-        return;
+        if (a != NULL) {
+            async_unlink(a);
+        }
+        return KEEL_EFAILED;
     }
     k->txn_vid = v->id;
     k->delivering = v; /* its syscalls join this transaction */
-    a->done(a->arg, &v->sys);
+    int discard = 0;
+    if (fn != NULL) {
+        fn(arg, &v->sys);
+    } else {
+        discard = ifn(arg, &v->sys);
+    }
     k->delivering = NULL;
-    async_unlink(a);
-    if (k->illegal) { /* K31 */
+    if (a != NULL) {
+        async_unlink(a);
+    }
+    if (discard && !k->illegal) {
+        keel__k_txn_abort(k); /* KH4: the host discards it */
+    } else if (k->illegal) {  /* K31 */
         keel__k_txn_abort(k);
         keel__k_terminate(k, v->id, NULL);
     } else if (keel__store_ws_count(k->store) == 0 && k->exit_vid == 0) {
@@ -513,9 +525,56 @@ static void async_done(void *p)
             keel__k_terminate(k, v->id, NULL);
         }
     }
+    int alive = v->alive;
     keel__k_run_deferred(k, NULL);
     keel__k_reap(k);
     keel__k_start_async(k, 0, NULL);
+    return k->failed ? KEEL_EFAILED : alive;
+}
+
+static void async_done(void *p)
+{
+    kasync *a = p;
+    keel_kernel *k = a->k;
+    kvat *v = keel__k_vat(k, a->vid);
+    if (v == NULL || !v->alive || k->failed) { /* K32 */
+        async_unlink(a);
+        return;
+    }
+    oc_txn(k, v, a->done, NULL, a->arg, a);
+}
+
+int keel__k_oc_txn(keel_syscall *sys, int (*fn)(void *arg, keel_syscall *sys),
+                   void *arg)
+{
+    keel_kernel *k = sys->k;
+    if (k->in_txn) {
+        return KEEL_EINVAL; /* KH4: between cranks only */
+    }
+    if (k->failed) {
+        return KEEL_EFAILED;
+    }
+    if (!sys->v->alive) {
+        return 0;
+    }
+    return oc_txn(k, sys->v, NULL, fn, arg, NULL);
+}
+
+keel_kernel *keel__k_sys_kernel(const keel_syscall *sys)
+{
+    return sys->k;
+}
+
+void keel__k_sys_next(const keel_syscall *sys, uint64_t *next_o,
+                      uint64_t *next_p)
+{
+    *next_o = sys->v->next_o;
+    *next_p = sys->v->next_p;
+}
+
+int keel__k_sys_alive(const keel_syscall *sys)
+{
+    return sys->v->alive;
 }
 
 static void async_work(void *p)
